@@ -1,0 +1,300 @@
+"""An async HTTP client for the sidecar API (docs/sidecar-api.md), one method per endpoint.
+
+Agent programs normally use :class:`mas.Agent`, which drives this client; it is also usable on
+its own (scripts, tests, other frameworks). Every error answer of the sidecar is raised as the
+matching :class:`mas.errors.SidecarError`; failures to reach the sidecar at all surface as
+``aiohttp.ClientError`` or ``TimeoutError``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from mas.errors import ErrorCode, MasError, SidecarError, sidecar_error
+
+_JSON = {"Content-Type": "application/json"}
+
+
+class SidecarClient:
+    """Talks to one sidecar at ``base_url`` (default: the ``MAS_SIDECAR_URL`` environment)."""
+
+    def __init__(self, base_url: str | None = None, *, timeout: float = 30.0) -> None:
+        url = base_url or os.environ.get("MAS_SIDECAR_URL")
+        if not url:
+            raise MasError("no sidecar URL: pass base_url or set MAS_SIDECAR_URL")
+        self.base_url = url.rstrip("/")
+        self.timeout = timeout
+        self._default_timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> SidecarClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool; the client may be used again afterwards (a new pool)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # Messages
+
+    async def send(
+        self,
+        to: str,
+        type: str,
+        payload: Any = None,
+        *,
+        correlation_id: str | None = None,
+        ttl_ms: int | None = None,
+    ) -> str:
+        """Send a message to ``to``; the id of the accepted message."""
+        body: dict[str, Any] = {"to": to, "type": type, "payload": payload}
+        if correlation_id is not None:
+            body["correlation_id"] = correlation_id
+        if ttl_ms is not None:
+            body["ttl_ms"] = ttl_ms
+        answer = await self._call("POST", "/v1/messages", body)
+        return str(answer["id"])
+
+    async def request(
+        self, to: str, type: str, payload: Any = None, *, timeout_ms: int = 30000
+    ) -> dict[str, Any]:
+        """Send a message and wait for its reply; the reply document.
+
+        Raises :class:`mas.errors.RequestTimeoutError` when no reply comes within ``timeout_ms``.
+        """
+        body = {"to": to, "type": type, "payload": payload, "timeout_ms": timeout_ms}
+        http_timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000 + self.timeout)
+        return await self._call("POST", "/v1/requests", body, http_timeout=http_timeout)
+
+    # Deliveries
+
+    async def deliveries(self) -> AsyncGenerator[dict[str, Any], None]:
+        """The delivery stream: each message event's data, until the sidecar ends the stream.
+
+        The connection has no read timeout (keepalive comments arrive every 15 s and are
+        skipped). Close the iterator (``contextlib.aclosing``) to unsubscribe.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=None)
+        headers = {"Accept": "text/event-stream"}
+        async with self._http().get(
+            self._url("/v1/deliveries"), headers=headers, timeout=timeout
+        ) as response:
+            if response.status >= 400:
+                raise await _error_from(response)
+            async for event, data in _sse_events(response.content):
+                if event == "message":
+                    yield _parse_event_data(data)
+
+    async def ack(self, delivery_id: str) -> None:
+        """The delivery is done: remove it from the inbox."""
+        await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/ack")
+
+    async def nack(self, delivery_id: str, delay_ms: int = 0) -> None:
+        """Give the delivery back, to be redelivered after ``delay_ms``."""
+        await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/nack", {"delay_ms": delay_ms})
+
+    async def extend(self, delivery_id: str) -> None:
+        """Start the delivery's lease again (for long-running work)."""
+        await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/extend")
+
+    async def reject(self, delivery_id: str, reason: str) -> None:
+        """Dead-letter the delivery now, keeping ``reason`` with it."""
+        await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/reject", {"reason": reason})
+
+    async def reply(self, delivery_id: str, type: str, payload: Any = None) -> str:
+        """Reply to the delivery's sender (does not ack); the id of the reply message."""
+        body = {"type": type, "payload": payload}
+        answer = await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/reply", body)
+        return str(answer["id"])
+
+    # State
+
+    async def get_state(self) -> tuple[dict[str, Any], int]:
+        """The agent's state document and its revision (``{}`` and 0 before the first write)."""
+        return _state_of(await self._call("GET", "/v1/state"))
+
+    async def put_state(
+        self, state: dict[str, Any], revision: int | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Replace the state; with ``revision``, only if it is still the current one.
+
+        Raises :class:`mas.errors.RevisionConflictError` when ``revision`` is stale.
+        """
+        answer = await self._call("PUT", "/v1/state", {"state": state}, headers=_if_match(revision))
+        return _state_of(answer)
+
+    async def patch_state(
+        self, changes: dict[str, Any], revision: int | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """Merge ``changes`` into the state (JSON merge patch: ``None`` deletes a key)."""
+        answer = await self._call(
+            "PATCH", "/v1/state", {"state": changes}, headers=_if_match(revision)
+        )
+        return _state_of(answer)
+
+    # Discovery and self
+
+    async def discover(self, capabilities: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Live agents having every one of ``capabilities`` (all live agents when empty)."""
+        params = [("capability", capability) for capability in capabilities]
+        answer = await self._call("GET", "/v1/agents", params=params)
+        return list(answer["agents"])
+
+    async def self_info(self) -> dict[str, Any]:
+        """This agent's id, namespace, replica, capabilities and metadata."""
+        return await self._call("GET", "/v1/self")
+
+    async def set_metadata(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Publish this agent's metadata in discovery; the updated self document."""
+        return await self._call("PUT", "/v1/self", {"metadata": metadata})
+
+    # Dead letters
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """This agent's dead letters, oldest first."""
+        answer = await self._call("GET", "/v1/dead-letters", params=[("limit", str(limit))])
+        return list(answer["dead_letters"])
+
+    async def replay_dead_letter(self, dead_letter_id: str) -> str:
+        """Put a dead letter's message back into the inbox; the id of the requeued message."""
+        answer = await self._call("POST", f"/v1/dead-letters/{_seg(dead_letter_id)}/replay")
+        return str(answer["id"])
+
+    async def delete_dead_letter(self, dead_letter_id: str) -> None:
+        """Drop a dead letter."""
+        await self._call("DELETE", f"/v1/dead-letters/{_seg(dead_letter_id)}")
+
+    # Plumbing
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._default_timeout,
+                # Loopback only, and a request() may hold its connection for minutes: no pool cap.
+                connector=aiohttp.TCPConnector(limit=0),
+            )
+        return self._session
+
+    def _url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        http_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> dict[str, Any]:
+        """One request; the JSON object answered (``{}`` for 204), or the error raised."""
+        all_headers = dict(headers or {})
+        data = None
+        if body is not None:
+            data = orjson.dumps(body)
+            all_headers.update(_JSON)
+        async with self._http().request(
+            method,
+            self._url(path),
+            data=data,
+            params=params,
+            headers=all_headers,
+            timeout=http_timeout or self._default_timeout,
+        ) as response:
+            if response.status >= 400:
+                raise await _error_from(response)
+            if response.status == 204:
+                return {}
+            raw = await response.read()
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise SidecarError(
+                response.status,
+                ErrorCode.INTERNAL_ERROR,
+                f"{method} {path} answered with a body that is not a JSON object",
+            )
+        return answer
+
+
+def _seg(value: str) -> str:
+    """``value`` escaped as one URL path segment."""
+    return quote(value, safe="")
+
+
+def _if_match(revision: int | None) -> dict[str, str]:
+    return {} if revision is None else {"If-Match": str(revision)}
+
+
+def _state_of(answer: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    return dict(answer["state"]), int(answer["revision"])
+
+
+async def _error_from(response: aiohttp.ClientResponse) -> SidecarError:
+    """The exception for an error answer, from its error document when it has one."""
+    raw = await response.read()
+    try:
+        error = orjson.loads(raw)["error"]
+        return sidecar_error(response.status, str(error["code"]), str(error["message"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        text = raw[:200].decode("utf-8", "replace")
+        return SidecarError(
+            response.status, ErrorCode.INTERNAL_ERROR, text or response.reason or ""
+        )
+
+
+async def _sse_events(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, str]]:
+    """``(event type, data)`` of each server-sent event; comments and ids are skipped.
+
+    Lines are split here rather than with ``readline`` so that an event carrying a large payload
+    is not limited by the reader's buffer size.
+    """
+    buffer = b""
+    event, data = "", list[str]()
+    async for chunk in stream.iter_any():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for raw_line in lines:
+            line = raw_line.removesuffix(b"\r").decode("utf-8", "replace")
+            if not line:
+                if data:
+                    yield event or "message", "\n".join(data)
+                event, data = "", list[str]()
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
+
+
+def _parse_event_data(data: str) -> dict[str, Any]:
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        document = None
+    if not isinstance(document, dict):
+        raise SidecarError(
+            200, ErrorCode.INTERNAL_ERROR, "a delivery event's data is not a JSON object"
+        )
+    return document

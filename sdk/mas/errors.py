@@ -1,0 +1,95 @@
+"""Stable error codes of the sidecar HTTP API, and the SDK's exception tree.
+
+The sidecar answers every failed request with ``{"error": {"code", "message"}}``; ``code`` is
+one of :class:`ErrorCode` and never changes meaning, ``message`` is for humans. The SDK turns
+such answers back into exceptions:
+
+    MasError                      anything the SDK raises on purpose
+    └── SidecarError              the sidecar answered with an error document
+        ├── UnknownAgentError     ``unknown_agent``: no such agent is registered
+        ├── RequestTimeoutError   ``request_timeout``: no reply within ``timeout_ms``
+        └── RevisionConflictError ``revision_conflict``: optimistic state write lost a race
+
+Used by the sidecar (to build answers), the SDK (to raise) and tests (to assert on codes).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable error codes. Each maps to one HTTP status in :data:`HTTP_STATUS`."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_AGENT_ID = "invalid_agent_id"
+    INVALID_REVISION = "invalid_revision"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNKNOWN_AGENT = "unknown_agent"
+    DELIVERY_NOT_FOUND = "delivery_not_found"
+    DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
+    REVISION_CONFLICT = "revision_conflict"
+    REQUEST_TIMEOUT = "request_timeout"
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.INVALID_AGENT_ID: 400,
+    ErrorCode.INVALID_REVISION: 400,
+    ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.UNKNOWN_AGENT: 404,
+    ErrorCode.DELIVERY_NOT_FOUND: 404,
+    ErrorCode.DEAD_LETTER_NOT_FOUND: 404,
+    ErrorCode.REVISION_CONFLICT: 412,
+    ErrorCode.REQUEST_TIMEOUT: 504,
+    ErrorCode.REDIS_UNAVAILABLE: 503,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+class MasError(Exception):
+    """Base of every exception the SDK raises on purpose."""
+
+
+class SidecarError(MasError):
+    """The sidecar answered with an error document."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message} (HTTP {status})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class UnknownAgentError(SidecarError):
+    """The target agent is not registered."""
+
+
+class RequestTimeoutError(SidecarError):
+    """A request got no reply within its timeout."""
+
+
+class RevisionConflictError(SidecarError):
+    """A conditional state write lost to a concurrent one."""
+
+
+_BY_CODE: dict[str, type[SidecarError]] = {
+    ErrorCode.UNKNOWN_AGENT: UnknownAgentError,
+    ErrorCode.REQUEST_TIMEOUT: RequestTimeoutError,
+    ErrorCode.REVISION_CONFLICT: RevisionConflictError,
+}
+
+
+def sidecar_error(status: int, code: str, message: str) -> SidecarError:
+    """The most specific :class:`SidecarError` for an error answer."""
+    return _BY_CODE.get(code, SidecarError)(status, code, message)

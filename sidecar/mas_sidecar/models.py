@@ -1,0 +1,69 @@
+"""Request bodies of the HTTP API, as strict pydantic models (no type coercion, no extra keys).
+
+Their JSON schemas also feed :mod:`mas_sidecar.openapi`. Used by the routes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MessageType = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")]
+AgentRef = Annotated[str, Field(min_length=1, max_length=127)]
+MAX_TIMEOUT_MS = 300_000
+MAX_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SendMessage(_Body):
+    """``POST /v1/messages``."""
+
+    to: AgentRef
+    type: MessageType
+    payload: Any = None
+    correlation_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    ttl_ms: Annotated[int, Field(ge=1, le=MAX_TTL_MS)] | None = None
+
+
+class SendRequest(_Body):
+    """``POST /v1/requests``."""
+
+    to: AgentRef
+    type: MessageType
+    payload: Any = None
+    timeout_ms: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MS)] = 30_000
+
+
+class Nack(_Body):
+    """``POST /v1/deliveries/{id}/nack`` (body optional)."""
+
+    delay_ms: Annotated[int, Field(ge=0, le=MAX_TTL_MS)] = 0
+
+
+class Reject(_Body):
+    """``POST /v1/deliveries/{id}/reject``."""
+
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class Reply(_Body):
+    """``POST /v1/deliveries/{id}/reply``."""
+
+    type: MessageType
+    payload: Any = None
+
+
+class StateBody(_Body):
+    """``PUT`` / ``PATCH /v1/state``."""
+
+    state: dict[str, Any]
+
+
+class Metadata(_Body):
+    """``PUT /v1/self``."""
+
+    metadata: dict[str, Any]

@@ -1,0 +1,94 @@
+"""The OpenAPI 3.1 description of the HTTP API, built from the request models.
+
+Served on ``GET /v1/openapi.json``; request schemas come from :mod:`mas_sidecar.models`, so the
+document cannot drift from what the routes accept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mas.errors import ErrorCode
+from pydantic import BaseModel
+
+from mas_sidecar import models
+
+_OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, dict[str, str]]] = [
+    ("post", "/v1/messages", "Send a message", models.SendMessage, {"202": "accepted: {id}"}),
+    ("post", "/v1/requests", "Send a request and wait for its reply", models.SendRequest,
+     {"200": "the reply: {id, from, type, payload, correlation_id}", "504": "no reply in time"}),
+    ("get", "/v1/deliveries", "Stream deliveries (server-sent events)", None,
+     {"200": "text/event-stream; event data {id, from, type, payload, attempt, correlation_id}"}),
+    ("post", "/v1/deliveries/{id}/ack", "Acknowledge a delivery", None, {"204": "done"}),
+    ("post", "/v1/deliveries/{id}/nack", "Refuse a delivery (redeliver after delay_ms)",
+     models.Nack, {"204": "will be redelivered"}),
+    ("post", "/v1/deliveries/{id}/extend", "Extend a delivery's lease", None, {"204": "extended"}),
+    ("post", "/v1/deliveries/{id}/reject", "Dead-letter a delivery now", models.Reject,
+     {"204": "dead-lettered"}),
+    ("post", "/v1/deliveries/{id}/reply", "Reply to a delivery", models.Reply,
+     {"202": "accepted: {id}"}),
+    ("get", "/v1/dead-letters", "List dead letters (?limit=N)", None,
+     {"200": "{dead_letters: [...]}"}),
+    ("post", "/v1/dead-letters/{id}/replay", "Put a dead letter back in the inbox", None,
+     {"202": "accepted: {id}"}),
+    ("delete", "/v1/dead-letters/{id}", "Delete a dead letter", None, {"204": "deleted"}),
+    ("get", "/v1/state", "Read the agent's state", None, {"200": "{state, revision}"}),
+    ("put", "/v1/state", "Replace the state (If-Match: revision)", models.StateBody,
+     {"200": "{state, revision}", "412": "revision conflict"}),
+    ("patch", "/v1/state", "Merge-patch the state (RFC 7386)", models.StateBody,
+     {"200": "{state, revision}", "412": "revision conflict"}),
+    ("get", "/v1/agents", "Discover live agents (?capability=X, repeatable)", None,
+     {"200": "{agents: [{id, capabilities, metadata}]}"}),
+    ("get", "/v1/self", "This agent's id, replica, capabilities and metadata", None,
+     {"200": "{id, namespace, replica, capabilities, metadata}"}),
+    ("put", "/v1/self", "Publish this agent's metadata", models.Metadata,
+     {"200": "{id, namespace, replica, capabilities, metadata}"}),
+    ("get", "/healthz", "Liveness", None, {"200": "alive"}),
+    ("get", "/readyz", "Readiness (Redis reachable)", None, {"200": "ready", "503": "not ready"}),
+    ("get", "/metrics", "Prometheus metrics", None, {"200": "text exposition format"}),
+]  # fmt: skip
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "enum": [code.value for code in ErrorCode]},
+                "message": {"type": "string"},
+            },
+        }
+    },
+}
+
+
+def build_openapi() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, summary, body, answers in _OPERATIONS:
+        responses: dict[str, Any] = {
+            status: {"description": text} for status, text in answers.items()
+        }
+        responses["default"] = {
+            "description": "error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        operation: dict[str, Any] = {"summary": summary, "responses": responses}
+        if "{id}" in path:
+            operation["parameters"] = [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+        if body is not None:
+            operation["requestBody"] = {
+                "required": body is not models.Nack,
+                "content": {"application/json": {"schema": body.model_json_schema()}},
+            }
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mas sidecar", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": {"Error": _ERROR_SCHEMA}},
+    }

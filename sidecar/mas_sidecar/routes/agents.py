@@ -1,0 +1,44 @@
+"""``GET /v1/agents`` (discovery) and ``GET``/``PUT /v1/self`` (this agent's own entry)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from mas.errors import ErrorCode
+
+from mas_sidecar.components import Components, components
+from mas_sidecar.errors import ApiError
+from mas_sidecar.http import json_response, read_body
+from mas_sidecar.models import Metadata
+
+routes = web.RouteTableDef()
+MAX_CAPABILITY_FILTERS = 32
+
+
+@routes.get("/v1/agents")
+async def discover(request: web.Request) -> web.Response:
+    wanted = request.query.getall("capability", [])
+    if len(wanted) > MAX_CAPABILITY_FILTERS or any(len(c) > 253 for c in wanted):
+        raise ApiError(ErrorCode.INVALID_REQUEST, "at most 32 capability filters of 253 characters")
+    agents = await components(request).registry.live_agents(wanted)
+    return json_response({"agents": agents})
+
+
+def _self(parts: Components) -> dict[str, object]:
+    return {
+        **parts.registry.entry(),
+        "namespace": parts.config.namespace,
+        "replica": parts.config.replica,
+    }
+
+
+@routes.get("/v1/self")
+async def get_self(request: web.Request) -> web.Response:
+    return json_response(_self(components(request)))
+
+
+@routes.put("/v1/self")
+async def put_self(request: web.Request) -> web.Response:
+    body = await read_body(request, Metadata)
+    parts = components(request)
+    await parts.registry.set_metadata(body.metadata)
+    return json_response(_self(parts))

@@ -1,0 +1,86 @@
+"""``GET /v1/deliveries`` (server-sent events) and the agent's answers to each delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+from aiohttp import web
+
+from mas_sidecar.components import components
+from mas_sidecar.documents import message_document, sse_event
+from mas_sidecar.http import json_response, read_body
+from mas_sidecar.models import Nack, Reject, Reply
+
+routes = web.RouteTableDef()
+KEEPALIVE_SECONDS = 15.0
+STOPPING = web.AppKey("stopping", asyncio.Event)
+FIRST = asyncio.FIRST_COMPLETED
+
+
+@routes.get("/v1/deliveries")
+async def deliveries(request: web.Request) -> web.StreamResponse:
+    inbox = components(request).inbox
+    stopping = request.app[STOPPING]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    stopped = asyncio.ensure_future(stopping.wait())
+    with inbox.subscription():
+        while not stopping.is_set():
+            waiting = asyncio.ensure_future(inbox.next_delivery())
+            await asyncio.wait({waiting, stopped}, timeout=KEEPALIVE_SECONDS, return_when=FIRST)
+            envelope = waiting.result() if waiting.done() else None
+            waiting.cancel()
+            chunk = (
+                b": keepalive\n\n"
+                if envelope is None
+                else sse_event(envelope, orjson.dumps(message_document(envelope)))
+            )
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                if envelope is not None:
+                    inbox.hand_back(envelope)
+                break
+    stopped.cancel()
+    with contextlib.suppress(ConnectionError):
+        await response.write_eof()
+    return response
+
+
+@routes.post("/v1/deliveries/{id}/ack")
+async def ack(request: web.Request) -> web.Response:
+    await components(request).inbox.ack(request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.post("/v1/deliveries/{id}/nack")
+async def nack(request: web.Request) -> web.Response:
+    body = await read_body(request, Nack, optional=True)
+    await components(request).inbox.nack(request.match_info["id"], body.delay_ms)
+    return web.Response(status=204)
+
+
+@routes.post("/v1/deliveries/{id}/extend")
+async def extend(request: web.Request) -> web.Response:
+    await components(request).inbox.extend(request.match_info["id"])
+    return web.Response(status=204)
+
+
+@routes.post("/v1/deliveries/{id}/reject")
+async def reject(request: web.Request) -> web.Response:
+    body = await read_body(request, Reject)
+    await components(request).inbox.reject(request.match_info["id"], body.reason)
+    return web.Response(status=204)
+
+
+@routes.post("/v1/deliveries/{id}/reply")
+async def reply(request: web.Request) -> web.Response:
+    body = await read_body(request, Reply)
+    parts = components(request)
+    original = parts.inbox.leased(request.match_info["id"])
+    envelope = await parts.outbox.reply(original, body.type, body.payload)
+    return json_response({"id": envelope.id}, status=202)

@@ -1,0 +1,52 @@
+"""``GET``, ``PUT`` and ``PATCH /v1/state``: the agent's persisted state, with revisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from mas.errors import ErrorCode
+
+from mas_sidecar.components import components
+from mas_sidecar.errors import ApiError
+from mas_sidecar.http import json_response, read_body
+from mas_sidecar.models import StateBody
+
+routes = web.RouteTableDef()
+
+
+def expected_revision(request: web.Request) -> int | None:
+    """The revision named by ``If-Match`` (``N`` or ``"N"``; ``*`` or absent: any)."""
+    raw = request.headers.get("If-Match", "").strip()
+    if raw in ("", "*"):
+        return None
+    value = raw.removeprefix("W/").strip('"')
+    if not value.isdigit() or len(value) > 18:
+        raise ApiError(ErrorCode.INVALID_REVISION, "If-Match must be a revision number, e.g. 3")
+    return int(value)
+
+
+def _answer(state: dict[str, Any], revision: int) -> web.Response:
+    return json_response({"state": state, "revision": revision}, headers={"ETag": f'"{revision}"'})
+
+
+@routes.get("/v1/state")
+async def get_state(request: web.Request) -> web.Response:
+    state, revision = await components(request).state.read()
+    return _answer(state, revision)
+
+
+@routes.put("/v1/state")
+async def put_state(request: web.Request) -> web.Response:
+    expected = expected_revision(request)
+    body = await read_body(request, StateBody)
+    revision = await components(request).state.replace(body.state, expected)
+    return _answer(body.state, revision)
+
+
+@routes.patch("/v1/state")
+async def patch_state(request: web.Request) -> web.Response:
+    expected = expected_revision(request)
+    body = await read_body(request, StateBody)
+    state, revision = await components(request).state.patch(body.state, expected)
+    return _answer(state, revision)

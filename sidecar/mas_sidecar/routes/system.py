@@ -1,0 +1,44 @@
+"""``/healthz``, ``/readyz``, ``/metrics`` and ``/v1/openapi.json``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from mas.errors import ErrorCode
+
+from mas_sidecar.components import components
+from mas_sidecar.errors import ApiError
+from mas_sidecar.http import json_response
+from mas_sidecar.inbox import REDIS_ERRORS
+from mas_sidecar.openapi import build_openapi
+
+routes = web.RouteTableDef()
+_OPENAPI = build_openapi()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await components(request).redis.ping()
+    except REDIS_ERRORS:
+        raise ApiError(
+            ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached", {"Retry-After": "1"}
+        ) from None
+    return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=components(request).metrics.render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+@routes.get("/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(_OPENAPI)

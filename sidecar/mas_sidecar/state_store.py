@@ -1,0 +1,84 @@
+"""The agent's persisted state: one JSON document with a revision, compare-and-set in Redis.
+
+``mas:{agent}:state`` is a hash of ``doc`` (JSON object) and ``rev`` (integer, 0 before the
+first write). Writes go through one Lua script that checks the expected revision and writes
+atomically, so concurrent replicas never lose an update silently: the loser gets
+``revision_conflict``. Used by the state routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from mas.errors import ErrorCode
+
+from mas_sidecar.errors import ApiError
+
+_CAS = """
+local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= rev then
+  return {0, rev}
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'rev', rev + 1)
+return {1, rev + 1}
+"""
+_PATCH_RETRIES = 20
+
+
+class StateStore:
+    """Read, replace and merge-patch one agent's state document."""
+
+    def __init__(self, client: aioredis.Redis, key: str) -> None:
+        self._redis = client
+        self._key = key
+        self._cas = client.register_script(_CAS)
+
+    async def read(self) -> tuple[dict[str, Any], int]:
+        doc, rev = await self._redis.hmget(self._key, ["doc", "rev"])
+        return (orjson.loads(doc) if doc else {}), int(rev or 0)
+
+    async def replace(self, state: dict[str, Any], expected: int | None) -> int:
+        """Write ``state`` if the revision is still ``expected`` (any when None); new revision."""
+        ok, revision = await self._cas(
+            keys=[self._key], args=["" if expected is None else expected, orjson.dumps(state)]
+        )
+        if not ok:
+            raise ApiError(
+                ErrorCode.REVISION_CONFLICT,
+                f"state is at revision {revision}, not {expected}; read it again and retry",
+            )
+        return int(revision)
+
+    async def patch(
+        self, changes: dict[str, Any], expected: int | None
+    ) -> tuple[dict[str, Any], int]:
+        """Apply a JSON merge patch; retried on concurrent writes unless ``expected`` is given."""
+        for _ in range(_PATCH_RETRIES):
+            state, revision = await self.read()
+            if expected is not None and expected != revision:
+                raise ApiError(
+                    ErrorCode.REVISION_CONFLICT,
+                    f"state is at revision {revision}, not {expected}; read it again and retry",
+                )
+            merged = merge_patch(state, changes)
+            try:
+                return merged, await self.replace(merged, revision)
+            except ApiError:
+                if expected is not None:
+                    raise
+        raise ApiError(ErrorCode.REVISION_CONFLICT, "state kept changing under this patch; retry")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge recursively, null deletes, the rest replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result

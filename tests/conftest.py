@@ -1,0 +1,90 @@
+"""Shared fixtures: a real Redis-compatible server and real sidecar processes on loopback.
+
+The server is the embedded Valkey by default; set ``MAS_TEST_REDIS_SERVER`` to another binary
+(CI also runs the suite against Debian's ``redis-server``). Each test starts from an empty
+database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis
+from mas.local.processes import SidecarProcess
+from mas.local.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer(os.environ.get("MAS_TEST_REDIS_SERVER")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+class Sidecars:
+    """Starts sidecar processes for a test and stops every one of them afterwards."""
+
+    def __init__(self, redis_url: str, log_dir: Path) -> None:
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.started: list[SidecarProcess] = []
+
+    def start(
+        self,
+        agent_id: str,
+        *,
+        capabilities: list[str] | None = None,
+        replica: str | None = None,
+        port: int | None = None,
+        **env: str,
+    ) -> SidecarProcess:
+        """A ready sidecar for ``agent_id``; ``env`` adds ``MAS_*`` settings."""
+        settings = {"MAS_CAPABILITIES": ",".join(capabilities or []), **env}
+        if replica:
+            settings["MAS_REPLICA_ID"] = replica
+        name = agent_id.replace("/", "_") + (f"-{replica}" if replica else "")
+        sidecar = SidecarProcess(
+            agent_id,
+            self.redis_url,
+            port=port,
+            env=settings,
+            log_path=self.log_dir / f"{name}-{len(self.started)}.log",
+        )
+        self.started.append(sidecar)
+        sidecar.start()
+        return sidecar
+
+    def stop_all(self) -> None:
+        for sidecar in self.started:
+            sidecar.stop()
+
+
+@pytest.fixture
+def sidecars(redis_url: str, tmp_path: Path) -> Iterator[Sidecars]:
+    factory = Sidecars(redis_url, tmp_path / "logs")
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session

@@ -1,0 +1,366 @@
+"""Local mode and the ``mas`` command.
+
+First the pure parts (which processes run with which settings, restart back-off, counters, the
+summary table), then ``mas up`` end to end as a subprocess (the quickstart exchanging messages,
+a stop on SIGINT, crash restarts), checking that no child process outlives it, then the
+``mas dead-letters`` commands against a real sidecar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Sidecars
+from mas.cli import main
+from mas.client import SidecarClient
+from mas.local.display import ReplicaRow, format_table
+from mas.local.metrics import message_counts
+from mas.local.plan import agent_command, plan_replicas
+from mas.local.restarts import Restarts
+from mas.local.supervisor import describe_exit
+from mas.manifests import parse_agent
+
+REPO = Path(__file__).resolve().parent.parent
+QUICKSTART = REPO / "examples" / "quickstart"
+MAS = [sys.executable, "-c", "import sys; from mas.cli import main; sys.exit(main())"]
+
+
+def manifest(name: str, command: list[str], **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "mas.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name},
+        "spec": {**spec, "local": {"command": command}},
+    }
+
+
+# Pure parts
+
+
+def test_plan_gives_each_replica_its_sidecar_and_agent_env(tmp_path: Path) -> None:
+    agent = parse_agent(
+        manifest(
+            "worker",
+            ["python", "worker.py", "--fast"],
+            capabilities=["work", "sum"],
+            replicas=2,
+            env=[{"name": "GREETING", "value": "hi"}, {"name": "MAS_AGENT_ID", "value": "x"}],
+            delivery={"maxAttempts": 3, "leaseSeconds": 7},
+        ),
+        "test",
+    )
+    other = parse_agent(manifest("other", ["./run.sh"]), "test")
+    plans = plan_replicas([agent, other], tmp_path, itertools.count(41000))
+
+    assert [(p.label, p.port, p.output_prefix) for p in plans] == [
+        ("default/worker-0", 41000, "worker[0]"),
+        ("default/worker-1", 41001, "worker[1]"),
+        ("default/other-0", 41002, "other[0]"),
+    ]
+    second = plans[1]
+    assert second.sidecar_env == {
+        "MAS_REPLICA_ID": "worker-1",
+        "MAS_CAPABILITIES": "work,sum",
+        "MAS_MAX_ATTEMPTS": "3",
+        "MAS_LEASE_MS": "7000",
+    }
+    assert second.agent_env == {
+        "PYTHONUNBUFFERED": "1",
+        "GREETING": "hi",
+        "MAS_SIDECAR_URL": "http://127.0.0.1:41001",
+        "MAS_AGENT_ID": "default/worker",
+    }
+    assert second.command == [sys.executable, "worker.py", "--fast"]
+    assert second.cwd == tmp_path
+    assert second.log_file_name() == "default_worker-1.sidecar.log"
+    assert plans[2].command == ["./run.sh"]
+    assert plans[2].sidecar_env["MAS_CAPABILITIES"] == ""
+
+
+def test_agent_command_only_replaces_a_leading_python() -> None:
+    assert agent_command(["python3", "-m", "app"]) == [sys.executable, "-m", "app"]
+    assert agent_command(["node", "python"]) == ["node", "python"]
+
+
+def test_restart_backoff_doubles_to_a_cap_and_resets_after_a_stable_run() -> None:
+    restarts = Restarts()
+    delays = []
+    for now in range(8):
+        delays.append(restarts.failed(now=float(now), ran_for=1.0))
+        restarts.restarted()
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert restarts.count == 8
+    assert restarts.failed(now=100.0, ran_for=120.0) == 1
+    assert not restarts.is_due(100.5)
+    assert restarts.is_due(101.0)
+
+
+def test_message_counts_sum_labelled_samples_and_tolerate_missing() -> None:
+    text = (
+        "# TYPE mas_messages_sent counter\n"
+        'mas_messages_sent_total{kind="message"} 3.0\n'
+        'mas_messages_sent_total{kind="reply"} 2.0\n'
+        "# TYPE mas_deliveries counter\n"
+        "mas_deliveries_total 7.0\n"
+        "mas_deliveries_created 1.7e9\n"
+    )
+    counts = message_counts(text)
+    assert (counts.sent, counts.delivered) == (5.0, 7.0)
+    assert message_counts("# TYPE other counter\nother_total 1\n").sent is None
+    assert message_counts("not prometheus {{{").delivered is None
+
+
+def test_summary_table_aligns_columns() -> None:
+    rows = [
+        ReplicaRow("default/pinger", 0, 40001, "running", 0, 0, 12.0, None),
+        ReplicaRow("default/long-name", 1, 40002, "backoff", 3, 1, None, 5.0),
+    ]
+    assert format_table(rows) == [
+        "AGENT              REPLICA  PORT   STATUS   RESTARTS  SIDECAR RESTARTS  SENT  DELIVERED",
+        "default/pinger     0        40001  running  0         0                 12    -",
+        "default/long-name  1        40002  backoff  3         1                 -     5",
+    ]
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(3) == "status 3"
+    assert describe_exit(-9) == "signal SIGKILL"
+
+
+# mas up, end to end
+
+
+def alive(pid: int) -> bool:
+    """True when ``pid`` runs and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def processes_mentioning(needle: str) -> list[int]:
+    """PIDs of live processes whose command line contains ``needle``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if needle in cmdline and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def assert_no_survivors(output: str) -> None:
+    pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", output)]
+    assert pids, "no child PIDs in the output"
+    assert [pid for pid in pids if alive(pid)] == []
+    for port in re.findall(r"ready on :(\d+)", output):
+        assert processes_mentioning(f"--port {port} ") == []
+
+
+def final_table(output: str) -> dict[str, list[str]]:
+    """The last summary table: ``agent-replica`` -> its cells."""
+    lines = output.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("AGENT "))
+    rows = {}
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        agent, replica, *cells = re.split(r"\s{2,}", line.strip())
+        rows[f"{agent}-{replica}"] = cells
+    return rows
+
+
+class MasUp:
+    """``mas up`` as a subprocess, its output collected line by line."""
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            [*MAS, "up", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, after: int = 0, timeout: float = 30.0) -> re.Match[str]:
+        """The first line from index ``after`` on matching ``pattern``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines[after:]:
+                if match := re.search(pattern, line):
+                    return match
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines))
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        """Wait for the exit; the status and the whole output."""
+        try:
+            status = self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        self._reader.join(5)
+        return status, "\n".join(self.lines)
+
+
+def test_quickstart_exchanges_messages_and_stops_after_duration(tmp_path: Path) -> None:
+    log_dir = tmp_path / "logs"
+    run = subprocess.run(
+        [*MAS, "up", str(QUICKSTART), "--duration", "12", "--log-dir", str(log_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    output = run.stdout
+    assert run.returncode == 0, output + run.stderr
+    assert re.search(r"mas\s+\| redis ready at redis://127\.0\.0\.1:\d+/0 \(pid \d+\)", output)
+    assert re.search(r"sidecar default/ponger-0 ready on :\d+ \(pid \d+\)", output)
+    pongs = re.findall(r"^pinger\[0\] \| ping \d+ -> pong ", output, re.MULTILINE)
+    assert len(pongs) >= 3, output
+    assert re.search(r"^ponger\[0\] \| note from default/pinger", output, re.MULTILINE)
+    table = final_table(output)
+    assert set(table) == {"default/pinger-0", "default/ponger-0"}
+    status, restarts, sidecar_restarts, _sent, delivered = table["default/ponger-0"][1:]
+    assert (status, restarts, sidecar_restarts) == ("running", "0", "0")
+    assert int(delivered) >= 2 * len(pongs) - 2
+    assert int(table["default/pinger-0"][4]) >= 2 * len(pongs) - 2
+    assert output.rstrip().endswith("stopped")
+    assert (log_dir / "default_ponger-0.sidecar.log").exists()
+    assert not (tmp_path / ".mas").exists()
+    assert_no_survivors(output)
+
+
+def test_sigint_stops_cleanly_after_a_sidecar_was_killed_and_restarted(tmp_path: Path) -> None:
+    up = MasUp(str(QUICKSTART), "--log-dir", str(tmp_path / "logs"), cwd=tmp_path)
+    try:
+        sidecar_pid = int(up.wait_for(r"sidecar default/ponger-0 ready on :\d+ \(pid (\d+)\)")[1])
+        up.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ")
+        os.kill(sidecar_pid, signal.SIGKILL)
+        up.wait_for(r"sidecar default/ponger-0 exited with signal SIGKILL; restarting in 1s")
+        restarted = up.wait_for(r"sidecar default/ponger-0 restarted \(pid \d+\)")
+        after = next(i for i, line in enumerate(up.lines) if restarted[0] in line)
+        up.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ", after=after)
+        up.process.send_signal(signal.SIGINT)
+        status, output = up.finish()
+    finally:
+        if up.process.poll() is None:
+            up.process.kill()
+    assert status == 0, output
+    assert "mas       | stop requested" in output
+    assert output.index("stopping agents") < output.index("stopping sidecars")
+    assert output.index("stopping sidecars") < output.index("stopping redis")
+    assert final_table(output)["default/ponger-0"][4] == "1"
+    assert_no_survivors(output)
+
+
+def test_failed_agents_are_restarted_with_backoff_and_counted(
+    tmp_path: Path, redis_url: str
+) -> None:
+    crash = "import sys; print('crashing', flush=True); sys.exit(3)"
+    manifests = [
+        manifest("crasher", ["python", "-c", crash]),
+        manifest("finisher", ["python", "-c", "print('all done')"]),
+    ]
+    (tmp_path / "agents.yaml").write_text("\n---\n".join(json.dumps(m) for m in manifests))
+    args = [str(tmp_path), "--duration", "6", "--redis-url", redis_url, "--log-dir", "logs"]
+    up = MasUp(*args, cwd=tmp_path)
+    status, output = up.finish()
+
+    assert status == 0, output
+    assert f"using redis at {redis_url}" in output
+    assert "crasher[0]  | crashing" in output
+    assert "finisher[0] | all done" in output
+    assert "agent default/crasher-0 exited with status 3; restarting in 1s" in output
+    assert "agent default/crasher-0 exited with status 3; restarting in 2s" in output
+    assert "agent default/finisher-0 completed" in output
+    table = final_table(output)
+    assert table["default/finisher-0"][1:3] == ["completed", "0"]
+    assert table["default/crasher-0"][1] in ("backoff", "running")
+    assert int(table["default/crasher-0"][2]) >= 2
+    assert (tmp_path / "logs" / "default_crasher-0.sidecar.log").exists()
+    assert_no_survivors(output)
+
+
+# The command line
+
+
+def test_invalid_manifest_is_one_line_and_status_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(manifest("bad", ["x"], replicas=50)))
+    run = subprocess.run(
+        [*MAS, "up", str(tmp_path)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert run.stderr == (
+        f"mas: error: {path}: spec.replicas: Input should be less than or equal to 20\n"
+    )
+
+
+def test_dead_letters_need_a_sidecar_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MAS_SIDECAR_URL", raising=False)
+    assert main(["dead-letters", "list"]) == 2
+    assert "no sidecar URL" in capsys.readouterr().err
+
+
+async def reject_one_message(sender_url: str, receiver_url: str) -> str:
+    """Send a message to the receiver and reject it there; the message id."""
+    async with SidecarClient(sender_url) as sender, SidecarClient(receiver_url) as receiver:
+        message_id = await sender.send("bob", "job", {"n": 1})
+        async with contextlib.aclosing(receiver.deliveries()) as deliveries:
+            async for delivery in deliveries:
+                await receiver.reject(delivery["id"], "bad job")
+                break
+    return message_id
+
+
+def test_dead_letters_list_replay_and_delete(
+    sidecars: Sidecars, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice = sidecars.start("default/alice")
+    bob = sidecars.start("default/bob")
+    message_id = asyncio.run(reject_one_message(alice.url, bob.url))
+
+    assert main(["dead-letters", "list", "--sidecar", bob.url]) == 0
+    (entry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert entry["message"]["id"] == message_id
+    assert "bad job" in entry["reason"]
+
+    assert main(["dead-letters", "replay", entry["id"], "--sidecar", bob.url]) == 0
+    assert capsys.readouterr().out.startswith(f"replayed {entry['id']} as message ")
+    assert main(["dead-letters", "list", "--sidecar", bob.url]) == 0
+    assert capsys.readouterr().out == ""
+
+    assert main(["dead-letters", "delete", "--sidecar", bob.url, entry["id"]]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("mas: error: dead_letter_not_found")
+    assert len(error.splitlines()) == 1

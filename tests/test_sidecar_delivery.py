@@ -1,0 +1,213 @@
+"""At-least-once delivery on Redis Streams: leases, redelivery, dead letters, trimming."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import redis
+from api import Api
+from conftest import Sidecars
+from mas.keys import AgentKeys
+
+BOB = AgentKeys("default/bob")
+
+
+async def test_an_unacked_delivery_comes_again_after_its_lease_with_attempt_2(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="500").url)
+    message_id = await alice.send("bob", "work")
+
+    first, second = await bob.collect(2, ack=False)
+
+    assert first["id"] == second["id"] == message_id
+    assert (first["attempt"], second["attempt"]) == (1, 2)
+
+
+async def test_a_nacked_delivery_comes_again_after_its_delay(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob").url)
+    await alice.send("bob", "flaky")
+    events = bob.deliveries()
+
+    first = await anext(events)
+    assert await bob.answer(first["id"], "nack", {"delay_ms": 300}) == 204
+    loop = asyncio.get_running_loop()
+    nacked_at = loop.time()
+    second = await anext(events)
+
+    assert second["id"] == first["id"]
+    assert second["attempt"] == 2
+    assert loop.time() - nacked_at >= 0.25
+    await events.aclose()
+
+
+async def test_extend_keeps_a_slow_delivery_from_being_redelivered(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="600").url)
+    await alice.send("bob", "long-job")
+    seen: list[dict[str, object]] = []
+
+    async def consume() -> None:
+        async for delivery in bob.deliveries():
+            seen.append(delivery)
+
+    consumer = asyncio.create_task(consume())
+    while not seen:
+        await asyncio.sleep(0.05)
+    for _ in range(4):
+        await asyncio.sleep(0.3)
+        assert await bob.answer(str(seen[0]["id"]), "extend") == 204
+    assert await bob.answer(str(seen[0]["id"]), "ack") == 204
+    await asyncio.sleep(1.5)
+    consumer.cancel()
+
+    assert len(seen) == 1, "an extended, then acked, delivery came again"
+
+
+async def test_a_message_is_dead_lettered_after_max_attempts_and_can_be_replayed(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob", MAS_MAX_ATTEMPTS="3").url)
+    message_id = await alice.send("bob", "poison", {"bad": True})
+
+    events = bob.deliveries()
+    attempts = []
+    for _ in range(3):
+        delivery = await anext(events)
+        attempts.append(delivery["attempt"])
+        assert await bob.answer(delivery["id"], "nack") == 204
+    await asyncio.sleep(1)
+    _, listing = await bob.call("GET", "/v1/dead-letters")
+
+    assert attempts == [1, 2, 3]
+    [dead] = listing["dead_letters"]
+    assert dead["reason"] == "max_attempts_exceeded"
+    assert dead["attempts"] == 3
+    assert dead["message"]["id"] == message_id
+    assert dead["message"]["payload"] == {"bad": True}
+
+    status, replayed = await bob.call("POST", f"/v1/dead-letters/{dead['id']}/replay")
+    assert (status, replayed["id"]) == (202, message_id)
+    delivery = await anext(events)
+    assert (delivery["id"], delivery["attempt"]) == (message_id, 1)
+    assert await bob.answer(delivery["id"], "ack") == 204
+    _, listing = await bob.call("GET", "/v1/dead-letters")
+    assert listing["dead_letters"] == []
+    await events.aclose()
+
+
+async def test_a_rejected_delivery_is_dead_lettered_at_once_with_its_reason(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob").url)
+    await alice.send("bob", "typed", {"age": "not a number"})
+    [delivery] = await bob.collect(1, ack=False)
+
+    status = await bob.answer(delivery["id"], "reject", {"reason": "age: not an integer"})
+    _, listing = await bob.call("GET", "/v1/dead-letters")
+
+    assert status == 204
+    [dead] = listing["dead_letters"]
+    assert dead["reason"] == "rejected: age: not an integer"
+    status, _ = await bob.call("DELETE", f"/v1/dead-letters/{dead['id']}")
+    assert status == 204
+    status, body = await bob.call("DELETE", f"/v1/dead-letters/{dead['id']}")
+    assert (status, body["error"]["code"]) == (404, "dead_letter_not_found")
+
+
+async def test_a_message_past_its_ttl_is_dead_lettered_not_delivered(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob_sidecar = sidecars.start("default/bob")
+    bob = Api(http, bob_sidecar.url)
+    await alice.send("bob", "stale", ttl_ms=50)
+    fresh = await alice.send("bob", "fresh")
+    await asyncio.sleep(0.2)
+
+    [delivery] = await bob.collect(1)
+    _, listing = await bob.call("GET", "/v1/dead-letters")
+
+    assert delivery["id"] == fresh
+    assert [d["reason"] for d in listing["dead_letters"]] == ["expired"]
+
+
+async def test_acked_messages_are_removed_from_the_inbox(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob").url)
+    for n in range(50):
+        await alice.send("bob", "bulk", {"n": n})
+    assert redis_client.xlen(BOB.inbox) == 50
+
+    await bob.collect(50)
+
+    assert redis_client.xlen(BOB.inbox) == 0
+    assert redis_client.xpending(BOB.inbox, "mas")["pending"] == 0
+
+
+async def test_an_entry_that_is_not_an_envelope_is_dead_lettered_whole(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob").url)
+    redis_client.xadd(BOB.inbox, {"e": b"{not json", "extra": b"kept"})
+    good = await alice.send("bob", "fine")
+
+    [delivery] = await bob.collect(1)
+    _, listing = await bob.call("GET", "/v1/dead-letters")
+
+    assert delivery["id"] == good
+    [dead] = listing["dead_letters"]
+    assert dead["reason"].startswith("malformed")
+    assert dead["message"] is None
+    [(_, fields)] = redis_client.xrange(BOB.dlq)
+    assert fields[b"extra"] == b"kept"
+    status, body = await bob.call("POST", f"/v1/dead-letters/{dead['id']}/replay")
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
+
+
+async def test_a_message_tampered_in_redis_to_another_target_is_dead_lettered(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    sidecars.start("default/alice")
+    carol = Api(http, sidecars.start("default/carol").url)
+    bob = Api(http, sidecars.start("default/bob").url)
+    await carol.send("alice", "for-alice")
+    [(_, fields)] = redis_client.xrange(AgentKeys("default/alice").inbox)
+    redis_client.xadd(BOB.inbox, fields)
+    await carol.send("bob", "for-bob")
+
+    [delivery] = await bob.collect(1)
+    _, listing = await bob.call("GET", "/v1/dead-letters")
+
+    assert delivery["type"] == "for-bob"
+    assert [d["reason"] for d in listing["dead_letters"]] == ["misaddressed"]
+
+
+async def test_a_stopped_replica_hands_its_leases_to_another_at_once(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    first_sidecar = sidecars.start("default/bob", replica="bob-0", MAS_LEASE_MS="60000")
+    second = Api(http, sidecars.start("default/bob", replica="bob-1", MAS_LEASE_MS="60000").url)
+    first = Api(http, first_sidecar.url)
+    events = first.deliveries()
+    message_id = await alice.send("bob", "handover")
+    leased = await anext(events)
+    assert leased["id"] == message_id
+
+    first_sidecar.stop()
+    [delivery] = await second.collect(1, timeout=5)
+
+    assert (delivery["id"], delivery["attempt"]) == (message_id, 2)
