@@ -29,6 +29,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 METRICS_KEY = web.AppKey("metrics", Metrics)
 _JSON_TYPES = ("application/json",)
+MAX_JSON_DEPTH = 64  # far beyond real payloads; well below what the JSON encoders can nest
 
 
 def json_response(
@@ -58,9 +59,36 @@ async def read_json(request: web.Request) -> Any:
             f"send JSON with Content-Type: application/json, not {ctype}",
         )
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc.msg}") from None
+    if too_deep(data):
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"the body nests deeper than {MAX_JSON_DEPTH} levels"
+        )
+    return data
+
+
+def too_deep(value: Any) -> bool:
+    """True when ``value`` nests lists and objects deeper than ``MAX_JSON_DEPTH``.
+
+    Every JSON encoder on the way (orjson, pydantic, other languages' SDKs) handles that many
+    levels; checked iteratively, so no input can exhaust the stack. (orjson reads integers
+    beyond 64 bits as floats, so numbers need no check.)
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 async def read_body(request: web.Request, model: type[ModelT], *, optional: bool = False) -> ModelT:
