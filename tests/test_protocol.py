@@ -1,0 +1,168 @@
+"""Pure functions of the protocol and the sidecar: ids, agent ids, keys, envelopes, settings."""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any
+
+import pytest
+from mas.envelope import ENTRY_FIELD, Envelope, EnvelopeError
+from mas.ids import id_time_ms, new_id
+from mas.keys import AgentKeys
+from mas.names import InvalidAgentIdError, qualify
+from mas_sidecar.config import SidecarConfig
+from mas_sidecar.errors import ConfigError
+from mas_sidecar.http import MAX_JSON_DEPTH, too_deep
+from mas_sidecar.openapi import build_openapi
+from mas_sidecar.outbox import build_envelope
+from mas_sidecar.state_store import merge_patch
+
+
+def cluster_slot(key: str) -> int:
+    """Redis Cluster's slot of ``key`` (CRC16 of the hash tag, mod 16384)."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            key = key[start + 1 : end]
+    return binascii.crc_hqx(key.encode(), 0) % 16384
+
+
+def test_message_ids_are_unique_26_characters_and_sort_by_time() -> None:
+    ids = [new_id(now_ms=1_000 + n // 10) for n in range(1000)]
+
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 26 for i in ids)
+    assert [id_time_ms(i) for i in sorted(ids)] == sorted(1_000 + n // 10 for n in range(1000))
+    assert id_time_ms(new_id(now_ms=1_795_000_000_123)) == 1_795_000_000_123
+
+
+@pytest.mark.parametrize(
+    ("agent", "namespace", "expected"),
+    [("bob", "default", "default/bob"), ("bob", "team-a", "team-a/bob"),
+     ("team-b/bob", "team-a", "team-b/bob"), ("a1-b2", "x", "x/a1-b2")],
+)  # fmt: skip
+def test_a_bare_name_is_qualified_with_the_senders_namespace(
+    agent: str, namespace: str, expected: str
+) -> None:
+    assert qualify(agent, namespace) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "Bob", "a/b/c", "/bob", "bob/", "-bob", "a" * 64, "b b", "é"])
+def test_agent_ids_that_are_not_dns_labels_are_rejected(bad: str) -> None:
+    with pytest.raises(InvalidAgentIdError):
+        qualify(bad)
+
+
+def test_all_keys_of_one_agent_share_one_cluster_slot() -> None:
+    keys = AgentKeys("team-a/doctor")
+    all_keys = [keys.inbox, keys.dlq, keys.state, keys.replies("doctor-7f9c-0")]
+
+    assert len({cluster_slot(k) for k in all_keys}) == 1
+    assert all(k.startswith(keys.prefix) for k in all_keys)
+    assert cluster_slot(AgentKeys("team-a/nurse").inbox) != cluster_slot(keys.inbox)
+
+
+def test_an_envelope_round_trips_through_a_stream_entry_without_its_attempt() -> None:
+    envelope = build_envelope(
+        sender="default/a", target="default/b", type="t", payload={"x": [1, {"y": None}]},
+        correlation_id="c", reply_to="r-0", ttl_ms=1000, trace={"traceparent": "00-1-2-01"},
+        now_ms=5_000,
+    )  # fmt: skip
+    entry = envelope.to_entry()
+
+    assert b'"attempt"' not in entry[ENTRY_FIELD]
+    decoded = Envelope.from_entry(entry, attempt=3)
+    assert decoded == envelope.model_copy(update={"attempt": 3})
+    assert decoded.expires_at == 6_000
+    assert decoded.is_expired(6_000) and not decoded.is_expired(5_999)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {ENTRY_FIELD: b"not json"}, {ENTRY_FIELD: b"[]"}, {ENTRY_FIELD: b'{"id": "x"}'},
+     {b"other": b"x"}],
+)  # fmt: skip
+def test_a_stream_entry_that_is_not_an_envelope_raises_envelope_error(
+    fields: dict[bytes, bytes],
+) -> None:
+    with pytest.raises(EnvelopeError):
+        Envelope.from_entry(fields)
+
+
+@pytest.mark.parametrize(
+    ("target", "patch", "expected"),
+    [
+        ({"a": 1}, {"b": 2}, {"a": 1, "b": 2}),
+        ({"a": {"x": 1, "y": 2}}, {"a": {"y": None}}, {"a": {"x": 1}}),
+        ({"a": [1, 2]}, {"a": [3]}, {"a": [3]}),
+        ({"a": 1}, {"a": {"deep": True}}, {"a": {"deep": True}}),
+        ({"a": 1}, {}, {"a": 1}),
+        ({"a": 1}, {"missing": None}, {"a": 1}),
+    ],
+)
+def test_merge_patch_follows_rfc_7386(target: Any, patch: Any, expected: Any) -> None:
+    assert merge_patch(target, patch) == expected
+
+
+def test_json_deeper_than_the_limit_is_detected_without_recursion() -> None:
+    shallow: Any = []
+    for _ in range(MAX_JSON_DEPTH - 1):
+        shallow = [shallow]
+    deep: Any = []
+    for _ in range(100_000):
+        deep = {"k": deep}
+
+    assert not too_deep(shallow)
+    assert too_deep([shallow])
+    assert too_deep(deep)
+
+
+def test_sidecar_settings_come_from_arguments_then_environment() -> None:
+    env = {
+        "MAS_AGENT_ID": "team/alice",
+        "MAS_REDIS_URL": "redis://127.0.0.1:1/0",
+        "MAS_CAPABILITIES": "chat,search",
+        "MAS_METADATA": '{"model": "x"}',
+        "MAS_LEASE_MS": "1500",
+        "MAS_REPLICA_ID": "alice-0",
+    }
+    config = SidecarConfig.build(agent_id="bob", port=9000, redis_url=None, env=env)
+
+    assert config.agent_id == "default/bob"
+    assert config.port == 9000
+    assert config.redis_url == "redis://127.0.0.1:1/0"
+    assert config.capabilities == ("chat", "search")
+    assert config.metadata == {"model": "x"}
+    assert (config.lease_ms, config.replica, config.namespace) == (1500, "alice-0", "default")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "agent id is required"),
+        ({"MAS_AGENT_ID": "Alice"}, "DNS-1123"),
+        ({"MAS_AGENT_ID": "a"}, "Redis URL is required"),
+        ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_LEASE_MS": "soon"}, "not an integer"),
+        ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_LEASE_MS": "5"}, "outside"),
+        ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_METADATA": "[1]"}, "JSON object"),
+        ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_METADATA": "{"}, "not valid JSON"),
+    ],
+)
+def test_bad_sidecar_settings_fail_at_start_with_a_clear_message(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SidecarConfig.build(agent_id=None, port=None, redis_url=None, env=env)
+
+
+def test_the_openapi_document_describes_every_route_with_request_schemas() -> None:
+    spec = build_openapi()
+
+    send = spec["paths"]["/v1/messages"]["post"]
+    assert set(send["requestBody"]["content"]["application/json"]["schema"]["required"]) == {
+        "to",
+        "type",
+    }
+    assert {"get", "put", "patch"} <= set(spec["paths"]["/v1/state"])
+    assert spec["paths"]["/v1/deliveries/{id}/ack"]["post"]["parameters"][0]["name"] == "id"
