@@ -14,8 +14,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
+
 from mas.local.processes import SidecarProcess
 from mas.local.redis_server import RedisServer
+from mas.policy.document import GatewayPolicySpec, Signing, compile_policies
+from mas.policy.publish import publish_policy
+from mas.policy.rules import Rule
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +28,27 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+ALLOW_ALL = compile_policies(
+    [
+        (
+            "default",
+            "allow-all",
+            GatewayPolicySpec(
+                agents=["*/*"],
+                rules=[Rule(name="anything", action="allow")],
+                signing=Signing(required=False),
+            ),
+        )
+    ]
+)
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
+    """An empty database with a policy that allows everything (tests of one check narrow it)."""
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
+    publish_policy(client, ALLOW_ALL)
     client.close()
     return redis_server.url
 
@@ -86,5 +107,9 @@ def sidecars(redis_url: str, tmp_path: Path) -> Iterator[Sidecars]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    # No keep-alive: tests restart sidecars on the same port, a pooled connection would be dead.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+    ) as session:
         yield session

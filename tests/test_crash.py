@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from api import Api
 from conftest import Sidecars
+
 from mas.local.processes import ChildProcess, SidecarProcess
 
 TOTAL = 300

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Sidecars
+
 from mas.cli import main
 from mas.client import SidecarClient
 from mas.local.display import ReplicaRow, format_table
@@ -55,6 +56,7 @@ def test_plan_gives_each_replica_its_sidecar_and_agent_env(tmp_path: Path) -> No
             "worker",
             ["python", "worker.py", "--fast"],
             capabilities=["work", "sum"],
+            roles=["staff"],
             replicas=2,
             env=[{"name": "GREETING", "value": "hi"}, {"name": "MAS_AGENT_ID", "value": "x"}],
             delivery={"maxAttempts": 3, "leaseSeconds": 7},
@@ -73,6 +75,7 @@ def test_plan_gives_each_replica_its_sidecar_and_agent_env(tmp_path: Path) -> No
     assert second.sidecar_env == {
         "MAS_REPLICA_ID": "worker-1",
         "MAS_CAPABILITIES": "work,sum",
+        "MAS_ROLES": "staff",
         "MAS_MAX_ATTEMPTS": "3",
         "MAS_LEASE_MS": "7000",
     }

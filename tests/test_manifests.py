@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from mas.manifests import ManifestError, load_agents
+
+from mas.manifests import ManifestError, load_agents, load_directory
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
 
@@ -76,7 +77,7 @@ def test_multi_document_files_skip_other_kinds(tmp_path: Path) -> None:
     write(
         tmp_path,
         "all.yaml",
-        "apiVersion: mas.dev/v1alpha1\nkind: GatewayPolicy\nmetadata: {name: p}\nspec: {x: 1}\n"
+        "apiVersion: mas.dev/v1alpha1\nkind: GatewayPolicy\nmetadata: {name: p}\nspec: {}\n"
         f"---\n{VALID}---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\n"
         f"---\n{other}",
     )
@@ -85,6 +86,24 @@ def test_multi_document_files_skip_other_kinds(tmp_path: Path) -> None:
         "default/worker",
         "default/other",
     ]
+
+
+def test_gateway_policies_load_beside_agents_and_are_validated(tmp_path: Path) -> None:
+    policy = (
+        "apiVersion: mas.dev/v1alpha1\nkind: GatewayPolicy\nmetadata: {name: p}\n"
+        "spec:\n  rules:\n  - {name: all, action: allow, to: {agents: [worker]}}\n"
+    )
+    write(tmp_path, "agent.yaml", VALID)
+    write(tmp_path, "policy.yaml", policy)
+
+    _, [loaded] = load_directory(tmp_path)
+
+    assert loaded.spec.rules[0].targets.agents == ["worker"]
+    write(tmp_path, "policy.yaml", policy.replace("action: allow", "action: permit"))
+    with pytest.raises(
+        ManifestError, match=r"policy.yaml: spec.rules\[0\].action: Input should be"
+    ):
+        load_directory(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import binascii
 from typing import Any
 
 import pytest
+
 from mas.envelope import ENTRY_FIELD, Envelope, EnvelopeError
 from mas.ids import id_time_ms, new_id
 from mas.keys import AgentKeys

@@ -8,6 +8,7 @@ import aiohttp
 import redis
 from api import Api
 from conftest import Sidecars
+
 from mas.keys import AgentKeys
 
 BOB = AgentKeys("default/bob")

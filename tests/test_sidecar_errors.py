@@ -15,6 +15,7 @@ from api import Api
 from conftest import Sidecars
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from mas.errors import ErrorCode
 from mas.local.processes import SidecarProcess
 from mas.local.redis_server import RedisServer

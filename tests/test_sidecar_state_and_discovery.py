@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 from api import Api
-from conftest import Sidecars
+from conftest import ALLOW_ALL, Sidecars
 
 
 async def test_state_starts_empty_and_each_write_bumps_the_revision(
@@ -142,4 +142,6 @@ async def test_metadata_published_by_the_agent_shows_in_discovery_and_self(
         "replica": "alice-0",
         "capabilities": [],
         "metadata": {},
+        "roles": [],
+        "policy": {"revision": ALLOW_ALL.revision, "error": None},
     }

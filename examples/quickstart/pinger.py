@@ -1,7 +1,8 @@
 """The quickstart's pinger: finds an agent that can ``pong`` and pings it every second.
 
 Each round is a request (``ping``, waiting for the ``pong`` reply) and a fire-and-forget
-``note`` message.
+``note`` message. Every fifth round it also tries ``admin.shutdown``, which the quickstart's
+gateway policy does not allow: its sidecar refuses it and audits the refusal.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from mas import Agent, AgentMessage, MasError
+from mas import Agent, AgentMessage, ForbiddenError, MasError
 
 INTERVAL = 1.0
 
@@ -45,6 +46,10 @@ class Pinger(Agent):
                 reply: AgentMessage = await self.request(ponger, "ping", {"n": n}, timeout=5.0)
                 print(f"ping {n} -> {reply.type} {reply.payload} from {reply.sender}", flush=True)
                 await self.send(ponger, "note", {"text": f"pinged {n} times"})
+                if n % 5 == 0:
+                    await self.send(ponger, "admin.shutdown", {})
+            except ForbiddenError as exc:
+                print(f"denied by the gateway: {exc.message}", flush=True)
             except MasError as exc:
                 print(f"ping {n} failed: {exc}", flush=True)
             await asyncio.sleep(INTERVAL)

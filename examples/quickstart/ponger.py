@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 
-from mas import Agent, AgentMessage
 from pydantic import BaseModel, Field
+
+from mas import Agent, AgentMessage
 
 RECENT_NOTES = 5
 

@@ -21,7 +21,10 @@ Everything goes through the agent's own sidecar (``MAS_SIDECAR_URL``), which
 from mas.agent import Agent, AgentInfo
 from mas.client import SidecarClient
 from mas.errors import (
+    DlpBlockedError,
+    ForbiddenError,
     MasError,
+    RateLimitedError,
     RequestTimeoutError,
     RevisionConflictError,
     SidecarError,
@@ -33,7 +36,10 @@ __all__ = [
     "Agent",
     "AgentInfo",
     "AgentMessage",
+    "DlpBlockedError",
+    "ForbiddenError",
     "MasError",
+    "RateLimitedError",
     "RequestTimeoutError",
     "RevisionConflictError",
     "SidecarClient",

@@ -1,9 +1,13 @@
-"""The ``mas`` command: ``mas up``, ``mas sidecar`` and ``mas dead-letters``.
+"""The ``mas`` command: ``up``, ``sidecar``, ``dead-letters``, ``identity`` and ``audit``.
 
 ``mas up DIR`` runs a directory of ``Agent`` manifests locally (:mod:`mas.local.supervisor`);
 ``mas sidecar ...`` runs one sidecar (:mod:`mas_sidecar`); ``mas dead-letters`` lists, replays
-and deletes an agent's dead letters through its sidecar. User errors (an invalid manifest, a
-missing option) print one line and exit with status 2; failures at run time exit with 1.
+and deletes an agent's dead letters through its sidecar; ``mas identity`` creates a trust anchor,
+issues an agent's credentials into a directory and shows a token's claims
+(:mod:`mas.credentials`, never printing private keys); ``mas audit`` verifies, tails and exports
+an agent's audit trail (:mod:`mas.audit_commands`). User errors (an invalid manifest, a missing
+option) print one line and exit with status 2; failures at run time exit with 1; a trail that
+fails verification exits with 3.
 
 The console script ``mas`` (see ``pyproject.toml``) calls :func:`main`.
 """
@@ -14,25 +18,45 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
 import orjson
+import redis
 
+from mas.audit_commands import export_trail, tail_trail, verify_trail
 from mas.client import SidecarClient
+from mas.credentials import (
+    create_anchor,
+    issue_agent_credentials,
+    load_agent_credentials,
+    load_anchor,
+)
 from mas.errors import MasError
+from mas.identity import IdentityError
 from mas.local.processes import ProcessStartError
 from mas.local.redis_server import RedisServerError
 from mas.local.supervisor import Supervisor, UpOptions
-from mas.manifests import ManifestError, load_agents
+from mas.manifests import ManifestError, load_directory
+from mas.names import InvalidAgentIdError, qualify
+from mas.policy.document import compile_policies
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
+TAMPERED = 3  # ``mas audit verify`` found an altered, removed or reordered entry
 
 
 def _positive(text: str) -> float:
     value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {text}")
     return value
@@ -82,6 +106,38 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         action = actions.add_parser(name, parents=[sidecar_url], help=what)
         action.add_argument("id", metavar="ID", help="the dead letter's id")
+
+    identity = commands.add_parser("identity", help="create trust anchors and agent credentials")
+    steps = identity.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = steps.add_parser("init-anchor", help="create a trust anchor (its key pair) in DIR")
+    init.add_argument("directory", type=Path, metavar="DIR")
+    issue = steps.add_parser("issue", help="write an agent's key, token and trusted anchor")
+    issue.add_argument("--anchor", type=Path, required=True, metavar="DIR", help="anchor dir")
+    issue.add_argument("--agent-id", required=True, metavar="NS/NAME", help="the agent's id")
+    issue.add_argument("--role", action="append", default=[], metavar="R", help="repeatable")
+    issue.add_argument("--capability", action="append", default=[], metavar="C", help="repeatable")
+    issue.add_argument(
+        "--ttl", type=_positive_int, default=3600, metavar="S", help="token lifetime (3600)"
+    )
+    issue.add_argument("out", type=Path, metavar="OUT_DIR", help="the agent's credentials dir")
+    show = steps.add_parser("show", help="print the claims of the token in DIR (no keys)")
+    show.add_argument("directory", type=Path, metavar="DIR", help="an agent's credentials dir")
+
+    trail = commands.add_parser("audit", help="verify, tail or export an agent's audit trail")
+    redis_url = argparse.ArgumentParser(add_help=False)
+    redis_url.add_argument(
+        "--redis-url",
+        default=os.environ.get("MAS_REDIS_URL"),
+        metavar="URL",
+        help="Redis holding the trail (default MAS_REDIS_URL)",
+    )
+    redis_url.add_argument("agent", metavar="AGENT", help="the agent's id, namespace/name")
+    audit_actions = trail.add_subparsers(dest="action", required=True, metavar="ACTION")
+    audit_actions.add_parser("verify", parents=[redis_url], help="check the hash chains")
+    audit_actions.add_parser("export", parents=[redis_url], help="every entry as JSON lines")
+    tail = audit_actions.add_parser("tail", parents=[redis_url], help="the last entries")
+    tail.add_argument("-n", type=_positive_int, default=20, metavar="N", help="how many (20)")
+    tail.add_argument("-f", "--follow", action="store_true", help="then wait for new ones")
     return parser
 
 
@@ -92,9 +148,14 @@ def _fail(message: str, status: int) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     try:
-        agents = load_agents(args.directory)
+        agents, policies = load_directory(args.directory)
     except ManifestError as exc:
         return _fail(str(exc), USAGE_ERROR)
+    policy = (
+        compile_policies((p.metadata.namespace, p.metadata.name, p.spec) for p in policies)
+        if policies
+        else None
+    )
     options = UpOptions(
         directory=args.directory,
         log_dir=args.log_dir.resolve(),
@@ -102,7 +163,7 @@ def _up(args: argparse.Namespace) -> int:
         duration=args.duration,
     )
     try:
-        return Supervisor(agents, options, sys.stdout).run()
+        return Supervisor(agents, policy, options, sys.stdout).run()
     except RedisServerError as exc:
         return _fail(str(exc), RUN_ERROR)
     except ProcessStartError as exc:
@@ -122,6 +183,67 @@ async def _dead_letters(args: argparse.Namespace) -> None:
             print(f"deleted {args.id}")
 
 
+def _identity(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "init-anchor":
+            anchor = create_anchor(args.directory)
+            print(f"created trust anchor {anchor.kid} in {args.directory}")
+        elif args.action == "issue":
+            try:
+                agent_id = qualify(args.agent_id)
+            except InvalidAgentIdError as exc:
+                return _fail(str(exc), USAGE_ERROR)
+            credentials = issue_agent_credentials(
+                load_anchor(args.anchor),
+                args.out,
+                agent_id=agent_id,
+                roles=args.role,
+                capabilities=args.capability,
+                ttl_seconds=args.ttl,
+            )
+            claims = credentials.claims
+            print(
+                f"issued credentials of {claims.sub} (key {claims.agent_kid}, anchor {claims.kid}, "
+                f"expires {claims.exp}) in {args.out}"
+            )
+        else:
+            credentials = load_agent_credentials(args.directory, check_time=False)
+            shown = credentials.claims.to_dict() | {
+                "expired": credentials.claims.exp <= time.time(),
+                "trusted_anchors": list(credentials.trusted_kids),
+            }
+            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+    except IdentityError as exc:
+        return _fail(str(exc), RUN_ERROR)
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename}", RUN_ERROR)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    if not args.redis_url:
+        return _fail("no Redis URL: pass --redis-url or set MAS_REDIS_URL", USAGE_ERROR)
+    try:
+        agent_id = qualify(args.agent)
+    except InvalidAgentIdError as exc:
+        return _fail(str(exc), USAGE_ERROR)
+    client = redis.Redis.from_url(args.redis_url)
+    try:
+        if args.action == "verify":
+            return 0 if verify_trail(client, agent_id, sys.stdout) else TAMPERED
+        if args.action == "export":
+            export_trail(client, agent_id, sys.stdout)
+        else:
+            tail_trail(client, agent_id, sys.stdout, last=args.n, follow=args.follow)
+    except redis.RedisError as exc:
+        return _fail(f"cannot read the audit trail at {args.redis_url}: {exc}", RUN_ERROR)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+    return 0
+
+
 def _sidecar(argv: Sequence[str]) -> int:
     from mas_sidecar.main import main as sidecar_main  # noqa: PLC0415 - only this command needs it
 
@@ -136,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     if args.command == "up":
         return _up(args)
+    if args.command == "identity":
+        return _identity(args)
+    if args.command == "audit":
+        return _audit(args)
     if not args.sidecar:
         return _fail("no sidecar URL: pass --sidecar or set MAS_SIDECAR_URL", USAGE_ERROR)
     try:

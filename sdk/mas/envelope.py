@@ -31,6 +31,7 @@ class Envelope(BaseModel):
     type: str = Field(min_length=1, max_length=128)
     payload: Any = None
     correlation_id: str | None = Field(default=None, max_length=128)
+    is_reply: bool = Field(default=False, description="built by the sidecar's reply route")
     reply_to: str | None = Field(
         default=None, max_length=128, description="replica that waits synchronously for a reply"
     )

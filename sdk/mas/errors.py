@@ -8,6 +8,9 @@ such answers back into exceptions:
     └── SidecarError              the sidecar answered with an error document
         ├── UnknownAgentError     ``unknown_agent``: no such agent is registered
         ├── RequestTimeoutError   ``request_timeout``: no reply within ``timeout_ms``
+        ├── ForbiddenError        ``forbidden``: the gateway policy does not allow the message
+        ├── RateLimitedError      ``rate_limited``: too many messages; retry later
+        ├── DlpBlockedError       ``dlp_blocked``: the payload holds data the policy blocks
         └── RevisionConflictError ``revision_conflict``: optimistic state write lost a race
 
 Used by the sidecar (to build answers), the SDK (to raise) and tests (to assert on codes).
@@ -33,6 +36,12 @@ class ErrorCode(StrEnum):
     DELIVERY_NOT_FOUND = "delivery_not_found"
     DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
     REVISION_CONFLICT = "revision_conflict"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    DLP_BLOCKED = "dlp_blocked"
+    CIRCUIT_OPEN = "circuit_open"
+    POLICY_UNAVAILABLE = "policy_unavailable"
+    CREDENTIALS_UNAVAILABLE = "credentials_unavailable"
     REQUEST_TIMEOUT = "request_timeout"
     REDIS_UNAVAILABLE = "redis_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -51,6 +60,12 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.DELIVERY_NOT_FOUND: 404,
     ErrorCode.DEAD_LETTER_NOT_FOUND: 404,
     ErrorCode.REVISION_CONFLICT: 412,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.DLP_BLOCKED: 422,
+    ErrorCode.CIRCUIT_OPEN: 503,
+    ErrorCode.POLICY_UNAVAILABLE: 503,
+    ErrorCode.CREDENTIALS_UNAVAILABLE: 503,
     ErrorCode.REQUEST_TIMEOUT: 504,
     ErrorCode.REDIS_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
@@ -83,10 +98,25 @@ class RevisionConflictError(SidecarError):
     """A conditional state write lost to a concurrent one."""
 
 
+class ForbiddenError(SidecarError):
+    """The gateway policy does not allow this message."""
+
+
+class RateLimitedError(SidecarError):
+    """The sender exceeded a rate limit."""
+
+
+class DlpBlockedError(SidecarError):
+    """The payload holds data the policy blocks."""
+
+
 _BY_CODE: dict[str, type[SidecarError]] = {
     ErrorCode.UNKNOWN_AGENT: UnknownAgentError,
     ErrorCode.REQUEST_TIMEOUT: RequestTimeoutError,
     ErrorCode.REVISION_CONFLICT: RevisionConflictError,
+    ErrorCode.FORBIDDEN: ForbiddenError,
+    ErrorCode.RATE_LIMITED: RateLimitedError,
+    ErrorCode.DLP_BLOCKED: DlpBlockedError,
 }
 
 

@@ -8,8 +8,13 @@ shared by all agents (the registry) carry their own fixed tag.
     mas:{ns/name}:dlq              stream: dead letters (envelope + reason)
     mas:{ns/name}:state            hash: ``doc`` (JSON) and ``rev`` (integer)
     mas:{ns/name}:replies:<replica> stream: replies awaited synchronously by one replica
+    mas:{ns/name}:audit            stream: hash-chained audit entries of the agent's sidecars
+    mas:{ns/name}:audit-heads      hash: replica -> "<seq>:<hash>" of its chain's last entry
     mas:{registry}:agents          hash: agent id -> JSON {capabilities, metadata}
     mas:{registry}:leases          sorted set: agent id -> liveness deadline (ms)
+    mas:{policy}:document          string: the compiled gateway policy (JSON)
+    mas:{policy}:revision          string: its revision (sidecars poll this)
+    mas:{policy}:enforcers         hash: "<agent id>/<replica>" -> revision it enforces
 
 Used by the sidecar, local mode and (later) the operator's ACL builder.
 """
@@ -21,6 +26,9 @@ from dataclasses import dataclass
 CONSUMER_GROUP = "mas"
 REGISTRY_AGENTS = "mas:{registry}:agents"
 REGISTRY_LEASES = "mas:{registry}:leases"
+POLICY_DOCUMENT = "mas:{policy}:document"
+POLICY_REVISION = "mas:{policy}:revision"
+POLICY_ENFORCERS = "mas:{policy}:enforcers"
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,14 @@ class AgentKeys:
     @property
     def state(self) -> str:
         return f"{self.prefix}state"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}audit"
+
+    @property
+    def audit_heads(self) -> str:
+        return f"{self.prefix}audit-heads"
 
     def replies(self, replica: str) -> str:
         return f"{self.prefix}replies:{replica}"

@@ -1,4 +1,4 @@
-"""The ``Agent`` manifest (``mas.dev/v1alpha1``) and the loader of a directory of manifests.
+"""The ``Agent`` and ``GatewayPolicy`` manifests (``mas.dev/v1alpha1``) and their loader.
 
 The same YAML describes an agent to the Kubernetes operator (as a custom resource) and to local
 mode (``mas up DIR``), which also reads ``spec.local``. Every model forbids unknown fields, so a
@@ -21,11 +21,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from mas.names import DEFAULT_NAMESPACE, is_label
+from mas.policy.document import GatewayPolicySpec
 
 GROUP = "mas.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 AGENT_KIND = "Agent"
+POLICY_KIND = "GatewayPolicy"
 MAX_LOCAL_REPLICAS = 20
 
 _CAPABILITY = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
@@ -108,6 +110,7 @@ class AgentSpec(_Model):
     """``spec``: what the agent can do and how it runs."""
 
     capabilities: list[Capability] = Field(default_factory=list)
+    roles: list[Label] = Field(default_factory=list)
     replicas: int = Field(default=1, ge=1, le=MAX_LOCAL_REPLICAS)
     image: str | None = None
     env: list[EnvVar] = Field(default_factory=list)
@@ -141,13 +144,17 @@ def parse_agent(document: Any, source: str) -> AgentManifest:
     try:
         return AgentManifest.model_validate(document)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        message = message.removeprefix("Value error, ")
-        more = len(errors) - 1
-        suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-        raise ManifestError(f"{source}: {_field_path(first['loc'])}: {message}{suffix}") from None
+        raise ManifestError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    message = message.removeprefix("Value error, ")
+    more = len(errors) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {_field_path(first['loc'])}: {message}{suffix}"
 
 
 def _documents(path: Path) -> Iterator[tuple[str, Any]]:
@@ -166,35 +173,67 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
             yield (f"{path} (document {index + 1})" if len(documents) > 1 else str(path)), document
 
 
-def _is_agent(document: Any, source: str) -> bool:
-    """True for a ``mas.dev`` ``Agent``; False for documents of other kinds or groups."""
+class GatewayPolicyManifest(_Model):
+    """One ``GatewayPolicy`` document."""
+
+    api_version: Literal["mas.dev/v1alpha1"]
+    kind: Literal["GatewayPolicy"]
+    metadata: ObjectMeta
+    spec: GatewayPolicySpec = Field(default_factory=GatewayPolicySpec)
+
+
+def parse_policy(document: Any, source: str) -> GatewayPolicyManifest:
+    """Validate one parsed YAML document as a ``GatewayPolicy``."""
+    try:
+        return GatewayPolicyManifest.model_validate(document)
+    except ValidationError as exc:
+        raise ManifestError(_describe(exc, source)) from None
+
+
+def _kind(document: Any, source: str) -> str | None:
+    """The kind of a ``mas.dev`` document; None for documents of other groups."""
     if not isinstance(document, dict):
         raise ManifestError(
             f"{source}: a manifest must be a mapping, not {type(document).__name__}"
         )
     api_version = document.get("apiVersion")
     if not isinstance(api_version, str) or api_version.partition("/")[0] != GROUP:
-        return False
+        return None
     if api_version != API_VERSION:
         raise ManifestError(f"{source}: apiVersion: {api_version!r} is not {API_VERSION!r}")
-    return document.get("kind") == AGENT_KIND
+    kind = document.get("kind")
+    return kind if isinstance(kind, str) else None
 
 
 def load_agents(directory: Path) -> list[AgentManifest]:
-    """Every ``Agent`` in the ``*.yaml``/``*.yml`` files of ``directory``, runnable locally.
+    """Every ``Agent`` in the ``*.yaml``/``*.yml`` files of ``directory``, runnable locally."""
+    return load_directory(directory)[0]
 
-    Documents of other ``mas.dev`` kinds, and of other API groups, are skipped. Raises
-    :class:`ManifestError` for an invalid document, a duplicate agent id, an ``Agent`` without
+
+def load_directory(directory: Path) -> tuple[list[AgentManifest], list[GatewayPolicyManifest]]:
+    """Every ``Agent`` (runnable locally) and ``GatewayPolicy`` in the YAML files of ``directory``.
+
+    Documents of other kinds and other API groups are skipped. Raises :class:`ManifestError` for
+    an invalid document, a duplicate agent or policy, an ``Agent`` without
     ``spec.local.command``, or a directory holding no ``Agent`` at all.
     """
     if not directory.is_dir():
         raise ManifestError(f"{directory}: not a directory")
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     agents: list[AgentManifest] = []
+    policies: dict[str, GatewayPolicyManifest] = {}
     sources: dict[str, str] = {}
     for path in files:
         for source, document in _documents(path):
-            if not _is_agent(document, source):
+            kind = _kind(document, source)
+            if kind == POLICY_KIND:
+                policy = parse_policy(document, source)
+                name = f"{policy.metadata.namespace}/{policy.metadata.name}"
+                if name in policies:
+                    raise ManifestError(f"{source}: metadata.name: policy {name} is defined twice")
+                policies[name] = policy
+                continue
+            if kind != AGENT_KIND:
                 continue
             agent = parse_agent(document, source)
             if agent.spec.local is None:
@@ -210,4 +249,4 @@ def load_agents(directory: Path) -> list[AgentManifest]:
             agents.append(agent)
     if not agents:
         raise ManifestError(f"{directory}: no {API_VERSION} Agent manifests (*.yaml, *.yml)")
-    return agents
+    return agents, list(policies.values())

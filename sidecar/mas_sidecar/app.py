@@ -42,6 +42,8 @@ def build_app(config: SidecarConfig) -> web.Application:
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     parts = app[COMPONENTS]
+    if parts.credentials is not None:
+        parts.credentials.load()  # no valid identity: refuse to start (CredentialsError)
     await _prepare(parts)
     stop = asyncio.Event()
     tasks = [
@@ -49,7 +51,11 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(parts.inbox.reclaim_until(stop), name="inbox-reclaim"),
         asyncio.create_task(parts.replies.read_until(stop), name="replies"),
         asyncio.create_task(parts.registry.renew_until(stop), name="registry"),
+        asyncio.create_task(parts.policies.watch_until(stop), name="policy"),
+        asyncio.create_task(parts.writer.run_until(stop), name="writer"),
     ]
+    if parts.credentials is not None:
+        tasks.append(asyncio.create_task(parts.credentials.reload_until(stop), name="credentials"))
     log.info("sidecar for %s (replica %s) ready", parts.config.agent_id, parts.config.replica)
     yield
     # Loops also watch ``stop``: redis-py can swallow a cancellation that lands mid-command.
@@ -70,6 +76,8 @@ async def _prepare(parts: Components) -> None:
             await parts.inbox.setup()
             await parts.replies.setup()
             await parts.registry.register()
+            await parts.audit.setup()
+            await parts.policies.refresh()
             return
         except REDIS_ERRORS as exc:
             log.warning("waiting for Redis: %s", exc)

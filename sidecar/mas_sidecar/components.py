@@ -9,16 +9,24 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from mas.keys import AgentKeys
 
+from mas.keys import AgentKeys
+from mas_sidecar.audit_log import AuditLog
+from mas_sidecar.breaker import Breakers
 from mas_sidecar.config import SidecarConfig
+from mas_sidecar.credentials import CredentialStore
 from mas_sidecar.dead_letters import DeadLetters
+from mas_sidecar.gateway import Gateway
 from mas_sidecar.inbox import Inbox
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.outbox import Outbox
+from mas_sidecar.policy_store import PolicyStore
+from mas_sidecar.ratelimit import RateLimiter
 from mas_sidecar.registry import Registry
+from mas_sidecar.replay import ReplayGuard
 from mas_sidecar.replies import ReplyWaiter
 from mas_sidecar.state_store import StateStore
+from mas_sidecar.writer import Writer
 
 
 @dataclass
@@ -26,7 +34,13 @@ class Components:
     config: SidecarConfig
     redis: aioredis.Redis
     metrics: Metrics
+    writer: Writer
     registry: Registry
+    policies: PolicyStore
+    audit: AuditLog
+    breakers: Breakers
+    credentials: CredentialStore | None
+    gateway: Gateway
     inbox: Inbox
     outbox: Outbox
     replies: ReplyWaiter
@@ -42,19 +56,55 @@ class Components:
             health_check_interval=15,
         )
         keys = AgentKeys(config.agent_id)
+        writer = Writer(client)
         registry = Registry(
             client,
             agent_id=config.agent_id,
             capabilities=config.capabilities,
+            roles=config.roles,
             metadata=config.metadata,
             ttl_ms=config.registry_ttl_ms,
+            metrics=metrics,
+        )
+        policies = PolicyStore(
+            client,
+            agent_id=config.agent_id,
+            replica=config.replica,
+            policy_file=config.policy_file,
+            metrics=metrics,
+        )
+        audit = AuditLog(client, keys, config.replica, writer)
+        breakers = Breakers()
+        credentials = (
+            CredentialStore(config.credentials_dir, agent_id=config.agent_id)
+            if config.credentials_dir
+            else None
+        )
+        replay = ReplayGuard(client, keys, window_ms=config.replay_window_ms)
+        gateway = Gateway(
+            agent_id=config.agent_id,
+            roles=frozenset(config.roles),
+            credentials=credentials,
+            replay=replay,
+            policies=policies,
+            registry=registry,
+            limiter=RateLimiter(client, keys),
+            breakers=breakers,
+            audit=audit,
+            writer=writer,
             metrics=metrics,
         )
         return cls(
             config=config,
             redis=client,
             metrics=metrics,
+            writer=writer,
             registry=registry,
+            policies=policies,
+            audit=audit,
+            breakers=breakers,
+            credentials=credentials,
+            gateway=gateway,
             inbox=Inbox(
                 client,
                 keys,
@@ -62,18 +112,19 @@ class Components:
                 lease_ms=config.lease_ms,
                 max_attempts=config.max_attempts,
                 max_inflight=config.max_inflight,
+                check=gateway.check_receive,
                 metrics=metrics,
             ),
             outbox=Outbox(
-                client,
                 agent_id=config.agent_id,
                 namespace=config.namespace,
                 registry=registry,
+                gateway=gateway,
                 metrics=metrics,
             ),
             replies=ReplyWaiter(client, keys.replies(config.replica), metrics),
             state=StateStore(client, keys.state),
-            dead_letters=DeadLetters(client, keys),
+            dead_letters=DeadLetters(client, keys, replay),
         )
 
 

@@ -10,11 +10,12 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
-from mas.names import InvalidAgentIdError, namespace_of, qualify
 
+from mas.names import InvalidAgentIdError, namespace_of, qualify
 from mas_sidecar.errors import ConfigError
 
 
@@ -27,6 +28,10 @@ class SidecarConfig:
     redis_url: str
     replica: str
     capabilities: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    policy_file: Path | None = None
+    credentials_dir: Path | None = None
+    replay_window_ms: int = 300_000
     metadata: dict[str, Any] = field(default_factory=dict)
     lease_ms: int = 30_000
     max_attempts: int = 5
@@ -64,7 +69,11 @@ class SidecarConfig:
             port=port if port is not None else _int(env, "MAS_SIDECAR_PORT", 8790, 1, 65535),
             redis_url=url,
             replica=env.get("MAS_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}",
-            capabilities=tuple(c for c in env.get("MAS_CAPABILITIES", "").split(",") if c),
+            capabilities=_list(env, "MAS_CAPABILITIES"),
+            roles=_list(env, "MAS_ROLES"),
+            policy_file=_path(env, "MAS_POLICY_FILE"),
+            credentials_dir=_path(env, "MAS_CREDENTIALS_DIR"),
+            replay_window_ms=_int(env, "MAS_REPLAY_WINDOW_MS", 300_000, 1000, 86_400_000),
             metadata=_json_object(env, "MAS_METADATA"),
             lease_ms=_int(env, "MAS_LEASE_MS", 30_000, 100, 3_600_000),
             max_attempts=_int(env, "MAS_MAX_ATTEMPTS", 5, 1, 1000),
@@ -73,6 +82,14 @@ class SidecarConfig:
             registry_ttl_ms=_int(env, "MAS_REGISTRY_TTL_MS", 10_000, 300, 3_600_000),
             log_level=env.get("MAS_LOG_LEVEL", "INFO").upper(),
         )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    return Path(env[name]) if env.get(name) else None
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -2,7 +2,8 @@
 
 Entries are written by :mod:`mas_sidecar.inbox` (the original entry's fields plus ``dl:*``
 fields). Replaying appends the original envelope to the inbox again (a new stream entry, so its
-attempts start over) and removes the dead letter in one MULTI. Used by the dead-letter routes.
+attempts start over) as the replay guard's entry of record for its message id, and removes the
+dead letter, in one script. Used by the dead-letter routes.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import re
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from mas.envelope import Envelope, EnvelopeError
 from mas.errors import ErrorCode
 from mas.keys import AgentKeys
-
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError
 from mas_sidecar.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON
+from mas_sidecar.replay import ReplayGuard
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -25,9 +27,10 @@ _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 class DeadLetters:
     """One agent's dead letters."""
 
-    def __init__(self, client: aioredis.Redis, keys: AgentKeys) -> None:
+    def __init__(self, client: aioredis.Redis, keys: AgentKeys, replay: ReplayGuard) -> None:
         self._redis = client
         self._keys = keys
+        self._replay = replay
 
     async def list(self, limit: int) -> list[dict[str, Any]]:
         entries = await self._redis.xrange(self._keys.dlq, count=limit)
@@ -44,10 +47,7 @@ class DeadLetters:
                 ErrorCode.INVALID_REQUEST,
                 f"dead letter {dead_letter_id} holds no valid message; it can only be deleted",
             ) from None
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self._keys.inbox, original)
-            pipe.xdel(self._keys.dlq, dead_letter_id)
-            await pipe.execute()
+        await self._replay.requeue(original, envelope.id, dead_letter_id=dead_letter_id)
         return envelope.id
 
     async def delete(self, dead_letter_id: str) -> None:

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import orjson
 import redis.exceptions
 from aiohttp import web
-from mas.errors import ErrorCode
 from pydantic import BaseModel, ValidationError
 
+from mas.errors import ErrorCode
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
 

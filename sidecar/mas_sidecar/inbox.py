@@ -1,14 +1,14 @@
 """The receiving half of the Streams bridge: this replica's leases on the agent's inbox.
 
-The inbox ``mas:{agent}:inbox`` has one consumer group; each replica is a consumer. Entries are
-read only while an agent is subscribed and fewer than ``max_inflight`` are leased. A read entry
-is *leased*: it stays in the group's pending list until the agent acks it (XACK + XDEL, so acked
-entries do not accumulate). An entry idle for longer than the lease — its replica died, or the
-agent neither acked nor extended — is reclaimed with XAUTOCLAIM by any replica and delivered
-again with ``attempt`` = the stream's delivery count. A nack makes the entry reclaimable after
-its delay (XCLAIM ... IDLE). Past ``max_attempts``, on expiry, on a malformed or misaddressed
-entry, or when the agent rejects it, the entry moves to the dead-letter stream in the same
-MULTI as its XACK + XDEL, so nothing accepted is ever dropped.
+The inbox ``mas:{agent}:inbox`` has one consumer group; each replica is a consumer. Entries are read
+only while an agent is subscribed and fewer than ``max_inflight`` are leased. A read entry is
+*leased*: it stays in the group's pending list until the agent acks it (XACK + XDEL, so acked
+entries do not accumulate). An entry idle for longer than the lease — its replica died, or the agent
+neither acked nor extended — is reclaimed with XAUTOCLAIM by any replica and delivered again with
+``attempt`` = the stream's delivery count. A nack makes the entry reclaimable after its delay
+(XCLAIM ... IDLE). Past ``max_attempts``, on expiry, on a malformed or misaddressed entry, when the
+receive-side gateway check refuses it, or when the agent rejects it, the entry moves to the
+dead-letter stream in the same MULTI as its XACK + XDEL, so nothing accepted is ever dropped.
 
 Used by the delivery routes (subscribe, next, ack/nack/extend/reject) and the app (background
 loops).
@@ -20,15 +20,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 import redis.exceptions
+
 from mas.envelope import Envelope, EnvelopeError
 from mas.errors import ErrorCode
 from mas.keys import CONSUMER_GROUP, AgentKeys
-
 from mas_sidecar.aio import wait_event
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
@@ -64,6 +64,7 @@ class Inbox:
         lease_ms: int,
         max_attempts: int,
         max_inflight: int,
+        check: Callable[[Envelope, bytes], Awaitable[str | None]],
         metrics: Metrics,
     ) -> None:
         self._redis = client
@@ -72,6 +73,7 @@ class Inbox:
         self.lease_ms = lease_ms
         self._max_attempts = max_attempts
         self._max_inflight = max_inflight
+        self._check = check
         self._metrics = metrics
         self.leases: dict[str, Lease] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
@@ -210,6 +212,8 @@ class Inbox:
             await self._dead_letter(entry_id, fields, "max_attempts_exceeded", attempt - 1)
         elif envelope.is_expired(time.time_ns() // 1_000_000):
             await self._dead_letter(entry_id, fields, "expired", attempt - 1)
+        elif refusal := await self._check(envelope, entry_id):
+            await self._dead_letter(entry_id, fields, refusal, attempt - 1)
         else:
             previous = self.leases.get(envelope.id)
             self.leases[envelope.id] = Lease(

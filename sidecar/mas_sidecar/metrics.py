@@ -37,6 +37,25 @@ class Metrics:
         self.redis_errors = Counter(
             "mas_redis_errors", "Redis failures in background loops", ["loop"], registry=r
         )
+        self.decisions = Counter(
+            "mas_gateway_decisions",
+            "Gateway decisions on messages (accepted, denied, rate_limited, dlp_blocked, "
+            "circuit_open, refused_on_receive)",
+            ["decision"],
+            registry=r,
+        )
+        self.dlp_findings = Counter(
+            "mas_dlp_findings", "DLP detector hits", ["detector", "action"], registry=r
+        )
+        self.circuits = Gauge(
+            "mas_circuits", "Targets whose circuit breaker is in each state", ["state"], registry=r
+        )
+        self.policy_reloads = Counter(
+            "mas_policy_reloads", "Gateway policy revisions put in force", registry=r
+        )
+        self.policy_errors = Counter(
+            "mas_policy_errors", "Gateway policy documents rejected as invalid", registry=r
+        )
         self.http_requests = Counter(
             "mas_http_requests", "HTTP requests served", ["route", "method", "status"], registry=r
         )

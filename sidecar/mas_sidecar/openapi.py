@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mas.errors import ErrorCode
 from pydantic import BaseModel
 
+from mas.errors import ErrorCode
 from mas_sidecar import models
 
 _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, dict[str, str]]] = [

@@ -1,9 +1,9 @@
-"""The sending half of the Streams bridge: build envelopes and write them to inboxes.
+"""The sending half of the Streams bridge: address envelopes and hand them to the gateway.
 
-A message is accepted (202) only once Redis has appended it to the target's inbox. A reply goes
-to the replica that waits for it (``mas:{sender}:replies:<replica>``) when the request was
-synchronous, else to the sender's inbox like any message. Used by the message and delivery
-routes.
+A message is accepted (202) only once it passed the gateway checks and Redis appended it to the
+target's inbox. A reply goes to the replica that waits for it (``mas:{sender}:replies:<replica>``)
+when the request was synchronous, else to the sender's inbox like any message. Used by the
+message and delivery routes.
 """
 
 from __future__ import annotations
@@ -12,21 +12,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
 from mas.envelope import Envelope
 from mas.errors import ErrorCode
 from mas.ids import new_id
 from mas.keys import AgentKeys
 from mas.names import InvalidAgentIdError, qualify
-
 from mas_sidecar.errors import ApiError
+from mas_sidecar.gateway import Destination, Gateway
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.registry import Registry
-
-# Replies to synchronous requests are read within milliseconds; these bounds only keep a dead
-# requester's reply stream from lingering.
-REPLY_STREAM_MAXLEN = 10_000
-REPLY_STREAM_TTL_MS = 600_000
 
 
 def build_envelope(
@@ -37,6 +31,7 @@ def build_envelope(
     payload: Any,
     correlation_id: str | None = None,
     reply_to: str | None = None,
+    is_reply: bool = False,
     ttl_ms: int | None = None,
     trace: Mapping[str, str] | None = None,
     now_ms: int | None = None,
@@ -50,6 +45,7 @@ def build_envelope(
         type=type,
         payload=payload,
         correlation_id=correlation_id,
+        is_reply=is_reply,
         reply_to=reply_to,
         created_at=created,
         expires_at=created + ttl_ms if ttl_ms else None,
@@ -58,16 +54,16 @@ def build_envelope(
 
 
 class Outbox:
-    """Writes this agent's messages and replies."""
+    """Addresses this agent's messages and replies."""
 
     def __init__(
-        self, client: aioredis.Redis, *, agent_id: str, namespace: str, registry: Registry,
+        self, *, agent_id: str, namespace: str, registry: Registry, gateway: Gateway,
         metrics: Metrics,
     ) -> None:  # fmt: skip
-        self._redis = client
         self.agent_id = agent_id
         self._namespace = namespace
         self._registry = registry
+        self._gateway = gateway
         self._metrics = metrics
 
     async def resolve(self, to: str) -> str:
@@ -80,10 +76,13 @@ class Outbox:
             raise ApiError(ErrorCode.UNKNOWN_AGENT, f"no agent {target!r} is registered")
         return target
 
-    async def send(self, envelope: Envelope, kind: str = "message") -> None:
-        """Append ``envelope`` to its target's inbox."""
-        await self._redis.xadd(AgentKeys(envelope.target).inbox, envelope.to_entry())
+    async def send(self, envelope: Envelope, kind: str = "message") -> Envelope:
+        """Check ``envelope`` and append it to its target's inbox; the envelope as written."""
+        written = await self._gateway.send(
+            envelope, Destination(AgentKeys(envelope.target).inbox, inbox=True)
+        )
         self._metrics.messages_sent.labels(kind).inc()
+        return written
 
     async def reply(self, original: Envelope, type: str, payload: Any) -> Envelope:
         """Answer ``original`` to its sender, to the waiting replica if there is one."""
@@ -93,15 +92,12 @@ class Outbox:
             type=type,
             payload=payload,
             correlation_id=original.id,
+            is_reply=True,
             trace=original.trace,
         )
         if original.reply_to is None:
-            await self.send(envelope, "reply")
-            return envelope
+            return await self.send(envelope, "reply")
         key = AgentKeys(original.sender).replies(original.reply_to)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(key, envelope.to_entry(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)
-            pipe.pexpire(key, REPLY_STREAM_TTL_MS)
-            await pipe.execute()
+        written = await self._gateway.send(envelope, Destination(key, inbox=False))
         self._metrics.messages_sent.labels("reply").inc()
-        return envelope
+        return written

@@ -20,12 +20,13 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
-from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES
 
+from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES
 from mas_sidecar.aio import wait_event
 from mas_sidecar.metrics import Metrics
 
 log = logging.getLogger(__name__)
+ENTRY_CACHE_SECONDS = 5.0  # how long a capability or role change takes to reach other senders
 
 
 class Registry:
@@ -37,6 +38,7 @@ class Registry:
         *,
         agent_id: str,
         capabilities: Sequence[str],
+        roles: Sequence[str],
         metadata: dict[str, Any],
         ttl_ms: int,
         metrics: Metrics,
@@ -44,17 +46,20 @@ class Registry:
         self._redis = client
         self.agent_id = agent_id
         self.capabilities = list(capabilities)
+        self.roles = list(roles)
         self.metadata = metadata
         self._ttl_ms = ttl_ms
         self._metrics = metrics
-        self._known: set[str] = set()
+        self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def entry(self) -> dict[str, Any]:
         return {"id": self.agent_id, "capabilities": self.capabilities, "metadata": self.metadata}
 
     async def register(self) -> None:
         """Write this agent's entry and take the liveness lease."""
-        document = orjson.dumps({"capabilities": self.capabilities, "metadata": self.metadata})
+        document = orjson.dumps(
+            {"capabilities": self.capabilities, "roles": self.roles, "metadata": self.metadata}
+        )
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(REGISTRY_AGENTS, self.agent_id, document)
             pipe.zadd(REGISTRY_LEASES, {self.agent_id: _now_ms() + self._ttl_ms}, gt=True)
@@ -73,14 +78,33 @@ class Registry:
                 self._metrics.redis_errors.labels("registry").inc()
                 log.warning("could not renew the discovery lease: %s", exc)
 
+    async def lookup(self, agent_id: str) -> dict[str, Any] | None:
+        """The registry entry of ``agent_id`` (cached for a few seconds), None if unregistered."""
+        now = time.monotonic()
+        cached = self._entries.get(agent_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        raw = await self._redis.hget(REGISTRY_AGENTS, agent_id)
+        if raw is None:
+            return None
+        entry: dict[str, Any] = orjson.loads(raw)
+        self._entries[agent_id] = (now + ENTRY_CACHE_SECONDS, entry)
+        return entry
+
     async def is_registered(self, agent_id: str) -> bool:
-        """True when ``agent_id`` has a registry entry (cached once seen)."""
-        if agent_id in self._known:
-            return True
-        if await self._redis.hexists(REGISTRY_AGENTS, agent_id):
-            self._known.add(agent_id)
-            return True
-        return False
+        return await self.lookup(agent_id) is not None
+
+    async def capabilities_of(self, agent_id: str) -> frozenset[str]:
+        entry = await self.lookup(agent_id)
+        return frozenset(entry.get("capabilities", ())) if entry else frozenset()
+
+    async def roles_of(self, agent_id: str) -> frozenset[str]:
+        entry = await self.lookup(agent_id)
+        return frozenset(entry.get("roles", ())) if entry else frozenset()
+
+    async def is_live(self, agent_id: str) -> bool:
+        deadline = await self._redis.zscore(REGISTRY_LEASES, agent_id)
+        return deadline is not None and deadline > _now_ms()
 
     async def live_agents(self, capabilities: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Entries of live agents that have every capability in ``capabilities``."""
@@ -95,7 +119,13 @@ class Registry:
                 continue
             entry = orjson.loads(raw)
             if wanted <= set(entry.get("capabilities", [])):
-                agents.append({"id": raw_id.decode(), **entry})
+                agents.append(
+                    {
+                        "id": raw_id.decode(),
+                        "capabilities": entry.get("capabilities", []),
+                        "metadata": entry.get("metadata", {}),
+                    }
+                )
         return sorted(agents, key=lambda agent: str(agent["id"]))
 
 

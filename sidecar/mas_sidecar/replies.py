@@ -12,8 +12,8 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
-from mas.envelope import Envelope, EnvelopeError
 
+from mas.envelope import Envelope, EnvelopeError
 from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from mas.errors import ErrorCode
 
+from mas.errors import ErrorCode
 from mas_sidecar.errors import ApiError
 
 _CAS = """

@@ -53,6 +53,7 @@ def sidecar_env(agent: AgentManifest, index: int) -> dict[str, str]:
     return {
         "MAS_REPLICA_ID": f"{agent.metadata.name}-{index}",
         "MAS_CAPABILITIES": ",".join(agent.spec.capabilities),
+        "MAS_ROLES": ",".join(agent.spec.roles),
         "MAS_MAX_ATTEMPTS": str(agent.spec.delivery.max_attempts),
         "MAS_LEASE_MS": str(agent.spec.delivery.lease_seconds * 1000),
     }

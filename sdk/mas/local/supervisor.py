@@ -21,14 +21,19 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+import redis
+
 from mas.local.agent_process import AgentProcess
 from mas.local.display import Console, ReplicaRow
+from mas.local.identity import LocalIdentity
 from mas.local.metrics import MessageCounts, scrape
 from mas.local.plan import ReplicaPlan, plan_replicas
 from mas.local.processes import ChildProcess, SidecarProcess
 from mas.local.redis_server import RedisServer, free_port
 from mas.local.restarts import Restarts
 from mas.manifests import AgentManifest
+from mas.policy.document import CompiledPolicy
+from mas.policy.publish import publish_policy
 
 TABLE_EVERY = 5.0
 TICK = 0.2
@@ -101,8 +106,16 @@ def _in_parallel(action: Callable[[ChildProcess], object], processes: list[Child
 class Supervisor:
     """Runs one ``mas up``; :meth:`run` returns the exit status."""
 
-    def __init__(self, agents: list[AgentManifest], options: UpOptions, out: TextIO) -> None:
+    def __init__(
+        self,
+        agents: list[AgentManifest],
+        policy: CompiledPolicy | None,
+        options: UpOptions,
+        out: TextIO,
+    ) -> None:
         self.options = options
+        self.policy = policy
+        self.identity = LocalIdentity(options.log_dir.parent / "identity", agents)
         ports: Iterator[int] = iter(free_port, None)
         self.plans = plan_replicas(agents, options.directory.resolve(), ports)
         self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
@@ -140,6 +153,9 @@ class Supervisor:
             self.console.progress(f"redis ready at {self.redis_url} (pid {pid})")
         else:
             self.console.progress(f"using redis at {self.redis_url}")
+        self._publish_policy()
+        self.identity.issue_all()
+        self.console.progress(f"agent credentials issued in {self.identity.directory}")
         self.console.progress(f"sidecar logs in {self.options.log_dir}")
         for plan in self.plans:
             sidecar = self._sidecar(plan)
@@ -156,12 +172,32 @@ class Supervisor:
             if not self.stopping.is_set():
                 self._start_agent(replica)
 
+    def _publish_policy(self) -> None:
+        """Put the folder's gateway policies in force before any sidecar starts."""
+        if self.policy is None:
+            self.console.progress(
+                "no GatewayPolicy in the folder: every send will be refused (default deny)"
+            )
+            return
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            publish_policy(client, self.policy)
+        finally:
+            client.close()
+        self.console.progress(
+            f"gateway policy revision {self.policy.revision} published "
+            f"({len(self.policy.policies)} policies)"
+        )
+
     def _sidecar(self, plan: ReplicaPlan) -> SidecarProcess:
         return SidecarProcess(
             plan.agent_id,
             self.redis_url,
             port=plan.port,
-            env=plan.sidecar_env,
+            env={
+                **plan.sidecar_env,
+                "MAS_CREDENTIALS_DIR": str(self.identity.credentials_dir(plan.agent_id)),
+            },
             log_path=self.options.log_dir / plan.log_file_name(),
         )
 
@@ -187,6 +223,8 @@ class Supervisor:
             if duration is not None and now - started >= duration:
                 self.console.progress(f"stopping after {duration:g}s")
                 return
+            for agent_id in self.identity.renew_due():
+                self.console.progress(f"renewed the identity token of {agent_id}")
             for replica in self.replicas:
                 self._check_sidecar(replica, now)
                 self._check_agent(replica, now)

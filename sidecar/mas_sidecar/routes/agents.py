@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aiohttp import web
-from mas.errors import ErrorCode
 
+from mas.errors import ErrorCode
 from mas_sidecar.components import Components, components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
@@ -28,6 +28,8 @@ def _self(parts: Components) -> dict[str, object]:
         **parts.registry.entry(),
         "namespace": parts.config.namespace,
         "replica": parts.config.replica,
+        "roles": list(parts.config.roles),
+        "policy": {"revision": parts.policies.revision, "error": parts.policies.error},
     }
 
 

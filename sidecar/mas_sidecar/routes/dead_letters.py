@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aiohttp import web
-from mas.errors import ErrorCode
 
+from mas.errors import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response

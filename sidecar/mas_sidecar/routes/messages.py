@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from mas.errors import ErrorCode
 
+from mas.errors import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from mas.errors import ErrorCode
 
+from mas.errors import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from aiohttp import web
-from mas.errors import ErrorCode
 
+from mas.errors import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response
@@ -33,8 +33,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    parts = components(request)
+    for state, count in parts.breakers.counts().items():
+        parts.metrics.circuits.labels(state.name).set(count)
     return web.Response(
-        body=components(request).metrics.render(),
+        body=parts.metrics.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
 

@@ -1,0 +1,186 @@
+"""GatewayPolicy specs, the compiled policy document, and each agent's effective policy.
+
+Authors write ``GatewayPolicy`` resources (Kubernetes custom resources, or YAML files for
+``mas up``). :func:`compile_policies` turns all of them into one :class:`CompiledPolicy` with a
+content-derived ``revision``; the operator (or ``mas up``) publishes it and every sidecar
+enforces it. :func:`effective_policy` extracts what applies to one sending agent: the policies
+whose ``agents`` select it contribute their rules, rate limits, DLP detectors and settings.
+
+Merging many policies stays predictable: rules are all evaluated (deny wins), every rate limit
+applies, a DLP detector takes the strictest action any policy gives it, signing is required if
+any policy requires it, discovery is restricted if any policy restricts it.
+
+Pure; used by local mode, the operator, and the sidecar's policy store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import Field
+
+from mas.policy.dlp import CustomDetector, DlpAction, DlpPolicy
+from mas.policy.rules import AgentGlob, PolicyModel, Rule, ScopedRule, glob_match, qualify_glob
+
+_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_DLP_STRICTNESS = {DlpAction.LOG: 0, DlpAction.REDACT: 1, DlpAction.BLOCK: 2}
+
+
+class RateLimit(PolicyModel):
+    """A token bucket on each selected sender: ``rate`` messages per second, ``burst`` at once.
+
+    ``replica`` scope counts in each sidecar (no Redis round trip); ``agent`` scope shares one
+    bucket among all replicas of the agent through a Redis script.
+    """
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    rate: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(ge=1, le=1_000_000)
+    scope: Literal["replica", "agent"] = "replica"
+
+
+class CircuitBreaker(PolicyModel):
+    """When a sender stops sending to a target for a while (503 with ``Retry-After``)."""
+
+    failure_threshold: int = Field(default=5, ge=1, le=10_000)
+    backlog_threshold: int = Field(default=10_000, ge=1, le=100_000_000)
+    open_seconds: float = Field(default=10.0, gt=0, le=3600)
+    when_not_live: bool = False
+
+
+class Signing(PolicyModel):
+    required: bool = True
+
+
+class Audit(PolicyModel):
+    """How payloads appear in the audit trail: their SHA-256, or the DLP-redacted payload."""
+
+    payloads: Literal["hash", "redacted"] = "hash"
+
+
+class Discovery(PolicyModel):
+    """With ``restricted``, discovery lists only agents the caller may send something to."""
+
+    restricted: bool = False
+
+
+class GatewayPolicySpec(PolicyModel):
+    """``spec`` of a ``GatewayPolicy``; agent patterns are relative to its namespace."""
+
+    agents: list[AgentGlob] = Field(default_factory=lambda: ["*"], min_length=1, max_length=256)
+    rules: list[Rule] = Field(default_factory=list, max_length=1000)
+    rate_limits: list[RateLimit] = Field(default_factory=list, max_length=32)
+    dlp: DlpPolicy | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    signing: Signing | None = None
+    audit: Audit | None = None
+    discovery: Discovery | None = None
+
+
+class CompiledEntry(PolicyModel):
+    """One policy inside the compiled document, its agent patterns qualified."""
+
+    name: str
+    spec: GatewayPolicySpec
+
+
+class CompiledPolicy(PolicyModel):
+    """What sidecars enforce: every policy, and a revision that changes with the content."""
+
+    revision: str
+    policies: list[CompiledEntry] = Field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", by_alias=True))
+
+
+def _qualified(spec: GatewayPolicySpec, namespace: str) -> GatewayPolicySpec:
+    def rule(r: Rule) -> Rule:
+        return r.model_copy(
+            update={
+                "senders": r.senders.model_copy(
+                    update={"agents": [qualify_glob(a, namespace) for a in r.senders.agents]}
+                ),
+                "targets": r.targets.model_copy(
+                    update={"agents": [qualify_glob(a, namespace) for a in r.targets.agents]}
+                ),
+            }
+        )
+
+    return spec.model_copy(
+        update={
+            "agents": [qualify_glob(a, namespace) for a in spec.agents],
+            "rules": [rule(r) for r in spec.rules],
+        }
+    )
+
+
+def compile_policies(
+    policies: Iterable[tuple[str, str, GatewayPolicySpec]],
+) -> CompiledPolicy:
+    """One document from ``(namespace, name, spec)`` triples; the revision hashes the content."""
+    entries = sorted(
+        (
+            CompiledEntry(name=f"{ns}/{name}", spec=_qualified(spec, ns))
+            for ns, name, spec in policies
+        ),
+        key=lambda entry: entry.name,
+    )
+    body = orjson.dumps([e.model_dump(mode="json", by_alias=True) for e in entries])
+    revision = hashlib.sha256(body).hexdigest()[:16]
+    return CompiledPolicy(revision=revision, policies=entries)
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    """Everything that applies to one sending agent."""
+
+    revision: str
+    rules: tuple[ScopedRule, ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
+    dlp: DlpPolicy = field(default_factory=lambda: DlpPolicy(enabled=False))
+    circuit_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    signing_required: bool = True
+    audit: Audit = field(default_factory=Audit)
+    discovery_restricted: bool = False
+
+
+def effective_policy(document: CompiledPolicy, agent_id: str) -> EffectivePolicy:
+    """The merged policy of every entry whose ``agents`` select ``agent_id``."""
+    selected = [e for e in document.policies if glob_match(e.spec.agents, agent_id)]
+    specs = [e.spec for e in selected]
+    return EffectivePolicy(
+        revision=document.revision,
+        rules=tuple(ScopedRule(e.name, r) for e in selected for r in e.spec.rules),
+        rate_limits=tuple(limit for s in specs for limit in s.rate_limits),
+        dlp=merge_dlp([s.dlp for s in specs if s.dlp is not None]),
+        circuit_breaker=next(
+            (s.circuit_breaker for s in specs if s.circuit_breaker), CircuitBreaker()
+        ),
+        signing_required=any(s.signing.required for s in specs if s.signing)
+        or not any(s.signing for s in specs),
+        audit=next((s.audit for s in specs if s.audit), Audit()),
+        discovery_restricted=any(s.discovery.restricted for s in specs if s.discovery),
+    )
+
+
+def merge_dlp(sections: Sequence[DlpPolicy]) -> DlpPolicy:
+    """Union of enabled sections; each detector keeps its strictest action."""
+    enabled = [s for s in sections if s.enabled]
+    if not enabled:
+        return DlpPolicy(enabled=False)
+    detectors: dict[str, DlpAction] = {}
+    for section in enabled:
+        for name, action in section.detectors.items():
+            current = detectors.get(name)
+            if current is None or _DLP_STRICTNESS[action] > _DLP_STRICTNESS[current]:
+                detectors[name] = action
+    custom: dict[str, CustomDetector] = {}
+    for section in enabled:
+        for detector in section.custom:
+            custom.setdefault(detector.name, detector)
+    return DlpPolicy(enabled=True, detectors=detectors, custom=list(custom.values()))

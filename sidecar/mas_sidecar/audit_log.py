@@ -1,0 +1,91 @@
+"""This replica's audit chain: turns decisions into audit entries for the writer.
+
+Each decision becomes one hash-chained entry (:mod:`mas.audit`) in the agent's audit stream,
+plus an update of this replica's chain head, sent with the decision's own write when there is
+one (one round trip). Payloads are recorded as their SHA-256 or, when the policy asks and DLP
+ran, as the redacted payload — never as sent. Used by the gateway checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from mas.audit import Chain
+from mas.envelope import Envelope
+from mas.keys import AgentKeys
+from mas_sidecar.inbox import REDIS_ERRORS
+from mas_sidecar.writer import Command, Writer
+
+
+def payload_digest(payload: Any) -> str:
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def decision_event(
+    decision: str, envelope: Envelope, *, reason: str = "", **details: Any
+) -> dict[str, Any]:
+    """The audit record of one decision about ``envelope`` (payload as its digest)."""
+    event: dict[str, Any] = {
+        "at": time.time_ns() // 1_000_000,
+        "decision": decision,
+        "message_id": envelope.id,
+        "from": envelope.sender,
+        "to": envelope.target,
+        "type": envelope.type,
+        "payload_sha256": payload_digest(envelope.payload),
+    }
+    if reason:
+        event["reason"] = reason
+    event.update(details)
+    return event
+
+
+class AuditLog:
+    """Appends this replica's chain to its agent's audit stream."""
+
+    def __init__(
+        self, client: aioredis.Redis, keys: AgentKeys, replica: str, writer: Writer
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._writer = writer
+        self._chain = Chain(replica)
+        self._stale = False
+
+    async def setup(self) -> None:
+        """Continue this replica's chain where an earlier process with its id left it."""
+        head = await self._redis.hget(self._keys.audit_heads, self._chain.replica)
+        self._chain = Chain.resume(self._chain.replica, head)
+        self._stale = False
+
+    def needs_resync(self) -> None:
+        """A write failed: the chain in memory may be ahead of Redis."""
+        self._stale = True
+
+    async def prepare(self) -> None:
+        """Resume from the head in Redis after a failed write, before the next entry."""
+        if self._stale:
+            await self.setup()
+
+    def commands(self, event: dict[str, Any]) -> list[Command]:
+        """The writes that append ``event`` (to send along with another write)."""
+        fields = self._chain.append(event)
+        flat = [part for pair in fields.items() for part in pair]
+        return [
+            ("XADD", self._keys.audit, "*", *flat),
+            ("HSET", self._keys.audit_heads, self._chain.replica, self._chain.head_value),
+        ]
+
+    async def record(self, event: dict[str, Any]) -> None:
+        """Append ``event`` on its own (a decision that writes nothing else)."""
+        await self.prepare()
+        try:
+            await self._writer.submit(self.commands(event))
+        except REDIS_ERRORS:
+            self.needs_resync()
+            raise

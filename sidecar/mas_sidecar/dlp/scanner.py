@@ -1,0 +1,467 @@
+"""The DLP scanner: finds sensitive data in a JSON payload and blocks, redacts or logs it.
+
+:class:`DlpScanner` compiles a :class:`~mas.policy.dlp.DlpPolicy` once; :meth:`DlpScanner.scan`
+then walks a payload iteratively (any depth, no recursion) and checks every string value, every
+object key and, for the detectors where a number can be the data (a card number sent as an
+integer, an SSN under an ``ssn`` key), integers as their decimal text.
+
+Cost: without custom detectors, the payload is serialized (orjson) and one RE2 alternation of
+the enabled detectors' gates runs over it, a single linear DFA pass; a clean payload ends there.
+Otherwise the scanner walks down only into the children whose own serialization a gate hits
+(and into values under a telling key), and each string it reaches goes only through the
+detectors whose gate hits that string (one RE2 multi-pattern pass). Custom patterns are RE2 and
+run on every string, so with custom detectors everything is walked (a custom ``^`` or ``$``
+means the string's own start or end, which a pass over joined text cannot honour); the
+built-ins' gate then runs once over all strings joined with NUL separators.
+
+A finding names its detector and its place (``payload.items[2].email``), never the matched text;
+a key that holds a finding appears in paths in its redacted form. Redaction replaces each
+matched span with ``[REDACTED:<detector>]`` in a copy of the payload (the input is never
+modified); a redacted key that collides with another key of its object gets a ``#2``, ``#3``
+suffix. Redaction markers already in a string are blanked before detectors see it, so scanning
+a redacted payload again finds nothing new.
+
+Used by the sidecar's send path, which answers 422 when ``ScanResult.blocked`` and otherwise
+sends ``ScanResult.payload``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import re2
+
+from mas.policy.dlp import DlpAction, DlpPolicy, compile_pattern, re2_options
+from mas_sidecar.dlp.detectors import BUILTINS, Span, key_context
+
+ROOT = "payload"
+_MARKER = re.compile(r"\[REDACTED:[a-z0-9_-]{1,63}\]")
+_MARKER_START = "[REDACTED:"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SEPARATOR = "\x00"
+_SEPARATOR_BYTES = b"\x00"
+_DISPATCH_LENGTH = 4096
+_MIN_NUMBER = 10**12  # below 13 digits an integer is checked only under a telling key
+_MAX_NUMBER = 10**19  # beyond any card number; larger integers are not scanned
+_GATE_MEMORY = 32 << 20
+
+# A place in the payload: (the node of its container, the container, key or index there).
+_Node = tuple[Any, Any, Any] | None
+_Hit = tuple[int, int, "_Detector"]
+# Where a scanned string or number sits: its node, its container and slot, whether it is a key.
+_Place = tuple[_Node, Any, Any, bool]
+
+
+def redaction(detector: str) -> str:
+    """The text that replaces a span found by ``detector``."""
+    return f"[REDACTED:{detector}]"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One detector's match at one place; never the matched text."""
+
+    detector: str
+    action: DlpAction
+    path: str
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """The outcome of scanning one payload."""
+
+    payload: Any = field(repr=False)  # a redacted copy if anything was redacted, else the input
+    findings: tuple[Finding, ...]
+    blocked: bool  # some finding's action is ``block``
+    detectors: tuple[str, ...]  # sorted names of the detectors that block
+    redacted: bool  # ``payload`` is a redacted copy
+
+
+@dataclass(frozen=True)
+class _Detector:
+    name: str
+    action: DlpAction
+    find: Callable[[str], list[Span]]
+    keys: bool = True
+    under_key: Callable[[str, str], bool] | None = None
+    numeric: bool = False
+
+
+@dataclass
+class _Walk:
+    """What a walk collected: strings with their places, and the numbers worth a look."""
+
+    texts: list[str] = field(default_factory=list)
+    places: list[_Place] = field(default_factory=list)
+    contexts: dict[int, str] = field(default_factory=dict)  # text index -> key context
+    numbers: list[tuple[_Place, str, str]] = field(default_factory=list)  # place, digits, ctx
+    candidates: set[int] = field(default_factory=set)  # texts the built-ins must see
+
+    def add(self, text: str, place: _Place, context: str) -> None:
+        if context:
+            self.contexts[len(self.texts)] = context
+        self.texts.append(text)
+        self.places.append(place)
+
+
+class DlpScanner:
+    """Scans payloads against one policy; build once, call :meth:`scan` per message."""
+
+    def __init__(self, policy: DlpPolicy) -> None:
+        self._enabled = policy.enabled
+        self._builtins = [
+            _Detector(b.name, policy.detectors[b.name], b.find, True, b.under_key, b.numeric)
+            for b in BUILTINS
+            if b.name in policy.detectors
+        ]
+        self._keyed = [d for d in self._builtins if d.under_key is not None]
+        self._numeric = [d for d in self._builtins if d.numeric]
+        self._custom = [
+            _Detector(c.name, c.action, _finder(compile_pattern(c.pattern)), c.keys)
+            for c in policy.custom
+        ]
+        gates = [b.gate for b in BUILTINS if b.name in policy.detectors]
+        options = re2_options()
+        options.max_mem = _GATE_MEMORY
+        self._gate: Any = None
+        self._dispatch: Any = None  # which detectors' gates hit one string, in one pass
+        if gates:
+            self._gate = re2.compile("|".join(f"(?:{gate})" for gate in gates), options)
+            self._dispatch = re2.Set.SearchSet(options)
+            for gate in gates:
+                self._dispatch.Add(gate)
+            self._dispatch.Compile()
+
+    def scan(self, payload: Any) -> ScanResult:
+        """Scan ``payload`` (any JSON value); never raises for one."""
+        if not self._enabled or not (self._builtins or self._custom):
+            return ScanResult(payload, (), False, (), False)
+        walk = self._collect(payload)
+        found: list[tuple[_Place, list[_Hit]]] = []
+        for index, text in enumerate(walk.texts):
+            place = walk.places[index]
+            hits = self._scan_text(
+                text, place[3], walk.contexts.get(index, ""), builtins=index in walk.candidates
+            )
+            if hits:
+                found.append((place, hits))
+        for place, digits, context in walk.numbers:
+            detectors = self._scan_number(digits, context)
+            if detectors:
+                found.append((place, [(0, len(digits), d) for d in detectors]))
+        if not found:
+            return ScanResult(payload, (), False, (), False)
+        return _result(payload, found)
+
+    def _collect(self, payload: Any) -> _Walk:
+        """The strings and numbers to check, with the indexes of those built-ins must see.
+
+        Without custom detectors, the gate runs over the serialized payload first: a clean
+        payload ends there, otherwise only the subtrees the gate hits are walked. Custom
+        detectors see every string, so then everything is walked.
+        """
+        numbers = bool(self._numeric or self._keyed)
+        if self._custom or self._gate is None:
+            walk = _walk(payload, numbers=numbers)
+            walk.candidates = self._candidates(walk)
+            return walk
+        try:
+            serialized = orjson.dumps(payload)
+        except (orjson.JSONEncodeError, TypeError):  # not plain JSON: walk it all
+            walk = _walk(payload, numbers=numbers)
+            walk.candidates = self._candidates(walk)
+            return walk
+        walk = _Walk()
+        if self._gate.search(serialized) is not None:
+            self._walk_hot(payload, walk)
+        walk.candidates = set(range(len(walk.texts)))
+        return walk
+
+    def _candidates(self, walk: _Walk) -> set[int]:
+        """Indexes of the walked strings a built-in detector may find something in."""
+        candidates = set(walk.contexts) if self._keyed else set()
+        if self._gate is None or not walk.texts:
+            return candidates
+        blob = _SEPARATOR.join(walk.texts).encode("utf-8", "surrogatepass")
+        if blob.count(_SEPARATOR_BYTES) != len(walk.texts) - 1:  # a string holds NUL
+            return set(range(len(walk.texts)))
+        return candidates | self._hot(blob)
+
+    def _hot(self, blob: bytes) -> set[int]:
+        """Indexes of the NUL-separated parts of ``blob`` that a gate hits."""
+        hot: set[int] = set()
+        index, counted_to, position = 0, 0, 0
+        while (match := self._gate.search(blob, position)) is not None:
+            start = match.start()
+            index += blob.count(_SEPARATOR_BYTES, counted_to, start)
+            hot.add(index)
+            following = blob.find(_SEPARATOR_BYTES, start)
+            if following < 0:
+                break
+            index, counted_to, position = index + 1, following + 1, following + 1
+        return hot
+
+    def _walk_hot(self, payload: Any, walk: _Walk) -> None:
+        """Walk only into what the gate hits (each container's children serialized apart), and
+        into values under a telling key; collect the strings and numbers found there."""
+        stack: list[tuple[Any, _Node, str, bool]] = [(payload, None, "", True)]
+        while stack:
+            value, node, context, hot = stack.pop()
+            if isinstance(value, dict):
+                if not hot:
+                    continue
+                items = list(value.items())
+                parts: list[bytes] = []
+                for key, child in items:
+                    parts += (orjson.dumps(key) + b":", orjson.dumps(child))
+                hit = self._hot(_SEPARATOR_BYTES.join(parts))
+                for index in sorted({part // 2 for part in hit}):
+                    key, child = items[index]
+                    entry = (node, value, key)
+                    child_context = ""
+                    if 2 * index in hit:
+                        walk.add(key, (entry, value, key, True), "")
+                        child_context = key_context(key)
+                    if 2 * index + 1 in hit or child_context:
+                        hot_value = 2 * index + 1 in hit
+                        _visit(
+                            child, entry, value, key,
+                            context=child_context, hot=hot_value, walk=walk, stack=stack,
+                        )  # fmt: skip
+            elif isinstance(value, list | tuple):
+                hit = self._hot(_SEPARATOR_BYTES.join(orjson.dumps(item) for item in value))
+                if not hit and not context:
+                    continue
+                for index in sorted(hit) if not context else range(len(value)):
+                    _visit(
+                        value[index], (node, value, index), value, index,
+                        context=context, hot=index in hit, walk=walk, stack=stack,
+                    )  # fmt: skip
+            else:
+                _visit(value, node, None, None, context=context, hot=hot, walk=walk, stack=stack)
+
+    def _scan_text(self, text: str, is_key: bool, context: str, *, builtins: bool) -> list[_Hit]:
+        if not builtins and not self._custom:
+            return []
+        if _MARKER_START in text:
+            text = _MARKER.sub(lambda marker: _SEPARATOR * len(marker.group()), text)
+        detectors = self._custom
+        if builtins:
+            detectors = self._gated(text) + detectors
+        hits = [
+            (start, end, detector)
+            for detector in detectors
+            if detector.keys or not is_key
+            for start, end in detector.find(text)
+            if end > start
+        ]
+        if context and builtins:
+            hits += [
+                (0, len(text), d)
+                for d in self._keyed
+                if d.under_key is not None and d.under_key(context, text)
+            ]
+        return hits
+
+    def _gated(self, text: str) -> list[_Detector]:
+        """The built-ins whose gate hits ``text``. RE2's multi-pattern DFA pass is used only
+        for strings short enough that it cannot run out of memory (and silently report no
+        match); longer strings go through every detector."""
+        if len(text) > _DISPATCH_LENGTH:
+            return self._builtins
+        indexes = self._dispatch.Match(text.encode("utf-8", "surrogatepass")) or ()
+        return [self._builtins[index] for index in sorted(indexes)]
+
+    def _scan_number(self, digits: str, context: str) -> list[_Detector]:
+        detectors = [d for d in self._numeric if d.find(digits)]
+        if context:
+            detectors += [
+                d
+                for d in self._keyed
+                if d not in detectors and d.under_key is not None and d.under_key(context, digits)
+            ]
+        return detectors
+
+
+def _visit(
+    value: Any,
+    node: _Node,
+    container: Any,
+    slot: Any,
+    *,
+    context: str,
+    hot: bool,
+    walk: _Walk,
+    stack: list[tuple[Any, _Node, str, bool]],
+) -> None:
+    """Collect a leaf the hot walk reached, or queue a container."""
+    if isinstance(value, str):
+        walk.add(value, (node, container, slot, False), context)
+    elif isinstance(value, dict | list | tuple):
+        stack.append((value, node, context, hot))
+    elif type(value) is int and (context or hot) and _worth_a_look(value, context):
+        walk.numbers.append(((node, container, slot, False), str(abs(value)), context))
+
+
+def _worth_a_look(number: int, context: str) -> bool:
+    """Whether an integer can hold data: under a telling key, or long enough for a card."""
+    return abs(number) < _MAX_NUMBER and (bool(context) or abs(number) >= _MIN_NUMBER)
+
+
+def _finder(pattern: Any) -> Callable[[str], list[Span]]:
+    def find(text: str) -> list[Span]:
+        return [match.span() for match in pattern.finditer(text)]
+
+    return find
+
+
+def _walk(payload: Any, *, numbers: bool) -> _Walk:
+    """Collect every string (values and keys) and the integers worth a look, iteratively."""
+    walk = _Walk()
+
+    def leaf(value: Any, node: _Node, container: Any, slot: Any, context: str) -> None:
+        if isinstance(value, str):
+            walk.add(value, (node, container, slot, False), context)
+        elif numbers and type(value) is int and _worth_a_look(value, context):
+            walk.numbers.append(((node, container, slot, False), str(abs(value)), context))
+
+    stack: list[tuple[Any, _Node, str]] = []
+    if isinstance(payload, dict | list | tuple):
+        stack.append((payload, None, ""))
+    else:
+        leaf(payload, None, None, None, "")
+    while stack:
+        value, node, context = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                entry = (node, value, key)
+                child_context = ""
+                if isinstance(key, str):
+                    walk.add(key, (entry, value, key, True), "")
+                    child_context = key_context(key)
+                if isinstance(child, dict | list | tuple):
+                    stack.append((child, entry, child_context))
+                else:
+                    leaf(child, entry, value, key, child_context)
+        else:
+            for index, child in enumerate(value):
+                item = (node, value, index)
+                if isinstance(child, dict | list | tuple):
+                    stack.append((child, item, context))
+                else:
+                    leaf(child, item, value, index, context)
+    return walk
+
+
+def _result(payload: Any, found: list[tuple[_Place, list[_Hit]]]) -> ScanResult:
+    """Findings with paths, and the redacted copy, from the hits of a scan."""
+    shown_keys: dict[tuple[int, Any], str] = {}  # keys holding findings, as paths show them
+    for (_, container, slot, is_key), hits in found:
+        if is_key:
+            shown_keys[(id(container), slot)] = _redact(slot, hits)
+    findings: dict[tuple[str, str], Finding] = {}
+    for (node, *_), hits in found:
+        path = _render(node, shown_keys)
+        for _, _, detector in sorted(hits, key=lambda hit: hit[0]):
+            findings.setdefault(
+                (detector.name, path), Finding(detector.name, detector.action, path)
+            )
+    blocking = sorted({f.detector for f in findings.values() if f.action is DlpAction.BLOCK})
+    redactions = [
+        (place, redact)
+        for place, hits in found
+        if (redact := [hit for hit in hits if hit[2].action is DlpAction.REDACT])
+    ]
+    return ScanResult(
+        _redacted_copy(payload, redactions) if redactions else payload,
+        tuple(findings.values()),
+        bool(blocking),
+        tuple(blocking),
+        bool(redactions),
+    )
+
+
+def _redact(text: str, hits: list[_Hit]) -> str:
+    """``text`` with each hit's span replaced; overlapping spans merge under the first's name."""
+    parts: list[str] = []
+    position = 0
+    for start, end, detector in sorted(hits, key=lambda hit: (hit[0], -hit[1])):
+        if end <= position:
+            continue
+        if start >= position:
+            parts += [text[position:start], redaction(detector.name)]
+        position = end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def _render(node: _Node, shown_keys: dict[tuple[int, Any], str]) -> str:
+    segments: list[str] = []
+    while node is not None:
+        parent, container, slot = node
+        if not isinstance(container, dict):
+            segments.append(f"[{slot}]")
+        else:
+            name = shown_keys.get((id(container), slot), slot)
+            if isinstance(name, str) and _IDENTIFIER.fullmatch(name):
+                segments.append(f".{name}")
+            else:
+                segments.append(f"[{json.dumps(name if isinstance(name, str) else str(name))}]")
+        node = parent
+    return ROOT + "".join(reversed(segments))
+
+
+def _redacted_copy(payload: Any, redactions: list[tuple[_Place, list[_Hit]]]) -> Any:
+    """A copy of ``payload`` with the redactions applied, sharing every untouched subtree; the
+    containers on the way to a redaction are copied, the input stays as it was."""
+    copies: dict[int, Any] = {}  # id of an original container -> its copy
+    root = [payload]
+    renamed: dict[int, dict[Any, str]] = {}  # id of an original dict -> {key: new key}
+    for (node, container, slot, is_key), hits in redactions:
+        if node is None:  # the payload itself is a string or number
+            root[0] = (
+                _redact(payload, hits) if isinstance(payload, str) else redaction(hits[0][2].name)
+            )
+            continue
+        target = _writable(node, copies, root)
+        if is_key:
+            renamed.setdefault(id(container), {})[slot] = _redact(slot, hits)
+        else:
+            value = container[slot]
+            target[slot] = (
+                _redact(value, hits) if isinstance(value, str) else redaction(hits[0][2].name)
+            )
+    for owner, names in renamed.items():
+        target = copies[owner]
+        items = list(target.items())
+        target.clear()
+        suffixes: dict[str, int] = {}
+        for key, value in items:
+            name = names.get(key, key)
+            while name in target:  # two keys redacted alike, or like a literal key
+                suffixes[name] = suffix = suffixes.get(name, 1) + 1
+                name = f"{names.get(key, key)}#{suffix}"
+            target[name] = value
+    return root[0]
+
+
+def _writable(node: tuple[Any, Any, Any], copies: dict[int, Any], root: list[Any]) -> Any:
+    """The copy of the container ``node`` lives in, copying it and its ancestors as needed."""
+    chain: list[tuple[Any, Any, Any]] = []
+    current: _Node = node
+    while current is not None and id(current[1]) not in copies:
+        chain.append(current)
+        current = current[0]
+    for parent, container, _ in reversed(chain):
+        copy = dict(container) if isinstance(container, dict) else list(container)
+        copies[id(container)] = copy
+        if parent is None:
+            root[0] = copy
+        else:
+            copies[id(parent[1])][parent[2]] = copy
+    return copies[id(node[1])]

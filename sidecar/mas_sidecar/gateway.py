@@ -1,0 +1,246 @@
+"""The gateway checks, run in the sender's sidecar and again in the receiver's.
+
+Send (in order): authorize by policy rules (a reply to a delivered message is allowed
+implicitly: the request it answers was authorized) → rate limits → DLP (block, redact, log) →
+the target's circuit breaker → sign with the agent's key (Ed25519; the token travels along) →
+one write of the message plus its audit entry. Every refusal is audited and answered with its
+own error code and a reason; nothing refused reaches Redis.
+
+Receive: authenticate (anchor → token → signature; required unless the sender's policy waives
+signing), refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization with the
+sender's policy and verified roles — so a forged, altered, replayed or unauthorized message
+written around the sender's sidecar is refused (the inbox dead-letters it) and audited.
+
+Used by the outbox (send) and the inbox (receive).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from mas.envelope import ENTRY_FIELD, Envelope
+from mas.errors import ErrorCode
+from mas.identity import IdentityError, TokenClaims, UnsignedEnvelopeError, sign_envelope
+from mas.policy.document import EffectivePolicy
+from mas.policy.rules import Party, authorize
+from mas_sidecar.audit_log import AuditLog, decision_event
+from mas_sidecar.breaker import Breakers
+from mas_sidecar.credentials import CredentialStore
+from mas_sidecar.errors import ApiError
+from mas_sidecar.inbox import REDIS_ERRORS
+from mas_sidecar.metrics import Metrics
+from mas_sidecar.policy_store import PolicyStore
+from mas_sidecar.ratelimit import RateLimiter
+from mas_sidecar.registry import Registry
+from mas_sidecar.replay import ReplayError, ReplayGuard, entry_time_ms
+from mas_sidecar.writer import Command, Writer
+
+# Replies to synchronous requests are read within milliseconds; these bounds only keep a dead
+# requester's reply stream from lingering.
+REPLY_STREAM_MAXLEN = 10_000
+REPLY_STREAM_TTL_MS = 600_000
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an admitted envelope is written: a target's inbox, or a waiting replica's stream."""
+
+    key: str
+    inbox: bool
+
+    def commands(self, entry: bytes) -> list[Command]:
+        if self.inbox:  # XLEN reads the backlog back for the circuit breaker
+            return [("XADD", self.key, "*", ENTRY_FIELD, entry), ("XLEN", self.key)]
+        return [
+            ("XADD", self.key, "MAXLEN", "~", REPLY_STREAM_MAXLEN, "*", ENTRY_FIELD, entry),
+            ("PEXPIRE", self.key, REPLY_STREAM_TTL_MS),
+        ]
+
+
+class Gateway:
+    """The checks of one sidecar."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        roles: frozenset[str],
+        credentials: CredentialStore | None,
+        replay: ReplayGuard,
+        policies: PolicyStore,
+        registry: Registry,
+        limiter: RateLimiter,
+        breakers: Breakers,
+        audit: AuditLog,
+        writer: Writer,
+        metrics: Metrics,
+    ) -> None:
+        self.agent_id = agent_id
+        self.roles = roles
+        self._credentials = credentials
+        self._replay = replay
+        self._policies = policies
+        self._registry = registry
+        self._limiter = limiter
+        self._breakers = breakers
+        self._audit = audit
+        self._writer = writer
+        self._metrics = metrics
+
+    def _policy(self) -> EffectivePolicy:
+        policy = self._policies.own
+        if policy is None:
+            raise ApiError(
+                ErrorCode.POLICY_UNAVAILABLE,
+                "no gateway policy is loaded yet, so nothing may be sent (default deny)",
+                {"Retry-After": "1"},
+            )
+        return policy
+
+    async def send(self, envelope: Envelope, destination: Destination) -> Envelope:
+        """Run every check on ``envelope``, then write it; the envelope as written."""
+        policy = self._policy()
+        details: dict[str, Any] = {"policy_revision": policy.revision}
+        if not envelope.is_reply:
+            target = Party(envelope.target, await self._registry.capabilities_of(envelope.target))
+            decision = authorize(
+                policy.rules, Party(self.agent_id, self.roles), target, envelope.type
+            )
+            if not decision.allowed:
+                await self._refuse("denied", envelope, ErrorCode.FORBIDDEN, decision.reason)
+            details["rule"] = decision.rule
+        limited = await self._limiter.check(policy.rate_limits)
+        if limited is not None:
+            limit, wait = limited
+            await self._refuse(
+                "rate_limited", envelope, ErrorCode.RATE_LIMITED,
+                f"rate limit {limit.name} ({limit.rate:g}/s, burst {limit.burst}) exceeded",
+                wait,
+            )  # fmt: skip
+        envelope = await self._scan(envelope, details)
+        if destination.inbox:
+            settings = policy.circuit_breaker
+            live = not settings.when_not_live or await self._registry.is_live(envelope.target)
+            opened = self._breakers.check(envelope.target, settings, live)
+            if opened is not None:
+                wait, reason = opened
+                await self._refuse(
+                    "circuit_open", envelope, ErrorCode.CIRCUIT_OPEN,
+                    f"circuit to {envelope.target} is open: {reason}", wait,
+                )  # fmt: skip
+        if self._credentials is not None:
+            credentials = self._credentials
+            envelope = sign_envelope(envelope, credentials.agent_key, credentials.token)
+        elif policy.signing_required:
+            await self._refuse(
+                "unsigned", envelope, ErrorCode.CREDENTIALS_UNAVAILABLE,
+                "the gateway policy requires signed messages and this sidecar has no credentials",
+            )  # fmt: skip
+        await self._write(envelope, destination, policy, details)
+        return envelope
+
+    async def _scan(self, envelope: Envelope, details: dict[str, Any]) -> Envelope:
+        scanner = self._policies.scanner
+        if scanner is None:
+            return envelope
+        result = scanner.scan(envelope.payload)
+        for finding in result.findings:
+            self._metrics.dlp_findings.labels(finding.detector, finding.action.value).inc()
+        if result.blocked:
+            await self._refuse(
+                "dlp_blocked", envelope, ErrorCode.DLP_BLOCKED,
+                "the payload holds data the policy blocks: " + ", ".join(result.detectors),
+                dlp=[f.__dict__ | {"action": f.action.value} for f in result.findings],
+            )  # fmt: skip
+        if result.findings:
+            details["dlp"] = [f.__dict__ | {"action": f.action.value} for f in result.findings]
+            envelope = envelope.model_copy(update={"payload": result.payload})
+        return envelope
+
+    async def _write(
+        self,
+        envelope: Envelope,
+        destination: Destination,
+        policy: EffectivePolicy,
+        details: dict[str, Any],
+    ) -> None:
+        commands = destination.commands(envelope.to_entry()[ENTRY_FIELD])
+        await self._audit.prepare()
+        event = decision_event("accepted", envelope, **details)
+        if policy.audit.payloads == "redacted" and self._policies.scanner is not None:
+            event["payload"] = envelope.payload
+        try:
+            answers = await self._writer.submit([*commands, *self._audit.commands(event)])
+        except REDIS_ERRORS:
+            self._audit.needs_resync()
+            if destination.inbox:
+                self._breakers.record(envelope.target, policy.circuit_breaker, ok=False)
+            raise
+        if destination.inbox:
+            self._breakers.record(envelope.target, policy.circuit_breaker, True, int(answers[1]))
+        self._metrics.decisions.labels("accepted").inc()
+
+    async def _refuse(
+        self,
+        decision: str,
+        envelope: Envelope,
+        code: ErrorCode,
+        reason: str,
+        retry_after: float | None = None,
+        **details: Any,
+    ) -> NoReturn:
+        self._metrics.decisions.labels(decision).inc()
+        await self._audit.record(decision_event(decision, envelope, reason=reason, **details))
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
+        raise ApiError(code, reason, headers)
+
+    async def check_receive(self, envelope: Envelope, entry_id: bytes) -> str | None:
+        """Why the receiver refuses ``envelope`` (read from ``entry_id``), or None."""
+        policy = self._policies.for_sender(envelope.sender)
+        if policy is None:
+            return await self._refuse_received(envelope, "no gateway policy is loaded")
+        try:
+            claims = self._authenticate(envelope, entry_id, policy.signing_required)
+            if claims is not None:
+                await self._replay.check(envelope, entry_id)
+        except (IdentityError, ReplayError) as exc:
+            kind = "replay" if isinstance(exc, ReplayError) else "unauthenticated"
+            return await self._refuse_received(envelope, f"{kind}: {exc}")
+        if envelope.is_reply:
+            return None
+        roles = claims.roles if claims else await self._registry.roles_of(envelope.sender)
+        own = await self._registry.capabilities_of(self.agent_id)
+        decision = authorize(
+            policy.rules,
+            Party(envelope.sender, frozenset(roles)),
+            Party(self.agent_id, own),
+            envelope.type,
+        )
+        if decision.allowed:
+            return None
+        return await self._refuse_received(envelope, f"unauthorized: {decision.reason}")
+
+    def _authenticate(
+        self, envelope: Envelope, entry_id: bytes, required: bool
+    ) -> TokenClaims | None:
+        """The sender's verified claims; None for an unsigned message the policy tolerates.
+
+        Token expiry is judged at the time Redis accepted the entry, so messages that waited in
+        the inbox while this agent was down still verify after their token expired.
+        """
+        signed = envelope.signature is not None or envelope.token is not None
+        if not signed and not required:
+            return None
+        if self._credentials is None:
+            raise UnsignedEnvelopeError(
+                "this sidecar has no trust anchors to verify signed messages with"
+            )
+        verifier = self._credentials.verifier
+        return verifier.authenticate(envelope, now=entry_time_ms(entry_id) / 1000)
+
+    async def _refuse_received(self, envelope: Envelope, reason: str) -> str:
+        self._metrics.decisions.labels("refused_on_receive").inc()
+        await self._audit.record(decision_event("refused_on_receive", envelope, reason=reason))
+        return reason

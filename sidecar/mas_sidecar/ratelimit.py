@@ -1,0 +1,74 @@
+"""Rate limits on this agent's sends: token buckets per policy limit.
+
+``replica`` scope keeps the bucket in this process (no Redis round trip); ``agent`` scope keeps
+it in Redis under the agent's hash tag, updated by one script with the server's clock, so all
+replicas share it. Used by the gateway checks on the send path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from mas.keys import AgentKeys
+from mas.policy.document import RateLimit
+
+_SHARED_BUCKET = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or t
+tokens = math.min(burst, tokens + math.max(0, t - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+@dataclass
+class Bucket:
+    """A token bucket: ``rate`` tokens a second, at most ``burst``."""
+
+    rate: float
+    burst: int
+    tokens: float = -1.0
+    at: float = 0.0
+
+    def take(self, now: float) -> float:
+        """Take a token; 0 when granted, else the seconds until one is available."""
+        if self.tokens < 0:
+            self.tokens, self.at = float(self.burst), now
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """The buckets of one agent, rebuilt when a limit's settings change."""
+
+    def __init__(self, client: aioredis.Redis, keys: AgentKeys) -> None:
+        self._keys = keys
+        self._local: dict[RateLimit, Bucket] = {}
+        self._shared = client.register_script(_SHARED_BUCKET)
+
+    async def check(self, limits: tuple[RateLimit, ...]) -> tuple[RateLimit, float] | None:
+        """The first limit that refuses a send now, with seconds to wait; None when all allow."""
+        now = time.monotonic()
+        for limit in limits:
+            if limit.scope == "replica":
+                wait = self._local.setdefault(limit, Bucket(limit.rate, limit.burst)).take(now)
+            else:
+                key = f"{self._keys.prefix}ratelimit:{limit.name}"
+                wait = float(await self._shared(keys=[key], args=[limit.rate, limit.burst]))
+            if wait > 0:
+                return limit, wait
+        return None

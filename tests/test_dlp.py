@@ -1,0 +1,484 @@
+"""The DLP policy model and scanner: what each detector finds and ignores, what each action does
+to nested payloads, that results never carry the data, and that no input makes a scan slow."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from mas.policy.dlp import BUILTIN_DETECTORS, CustomDetector, DlpAction, DlpPolicy
+from mas_sidecar.dlp import DlpScanner, Finding
+
+BLOCK, REDACT, LOG = DlpAction.BLOCK, DlpAction.REDACT, DlpAction.LOG
+
+
+def scanner(action: DlpAction = LOG, *names: str, **custom: str) -> DlpScanner:
+    detectors = dict.fromkeys(names or BUILTIN_DETECTORS, action)
+    patterns = [CustomDetector(name=n, pattern=p, action=action) for n, p in custom.items()]
+    return DlpScanner(DlpPolicy(detectors=detectors, custom=patterns))
+
+
+def b64url(document: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(document)).rstrip(b"=").decode()
+
+
+def jwt(header: dict[str, Any]) -> str:
+    return f"{b64url(header)}.{b64url({'sub': '1234567890', 'iat': 1516239022})}.c2lnbmF0dXJl"
+
+
+PEM_BODY = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\nVTLw7onLRnrq0"
+TOKEN = "Zx8fK2pQ9vLm3nR7tY1w"
+
+# (detector, text or (key, value)) that must be found.
+POSITIVE: list[tuple[str, Any]] = [
+    ("email", "alice@example.com"),
+    ("email", "write to bob.smith+tag@mail.example.co.uk today"),
+    ("email", "<carol_99@sub.domain.io>"),
+    ("phone", "+1 415 555 2671"),
+    ("phone", "+44 20 7946 0958"),
+    ("phone", "+4915112345678"),
+    ("phone", "(415) 555-2671"),
+    ("phone", "call 415-555-2671 now"),
+    ("phone", "415.555.2671"),
+    ("phone", "020 7946 0958"),
+    ("phone", "01 23 45 67 89"),
+    ("us_ssn", "123-45-6789"),
+    ("us_ssn", "SSN: 123456789"),
+    ("us_ssn", "ssn 123 45 6789"),
+    ("us_ssn", "social security number is 123-45-6789"),
+    ("us_ssn", ("ssn", "123456789")),
+    ("us_ssn", ("employee_ssn", 123456789)),
+    ("payment_card", "4111 1111 1111 1111"),
+    ("payment_card", "4111-1111-1111-1111"),
+    ("payment_card", "4111111111111111"),
+    ("payment_card", "5500 0000 0000 0004"),
+    ("payment_card", "3782 822463 10005"),
+    ("payment_card", "6011000990139424"),
+    ("payment_card", "card 4111 1111 1111 1111 12/26"),
+    ("payment_card", ("value", 4111111111111111)),
+    ("iban", "DE89 3704 0044 0532 0130 00"),
+    ("iban", "GB82WEST12345698765432"),
+    ("iban", "IBAN: FR1420041010050500013M02606"),
+    ("iban", "NL91ABNA0417164300, thanks"),
+    ("cloud_api_key", "AKIAIOSFODNN7EXAMPLE"),
+    ("cloud_api_key", "temporary ASIAY34FZKBOKMUTVV7A"),
+    ("cloud_api_key", "AIzaSyD-1234567890abcdefghijklmnopqrstu"),
+    ("cloud_api_key", "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"),
+    ("cloud_api_key", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"),
+    ("cloud_api_key", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"),
+    ("cloud_api_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("cloud_api_key", "sk-" + "A1b2C3d4" * 6),
+    ("generic_api_key", f"api_key={TOKEN}"),
+    ("generic_api_key", f'config: {{"client_secret": "{TOKEN}"}}'),
+    ("generic_api_key", f"Authorization: Bearer {TOKEN}AbCd"),
+    ("generic_api_key", "DB_PASSWORD=hunter22"),
+    ("generic_api_key", ("api_key", TOKEN)),
+    ("generic_api_key", ("password", "correcthorse")),
+    ("generic_api_key", ("x-auth-token", "c0a8012e-7f3b-4a52-9d61-3f0e2b7c9a14")),
+    ("generic_api_key", ("api_key", [TOKEN])),
+    ("private_key", f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----"),
+    ("private_key", f"-----BEGIN OPENSSH PRIVATE KEY-----\n{PEM_BODY}"),
+    ("private_key", f"key:\n-----BEGIN PRIVATE KEY-----\n{PEM_BODY}\n-----END PRIVATE KEY-----"),
+    ("jwt", jwt({"alg": "HS256", "typ": "JWT"})),
+    ("jwt", f"token {jwt({'alg': 'none'})} expires soon"),
+    ("medical_record_number", "MRN: 1234567"),
+    ("medical_record_number", "medical record number 00123456"),
+    ("medical_record_number", "Patient MRN#A-1234567"),
+    ("medical_record_number", ("mrn", "00123456")),
+    ("medical_record_number", ("patient_mrn", 1234567)),
+]
+
+# (detector, text or (key, value)) that must not be found.
+NEGATIVE: list[tuple[str, Any]] = [
+    ("email", "user@localhost"),
+    ("email", "@handle on social media"),
+    ("email", "name at example dot com"),
+    ("phone", "1732377600"),
+    ("phone", "1732377600123"),
+    ("phone", "released 2024-11-23"),
+    ("phone", "v1.2.3 and 10.4.22"),
+    ("phone", "10.0.0.1"),
+    ("phone", "192.168.100.200"),
+    ("phone", "123e4567-e89b-12d3-a456-426614174000"),
+    ("phone", "order 4155552671"),
+    ("phone", "ORD-2024-000123"),
+    ("phone", "pi is 3.14159265"),
+    ("phone", "10:30-11:30"),
+    ("us_ssn", "123456789"),
+    ("us_ssn", "000-12-3456"),
+    ("us_ssn", "666-12-3456"),
+    ("us_ssn", "912-34-5678"),
+    ("us_ssn", "123-00-4567"),
+    ("us_ssn", "123-45-0000"),
+    ("us_ssn", "ref 123-45-67890"),
+    ("us_ssn", "call 415-555-2671"),
+    ("us_ssn", ("id", "123456789")),
+    ("us_ssn", ("ssn_count", "123456789")),
+    ("payment_card", "4111 1111 1111 1112"),
+    ("payment_card", "1732377600123"),
+    ("payment_card", "1234567812345670"),
+    ("payment_card", "0000 0000 0000 0000"),
+    ("payment_card", "4444444444444444"),
+    ("payment_card", "41111111111111111111"),
+    ("payment_card", "order 2024-11-23, build 1.4.2"),
+    ("payment_card", "123e4567-e89b-12d3-a456-426614174000"),
+    ("payment_card", ("created_at", 1732377600123)),
+    ("iban", "DE89 3704 0044 0532 0130 01"),
+    ("iban", "XX89370400440532013000"),
+    ("iban", "DE8937040044053201300"),
+    ("iban", "AB12 order"),
+    ("cloud_api_key", "AKIA1234"),
+    ("cloud_api_key", "akiaiosfodnn7example"),
+    ("cloud_api_key", "sk-this-is-not-a-real-key-just-some-words"),
+    ("cloud_api_key", "ghp_short"),
+    ("cloud_api_key", "sk_test_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("generic_api_key", "the key points are clear"),
+    ("generic_api_key", "max_tokens: 2048"),
+    ("generic_api_key", "api_key=changeme"),
+    ("generic_api_key", "password: expired"),
+    ("generic_api_key", ("token_count", "12345678901234567890")),
+    ("generic_api_key", ("api_key", "<your key here>")),
+    ("generic_api_key", ("secret", "short")),
+    ("generic_api_key", ("monkey", TOKEN)),
+    ("private_key", "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----"),
+    ("private_key", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"),
+    ("private_key", "my private key is safe"),
+    ("jwt", b64url({"alg": "HS256"})),
+    ("jwt", jwt({"typ": "JWT"})),
+    ("jwt", "eyJ.abc.def"),
+    ("jwt", "archive.tar.gz"),
+    ("medical_record_number", "MRN pending"),
+    ("medical_record_number", "medical record updated on 2024-11-23"),
+    ("medical_record_number", "1234567"),
+    ("medical_record_number", ("mrn_status", "1234567")),
+]
+
+
+def as_payload(example: Any) -> Any:
+    if isinstance(example, tuple):
+        key, value = example
+        return {"record": {key: value}}
+    return {"text": example}
+
+
+def found(detector: str, example: Any) -> set[str]:
+    return {f.detector for f in scanner(LOG, detector).scan(as_payload(example)).findings}
+
+
+@pytest.mark.parametrize(("detector", "example"), POSITIVE, ids=lambda v: str(v)[:40])
+def test_detector_finds_positive_example(detector: str, example: Any) -> None:
+    assert found(detector, example) == {detector}
+
+
+@pytest.mark.parametrize(("detector", "example"), NEGATIVE, ids=lambda v: str(v)[:40])
+def test_detector_ignores_negative_example(detector: str, example: Any) -> None:
+    assert found(detector, example) == set()
+
+
+@pytest.mark.parametrize(("detector", "example"), POSITIVE, ids=lambda v: str(v)[:40])
+def test_positive_example_is_found_with_every_detector_on(detector: str, example: Any) -> None:
+    assert detector in {f.detector for f in scanner(LOG).scan(as_payload(example)).findings}
+
+
+def test_every_builtin_detector_has_positive_and_negative_examples() -> None:
+    assert {d for d, _ in POSITIVE} == BUILTIN_DETECTORS == {d for d, _ in NEGATIVE}
+
+
+# --- the policy model -------------------------------------------------------------------------
+
+
+def policy_error(**fields: Any) -> str:
+    with pytest.raises(ValidationError) as caught:
+        DlpPolicy.model_validate(fields)
+    return str(caught.value)
+
+
+def test_policy_defaults_to_enabled_with_no_detectors() -> None:
+    policy = DlpPolicy()
+    assert (policy.enabled, policy.detectors, policy.custom) == (True, {}, [])
+
+
+def test_unknown_builtin_detector_is_rejected_with_the_known_names() -> None:
+    message = policy_error(detectors={"email": "block", "passport": "block"})
+    assert "unknown built-in detector(s) passport" in message
+    assert "medical_record_number" in message
+
+
+def test_unknown_action_and_unknown_fields_are_rejected() -> None:
+    assert "detectors.email" in policy_error(detectors={"email": "drop"})
+    assert "extra" in policy_error(detectors={}, surprise=True)
+
+
+def test_invalid_custom_pattern_is_rejected_naming_the_detector_and_re2_reason() -> None:
+    unbalanced = {"name": "ticket", "pattern": "(TICKET-[0-9]+", "action": "log"}
+    message = policy_error(custom=[unbalanced])
+    assert "custom detector 'ticket': not a valid RE2 pattern: missing ):" in message
+
+
+def test_pattern_rejected_by_re2_but_valid_in_python_is_rejected() -> None:
+    message = policy_error(custom=[{"name": "lookahead", "pattern": "a(?=b)", "action": "log"}])
+    assert "custom detector 'lookahead': not a valid RE2 pattern" in message
+
+
+@pytest.mark.parametrize("pattern", ["", "x*", "^", r"\b", "(?:)|abc"])
+def test_custom_pattern_matching_an_empty_string_is_rejected(pattern: str) -> None:
+    message = policy_error(custom=[{"name": "empty", "pattern": pattern, "action": "log"}])
+    assert "custom detector 'empty': the pattern matches an empty string" in message
+
+
+def test_custom_detector_names_are_checked() -> None:
+    assert "name" in policy_error(custom=[{"name": "Bad Name", "pattern": "x", "action": "log"}])
+    assert "name of a built-in detector" in policy_error(
+        custom=[{"name": "email", "pattern": "x", "action": "log"}]
+    )
+    twice = [{"name": "x", "pattern": "x", "action": "log"}] * 2
+    assert "defined twice" in policy_error(custom=twice)
+
+
+def test_custom_pattern_longer_than_1000_characters_is_rejected() -> None:
+    assert "1000" in policy_error(custom=[{"name": "long", "pattern": "a" * 1001, "action": "log"}])
+
+
+# --- actions on nested payloads -------------------------------------------------------------
+
+NESTED = {
+    "batch": [
+        {"contact": {"alice@example.com": "primary"}, "notes": ["ok", {"ssn": "123-45-6789"}]},
+        {"items": [1, 2, {"card": "4111 1111 1111 1111"}]},
+    ],
+    "plain": {"text": "nothing to see", "n": 3},
+}
+SECRETS = ("alice@example.com", "123-45-6789", "4111 1111 1111 1111", "4111111111111111")
+
+
+def test_block_reports_every_detector_and_place_and_keeps_the_payload() -> None:
+    result = scanner(BLOCK, "email", "us_ssn", "payment_card").scan(NESTED)
+    assert result.blocked and not result.redacted
+    assert result.detectors == ("email", "payment_card", "us_ssn")
+    assert set(result.findings) == {
+        Finding("email", BLOCK, 'payload.batch[0].contact["[REDACTED:email]"]'),
+        Finding("us_ssn", BLOCK, "payload.batch[0].notes[1].ssn"),
+        Finding("payment_card", BLOCK, "payload.batch[1].items[2].card"),
+    }
+    assert result.payload is NESTED
+
+
+def test_blocked_result_never_contains_the_matched_values() -> None:
+    result = scanner(BLOCK).scan(NESTED)
+    assert result.blocked
+    shown = repr(result) + repr(result.findings) + repr(result.detectors)
+    for secret in SECRETS:
+        assert secret not in shown
+
+
+def test_redact_replaces_values_and_keys_in_a_copy() -> None:
+    original = copy.deepcopy(NESTED)
+    result = scanner(REDACT, "email", "us_ssn", "payment_card").scan(NESTED)
+    assert result.redacted and not result.blocked and result.detectors == ()
+    assert result.payload == {
+        "batch": [
+            {
+                "contact": {"[REDACTED:email]": "primary"},
+                "notes": ["ok", {"ssn": "[REDACTED:us_ssn]"}],
+            },
+            {"items": [1, 2, {"card": "[REDACTED:payment_card]"}]},
+        ],
+        "plain": {"text": "nothing to see", "n": 3},
+    }
+    assert original == NESTED
+    assert result.payload["plain"] is NESTED["plain"]  # untouched subtrees are shared
+
+
+def test_redact_replaces_only_the_matched_span_inside_a_string() -> None:
+    result = scanner(REDACT).scan({"text": "mail alice@example.com or call +1 415 555 2671."})
+    assert result.payload == {"text": "mail [REDACTED:email] or call [REDACTED:phone]."}
+
+
+def test_redacted_keys_that_collide_get_a_suffix() -> None:
+    result = scanner(REDACT, "email").scan({"a@example.com": 1, "b@example.com": 2})
+    assert result.payload == {"[REDACTED:email]": 1, "[REDACTED:email]#2": 2}
+
+
+def test_number_holding_a_card_is_replaced_by_the_marker() -> None:
+    result = scanner(REDACT, "payment_card").scan({"amount": 12, "pan": 4111111111111111})
+    assert result.payload == {"amount": 12, "pan": "[REDACTED:payment_card]"}
+
+
+def test_top_level_string_is_redacted() -> None:
+    assert scanner(REDACT, "email").scan("to alice@example.com").payload == "to [REDACTED:email]"
+
+
+def test_log_keeps_the_payload_and_reports_findings() -> None:
+    result = scanner(LOG).scan(NESTED)
+    assert result.payload is NESTED
+    assert not result.blocked and not result.redacted
+    assert {f.detector for f in result.findings} == {"email", "us_ssn", "payment_card"}
+    assert all(f.action is LOG for f in result.findings)
+
+
+def test_each_detector_takes_its_own_action() -> None:
+    policy = DlpPolicy(detectors={"email": BLOCK, "us_ssn": REDACT, "payment_card": LOG})
+    result = DlpScanner(policy).scan(NESTED)
+    assert result.blocked and result.detectors == ("email",)
+    assert result.payload["batch"][0]["notes"][1] == {"ssn": "[REDACTED:us_ssn]"}
+    assert result.payload["batch"][1] == NESTED["batch"][1]
+
+
+def test_disabled_policy_and_unlisted_detectors_find_nothing() -> None:
+    every = dict.fromkeys(BUILTIN_DETECTORS, BLOCK)
+    assert DlpScanner(DlpPolicy(enabled=False, detectors=every)).scan(NESTED).findings == ()
+    assert scanner(BLOCK, "iban").scan(NESTED).findings == ()
+
+
+def test_clean_payload_is_returned_as_is() -> None:
+    payload = {"text": "see you at 10:30 on 2024-11-23", "ids": [1732377600, "v1.2.3"]}
+    result = scanner(BLOCK).scan(payload)
+    assert result.findings == () and result.payload is payload
+
+
+def test_custom_detector_searches_values_and_keys() -> None:
+    custom = CustomDetector(name="ticket", pattern=r"TICKET-[0-9]{4}", action=REDACT)
+    result = DlpScanner(DlpPolicy(custom=[custom])).scan({"TICKET-0001": ["see TICKET-1234"]})
+    assert result.payload == {"[REDACTED:ticket]": ["see [REDACTED:ticket]"]}
+
+
+def test_custom_detector_can_leave_keys_alone() -> None:
+    custom = CustomDetector(name="ticket", pattern=r"TICKET-[0-9]{4}", action=BLOCK, keys=False)
+    result = DlpScanner(DlpPolicy(custom=[custom])).scan({"TICKET-0001": "TICKET-1234"})
+    assert result.findings == (Finding("ticket", BLOCK, 'payload["TICKET-0001"]'),)
+
+
+def test_custom_and_builtin_detectors_run_together() -> None:
+    result = scanner(REDACT, "email", ticket=r"TICKET-[0-9]{4}").scan(
+        {"text": "TICKET-1234 from alice@example.com"}
+    )
+    assert result.payload == {"text": "[REDACTED:ticket] from [REDACTED:email]"}
+
+
+def test_values_that_are_not_plain_json_are_still_scanned() -> None:
+    payload = {"big": 2**80, "nested": ("x", "alice@example.com"), 7: "call +1 415 555 2671"}
+    result = scanner(REDACT).scan(payload)
+    assert result.payload == {
+        "big": 2**80,
+        "nested": ["x", "[REDACTED:email]"],
+        7: "call [REDACTED:phone]",
+    }
+
+
+def test_nul_characters_do_not_hide_data() -> None:
+    result = scanner(REDACT, "email").scan(["a\x00alice@example.com", "\x00"])
+    assert result.payload == ["a\x00[REDACTED:email]", "\x00"]
+
+
+# --- adversarial inputs -------------------------------------------------------------------------
+
+
+@contextmanager
+def at_most(seconds: float) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    assert time.perf_counter() - start < seconds
+
+
+ADVERSARIAL = {
+    "digits": "1" * 1_000_000,
+    "spaced digits": "4 " * 500_000,
+    "dashed digits": "123-" * 250_000,
+    "at and dot": "@." * 500_000,
+    "local part without domain": "a" * 1_000_000 + "@",
+    "plus digits": "+1" * 500_000,
+    "parentheses": "(1)" * 300_000,
+    "pem headers": "-----BEGIN RSA PRIVATE KEY-----" * 30_000,
+    "jwt prefixes": "eyJ" * 300_000,
+    "jwt dots": "eyJhbGciOi." * 100_000,
+    "assignments": "api_key=" * 120_000,
+    "secret words": "password: " * 100_000,
+    "iban starts": "DE89 " * 200_000,
+    "mrn words": "MRN: " * 200_000,
+    "ssn words": "ssn 123 " * 125_000,
+    "aws prefixes": "AKIA" * 250_000,
+}
+
+
+@pytest.mark.parametrize("text", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
+def test_adversarial_string_scans_in_bounded_time(text: str) -> None:
+    every = scanner(REDACT)
+    with at_most(2.0):
+        every.scan({"text": text})
+    with at_most(2.0):
+        every.scan({text: 1})
+
+
+def test_catastrophic_backtracking_pattern_is_linear_in_re2() -> None:
+    custom = scanner(BLOCK, "email", evil=r"(a+)+$")
+    with at_most(2.0):
+        result = custom.scan({"text": "a" * 50_000 + "!"})
+    assert result.findings == ()
+
+
+def test_deeply_nested_payload_scans_without_recursion() -> None:
+    payload: Any = ["alice@example.com"]
+    for _ in range(100_000):
+        payload = [payload]
+    with at_most(2.0):
+        result = scanner(REDACT).scan(payload)
+    assert result.findings[0].path == "payload" + "[0]" * 100_001
+    innermost = result.payload
+    while isinstance(innermost, list) and isinstance(innermost[0], list):
+        innermost = innermost[0]
+    assert innermost == ["[REDACTED:email]"]
+
+
+def test_many_small_values_scan_in_bounded_time() -> None:
+    payload = {f"k{i}": [f"alice{i}@example.com", i, "x"] for i in range(20_000)}
+    with at_most(2.0):
+        result = scanner(REDACT).scan(payload)
+    assert len(result.findings) == 20_000
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+SAMPLES = [example for _, example in POSITIVE if isinstance(example, str)]
+texts = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(SAMPLES),
+    st.tuples(st.text(max_size=10), st.sampled_from(SAMPLES), st.text(max_size=10)).map("".join),
+)
+keys = st.one_of(texts, st.sampled_from(["ssn", "mrn", "api_key", "password", "card"]))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | texts,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(keys, children, max_size=5),
+    max_leaves=30,
+)
+BUILTINS_REDACT = scanner(REDACT)  # walks only what the gates hit
+WITH_CUSTOM_REDACT = scanner(REDACT, ticket=r"TICKET-[0-9]+")  # walks everything
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values, st.sampled_from([BUILTINS_REDACT, WITH_CUSTOM_REDACT]))
+def test_scan_never_raises_and_redaction_leaves_nothing_to_find(
+    payload: Any, redacting: DlpScanner
+) -> None:
+    original = copy.deepcopy(payload)
+    result = redacting.scan(payload)
+    assert result.redacted == any(f.action is REDACT for f in result.findings)
+    assert redacting.scan(result.payload).findings == ()
+    assert repr(payload) == repr(original)  # the input is untouched (repr: NaN != NaN)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_walking_only_what_gates_hit_finds_what_walking_everything_finds(payload: Any) -> None:
+    walks_everything = scanner(LOG, ticket=r"TICKET-[0-9]+")  # a custom detector sees all
+    everything = {f for f in walks_everything.scan(payload).findings if f.detector != "ticket"}
+    assert set(scanner(LOG).scan(payload).findings) == everything

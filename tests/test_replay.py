@@ -1,0 +1,164 @@
+"""The replay guard against a real server: first sights, redeliveries, copies, the window."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from mas.envelope import Envelope
+from mas.ids import new_id
+from mas.keys import CONSUMER_GROUP, AgentKeys
+from mas_sidecar.replay import ReplayError, ReplayGuard, entry_time_ms
+
+BOB = AgentKeys("team-b/bob")
+WINDOW_MS = 300_000
+
+
+@pytest.fixture
+async def guard(redis_url: str) -> AsyncIterator[ReplayGuard]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield ReplayGuard(client, BOB, window_ms=WINDOW_MS)
+    await client.aclose()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def envelope(created_at: int | None = None) -> Envelope:
+    return Envelope(
+        id=new_id(),
+        sender="team-a/alice",
+        target=BOB.agent_id,
+        type="note",
+        payload={"n": 1},
+        created_at=now_ms() if created_at is None else created_at,
+    )
+
+
+def append(client: redis.Redis, message: Envelope, entry_id: str = "*") -> bytes:
+    """Write ``message`` to Bob's inbox as a sender (or an attacker) would."""
+    entry: bytes = client.xadd(BOB.inbox, message.to_entry(), id=entry_id)
+    return entry
+
+
+async def test_a_fresh_message_passes(guard: ReplayGuard, redis_client: redis.Redis) -> None:
+    message = envelope()
+    await guard.check(message, append(redis_client, message))
+
+    assert redis_client.hlen(guard.seen_key) == 1
+
+
+async def test_a_redelivery_of_the_same_entry_passes_on_every_attempt(
+    guard: ReplayGuard, redis_client: redis.Redis
+) -> None:
+    redis_client.xgroup_create(BOB.inbox, CONSUMER_GROUP, id="0", mkstream=True)
+    message = envelope()
+    append(redis_client, message)
+    [[_stream, [(entry_id, _fields)]]] = redis_client.xreadgroup(
+        CONSUMER_GROUP, "replica-1", {BOB.inbox: ">"}
+    )
+    await guard.check(message, entry_id)
+
+    for attempt in range(2, 6):  # nack or crash: another replica reclaims the same entry
+        [claimed] = redis_client.xclaim(
+            BOB.inbox, CONSUMER_GROUP, f"replica-{attempt}", 0, [entry_id]
+        )
+        redelivered = Envelope.from_entry(claimed[1], attempt=attempt)
+        await guard.check(redelivered, claimed[0])
+
+
+async def test_the_same_envelope_re_injected_as_a_new_entry_is_refused(
+    guard: ReplayGuard, redis_client: redis.Redis
+) -> None:
+    message = envelope()
+    original = append(redis_client, message)
+    await guard.check(message, original)
+    copy = append(redis_client, message)
+
+    with pytest.raises(ReplayError) as refused:
+        await guard.check(message, copy)
+    assert refused.value.reason == "duplicate"
+    await guard.check(message, original)  # the original stays deliverable
+
+
+async def test_a_copy_read_before_the_original_is_refused_once_either_was_accepted(
+    guard: ReplayGuard, redis_client: redis.Redis
+) -> None:
+    message = envelope()
+    first, second = append(redis_client, message), append(redis_client, message)
+    await guard.check(message, second)
+
+    with pytest.raises(ReplayError, match="duplicate"):
+        await guard.check(message, first)
+
+
+@pytest.mark.parametrize("offset_ms", [-WINDOW_MS - 1000, WINDOW_MS + 1000, -86_400_000])
+async def test_a_message_created_outside_the_window_of_its_entry_is_refused(
+    guard: ReplayGuard, redis_client: redis.Redis, offset_ms: int
+) -> None:
+    message = envelope(now_ms() + offset_ms)
+    entry = append(redis_client, message)
+
+    for _ in range(2):  # not recorded: a second look is no "redelivery"
+        with pytest.raises(ReplayError) as refused:
+            await guard.check(message, entry)
+        assert refused.value.reason == "outside_window"
+    assert redis_client.hlen(guard.seen_key) == 0
+
+
+async def test_a_message_that_waited_in_the_inbox_passes_but_a_late_copy_does_not(
+    guard: ReplayGuard, redis_client: redis.Redis
+) -> None:
+    an_hour_ago = now_ms() - 3_600_000
+    message = envelope(an_hour_ago + 200)
+    queued = append(redis_client, message, f"{an_hour_ago}-0")  # appended an hour ago, read now
+    await guard.check(message, queued)
+
+    redis_client.delete(guard.seen_key, guard.by_time_key)  # even once its record is gone
+    with pytest.raises(ReplayError, match="outside_window"):
+        await guard.check(message, append(redis_client, message))
+
+
+async def test_records_are_forgotten_by_stream_time_so_memory_stays_bounded(
+    guard: ReplayGuard, redis_client: redis.Redis
+) -> None:
+    start = now_ms() - 10 * WINDOW_MS
+    for n in range(50):
+        at = start + n * WINDOW_MS // 4
+        message = envelope(at)
+        await guard.check(message, append(redis_client, message, f"{at}-0"))
+
+    kept = redis_client.hlen(guard.seen_key)
+    assert kept <= 6  # about one window (four entries each) plus the entry being read
+    assert redis_client.zcard(guard.by_time_key) == kept
+
+
+async def test_a_replayed_dead_letter_is_the_entry_of_record(
+    guard: ReplayGuard, redis_client: redis.Redis
+) -> None:
+    message = envelope(now_ms() - 3_600_000)
+    dead_letter = redis_client.xadd(BOB.dlq, {**message.to_entry(), b"dl:reason": b"expired"})
+    fields = {k: v for k, v in redis_client.xrange(BOB.dlq)[0][1].items() if b"dl:" not in k}
+
+    entry = await guard.requeue(fields, message.id, dead_letter_id=dead_letter.decode())
+
+    assert redis_client.xlen(BOB.dlq) == 0
+    [(stored_id, stored)] = redis_client.xrange(BOB.inbox)
+    assert (stored_id.decode(), stored) == (entry, message.to_entry())
+    await guard.check(message, entry)
+    await guard.check(message, entry)
+    with pytest.raises(ReplayError, match="duplicate"):
+        await guard.check(message, append(redis_client, message))
+
+
+def test_the_guards_keys_live_in_the_agents_slot(redis_url: str) -> None:
+    guard = ReplayGuard(aioredis.Redis.from_url(redis_url), BOB)
+
+    assert guard.seen_key.startswith(BOB.prefix)
+    assert guard.by_time_key.startswith(BOB.prefix)
+    assert entry_time_ms(b"1700000000123-7") == entry_time_ms("1700000000123-0") == 1700000000123
