@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
+from hypothesis import settings
 
 from mas.local.processes import SidecarProcess
 from mas.local.redis_server import RedisServer
@@ -27,6 +28,11 @@ def redis_server() -> Iterator[RedisServer]:
     with RedisServer(os.environ.get("MAS_TEST_REDIS_SERVER")) as server:
         yield server
 
+
+# CI explores the same examples on every run, so a red build always means a code change.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ALLOW_ALL = compile_policies(
     [

@@ -290,3 +290,86 @@ async def test_the_audit_chain_continues_across_a_sidecar_restart(
     report = audit.verify(redis_client.xrange(ALICE.audit), redis_client.hgetall(ALICE.audit_heads))
     assert report.ok, report.problems
     assert (report.entries, report.chains) == (2, 1)
+
+
+async def test_dlp_blocks_naming_the_detector_never_the_value_and_redacts_before_sending(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    document = publish(
+        redis_client,
+        rules=[{"name": "all", "action": "allow"}],
+        dlp={"detectors": {"email": "redact", "payment_card": "block", "phone": "log"}},
+    )
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob").url)
+    await wait_for_revision(alice, document.revision)
+
+    status, body = await alice.call(
+        "POST", "/v1/messages",
+        {"to": "bob", "type": "pay", "payload": {"card": "4111 1111 1111 1111"}},
+    )  # fmt: skip
+    await alice.send(
+        "bob", "note", {"text": "mail jane.doe@example.com", "call": "+1 415 555 0100"}
+    )
+    [delivered] = await bob.collect(1)
+
+    assert (status, body["error"]["code"]) == (422, "dlp_blocked")
+    assert "payment_card" in body["error"]["message"]
+    assert "4111" not in str(body)
+    assert delivered["payload"]["text"] == "mail [REDACTED:email]"
+    assert delivered["payload"]["call"] == "+1 415 555 0100"
+    raw_inbox_and_audit = str(redis_client.xrange(ALICE.audit)) + str(
+        redis_client.xrange(BOB.inbox)
+    )
+    assert "jane.doe@example.com" not in raw_inbox_and_audit
+    assert "4111 1111" not in raw_inbox_and_audit
+    blocked, accepted = audit_events(redis_client, ALICE)
+    assert blocked["decision"] == "dlp_blocked"
+    assert {(f["detector"], f["action"]) for f in accepted["dlp"]} == {
+        ("email", "redact"),
+        ("phone", "log"),
+    }
+
+
+async def test_a_policy_with_an_invalid_custom_regex_is_rejected_and_the_last_good_one_stays(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    good = publish(
+        redis_client,
+        rules=[{"name": "all", "action": "allow"}],
+        dlp={"custom": [{"name": "ticket", "pattern": "TCK-[0-9]{6}", "action": "block"}]},
+    )
+    alice = Api(http, sidecars.start("default/alice").url)
+    sidecars.start("default/bob")
+    await wait_for_revision(alice, good.revision)
+
+    redis_client.set(POLICY_DOCUMENT, good.to_json().replace(b"TCK-[0-9]{6}", b"TCK-([0-9]"))
+    redis_client.set(POLICY_REVISION, "bad-regex")
+    await asyncio.sleep(0.6)
+    _, me = await alice.call("GET", "/v1/self")
+    status, _ = await alice.call(
+        "POST", "/v1/messages", {"to": "bob", "type": "x", "payload": "TCK-123456"}
+    )
+
+    assert me["policy"]["revision"] == good.revision
+    assert "ticket" in me["policy"]["error"] and "RE2" in me["policy"]["error"]
+    assert status == 422
+
+
+async def test_restricted_discovery_lists_only_agents_the_caller_may_message(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    document = publish(
+        redis_client,
+        rules=[{"name": "to-doctors", "action": "allow", "from": {"agents": ["patient"]},
+                "to": {"capabilities": ["diagnose"]}}],
+        discovery={"restricted": True},
+    )  # fmt: skip
+    patient = Api(http, sidecars.start("default/patient", capabilities=["chat"]).url)
+    sidecars.start("default/doctor", capabilities=["diagnose", "chat"])
+    sidecars.start("default/billing", capabilities=["chat"])
+    await wait_for_revision(patient, document.revision)
+
+    _, listing = await patient.call("GET", "/v1/agents?capability=chat")
+
+    assert [agent["id"] for agent in listing["agents"]] == ["default/doctor"]

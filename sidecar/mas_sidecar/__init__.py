@@ -6,7 +6,12 @@ Layers, outermost first (a module imports only from layers below it):
     app         wires components into the aiohttp application (lifespan, routes, middleware)
     routes/*    HTTP handlers: parse, check, write, answer
     http        JSON bodies, error answers, request metrics (middleware)
-    inbox, outbox, replies, registry, state_store, dead_letters
+    outbox      addresses messages and replies, hands them to the gateway
+    gateway     the checks on send (authorize, rate limit, DLP, breaker, sign, audit) and
+                receive (authenticate, replay, authorize)
+    policy_store, credentials, replay, ratelimit, breaker, dlp/, audit_log
+                what the gateway checks with
+    inbox, replies, writer, registry, state_store, dead_letters
                 the Redis Streams bridge and the agent's keys
-    config, errors, metrics
+    config, errors, metrics, aio
 """

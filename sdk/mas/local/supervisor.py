@@ -11,6 +11,7 @@ Used by the ``mas up`` command (:mod:`mas.cli`).
 
 from __future__ import annotations
 
+import io
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import TextIO
 
 import redis
 
+from mas.audit_commands import verify_trail
 from mas.local.agent_process import AgentProcess
 from mas.local.display import Console, ReplicaRow
 from mas.local.identity import LocalIdentity
@@ -291,6 +293,22 @@ class Supervisor:
                 replica.counts = scrape(replica.plan.sidecar_url)
         self.console.table([replica.row() for replica in self.replicas])
 
+    def _verify_audit_trails(self) -> None:
+        """Say, per agent, whether its audit trail is intact (``mas audit verify``'s check)."""
+        if not self.redis_url:
+            return
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        try:
+            for agent_id in dict.fromkeys(plan.agent_id for plan in self.plans):
+                out = io.StringIO()
+                verify_trail(client, agent_id, out)
+                for line in out.getvalue().splitlines():
+                    self.console.progress(line)
+        except redis.RedisError as exc:
+            self.console.progress(f"could not verify the audit trails: {exc}")
+        finally:
+            client.close()
+
     def _stop(self) -> None:
         """Agents first (SIGTERM, SIGKILL after a grace period), then sidecars, then Redis."""
         if self.replicas:
@@ -306,6 +324,7 @@ class Supervisor:
         if sidecars:
             self.console.progress("stopping sidecars")
             _in_parallel(lambda sidecar: sidecar.stop(), sidecars)
+        self._verify_audit_trails()
         if self.redis is not None:
             self.console.progress("stopping redis")
             self.redis.stop()

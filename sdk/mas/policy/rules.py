@@ -155,3 +155,19 @@ def authorize(
             f"no rule allows {sender.agent_id} to send {message_type!r} to {target.agent_id}",
         )
     return Decision(True, allowed_by, f"allowed by rule {allowed_by}")
+
+
+def may_message(rules: Sequence[ScopedRule], sender: Party, target: Party) -> bool:
+    """True when some message type from ``sender`` to ``target`` could be allowed.
+
+    Used to restrict discovery: an agent sees only the agents it may send something to.
+    """
+    matching = [
+        scoped.rule
+        for scoped in rules
+        if _side_matches(scoped.rule.senders.agents, scoped.rule.senders.roles, sender)
+        and _side_matches(scoped.rule.targets.agents, scoped.rule.targets.capabilities, target)
+    ]
+    if any(rule.action == "deny" and "*" in rule.types for rule in matching):
+        return False
+    return any(rule.action == "allow" for rule in matching)

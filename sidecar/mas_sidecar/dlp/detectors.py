@@ -316,7 +316,13 @@ def _token_like(value: str) -> bool:
 
 def _secret_value(kind: str, value: str) -> bool:
     if kind == "password":
-        return len(value) >= 6 and not any(c.isspace() for c in value) and len(set(value)) > 1
+        # NUL stands where the scanner blanked a redaction marker: it separates like a space,
+        # so a redacted value does not turn into a password-looking one.
+        return (
+            len(value) >= 6
+            and not any(c.isspace() or c == "\x00" for c in value)
+            and len(set(value)) > 1
+        )
     return _token_like(value)
 
 

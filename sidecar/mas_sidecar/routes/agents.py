@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mas.errors import ErrorCode
+from mas.policy.rules import Party, may_message
 from mas_sidecar.components import Components, components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
@@ -19,7 +20,16 @@ async def discover(request: web.Request) -> web.Response:
     wanted = request.query.getall("capability", [])
     if len(wanted) > MAX_CAPABILITY_FILTERS or any(len(c) > 253 for c in wanted):
         raise ApiError(ErrorCode.INVALID_REQUEST, "at most 32 capability filters of 253 characters")
-    agents = await components(request).registry.live_agents(wanted)
+    parts = components(request)
+    agents = await parts.registry.live_agents(wanted)
+    policy = parts.policies.own
+    if policy is not None and policy.discovery_restricted:
+        me = Party(parts.config.agent_id, frozenset(parts.config.roles))
+        agents = [
+            agent
+            for agent in agents
+            if may_message(policy.rules, me, Party(agent["id"], frozenset(agent["capabilities"])))
+        ]
     return json_response({"agents": agents})
 
 

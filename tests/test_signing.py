@@ -1,0 +1,162 @@
+"""Identity and signing between real sidecars: forged, altered, expired, wrong-agent and
+replayed messages are refused by the receiver, dead-lettered with the reason, and audited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+import redis
+from api import Api
+from conftest import Sidecars
+from policies import publish
+
+from mas.credentials import Anchor, create_anchor, issue_agent_credentials
+from mas.envelope import Envelope
+from mas.identity import generate_private_key, issue_token, sign_envelope
+from mas.keys import AgentKeys
+from mas.local.processes import ProcessStartError
+
+BOB = AgentKeys("default/bob")
+SIGNED = {"rules": [{"name": "all", "action": "allow"}], "signing": {"required": True}}
+
+
+class Identities:
+    """A trust anchor and the credential directories it issued."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.anchor: Anchor = create_anchor(root / "anchor")
+
+    def issue(self, agent_id: str, ttl_seconds: int = 600) -> Path:
+        directory = self.root / agent_id.replace("/", "_")
+        issue_agent_credentials(self.anchor, directory, agent_id=agent_id, ttl_seconds=ttl_seconds)
+        return directory
+
+
+@pytest.fixture
+def identities(tmp_path: Path, redis_client: redis.Redis) -> Identities:
+    publish(redis_client, **SIGNED)
+    return Identities(tmp_path / "identity")
+
+
+def signed_sidecar(sidecars: Sidecars, identities: Identities, agent_id: str) -> str:
+    directory = identities.issue(agent_id)
+    return sidecars.start(agent_id, MAS_CREDENTIALS_DIR=str(directory)).url
+
+
+def inbox_envelopes(client: redis.Redis) -> list[tuple[bytes, dict[str, object]]]:
+    return [(entry_id, orjson.loads(f[b"e"])) for entry_id, f in client.xrange(BOB.inbox)]
+
+
+async def dead_letter_reasons(api: Api) -> list[str]:
+    _, listing = await api.call("GET", "/v1/dead-letters")
+    return [dead["reason"] for dead in listing["dead_letters"]]
+
+
+async def test_a_signed_message_carries_its_signature_and_token_and_is_delivered(
+    sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities,
+    redis_client: redis.Redis,
+) -> None:  # fmt: skip
+    alice = Api(http, signed_sidecar(sidecars, identities, "default/alice"))
+    bob = Api(http, signed_sidecar(sidecars, identities, "default/bob"))
+    await alice.send("bob", "hello", {"n": 1})
+
+    [(_, stored)] = inbox_envelopes(redis_client)
+    [delivery] = await bob.collect(1)
+
+    assert stored["signature"] and stored["token"]
+    assert delivery["payload"] == {"n": 1}
+
+
+async def test_tampered_forged_and_replayed_messages_are_refused_by_the_receiver(
+    sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities,
+    redis_client: redis.Redis,
+) -> None:  # fmt: skip
+    alice = Api(http, signed_sidecar(sidecars, identities, "default/alice"))
+    mallory_dir = identities.issue("default/mallory")
+    bob_sidecar = signed_sidecar(sidecars, identities, "default/bob")
+    bob = Api(http, bob_sidecar)
+    for n in range(3):
+        await alice.send("bob", "hello", {"n": n})
+    (_, first), (second_id, second), (third_id, third) = inbox_envelopes(redis_client)
+    redis_client.xdel(BOB.inbox, second_id, third_id)
+
+    altered = second | {"payload": {"n": 1000}}
+    forged = third | {"signature": third["signature"][:-4] + "AAAA"}
+    mallory_token = (mallory_dir / "token").read_text().strip()
+    impostor = first | {"id": "01IMPOSTOR000000000000000", "token": mallory_token}
+    for envelope in (altered, forged, impostor):
+        redis_client.xadd(BOB.inbox, {"e": orjson.dumps(envelope)})
+
+    [delivered] = await bob.collect(1)
+    redis_client.xadd(BOB.inbox, {"e": orjson.dumps(first)})  # replay of a delivered message
+    reasons = []
+    for _ in range(50):
+        reasons = await dead_letter_reasons(bob)
+        if len(reasons) == 4:
+            break
+        await asyncio.sleep(0.05)
+
+    assert delivered["payload"] == {"n": 0}
+    assert reasons[0].startswith("unauthenticated: ") and "does not verify" in reasons[0]
+    assert reasons[1].startswith("unauthenticated: ") and "does not verify" in reasons[1]
+    assert "default/mallory" in reasons[2] and "claims sender 'default/alice'" in reasons[2]
+    assert reasons[3].startswith("replay: duplicate")
+    audit = [orjson.loads(f[b"e"]) for _, f in redis_client.xrange(BOB.audit)]
+    assert [e["decision"] for e in audit] == ["refused_on_receive"] * 4
+
+
+async def test_an_expired_token_and_an_unsigned_message_are_refused(
+    sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities,
+    redis_client: redis.Redis,
+) -> None:  # fmt: skip
+    bob = Api(http, signed_sidecar(sidecars, identities, "default/bob"))
+    sidecars.start("default/alice")
+    key = generate_private_key()
+    expired = issue_token(
+        identities.anchor.private_key, agent_id="default/alice", roles=[], capabilities=[],
+        agent_public_key=key.public_key(), ttl_seconds=60, now=time.time() - 3600,
+    )  # fmt: skip
+    now = int(time.time() * 1000)
+    base = Envelope(id="01EXPIRED0000000000000000", sender="default/alice",
+                    target="default/bob", type="hello", created_at=now)  # fmt: skip
+    redis_client.xadd(BOB.inbox, sign_envelope(base, key, expired).to_entry())
+    unsigned = base.model_copy(update={"id": "01UNSIGNED000000000000000"})
+    redis_client.xadd(BOB.inbox, unsigned.to_entry())
+
+    consumer = asyncio.create_task(bob.collect(1, timeout=5))  # subscribed: the inbox is read
+    for _ in range(50):
+        reasons = await dead_letter_reasons(bob)
+        if len(reasons) == 2:
+            break
+        await asyncio.sleep(0.05)
+    consumer.cancel()
+
+    assert "expired" in reasons[0]
+    assert "no identity token" in reasons[1]
+
+
+async def test_without_credentials_a_sidecar_cannot_send_where_signing_is_required(
+    sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    sidecars.start("default/bob")
+
+    status, body = await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"})
+
+    assert (status, body["error"]["code"]) == (503, "credentials_unavailable")
+
+
+def test_a_sidecar_with_invalid_credentials_refuses_to_start(
+    sidecars: Sidecars, identities: Identities
+) -> None:
+    directory = identities.issue("default/alice")
+    (directory / "token").write_text("not-a-token")
+
+    with pytest.raises(ProcessStartError):
+        sidecars.start("default/alice", MAS_CREDENTIALS_DIR=str(directory))
