@@ -81,16 +81,18 @@ class Sidecars:
         capabilities: list[str] | None = None,
         replica: str | None = None,
         port: int | None = None,
+        redis_url: str | None = None,
         **env: str,
     ) -> SidecarProcess:
-        """A ready sidecar for ``agent_id``; ``env`` adds ``MAS_*`` settings."""
+        """A ready sidecar for ``agent_id``; ``env`` adds ``MAS_*`` settings; ``redis_url``
+        replaces the shared admin URL (e.g. with the agent's own ACL user)."""
         settings = {"MAS_CAPABILITIES": ",".join(capabilities or []), **env}
         if replica:
             settings["MAS_REPLICA_ID"] = replica
         name = agent_id.replace("/", "_") + (f"-{replica}" if replica else "")
         sidecar = SidecarProcess(
             agent_id,
-            self.redis_url,
+            redis_url or self.redis_url,
             port=port,
             env=settings,
             log_path=self.log_dir / f"{name}-{len(self.started)}.log",

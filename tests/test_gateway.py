@@ -7,13 +7,14 @@ import asyncio
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import orjson
 import redis
 from api import Api
 from conftest import Sidecars
-from policies import publish
+from policies import policy, publish
 
 from mas import audit
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, AgentKeys
@@ -373,3 +374,44 @@ async def test_restricted_discovery_lists_only_agents_the_caller_may_message(
     _, listing = await patient.call("GET", "/v1/agents?capability=chat")
 
     assert [agent["id"] for agent in listing["agents"]] == ["default/doctor"]
+
+
+async def test_a_policy_file_is_loaded_and_reloaded_when_it_changes(
+    sidecars: Sidecars, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    path = tmp_path / "policy.json"
+    first = policy(rules=[{"name": "all", "action": "allow"}])
+    path.write_bytes(first.to_json())
+    alice = Api(http, sidecars.start("default/alice", MAS_POLICY_FILE=str(path)).url)
+    sidecars.start("default/bob")
+    await wait_for_revision(alice, first.revision)
+    assert (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] == 202
+
+    second = policy(rules=[{"name": "none", "action": "deny"}])
+    path.write_bytes(second.to_json())
+    await wait_for_revision(alice, second.revision)
+
+    assert (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] == 403
+
+
+async def test_audit_export_and_tail_print_json_lines(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice").url)
+    sidecars.start("default/bob")
+    for n in range(3):
+        await alice.send("bob", "x", {"n": n})
+
+    def mas(*args: str) -> list[dict[str, object]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "mas", "audit", *args, "alice", "--redis-url",
+             sidecars.redis_url],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return [orjson.loads(line) for line in done.stdout.splitlines()]
+
+    exported, tailed = mas("export"), mas("tail", "-n", "2")
+
+    assert [entry["seq"] for entry in exported] == [1, 2, 3]
+    assert {entry["event"]["decision"] for entry in exported} == {"accepted"}  # type: ignore[index]
+    assert tailed == exported[1:]

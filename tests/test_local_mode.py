@@ -255,6 +255,17 @@ def test_quickstart_exchanges_messages_and_stops_after_duration(tmp_path: Path) 
     assert int(delivered) >= 2 * len(pongs) - 2
     assert int(table["default/pinger-0"][4]) >= 2 * len(pongs) - 2
     assert output.rstrip().endswith("stopped")
+    # every gateway check is on: the folder's policy, per-agent ACL users, signed messages
+    assert "gateway policy revision" in output
+    assert "2 least-privilege Redis users created" in output
+    assert (tmp_path / "identity" / "default_pinger" / "token").exists()
+    assert re.search(
+        r"^pinger\[0\] \| denied by the gateway: no rule allows default/pinger to send "
+        r"'admin.shutdown' to default/ponger",
+        output,
+        re.MULTILINE,
+    )
+    assert re.search(r"audit trail of default/pinger: \d+ entries in 1 chain\(s\), intact", output)
     assert (log_dir / "default_ponger-0.sidecar.log").exists()
     assert not (tmp_path / ".mas").exists()
     assert_no_survivors(output)

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field, ValidationError
 
-from mas.names import DEFAULT_NAMESPACE, is_label
+from mas.names import DEFAULT_NAMESPACE, LABEL, is_label
 from mas.policy.document import GatewayPolicySpec
+from mas.schema import ResourceModel
 
 GROUP = "mas.dev"
 VERSION = "v1alpha1"
@@ -64,67 +64,181 @@ def _env_name(value: str) -> str:
     return value
 
 
-Label = Annotated[str, AfterValidator(_label)]
-Capability = Annotated[str, AfterValidator(_capability)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
+# The validators give friendly messages; the same regular expressions are also published in the
+# JSON schema (``pattern``), from which the Kubernetes CRDs are generated.
+Label = Annotated[
+    str,
+    AfterValidator(_label),
+    Field(json_schema_extra={"pattern": LABEL.pattern, "maxLength": 63}),
+]
+Capability = Annotated[
+    str,
+    AfterValidator(_capability),
+    Field(json_schema_extra={"pattern": _CAPABILITY.pattern, "maxLength": 63}),
+]
+EnvName = Annotated[
+    str, AfterValidator(_env_name), Field(json_schema_extra={"pattern": _ENV_NAME.pattern})
+]
+_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
-class _Model(BaseModel):
-    """Strict, immutable, camelCase in YAML."""
+class ObjectMeta(ResourceModel):
+    """``metadata``: the agent's name and namespace (``default`` when omitted)."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    name: Label = Field(
+        description="The resource's name, a DNS-1123 label (an agent's id is namespace/name)."
+    )
+    namespace: Label = Field(
+        default=DEFAULT_NAMESPACE, description="The namespace; default when omitted."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Kubernetes labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Kubernetes annotations.")
+
+
+class EnvVar(ResourceModel):
+    """One ``spec.env`` entry, given to the agent process."""
+
+    name: EnvName = Field(
+        description="Variable name: letters, digits, '_', '-' and '.', not starting with a digit."
+    )
+    value: str = Field(default="", description="Variable value; empty when omitted.")
+
+
+class Delivery(ResourceModel):
+    """``spec.delivery``: how the agent's sidecar redelivers and dead-letters messages."""
+
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Deliveries of one message before it is dead-lettered.",
+    )
+    lease_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="Seconds a replica holds a delivered message before it is redelivered.",
     )
 
 
-class ObjectMeta(_Model):
-    """``metadata``: the agent's name and namespace (``default`` when omitted)."""
-
-    name: Label
-    namespace: Label = DEFAULT_NAMESPACE
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-
-
-class EnvVar(_Model):
-    """One ``spec.env`` entry, given to the agent process."""
-
-    name: EnvName
-    value: str = ""
-
-
-class Delivery(_Model):
-    """``spec.delivery``: how the agent's sidecar redelivers and dead-letters messages."""
-
-    max_attempts: int = Field(default=5, ge=1, le=1000)
-    lease_seconds: int = Field(default=30, ge=1, le=3600)
-
-
-class LocalSpec(_Model):
+class LocalSpec(ResourceModel):
     """``spec.local``: how ``mas up`` runs the agent (the command runs in the manifest's DIR)."""
 
-    command: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        description="The agent's command line for mas up, run from the manifest's folder.",
+    )
 
 
-class AgentSpec(_Model):
-    """``spec``: what the agent can do and how it runs."""
+class HostAlias(ResourceModel):
+    """One ``spec.hostAliases`` entry: an ``/etc/hosts`` line in the agent's pod."""
 
-    capabilities: list[Capability] = Field(default_factory=list)
-    roles: list[Label] = Field(default_factory=list)
-    replicas: int = Field(default=1, ge=1, le=MAX_LOCAL_REPLICAS)
-    image: str | None = None
-    env: list[EnvVar] = Field(default_factory=list)
-    delivery: Delivery = Field(default_factory=Delivery)
-    local: LocalSpec | None = None
+    ip: str = Field(min_length=1, description="IP address of the host entry.")
+    hostnames: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Hostnames for the IP address."
+    )
 
 
-class AgentManifest(_Model):
+class SidecarSpec(ResourceModel):
+    """``spec.sidecar``: the policing sidecar container next to the agent."""
+
+    port: int = Field(
+        default=8790,
+        ge=1024,
+        le=65535,
+        description="Port of the sidecar's HTTP API on the pod's loopback interface.",
+    )
+    image: str | None = Field(
+        default=None, description="Sidecar container image; the operator's default when omitted."
+    )
+
+
+class AgentSpec(ResourceModel):
+    """``spec``: what the agent can do and how it runs.
+
+    The pod-template fields (``serviceAccountName`` to ``volumeMounts``), ``sidecar`` and
+    ``deletionPolicy`` are used by the Kubernetes operator; local mode ignores them.
+    """
+
+    capabilities: list[Capability] = Field(
+        default_factory=list,
+        description="Capability names published in discovery; policy rules can target them.",
+    )
+    roles: list[Label] = Field(
+        default_factory=list,
+        description="Roles carried in the agent's identity token; policy rules match senders "
+        "by them.",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_LOCAL_REPLICAS,
+        description="Number of replicas sharing the agent's inbox.",
+    )
+    image: str | None = Field(
+        default=None, description="Agent container image (Kubernetes only; ignored locally)."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Environment variables given to the agent process."
+    )
+    delivery: Delivery = Field(
+        default_factory=Delivery,
+        description="How the sidecar redelivers and dead-letters messages.",
+    )
+    local: LocalSpec | None = Field(
+        default=None, description="How mas up runs the agent locally (ignored by the operator)."
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=_SUBDOMAIN,
+        description="Service account of the agent's pods; the namespace's default when omitted.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the agent's pods must be scheduled on."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Kubernetes tolerations of the agent's pods (core/v1 Toleration objects).",
+    )
+    resources: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Compute resources of the agent container (core/v1 ResourceRequirements).",
+    )
+    volumes: list[dict[str, Any]] = Field(
+        default_factory=list, description="Extra pod volumes (core/v1 Volume objects)."
+    )
+    volume_mounts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Mounts of those volumes in the agent container (core/v1 VolumeMount).",
+    )
+    host_network: bool = Field(
+        default=False, description="Run the agent's pods in the node's network namespace."
+    )
+    host_aliases: list[HostAlias] = Field(
+        default_factory=list, description="Extra /etc/hosts entries of the agent's pods."
+    )
+    sidecar: SidecarSpec = Field(
+        default_factory=SidecarSpec, description="Settings of the policing sidecar container."
+    )
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description="Retain keeps the agent's streams and state in Redis when the Agent is "
+        "deleted; Delete removes them.",
+    )
+
+
+class AgentManifest(ResourceModel):
     """One ``Agent`` document."""
 
-    api_version: Literal["mas.dev/v1alpha1"]
-    kind: Literal["Agent"]
-    metadata: ObjectMeta
-    spec: AgentSpec = Field(default_factory=AgentSpec)
+    api_version: Literal["mas.dev/v1alpha1"] = Field(
+        description="The API version: mas.dev/v1alpha1."
+    )
+    kind: Literal["Agent"] = Field(description="The kind: Agent.")
+    metadata: ObjectMeta = Field(description="The agent's name and namespace.")
+    spec: AgentSpec = Field(
+        default_factory=AgentSpec, description="What the agent can do and how it runs."
+    )
 
     @property
     def agent_id(self) -> str:
@@ -173,13 +287,18 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
             yield (f"{path} (document {index + 1})" if len(documents) > 1 else str(path)), document
 
 
-class GatewayPolicyManifest(_Model):
+class GatewayPolicyManifest(ResourceModel):
     """One ``GatewayPolicy`` document."""
 
-    api_version: Literal["mas.dev/v1alpha1"]
-    kind: Literal["GatewayPolicy"]
-    metadata: ObjectMeta
-    spec: GatewayPolicySpec = Field(default_factory=GatewayPolicySpec)
+    api_version: Literal["mas.dev/v1alpha1"] = Field(
+        description="The API version: mas.dev/v1alpha1."
+    )
+    kind: Literal["GatewayPolicy"] = Field(description="The kind: GatewayPolicy.")
+    metadata: ObjectMeta = Field(description="The policy's name and namespace.")
+    spec: GatewayPolicySpec = Field(
+        default_factory=GatewayPolicySpec,
+        description="Which senders the policy applies to and what it enforces on them.",
+    )
 
 
 def parse_policy(document: Any, source: str) -> GatewayPolicyManifest:

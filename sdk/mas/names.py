@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 DEFAULT_NAMESPACE = "default"
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class InvalidAgentIdError(ValueError):
@@ -19,7 +19,7 @@ class InvalidAgentIdError(ValueError):
 
 def is_label(value: str) -> bool:
     """True when ``value`` is a DNS-1123 label (lowercase alphanumerics and '-', ≤ 63)."""
-    return bool(_LABEL.match(value))
+    return bool(LABEL.match(value))
 
 
 def qualify(agent: str, namespace: str = DEFAULT_NAMESPACE) -> str:

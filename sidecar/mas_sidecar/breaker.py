@@ -27,6 +27,7 @@ class _Circuit:
     state: State = State.CLOSED
     failures: int = 0
     opened_at: float = 0.0
+    probe_at: float = 0.0
     reason: str = ""
 
 
@@ -46,9 +47,13 @@ class Breakers:
             remaining = circuit.opened_at + settings.open_seconds - now
             if remaining > 0:
                 return remaining, circuit.reason
-            circuit.state = State.HALF_OPEN
+            circuit.state, circuit.probe_at = State.HALF_OPEN, now
             return None
         if circuit.state is State.HALF_OPEN:
+            # A probe refused by a later check never reports back: after a while, probe again.
+            if now - circuit.probe_at > settings.open_seconds:
+                circuit.probe_at = now
+                return None
             return settings.open_seconds, f"{circuit.reason} (a probe is in flight)"
         return None
 

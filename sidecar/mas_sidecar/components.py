@@ -54,6 +54,9 @@ class Components:
             socket_connect_timeout=2,
             socket_timeout=5,  # above the 1 s blocking reads
             health_check_interval=15,
+            # No CLIENT SETINFO on connect: least-privilege ACL users are not granted it.
+            lib_name=None,
+            lib_version=None,
         )
         keys = AgentKeys(config.agent_id)
         writer = Writer(client)

@@ -106,7 +106,7 @@ class Gateway:
         if not envelope.is_reply:
             target = Party(envelope.target, await self._registry.capabilities_of(envelope.target))
             decision = authorize(
-                policy.rules, Party(self.agent_id, self.roles), target, envelope.type
+                policy.rules, Party(self.agent_id, self.own_roles()), target, envelope.type
             )
             if not decision.allowed:
                 await self._refuse("denied", envelope, ErrorCode.FORBIDDEN, decision.reason)
@@ -141,6 +141,12 @@ class Gateway:
         await self._write(envelope, destination, policy, details)
         return envelope
 
+    def own_roles(self) -> frozenset[str]:
+        """This agent's roles: from its verified token when it has one, else configured."""
+        if self._credentials is not None:
+            return frozenset(self._credentials.claims.roles)
+        return self.roles
+
     async def _scan(self, envelope: Envelope, details: dict[str, Any]) -> Envelope:
         scanner = self._policies.scanner
         if scanner is None:
@@ -148,14 +154,18 @@ class Gateway:
         result = scanner.scan(envelope.payload)
         for finding in result.findings:
             self._metrics.dlp_findings.labels(finding.detector, finding.action.value).inc()
+        findings = [
+            {"detector": f.detector, "action": f.action.value, "path": f.path}
+            for f in result.findings
+        ]
         if result.blocked:
             await self._refuse(
                 "dlp_blocked", envelope, ErrorCode.DLP_BLOCKED,
                 "the payload holds data the policy blocks: " + ", ".join(result.detectors),
-                dlp=[f.__dict__ | {"action": f.action.value} for f in result.findings],
+                dlp=findings,
             )  # fmt: skip
         if result.findings:
-            details["dlp"] = [f.__dict__ | {"action": f.action.value} for f in result.findings]
+            details["dlp"] = findings
             envelope = envelope.model_copy(update={"payload": result.payload})
         return envelope
 

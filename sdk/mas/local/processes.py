@@ -94,11 +94,11 @@ class ChildProcess:
             self._log = None
 
 
-def sidecar_args(agent_id: str, port: int, redis_url: str) -> list[str]:
-    """The command line that starts a sidecar with this interpreter."""
+def sidecar_args(agent_id: str, port: int) -> list[str]:
+    """The command line that starts a sidecar with this interpreter (the Redis URL, which may
+    carry the agent's ACL password, goes in the environment: command lines are public)."""
     return [
-        sys.executable, "-m", "mas_sidecar",
-        "--agent-id", agent_id, "--port", str(port), "--redis-url", redis_url,
+        sys.executable, "-m", "mas_sidecar", "--agent-id", agent_id, "--port", str(port)
     ]  # fmt: skip
 
 
@@ -116,7 +116,11 @@ class SidecarProcess(ChildProcess):
     ) -> None:
         self.agent_id = agent_id
         self.port = port or free_port()
-        super().__init__(sidecar_args(agent_id, self.port, redis_url), env=env, log_path=log_path)
+        super().__init__(
+            sidecar_args(agent_id, self.port),
+            env={**(env or {}), "MAS_REDIS_URL": redis_url},
+            log_path=log_path,
+        )
 
     @property
     def url(self) -> str:

@@ -24,6 +24,7 @@ from typing import TextIO
 
 import redis
 
+from mas.acl import agent_redis_url, apply_acl_user, generate_password
 from mas.audit_commands import verify_trail
 from mas.local.agent_process import AgentProcess
 from mas.local.display import Console, ReplicaRow
@@ -118,6 +119,7 @@ class Supervisor:
         self.options = options
         self.policy = policy
         self.identity = LocalIdentity(options.log_dir.parent / "identity", agents)
+        self._agent_urls: dict[str, str] = {}
         ports: Iterator[int] = iter(free_port, None)
         self.plans = plan_replicas(agents, options.directory.resolve(), ports)
         self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
@@ -156,6 +158,7 @@ class Supervisor:
         else:
             self.console.progress(f"using redis at {self.redis_url}")
         self._publish_policy()
+        self._create_acl_users()
         self.identity.issue_all()
         self.console.progress(f"agent credentials issued in {self.identity.directory}")
         self.console.progress(f"sidecar logs in {self.options.log_dir}")
@@ -191,10 +194,28 @@ class Supervisor:
             f"({len(self.policy.policies)} policies)"
         )
 
+    def _create_acl_users(self) -> None:
+        """One least-privilege Redis user per agent, as the operator creates on Kubernetes."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for agent_id in dict.fromkeys(plan.agent_id for plan in self.plans):
+                password = generate_password()
+                apply_acl_user(client, agent_id, password)
+                self._agent_urls[agent_id] = agent_redis_url(self.redis_url, agent_id, password)
+        except redis.ResponseError as exc:
+            self._agent_urls.clear()
+            self.console.progress(
+                f"cannot create Redis ACL users ({exc}): sidecars use the given Redis URL"
+            )
+            return
+        finally:
+            client.close()
+        self.console.progress(f"{len(self._agent_urls)} least-privilege Redis users created")
+
     def _sidecar(self, plan: ReplicaPlan) -> SidecarProcess:
         return SidecarProcess(
             plan.agent_id,
-            self.redis_url,
+            self._agent_urls.get(plan.agent_id, self.redis_url),
             port=plan.port,
             env={
                 **plan.sidecar_env,

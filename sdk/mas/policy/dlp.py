@@ -17,7 +17,9 @@ from enum import StrEnum
 from typing import Any
 
 import re2
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
+
+from mas.schema import ResourceModel
 
 BUILTIN_DETECTORS: frozenset[str] = frozenset(
     {
@@ -64,17 +66,24 @@ def compile_pattern(pattern: str) -> Any:
         raise ValueError(f"not a valid RE2 pattern: {reason}") from None
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CustomDetector(_Model):
+class CustomDetector(ResourceModel):
     """A detector defined by the policy: an RE2 pattern searched in strings (and keys)."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    pattern: str = Field(max_length=MAX_PATTERN_LENGTH)
-    action: DlpAction
-    keys: bool = True  # also scan object keys, not only string values
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="The detector's name (lowercase letters, digits, '_' and '-'), unique and "
+        "not that of a built-in detector.",
+    )
+    pattern: str = Field(
+        max_length=MAX_PATTERN_LENGTH,
+        description="An RE2 regular expression that must not match an empty string.",
+    )
+    action: DlpAction = Field(
+        description="What a match does: block the message, redact the match, or log it."
+    )
+    keys: bool = Field(  # also scan object keys, not only string values
+        default=True, description="Also scan object keys, not only string values."
+    )
 
     @field_validator("pattern")
     @classmethod
@@ -93,12 +102,18 @@ class CustomDetector(_Model):
         return pattern
 
 
-class DlpPolicy(_Model):
+class DlpPolicy(ResourceModel):
     """Which detectors run on outgoing payloads, and the action each one's match takes."""
 
-    enabled: bool = True
-    detectors: dict[str, DlpAction] = Field(default_factory=dict)  # built-in name -> action
-    custom: list[CustomDetector] = Field(default_factory=list)
+    enabled: bool = Field(default=True, description="Scan outgoing payloads at all.")
+    detectors: dict[str, DlpAction] = Field(  # built-in name -> action
+        default_factory=dict,
+        description="Built-in detectors to run, each with its action (block, redact or log): "
+        f"{', '.join(sorted(BUILTIN_DETECTORS))}.",
+    )
+    custom: list[CustomDetector] = Field(
+        default_factory=list, description="Detectors defined by RE2 patterns."
+    )
 
     @field_validator("detectors")
     @classmethod

@@ -24,71 +24,125 @@ import orjson
 from pydantic import Field
 
 from mas.policy.dlp import CustomDetector, DlpAction, DlpPolicy
-from mas.policy.rules import AgentGlob, PolicyModel, Rule, ScopedRule, glob_match, qualify_glob
+from mas.policy.rules import AgentGlob, Rule, ScopedRule, glob_match, qualify_glob
+from mas.schema import ResourceModel
 
 _NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _DLP_STRICTNESS = {DlpAction.LOG: 0, DlpAction.REDACT: 1, DlpAction.BLOCK: 2}
 
 
-class RateLimit(PolicyModel):
+class RateLimit(ResourceModel):
     """A token bucket on each selected sender: ``rate`` messages per second, ``burst`` at once.
 
     ``replica`` scope counts in each sidecar (no Redis round trip); ``agent`` scope shares one
     bucket among all replicas of the agent through a Redis script.
     """
 
-    name: Annotated[str, Field(pattern=_NAME)]
-    rate: float = Field(gt=0, le=1_000_000)
-    burst: int = Field(ge=1, le=1_000_000)
-    scope: Literal["replica", "agent"] = "replica"
+    name: Annotated[str, Field(pattern=_NAME)] = Field(
+        description="The limit's name (a DNS-1123 label), shown when it refuses a message."
+    )
+    rate: float = Field(gt=0, le=1_000_000, description="Messages per second refilled.")
+    burst: int = Field(ge=1, le=1_000_000, description="Messages that may be sent at once.")
+    scope: Literal["replica", "agent"] = Field(
+        default="replica",
+        description="replica: a bucket per sidecar replica; agent: one bucket shared by all "
+        "replicas of the agent.",
+    )
 
 
-class CircuitBreaker(PolicyModel):
+class CircuitBreaker(ResourceModel):
     """When a sender stops sending to a target for a while (503 with ``Retry-After``)."""
 
-    failure_threshold: int = Field(default=5, ge=1, le=10_000)
-    backlog_threshold: int = Field(default=10_000, ge=1, le=100_000_000)
-    open_seconds: float = Field(default=10.0, gt=0, le=3600)
-    when_not_live: bool = False
+    failure_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=10_000,
+        description="Consecutive failed writes to a target that open its circuit.",
+    )
+    backlog_threshold: int = Field(
+        default=10_000,
+        ge=1,
+        le=100_000_000,
+        description="Inbox backlog (pending messages) of a target that opens its circuit.",
+    )
+    open_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds an open circuit refuses messages (the Retry-After).",
+    )
+    when_not_live: bool = Field(
+        default=False, description="Also open the circuit when the target has no live replica."
+    )
 
 
-class Signing(PolicyModel):
-    required: bool = True
+class Signing(ResourceModel):
+    """Whether receivers require messages signed with the sender's Ed25519 key."""
+
+    required: bool = Field(
+        default=True, description="Refuse unsigned messages (required if any policy says so)."
+    )
 
 
-class Audit(PolicyModel):
+class Audit(ResourceModel):
     """How payloads appear in the audit trail: their SHA-256, or the DLP-redacted payload."""
 
-    payloads: Literal["hash", "redacted"] = "hash"
+    payloads: Literal["hash", "redacted"] = Field(
+        default="hash",
+        description="hash: record payloads as SHA-256 hashes; redacted: the DLP-redacted payload.",
+    )
 
 
-class Discovery(PolicyModel):
+class Discovery(ResourceModel):
     """With ``restricted``, discovery lists only agents the caller may send something to."""
 
-    restricted: bool = False
+    restricted: bool = Field(
+        default=False,
+        description="Discovery lists only the agents the caller may send some message to.",
+    )
 
 
-class GatewayPolicySpec(PolicyModel):
+class GatewayPolicySpec(ResourceModel):
     """``spec`` of a ``GatewayPolicy``; agent patterns are relative to its namespace."""
 
-    agents: list[AgentGlob] = Field(default_factory=lambda: ["*"], min_length=1, max_length=256)
-    rules: list[Rule] = Field(default_factory=list, max_length=1000)
-    rate_limits: list[RateLimit] = Field(default_factory=list, max_length=32)
-    dlp: DlpPolicy | None = None
-    circuit_breaker: CircuitBreaker | None = None
-    signing: Signing | None = None
-    audit: Audit | None = None
-    discovery: Discovery | None = None
+    agents: list[AgentGlob] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        max_length=256,
+        description="The sending agents the policy applies to: name (in the policy's "
+        "namespace), namespace/name, '*' or globs of them.",
+    )
+    rules: list[Rule] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Allow and deny rules; deny wins, and a message no rule allows is denied.",
+    )
+    rate_limits: list[RateLimit] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Token buckets on each selected sender; every one applies.",
+    )
+    dlp: DlpPolicy | None = Field(
+        default=None, description="Data-loss prevention on outgoing payloads."
+    )
+    circuit_breaker: CircuitBreaker | None = Field(
+        default=None, description="When a sender stops sending to a struggling target."
+    )
+    signing: Signing | None = Field(default=None, description="Message signing requirement.")
+    audit: Audit | None = Field(default=None, description="How payloads appear in the audit trail.")
+    discovery: Discovery | None = Field(
+        default=None, description="Whether discovery is restricted to reachable agents."
+    )
 
 
-class CompiledEntry(PolicyModel):
+class CompiledEntry(ResourceModel):
     """One policy inside the compiled document, its agent patterns qualified."""
 
     name: str
     spec: GatewayPolicySpec
 
 
-class CompiledPolicy(PolicyModel):
+class CompiledPolicy(ResourceModel):
     """What sidecars enforce: every policy, and a revision that changes with the content."""
 
     revision: str

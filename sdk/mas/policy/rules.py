@@ -18,8 +18,9 @@ from fnmatch import translate
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field
+
+from mas.schema import ResourceModel
 
 _GLOB = re.compile(
     r"^(\*|[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?)(/(\*|[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?))?$"
@@ -41,44 +42,70 @@ def _type_glob(value: str) -> str:
     return value
 
 
-AgentGlob = Annotated[str, AfterValidator(_agent_glob)]
-TypeGlob = Annotated[str, AfterValidator(_type_glob)]
+# The regular expressions also go into the JSON schema, from which the Kubernetes CRDs are made.
+AgentGlob = Annotated[
+    str, AfterValidator(_agent_glob), Field(json_schema_extra={"pattern": _GLOB.pattern})
+]
+TypeGlob = Annotated[
+    str, AfterValidator(_type_glob), Field(json_schema_extra={"pattern": _TYPE_GLOB.pattern})
+]
 
 
-class PolicyModel(BaseModel):
-    """Base of policy models: strict, immutable, camelCase in YAML and JSON."""
-
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
-    )
-
-
-class Senders(PolicyModel):
+class Senders(ResourceModel):
     """``from``: agents by id pattern, or by role; both empty means any sender."""
 
-    agents: list[AgentGlob] = Field(default_factory=list, max_length=256)
+    agents: list[AgentGlob] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Sender agent-id patterns: name, namespace/name, '*' or globs of them.",
+    )
     roles: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
-        default_factory=list, max_length=64
+        default_factory=list,
+        max_length=64,
+        description="Roles of which the sender must hold one (from its identity token).",
     )
 
 
-class Targets(PolicyModel):
+class Targets(ResourceModel):
     """``to``: agents by id pattern, or by capability; both empty means any target."""
 
-    agents: list[AgentGlob] = Field(default_factory=list, max_length=256)
+    agents: list[AgentGlob] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Target agent-id patterns: name, namespace/name, '*' or globs of them.",
+    )
     capabilities: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
-        default_factory=list, max_length=64
+        default_factory=list,
+        max_length=64,
+        description="Capabilities of which the target must have one.",
     )
 
 
-class Rule(PolicyModel):
+class Rule(ResourceModel):
     """One allow or deny rule."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
-    action: Literal["allow", "deny"]
-    senders: Senders = Field(default_factory=Senders, alias="from")
-    targets: Targets = Field(default_factory=Targets, alias="to")
-    types: list[TypeGlob] = Field(default_factory=lambda: ["*"], min_length=1, max_length=256)
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] = Field(
+        description="The rule's name (a DNS-1123 label), shown in decisions and audit entries."
+    )
+    action: Literal["allow", "deny"] = Field(
+        description="allow or deny the matching messages; deny wins over allow."
+    )
+    senders: Senders = Field(
+        default_factory=Senders,
+        alias="from",
+        description="The senders the rule matches; empty matches any sender.",
+    )
+    targets: Targets = Field(
+        default_factory=Targets,
+        alias="to",
+        description="The targets the rule matches; empty matches any target.",
+    )
+    types: list[TypeGlob] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        max_length=256,
+        description="Message-type globs the rule matches (A-Za-z0-9_.:/- and * ?).",
+    )
 
 
 def qualify_glob(pattern: str, namespace: str) -> str:

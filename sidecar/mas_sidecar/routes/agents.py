@@ -24,7 +24,7 @@ async def discover(request: web.Request) -> web.Response:
     agents = await parts.registry.live_agents(wanted)
     policy = parts.policies.own
     if policy is not None and policy.discovery_restricted:
-        me = Party(parts.config.agent_id, frozenset(parts.config.roles))
+        me = Party(parts.config.agent_id, parts.gateway.own_roles())
         agents = [
             agent
             for agent in agents

@@ -1,0 +1,456 @@
+"""Least-privilege Redis ACL users: the rules themselves, what a sidecar's user can and cannot
+do against a real server, and the whole message path run by sidecars under their own users."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import redis
+from api import Api
+from conftest import Sidecars
+from policies import publish
+from test_signing import SIGNED, Identities
+
+from mas import audit
+from mas.acl import (
+    acl_username,
+    agent_redis_url,
+    apply_acl_user,
+    delete_acl_user,
+    generate_password,
+    sidecar_acl_rules,
+)
+from mas.keys import (
+    POLICY_DOCUMENT,
+    POLICY_ENFORCERS,
+    POLICY_REVISION,
+    REGISTRY_AGENTS,
+    REGISTRY_LEASES,
+    AgentKeys,
+)
+from mas.names import InvalidAgentIdError
+
+ALICE = AgentKeys("default/alice")
+BOB = AgentKeys("default/bob")
+NoPermission = redis.exceptions.NoPermissionError
+SHARED_READ = {REGISTRY_AGENTS, REGISTRY_LEASES, POLICY_DOCUMENT, POLICY_REVISION}
+SHARED_WRITE = {REGISTRY_AGENTS, REGISTRY_LEASES, POLICY_ENFORCERS}
+FORBIDDEN_COMMANDS = {
+    "keys", "scan", "flushall", "flushdb", "config", "acl", "debug", "shutdown", "module",
+    "monitor", "eval", "script", "script|flush", "script|kill", "function", "migrate", "restore",
+    "save", "bgsave", "replicaof", "slaveof", "cluster", "client", "client|kill", "select",
+    "swapdb", "rename", "move", "sort", "publish", "subscribe",
+}  # fmt: skip
+
+
+# -- the rules ------------------------------------------------------------------------------
+
+
+def parsed_rules(agent_id: str) -> list[tuple[set[str], list[str]]]:
+    """(commands, key patterns) of the root rules and of each selector."""
+    rules = sidecar_acl_rules(agent_id)
+    root = [rule for rule in rules if not rule.startswith("(")]
+    selectors = [rule[1:-1].split() for rule in rules if rule.startswith("(")]
+    return [
+        (
+            {token[1:] for token in tokens if token.startswith("+")},
+            [token for token in tokens if "~" in token],
+        )
+        for tokens in [root, *selectors]
+    ]
+
+
+def test_rules_reset_first_and_grant_no_category_all_keys_or_admin_command() -> None:
+    rules = sidecar_acl_rules("default/alice")
+    tokens = [token for rule in rules for token in rule.strip("()").split()]
+
+    assert rules[:2] == ["reset", "on"]
+    assert not [t for t in tokens if "@" in t or t in {"allkeys", "allcommands", "nopass"}]
+    assert not [t for t in tokens if t.startswith(("~*", "%R~*", "%W~*", "%RW~*", "&"))]
+    assert not [t for t in tokens if t.startswith(">") or t.startswith("-")]
+    granted = {token[1:] for token in tokens if token.startswith("+")}
+    assert not granted & FORBIDDEN_COMMANDS
+    assert "script|load" in granted
+
+
+def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
+    for commands, patterns in parsed_rules("default/alice"):
+        for pattern in patterns:
+            mode, _, key = pattern.partition("~")
+            if mode == "":  # read and write
+                assert key.startswith(ALICE.prefix), pattern
+            elif mode == "%R":
+                assert key in SHARED_READ or key == "mas:{*}:inbox", pattern
+                assert key != "mas:{*}:inbox" or commands == {"xlen"}, "inboxes: length only"
+            else:
+                assert mode == "%W", pattern
+                assert key in SHARED_WRITE or key.startswith("mas:{*}:"), pattern
+    root_commands, root_patterns = parsed_rules("default/alice")[0]
+    assert f"~{ALICE.prefix}*" in root_patterns
+    assert not {"del", "xdel", "xtrim", "hdel", "pexpire", "expire"} & root_commands
+
+
+def test_other_agents_streams_are_append_only() -> None:
+    for commands, patterns in parsed_rules("default/alice"):
+        other = [p for p in patterns if "mas:{*}:" in p and not p.startswith("%R~")]
+        if other:
+            assert all(p.startswith("%W~") for p in other)
+            assert commands <= {"xadd", "pexpire"}
+
+
+def test_user_names_are_stable_distinct_and_need_no_escaping_in_a_url() -> None:
+    assert acl_username("default/alice") == "mas-agent.default.alice"
+    assert acl_username("a-b/c") != acl_username("a/b-c")
+    assert sidecar_acl_rules("default/alice") == sidecar_acl_rules("default/alice")
+    with pytest.raises(InvalidAgentIdError):
+        acl_username("alice")
+    with pytest.raises(InvalidAgentIdError):
+        sidecar_acl_rules("default/*")
+
+    url = agent_redis_url("redis://127.0.0.1:6379/0", "default/alice", "p/w:@")
+    assert url == "redis://mas-agent.default.alice:p%2Fw%3A%40@127.0.0.1:6379/0"
+    replaced = agent_redis_url("redis://admin:secret@127.0.0.1:1/2", "default/bob", "x")
+    assert replaced == "redis://mas-agent.default.bob:x@127.0.0.1:1/2"
+    assert len(generate_password()) >= 43
+    assert generate_password() != generate_password()
+
+
+# -- one ACL user against a real server -----------------------------------------------------
+
+
+class AclUsers:
+    """Creates ACL users for agents and removes them again (users outlive FLUSHALL)."""
+
+    def __init__(self, admin: redis.Redis, redis_url: str) -> None:
+        self.admin = admin
+        self.redis_url = redis_url
+        self.created: list[str] = []
+        self.clients: list[redis.Redis] = []
+
+    def url(self, agent_id: str, password: str | None = None) -> str:
+        """The Redis URL of a new (or reset) ACL user for ``agent_id``."""
+        password = password or generate_password()
+        apply_acl_user(self.admin, agent_id, password)
+        self.created.append(agent_id)
+        return agent_redis_url(self.redis_url, agent_id, password)
+
+    def client(self, agent_id: str) -> redis.Redis:
+        client = redis.Redis.from_url(self.url(agent_id))
+        self.clients.append(client)
+        return client
+
+    def denials(self) -> list[dict[str, Any]]:
+        """ACL LOG entries of agent users, except redis-py's optional ``CLIENT SETINFO``."""
+        entries = [
+            {k.decode(): v.decode() if isinstance(v, bytes) else v for k, v in entry.items()}
+            for entry in self.admin.execute_command("ACL", "LOG", "100")
+        ]
+        return [
+            entry
+            for entry in entries
+            if entry["username"].startswith("mas-agent.") and entry["object"] != "client|setinfo"
+        ]
+
+    def remove(self) -> None:
+        for client in self.clients:
+            client.close()
+        for agent_id in set(self.created):
+            delete_acl_user(self.admin, agent_id)
+
+
+@pytest.fixture
+def acl_users(redis_client: redis.Redis, redis_url: str) -> Iterator[AclUsers]:
+    redis_client.execute_command("ACL", "LOG", "RESET")
+    users = AclUsers(redis_client, redis_url)
+    yield users
+    users.remove()
+
+
+def denied(call: Callable[[], object]) -> bool:
+    with pytest.raises(NoPermission):
+        call()
+    return True
+
+
+def test_an_agent_user_appends_to_another_inbox_but_cannot_read_it(
+    acl_users: AclUsers, redis_client: redis.Redis
+) -> None:
+    alice = acl_users.client("default/alice")
+    acl_users.client("default/bob")
+    redis_client.xgroup_create(BOB.inbox, "mas", id="0", mkstream=True)
+    redis_client.hset(BOB.state, mapping={"doc": "{}", "rev": 1})
+
+    entry = alice.xadd(BOB.inbox, {"e": "hello"})
+
+    assert redis_client.xrange(BOB.inbox)[0][0] == entry
+    assert alice.xlen(BOB.inbox) == 1  # the circuit breaker's backlog, not the contents
+    assert denied(lambda: alice.xrange(BOB.inbox))
+    assert denied(lambda: alice.xrevrange(BOB.inbox))
+    assert denied(lambda: alice.xread({BOB.inbox: "0-0"}))
+    assert denied(lambda: alice.xreadgroup("mas", "thief", {BOB.inbox: ">"}))
+    assert denied(lambda: alice.xpending(BOB.inbox, "mas"))
+    assert denied(lambda: alice.xautoclaim(BOB.inbox, "mas", "thief", 0))
+    assert denied(lambda: alice.xdel(BOB.inbox, entry))
+    assert denied(lambda: alice.xtrim(BOB.inbox, maxlen=0))
+    assert denied(lambda: alice.delete(BOB.inbox))
+    assert denied(lambda: alice.xrange(BOB.dlq))
+    assert denied(lambda: alice.get(BOB.state))
+    assert denied(lambda: alice.hgetall(BOB.state))
+    assert denied(lambda: alice.hget(BOB.state, "doc"))
+    assert denied(lambda: alice.hset(BOB.state, "doc", "{}"))
+    assert denied(lambda: alice.xadd(BOB.audit, {"e": "forged"}))
+    assert denied(lambda: alice.hset(BOB.audit_heads, "r", "1:x"))
+    assert redis_client.xlen(BOB.inbox) == 1
+
+
+def test_an_agent_user_cannot_write_the_policy_or_trust_keys_nor_administer(
+    acl_users: AclUsers, redis_client: redis.Redis
+) -> None:
+    alice = acl_users.client("default/alice")
+    revision = redis_client.get(POLICY_REVISION)
+
+    assert alice.get(POLICY_REVISION) == revision
+    assert denied(lambda: alice.set(POLICY_DOCUMENT, "{}"))
+    assert denied(lambda: alice.set(POLICY_REVISION, "forged"))
+    assert denied(lambda: alice.delete(POLICY_DOCUMENT))
+    assert denied(lambda: alice.hgetall(POLICY_ENFORCERS))
+    for key in ("mas:{trust}:anchors", "mas:{trust}:anchor", "mas:{identity}:anchors"):
+        assert denied(partial(alice.set, key, "attacker-key"))
+        assert denied(partial(alice.hset, key, "anchor", "x"))
+    assert denied(lambda: alice.delete(REGISTRY_AGENTS))
+    assert denied(lambda: alice.hdel(REGISTRY_AGENTS, "default/bob"))
+    assert denied(lambda: alice.zrem(REGISTRY_LEASES, "default/bob"))
+    assert denied(lambda: alice.keys("*"))
+    assert denied(lambda: alice.scan(0))
+    assert denied(alice.flushall)
+    assert denied(alice.flushdb)
+    assert denied(lambda: alice.config_get("*"))
+    assert denied(lambda: alice.execute_command("ACL", "LIST"))
+    assert denied(lambda: alice.execute_command("ACL", "SETUSER", "mine", "on", "+@all", "~*"))
+    assert denied(lambda: alice.eval("return 1", 0))
+    assert denied(alice.script_flush)
+    assert denied(lambda: alice.publish("anything", "x"))
+    assert redis_client.get(POLICY_REVISION) == revision
+    assert {"flushall", "set", POLICY_DOCUMENT} <= {d["object"] for d in acl_users.denials()}
+
+
+def test_scripts_run_with_the_users_rights_only(
+    acl_users: AclUsers, redis_client: redis.Redis
+) -> None:
+    alice = acl_users.client("default/alice")
+    redis_client.xadd(BOB.inbox, {"e": "secret"})
+    own = alice.register_script("return redis.call('HSET', KEYS[1], 'doc', ARGV[1])")
+    steal = alice.register_script("return redis.call('XRANGE', KEYS[1], '-', '+')")
+    sneak = alice.register_script(f"return redis.call('XRANGE', '{BOB.inbox}', '-', '+')")
+
+    assert own(keys=[ALICE.state], args=["{}"]) == 1
+    assert denied(lambda: steal(keys=[BOB.inbox]))
+    with pytest.raises(redis.exceptions.ResponseError, match=re.compile("perm|can't access", re.I)):
+        sneak(keys=[])  # undeclared keys are checked too
+
+
+def test_own_keys_are_readable_and_reapplying_resets_the_password(
+    acl_users: AclUsers, redis_client: redis.Redis
+) -> None:
+    first = redis.Redis.from_url(acl_users.url("default/alice", "first-password"))
+    redis_client.xadd(ALICE.inbox, {"e": "for alice"})
+
+    assert [fields for _, fields in first.xrange(ALICE.inbox)] == [{b"e": b"for alice"}]
+    assert first.xlen(ALICE.inbox) == 1
+    assert first.hget(REGISTRY_AGENTS, "default/bob") is None
+    first.close()
+
+    second = acl_users.url("default/alice", "second-password")
+    stale = agent_redis_url(acl_users.redis_url, "default/alice", "first-password")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(stale).ping()
+    client = redis.Redis.from_url(second)
+    assert client.ping()
+    client.close()
+    delete_acl_user(redis_client, "default/alice")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(second).ping()
+
+
+# -- real sidecars under their own users ----------------------------------------------------
+
+
+@pytest.fixture
+def start(sidecars: Sidecars, acl_users: AclUsers) -> Callable[..., Api]:
+    """``start(http, agent_id, **settings)``: a sidecar connected as the agent's own ACL user."""
+
+    def starter(http: aiohttp.ClientSession, agent_id: str, **settings: Any) -> Api:
+        sidecar = sidecars.start(agent_id, redis_url=acl_users.url(agent_id), **settings)
+        return Api(http, sidecar.url)
+
+    return starter
+
+
+async def wait_for(condition: Callable[[], Any], seconds: float = 5.0) -> Any:
+    for _ in range(int(seconds / 0.05)):
+        if value := await condition():
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def audit_trail_ok(client: redis.Redis, keys: AgentKeys) -> audit.Report:
+    report = audit.verify(client.xrange(keys.audit), client.hgetall(keys.audit_heads))
+    assert report.ok, report.problems
+    return report
+
+
+async def test_the_whole_message_path_works_under_least_privilege(
+    start: Callable[..., Api],
+    sidecars: Sidecars,
+    acl_users: AclUsers,
+    http: aiohttp.ClientSession,
+    redis_client: redis.Redis,
+) -> None:
+    alice = start(http, "default/alice", capabilities=["chat"])
+    bob = start(http, "default/bob", capabilities=["chat", "math"], MAS_LEASE_MS="2000")
+
+    # send, deliver, nack -> redeliver, ack
+    first = await alice.send("bob", "flaky", {"n": 1})
+    events = bob.deliveries()
+    delivery = await anext(events)
+    assert await bob.answer(delivery["id"], "nack", {"delay_ms": 100}) == 204
+    again = await anext(events)
+    assert (again["id"], again["attempt"]) == (first, 2)
+    assert await bob.answer(again["id"], "extend") == 204
+    assert await bob.answer(again["id"], "ack") == 204
+
+    # reject -> dead letter -> replay -> delivered -> ack; delete a dead letter
+    rejected = await alice.send("bob", "typed", {"age": "x"})
+    delivery = await anext(events)
+    assert await bob.answer(delivery["id"], "reject", {"reason": "age"}) == 204
+    _, listing = await bob.call("GET", "/v1/dead-letters")
+    [dead] = listing["dead_letters"]
+    assert (dead["reason"], dead["message"]["id"]) == ("rejected: age", rejected)
+    status, replayed = await bob.call("POST", f"/v1/dead-letters/{dead['id']}/replay")
+    assert (status, replayed["id"]) == (202, rejected)
+    delivery = await anext(events)
+    assert (delivery["id"], delivery["attempt"]) == (rejected, 1)
+    assert await bob.answer(delivery["id"], "reject", {"reason": "still"}) == 204
+    _, listing = await bob.call("GET", "/v1/dead-letters")
+    assert await bob.call("DELETE", f"/v1/dead-letters/{listing['dead_letters'][0]['id']}") == (
+        204,
+        None,
+    )
+
+    # a reply to a plain message lands in the sender's inbox
+    question = await alice.send("bob", "question")
+    delivery = await anext(events)
+    assert (await bob.call("POST", f"/v1/deliveries/{delivery['id']}/reply", {"type": "a"}))[
+        0
+    ] == 202
+    assert await bob.answer(delivery["id"], "ack") == 204
+    [answer] = await alice.collect(1)
+    assert answer["correlation_id"] == question
+
+    # request/reply: bob writes to alice's reply stream
+    async def answer_one() -> None:
+        delivery = await anext(events)
+        await bob.answer(
+            delivery["id"], "reply", {"type": "sum", "payload": sum(delivery["payload"])}
+        )
+        await bob.answer(delivery["id"], "ack")
+
+    responder = asyncio.create_task(answer_one())
+    status, reply = await alice.call(
+        "POST", "/v1/requests", {"to": "bob", "type": "add", "payload": [1, 2, 3]}
+    )
+    await responder
+    assert (status, reply["payload"], reply["from"]) == (200, 6, "default/bob")
+    await events.aclose()
+
+    # state, discovery, metadata
+    assert (await alice.call("PUT", "/v1/state", {"state": {"a": 1}}))[0] == 200
+    status, patched = await alice.call("PATCH", "/v1/state", {"state": {"b": 2}})
+    assert (status, patched) == (200, {"state": {"a": 1, "b": 2}, "revision": 2})
+    _, found = await alice.call("GET", "/v1/agents?capability=math")
+    assert [agent["id"] for agent in found["agents"]] == ["default/bob"]
+    assert (await bob.call("PUT", "/v1/self", {"metadata": {"v": 2}}))[0] == 200
+    assert (await alice.call("GET", "/healthz"))[0] == 200
+    assert (await alice.call("GET", "/readyz"))[0] == 200
+
+    users = {client["user"] for client in redis_client.client_list()}
+    assert {"mas-agent.default.alice", "mas-agent.default.bob"} <= users
+    sidecars.stop_all()  # clean shutdown releases leases as the agent's user too
+    assert audit_trail_ok(redis_client, ALICE).entries >= 4
+    assert audit_trail_ok(redis_client, BOB).entries >= 2  # its two replies
+    assert acl_users.denials() == []
+
+
+async def test_agent_scoped_rate_limits_and_policy_hot_reload_work_under_least_privilege(
+    start: Callable[..., Api],
+    acl_users: AclUsers,
+    http: aiohttp.ClientSession,
+    redis_client: redis.Redis,
+) -> None:
+    document = publish(
+        redis_client,
+        rules=[{"name": "all", "action": "allow"}],
+        rateLimits=[{"name": "shared", "rate": 0.1, "burst": 2, "scope": "agent"}],
+    )
+    alice = start(http, "default/alice")
+    start(http, "default/bob")
+
+    async def enforced(revision: str) -> bool:
+        _, me = await alice.call("GET", "/v1/self")
+        return bool(me["policy"]["revision"] == revision)
+
+    await wait_for(lambda: enforced(document.revision))
+    statuses = [
+        (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] for _ in range(3)
+    ]
+    assert statuses == [202, 202, 429]
+    assert redis_client.exists(f"{ALICE.prefix}ratelimit:shared")
+
+    relaxed = publish(redis_client, rules=[{"name": "all", "action": "allow"}])
+    await wait_for(lambda: enforced(relaxed.revision))
+    assert (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] == 202
+    enforcers = {k.decode(): v.decode() for k, v in redis_client.hgetall(POLICY_ENFORCERS).items()}
+    assert relaxed.revision in enforcers.values()
+    assert acl_users.denials() == []
+
+
+async def test_signed_messages_and_the_replay_guard_work_under_least_privilege(
+    start: Callable[..., Api],
+    acl_users: AclUsers,
+    http: aiohttp.ClientSession,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    publish(redis_client, **SIGNED)
+    identities = Identities(tmp_path / "identity")
+    alice = start(http, "default/alice", MAS_CREDENTIALS_DIR=str(identities.issue("default/alice")))
+    bob = start(http, "default/bob", MAS_CREDENTIALS_DIR=str(identities.issue("default/bob")))
+
+    message_id = await alice.send("bob", "hello", {"n": 1})
+    [(_, fields)] = redis_client.xrange(BOB.inbox)
+    events = bob.deliveries()
+    delivery = await anext(events)
+    assert await bob.answer(delivery["id"], "ack") == 204
+    redis_client.xadd(BOB.inbox, fields)  # a captured copy, re-injected
+    _, listing = await wait_for(lambda: bob_dead_letters(bob))
+    await events.aclose()
+
+    assert delivery["id"] == message_id and orjson.loads(fields[b"e"])["signature"]
+    [dead] = listing["dead_letters"]
+    assert dead["reason"].startswith("replay: duplicate")
+    assert redis_client.hget(f"{BOB.prefix}seen", message_id) is not None
+    assert acl_users.denials() == []
+
+
+async def bob_dead_letters(bob: Api) -> tuple[int, Any] | None:
+    status, listing = await bob.call("GET", "/v1/dead-letters")
+    return (status, listing) if listing["dead_letters"] else None
