@@ -26,6 +26,7 @@ from mas.acl import (
     apply_acl_user,
     delete_acl_user,
     generate_password,
+    masked_url,
     sidecar_acl_rules,
 )
 from mas.keys import (
@@ -454,3 +455,11 @@ async def test_signed_messages_and_the_replay_guard_work_under_least_privilege(
 async def bob_dead_letters(bob: Api) -> tuple[int, Any] | None:
     status, listing = await bob.call("GET", "/v1/dead-letters")
     return (status, listing) if listing["dead_letters"] else None
+
+
+def test_a_printed_redis_url_never_shows_its_password() -> None:
+    url = agent_redis_url("redis://127.0.0.1:6379/0", "default/alice", "s3cret/pw")
+
+    assert "s3cret" not in masked_url(url)
+    assert masked_url(url) == "redis://mas-agent.default.alice:***@127.0.0.1:6379/0"
+    assert masked_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

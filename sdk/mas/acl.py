@@ -151,3 +151,12 @@ def agent_redis_url(redis_url: str, agent_id: str, password: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     userinfo = f"{quote(acl_username(agent_id), safe='')}:{quote(password, safe='')}"
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+def masked_url(redis_url: str) -> str:
+    """``redis_url`` fit for printing: any password replaced by ``***``."""
+    parts = urlsplit(redis_url)
+    if parts.password is None:
+        return redis_url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))

@@ -26,6 +26,7 @@ import aiohttp
 import orjson
 import redis
 
+from mas.acl import masked_url
 from mas.audit_commands import export_trail, tail_trail, verify_trail
 from mas.client import SidecarClient
 from mas.credentials import (
@@ -236,7 +237,8 @@ def _audit(args: argparse.Namespace) -> int:
         else:
             tail_trail(client, agent_id, sys.stdout, last=args.n, follow=args.follow)
     except redis.RedisError as exc:
-        return _fail(f"cannot read the audit trail at {args.redis_url}: {exc}", RUN_ERROR)
+        where = masked_url(args.redis_url)
+        return _fail(f"cannot read the audit trail at {where}: {exc}", RUN_ERROR)
     except KeyboardInterrupt:
         pass
     finally:

@@ -24,7 +24,7 @@ from typing import TextIO
 
 import redis
 
-from mas.acl import agent_redis_url, apply_acl_user, generate_password
+from mas.acl import agent_redis_url, apply_acl_user, generate_password, masked_url
 from mas.audit_commands import verify_trail
 from mas.local.agent_process import AgentProcess
 from mas.local.display import Console, ReplicaRow
@@ -156,7 +156,7 @@ class Supervisor:
             pid = self.redis.process.pid if self.redis.process else None
             self.console.progress(f"redis ready at {self.redis_url} (pid {pid})")
         else:
-            self.console.progress(f"using redis at {self.redis_url}")
+            self.console.progress(f"using redis at {masked_url(self.redis_url)}")
         self._publish_policy()
         self._create_acl_users()
         self.identity.issue_all()
