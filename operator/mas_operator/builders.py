@@ -1,0 +1,386 @@
+"""Pure builders of the Kubernetes objects the operator owns for each ``Agent``.
+
+Every function here takes parsed models and plain values and returns a manifest (a ``dict``) or
+a verdict; none talks to the API server, reads a file or looks at the clock, so the same input
+always gives the same output and each builder is tested without a cluster. The kopf handlers
+call them: parse the resource, build, apply, report status.
+
+What an agent runs as:
+
+* a ``v1/Secret`` ``<name>-mas-credentials`` holding the agent's key, identity token, trusted
+  anchor keys and ``redis-url`` (the Redis URL with the agent's ACL user and password);
+* an ``apps/v1/Deployment`` ``<name>`` whose pods run the agent container next to the policing
+  sidecar. Only the sidecar gets the Secret: ``redis-url`` as ``MAS_REDIS_URL`` and the
+  credential files, read-only, at :data:`CREDENTIALS_DIR` (the layout of
+  :mod:`mas.credentials`). The agent container gets ``MAS_SIDECAR_URL`` and ``MAS_AGENT_ID``,
+  never a Redis credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from base64 import b64encode
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mas.credentials import AGENT_KEY_FILE, TOKEN_FILE, TRUST_DIR
+from mas.manifests import AGENT_KIND, API_VERSION, AgentManifest
+
+Manifest = dict[str, Any]
+
+CREDENTIALS_DIR = "/var/run/mas/credentials"
+CREDENTIALS_VOLUME = "mas-credentials"
+SECRET_SUFFIX = "-mas-credentials"
+REDIS_URL_KEY = "redis-url"
+AGENT_CONTAINER = "agent"
+SIDECAR_CONTAINER = "mas-sidecar"
+SPEC_HASH_ANNOTATION = "mas.dev/spec-hash"
+AGENT_LABEL = "mas.dev/agent"
+SIDECAR_USER = 65532  # an unprivileged uid/gid for the sidecar, whatever its image declares
+CREDENTIAL_FILE_MODE = 0o444  # root-owned files; only the sidecar container mounts them
+# Spec fields that do not shape a pod: scaling must not restart pods, local mode is not ours.
+_UNHASHED = frozenset({"replicas", "local", "deletionPolicy"})
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_RESERVED_AGENT_ENV = frozenset({"MAS_SIDECAR_URL", "MAS_AGENT_ID"})
+
+
+class BuildError(ValueError):
+    """The Agent cannot be turned into Kubernetes objects (e.g. it has no ``spec.image``)."""
+
+
+# -- names and labels ---------------------------------------------------------------------------
+
+
+def secret_name(agent: AgentManifest) -> str:
+    """Name of the agent's credentials Secret."""
+    return f"{agent.metadata.name}{SECRET_SUFFIX}"
+
+
+def agent_labels(agent: AgentManifest) -> dict[str, str]:
+    """Labels of every object made for ``agent`` and of its pods."""
+    name = agent.metadata.name
+    return {
+        "app.kubernetes.io/name": "mas-agent",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": "mas-operator",
+        AGENT_LABEL: name,
+    }
+
+
+def selector_labels(agent: AgentManifest) -> dict[str, str]:
+    """The Deployment's selector: a fixed subset of :func:`agent_labels` (selectors are
+    immutable, so it never grows)."""
+    return {"app.kubernetes.io/name": "mas-agent", AGENT_LABEL: agent.metadata.name}
+
+
+def owner_reference(*, agent: AgentManifest, owner_uid: str) -> Manifest:
+    """An ownerReference to the ``Agent``: its objects are garbage-collected with it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": AGENT_KIND,
+        "name": agent.metadata.name,
+        "uid": owner_uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(agent: AgentManifest, name: str, owner_uid: str) -> Manifest:
+    return {
+        "name": name,
+        "namespace": agent.metadata.namespace,
+        "labels": agent_labels(agent),
+        "ownerReferences": [owner_reference(agent=agent, owner_uid=owner_uid)],
+    }
+
+
+# -- the credentials Secret ---------------------------------------------------------------------
+
+
+def trust_secret_key(kid: str) -> str:
+    """The Secret key holding the anchor key ``kid`` (``trust/<kid>.pub`` once mounted)."""
+    return f"{TRUST_DIR}.{kid}.pub"
+
+
+def _secret_key(path: str) -> str:
+    """The Secret key of a credential file named by its path in the credentials directory."""
+    if path.startswith(f"{TRUST_DIR}/"):
+        kid = path[len(TRUST_DIR) + 1 :].removesuffix(".pub")
+        if not path.endswith(".pub") or not kid:
+            raise BuildError(f"{path!r}: trusted anchor keys are named {TRUST_DIR}/<kid>.pub")
+        key = trust_secret_key(kid)
+    else:
+        key = path
+    if not _SECRET_KEY.match(key) or len(key) > 253:
+        raise BuildError(f"{path!r} cannot be a Secret key")
+    return key
+
+
+def credentials_secret(
+    *, agent: AgentManifest, owner_uid: str, files: Mapping[str, bytes]
+) -> Manifest:
+    """The agent's credentials Secret.
+
+    ``files`` maps a path in the credentials directory of :mod:`mas.credentials`
+    (``agent.key``, ``token``, ``trust/<kid>.pub``, optionally ``agent.pub``) to its content,
+    plus ``redis-url`` (the agent's Redis URL with its ACL password). In the Secret,
+    ``trust/<kid>.pub`` becomes the key ``trust.<kid>.pub`` (see :func:`trust_secret_key`).
+    """
+    required = (AGENT_KEY_FILE, TOKEN_FILE, REDIS_URL_KEY)
+    missing = [name for name in required if name not in files]
+    if missing:
+        raise BuildError(f"the credentials lack {', '.join(missing)}")
+    if not any(path.startswith(f"{TRUST_DIR}/") for path in files):
+        raise BuildError(f"the credentials trust no anchor ({TRUST_DIR}/<kid>.pub)")
+    data = {
+        _secret_key(path): b64encode(content).decode("ascii") for path, content in files.items()
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(agent, secret_name(agent), owner_uid),
+        "type": "Opaque",
+        "data": dict(sorted(data.items())),
+    }
+
+
+# -- the Deployment -----------------------------------------------------------------------------
+
+
+def spec_hash(agent: AgentManifest) -> str:
+    """A stable hash (16 hex digits) of the pod-shaping part of ``agent.spec``.
+
+    ``replicas``, ``local`` and ``deletionPolicy`` are left out: scaling or a local-mode
+    setting must not roll the pods.
+    """
+    spec = agent.spec.model_dump(mode="json", by_alias=True)
+    shaped = {key: value for key, value in spec.items() if key not in _UNHASHED}
+    text = json.dumps(shaped, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _probe(path: str, port: int, host_network: bool, period: int, failures: int) -> Manifest:
+    """A probe of the sidecar's ``path``.
+
+    The sidecar listens on 127.0.0.1 only. With ``hostNetwork`` the kubelet shares that
+    loopback, so an HTTP probe with host 127.0.0.1 works; otherwise the kubelet can only reach
+    the pod IP, where nothing listens, so the probe runs inside the sidecar container instead.
+    """
+    timing = {"periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": failures}
+    if host_network:
+        return {"httpGet": {"host": "127.0.0.1", "path": path, "port": port}, **timing}
+    script = (
+        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
+    )
+    return {"exec": {"command": ["python", "-c", script]}, **timing}
+
+
+def _credential_items(trust_kids: Sequence[str]) -> list[Manifest]:
+    items = [
+        {"key": AGENT_KEY_FILE, "path": AGENT_KEY_FILE},
+        {"key": TOKEN_FILE, "path": TOKEN_FILE},
+    ]
+    items += [
+        {"key": trust_secret_key(kid), "path": f"{TRUST_DIR}/{kid}.pub"}
+        for kid in sorted(set(trust_kids))
+    ]
+    return items
+
+
+def _sidecar_container(agent: AgentManifest, image: str, trust_kids: Sequence[str]) -> Manifest:
+    spec = agent.spec
+    port = spec.sidecar.port
+    return {
+        "name": SIDECAR_CONTAINER,
+        "image": spec.sidecar.image or image,
+        "command": ["mas", "sidecar", "--agent-id", agent.agent_id, "--port", str(port)],
+        "env": [
+            {
+                "name": "MAS_REDIS_URL",
+                "valueFrom": {"secretKeyRef": {"name": secret_name(agent), "key": REDIS_URL_KEY}},
+            },
+            {"name": "MAS_CREDENTIALS_DIR", "value": CREDENTIALS_DIR},
+            {"name": "MAS_REPLICA_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "MAS_CAPABILITIES", "value": ",".join(spec.capabilities)},
+            {"name": "MAS_ROLES", "value": ",".join(spec.roles)},
+            {"name": "MAS_MAX_ATTEMPTS", "value": str(spec.delivery.max_attempts)},
+            {"name": "MAS_LEASE_MS", "value": str(spec.delivery.lease_seconds * 1000)},
+        ],
+        "volumeMounts": [
+            {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True}
+        ],
+        "livenessProbe": _probe("/healthz", port, spec.host_network, 10, 3),
+        "readinessProbe": _probe("/readyz", port, spec.host_network, 5, 2),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SIDECAR_USER,
+            "runAsGroup": SIDECAR_USER,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _agent_container(agent: AgentManifest) -> Manifest:
+    spec = agent.spec
+    if not spec.image:
+        raise BuildError(f"agent {agent.agent_id} has no spec.image")
+    env = [
+        {"name": var.name, "value": var.value}
+        for var in spec.env
+        if var.name not in _RESERVED_AGENT_ENV
+    ]
+    env += [
+        {"name": "MAS_SIDECAR_URL", "value": f"http://127.0.0.1:{spec.sidecar.port}"},
+        {"name": "MAS_AGENT_ID", "value": agent.agent_id},
+    ]
+    container: Manifest = {"name": AGENT_CONTAINER, "image": spec.image, "env": env}
+    if spec.resources:
+        container["resources"] = dict(spec.resources)
+    if spec.volume_mounts:
+        container["volumeMounts"] = [dict(mount) for mount in spec.volume_mounts]
+    return container
+
+
+def deployment(
+    *,
+    agent: AgentManifest,
+    owner_uid: str,
+    sidecar_image: str,
+    spec_hash: str,
+    trust_kids: Sequence[str],
+) -> Manifest:
+    """The agent's Deployment: the agent container next to its sidecar.
+
+    ``sidecar_image`` is the operator's default (``spec.sidecar.image`` wins); ``spec_hash`` is
+    :func:`spec_hash` of the agent, put on the pod template so a spec change rolls the pods;
+    ``trust_kids`` are the anchor key ids in the credentials Secret, each projected as
+    ``trust/<kid>.pub`` (a key listed here must exist in the Secret, or the pods cannot start).
+    """
+    spec = agent.spec
+    volumes: list[Manifest] = [
+        {
+            "name": CREDENTIALS_VOLUME,
+            "secret": {
+                "secretName": secret_name(agent),
+                "defaultMode": CREDENTIAL_FILE_MODE,
+                "items": _credential_items(trust_kids),
+            },
+        }
+    ]
+    volumes += [dict(volume) for volume in spec.volumes]
+    pod: Manifest = {
+        "containers": [
+            _agent_container(agent),
+            _sidecar_container(agent, sidecar_image, trust_kids),
+        ],
+        "volumes": volumes,
+    }
+    if spec.service_account_name:
+        pod["serviceAccountName"] = spec.service_account_name
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod["tolerations"] = [dict(toleration) for toleration in spec.tolerations]
+    if spec.host_network:
+        pod["hostNetwork"] = True
+        pod["dnsPolicy"] = "ClusterFirstWithHostNet"
+    if spec.host_aliases:
+        pod["hostAliases"] = [
+            {"ip": alias.ip, "hostnames": list(alias.hostnames)} for alias in spec.host_aliases
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(agent, agent.metadata.name, owner_uid),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(agent)},
+            "template": {
+                "metadata": {
+                    "labels": agent_labels(agent),
+                    "annotations": {SPEC_HASH_ANNOTATION: spec_hash},
+                },
+                "spec": pod,
+            },
+        },
+    }
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def condition(
+    *, type: str, status: bool, reason: str, message: str, generation: int, now: str
+) -> Manifest:
+    """One status condition (Kubernetes API conventions); ``now`` is an RFC 3339 time."""
+    return {
+        "type": type,
+        "status": "True" if status else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+        "observedGeneration": generation,
+    }
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]], new: Mapping[str, Any]
+) -> list[Manifest]:
+    """``conditions`` with ``new`` in place of the condition of its type (appended if none).
+
+    The old ``lastTransitionTime`` is kept when the status did not change. The input is not
+    modified.
+    """
+    result: list[Manifest] = []
+    replaced = False
+    for old in conditions:
+        if old.get("type") != new["type"]:
+            result.append(dict(old))
+            continue
+        merged = dict(new)
+        if old.get("status") == new["status"] and old.get("lastTransitionTime"):
+            merged["lastTransitionTime"] = old["lastTransitionTime"]
+        if not replaced:
+            result.append(merged)
+        replaced = True
+    if not replaced:
+        result.append(dict(new))
+    return result
+
+
+def agent_ready(
+    *, deployment_status: Mapping[str, Any], deployment_generation: int, replicas: int
+) -> tuple[bool, str]:
+    """Whether the agent's Deployment has rolled out and serves ``replicas`` replicas.
+
+    ``deployment_status`` is the Deployment's ``status`` and ``deployment_generation`` its
+    ``metadata.generation``; ``replicas`` is the Agent's ``spec.replicas``. Ready needs the
+    Deployment controller to have observed the current generation and every replica to be
+    updated and available, with no old replica left. The string says why, for people.
+    """
+    observed = int(deployment_status.get("observedGeneration") or 0)
+    if observed < deployment_generation:
+        return False, (
+            f"the Deployment controller has not yet observed generation {deployment_generation} "
+            f"(observed {observed})"
+        )
+    for cond in deployment_status.get("conditions") or ():
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return False, f"the rollout is stuck: {cond.get('message') or 'deadline exceeded'}"
+    updated = int(deployment_status.get("updatedReplicas") or 0)
+    available = int(deployment_status.get("availableReplicas") or 0)
+    total = int(deployment_status.get("replicas") or 0)
+    if updated < replicas:
+        return False, f"rollout in progress: {updated} of {replicas} replicas updated"
+    if total > updated:
+        return False, f"rollout in progress: {total - updated} old replicas pending termination"
+    if available < replicas:
+        return False, f"{available} of {replicas} replicas available"
+    if updated != replicas or available != replicas:
+        return False, f"{updated} replicas updated and {available} available, {replicas} wanted"
+    return True, f"{replicas} of {replicas} replicas available"
