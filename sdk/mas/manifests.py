@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, Field, ValidationError
@@ -32,6 +32,8 @@ MAX_LOCAL_REPLICAS = 20
 
 _CAPABILITY = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+ModelT = TypeVar("ModelT", bound=ResourceModel)
 
 
 class ManifestError(ValueError):
@@ -255,8 +257,12 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 def parse_agent(document: Any, source: str) -> AgentManifest:
     """Validate one parsed YAML document as an ``Agent``; ``source`` names it in errors."""
+    return _parse(AgentManifest, document, source)
+
+
+def _parse(model: type[ModelT], document: Any, source: str) -> ModelT:
     try:
-        return AgentManifest.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         raise ManifestError(_describe(exc, source)) from None
 
@@ -303,10 +309,7 @@ class GatewayPolicyManifest(ResourceModel):
 
 def parse_policy(document: Any, source: str) -> GatewayPolicyManifest:
     """Validate one parsed YAML document as a ``GatewayPolicy``."""
-    try:
-        return GatewayPolicyManifest.model_validate(document)
-    except ValidationError as exc:
-        raise ManifestError(_describe(exc, source)) from None
+    return _parse(GatewayPolicyManifest, document, source)
 
 
 def _kind(document: Any, source: str) -> str | None:

@@ -221,11 +221,10 @@ class Gateway:
         if envelope.is_reply:
             return None
         roles = claims.roles if claims else await self._registry.roles_of(envelope.sender)
-        own = await self._registry.capabilities_of(self.agent_id)
         decision = authorize(
             policy.rules,
             Party(envelope.sender, frozenset(roles)),
-            Party(self.agent_id, own),
+            Party(self.agent_id, frozenset(self._registry.capabilities)),
             envelope.type,
         )
         if decision.allowed:
