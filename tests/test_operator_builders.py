@@ -271,6 +271,16 @@ def test_pod_settings_come_from_the_spec() -> None:
     assert built["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+def test_agent_command_and_args_come_from_the_spec() -> None:
+    built = build(make_agent(command=["python", "/app/worker.py"], args=["--verbose"]))
+    agent_container = containers(built)["agent"]
+    assert agent_container["command"] == ["python", "/app/worker.py"]
+    assert agent_container["args"] == ["--verbose"]
+    plain = containers(build(make_agent()))["agent"]
+    assert "command" not in plain
+    assert "args" not in plain
+
+
 def test_agent_without_image_is_refused() -> None:
     with pytest.raises(BuildError, match=r"spec\.image"):
         build(make_agent(image=None))

@@ -239,6 +239,10 @@ def _agent_container(agent: AgentManifest) -> Manifest:
         {"name": "MAS_AGENT_ID", "value": agent.agent_id},
     ]
     container: Manifest = {"name": AGENT_CONTAINER, "image": spec.image, "env": env}
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
     if spec.resources:
         container["resources"] = dict(spec.resources)
     if spec.volume_mounts:

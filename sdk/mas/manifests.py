@@ -180,6 +180,15 @@ class AgentSpec(ResourceModel):
     image: str | None = Field(
         default=None, description="Agent container image (Kubernetes only; ignored locally)."
     )
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Entrypoint of the agent container (Kubernetes only); the image's when "
+        "empty.",
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        description="Arguments of the agent container (Kubernetes only); the image's when empty.",
+    )
     env: list[EnvVar] = Field(
         default_factory=list, description="Environment variables given to the agent process."
     )

@@ -1,0 +1,154 @@
+"""The operator's settings: one typed object built from ``MAS_*`` environment variables.
+
+Read once at start-up by :mod:`mas_operator.main` (and by the kopf startup handler, which keeps it
+in the operator's memo); bad values fail at start-up with :class:`ConfigError`, never later.
+
+=============================  ==================================================================
+variable                       meaning (default)
+=============================  ==================================================================
+MAS_REDIS_URL                  Redis URL the operator uses as administrator (required)
+MAS_REDIS_USERNAME             administrator user, overrides the URL's (``default``)
+MAS_REDIS_PASSWORD             administrator password, overrides the URL's (from a Secret)
+MAS_AGENT_REDIS_URL            Redis URL as the sidecars reach it, without credentials; each
+                               agent's Secret gets it with the agent's ACL user (MAS_REDIS_URL
+                               with its credentials removed)
+MAS_SIDECAR_IMAGE              default sidecar image (``mas:0.1.0``)
+MAS_WATCH_NAMESPACES           comma-separated namespaces to watch (empty: all namespaces)
+MAS_OPERATOR_NAMESPACE         namespace of the trust anchor Secret and policy ConfigMap
+                               (``mas-system``)
+MAS_ANCHOR_SECRET              the trust anchor's Secret (``mas-trust-anchor``)
+MAS_POLICY_CONFIGMAP           the ConfigMap mirroring the compiled policy (``mas-gateway-policy``)
+MAS_TOKEN_TTL_SECONDS          lifetime of identity tokens, renewed at half (3600; 60 to 86400)
+MAS_STATUS_INTERVAL_SECONDS    how often Agent and policy status is refreshed (10)
+MAS_HEALTH_PORT                kopf liveness endpoint ``/healthz`` (8080; 0 disables)
+MAS_METRICS_PORT               Prometheus metrics (9090; 0 disables)
+MAS_PEERING_NAME               kopf peering: replicas with the same name run one at a time (mas)
+MAS_STANDALONE                 ``true``: no peering (one replica only, or tests)
+MAS_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (INFO)
+=============================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from mas.acl import masked_url
+
+
+class ConfigError(ValueError):
+    """An operator setting is missing or invalid."""
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything the operator needs to know."""
+
+    redis_url: str
+    agent_redis_url: str
+    sidecar_image: str = "mas:0.1.0"
+    namespaces: tuple[str, ...] = ()
+    operator_namespace: str = "mas-system"
+    anchor_secret: str = "mas-trust-anchor"
+    policy_configmap: str = "mas-gateway-policy"
+    token_ttl_seconds: int = 3600
+    status_interval_seconds: float = 10.0
+    health_port: int = 8080
+    metrics_port: int = 9090
+    peering_name: str = "mas"
+    standalone: bool = False
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:
+        return (
+            f"OperatorConfig(redis_url={masked_url(self.redis_url)!r}, "
+            f"agent_redis_url={masked_url(self.agent_redis_url)!r}, "
+            f"sidecar_image={self.sidecar_image!r}, namespaces={self.namespaces!r})"
+        )
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
+        url = env.get("MAS_REDIS_URL", "").strip()
+        if not url:
+            raise ConfigError("MAS_REDIS_URL is required (the Redis the agents talk through)")
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ConfigError(
+                f"MAS_REDIS_URL must be redis://HOST:PORT or rediss://, not {masked_url(url)!r}"
+            )
+        admin_url = _with_credentials(
+            url, env.get("MAS_REDIS_USERNAME"), env.get("MAS_REDIS_PASSWORD")
+        )
+        agent_url = env.get("MAS_AGENT_REDIS_URL", "").strip() or _with_credentials(url, "", "")
+        if urlsplit(agent_url).password is not None:
+            raise ConfigError("MAS_AGENT_REDIS_URL must not carry credentials")
+        level = env.get("MAS_LOG_LEVEL", "INFO").upper()
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"MAS_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+        return cls(
+            redis_url=admin_url,
+            agent_redis_url=agent_url,
+            sidecar_image=env.get("MAS_SIDECAR_IMAGE", "").strip() or cls.sidecar_image,
+            namespaces=tuple(
+                ns.strip() for ns in env.get("MAS_WATCH_NAMESPACES", "").split(",") if ns.strip()
+            ),
+            operator_namespace=env.get("MAS_OPERATOR_NAMESPACE", "").strip()
+            or cls.operator_namespace,
+            anchor_secret=env.get("MAS_ANCHOR_SECRET", "").strip() or cls.anchor_secret,
+            policy_configmap=env.get("MAS_POLICY_CONFIGMAP", "").strip() or cls.policy_configmap,
+            token_ttl_seconds=int(_number(env, "MAS_TOKEN_TTL_SECONDS", 3600, 60, 86_400)),
+            status_interval_seconds=_number(env, "MAS_STATUS_INTERVAL_SECONDS", 10, 0.2, 3600),
+            health_port=int(_number(env, "MAS_HEALTH_PORT", 8080, 0, 65535)),
+            metrics_port=int(_number(env, "MAS_METRICS_PORT", 9090, 0, 65535)),
+            peering_name=env.get("MAS_PEERING_NAME", "").strip() or cls.peering_name,
+            standalone=_flag(env, "MAS_STANDALONE"),
+            log_level=level,
+        )
+
+
+def _with_credentials(url: str, username: str | None, password: str | None) -> str:
+    """``url`` with its user and password replaced where given (``""`` removes them)."""
+    parts = urlsplit(url)
+    user = parts.username if username is None else username
+    secret = parts.password if password is None else password
+    host = parts.netloc.rpartition("@")[2]
+    if secret:
+        userinfo = f"{quote(user or '', safe='')}:{quote(secret, safe='')}@"
+    elif user:
+        userinfo = f"{quote(user, safe='')}@"
+    else:
+        userinfo = ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{host}"))
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {raw}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
