@@ -182,12 +182,11 @@ class AgentSpec(ResourceModel):
     )
     command: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
-        description="Entrypoint of the agent container (Kubernetes only); the image's when "
-        "empty.",
+        description="Entrypoint of the agent container (Kubernetes only); default: the image's.",
     )
     args: list[str] = Field(
         default_factory=list,
-        description="Arguments of the agent container (Kubernetes only); the image's when empty.",
+        description="Arguments of the agent container (Kubernetes only); default: the image's.",
     )
     env: list[EnvVar] = Field(
         default_factory=list, description="Environment variables given to the agent process."
