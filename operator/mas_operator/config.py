@@ -20,6 +20,8 @@ MAS_ANCHOR_SECRET              the trust anchor's Secret (``mas-trust-anchor``)
 MAS_POLICY_CONFIGMAP           the ConfigMap mirroring the compiled policy (``mas-gateway-policy``)
 MAS_TOKEN_TTL_SECONDS          lifetime of identity tokens, renewed at half (3600; 60 to 86400)
 MAS_STATUS_INTERVAL_SECONDS    how often Agent and policy status is refreshed (10)
+MAS_RETRY_SECONDS              delay before a reconcile that failed (e.g. Redis down) is retried
+                               (10)
 MAS_HEALTH_PORT                kopf liveness endpoint ``/healthz`` (8080; 0 disables)
 MAS_METRICS_PORT               Prometheus metrics (9090; 0 disables)
 MAS_PEERING_NAME               kopf peering: replicas with the same name run one at a time (mas)
@@ -60,6 +62,7 @@ class OperatorConfig:
     policy_configmap: str = "mas-gateway-policy"
     token_ttl_seconds: int = 3600
     status_interval_seconds: float = 10.0
+    retry_seconds: float = 10.0
     health_port: int = 8080
     metrics_port: int = 9090
     peering_name: str = "mas"
@@ -109,6 +112,7 @@ class OperatorConfig:
             policy_configmap=env.get("MAS_POLICY_CONFIGMAP", "").strip() or cls.policy_configmap,
             token_ttl_seconds=int(_number(env, "MAS_TOKEN_TTL_SECONDS", 3600, 60, 86_400)),
             status_interval_seconds=_number(env, "MAS_STATUS_INTERVAL_SECONDS", 10, 0.2, 3600),
+            retry_seconds=_number(env, "MAS_RETRY_SECONDS", 10, 0.1, 3600),
             health_port=int(_number(env, "MAS_HEALTH_PORT", 8080, 0, 65535)),
             metrics_port=int(_number(env, "MAS_METRICS_PORT", 9090, 0, 65535)),
             peering_name=env.get("MAS_PEERING_NAME", "").strip() or cls.peering_name,

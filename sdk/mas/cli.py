@@ -5,7 +5,8 @@
 and deletes an agent's dead letters through its sidecar; ``mas identity`` creates a trust anchor,
 issues an agent's credentials into a directory and shows a token's claims
 (:mod:`mas.credentials`, never printing private keys); ``mas audit`` verifies, tails and exports
-an agent's audit trail (:mod:`mas.audit_commands`). User errors (an invalid manifest, a missing
+an agent's audit trail (:mod:`mas.audit_commands`); ``mas redis-server`` becomes the Helm
+chart's embedded Valkey (:mod:`mas.redis_command`). User errors (an invalid manifest, a missing
 option) print one line and exit with status 2; failures at run time exit with 1; a trail that
 fails verification exits with 3.
 
@@ -43,6 +44,8 @@ from mas.local.supervisor import Supervisor, UpOptions
 from mas.manifests import ManifestError, load_directory
 from mas.names import InvalidAgentIdError, qualify
 from mas.policy.document import compile_policies
+from mas.redis_command import add_parser as add_redis_server_parser
+from mas.redis_command import run as run_redis_server
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
@@ -139,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail = audit_actions.add_parser("tail", parents=[redis_url], help="the last entries")
     tail.add_argument("-n", type=_positive_int, default=20, metavar="N", help="how many (20)")
     tail.add_argument("-f", "--follow", action="store_true", help="then wait for new ones")
+    add_redis_server_parser(commands)
     return parser
 
 
@@ -264,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _identity(args)
     if args.command == "audit":
         return _audit(args)
+    if args.command == "redis-server":
+        return run_redis_server(args)
     if not args.sidecar:
         return _fail("no sidecar URL: pass --sidecar or set MAS_SIDECAR_URL", USAGE_ERROR)
     try:

@@ -168,6 +168,22 @@ def load_trust(directory: Path) -> dict[str, Ed25519PublicKey]:
     return keys
 
 
+def credential_files(
+    anchor_public_key: Ed25519PublicKey, agent_key: Ed25519PrivateKey, token: str
+) -> dict[str, bytes]:
+    """The files of an agent's credentials directory, by path relative to it.
+
+    In writing order: the trusted anchor key first, the token last. ``mas up`` writes them to
+    disk (:func:`issue_agent_credentials`); the operator puts them in the agent's Secret.
+    """
+    return {
+        f"{TRUST_DIR}/{key_id(anchor_public_key)}.pub": public_key_to_pem(anchor_public_key),
+        AGENT_KEY_FILE: private_key_to_pem(agent_key),
+        AGENT_PUB_FILE: public_key_to_pem(agent_key.public_key()),
+        TOKEN_FILE: token.encode("ascii") + b"\n",
+    }
+
+
 def issue_agent_credentials(
     anchor: Anchor,
     directory: Path,
@@ -186,7 +202,7 @@ def issue_agent_credentials(
     trusted anchors stay). The token is written last.
     """
     directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-    add_trust(directory, anchor.public_key)
+    (directory / TRUST_DIR).mkdir(mode=DIRECTORY_MODE, exist_ok=True)
     key_path = directory / AGENT_KEY_FILE
     agent_key: Ed25519PrivateKey | None = None
     if key_path.exists() and not rotate_key:
@@ -194,9 +210,6 @@ def issue_agent_credentials(
             agent_key = _load_private(key_path)
     if agent_key is None:
         agent_key = generate_private_key()
-        write_atomic(key_path, private_key_to_pem(agent_key), PRIVATE_MODE)
-    public_pem = public_key_to_pem(agent_key.public_key())
-    write_atomic(directory / AGENT_PUB_FILE, public_pem, PUBLIC_MODE)
     token = issue_token(
         anchor.private_key,
         agent_id=agent_id,
@@ -207,7 +220,9 @@ def issue_agent_credentials(
         issuer=issuer,
         now=now,
     )
-    write_atomic(directory / TOKEN_FILE, token.encode("ascii") + b"\n", PRIVATE_MODE)
+    for path, content in credential_files(anchor.public_key, agent_key, token).items():
+        private = path in (AGENT_KEY_FILE, TOKEN_FILE)
+        write_atomic(directory / path, content, PRIVATE_MODE if private else PUBLIC_MODE)
     return load_agent_credentials(directory, agent_id=agent_id, check_time=False)
 
 
@@ -218,13 +233,35 @@ def load_agent_credentials(
     now: float | None = None,
     check_time: bool = True,
 ) -> AgentCredentials:
-    """The credentials in ``directory``, checked: the token verifies with a trusted anchor, was
-    issued for the stored agent key and (when given) for ``agent_id``, and (unless
-    ``check_time`` is false) is valid now. :class:`CredentialsError` otherwise."""
-    trust = load_trust(directory)
-    agent_key = _load_private(directory / AGENT_KEY_FILE)
+    """The credentials in ``directory``, checked as :func:`parse_agent_credentials` does."""
+    return parse_agent_credentials(
+        load_trust(directory),
+        _read(directory / AGENT_KEY_FILE),
+        _read(directory / TOKEN_FILE),
+        agent_id=agent_id,
+        now=now,
+        check_time=check_time,
+    )
+
+
+def parse_agent_credentials(
+    trust: Mapping[str, Ed25519PublicKey],
+    agent_key_pem: bytes,
+    token_file: bytes,
+    *,
+    agent_id: str | None = None,
+    now: float | None = None,
+    check_time: bool = True,
+) -> AgentCredentials:
+    """Credentials from their parts, checked: the token verifies with a trusted anchor, was
+    issued for the agent key and (when given) for ``agent_id``, and (unless ``check_time`` is
+    false) is valid now. :class:`CredentialsError` otherwise."""
     try:
-        token = _read(directory / TOKEN_FILE).decode("ascii").strip()
+        agent_key = load_private_key_pem(agent_key_pem)
+    except KeyFormatError as exc:
+        raise CredentialsError(f"{AGENT_KEY_FILE}: {exc}") from None
+    try:
+        token = token_file.decode("ascii").strip()
     except UnicodeDecodeError:
         raise CredentialsError(f"{TOKEN_FILE} is not ASCII") from None
     try:

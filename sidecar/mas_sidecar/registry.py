@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES
+from mas.registry import entry_document
 from mas_sidecar.aio import wait_event
 from mas_sidecar.metrics import Metrics
 
@@ -57,9 +58,7 @@ class Registry:
 
     async def register(self) -> None:
         """Write this agent's entry and take the liveness lease."""
-        document = orjson.dumps(
-            {"capabilities": self.capabilities, "roles": self.roles, "metadata": self.metadata}
-        )
+        document = entry_document(self.capabilities, self.roles, self.metadata)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(REGISTRY_AGENTS, self.agent_id, document)
             pipe.zadd(REGISTRY_LEASES, {self.agent_id: _now_ms() + self._ttl_ms}, gt=True)

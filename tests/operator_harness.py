@@ -1,0 +1,226 @@
+"""Running the operator's kopf handlers against the kmock Kubernetes emulator and a real Redis.
+
+``OperatorHarness`` declares the resources the operator uses in a kmock emulator, writes a
+kubeconfig pointing at it, and runs the operator (``mas_operator.handlers.register``) under
+``kopf.testing.KopfRunner`` in its own thread; the test's event loop keeps serving the emulator.
+kmock gives objects no uid, generation or resourceVersion, so the helpers here set them, and
+stand in for the Deployment controller where a test needs a rolled-out Deployment.
+Used by tests/test_operator_handlers.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import kopf
+from kopf.testing import KopfRunner
+
+from mas_operator.config import OperatorConfig
+from mas_operator.handlers import operator_settings, register
+from mas_operator.metrics import OperatorMetrics
+
+AGENTS = "mas.dev/v1alpha1/agents"
+POLICIES = "mas.dev/v1alpha1/gatewaypolicies"
+SECRETS = "v1/secrets"
+CONFIGMAPS = "v1/configmaps"
+DEPLOYMENTS = "apps/v1/deployments"
+ALL_VERBS = {"list", "watch", "get", "patch", "create", "update", "delete"}
+OPERATOR_NAMESPACE = "mas-system"
+
+
+def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
+    def info(kind: str, singular: str, *, namespaced: bool = True, status: bool = False) -> Any:
+        return kmock.ResourceInfo(
+            kind=kind,
+            singular=singular,
+            namespaced=namespaced,
+            verbs=ALL_VERBS,
+            subresources={"status"} if status else set(),
+        )
+
+    emulator.resources[AGENTS] = info("Agent", "agent", status=True)
+    emulator.resources[POLICIES] = info("GatewayPolicy", "gatewaypolicy", status=True)
+    emulator.resources["v1/namespaces"] = info("Namespace", "namespace", namespaced=False)
+    emulator.resources[SECRETS] = info("Secret", "secret")
+    emulator.resources[CONFIGMAPS] = info("ConfigMap", "configmap")
+    emulator.resources["v1/events"] = info("Event", "event")
+    emulator.resources[DEPLOYMENTS] = info("Deployment", "deployment", status=True)
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: kmock\n"
+        f"clusters: [{{name: kmock, cluster: {{server: '{server}'}}}}]\n"
+        "users: [{name: tester, user: {token: not-a-secret}}]\n"
+        "contexts: [{name: kmock, context: {cluster: kmock, user: tester}}]\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def harness_config(redis_url: str, **overrides: Any) -> OperatorConfig:
+    """Settings for a test: fast status refresh and retries, no peering, no ports."""
+    base = OperatorConfig(
+        redis_url=redis_url,
+        agent_redis_url=redis_url,
+        sidecar_image="mas:test",
+        operator_namespace=OPERATOR_NAMESPACE,
+        token_ttl_seconds=3600,
+        status_interval_seconds=0.3,
+        retry_seconds=0.5,
+        health_port=0,
+        metrics_port=0,
+        standalone=True,
+    )
+    return replace(base, **overrides)
+
+
+class OperatorHarness:
+    """The emulator's state and an HTTP session to it; ``run`` starts the operator."""
+
+    def __init__(self, emulator: kmock.KubernetesEmulator, session: aiohttp.ClientSession):
+        self.emulator = emulator
+        self.session = session
+        self._generations: dict[tuple[str, str, str], int] = {}
+        self._versions = 0
+        self.runner: KopfRunner | None = None
+        self.metrics = OperatorMetrics()
+
+    def start(self, config: OperatorConfig) -> None:
+        registry = kopf.OperatorRegistry()
+        register(registry, config, self.metrics)
+        args = ["run", "--standalone", "--verbose"]
+        args += [f"--namespace={ns}" for ns in config.namespaces] or ["--all-namespaces"]
+        self.runner = KopfRunner(
+            args, registry=registry, settings=operator_settings(config), timeout=30
+        )
+        self.runner.__enter__()
+
+    async def stop(self) -> str:
+        """Stop the operator; its output."""
+        if self.runner is None:
+            return ""
+        runner, self.runner = self.runner, None
+        # __exit__ joins the operator's thread: let the emulator keep serving meanwhile.
+        await asyncio.get_running_loop().run_in_executor(None, runner.__exit__, None, None, None)
+        return runner.output
+
+    # -- objects ----------------------------------------------------------------------------
+
+    def object(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        key = (resource, namespace, name)
+        try:
+            obj = self.emulator.objects[key]
+        except KeyError:
+            return None
+        if obj.deleted:
+            return None
+        return dict(obj.raw)
+
+    def _next_version(self) -> str:
+        self._versions += 1
+        return str(self._versions)
+
+    async def create(self, resource: str, body: Mapping[str, Any]) -> None:
+        group_version, plural = resource.rsplit("/", 1)
+        namespace = body["metadata"]["namespace"]
+        name = body["metadata"]["name"]
+        self._generations[(resource, namespace, name)] = 1
+        metadata = {
+            **body["metadata"],
+            "uid": f"uid-{namespace}-{name}",
+            "generation": 1,
+            "resourceVersion": self._next_version(),
+        }
+        prefix = "/api/" if "/" not in group_version else "/apis/"
+        url = f"{prefix}{group_version}/namespaces/{namespace}/{plural}"
+        response = await self.session.post(url, json={**body, "metadata": metadata})
+        assert response.status in (200, 201), await response.text()
+
+    async def patch_spec(self, resource: str, namespace: str, name: str, spec: Any) -> None:
+        """A spec change as the API server makes it: merged, generation bumped."""
+        key = (resource, namespace, name)
+        self._generations[key] += 1
+        await self._patch(
+            resource,
+            namespace,
+            name,
+            {
+                "spec": spec,
+                "metadata": {
+                    "generation": self._generations[key],
+                    "resourceVersion": self._next_version(),
+                },
+            },
+        )
+
+    async def _patch(
+        self, resource: str, namespace: str, name: str, patch: Any, subresource: str = ""
+    ) -> None:
+        group_version, plural = resource.rsplit("/", 1)
+        prefix = "/api/" if "/" not in group_version else "/apis/"
+        url = f"{prefix}{group_version}/namespaces/{namespace}/{plural}/{name}{subresource}"
+        response = await self.session.patch(
+            url, json=patch, headers={"Content-Type": "application/merge-patch+json"}
+        )
+        assert response.status == 200, await response.text()
+
+    async def delete(self, resource: str, namespace: str, name: str) -> None:
+        group_version, plural = resource.rsplit("/", 1)
+        prefix = "/api/" if "/" not in group_version else "/apis/"
+        response = await self.session.delete(
+            f"{prefix}{group_version}/namespaces/{namespace}/{plural}/{name}"
+        )
+        assert response.status == 200, await response.text()
+
+    async def roll_out(self, namespace: str, name: str, replicas: int) -> None:
+        """Stand in for the Deployment controller: the Deployment's pods are all available."""
+        deployment = self.object(DEPLOYMENTS, namespace, name)
+        assert deployment is not None
+        generation = int(deployment["metadata"].get("generation") or 1)
+        await self._patch(
+            DEPLOYMENTS,
+            namespace,
+            name,
+            {
+                "metadata": {"generation": generation},
+                "status": {
+                    "observedGeneration": generation,
+                    "replicas": replicas,
+                    "updatedReplicas": replicas,
+                    "readyReplicas": replicas,
+                    "availableReplicas": replicas,
+                },
+            },
+        )
+
+
+def condition(obj: Mapping[str, Any] | None, type: str) -> dict[str, Any] | None:
+    if obj is None:
+        return None
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == type:
+            return dict(cond)
+    return None
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy (its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (KeyError, LookupError, TypeError):
+            last = None
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not reached within {timeout:g} s: {what or check}; last: {last!r}")

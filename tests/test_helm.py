@@ -1,0 +1,612 @@
+"""The Helm chart ``helm/mas``: lint, render, values schema and Kubernetes schema validation.
+
+Uses the real Helm engine through ``helm_python`` (offline: no cluster, ``lookup`` returns
+nothing) and ``kubernetes-validate`` for the rendered objects. Installing the chart into a cluster
+is the end-to-end suite's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from mas_operator import config as operator_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "mas"
+NAMESPACE = "mas-system"
+RECENT_KUBERNETES = "v1.35.0"
+HOST_NETWORK = {
+    "hostNetwork": True,
+    "hostAliases": [{"ip": "127.0.0.1", "hostnames": ["kubernetes.default.svc"]}],
+}
+EXTERNAL = {
+    "redis": {
+        "external": {
+            "url": "rediss://redis.example.test:6380/0",
+            "username": "mas-admin",
+            "existingSecret": "redis-admin",
+            "passwordKey": "admin-password",
+        }
+    }
+}
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "host-network": HOST_NETWORK,
+    "external-redis": EXTERNAL,
+    "watch-namespaces": {"watchNamespaces": ["a", "b"]},
+    "persistence": {
+        "redis": {"embedded": {"persistence": {"enabled": True, "storageClass": "fast"}}}
+    },
+    "everything-set": {
+        **HOST_NETWORK,
+        "imagePullSecrets": ["registry"],
+        "image": {"repository": "registry.example.test/mas", "tag": "1.2.3"},
+        "operator": {
+            "replicas": 2,
+            "extraEnv": [{"name": "EXTRA", "value": "1"}],
+            "podAnnotations": {"a": "b"},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+            "resources": {"limits": {"cpu": "1"}},
+        },
+        "redis": {
+            "embedded": {
+                "existingSecret": "my-redis",
+                "image": {"repository": "valkey/valkey", "tag": "8.1"},
+                "command": ["/bin/sh", "-c"],
+                "args": ["exec valkey-server -"],
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+            }
+        },
+    },
+}
+Manifest = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def chart() -> Any:
+    return helm.Chart.load(str(CHART))
+
+
+def render(chart: Any, values: dict[str, Any], *, name: str = "mas") -> list[Manifest]:
+    """The objects an install of ``values`` would create (templates only, CRDs aside)."""
+    rendered = chart.render(values, name=name, namespace=NAMESPACE, is_install=True)
+    objects: list[Manifest] = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def only(objects: list[Manifest], kind: str) -> Manifest:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind} objects"
+    return found[0]
+
+
+def container(objects: list[Manifest], kind: str) -> Manifest:
+    containers = only(objects, kind)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def env_of(spec: Manifest) -> dict[str, Manifest]:
+    return {entry["name"]: entry for entry in spec.get("env", [])}
+
+
+def env_values(spec: Manifest) -> dict[str, str]:
+    return {name: entry["value"] for name, entry in env_of(spec).items() if "value" in entry}
+
+
+# -- the chart as files ------------------------------------------------------------------------
+
+
+def test_chart_crds_are_byte_identical_copies_of_the_project_crds() -> None:
+    project = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    copies = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert sorted(copies) == sorted(project)
+    for name, data in project.items():
+        assert copies[name] == data, f"helm/mas/crds/{name} differs from crds/{name}: copy it"
+
+
+@pytest.mark.parametrize("kube_version", ["v1.20.0", RECENT_KUBERNETES])
+def test_chart_lints_cleanly_in_strict_mode(kube_version: str) -> None:
+    report = helm.lint(str(CHART), strict=True, kube_version=kube_version, namespace=NAMESPACE)
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == []
+
+
+def test_chart_declares_kubernetes_1_20_or_later(chart: Any) -> None:
+    # helm install refuses older clusters; lint and offline render do not check kubeVersion.
+    assert chart.metadata["kubeVersion"] == ">=1.20.0-0"
+    assert chart.metadata["apiVersion"] == "v2"
+    assert chart.metadata["appVersion"] == "0.1.0"
+
+
+def _leaves(values: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(values, dict) and values:
+        for key, value in values.items():
+            yield from _leaves(value, f"{prefix}.{key}" if prefix else key)
+    else:
+        yield prefix
+
+
+def test_every_value_is_listed_in_the_readme_table() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    table = set(re.findall(r"^\| `([^`]+)` \|", (CHART / "README.md").read_text(), re.M))
+    leaves = set(_leaves(defaults))
+    assert leaves - table == set(), "values missing from the README table"
+    assert table - leaves == set(), "README table rows that are not values"
+
+
+def test_every_key_of_values_yaml_has_a_comment_above_it() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = [
+        line.strip()
+        for above, line in itertools.pairwise(lines)
+        if re.match(r"^\s*[A-Za-z][A-Za-z0-9]*:", line) and not above.strip().startswith("#")
+    ]
+    assert undocumented == []
+
+
+def test_schema_is_strict_at_every_object_level(chart: Any) -> None:
+    def walk(node: Any, where: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            strict = node.get("additionalProperties") is False
+            if node.get("type") == "object" and "properties" in node and not strict:
+                yield where
+            for key, value in node.items():
+                yield from walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                yield from walk(value, f"{where}/{index}")
+
+    assert chart.schema is not None
+    assert list(walk(chart.schema, "")) == []
+    chart.validate_schema(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+# -- values the schema refuses ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "where", "message"),
+    [
+        ({"replicas": 2}, "", "additional properties 'replicas' not allowed"),
+        ({"operator": {"replica": 2}}, "/operator", "additional properties 'replica' not allowed"),
+        (
+            {"redis": {"embedded": {"persistence": {"enabled": "yes"}}}},
+            "/redis/embedded/persistence/enabled",
+            "want boolean",
+        ),
+        ({"operator": {"replicas": "2"}}, "/operator/replicas", "want integer"),
+        ({"operator": {"replicas": 0}}, "/operator/replicas", "minimum"),
+        ({"operator": {"logLevel": "TRACE"}}, "/operator/logLevel", "value must be one of"),
+        ({"hostNetwork": "true"}, "/hostNetwork", "want boolean"),
+        ({"watchNamespaces": "a,b"}, "/watchNamespaces", "want array"),
+        ({"redis": {"port": 70000}}, "/redis/port", "maximum"),
+        (
+            {"redis": {"external": {"url": "http://redis:6379"}}},
+            "/redis/external/url",
+            "does not match pattern",
+        ),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "value must be one of"),
+        ({"operator": {"tokenTTLSeconds": 10}}, "/operator/tokenTTLSeconds", "minimum"),
+    ],
+)
+def test_install_with_invalid_values_fails_naming_the_value(
+    chart: Any, values: dict[str, Any], where: str, message: str
+) -> None:
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.render(values, name="mas", namespace=NAMESPACE, is_install=True)
+    assert f"- at '{where}': " in str(caught.value)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"redis": {"external": {"url": "redis://admin:hunter2@redis:6379"}}},
+            "must not contain a password",
+        ),
+        ({"redis": {"agentUrl": "redis://u:p@redis:6379"}}, "does not match pattern"),
+        ({"operator": {"standalone": True, "replicas": 2}}, "operator.standalone"),
+        ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
+    ],
+)
+def test_inconsistent_values_fail_with_a_clear_message(
+    chart: Any, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError) as caught:
+        render(chart, values)
+    assert message in str(caught.value)
+
+
+# -- what an install creates --------------------------------------------------------------------
+
+
+def test_default_install_runs_the_operator_with_an_embedded_redis(chart: Any) -> None:
+    objects = render(chart, {})
+    kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
+    assert kinds == [
+        "ClusterKopfPeering/mas",
+        "ClusterRole/mas-operator",
+        "ClusterRoleBinding/mas-operator",
+        "Deployment/mas-operator",
+        "Role/mas-operator",
+        "RoleBinding/mas-operator",
+        "Secret/mas-redis",
+        "Service/mas-redis",
+        "ServiceAccount/mas-operator",
+        "StatefulSet/mas-redis",
+    ]
+    deployment = only(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "mas-operator"
+    assert "hostNetwork" not in pod
+    operator = container(objects, "Deployment")
+    assert operator["image"] == "mas:0.1.0"
+    assert operator["imagePullPolicy"] == "IfNotPresent"
+    assert operator["command"] == ["mas-operator"]
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    assert operator["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    statefulset = only(objects, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 1
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+    redis = container(objects, "StatefulSet")
+    assert redis["image"] == "mas:0.1.0"
+    assert redis["command"] == ["mas", "redis-server"]
+    assert redis["args"] == [
+        *("--port", "6379", "--bind", "0.0.0.0"),
+        *("--dir", "/data", "--appendonly", "no"),
+    ]
+    service = only(objects, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "redis", "port": 6379, "targetPort": "redis", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    assert (
+        statefulset["spec"]["template"]["metadata"]["labels"].items()
+        >= service["spec"]["selector"].items()
+    )
+
+
+def test_operator_environment_covers_every_setting_of_the_operator_config(chart: Any) -> None:
+    documented = set(re.findall(r"^(MAS_[A-Z_]+)\s", operator_config.__doc__ or "", re.M))
+    assert len(documented) >= 16
+    operator = container(render(chart, EXTERNAL), "Deployment")
+    assert set(env_of(operator)) == documented
+    assert env_of(operator)["MAS_OPERATOR_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+
+
+def test_operator_config_accepts_the_rendered_environment(chart: Any) -> None:
+    for values in (
+        {},
+        HOST_NETWORK,
+        EXTERNAL,
+        {"watchNamespaces": ["a", "b"]},
+        {"operator": {"statusIntervalSeconds": 0.5}},
+    ):
+        env = env_values(container(render(chart, values), "Deployment"))
+        settings = operator_config.OperatorConfig.from_env(
+            env | {"MAS_OPERATOR_NAMESPACE": NAMESPACE, "MAS_REDIS_PASSWORD": "secret"}
+        )
+        assert settings.operator_namespace == NAMESPACE
+        assert ":secret@" in settings.redis_url
+        assert "secret" not in settings.agent_redis_url
+
+
+def test_default_settings_map_to_the_operator_defaults(chart: Any) -> None:
+    env = env_values(container(render(chart, {}), "Deployment"))
+    assert env == {
+        "MAS_REDIS_URL": "redis://mas-redis.mas-system.svc:6379",
+        "MAS_AGENT_REDIS_URL": "redis://mas-redis.mas-system.svc:6379",
+        "MAS_SIDECAR_IMAGE": "mas:0.1.0",
+        "MAS_WATCH_NAMESPACES": "",
+        "MAS_ANCHOR_SECRET": "mas-trust-anchor",
+        "MAS_POLICY_CONFIGMAP": "mas-gateway-policy",
+        "MAS_TOKEN_TTL_SECONDS": "3600",
+        "MAS_STATUS_INTERVAL_SECONDS": "10",
+        "MAS_RETRY_SECONDS": "10",
+        "MAS_HEALTH_PORT": "8080",
+        "MAS_METRICS_PORT": "9090",
+        "MAS_PEERING_NAME": "mas",
+        "MAS_STANDALONE": "false",
+        "MAS_LOG_LEVEL": "INFO",
+    }
+
+
+def test_redis_password_comes_from_a_secret_never_a_literal(chart: Any) -> None:
+    objects = render(chart, {})
+    secret = only(objects, "Secret")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+    reference = {"secretKeyRef": {"name": "mas-redis", "key": "password"}}
+    for kind in ("Deployment", "StatefulSet"):
+        spec = container(objects, kind)
+        assert env_of(spec)["MAS_REDIS_PASSWORD"] == {
+            "name": "MAS_REDIS_PASSWORD",
+            "valueFrom": reference,
+        }
+        assert password not in json.dumps(spec)
+    again = only(render(chart, {}), "Secret")["data"]["password"]
+    assert again != secret["data"]["password"], "a fresh install gets a fresh password"
+
+
+def test_an_existing_secret_replaces_the_generated_password(chart: Any) -> None:
+    values = {"redis": {"embedded": {"existingSecret": "mine", "passwordKey": "pw"}}}
+    objects = render(chart, values)
+    assert [o for o in objects if o["kind"] == "Secret"] == []
+    reference = {"secretKeyRef": {"name": "mine", "key": "pw"}}
+    for kind in ("Deployment", "StatefulSet"):
+        assert env_of(container(objects, kind))["MAS_REDIS_PASSWORD"]["valueFrom"] == reference
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_pods_run_non_root_read_only_without_capabilities(chart: Any, scenario: str) -> None:
+    objects = render(chart, SCENARIOS[scenario])
+    for workload in (o for o in objects if o["kind"] in ("Deployment", "StatefulSet")):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 65532
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for spec in pod["containers"]:
+            context = spec["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["runAsNonRoot"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_host_network_puts_pods_on_the_node_and_redis_on_loopback(chart: Any) -> None:
+    objects = render(chart, {**HOST_NETWORK, "redis": {"port": 16379}})
+    for kind in ("Deployment", "StatefulSet"):
+        pod = only(objects, kind)["spec"]["template"]["spec"]
+        assert pod["hostNetwork"] is True
+        assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+        assert pod["hostAliases"] == HOST_NETWORK["hostAliases"]
+    operator = container(objects, "Deployment")
+    env = env_values(operator)
+    assert env["MAS_REDIS_URL"] == "redis://127.0.0.1:16379"
+    assert env["MAS_AGENT_REDIS_URL"] == "redis://127.0.0.1:16379"
+    assert operator["livenessProbe"]["httpGet"]["host"] == "127.0.0.1"
+    redis = container(objects, "StatefulSet")
+    assert redis["args"][:4] == ["--port", "16379", "--bind", "127.0.0.1"]
+    assert redis["ports"][0]["containerPort"] == 16379
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert redis[probe]["tcpSocket"] == {"port": "redis", "host": "127.0.0.1"}
+
+
+def test_external_redis_renders_no_embedded_redis(chart: Any) -> None:
+    objects = render(chart, EXTERNAL)
+    assert {o["kind"] for o in objects} == {
+        "ClusterKopfPeering",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    }
+    operator = container(objects, "Deployment")
+    env = env_of(operator)
+    assert env["MAS_REDIS_URL"]["value"] == "rediss://redis.example.test:6380/0"
+    assert env["MAS_AGENT_REDIS_URL"]["value"] == "rediss://redis.example.test:6380/0"
+    assert env["MAS_REDIS_USERNAME"]["value"] == "mas-admin"
+    assert env["MAS_REDIS_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis-admin", "key": "admin-password"}
+    }
+
+
+def test_external_redis_without_secret_sets_no_password(chart: Any) -> None:
+    values = {"redis": {"external": {"url": "redis://admin@redis:6379"}}}
+    env = env_of(container(render(chart, values), "Deployment"))
+    assert "MAS_REDIS_PASSWORD" not in env
+    assert env["MAS_REDIS_URL"]["value"] == "redis://admin@redis:6379"
+    assert env["MAS_AGENT_REDIS_URL"]["value"] == "redis://redis:6379", "the user is removed"
+
+
+def test_agent_url_overrides_the_url_sidecars_use(chart: Any) -> None:
+    values = {"redis": {"agentUrl": "redis://redis.other:6379/0"}}
+    env = env_values(container(render(chart, values), "Deployment"))
+    assert env["MAS_AGENT_REDIS_URL"] == "redis://redis.other:6379/0"
+    assert env["MAS_REDIS_URL"] == "redis://mas-redis.mas-system.svc:6379"
+
+
+def test_watch_namespaces_get_a_kopf_peering_each_and_keep_the_cluster_role(chart: Any) -> None:
+    objects = render(chart, {"watchNamespaces": ["a", "b"], "operator": {"peeringName": "p"}})
+    peerings = [o for o in objects if "KopfPeering" in o["kind"]]
+    assert [(p["kind"], p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings] == [
+        ("KopfPeering", "a", "p"),
+        ("KopfPeering", "b", "p"),
+    ]
+    assert only(objects, "ClusterRole")["rules"] == _deploy_rbac()["ClusterRole"]["rules"]
+    env = env_values(container(objects, "Deployment"))
+    assert env["MAS_WATCH_NAMESPACES"] == "a,b"
+    assert env["MAS_PEERING_NAME"] == "p"
+
+
+def test_standalone_operator_gets_no_peering_object(chart: Any) -> None:
+    objects = render(chart, {"operator": {"standalone": True}})
+    assert [o for o in objects if "KopfPeering" in o["kind"]] == []
+    assert env_values(container(objects, "Deployment"))["MAS_STANDALONE"] == "true"
+
+
+def test_persistence_adds_a_volume_claim_and_the_append_only_file(chart: Any) -> None:
+    values = {
+        "redis": {
+            "embedded": {"persistence": {"enabled": True, "size": "5Gi", "storageClass": "fast"}}
+        }
+    }
+    statefulset = only(render(chart, values), "StatefulSet")
+    claims = statefulset["spec"]["volumeClaimTemplates"]
+    assert [c["metadata"]["name"] for c in claims] == ["data"]
+    assert claims[0]["spec"]["storageClassName"] == "fast"
+    assert claims[0]["spec"]["resources"] == {"requests": {"storage": "5Gi"}}
+    pod = statefulset["spec"]["template"]["spec"]
+    assert "volumes" not in pod
+    redis = pod["containers"][0]
+    assert redis["args"][-2:] == ["--appendonly", "yes"]
+    assert redis["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+
+
+def test_image_values_set_the_operator_sidecar_and_redis_images(chart: Any) -> None:
+    values = {"image": {"repository": "registry.test/mas", "tag": "dev", "pullPolicy": "Never"}}
+    objects = render(chart, values)
+    operator = container(objects, "Deployment")
+    assert operator["image"] == "registry.test/mas:dev"
+    assert operator["imagePullPolicy"] == "Never"
+    assert env_values(operator)["MAS_SIDECAR_IMAGE"] == "registry.test/mas:dev"
+    redis = container(objects, "StatefulSet")
+    assert (redis["image"], redis["imagePullPolicy"]) == ("registry.test/mas:dev", "Never")
+    values["operator"] = {"sidecarImage": "sidecar:1"}
+    env = env_values(container(render(chart, values), "Deployment"))
+    assert env["MAS_SIDECAR_IMAGE"] == "sidecar:1"
+
+
+def test_embedded_redis_image_and_command_can_be_replaced(chart: Any) -> None:
+    redis = container(render(chart, SCENARIOS["everything-set"]), "StatefulSet")
+    assert redis["image"] == "valkey/valkey:8.1"
+    assert redis["command"] == ["/bin/sh", "-c"]
+    assert redis["args"] == ["exec valkey-server -"]
+    assert redis["env"][0]["valueFrom"] == {"secretKeyRef": {"name": "my-redis", "key": "password"}}
+
+
+def test_several_operator_replicas_keep_peering(chart: Any) -> None:
+    objects = render(chart, {"operator": {"replicas": 3}})
+    assert only(objects, "Deployment")["spec"]["replicas"] == 3
+    assert only(objects, "ClusterKopfPeering")["metadata"]["name"] == "mas"
+    assert env_values(container(objects, "Deployment"))["MAS_STANDALONE"] == "false"
+
+
+def test_object_names_follow_the_release_name(chart: Any) -> None:
+    objects = render(chart, {}, name="team")
+    names = {o["metadata"]["name"] for o in objects if o["kind"] != "ClusterKopfPeering"}
+    assert names == {"team-mas-operator", "team-mas-redis"}
+    env = env_values(container(objects, "Deployment"))
+    assert env["MAS_REDIS_URL"] == "redis://team-mas-redis.mas-system.svc:6379"
+
+
+def test_notes_tell_the_next_steps(chart: Any) -> None:
+    notes = chart.render({}, name="mas", namespace=NAMESPACE, is_install=True)[
+        "mas/templates/NOTES.txt"
+    ]
+    assert "kubectl get agents" in notes
+    assert "kubectl apply -f agent.yaml" in notes
+    assert "configmap mas-gateway-policy" in notes
+    assert "redis://mas-redis.mas-system.svc:6379" in notes
+
+
+# -- RBAC equals deploy/rbac.yaml ---------------------------------------------------------------
+
+
+def _deploy_rbac() -> dict[str, Manifest]:
+    docs = yaml.safe_load_all((ROOT / "deploy" / "rbac.yaml").read_text())
+    return {doc["kind"]: doc for doc in docs if doc}
+
+
+def test_rendered_rbac_rules_equal_deploy_rbac(chart: Any) -> None:
+    expected = _deploy_rbac()
+    objects = render(chart, {})
+    for kind in ("ClusterRole", "Role"):
+        assert only(objects, kind)["rules"] == expected[kind]["rules"], kind
+    account = only(objects, "ServiceAccount")["metadata"]["name"]
+    for kind, role in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = only(objects, kind)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role,
+            "name": only(objects, role)["metadata"]["name"],
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+        ]
+    assert only(objects, "Role")["metadata"]["namespace"] == NAMESPACE
+
+
+def test_rbac_can_be_left_to_the_cluster_admin(chart: Any) -> None:
+    values = {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "given"}}
+    objects = render(chart, values)
+    assert not {o["kind"] for o in objects} & {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    }
+    assert only(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "given"
+
+
+# -- Kubernetes schemas -------------------------------------------------------------------------
+
+
+def _crd_schemas(chart: Any) -> dict[tuple[str, str], Manifest]:
+    """``(apiVersion, kind)`` → the openAPIV3Schema of every CRD the chart ships."""
+    schemas: dict[tuple[str, str], Manifest] = {}
+    for entry in chart.crds:
+        for crd in yaml.safe_load_all(entry["data"]):
+            if not crd:
+                continue
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                schemas[key] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def _validate(manifest: Manifest, version: str) -> None:
+    try:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        first = str(exc).splitlines()[0]
+        kind = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        raise AssertionError(f"{kind} is invalid on Kubernetes {version}: {first}") from None
+
+
+@pytest.mark.parametrize("version", ["1.25.0", kubernetes_validate.latest_version()])
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_rendered_object_is_valid_kubernetes(chart: Any, scenario: str, version: str) -> None:
+    custom = _crd_schemas(chart)
+    for manifest in render(chart, SCENARIOS[scenario]):
+        key = (manifest["apiVersion"], manifest["kind"])
+        if key in custom:
+            jsonschema.validate(manifest, custom[key])
+        else:
+            _validate(manifest, version)
+
+
+@pytest.mark.parametrize("version", ["1.25.0", kubernetes_validate.latest_version()])
+def test_the_chart_crds_are_valid_kubernetes(chart: Any, version: str) -> None:
+    crds = [doc for entry in chart.crds for doc in yaml.safe_load_all(entry["data"]) if doc]
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "agents.mas.dev",
+        "clusterkopfpeerings.kopf.dev",
+        "gatewaypolicies.mas.dev",
+        "kopfpeerings.kopf.dev",
+    ]
+    for crd in crds:
+        _validate(crd, version)

@@ -1,0 +1,457 @@
+"""The operator's kopf handlers under KopfRunner, against the kmock emulator and a real Redis.
+
+kmock stands in for the API server (no schema validation, no controllers: the CRD schemas are
+tested in test_crds.py, the real reconcile on a cluster in the e2e suite); Redis is real, so the
+ACL users, registry entries, policy documents and deletions checked here are the real thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from base64 import b64decode
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+import redis
+
+from mas.acl import acl_username
+from mas.credentials import parse_agent_credentials
+from mas.identity import key_id, load_private_key_pem
+from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
+from mas.local.processes import SidecarProcess
+from mas.local.redis_server import RedisServer, free_port
+from tests.operator_harness import (
+    AGENTS,
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    OPERATOR_NAMESPACE,
+    POLICIES,
+    SECRETS,
+    OperatorHarness,
+    condition,
+    declare_resources,
+    eventually,
+    harness_config,
+    write_kubeconfig,
+)
+
+
+@pytest.fixture
+async def harness(
+    kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[OperatorHarness]:
+    declare_resources(kmock)
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    async with aiohttp.ClientSession(base_url=str(kmock.url)) as session:
+        harness = OperatorHarness(kmock, session)
+        try:
+            yield harness
+        finally:
+            output = await harness.stop()
+            assert "Traceback" not in output or "TemporaryError" in output, output[-4000:]
+
+
+@pytest.fixture
+def empty_redis(redis_server: Any) -> str:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    for user in client.acl_users():
+        if user.startswith("mas-agent."):
+            client.acl_deluser(user)
+    client.close()
+    return str(redis_server.url)
+
+
+def agent_body(name: str = "worker", namespace: str = "team", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "mas.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "image": "registry.example/worker:1",
+            "capabilities": ["summarize"],
+            "roles": ["analyst"],
+            **spec,
+        },
+    }
+
+
+def policy_body(name: str, namespace: str = "team", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "mas.dev/v1alpha1",
+        "kind": "GatewayPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def secret_files(harness: OperatorHarness, namespace: str, name: str) -> dict[str, bytes]:
+    secret = harness.object(SECRETS, namespace, f"{name}-mas-credentials")
+    assert secret is not None
+    return {key: b64decode(value) for key, value in secret["data"].items()}
+
+
+def anchor_public_keys(harness: OperatorHarness) -> dict[str, Any]:
+    anchor = harness.object(SECRETS, OPERATOR_NAMESPACE, "mas-trust-anchor")
+    assert anchor is not None
+    key = load_private_key_pem(b64decode(anchor["data"]["anchor.key"])).public_key()
+    return {key_id(key): key}
+
+
+async def test_agent_gets_secret_acl_user_registry_entry_and_deployment(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+
+    deployment = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert containers["mas-sidecar"]["image"] == "mas:test"
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == "uid-team-worker"
+
+    files = secret_files(harness, "team", "worker")
+    credentials = parse_agent_credentials(
+        anchor_public_keys(harness), files["agent.key"], files["token"], agent_id="team/worker"
+    )
+    assert credentials.claims.roles == ("analyst",)
+    assert credentials.claims.capabilities == ("summarize",)
+
+    # The Secret's Redis URL logs in as the agent's own least-privilege user.
+    url = files["redis-url"].decode()
+    assert f"//{acl_username('team/worker')}:" in url
+    agent_client = redis.Redis.from_url(url)
+    try:
+        assert agent_client.ping()
+        agent_client.xadd(AgentKeys("team/worker").inbox, {"e": b"{}"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            agent_client.xrange(AgentKeys("team/other").inbox)
+    finally:
+        agent_client.close()
+
+    admin = redis.Redis.from_url(empty_redis)
+    entry = admin.hget(REGISTRY_AGENTS, "team/worker")
+    admin.close()
+    assert entry is not None and b"summarize" in entry
+
+    agent = await eventually(
+        lambda: (
+            condition(harness.object(AGENTS, "team", "worker"), "CredentialsIssued")
+            and harness.object(AGENTS, "team", "worker")
+        )
+    )
+    assert condition(agent, "RedisACLReady")["status"] == "True"
+    assert condition(agent, "CredentialsIssued")["status"] == "True"
+    assert condition(agent, "Ready")["status"] == "False"
+    assert agent["status"]["observedGeneration"] == 1
+    assert agent["status"]["tokenExpiresAt"].endswith("Z")
+    assert "mas.dev/finalizer" in agent["metadata"]["finalizers"]
+
+
+def write_credentials_dir(files: dict[str, bytes], directory: Path) -> Path:
+    """The Secret's files laid out as the Deployment mounts them into the sidecar."""
+    (directory / "trust").mkdir(parents=True)
+    for key, content in files.items():
+        if key.startswith("trust."):
+            (directory / "trust" / key.removeprefix("trust.")).write_bytes(content)
+        elif key in ("agent.key", "token"):
+            (directory / key).write_bytes(content)
+    return directory
+
+
+async def test_agent_becomes_ready_and_policy_applied_with_a_real_sidecar(
+    harness: OperatorHarness, empty_redis: str, tmp_path: Path
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(POLICIES, policy_body("open", rules=[{"name": "all", "action": "allow"}]))
+    await harness.create(AGENTS, agent_body())
+    await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    await harness.roll_out("team", "worker", replicas=1)
+    ready = await eventually(
+        lambda: (
+            (c := condition(harness.object(AGENTS, "team", "worker"), "Ready"))
+            and c["status"] == "True"
+            and c
+        )
+    )
+    assert ready["reason"] == "Available"
+    pending = condition(harness.object(AGENTS, "team", "worker"), "PolicyApplied")
+    assert pending is not None and pending["status"] == "False"
+
+    # A sidecar started from the Secret (as the pod would mount it) reports the revision.
+    files = secret_files(harness, "team", "worker")
+    sidecar = SidecarProcess(
+        "team/worker",
+        files["redis-url"].decode(),
+        env={
+            "MAS_CREDENTIALS_DIR": str(write_credentials_dir(files, tmp_path / "creds")),
+            "MAS_REPLICA_ID": "worker-pod-1",
+        },
+        log_path=tmp_path / "sidecar.log",
+    )
+    await asyncio.get_running_loop().run_in_executor(None, sidecar.start)
+    try:
+        applied = await eventually(
+            lambda: (
+                (c := condition(harness.object(AGENTS, "team", "worker"), "PolicyApplied"))
+                and c["status"] == "True"
+                and c
+            )
+        )
+    finally:
+        sidecar.stop()
+    agent = harness.object(AGENTS, "team", "worker")
+    assert agent is not None
+    revision = agent["status"]["policyRevision"]
+    assert revision in applied["message"]
+    policy = await eventually(
+        lambda: (
+            (p := harness.object(POLICIES, "team", "open"))
+            and p["status"].get("enforcedBy") == 1
+            and p
+        )
+    )
+    assert policy["status"]["revision"] == revision
+    assert policy["status"]["selectedAgents"] == 1
+    assert agent["status"]["readyReplicas"] == 1
+
+
+async def test_spec_changes_roll_the_pods_and_renew_the_token_but_scaling_only_scales(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    first = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    first_hash = first["spec"]["template"]["metadata"]["annotations"]["mas.dev/spec-hash"]
+    first_token = secret_files(harness, "team", "worker")["token"]
+
+    await harness.patch_spec(AGENTS, "team", "worker", {"roles": ["analyst", "reviewer"]})
+
+    def renewed() -> bool:
+        return secret_files(harness, "team", "worker")["token"] != first_token
+
+    await eventually(renewed, what="a token with the new roles")
+    files = secret_files(harness, "team", "worker")
+    claims = parse_agent_credentials(
+        anchor_public_keys(harness), files["agent.key"], files["token"]
+    ).claims
+    assert claims.roles == ("analyst", "reviewer")
+    rolled = await eventually(
+        lambda: (
+            (d := harness.object(DEPLOYMENTS, "team", "worker"))
+            and d["spec"]["template"]["metadata"]["annotations"]["mas.dev/spec-hash"] != first_hash
+            and d
+        )
+    )
+    env = {
+        e["name"]: e.get("value")
+        for c in rolled["spec"]["template"]["spec"]["containers"]
+        for e in c["env"]
+    }
+    assert env["MAS_ROLES"] == "analyst,reviewer"
+    rolled_hash = rolled["spec"]["template"]["metadata"]["annotations"]["mas.dev/spec-hash"]
+
+    await harness.patch_spec(AGENTS, "team", "worker", {"replicas": 3})
+    scaled = await eventually(
+        lambda: (
+            (d := harness.object(DEPLOYMENTS, "team", "worker"))
+            and d["spec"]["replicas"] == 3
+            and d
+        )
+    )
+    assert scaled["spec"]["template"]["metadata"]["annotations"]["mas.dev/spec-hash"] == rolled_hash
+    agent = await eventually(
+        lambda: (
+            (a := harness.object(AGENTS, "team", "worker"))
+            and a["status"].get("observedGeneration") == 3
+            and a
+        )
+    )
+    assert condition(agent, "Ready")["observedGeneration"] == 3
+
+
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+async def test_deleting_an_agent_removes_its_acl_user_and_registry_entry(
+    harness: OperatorHarness, empty_redis: str, policy: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body(deletionPolicy=policy))
+    await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    admin = redis.Redis.from_url(empty_redis)
+    try:
+        assert acl_username("team/worker") in admin.acl_users()
+        keys = AgentKeys("team/worker")
+        admin.xadd(keys.inbox, {"e": b"{}"})
+        admin.hset(keys.state, "doc", "{}")
+        admin.hset(f"{keys.prefix}seen", "m1", "1-0")
+        admin.hset("mas:{policy}:enforcers", "team/worker/pod-1", "r1")
+        await eventually(
+            lambda: (
+                "mas.dev/finalizer"
+                in (harness.object(AGENTS, "team", "worker") or {})
+                .get("metadata", {})
+                .get("finalizers", [])
+            )
+        )
+
+        await harness.delete(AGENTS, "team", "worker")
+
+        await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
+        assert acl_username("team/worker") not in admin.acl_users()
+        assert admin.hget(REGISTRY_AGENTS, "team/worker") is None
+        assert admin.hget("mas:{policy}:enforcers", "team/worker/pod-1") is None
+        remaining = sorted(k.decode() for k in admin.scan_iter(match=f"{keys.prefix}*"))
+        if policy == "Delete":
+            assert remaining == []
+        else:
+            assert remaining == sorted([keys.inbox, keys.state, f"{keys.prefix}seen"])
+    finally:
+        admin.close()
+
+
+async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_back(
+    harness: OperatorHarness, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}"
+    harness.start(harness_config(url))
+    await harness.create(AGENTS, agent_body())
+    down = await eventually(
+        lambda: (
+            (c := condition(harness.object(AGENTS, "team", "worker"), "RedisACLReady"))
+            and c["status"] == "False"
+            and c
+        )
+    )
+    assert down["reason"] == "RedisUnavailable"
+    assert harness.object(SECRETS, "team", "worker-mas-credentials") is None
+
+    with RedisServer(port=port):
+        up = await eventually(
+            lambda: (
+                (c := condition(harness.object(AGENTS, "team", "worker"), "RedisACLReady"))
+                and c["status"] == "True"
+                and c
+            )
+        )
+        assert up["reason"] == "UserApplied"
+        assert harness.object(DEPLOYMENTS, "team", "worker") is not None
+
+    await harness.delete(AGENTS, "team", "worker")
+    await asyncio.sleep(2)
+    stuck = harness.object(AGENTS, "team", "worker")
+    assert stuck is not None, "the finalizer must hold the Agent while Redis is down"
+    assert "mas.dev/finalizer" in stuck["metadata"]["finalizers"]
+
+    with RedisServer(port=port) as server:
+        await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
+        admin = redis.Redis.from_url(server.url)
+        assert acl_username("team/worker") not in admin.acl_users()
+        admin.close()
+
+
+async def test_an_invalid_policy_keeps_its_last_good_version_in_force(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    good_rules = [{"name": "ask", "action": "allow", "types": ["question.*"]}]
+    await harness.create(POLICIES, policy_body("main", rules=good_rules))
+    valid = await eventually(
+        lambda: (
+            (c := condition(harness.object(POLICIES, "team", "main"), "Valid"))
+            and c["status"] == "True"
+            and c
+        )
+    )
+    admin = redis.Redis.from_url(empty_redis)
+    try:
+        good_revision = admin.get(POLICY_REVISION).decode()
+        assert good_revision in valid["message"]
+        assert b"question.*" in admin.get(POLICY_DOCUMENT)
+
+        bad_dlp = {"custom": [{"name": "bad", "pattern": "(unclosed", "action": "block"}]}
+        await harness.patch_spec(POLICIES, "team", "main", {"dlp": bad_dlp})
+        invalid = await eventually(
+            lambda: (
+                (c := condition(harness.object(POLICIES, "team", "main"), "Valid"))
+                and c["status"] == "False"
+                and c
+            )
+        )
+        assert "spec.dlp.custom[0].pattern" in invalid["message"]
+        assert "last good version stays in force" in invalid["message"]
+        policy = harness.object(POLICIES, "team", "main")
+        assert policy is not None and "pattern" in policy["status"]["error"]
+        assert admin.get(POLICY_REVISION).decode() == good_revision
+        assert b"(unclosed" not in admin.get(POLICY_DOCUMENT)
+
+        # A policy that was never valid is not in force; the others still publish.
+        await harness.create(POLICIES, policy_body("typo", agents=["a/b/c"]))
+        never = await eventually(
+            lambda: (
+                (c := condition(harness.object(POLICIES, "team", "typo"), "Valid"))
+                and c["status"] == "False"
+                and c
+            )
+        )
+        assert "never valid" in never["message"]
+        await harness.create(POLICIES, policy_body("more", rules=[{"name": "x", "action": "deny"}]))
+        await eventually(
+            lambda: admin.get(POLICY_REVISION).decode() != good_revision, what="a new revision"
+        )
+        document = admin.get(POLICY_DOCUMENT)
+        assert b"team/more" in document and b"team/main" in document
+        assert b"team/typo" not in document
+        configmap = await eventually(
+            lambda: (
+                (m := harness.object(CONFIGMAPS, OPERATOR_NAMESPACE, "mas-gateway-policy"))
+                and m["data"]["revision"] == admin.get(POLICY_REVISION).decode()
+                and m
+            )
+        )
+        assert "team/more" in configmap["data"]["policy.json"]
+
+        # Deleting a policy recompiles without it.
+        await harness.delete(POLICIES, "team", "more")
+        await eventually(
+            lambda: b"team/more" not in admin.get(POLICY_DOCUMENT), what="team/more unpublished"
+        )
+    finally:
+        admin.close()
+
+
+async def test_the_token_is_renewed_before_it_expires(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis, token_ttl_seconds=60))
+    await harness.create(AGENTS, agent_body())
+    await eventually(lambda: harness.object(SECRETS, "team", "worker-mas-credentials"))
+    anchors = anchor_public_keys(harness)
+    files = secret_files(harness, "team", "worker")
+    first = parse_agent_credentials(anchors, files["agent.key"], files["token"]).claims
+    assert first.exp - first.iat == 60
+
+    # Renewal happens at half the lifetime: wait until past it, then see a fresh token.
+    def renewed() -> Any:
+        current = secret_files(harness, "team", "worker")
+        claims = parse_agent_credentials(anchors, current["agent.key"], current["token"]).claims
+        return claims.iat > first.iat and claims
+
+    second = await eventually(renewed, timeout=45, what="a renewed token")
+    assert second.agent_kid == first.agent_kid, "the agent keeps its key"
+    assert second.exp > first.exp
+    agent = harness.object(AGENTS, "team", "worker")
+    assert agent is not None
+    expected = datetime.fromtimestamp(second.exp, UTC).isoformat().replace("+00:00", "Z")
+    await eventually(
+        lambda: (
+            (harness.object(AGENTS, "team", "worker") or {})["status"]["tokenExpiresAt"] == expected
+        )
+    )
+    assert time.time() - first.iat >= 30
