@@ -425,3 +425,46 @@ def test_the_builder_refuses_what_a_crd_cannot_express() -> None:
     for model in (Union, Tuple):
         with pytest.raises(CrdSchemaError):
             model_schema(model)
+
+
+# -- documented in the README ------------------------------------------------------------------
+
+
+def _property_paths(node: dict[str, Any], path: str = "") -> Iterator[str]:
+    if node.get("type") == "array" and "items" in node:
+        yield from _property_paths(node["items"], path)
+        return
+    for name, child in (node.get("properties") or {}).items():
+        child_path = f"{path}.{name}" if path else name
+        yield child_path
+        yield from _property_paths(child, child_path)
+
+
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"## Reference: the `{title}` manifest")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
+@pytest.mark.parametrize("kind", ["Agent", "GatewayPolicy"])
+def test_every_crd_field_is_in_the_readme_reference(kind: str) -> None:
+    schema = CRD_BY_KIND[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    title = kind
+    section = _readme_section(title)
+    missing = []
+    for path in _property_paths(schema):
+        if not path.startswith(("spec.", "status.")):
+            continue
+        parent, _, leaf = path.rpartition(".")
+        documented = (
+            f"`{path}`" in section
+            or f"`{path}." in section
+            or f"{leaf}:" in section
+            or (f"`{parent}`" in section and leaf in section)
+            or (parent in ("spec", "status") and f"`{leaf}`" in section)
+            or (parent.startswith("status.") and f"`{leaf}`" in section)
+        )
+        if not documented:
+            missing.append(path)
+    assert missing == [], f"fields missing from the README's {title} reference"

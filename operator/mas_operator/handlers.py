@@ -325,7 +325,7 @@ def _refresh_agent(
         generation=generation,
     )
     try:
-        document_revision = _published_revision(runtime)
+        document_revision = runtime.redis.revision()
         enforcing = agent_enforcing_replicas(
             agent.agent_id, document_revision or "", runtime.redis.enforcers()
         )
@@ -358,11 +358,6 @@ def _refresh_agent(
         patch.status["replicas"] = agent.spec.replicas
     if status.get("readyReplicas") != ready_replicas:
         patch.status["readyReplicas"] = ready_replicas
-
-
-def _published_revision(runtime: Runtime) -> str | None:
-    document = runtime.redis.published_policy()
-    return document.revision if document is not None else None
 
 
 def delete_agent(

@@ -15,7 +15,7 @@ import redis
 from pydantic import ValidationError
 
 from mas.acl import apply_acl_user, delete_acl_user, masked_url
-from mas.keys import POLICY_DOCUMENT, REGISTRY_AGENTS, AgentKeys
+from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
 from mas.policy.document import CompiledPolicy
 from mas.policy.publish import enforcers, publish_policy
 from mas.registry import forget_agent, register_agent
@@ -86,6 +86,14 @@ class RedisAdmin:
             return CompiledPolicy.model_validate_json(raw)
         except ValidationError:
             return None
+
+    def revision(self) -> str | None:
+        """The revision of the document in force (one small read, for per-agent status)."""
+        try:
+            raw = self._client.get(POLICY_REVISION)
+        except redis.RedisError as exc:
+            raise self._fail("cannot read the policy revision", exc) from None
+        return raw.decode() if raw is not None else None
 
     def publish(self, document: CompiledPolicy) -> None:
         try:
