@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from mas_operator import config as operator_config
+from mas_operator.anchor import anchor_from_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "mas"
@@ -247,10 +248,12 @@ def test_default_install_runs_the_operator_with_an_embedded_redis(chart: Any) ->
         "ClusterKopfPeering/mas",
         "ClusterRole/mas-operator",
         "ClusterRoleBinding/mas-operator",
+        "ConfigMap/mas-gateway-policy",
         "Deployment/mas-operator",
         "Role/mas-operator",
         "RoleBinding/mas-operator",
         "Secret/mas-redis",
+        "Secret/mas-trust-anchor",
         "Service/mas-redis",
         "ServiceAccount/mas-operator",
         "StatefulSet/mas-redis",
@@ -339,9 +342,15 @@ def test_default_settings_map_to_the_operator_defaults(chart: Any) -> None:
     }
 
 
+def redis_secret(objects: list[Manifest]) -> Manifest:
+    return next(
+        o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "mas-redis"
+    )
+
+
 def test_redis_password_comes_from_a_secret_never_a_literal(chart: Any) -> None:
     objects = render(chart, {})
-    secret = only(objects, "Secret")
+    secret = redis_secret(objects)
     password = base64.b64decode(secret["data"]["password"]).decode()
     assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
     reference = {"secretKeyRef": {"name": "mas-redis", "key": "password"}}
@@ -352,14 +361,15 @@ def test_redis_password_comes_from_a_secret_never_a_literal(chart: Any) -> None:
             "valueFrom": reference,
         }
         assert password not in json.dumps(spec)
-    again = only(render(chart, {}), "Secret")["data"]["password"]
+    again = redis_secret(render(chart, {}))["data"]["password"]
     assert again != secret["data"]["password"], "a fresh install gets a fresh password"
 
 
 def test_an_existing_secret_replaces_the_generated_password(chart: Any) -> None:
     values = {"redis": {"embedded": {"existingSecret": "mine", "passwordKey": "pw"}}}
     objects = render(chart, values)
-    assert [o for o in objects if o["kind"] == "Secret"] == []
+    secrets = [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"]
+    assert secrets == ["mas-trust-anchor"]
     reference = {"secretKeyRef": {"name": "mine", "key": "pw"}}
     for kind in ("Deployment", "StatefulSet"):
         assert env_of(container(objects, kind))["MAS_REDIS_PASSWORD"]["valueFrom"] == reference
@@ -407,9 +417,11 @@ def test_external_redis_renders_no_embedded_redis(chart: Any) -> None:
         "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",
         "Deployment",
         "Role",
         "RoleBinding",
+        "Secret",
         "ServiceAccount",
     }
     operator = container(objects, "Deployment")
@@ -506,7 +518,12 @@ def test_several_operator_replicas_keep_peering(chart: Any) -> None:
 def test_object_names_follow_the_release_name(chart: Any) -> None:
     objects = render(chart, {}, name="team")
     names = {o["metadata"]["name"] for o in objects if o["kind"] != "ClusterKopfPeering"}
-    assert names == {"team-mas-operator", "team-mas-redis"}
+    assert names == {
+        "team-mas-operator",
+        "team-mas-redis",
+        "mas-trust-anchor",  # named by operator.anchorSecret
+        "mas-gateway-policy",  # named by operator.policyConfigMap
+    }
     env = env_values(container(objects, "Deployment"))
     assert env["MAS_REDIS_URL"] == "redis://team-mas-redis.mas-system.svc:6379"
 
@@ -610,3 +627,15 @@ def test_the_chart_crds_are_valid_kubernetes(chart: Any, version: str) -> None:
     ]
     for crd in crds:
         _validate(crd, version)
+
+
+def test_the_chart_generates_the_trust_anchor_and_owns_the_policy_configmap(chart: Any) -> None:
+    objects = render(chart, {})
+    anchor = next(
+        o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "mas-trust-anchor"
+    )
+    assert anchor_from_secret(anchor).kid
+    assert set(anchor["data"]) == {"anchor.key"}
+    configmap = only(objects, "ConfigMap")
+    assert configmap["metadata"]["name"] == "mas-gateway-policy"
+    assert "data" not in configmap, "the operator fills it; upgrades must not reset it"

@@ -1,8 +1,9 @@
 """The operator's trust anchor, kept in a Secret of its own namespace.
 
 The anchor's Ed25519 key signs every agent's identity token; sidecars trust its public key. The
-operator loads it at start-up, or creates it when the Secret does not exist yet (two replicas
-starting at once: the second one's create fails with 409 and it reads the first one's key), so
+Helm chart generates it (and keeps it across upgrades); the operator loads it at start-up, or
+creates it when the Secret does not exist (run without the chart; two replicas starting at
+once: the second one's create fails with 409 and it reads the first one's key), so
 tokens issued before a restart or by another replica still verify. Anchor rotation (trusting
 two keys for a while) is not automated yet. Used by :mod:`mas_operator.handlers` at start-up.
 """
@@ -35,7 +36,7 @@ def anchor_secret(*, namespace: str, name: str, anchor: Anchor) -> Manifest:
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "mas-operator"},
+            "labels": {"app.kubernetes.io/component": "trust-anchor"},
         },
         "type": "Opaque",
         "data": {

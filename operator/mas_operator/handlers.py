@@ -392,7 +392,8 @@ def policy_configmap(config: OperatorConfig, document: CompiledPolicy) -> builde
         "metadata": {
             "name": config.policy_configmap,
             "namespace": config.operator_namespace,
-            "labels": {"app.kubernetes.io/managed-by": "mas-operator"},
+            # The chart creates this ConfigMap (so it goes with the release): keep its labels.
+            "labels": {"app.kubernetes.io/component": "gateway-policy"},
         },
         "data": {
             "revision": document.revision,

@@ -146,7 +146,8 @@ class KubeApi:
         equals the desired one). The update is a JSON merge patch that replaces each field in
         ``compare`` as a whole (see :func:`replacing_patch`), carries the resourceVersion it was
         computed from (a concurrent change is a 409 :class:`KubeError`, and kopf retries) and
-        leaves other metadata (annotations, finalizers) alone.
+        leaves other metadata (other labels and annotations, finalizers) alone: an object a Helm
+        release created keeps the labels Helm needs.
         """
         kind = desired["kind"]
         namespace = desired["metadata"]["namespace"]
@@ -169,7 +170,7 @@ class KubeApi:
         body: Manifest = {
             "metadata": {
                 "resourceVersion": meta.get("resourceVersion"),
-                "labels": replacing_patch(meta.get("labels"), metadata.get("labels") or {}),
+                "labels": metadata.get("labels") or {},
                 "ownerReferences": metadata.get("ownerReferences"),
                 "annotations": {APPLIED_ANNOTATION: digest},
             }

@@ -1,0 +1,46 @@
+# The mas image: the `mas` distribution (console scripts `mas`, `mas-operator`; `mas sidecar`
+# runs the sidecar) in a virtual environment, plus the examples in /opt/mas/examples.
+#
+#   docker build -t mas:0.1.0 .
+#
+# Offline builds: put wheels of the dependencies (and setuptools) for the base image's Python in
+# ./wheelhouse and pip installs from there with --no-index; e2e/README.md shows how to fill it.
+# Another base image (same Python in both stages): --build-arg BASE_IMAGE=...
+ARG BASE_IMAGE=python:3.12-slim
+
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+# pyproject.toml is listed so the COPY has a source when there is no wheelhouse/.
+COPY pyproject.toml wheelhous[e] /wheels/
+COPY pyproject.toml README.md /src/
+# The dependencies get their own layer, rebuilt only when pyproject.toml changes.
+RUN set -eu; \
+    if ls /wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels; fi; \
+    python3 -m venv /opt/venv; \
+    python3 -c 'import tomllib; d = tomllib.load(open("/src/pyproject.toml", "rb")); \
+print("\n".join(d["project"]["dependencies"] + d["build-system"]["requires"]))' \
+        > /tmp/requirements.txt; \
+    /opt/venv/bin/python -m pip install --upgrade "$@" -r /tmp/requirements.txt
+COPY sdk/ /src/sdk/
+COPY sidecar/ /src/sidecar/
+COPY operator/ /src/operator/
+RUN set -eu; \
+    /opt/venv/bin/python -m pip install --no-deps --no-build-isolation /src; \
+    /opt/venv/bin/python -m pip uninstall -y -q setuptools pip; \
+    /opt/venv/bin/python -c 'import mas, mas_sidecar'
+
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="mas" \
+      org.opencontainers.image.description="Multi-agent messaging: sidecar, operator and CLI" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# The sidecar runs with a read-only root filesystem: no bytecode writes at run time (the
+# installed packages were compiled at build time).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LANG=C.UTF-8
+COPY --from=build /opt/venv /opt/venv
+COPY examples/ /opt/mas/examples/
+WORKDIR /opt/mas
+USER 65532:65532
+CMD ["mas", "--help"]

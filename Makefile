@@ -1,0 +1,39 @@
+# Convenience targets; each is one documented command (see e2e/README.md).
+PYTHON ?= python
+IMAGE ?= mas:0.1.0
+
+.PHONY: help test image wheelhouse e2e e2e-kind cluster-up cluster-down
+
+help:
+	@echo "make test         fast test suite"
+	@echo "make image        docker build -t $(IMAGE) . (uses ./wheelhouse if present)"
+	@echo "make wheelhouse   wheels of the dependencies in ./wheelhouse (for offline builds)"
+	@echo "make e2e          e2e tests on a local single-node Kubernetes (root, Debian)"
+	@echo "make e2e-kind     e2e tests on a kind cluster"
+	@echo "make cluster-up / cluster-down   the local cluster alone"
+
+test:
+	$(PYTHON) -m pytest
+
+image:
+	docker build -t $(IMAGE) .
+
+# Wheels for the Python of the image's base: run this with that Python (python:3.12-slim → 3.12).
+wheelhouse:
+	$(PYTHON) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
+	print("\n".join(d["project"]["dependencies"] + d["build-system"]["requires"]))' \
+	  > wheelhouse.requirements.txt
+	$(PYTHON) -m pip wheel --wheel-dir wheelhouse -r wheelhouse.requirements.txt
+	rm -f wheelhouse.requirements.txt
+
+e2e:
+	$(PYTHON) -m pytest e2e
+
+e2e-kind:
+	e2e/kind.sh
+
+cluster-up:
+	$(PYTHON) -m e2e.cluster up
+
+cluster-down:
+	$(PYTHON) -m e2e.cluster down

@@ -1,0 +1,114 @@
+"""``E2ECluster``: what an e2e test gets from the ``e2e_cluster`` fixture of ``e2e/conftest.py``
+(kubeconfig, kubectl, the image name, and helpers to apply manifests and wait for pods).
+Imported by the conftest and by tests for type hints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from e2e.util import HarnessError, tail
+
+Manifest = dict[str, Any] | Sequence[dict[str, Any]] | str | Path
+
+
+@dataclass
+class E2ECluster:
+    """A cluster the tests may use: kubeconfig, kubectl and helpers.
+
+    ``local`` is True for the from-source cluster: there every pod must set
+    ``hostNetwork: true`` (there is no pod network), every pod shares the machine's loopback
+    (so ports must not collide), and services such as Redis are reached at 127.0.0.1.
+    """
+
+    kubeconfig: Path
+    kubectl_bin: str
+    image: str
+    local: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | bytes | None = None,
+        check: bool = True,
+        timeout: float = 120,
+    ) -> str:
+        """Run kubectl against this cluster; return stdout, raise HarnessError on failure."""
+        data = input.encode() if isinstance(input, str) else input
+        argv = [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args]
+        proc = subprocess.run(argv, input=data, capture_output=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise HarnessError(
+                f"kubectl failed (exit {proc.returncode}): {' '.join(argv[1:])}\n"
+                f"{tail(proc.stderr) or tail(proc.stdout)}"
+            )
+        return proc.stdout.decode()
+
+    def _manifest_text(self, manifest: Manifest) -> str:
+        if isinstance(manifest, Path):
+            return manifest.read_text()
+        if isinstance(manifest, str):
+            return manifest
+        if isinstance(manifest, dict):
+            return yaml.safe_dump(manifest)
+        return yaml.safe_dump_all(list(manifest))
+
+    def apply(self, manifest: Manifest, namespace: str | None = None) -> str:
+        """``kubectl apply`` a dict, a list of dicts, YAML text or a file path."""
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl("apply", *ns, "-f", "-", input=self._manifest_text(manifest))
+
+    def delete(self, manifest: Manifest, namespace: str | None = None, wait: bool = True) -> str:
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl(
+            "delete", *ns, "--ignore-not-found", f"--wait={str(wait).lower()}", "-f", "-",
+            input=self._manifest_text(manifest),
+        )  # fmt: skip
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        ns = ["-n", namespace] if namespace else []
+        result: dict[str, Any] = json.loads(self.kubectl("get", kind, name, *ns, "-o", "json"))
+        return result
+
+    def describe(self, kind: str, name: str, namespace: str | None = None) -> str:
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl("describe", kind, name, *ns, check=False)
+
+    def wait_for_pod(
+        self,
+        name: str,
+        namespace: str,
+        phases: Sequence[str] = ("Succeeded",),
+        timeout: float = 120,
+    ) -> dict[str, Any]:
+        """Wait until the pod reaches one of ``phases``; a pod that ends (or is stuck) in
+        another phase raises with its description and logs."""
+        deadline = time.monotonic() + timeout
+        pod: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            pod = self.get("pod", name, namespace)
+            phase = pod.get("status", {}).get("phase")
+            if phase in phases:
+                return pod
+            if phase in ("Succeeded", "Failed"):
+                break
+            time.sleep(0.5)
+        logs = self.kubectl("logs", "-n", namespace, name, "--all-containers", check=False)
+        raise HarnessError(
+            f"pod {namespace}/{name} is {pod.get('status', {}).get('phase')}, wanted "
+            f"{'/'.join(phases)}\n{self.describe('pod', name, namespace)}\nlogs:\n{logs}"
+        )
+
+    def api_client(self) -> Any:
+        """A ``kubernetes.client.ApiClient`` for this cluster."""
+        from kubernetes import config  # noqa: PLC0415 - only tests that want it pay the import
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
