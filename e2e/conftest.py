@@ -8,6 +8,9 @@
   Kubernetes build, base image and wheelhouse are cached), the image is built into its Docker,
   and everything is torn down when the session ends (``MAS_E2E_KEEP=1`` leaves it running).
 
+``MAS_E2E_HOST_NETWORK=1`` says an external cluster has no pod network (every pod on the host
+network, as on the local cluster, which is recognised by its kubeconfig path).
+
 Other settings: ``MAS_E2E_IMAGE`` (default ``mas:0.1.0``), ``MAS_E2E_KUBECTL`` (kubectl binary
 for an external cluster; default ``kubectl`` on PATH), ``MAS_E2E_CACHE`` (cache directory).
 """
@@ -51,7 +54,12 @@ def _external_cluster(kubeconfig: str) -> E2ECluster:
     kubectl = os.environ.get("MAS_E2E_KUBECTL") or shutil.which("kubectl")
     if not kubectl:
         raise HarnessError("MAS_E2E_KUBECONFIG is set but no kubectl found (MAS_E2E_KUBECTL)")
-    cluster = E2ECluster(Path(kubeconfig), kubectl, E2E_IMAGE, local=False)
+    # The local cluster started by hand (python -m e2e.cluster up) has no pod network either.
+    from e2e.cluster import LocalCluster  # noqa: PLC0415 - cheap, but only this mode needs it
+
+    local_run = LocalCluster().kubeconfig.resolve() == Path(kubeconfig).expanduser().resolve()
+    host_network = local_run or os.environ.get("MAS_E2E_HOST_NETWORK") == "1"
+    cluster = E2ECluster(Path(kubeconfig), kubectl, E2E_IMAGE, local=host_network)
     kind_cluster = os.environ.get("MAS_E2E_KIND_CLUSTER")
     if kind_cluster:
         start = time.monotonic()

@@ -468,3 +468,20 @@ def test_every_crd_field_is_in_the_readme_reference(kind: str) -> None:
         if not documented:
             missing.append(path)
     assert missing == [], f"fields missing from the README's {title} reference"
+
+
+def test_no_crd_default_is_an_empty_string() -> None:
+    """Kubernetes 1.20 turns ``default: ""`` into null and rejects the whole CRD."""
+
+    def defaults(node: Any) -> Iterator[Any]:
+        if isinstance(node, dict):
+            if "default" in node:
+                yield node["default"]
+            for value in node.values():
+                yield from defaults(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from defaults(value)
+
+    for crd in CRD_BY_KIND.values():
+        assert "" not in list(defaults(crd))

@@ -299,10 +299,12 @@ def test_operator_environment_covers_every_setting_of_the_operator_config(chart:
     documented = set(re.findall(r"^(MAS_[A-Z_]+)\s", operator_config.__doc__ or "", re.M))
     assert len(documented) >= 16
     operator = container(render(chart, EXTERNAL), "Deployment")
-    assert set(env_of(operator)) == documented
+    assert set(env_of(operator)) == documented | {"POD_ID"}
     assert env_of(operator)["MAS_OPERATOR_NAMESPACE"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}
     }
+    # kopf names the replica in peering by POD_ID (the image's uid has no user name).
+    assert env_of(operator)["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 def test_operator_config_accepts_the_rendered_environment(chart: Any) -> None:

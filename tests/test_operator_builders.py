@@ -244,7 +244,10 @@ def test_host_network_settings() -> None:
         "port": 8790,
     }
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    plain = build(make_agent())["spec"]["template"]["spec"]
+    assert built["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    plain_deployment = build(make_agent())
+    assert plain_deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    plain = plain_deployment["spec"]["template"]["spec"]
     assert "hostNetwork" not in plain
     assert "dnsPolicy" not in plain
 
@@ -262,6 +265,7 @@ def test_pod_settings_come_from_the_spec() -> None:
     )
     pod = built["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "worker-sa"
+    assert "automountServiceAccountToken" not in pod
     assert pod["nodeSelector"] == {"pool": "agents"}
     assert pod["tolerations"] == [toleration]
     assert containers(built)["agent"]["resources"] == resources
@@ -269,6 +273,12 @@ def test_pod_settings_come_from_the_spec() -> None:
     assert built["spec"]["replicas"] == 2
     labels = built["spec"]["template"]["metadata"]["labels"]
     assert built["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_pods_get_no_service_account_token_unless_the_spec_names_an_account() -> None:
+    pod = build(make_agent())["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
 
 
 def test_agent_command_and_args_come_from_the_spec() -> None:

@@ -250,6 +250,14 @@ def _agent_container(agent: AgentManifest) -> Manifest:
     return container
 
 
+def _strategy(host_network: bool) -> Manifest:
+    """Rolling updates; on the host network a new pod cannot start beside an old one on the same
+    node (the sidecar port is taken), so one old pod goes first instead of a surge."""
+    if host_network:
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
 def deployment(
     *,
     agent: AgentManifest,
@@ -286,6 +294,9 @@ def deployment(
     }
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
+    else:
+        # Least privilege: no Kubernetes API token in the pod unless the spec names an account.
+        pod["automountServiceAccountToken"] = False
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -304,6 +315,7 @@ def deployment(
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(agent)},
+            "strategy": _strategy(spec.host_network),
             "template": {
                 "metadata": {
                     "labels": agent_labels(agent),

@@ -234,7 +234,9 @@ def convert(node: Mapping[str, Any], defs: Mapping[str, Any], where: str = "") -
                 raise CrdSchemaError(f"{where}: both {bound} and {key}")
             schema[bound] = schema.pop(key)
             schema[key] = True
-    if "default" in node and node["default"] is not None:
+    # Kubernetes 1.20 turns an empty-string default into null and then rejects the CRD ("in
+    # body must be of type string"); the models apply such defaults anyway.
+    if "default" in node and node["default"] is not None and node["default"] != "":
         schema["default"] = node["default"]
     if kind == "array":
         if "items" not in node:

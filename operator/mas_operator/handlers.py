@@ -13,10 +13,13 @@ what differs.
   ``PolicyApplied`` (its sidecars report the revision in force).
 * ``Agent`` deleted: the finalizer drops the ACL user and registry entry, and the agent's keys
   when ``deletionPolicy: Delete``; the Secret and Deployment go with their owner reference.
-* ``GatewayPolicy`` created, changed, deleted or found at start-up: all policies are compiled
-  into one document and published (Redis and a ConfigMap); an invalid one keeps its last good
-  version in force and says why in its ``Valid`` condition. A timer per policy reports its
-  revision, the agents it selects and the replicas enforcing it.
+* ``GatewayPolicy`` created, changed, deleted (a finalizer) or found at start-up: all policies
+  are compiled into one document and published (Redis and a ConfigMap); an invalid one keeps
+  its last good version in force and says why in its ``Valid`` condition. A timer per policy
+  reports its revision, the agents it selects and the replicas enforcing it.
+
+Both kinds carry the finalizer ``mas.dev/finalizer`` (kopf's timers need it too): delete
+Agents and GatewayPolicies before uninstalling the operator, or they wait for it.
 """
 
 from __future__ import annotations
@@ -467,14 +470,14 @@ def reconcile_policy(
     runtime.metrics.reconciles.labels("GatewayPolicy", outcome).inc()
 
 
-def policy_deleted(*, memo: Any, type: str, **_: Any) -> None:
-    """A policy is gone: recompile without it (best effort; start-up recompiles anyway)."""
-    if type != "DELETED":
-        return
+def delete_policy(*, memo: Any, **_: Any) -> None:
+    """A policy is being deleted: recompile without it before its finalizer goes (the status
+    timer needs the finalizer anyway, so the recompile is retried until it succeeds)."""
+    runtime = _runtime(memo)
     try:
-        publish_all(_runtime(memo))
+        publish_all(runtime)
     except (RedisAdminError, KubeError) as exc:
-        log.error("could not recompile the gateway policy after a deletion: %s", exc)
+        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
 
 
 def refresh_policy(
@@ -544,7 +547,7 @@ def register(
         on(*AGENTS, registry=registry, id="reconcile")(reconcile_agent)
         on(*POLICIES, registry=registry, id="reconcile")(reconcile_policy)
     kopf.on.delete(*AGENTS, registry=registry, id="finalize")(delete_agent)
-    kopf.on.event(*POLICIES, registry=registry, id="deleted")(policy_deleted)
+    kopf.on.delete(*POLICIES, registry=registry, id="finalize")(delete_policy)
     interval = config.status_interval_seconds
     kopf.timer(*AGENTS, registry=registry, id="status", interval=interval)(refresh_agent)
     kopf.timer(*POLICIES, registry=registry, id="status", interval=interval)(refresh_policy)

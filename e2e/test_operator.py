@@ -1,0 +1,426 @@
+"""The chart, the operator and the sidecars on a real Kubernetes cluster.
+
+``helm install`` of ``helm/mas`` (with the real Helm engine) brings up the operator and the
+embedded Redis; the healthcare example's Agents and GatewayPolicy are applied with kubectl; the
+tests then watch what a user would: pods with their sidecars, messages delivered, a denied
+message denied and audited, an SSN redacted at the receiver, a policy change in force without
+restarting a pod, an invalid Agent refused by the API server, an Agent's Redis user gone with
+it, and ``helm upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind.
+
+Redis is inspected from inside the Redis pod (``kubectl exec``), so the same tests run on the
+local host-network cluster and on kind. The tests of this module share one release and run in
+file order; the last one uninstalls it. Run by ``python -m pytest e2e``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from e2e.kube import E2ECluster
+from e2e.util import HarnessError
+from mas.local.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "mas"
+EXAMPLE = ROOT / "examples" / "healthcare" / "k8s"
+RELEASE = "mas"
+RELEASE_NAMESPACE = "mas-system"
+CRDS = (
+    "agents.mas.dev",
+    "gatewaypolicies.mas.dev",
+    "clusterkopfpeerings.kopf.dev",
+    "kopfpeerings.kopf.dev",
+)
+FINISHED = "consultation finished: 3 answered, 1 blocked by DLP, 1 denied"
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (HarnessError, KeyError, LookupError):
+            last = None
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
+
+
+def condition(obj: dict[str, Any], type: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == type:
+            return dict(cond)
+    return {}
+
+
+@dataclass
+class Release:
+    """The installed chart: its Helm client, values and ways into its Redis."""
+
+    cluster: E2ECluster
+    helm: Any
+    values: dict[str, Any]
+
+    @property
+    def redis_port(self) -> int:
+        return int(self.values["redis"]["port"])
+
+    def in_redis_pod(self, script: str) -> str:
+        """Run a shell ``script`` in the Redis pod; ``$REDIS_URL`` is the admin URL."""
+        url = f'redis://:"$MAS_REDIS_PASSWORD"@127.0.0.1:{self.redis_port}'
+        return self.cluster.kubectl(
+            "exec", "-n", RELEASE_NAMESPACE, f"{RELEASE}-redis-0", "--",
+            "sh", "-c", f"REDIS_URL={url}; {script}",
+        )  # fmt: skip
+
+    def acl_users(self) -> list[str]:
+        code = (
+            "import os, redis; print(' '.join(redis.Redis.from_url(os.environ['U']).acl_users()))"
+        )
+        return self.in_redis_pod(f'U="$REDIS_URL" python -c "{code}"').split()
+
+    def audit(self, action: str, agent_id: str) -> str:
+        return self.in_redis_pod(f'mas audit {action} {agent_id} --redis-url "$REDIS_URL"')
+
+
+def chart_values(cluster: E2ECluster, image: str) -> dict[str, Any]:
+    repository, _, tag = image.rpartition(":")
+    values: dict[str, Any] = {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "operator": {"statusIntervalSeconds": 2, "retrySeconds": 2},
+        "redis": {"port": 6379},
+    }
+    if cluster.local:
+        # Every pod shares the machine's loopback: take ports that are free right now.
+        values["hostNetwork"] = True
+        values["hostAliases"] = [{"ip": "127.0.0.1", "hostnames": ["kubernetes.default.svc"]}]
+        values["redis"]["port"] = free_port()
+        values["operator"] |= {"healthPort": free_port(), "metricsPort": free_port()}
+    return values
+
+
+@pytest.fixture(scope="module")
+def release(e2e_cluster: E2ECluster, mas_image: str) -> Iterator[Release]:
+    values = chart_values(e2e_cluster, mas_image)
+    client = helm.Config(kubeconfig_path=str(e2e_cluster.kubeconfig), namespace=RELEASE_NAMESPACE)
+    client.install(
+        str(CHART),
+        RELEASE,
+        values,
+        namespace=RELEASE_NAMESPACE,
+        create_namespace=True,
+        wait="watcher",
+        timeout=300,
+    )
+    try:
+        yield Release(e2e_cluster, client, values)
+    finally:
+        # Shown by pytest when a test failed: what the operator saw.
+        print(
+            e2e_cluster.kubectl(
+                "logs",
+                "-n",
+                RELEASE_NAMESPACE,
+                f"deployment/{RELEASE}-operator",
+                "--tail=80",
+                check=False,
+            )
+        )
+        client.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=180)
+        # Helm never deletes the CRDs of a chart's crds/ folder; the next run starts clean.
+        e2e_cluster.kubectl("delete", "crd", *CRDS, "--ignore-not-found", check=False)
+        e2e_cluster.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--wait=false", check=False)
+
+
+@pytest.fixture
+def workspace(release: Release, namespace: str) -> Iterator[str]:
+    """A namespace whose Agents and GatewayPolicies are deleted (their finalizers run) while the
+    operator still runs; the namespace itself goes afterwards."""
+    yield namespace
+    release.cluster.kubectl(
+        "delete", "agents,gatewaypolicies", "--all", "-n", namespace, "--wait=true",
+        "--timeout=120s", check=False, timeout=150,
+    )  # fmt: skip
+
+
+def healthcare(namespace: str, cluster: E2ECluster, image: str) -> list[dict[str, Any]]:
+    """The example's policy and agents, moved to ``namespace`` (and onto the host network, each
+    sidecar on a free port, on the local cluster)."""
+    documents = []
+    for name in ("policy.yaml", "doctor.yaml", "patient.yaml"):
+        document = yaml.safe_load((EXAMPLE / name).read_text())
+        document["metadata"]["namespace"] = namespace
+        if document["kind"] == "Agent":
+            document["spec"]["image"] = image
+            if cluster.local:
+                document["spec"]["hostNetwork"] = True
+                document["spec"]["sidecar"] = {"port": free_port()}
+        documents.append(document)
+    return documents
+
+
+def agent(cluster: E2ECluster, namespace: str, name: str) -> dict[str, Any]:
+    return cluster.get("agent", name, namespace)
+
+
+def pods_of(cluster: E2ECluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    listed = cluster.kubectl(
+        "get", "pods", "-n", namespace, "-l", f"mas.dev/agent={name}", "-o", "json"
+    )
+    return [p for p in json.loads(listed)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def logs(cluster: E2ECluster, namespace: str, name: str) -> str:
+    return cluster.kubectl(
+        "logs", "-n", namespace, f"deployment/{name}", "-c", "agent", check=False
+    )
+
+
+def send_as(cluster: E2ECluster, namespace: str, name: str, message: dict[str, Any]) -> int:
+    """POST ``message`` to the agent's own sidecar from inside its agent container; the status."""
+    script = (
+        "import json, os, sys, urllib.request, urllib.error\n"
+        "request = urllib.request.Request(os.environ['MAS_SIDECAR_URL'] + '/v1/messages',"
+        " data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'})\n"
+        "try:\n    print(urllib.request.urlopen(request, timeout=10).status)\n"
+        "except urllib.error.HTTPError as error:\n    print(error.code)\n"
+    )
+    out = cluster.kubectl(
+        "exec", "-n", namespace, f"deployment/{name}", "-c", "agent", "--",
+        "python", "-c", script, json.dumps(message),
+    )  # fmt: skip
+    return int(out.strip())
+
+
+def test_the_operator_starts_and_publishes_the_policy(release: Release) -> None:
+    cluster = release.cluster
+    operator = cluster.get("deployment", f"{RELEASE}-operator", RELEASE_NAMESPACE)
+    assert operator["status"].get("availableReplicas") == 1
+    anchor = cluster.get("secret", "mas-trust-anchor", RELEASE_NAMESPACE)
+    assert set(anchor["data"]) == {"anchor.key"}
+    configmap = wait_until(
+        lambda: cluster.get("configmap", "mas-gateway-policy", RELEASE_NAMESPACE).get("data"),
+        timeout=60,
+        what="the operator publishes the (empty) policy at start-up",
+    )
+    assert json.loads(configmap["policy.json"])["revision"] == configmap["revision"]
+    peering = cluster.get("clusterkopfpeering", "mas")
+    assert peering["metadata"]["name"] == "mas"
+
+
+def test_agents_talk_through_their_sidecars_under_the_policy(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    namespace = workspace
+    cluster = release.cluster
+    cluster.apply(healthcare(namespace, cluster, mas_image))
+    for name in ("doctor", "patient"):
+        ready = wait_until(
+            lambda name=name: (
+                condition(agent(cluster, namespace, name), "Ready").get("status") == "True"
+            ),
+            timeout=240,
+            what=f"Agent {name} Ready",
+        )
+        assert ready
+    for name in ("doctor", "patient"):
+        (pod,) = pods_of(cluster, namespace, name)
+        containers = {c["name"]: c for c in pod["spec"]["containers"]}
+        assert set(containers) == {"agent", "mas-sidecar"}
+        agent_env = {e["name"] for e in containers["agent"].get("env", [])}
+        assert "MAS_SIDECAR_URL" in agent_env and "MAS_REDIS_URL" not in agent_env
+        assert "volumeMounts" not in containers["agent"], "no credentials, no API token"
+        assert all(s["ready"] for s in pod["status"]["containerStatuses"])
+
+    # The scripted consultation: answers delivered, an SSN redacted, a card blocked, admin denied.
+    wait_until(
+        lambda: FINISHED in logs(cluster, namespace, "patient"),
+        timeout=180,
+        what="the patient's consultation finishes",
+    )
+    doctor_log = logs(cluster, namespace, "doctor")
+    assert "[REDACTED:us_ssn]" in doctor_log
+    assert "123-45-6789" not in doctor_log
+    patient_log = logs(cluster, namespace, "patient")
+    assert "blocked by DLP (dlp_blocked)" in patient_log
+    assert "denied by the gateway (forbidden)" in patient_log
+
+    # Every decision is in the patient's hash-chained audit trail, denied ones included.
+    assert "intact" in release.audit("verify", f"{namespace}/patient")
+    decisions = [
+        json.loads(line)["event"]["decision"]
+        for line in release.audit("export", f"{namespace}/patient").splitlines()
+    ]
+    assert "accepted" in decisions and "denied" in decisions and "dlp_blocked" in decisions
+
+    # The sidecars report the policy in force; the policy's status counts them.
+    policy = wait_until(
+        lambda: (
+            (p := cluster.get("gatewaypolicy", "healthcare", namespace))
+            and p["status"].get("enforcedBy") == 2
+            and p
+        ),
+        timeout=60,
+        what="both sidecars enforce the policy",
+    )
+    revision = policy["status"]["revision"]
+    assert condition(policy, "Valid")["status"] == "True"
+    for name in ("doctor", "patient"):
+        applied = wait_until(
+            lambda name=name: (
+                (a := agent(cluster, namespace, name))
+                and condition(a, "PolicyApplied").get("status") == "True"
+                and a
+            ),
+            timeout=60,
+            what=f"PolicyApplied on {name}",
+        )
+        assert applied["status"]["policyRevision"] == revision
+
+    # A policy change is in force within seconds, without restarting any pod.
+    before = {
+        pod["metadata"]["name"]: [c["restartCount"] for c in pod["status"]["containerStatuses"]]
+        for name in ("doctor", "patient")
+        for pod in pods_of(cluster, namespace, name)
+    }
+    question = {"to": "doctor", "type": "consultation.question", "payload": {"question": "Hi?"}}
+    assert send_as(cluster, namespace, "patient", question) == 202
+    paused = copy.deepcopy(policy["spec"])
+    paused["rules"].append({"name": "pause", "action": "deny", "types": ["consultation.*"]})
+    cluster.kubectl(
+        "patch", "gatewaypolicy", "healthcare", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"rules": paused["rules"]}}),
+    )  # fmt: skip
+    wait_until(
+        lambda: (
+            (a := agent(cluster, namespace, "patient"))
+            and a["status"].get("policyRevision") not in (None, revision)
+        ),
+        timeout=60,
+        what="the patient's sidecars enforce the new revision",
+    )
+    assert send_as(cluster, namespace, "patient", question) == 403
+    after = {
+        pod["metadata"]["name"]: [c["restartCount"] for c in pod["status"]["containerStatuses"]]
+        for name in ("doctor", "patient")
+        for pod in pods_of(cluster, namespace, name)
+    }
+    assert after == before, "no pod was replaced or restarted"
+
+
+def test_the_api_server_rejects_an_invalid_agent_with_a_clear_message(
+    release: Release, workspace: str
+) -> None:
+    namespace = workspace
+    bad = {
+        "apiVersion": "mas.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "bad", "namespace": namespace},
+        "spec": {"image": "x:1", "replicas": 0, "sidecar": {"port": 80}},
+    }
+    with pytest.raises(HarnessError) as refused:
+        release.cluster.apply(bad)
+    message = str(refused.value)
+    assert "spec.replicas" in message and "greater than or equal to 1" in message
+    assert "spec.sidecar.port" in message
+    bad_policy = {
+        "apiVersion": "mas.dev/v1alpha1",
+        "kind": "GatewayPolicy",
+        "metadata": {"name": "bad", "namespace": namespace},
+        "spec": {"rules": [{"name": "r", "action": "maybe"}]},
+    }
+    with pytest.raises(HarnessError) as refused_policy:
+        release.cluster.apply(bad_policy)
+    assert "spec.rules" in str(refused_policy.value) and "maybe" in str(refused_policy.value)
+
+
+def test_deleting_an_agent_removes_its_redis_user_and_objects(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    namespace = workspace
+    cluster = release.cluster
+    doctor = next(
+        d for d in healthcare(namespace, cluster, mas_image) if d["metadata"]["name"] == "doctor"
+    )
+    cluster.apply(doctor)
+    user = f"mas-agent.{namespace}.doctor"
+    wait_until(lambda: user in release.acl_users(), timeout=60, what="the ACL user exists")
+    wait_until(
+        lambda: cluster.kubectl("get", "deployment", "doctor", "-n", namespace, check=False),
+        timeout=60,
+        what="the Deployment exists",
+    )
+    cluster.kubectl("delete", "agent", "doctor", "-n", namespace, "--wait=true", timeout=120)
+    assert user not in release.acl_users()
+    for kind, name in (("deployment", "doctor"), ("secret", "doctor-mas-credentials")):
+        wait_until(
+            lambda kind=kind, name=name: (
+                not cluster.kubectl(
+                    "get", kind, name, "-n", namespace, "--ignore-not-found", check=False
+                ).strip()
+            ),
+            timeout=120,
+            what=f"the {kind} goes with its owner",
+        )
+
+
+def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Release) -> None:
+    cluster = release.cluster
+
+    def operator_env() -> dict[str, str]:
+        deployment = cluster.get("deployment", f"{RELEASE}-operator", RELEASE_NAMESPACE)
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value", "") for e in container["env"]}
+
+    def secret_data(name: str) -> dict[str, str]:
+        return dict(cluster.get("secret", name, RELEASE_NAMESPACE)["data"])
+
+    password, anchor = secret_data(f"{RELEASE}-redis"), secret_data("mas-trust-anchor")
+    upgraded = copy.deepcopy(release.values)
+    upgraded["operator"]["logLevel"] = "DEBUG"
+    release.helm.upgrade(
+        str(CHART), RELEASE, upgraded, namespace=RELEASE_NAMESPACE, wait="watcher", timeout=300
+    )
+    assert operator_env()["MAS_LOG_LEVEL"] == "DEBUG"
+    assert secret_data(f"{RELEASE}-redis") == password, "upgrades keep the Redis password"
+    assert secret_data("mas-trust-anchor") == anchor, "upgrades keep the trust anchor"
+
+    release.helm.rollback(RELEASE, version=1, wait="watcher", timeout=300)
+    assert operator_env()["MAS_LOG_LEVEL"] == "INFO"
+    assert len(release.helm.history(RELEASE)) == 3
+
+    release.helm.uninstall(RELEASE, wait="watcher", timeout=180)
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    kinds = (
+        "deployments,statefulsets,services,secrets,configmaps,serviceaccounts,roles,"
+        "rolebindings,pods"
+    )
+
+    def leftovers() -> str:
+        namespaced = cluster.kubectl(
+            "get", kinds, "-n", RELEASE_NAMESPACE, "-l", selector, "-o", "name"
+        )
+        cluster_wide = cluster.kubectl(
+            "get",
+            "clusterroles,clusterrolebindings,clusterkopfpeerings",
+            "-l",
+            selector,
+            "-o",
+            "name",
+        )
+        return (namespaced + cluster_wide).strip()
+
+    wait_until(lambda: not leftovers(), timeout=120, what="nothing of the release is left")
