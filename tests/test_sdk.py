@@ -27,6 +27,7 @@ from mas import (
     UnknownAgentError,
 )
 from mas.local.processes import ChildProcess
+from mas.local.redis_server import free_port
 
 if TYPE_CHECKING:
     from conftest import Sidecars
@@ -217,6 +218,24 @@ async def test_agent_id_comes_from_its_sidecar(
     bob = await started(Ponger(sidecars.start("default/bob").url))
 
     assert bob.id == "default/bob"
+
+
+async def test_an_agent_started_before_its_sidecar_waits_for_it(
+    sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
+) -> None:
+    port = free_port()
+    starting = asyncio.create_task(started(Ponger(f"http://127.0.0.1:{port}")))
+    await asyncio.sleep(1.0)
+    assert not starting.done(), "the agent waits instead of failing"
+    await asyncio.to_thread(sidecars.start, "default/bob", port=port)
+    bob = await asyncio.wait_for(starting, 20)
+    assert bob.id == "default/bob"
+
+
+async def test_an_agent_without_a_sidecar_gives_up_after_its_startup_timeout() -> None:
+    lonely = Agent(sidecar_url=f"http://127.0.0.1:{free_port()}", startup_timeout=0.5)
+    with pytest.raises(MasError, match=r"no sidecar at http://127\.0\.0\.1:\d+ within 0\.5 s"):
+        await lonely.start()
 
 
 async def test_typed_state_with_dict_and_list_fields_survives_an_agent_restart(

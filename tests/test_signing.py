@@ -17,7 +17,7 @@ from policies import publish
 
 from mas.credentials import Anchor, create_anchor, issue_agent_credentials
 from mas.envelope import Envelope
-from mas.identity import generate_private_key, issue_token, sign_envelope
+from mas.identity import generate_private_key, issue_token, load_private_key_pem, sign_envelope
 from mas.keys import AgentKeys
 from mas.local.processes import ProcessStartError
 
@@ -160,3 +160,62 @@ def test_a_sidecar_with_invalid_credentials_refuses_to_start(
 
     with pytest.raises(ProcessStartError):
         sidecars.start("default/alice", MAS_CREDENTIALS_DIR=str(directory))
+
+
+async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
+    sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities,
+    redis_client: redis.Redis,
+) -> None:  # fmt: skip
+    """Any agent may append to another's reply stream; forged replies must not answer."""
+    alice_dir = identities.issue("default/alice")
+    alice_url = sidecars.start(
+        "default/alice", replica="r1", MAS_CREDENTIALS_DIR=str(alice_dir)
+    ).url
+    alice = Api(http, alice_url)
+    signed_sidecar(sidecars, identities, "default/bob")
+    mallory_dir = identities.issue("default/mallory")
+    bob_dir = identities.issue("default/bob")
+    asking = asyncio.create_task(
+        alice.call("POST", "/v1/requests", {"to": "bob", "type": "ask", "payload": {},
+                                            "timeout_ms": 10_000})
+    )  # fmt: skip
+    request: dict[str, object] = {}
+    for _ in range(100):
+        if entries := inbox_envelopes(redis_client):
+            request = entries[0][1]
+            break
+        await asyncio.sleep(0.05)
+    assert request, "the request reached bob's inbox"
+    replies = AgentKeys("default/alice").replies("r1")
+
+    def reply(sender: str, payload: dict[str, str]) -> Envelope:
+        return Envelope(
+            id=f"01REPLY{sender[-3:].upper()}{len(payload['who'])}".ljust(26, "0")[:26],
+            sender=sender,
+            target="default/alice",
+            type="answer",
+            payload=payload,
+            correlation_id=str(request["id"]),
+            is_reply=True,
+            created_at=int(time.time() * 1000),
+        )
+
+    def signed(envelope: Envelope, directory: Path) -> dict[bytes, bytes]:
+        key = load_private_key_pem((directory / "agent.key").read_bytes())
+        token = (directory / "token").read_text().strip()
+        return sign_envelope(envelope, key, token).to_entry()
+
+    # Unsigned, and signed by another agent than the one asked: both refused.
+    redis_client.xadd(replies, reply("default/bob", {"who": "forger"}).to_entry())
+    redis_client.xadd(replies, signed(reply("default/mallory", {"who": "mallory"}), mallory_dir))
+    await asyncio.sleep(0.5)
+    assert not asking.done(), "no forged reply answers the request"
+    redis_client.xadd(replies, signed(reply("default/bob", {"who": "bob"}), bob_dir))
+    status, answer = await asking
+    assert status == 200
+    assert answer["payload"] == {"who": "bob"}
+    audit = [
+        orjson.loads(f[b"e"]) for _, f in redis_client.xrange(AgentKeys("default/alice").audit)
+    ]
+    refused = [e for e in audit if e["decision"] == "refused_on_receive"]
+    assert len(refused) == 1 and refused[0]["reason"].startswith("unauthenticated: ")

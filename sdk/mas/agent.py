@@ -94,12 +94,14 @@ class Agent(Generic[StateT]):
         sidecar_url: str | None = None,
         concurrency: int = 16,
         stop_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._state_model = cast(type[StateT], state_model or EmptyState)
         self._sidecar_url = sidecar_url
         self._stop_timeout = stop_timeout
+        self._startup_timeout = startup_timeout
         self._client: SidecarClient | None = None
         self._id: str | None = None
         self._state: StateT | None = None
@@ -177,7 +179,7 @@ class Agent(Generic[StateT]):
         client = SidecarClient(self._sidecar_url)
         self._client = client
         try:
-            self._id = str((await client.self_info())["id"])
+            self._id = str((await self._first_contact(client))["id"])
             await self._reload_state()
             metadata = self.get_metadata()
             if metadata:
@@ -188,6 +190,23 @@ class Agent(Generic[StateT]):
             await client.aclose()
             raise
         self._consumer = asyncio.create_task(self._consume(), name=f"mas-deliveries-{self._id}")
+
+    async def _first_contact(self, client: SidecarClient) -> dict[str, Any]:
+        """The sidecar's ``/v1/self``, waiting while it is not up yet (in a pod, the agent's
+        container may start before the sidecar's), up to ``startup_timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._startup_timeout
+        delay = _RECONNECT_INITIAL_S
+        while True:
+            try:
+                return await client.self_info()
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if loop.time() + delay > deadline:
+                    raise MasError(
+                        f"no sidecar at {client.base_url} within {self._startup_timeout:g} s: {exc}"
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX_S)
 
     async def stop(self) -> None:
         """Stop taking deliveries, wait for running handlers (up to ``stop_timeout``, then

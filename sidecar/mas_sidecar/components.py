@@ -22,6 +22,7 @@ from mas_sidecar.metrics import Metrics
 from mas_sidecar.outbox import Outbox
 from mas_sidecar.policy_store import PolicyStore
 from mas_sidecar.ratelimit import RateLimiter
+from mas_sidecar.redis_client import connect
 from mas_sidecar.registry import Registry
 from mas_sidecar.replay import ReplayGuard
 from mas_sidecar.replies import ReplyWaiter
@@ -49,15 +50,7 @@ class Components:
 
     @classmethod
     def build(cls, config: SidecarConfig, metrics: Metrics) -> Components:
-        client = aioredis.Redis.from_url(
-            config.redis_url,
-            socket_connect_timeout=2,
-            socket_timeout=5,  # above the 1 s blocking reads
-            health_check_interval=15,
-            # No CLIENT SETINFO on connect: least-privilege ACL users are not granted it.
-            lib_name=None,
-            lib_version=None,
-        )
+        client = connect(config.redis_url, cluster=config.redis_cluster)
         keys = AgentKeys(config.agent_id)
         writer = Writer(client)
         registry = Registry(
@@ -115,7 +108,7 @@ class Components:
                 lease_ms=config.lease_ms,
                 max_attempts=config.max_attempts,
                 max_inflight=config.max_inflight,
-                check=gateway.check_receive,
+                check=gateway.check_receive_many,
                 metrics=metrics,
             ),
             outbox=Outbox(
@@ -125,7 +118,9 @@ class Components:
                 gateway=gateway,
                 metrics=metrics,
             ),
-            replies=ReplyWaiter(client, keys.replies(config.replica), metrics),
+            replies=ReplyWaiter(
+                client, keys.replies(config.replica), metrics, check=gateway.check_receive_many
+            ),
             state=StateStore(client, keys.state),
             dead_letters=DeadLetters(client, keys, replay),
         )

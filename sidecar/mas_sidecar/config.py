@@ -2,6 +2,11 @@
 
 Used by :mod:`mas_sidecar.main`; every component receives the parts it needs. Bad values fail at
 start-up with :class:`~mas_sidecar.errors.ConfigError`, never later.
+
+Redis Cluster: set ``MAS_REDIS_CLUSTER=true``, or give the URL the scheme ``redis+cluster://``
+(``rediss+cluster://`` for TLS), naming any one node; the sidecar then connects with a cluster
+client (:mod:`mas_sidecar.redis_client`). Every agent's keys share one hash slot, so the same
+sidecar runs on one server and on a cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import orjson
 
 from mas.names import InvalidAgentIdError, namespace_of, qualify
 from mas_sidecar.errors import ConfigError
+from mas_sidecar.redis_client import cluster_url
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class SidecarConfig:
     port: int
     redis_url: str
     replica: str
+    redis_cluster: bool = False
     capabilities: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     policy_file: Path | None = None
@@ -64,10 +71,12 @@ class SidecarConfig:
         url = redis_url or env.get("MAS_REDIS_URL")
         if not url:
             raise ConfigError("a Redis URL is required (--redis-url or MAS_REDIS_URL)")
+        url, cluster = cluster_url(url, _bool(env, "MAS_REDIS_CLUSTER"))
         return cls(
             agent_id=full_id,
             port=port if port is not None else _int(env, "MAS_SIDECAR_PORT", 8790, 1, 65535),
             redis_url=url,
+            redis_cluster=cluster,
             replica=env.get("MAS_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}",
             capabilities=_list(env, "MAS_CAPABILITIES"),
             roles=_list(env, "MAS_ROLES"),
@@ -90,6 +99,15 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

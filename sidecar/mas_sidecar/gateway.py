@@ -17,6 +17,7 @@ Used by the outbox (send) and the inbox (receive).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -24,7 +25,7 @@ from mas.envelope import ENTRY_FIELD, Envelope
 from mas.errors import ErrorCode
 from mas.identity import IdentityError, TokenClaims, UnsignedEnvelopeError, sign_envelope
 from mas.policy.document import EffectivePolicy
-from mas.policy.rules import Party, authorize
+from mas.policy.rules import Decision, Party, authorize
 from mas_sidecar.audit_log import AuditLog, decision_event
 from mas_sidecar.breaker import Breakers
 from mas_sidecar.credentials import CredentialStore
@@ -34,13 +35,14 @@ from mas_sidecar.metrics import Metrics
 from mas_sidecar.policy_store import PolicyStore
 from mas_sidecar.ratelimit import RateLimiter
 from mas_sidecar.registry import Registry
-from mas_sidecar.replay import ReplayError, ReplayGuard, entry_time_ms
+from mas_sidecar.replay import ReplayGuard, entry_time_ms
 from mas_sidecar.writer import Command, Writer
 
 # Replies to synchronous requests are read within milliseconds; these bounds only keep a dead
 # requester's reply stream from lingering.
 REPLY_STREAM_MAXLEN = 10_000
 REPLY_STREAM_TTL_MS = 600_000
+DECISION_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Gateway:
         self._audit = audit
         self._writer = writer
         self._metrics = metrics
+        self._decisions: dict[tuple[str, Party, Party, str], Decision] = {}
 
     def _policy(self) -> EffectivePolicy:
         policy = self._policies.own
@@ -105,8 +108,8 @@ class Gateway:
         details: dict[str, Any] = {"policy_revision": policy.revision}
         if not envelope.is_reply:
             target = Party(envelope.target, await self._registry.capabilities_of(envelope.target))
-            decision = authorize(
-                policy.rules, Party(self.agent_id, self.own_roles()), target, envelope.type
+            decision = self._authorize(
+                policy, Party(self.agent_id, self.own_roles()), target, envelope.type
             )
             if not decision.allowed:
                 await self._refuse("denied", envelope, ErrorCode.FORBIDDEN, decision.reason)
@@ -140,6 +143,20 @@ class Gateway:
             )  # fmt: skip
         await self._write(envelope, destination, policy, details)
         return envelope
+
+    def _authorize(
+        self, policy: EffectivePolicy, sender: Party, target: Party, message_type: str
+    ) -> Decision:
+        """:func:`~mas.policy.rules.authorize`, remembered per policy revision: the decision
+        depends only on the sender's policy (revision and sender id), both parties and the
+        type, so repeated traffic skips the glob matching."""
+        key = (policy.revision, sender, target, message_type)
+        decision = self._decisions.get(key)
+        if decision is None:
+            if len(self._decisions) >= DECISION_CACHE_SIZE:
+                self._decisions.clear()
+            decision = self._decisions[key] = authorize(policy.rules, sender, target, message_type)
+        return decision
 
     def own_roles(self) -> frozenset[str]:
         """This agent's roles: from its verified token when it has one, else configured."""
@@ -208,21 +225,49 @@ class Gateway:
 
     async def check_receive(self, envelope: Envelope, entry_id: bytes) -> str | None:
         """Why the receiver refuses ``envelope`` (read from ``entry_id``), or None."""
-        policy = self._policies.for_sender(envelope.sender)
-        if policy is None:
-            return await self._refuse_received(envelope, "no gateway policy is loaded")
-        try:
-            claims = self._authenticate(envelope, entry_id, policy.signing_required)
-            if claims is not None:
-                await self._replay.check(envelope, entry_id)
-        except (IdentityError, ReplayError) as exc:
-            kind = "replay" if isinstance(exc, ReplayError) else "unauthenticated"
-            return await self._refuse_received(envelope, f"{kind}: {exc}")
-        if envelope.is_reply:
-            return None
+        [refusal] = await self.check_receive_many([(envelope, entry_id)])
+        return refusal
+
+    async def check_receive_many(self, items: Sequence[tuple[Envelope, bytes]]) -> list[str | None]:
+        """Per entry read together (in stream order): why the receiver refuses it, or None.
+
+        Each entry gets every check on its own; only the replay guard's Redis call is shared
+        by the batch (one script call instead of one round trip per message).
+        """
+        refusals: list[str | None] = [None] * len(items)
+        verified: list[tuple[int, EffectivePolicy, TokenClaims | None]] = []
+        for index, (envelope, entry_id) in enumerate(items):
+            policy = self._policies.for_sender(envelope.sender)
+            if policy is None:
+                refusals[index] = await self._refuse_received(
+                    envelope, "no gateway policy is loaded"
+                )
+                continue
+            try:
+                claims = self._authenticate(envelope, entry_id, policy.signing_required)
+            except IdentityError as exc:
+                refusals[index] = await self._refuse_received(envelope, f"unauthenticated: {exc}")
+                continue
+            verified.append((index, policy, claims))
+        signed = [index for index, _, claims in verified if claims is not None]
+        replays = dict(
+            zip(signed, await self._replay.check_many([items[i] for i in signed]), strict=True)
+        )
+        for index, policy, claims in verified:
+            envelope = items[index][0]
+            replay = replays.get(index)
+            if replay is not None:
+                refusals[index] = await self._refuse_received(envelope, f"replay: {replay}")
+            elif not envelope.is_reply:
+                refusals[index] = await self._authorize_received(envelope, policy, claims)
+        return refusals
+
+    async def _authorize_received(
+        self, envelope: Envelope, policy: EffectivePolicy, claims: TokenClaims | None
+    ) -> str | None:
         roles = claims.roles if claims else await self._registry.roles_of(envelope.sender)
-        decision = authorize(
-            policy.rules,
+        decision = self._authorize(
+            policy,
             Party(envelope.sender, frozenset(roles)),
             Party(self.agent_id, frozenset(self._registry.capabilities)),
             envelope.type,

@@ -64,7 +64,7 @@ class Inbox:
         lease_ms: int,
         max_attempts: int,
         max_inflight: int,
-        check: Callable[[Envelope, bytes], Awaitable[str | None]],
+        check: Callable[[list[tuple[Envelope, bytes]]], Awaitable[list[str | None]]],
         metrics: Metrics,
     ) -> None:
         self._redis = client
@@ -81,6 +81,8 @@ class Inbox:
         self._wake = asyncio.Event()
         self._reclaim_now = asyncio.Event()
         self._cursor: bytes | str = "0-0"
+        self._acks: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._acking: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
         """Create the consumer group (and the stream) if they do not exist yet."""
@@ -106,14 +108,29 @@ class Inbox:
     async def next_delivery(self) -> Envelope:
         """Wait for the next leased message to hand to a subscriber."""
         while True:
-            message_id = await self._ready.get()
-            lease = self.leases.get(message_id)
-            if lease is not None:
-                lease.handed_out = True
-                self._metrics.deliveries.inc()
-                if lease.envelope.attempt > 1:
-                    self._metrics.redeliveries.inc()
-                return lease.envelope
+            envelope = self._hand_out(await self._ready.get())
+            if envelope is not None:
+                return envelope
+
+    def ready_deliveries(self, limit: int) -> list[Envelope]:
+        """Up to ``limit`` more leased messages that are ready now (without waiting), so a
+        subscriber can take a burst in one write."""
+        taken: list[Envelope] = []
+        while len(taken) < limit and not self._ready.empty():
+            envelope = self._hand_out(self._ready.get_nowait())
+            if envelope is not None:
+                taken.append(envelope)
+        return taken
+
+    def _hand_out(self, message_id: str) -> Envelope | None:
+        lease = self.leases.get(message_id)
+        if lease is None:
+            return None
+        lease.handed_out = True
+        self._metrics.deliveries.inc()
+        if lease.envelope.attempt > 1:
+            self._metrics.redeliveries.inc()
+        return lease.envelope
 
     def hand_back(self, envelope: Envelope) -> None:
         """A subscriber could not take ``envelope``: offer it to the next one."""
@@ -148,8 +165,7 @@ class Inbox:
                     block=_BLOCK_MS,
                 )
                 for _stream, entries in answer or ():
-                    for entry_id, fields in entries:
-                        await self._lease(entry_id, fields, attempt=1)
+                    await self._lease([(entry_id, fields, 1) for entry_id, fields in entries])
             except REDIS_ERRORS as exc:
                 await self._redis_failed("read", exc)
 
@@ -184,9 +200,13 @@ class Inbox:
             for entry_id, _fields in claimed:
                 pipe.xpending_range(self._keys.inbox, CONSUMER_GROUP, entry_id, entry_id, 1)
             pending = await pipe.execute()
-        for (entry_id, fields), info in zip(claimed, pending, strict=True):
-            if info:  # else acked by its old holder in the meantime
-                await self._lease(entry_id, fields, attempt=int(info[0]["times_delivered"]))
+        await self._lease(
+            [
+                (entry_id, fields, int(info[0]["times_delivered"]))
+                for (entry_id, fields), info in zip(claimed, pending, strict=True)
+                if info  # else acked by its old holder in the meantime
+            ]
+        )
 
     def _forget_stale_leases(self) -> None:
         """Drop leases that ran out long ago (another replica has surely reclaimed them)."""
@@ -200,28 +220,38 @@ class Inbox:
         log.warning("inbox %s loop: Redis unavailable (%s); retrying", loop, exc)
         await asyncio.sleep(1)
 
-    async def _lease(self, entry_id: bytes, fields: dict[bytes, bytes], attempt: int) -> None:
-        try:
-            envelope = Envelope.from_entry(fields, attempt)
-        except EnvelopeError as exc:
-            await self._dead_letter(entry_id, fields, f"malformed: {exc}", attempt)
+    async def _lease(self, entries: list[tuple[bytes, dict[bytes, bytes], int]]) -> None:
+        """Check entries read together (``(entry id, fields, attempt)``, in stream order), then
+        lease each one that passes and dead-letter the others."""
+        candidates: list[tuple[bytes, dict[bytes, bytes], Envelope]] = []
+        for entry_id, fields, attempt in entries:
+            try:
+                envelope = Envelope.from_entry(fields, attempt)
+            except EnvelopeError as exc:
+                await self._dead_letter(entry_id, fields, f"malformed: {exc}", attempt)
+                continue
+            if envelope.target != self._keys.agent_id:
+                await self._dead_letter(entry_id, fields, "misaddressed", attempt)
+            elif attempt > self._max_attempts:
+                await self._dead_letter(entry_id, fields, "max_attempts_exceeded", attempt - 1)
+            elif envelope.is_expired(time.time_ns() // 1_000_000):
+                await self._dead_letter(entry_id, fields, "expired", attempt - 1)
+            else:
+                candidates.append((entry_id, fields, envelope))
+        if not candidates:
             return
-        if envelope.target != self._keys.agent_id:
-            await self._dead_letter(entry_id, fields, "misaddressed", attempt)
-        elif attempt > self._max_attempts:
-            await self._dead_letter(entry_id, fields, "max_attempts_exceeded", attempt - 1)
-        elif envelope.is_expired(time.time_ns() // 1_000_000):
-            await self._dead_letter(entry_id, fields, "expired", attempt - 1)
-        elif refusal := await self._check(envelope, entry_id):
-            await self._dead_letter(entry_id, fields, refusal, attempt - 1)
-        else:
+        refusals = await self._check([(envelope, entry_id) for entry_id, _, envelope in candidates])
+        for (entry_id, fields, envelope), refusal in zip(candidates, refusals, strict=True):
+            if refusal:
+                await self._dead_letter(entry_id, fields, refusal, envelope.attempt - 1)
+                continue
             previous = self.leases.get(envelope.id)
             self.leases[envelope.id] = Lease(
                 entry_id, envelope, time.monotonic() + self.lease_ms / 1000
             )
-            self._metrics.inflight.set(len(self.leases))
             if previous is None or previous.handed_out:
                 self._ready.put_nowait(envelope.id)
+        self._metrics.inflight.set(len(self.leases))
 
     # -- the agent's answers ----------------------------------------------------------------
 
@@ -234,6 +264,7 @@ class Inbox:
                 "(already answered, lease expired, or unknown)",
             )
         self._metrics.inflight.set(len(self.leases))
+        self._wake.set()  # room for another lease: a reader waiting for capacity reads now
         return lease
 
     def leased(self, message_id: str) -> Envelope:
@@ -247,12 +278,34 @@ class Inbox:
         return lease.envelope
 
     async def ack(self, message_id: str) -> None:
+        """Done: XACK + XDEL in one MULTI, shared with the acks that arrive meanwhile."""
         lease = self._take(message_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self._keys.inbox, CONSUMER_GROUP, lease.entry_id)
-            pipe.xdel(self._keys.inbox, lease.entry_id)
-            await pipe.execute()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks.append((lease.entry_id, done))
+        if self._acking is None or self._acking.done():
+            self._acking = asyncio.create_task(self._flush_acks())
+        await done
         self._metrics.acks.inc()
+
+    async def _flush_acks(self) -> None:
+        """Send the queued acks, one MULTI (one XACK and one XDEL of all their entries) per
+        round trip, until none is left."""
+        while self._acks:
+            batch, self._acks = self._acks, []
+            entries = [entry_id for entry_id, _ in batch]
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.xack(self._keys.inbox, CONSUMER_GROUP, *entries)
+                    pipe.xdel(self._keys.inbox, *entries)
+                    await pipe.execute()
+            except Exception as exc:  # each waiting request answers with it
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def nack(self, message_id: str, delay_ms: int) -> None:
         """Make the entry reclaimable after ``delay_ms`` (at most one lease)."""

@@ -2,7 +2,8 @@
 
 A signature proves who wrote an envelope, not that this is the first time it arrives: anyone
 able to append to the inbox could append a captured envelope again. :class:`ReplayGuard` runs on
-every lease of an inbox entry (after the signature check) and decides with one script call.
+every lease of an inbox entry (after the signature check) and decides with one script call per
+read batch (:meth:`ReplayGuard.check_many`), not one round trip per message.
 
 Design: the guard remembers **which inbox entry** first carried each message id, in two keys under
 the receiving agent's hash tag (so the script is cluster-safe, one slot, one round trip):
@@ -39,7 +40,7 @@ Used by the inbox (``check`` on each lease) and the dead-letter store (``requeue
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 
@@ -50,22 +51,30 @@ from mas_sidecar.errors import SidecarError
 DEFAULT_WINDOW_MS = 300_000
 _TRIM_PER_CALL = 100
 
-# KEYS: seen, seen-by-time. ARGV: message id, entry id, entry ms, forget-after ms, '1' to record.
-# Returns the entry id recorded for the message before this call (nil for a first sight).
+# KEYS: seen, seen-by-time. ARGV: five per entry, in stream order: message id, entry id, entry ms,
+# forget-after ms, '1' to record. Returns, per entry, the entry id recorded for its message before
+# (false for a first sight): one call checks a whole read batch, in order, as one call per entry.
 _CHECK = f"""
-local known = redis.call('HGET', KEYS[1], ARGV[1])
-if known then return known end
-if ARGV[5] == '1' then
-  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3], 'LIMIT', 0,
-                         {_TRIM_PER_CALL})
-  if #old > 0 then
-    redis.call('HDEL', KEYS[1], unpack(old))
-    redis.call('ZREM', KEYS[2], unpack(old))
+local out = {{}}
+for i = 1, #ARGV, 5 do
+  local known = redis.call('HGET', KEYS[1], ARGV[i])
+  if known then
+    out[#out + 1] = known
+  else
+    if ARGV[i + 4] == '1' then
+      local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[i + 2], 'LIMIT', 0,
+                             {_TRIM_PER_CALL})
+      if #old > 0 then
+        redis.call('HDEL', KEYS[1], unpack(old))
+        redis.call('ZREM', KEYS[2], unpack(old))
+      end
+      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+      redis.call('ZADD', KEYS[2], ARGV[i + 3], ARGV[i])
+    end
+    out[#out + 1] = false
   end
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 end
-return false
+return out
 """
 
 # KEYS: inbox, dead letters, seen, seen-by-time. ARGV: message id, dead letter id, window ms,
@@ -109,27 +118,49 @@ class ReplayGuard:
 
     async def check(self, envelope: Envelope, entry_id: bytes | str) -> None:
         """Accept ``envelope`` read from inbox entry ``entry_id``, or raise :class:`ReplayError`."""
-        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        stamped = entry_time_ms(entry)
-        fresh = abs(envelope.created_at - stamped) <= self.window_ms
-        known = await self._check(
-            keys=[self.seen_key, self.by_time_key],
-            args=[envelope.id, entry, stamped, envelope.created_at + self.window_ms, int(fresh)],
-        )
+        [error] = await self.check_many([(envelope, entry_id)])
+        if error is not None:
+            raise error
+
+    async def check_many(
+        self, items: Sequence[tuple[Envelope, bytes | str]]
+    ) -> list[ReplayError | None]:
+        """Check entries read together (in stream order) with one script call: per entry, the
+        :class:`ReplayError` refusing it, or None when it is accepted."""
+        if not items:
+            return []
+        rows: list[tuple[Envelope, str, int, bool]] = []
+        args: list[str | int] = []
+        for envelope, entry_id in items:
+            entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            stamped = entry_time_ms(entry)
+            fresh = abs(envelope.created_at - stamped) <= self.window_ms
+            rows.append((envelope, entry, stamped, fresh))
+            args += [envelope.id, entry, stamped, envelope.created_at + self.window_ms, int(fresh)]
+        answers = await self._check(keys=[self.seen_key, self.by_time_key], args=args)
+        return [
+            self._judge(envelope, entry, stamped, fresh, known)
+            for (envelope, entry, stamped, fresh), known in zip(rows, answers, strict=True)
+        ]
+
+    def _judge(
+        self, envelope: Envelope, entry: str, stamped: int, fresh: bool, known: bytes | None
+    ) -> ReplayError | None:
         if known is not None:
             if known.decode() == entry:
-                return
-            raise ReplayError(
+                return None
+            return ReplayError(
                 "duplicate",
                 f"message {envelope.id[:64]!r} was already delivered in inbox entry "
                 f"{known.decode()}",
             )
         if not fresh:
-            raise ReplayError(
+            return ReplayError(
                 "outside_window",
                 f"message {envelope.id[:64]!r} was created at {envelope.created_at} but entered "
                 f"the inbox at {stamped}, more than {self.window_ms} ms apart",
             )
+        return None
 
     async def requeue(
         self, fields: Mapping[bytes, bytes], message_id: str, *, dead_letter_id: str

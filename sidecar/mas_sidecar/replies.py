@@ -1,15 +1,20 @@
 """Synchronous requests: futures waiting for replies on this replica's reply stream.
 
-The request route registers a future under the request's message id, then sends; the reader
-loop resolves it when a reply with that correlation id arrives. A reply that comes after its
-request timed out is counted and logged (its requester already answered 504). Used by the
-request route and the app's background tasks.
+The request route registers a future under the request's message id and its target, then
+sends; the reader loop resolves it when a reply with that correlation id arrives. Every agent
+may append to another's reply streams (that is how replies travel), so a reply passes the same
+receive checks as an inbox entry (signature, token, replay) and must come from the agent the
+request went to; anything else is refused, audited by the gateway and logged, and the request
+keeps waiting for the real reply. A reply that comes after its request timed out is counted
+and logged (its requester already answered 504). Used by the request route and the app's
+background tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 
@@ -18,24 +23,28 @@ from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
 
 log = logging.getLogger(__name__)
+# The gateway's receive checks: per (envelope, entry id), why it is refused, or None.
+Check = Callable[[Sequence[tuple[Envelope, bytes]]], Awaitable[list[str | None]]]
 
 
 class ReplyWaiter:
     """Pending requests of one replica, resolved from its reply stream."""
 
-    def __init__(self, client: aioredis.Redis, key: str, metrics: Metrics) -> None:
+    def __init__(self, client: aioredis.Redis, key: str, metrics: Metrics, check: Check) -> None:
         self._redis = client
         self.key = key
         self._metrics = metrics
-        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._check = check
+        self._pending: dict[str, tuple[str, asyncio.Future[Envelope]]] = {}
 
     async def setup(self) -> None:
         """Forget replies meant for an earlier process with the same replica id."""
         await self._redis.delete(self.key)
 
-    def expect(self, message_id: str) -> asyncio.Future[Envelope]:
+    def expect(self, message_id: str, target: str) -> asyncio.Future[Envelope]:
+        """A future for the reply to request ``message_id``, which only ``target`` may send."""
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._pending[message_id] = future
+        self._pending[message_id] = (target, future)
         return future
 
     def forget(self, message_id: str) -> None:
@@ -52,20 +61,42 @@ class ReplyWaiter:
                 await asyncio.sleep(1)
                 continue
             for _stream, entries in answer or ():
-                for entry_id, fields in entries:
-                    last = entry_id
-                    self._resolve(fields)
+                last = entries[-1][0]
+                await self._handle(entries)
                 await self._redis.xdel(self.key, *(entry_id for entry_id, _ in entries))
 
-    def _resolve(self, fields: dict[bytes, bytes]) -> None:
-        try:
-            envelope = Envelope.from_entry(fields)
-        except EnvelopeError as exc:
-            log.warning("ignored a malformed reply: %s", exc)
+    async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        replies: list[tuple[Envelope, bytes]] = []
+        for entry_id, fields in entries:
+            try:
+                replies.append((Envelope.from_entry(fields), entry_id))
+            except EnvelopeError as exc:
+                log.warning("ignored a malformed reply: %s", exc)
+        if not replies:
             return
-        future = self._pending.pop(envelope.correlation_id or "", None)
-        if future is None or future.done():
+        refusals = await self._check(replies)
+        for (envelope, _), refusal in zip(replies, refusals, strict=True):
+            if refusal is not None:
+                log.warning("refused reply %s from %s: %s", envelope.id, envelope.sender, refusal)
+            else:
+                self._resolve(envelope)
+
+    def _resolve(self, envelope: Envelope) -> None:
+        request_id = envelope.correlation_id or ""
+        pending = self._pending.get(request_id)
+        if pending is None or pending[1].done():
             self._metrics.late_replies.inc()
             log.info("reply %s came after its request timed out", envelope.id)
-        else:
-            future.set_result(envelope)
+            return
+        target, future = pending
+        if not envelope.is_reply or envelope.sender != target:
+            log.warning(
+                "refused reply %s: request %s went to %s, not %s",
+                envelope.id,
+                request_id,
+                target,
+                envelope.sender,
+            )
+            return
+        del self._pending[request_id]
+        future.set_result(envelope)

@@ -54,7 +54,7 @@ async def send_request(request: web.Request) -> web.Response:
         ttl_ms=body.timeout_ms,  # nobody waits for an answer after that: dead-letter it as expired
         trace=_trace(request),
     )
-    reply = parts.replies.expect(envelope.id)
+    reply = parts.replies.expect(envelope.id, target)
     try:
         await parts.outbox.send(envelope, "request")
         await asyncio.wait({reply}, timeout=body.timeout_ms / 1000)

@@ -1,0 +1,191 @@
+"""``python -m bench``: start Redis, sidecars and agents, measure in one run, print a table.
+
+Sections, in order: the raw redis-py baseline; one-way 1→1 and N→1 throughput and request/reply
+round trips with every gateway check on, then off (sidecar CPU and memory sampled during the
+checks-on 1→1 run); the DLP scanner alone; aggregate throughput of 1, 2, 4, 8 sender/sink pairs
+with every check on, on one Redis and on a three-shard Redis Cluster on loopback. Everything runs
+on 127.0.0.1. ``--smoke`` runs tiny counts (CI checks that the harness works, not the targets);
+``--json`` writes the numbers, ``--svg`` the plot (:mod:`bench.report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import deploy, load, raw, report
+from bench.cluster import LocalCluster, cluster_binary
+from bench.dlp_bench import dlp_results
+from bench.procstat import cpu_seconds, load_average, memory_mb
+from mas.local.redis_server import RedisServer
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--messages", type=int, default=10_000, help="one-way messages per run")
+    parser.add_argument("--requests", type=int, default=2_000, help="sequential round trips")
+    parser.add_argument("--fan-in", type=int, default=10, help="senders of the N→1 run")
+    parser.add_argument("--window", type=int, default=64, help="sends in flight per sender")
+    parser.add_argument("--pairs", default="1,2,4,8", help="pair counts of the scaling runs")
+    parser.add_argument("--pair-messages", type=int, default=4_000, help="messages per pair")
+    parser.add_argument("--no-cluster", action="store_true", help="skip the Redis Cluster runs")
+    parser.add_argument("--redis-server", help="server binary (default: the embedded Valkey)")
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: does it work at all")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--svg", type=Path, help="write the plot here")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.messages, args.requests, args.fan_in = 200, 40, 2
+        args.pairs, args.pair_messages = "1,2", 100
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import uvloop  # noqa: PLC0415
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="mas-bench-") as tmp:
+        results = run(args, Path(tmp))
+    print(report.table(results))
+    if args.json:
+        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    if args.svg:
+        args.svg.write_text(report.svg(results), encoding="utf-8")
+    return 0
+
+
+def _progress(text: str) -> None:
+    print(f"[bench] {text}", flush=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    pairs = [int(n) for n in args.pairs.split(",") if n]
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "load_before": load_average()},
+        "settings": {
+            "messages": args.messages, "requests": args.requests, "fan_in": args.fan_in,
+            "window": args.window, "pair_messages": args.pair_messages,
+            "payload_bytes": load.PAYLOAD_BYTES,
+        },
+    }  # fmt: skip
+    with RedisServer(args.redis_server) as server:
+        results["server"] = Path(server.binary).name
+        _progress(f"raw redis-py baseline on {results['server']}")
+        results["raw"] = _raw(server.url, args)
+        deploy.publish(server.url, cluster=False)
+        for mode in ("on", "off"):
+            _progress(f"sidecars with checks {mode}")
+            results[mode] = _mode(server.url, mode, args, workdir / mode)
+        _progress("scaling on one server")
+        results["scale_single"] = _scale(server.url, pairs, args, workdir / "single", False)
+    _progress("DLP scanner")
+    results["dlp"] = dlp_results(quick=args.smoke)
+    if args.no_cluster or cluster_binary() is None:
+        results["scale_cluster"] = None
+    else:
+        with LocalCluster(3) as cluster:
+            _progress("scaling on a three-shard cluster")
+            deploy.publish(cluster.url, cluster=True)
+            results["scale_cluster"] = _scale(cluster.url, pairs, args, workdir / "cluster", True)
+    results["machine"]["load_after"] = load_average()
+    return results
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _latency(latencies: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+    }
+
+
+def _raw(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    per_sender = args.messages // args.fan_in
+    return {
+        "one_to_one": {
+            "unbatched": asyncio.run(raw.one_way(url, 1, args.messages, pipelined=False)),
+            "pipelined": asyncio.run(raw.one_way(url, 1, args.messages, pipelined=True)),
+        },
+        "fan_in": {
+            "unbatched": asyncio.run(raw.one_way(url, args.fan_in, per_sender, pipelined=False)),
+            "pipelined": asyncio.run(raw.one_way(url, args.fan_in, per_sender, pipelined=True)),
+        },
+        "round_trip": _latency(asyncio.run(raw.round_trip(url, args.requests))),
+    }
+
+
+def _mode(url: str, mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    fleet = deploy.Fleet(url, workdir)
+    try:
+        senders, sink = deploy.start_mode(fleet, mode, args.fan_in)
+        sink_id = sink.agent_id
+        watched = [senders[0], sink]
+        pids = [process.pid or 0 for process in watched]
+        cpu_before = [cpu_seconds(pid) for pid in pids]
+        wall = time.perf_counter()
+        one = asyncio.run(
+            load.one_way([senders[0].url], sink.url, sink_id, args.messages, args.window)
+        )
+        wall = time.perf_counter() - wall
+        cores = [
+            (cpu_seconds(pid) - before) / wall for pid, before in zip(pids, cpu_before, strict=True)
+        ]
+        per_sender = args.messages // args.fan_in
+        fan = asyncio.run(
+            load.one_way([s.url for s in senders], sink.url, sink_id, per_sender, args.window)
+        )
+        rtt = _latency(
+            asyncio.run(load.round_trip(senders[0].url, sink.url, sink_id, args.requests))
+        )
+        memory = [memory_mb(pid) for pid in pids]
+        # CPU is charged over the whole 1→1 run (warm-up included), so the rate is the run's own.
+        rate = args.messages / wall
+        return {
+            "one_to_one": one,
+            "fan_in": fan,
+            "round_trip": rtt,
+            "sidecar_cores": {"sender": cores[0], "sink": cores[1]},
+            "sidecar_cores_per_1k": {
+                "sender": cores[0] / (rate / 1000),
+                "sink": cores[1] / (rate / 1000),
+            },
+            "sidecar_rss_mb": {"sender": memory[0][0], "sink": memory[1][0]},
+            "sidecar_peak_rss_mb": {"sender": memory[0][1], "sink": memory[1][1]},
+        }
+    finally:
+        fleet.stop()
+
+
+def _scale(
+    url: str, pairs: list[int], args: argparse.Namespace, workdir: Path, cluster: bool
+) -> dict[str, float]:
+    fleet = deploy.Fleet(url, workdir, cluster=cluster)
+    try:
+        started = deploy.start_pairs(fleet, max(pairs))
+        results: dict[str, float] = {}
+        for count in pairs:
+            chosen = [(p.sender.url, p.sink.url, p.sink.agent_id) for p in started[:count]]
+            results[str(count)] = asyncio.run(
+                load.many_pairs(chosen, args.pair_messages, args.window)
+            )
+        return results
+    finally:
+        fleet.stop()

@@ -1,0 +1,172 @@
+"""The agents' side of the benchmark: load through the sidecars with the SDK's HTTP client.
+
+* :func:`one_way`: each sender posts its messages with up to ``window`` sends in flight (one
+  ``POST /v1/messages`` each; the sidecar batches concurrent sends into shared Redis round
+  trips); the sink agent reads its delivery stream and acks every delivery. Timed from the first
+  send to the last receipt, after a warm-up message per sender.
+* :func:`round_trip`: sequential ``POST /v1/requests``; the sink agent replies to each delivery
+  and acks it. Latencies per request, after a short warm-up.
+
+Used by :mod:`bench.cli`; the payload is :func:`payload` (about 200 bytes of JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mas.client import SidecarClient
+
+_TEXT = "Sensor 12 reported a nominal reading; the next calibration is due next week."
+
+
+def payload(seq: int) -> dict[str, Any]:
+    """A chat-like message of about 200 bytes of JSON with nothing sensitive in it."""
+    return {
+        "seq": seq,
+        "kind": "reading",
+        "text": _TEXT,
+        "values": [1.5, 2.25, 3.125, 4.0625],
+        "unit": "kPa",
+        "ok": True,
+        "tags": ["bench", "steady", "lab-3"],
+    }
+
+
+PAYLOAD_BYTES = len(orjson.dumps(payload(1000)))
+
+
+@dataclass
+class Sink:
+    """A receiving agent: counts deliveries of one type, acks each, optionally replies first."""
+
+    client: SidecarClient
+    reply: bool = False
+    expected: int = 0
+    received: int = 0
+    last_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.done = asyncio.Event()
+        self._acks: set[asyncio.Task[None]] = set()
+
+    def expect(self, count: int) -> None:
+        self.expected, self.received, self.done = count, 0, asyncio.Event()
+
+    async def run(self) -> None:
+        async with contextlib.aclosing(self.client.deliveries()) as stream:
+            async for delivery in stream:
+                if self.reply:
+                    await self.client.reply(delivery["id"], "bench.pong", delivery["payload"])
+                task = asyncio.create_task(self.client.ack(delivery["id"]))
+                self._acks.add(task)
+                task.add_done_callback(self._acks.discard)
+                self.received += 1
+                self.last_at = time.perf_counter()
+                if self.received >= self.expected:
+                    self.done.set()
+
+    async def drain(self) -> None:
+        """Wait for the acks still in flight."""
+        while self._acks:
+            await asyncio.gather(*list(self._acks), return_exceptions=True)
+
+
+async def _send_all(client: SidecarClient, target: str, count: int, window: int) -> None:
+    counter = iter(range(count))
+
+    async def lane() -> None:
+        for seq in counter:
+            await client.send(target, "bench.data", payload(seq))
+
+    await asyncio.gather(*(lane() for _ in range(min(window, count))))
+
+
+async def one_way(
+    sender_urls: Sequence[str], sink_url: str, sink_id: str, per_sender: int, window: int
+) -> float:
+    """Messages per second from ``len(sender_urls)`` senders to one sink."""
+    senders = [SidecarClient(url) for url in sender_urls]
+    sink = Sink(SidecarClient(sink_url))
+    reader = asyncio.create_task(sink.run())
+    try:
+        sink.expect(len(senders))  # warm-up: one message per sender, and the subscription is up
+        await asyncio.gather(
+            *(client.send(sink_id, "bench.warmup", payload(0)) for client in senders)
+        )
+        await asyncio.wait_for(sink.done.wait(), 30)
+        await sink.drain()
+        sink.expect(per_sender * len(senders))
+        started = time.perf_counter()
+        await asyncio.gather(*(_send_all(c, sink_id, per_sender, window) for c in senders))
+        await asyncio.wait_for(sink.done.wait(), 300)
+        elapsed = sink.last_at - started
+        await sink.drain()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        for client in [*senders, sink.client]:
+            await client.aclose()
+    return per_sender * len(senders) / elapsed
+
+
+async def many_pairs(pairs: Sequence[tuple[str, str, str]], per_pair: int, window: int) -> float:
+    """Aggregate messages per second of ``(sender url, sink url, sink id)`` pairs at once."""
+    sinks = [Sink(SidecarClient(sink_url)) for _, sink_url, _ in pairs]
+    senders = [SidecarClient(sender_url) for sender_url, _, _ in pairs]
+    readers = [asyncio.create_task(sink.run()) for sink in sinks]
+    try:
+        for sink in sinks:
+            sink.expect(1)
+        await asyncio.gather(
+            *(c.send(p[2], "bench.warmup", payload(0)) for c, p in zip(senders, pairs, strict=True))
+        )
+        await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in sinks)), 30)
+        for sink in sinks:
+            await sink.drain()
+            sink.expect(per_pair)
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(_send_all(c, p[2], per_pair, window) for c, p in zip(senders, pairs, strict=True))
+        )
+        await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in sinks)), 300)
+        elapsed = max(sink.last_at for sink in sinks) - started
+        for sink in sinks:
+            await sink.drain()
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for client in [*senders, *(sink.client for sink in sinks)]:
+            await client.aclose()
+    return per_pair * len(pairs) / elapsed
+
+
+async def round_trip(sender_url: str, sink_url: str, sink_id: str, requests: int) -> list[float]:
+    """Seconds of each of ``requests`` sequential request/reply round trips."""
+    client = SidecarClient(sender_url)
+    sink = Sink(SidecarClient(sink_url), reply=True, expected=1 << 62)
+    reader = asyncio.create_task(sink.run())
+    latencies: list[float] = []
+    try:
+        for seq in range(max(20, requests // 20)):  # warm-up
+            await client.request(sink_id, "bench.ping", payload(seq), timeout_ms=30_000)
+        for seq in range(requests):
+            started = time.perf_counter()
+            await client.request(sink_id, "bench.ping", payload(seq), timeout_ms=30_000)
+            latencies.append(time.perf_counter() - started)
+        await sink.drain()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await client.aclose()
+        await sink.client.aclose()
+    return latencies

@@ -1,0 +1,166 @@
+"""The benchmark's output: a Markdown table with ratios and targets, and an SVG plot.
+
+:func:`table` turns the results of :func:`bench.cli.run` into Markdown (printed by ``python -m
+bench`` and pasted into ``docs/benchmarks.md``); :func:`svg` draws the throughput chart by hand
+(no plotting library needed).
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+CPU_TARGET = 0.1  # cores per 1,000 msg/s
+RSS_TARGET = 60.0  # MB
+DLP_TARGET = 20.0  # µs per KB
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    raw, on, off = results["raw"], results["on"], results["off"]
+    settings, machine = results["settings"], results["machine"]
+    load_before = "/".join(f"{x:.2f}" for x in machine["load_before"])
+    lines = [
+        f"{machine['cpus']} CPUs, load average before the run {load_before}; "
+        f"server {results['server']}; payload {settings['payload_bytes']} B of JSON; "
+        f"{settings['messages']:,} one-way messages, {settings['requests']:,} round trips, "
+        f"{settings['window']} sends in flight per sender.",
+        "",
+        "| measurement | checks on | checks off | raw unbatched | raw pipelined "
+        "| on ÷ raw unbatched | target | met |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    fan = settings["fan_in"]
+    for key, label in (
+        ("one_to_one", "one-way 1→1 (msg/s)"),
+        ("fan_in", f"one-way {fan}→1 (msg/s)"),
+    ):
+        ratio = on[key] / raw[key]["unbatched"]
+        lines.append(
+            f"| {label} | {_rate(on[key])} | {_rate(off[key])} | {_rate(raw[key]['unbatched'])} "
+            f"| {_rate(raw[key]['pipelined'])} | {ratio:.2f}x | ≥ 1.0x | {_met(ratio >= 1.0)} |"
+        )
+    for key, label, limit in (
+        ("p50_ms", "round trip p50 (ms)", 3.0),
+        ("p99_ms", "round trip p99 (ms)", 5.0),
+    ):
+        ratio = on["round_trip"][key] / raw["round_trip"][key]
+        lines.append(
+            f"| {label} | {on['round_trip'][key]:.3f} | {off['round_trip'][key]:.3f} "
+            f"| {raw['round_trip'][key]:.3f} | - | {ratio:.2f}x | ≤ {limit:.0f}x "
+            f"| {_met(ratio <= limit)} |"
+        )
+    cpu_on, cpu_off = on["sidecar_cores_per_1k"], off["sidecar_cores_per_1k"]
+    worst_cpu = max(cpu_on.values())
+    lines.append(
+        f"| sidecar CPU per 1,000 msg/s (cores; sender / sink) "
+        f"| {cpu_on['sender']:.3f} / {cpu_on['sink']:.3f} "
+        f"| {cpu_off['sender']:.3f} / {cpu_off['sink']:.3f} | - | - | - | ≤ {CPU_TARGET} "
+        f"| {_met(worst_cpu <= CPU_TARGET)} |"
+    )
+    rss_on, rss_off = on["sidecar_rss_mb"], off["sidecar_rss_mb"]
+    worst_rss = max(rss_on.values())
+    lines.append(
+        f"| sidecar resident memory (MB; sender / sink) "
+        f"| {rss_on['sender']:.0f} / {rss_on['sink']:.0f} "
+        f"| {rss_off['sender']:.0f} / {rss_off['sink']:.0f} | - | - | - | ≤ {RSS_TARGET:.0f} "
+        f"| {_met(worst_rss <= RSS_TARGET)} |"
+    )
+    for row in results["dlp"]:
+        lines.append(
+            f"| DLP, {row['case']}, {row['kb']:.1f} KB, {row['findings']} findings (µs/KB) "
+            f"| {row['us_per_kb']:.1f} | - | - | - | - | ≤ {DLP_TARGET:.0f} "
+            f"| {_met(row['us_per_kb'] <= DLP_TARGET)} |"
+        )
+    lines += [
+        "",
+        "| agent pairs | one Redis (msg/s) | three-shard cluster (msg/s) |",
+        "|---:|---:|---:|",
+    ]
+    cluster = results.get("scale_cluster") or {}
+    for pairs, rate in results["scale_single"].items():
+        other = _rate(cluster[pairs]) if pairs in cluster else "-"
+        lines.append(f"| {pairs} | {_rate(rate)} | {other} |")
+    after = "/".join(f"{x:.2f}" for x in machine["load_after"])
+    lines += ["", f"Load average after the run: {after}."]
+    return "\n".join(lines)
+
+
+def svg(results: dict[str, Any]) -> str:
+    """Two panels: one-way throughput (sidecar vs raw), and aggregate throughput by pairs."""
+    raw, on, off = results["raw"], results["on"], results["off"]
+    fan = results["settings"]["fan_in"]
+    left = [
+        ("1→1", [on["one_to_one"], off["one_to_one"], raw["one_to_one"]["unbatched"],
+                 raw["one_to_one"]["pipelined"]]),
+        (f"{fan}→1", [on["fan_in"], off["fan_in"], raw["fan_in"]["unbatched"],
+                     raw["fan_in"]["pipelined"]]),
+    ]  # fmt: skip
+    left_names = ["mas, checks on", "mas, checks off", "raw unbatched", "raw pipelined"]
+    cluster = results.get("scale_cluster") or {}
+    right = [
+        (f"{pairs} pair{'s' if pairs != '1' else ''}", [rate, cluster.get(pairs, 0.0)])
+        for pairs, rate in results["scale_single"].items()
+    ]
+    right_names = ["one Redis", "3-shard cluster"]
+    colors = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78"]
+    parts = [
+        '<svg xmlns="http://www.w3.org/2000/svg" width="960" height="400" '
+        'font-family="sans-serif" font-size="12">',
+        '<rect width="960" height="400" fill="white"/>',
+    ]
+    parts += _panel(20, "One-way throughput (msg/s)", left, left_names, colors)
+    parts += _panel(500, "Aggregate throughput, every check on (msg/s)", right, right_names,
+                    [colors[0], colors[2]])  # fmt: skip
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def _panel(
+    x0: int, title: str, groups: list[tuple[str, list[float]]], names: list[str], colors: list[str]
+) -> list[str]:
+    width, height, top, bottom = 440, 400, 50, 330
+    peak = max((v for _, values in groups for v in values), default=1.0) or 1.0
+    scale = _nice(peak)
+    out = [f'<text x="{x0 + width / 2}" y="22" text-anchor="middle" font-size="14">'
+           f"{escape(title)}</text>"]  # fmt: skip
+    for step in range(5):
+        value = scale * step / 4
+        y = bottom - (bottom - top) * step / 4
+        out.append(f'<line x1="{x0 + 50}" x2="{x0 + width}" y1="{y}" y2="{y}" stroke="#ddd"/>')
+        out.append(f'<text x="{x0 + 45}" y="{y + 4}" text-anchor="end">{value:,.0f}</text>')
+    slot = (width - 60) / max(len(groups), 1)
+    bar = slot * 0.8 / len(names)
+    for index, (label, values) in enumerate(groups):
+        gx = x0 + 55 + index * slot
+        for series, value in enumerate(values):
+            h = (bottom - top) * value / scale
+            out.append(
+                f'<rect x="{gx + series * bar:.1f}" y="{bottom - h:.1f}" width="{bar - 2:.1f}" '
+                f'height="{h:.1f}" fill="{colors[series]}"/>'
+            )
+        out.append(f'<text x="{gx + slot * 0.4:.1f}" y="{bottom + 16}" text-anchor="middle">'
+                   f"{escape(label)}</text>")  # fmt: skip
+    for series, name in enumerate(names):
+        lx = x0 + 55 + series * 105
+        out.append(
+            f'<rect x="{lx}" y="{height - 40}" width="12" height="12" fill="{colors[series]}"/>'
+        )
+        out.append(f'<text x="{lx + 16}" y="{height - 30}">{escape(name)}</text>')
+    return out
+
+
+def _nice(peak: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x 10^n at or above ``peak``."""
+    magnitude = 10 ** (len(str(int(peak))) - 1)
+    for factor in (1, 2, 2.5, 5, 10):
+        if peak <= factor * magnitude:
+            return float(factor * magnitude)
+    return float(10 * magnitude)

@@ -1,0 +1,35 @@
+"""The benchmark harness runs end to end and prints its table (a smoke run: no targets).
+
+``python -m bench --smoke`` starts a Redis, sidecars, agents (and a three-shard cluster when a
+cluster-capable binary exists) with tiny counts; only that it works is checked here, never a
+number — benchmarks are not timed tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_benchmark_harness_runs_and_prints_its_table(tmp_path: Path) -> None:
+    results, plot = tmp_path / "results.json", tmp_path / "plot.svg"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(results), "--svg", str(plot)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| one-way 1→1 (msg/s) |" in run.stdout
+    assert "| round trip p99 (ms) |" in run.stdout
+    assert "| agent pairs |" in run.stdout
+    data = orjson.loads(results.read_bytes())
+    assert data["on"]["one_to_one"] > 0 and data["raw"]["one_to_one"]["unbatched"] > 0
+    assert plot.read_text().startswith("<svg")
