@@ -136,6 +136,11 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
     assert config.capabilities == ("chat", "search")
     assert config.metadata == {"model": "x"}
     assert (config.lease_ms, config.replica, config.namespace) == (1500, "alice-0", "default")
+    assert not config.redis_cluster
+    clustered = SidecarConfig.build(
+        agent_id="bob", port=9000, redis_url=None, env=env | {"MAS_REDIS_CLUSTER": "TRUE"}
+    )
+    assert clustered.redis_cluster
 
 
 @pytest.mark.parametrize(
@@ -148,6 +153,10 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
         ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_LEASE_MS": "5"}, "outside"),
         ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_METADATA": "[1]"}, "JSON object"),
         ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_METADATA": "{"}, "not valid JSON"),
+        (
+            {"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_REDIS_CLUSTER": "maybe"},
+            "MAS_REDIS_CLUSTER must be true or false",
+        ),
     ],
 )
 def test_bad_sidecar_settings_fail_at_start_with_a_clear_message(

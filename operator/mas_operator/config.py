@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from mas.acl import masked_url
+from mas.envflags import env_flag
 
 
 class ConfigError(ValueError):
@@ -45,8 +46,6 @@ class ConfigError(ValueError):
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -150,9 +149,7 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+    try:
+        return env_flag(env, name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from mas.envflags import env_flag
 from mas.names import InvalidAgentIdError, namespace_of, qualify
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.redis_client import cluster_url
@@ -102,12 +103,10 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name}={raw!r} is not a boolean (true or false)")
+    try:
+        return env_flag(env, name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
