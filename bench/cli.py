@@ -1,11 +1,12 @@
 """``python -m bench``: start Redis, sidecars and agents, measure in one run, print a table.
 
-Sections, in order: the raw redis-py baseline; one-way 1→1 and N→1 throughput and request/reply
-round trips with every gateway check on, then off (sidecar CPU and memory sampled during the
-checks-on 1→1 run); the DLP scanner alone; aggregate throughput of 1, 2, 4, 8 sender/sink pairs
-with every check on, on one Redis and on a three-shard Redis Cluster on loopback. Everything runs
-on 127.0.0.1. ``--smoke`` runs tiny counts (CI checks that the harness works, not the targets);
-``--json`` writes the numbers, ``--svg`` the plot (:mod:`bench.report`).
+Sections, in order: the raw redis-py baseline; one-way 1→1 and N→1 throughput, one-way 1→1 with
+batch sends and batch acks, and request/reply round trips with every gateway check on, then off
+(sidecar CPU sampled during both 1→1 runs, memory after the runs); the DLP scanner alone;
+aggregate throughput of 1, 2, 4, 8 sender/sink pairs with every check on, on one Redis and on a
+three-shard Redis Cluster on loopback. Everything runs on 127.0.0.1. ``--smoke`` runs tiny
+counts (CI checks that the harness works, not the targets); ``--json`` writes the numbers,
+``--svg`` the plot (:mod:`bench.report`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2_000, help="sequential round trips")
     parser.add_argument("--fan-in", type=int, default=10, help="senders of the N→1 run")
     parser.add_argument("--window", type=int, default=64, help="sends in flight per sender")
+    parser.add_argument("--batch", type=int, default=100, help="messages per batch send")
+    parser.add_argument(
+        "--batch-window", type=int, default=4, help="batch sends in flight (batched 1→1 run)"
+    )
     parser.add_argument("--pairs", default="1,2,4,8", help="pair counts of the scaling runs")
     parser.add_argument("--pair-messages", type=int, default=4_000, help="messages per pair")
     parser.add_argument("--no-cluster", action="store_true", help="skip the Redis Cluster runs")
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "settings": {
             "messages": args.messages, "requests": args.requests, "fan_in": args.fan_in,
             "window": args.window, "pair_messages": args.pair_messages,
+            "batch": args.batch, "batch_window": args.batch_window,
             "payload_bytes": load.PAYLOAD_BYTES,
         },
     }  # fmt: skip
@@ -137,17 +143,17 @@ def _mode(url: str, mode: str, args: argparse.Namespace, workdir: Path) -> dict[
     try:
         senders, sink = deploy.start_mode(fleet, mode, args.fan_in)
         sink_id = sink.agent_id
-        watched = [senders[0], sink]
-        pids = [process.pid or 0 for process in watched]
-        cpu_before = [cpu_seconds(pid) for pid in pids]
-        wall = time.perf_counter()
-        one = asyncio.run(
-            load.one_way([senders[0].url], sink.url, sink_id, args.messages, args.window)
+        pids = [process.pid or 0 for process in (senders[0], sink)]
+        one, cores, wall = _sampled(
+            pids, load.one_way([senders[0].url], sink.url, sink_id, args.messages, args.window)
         )
-        wall = time.perf_counter() - wall
-        cores = [
-            (cpu_seconds(pid) - before) / wall for pid, before in zip(pids, cpu_before, strict=True)
-        ]
+        batched, batched_cores, batched_wall = _sampled(
+            pids,
+            load.one_way(
+                [senders[0].url], sink.url, sink_id, args.messages, args.batch_window,
+                batch=args.batch,
+            ),
+        )  # fmt: skip
         per_sender = args.messages // args.fan_in
         fan = asyncio.run(
             load.one_way([s.url for s in senders], sink.url, sink_id, per_sender, args.window)
@@ -156,22 +162,37 @@ def _mode(url: str, mode: str, args: argparse.Namespace, workdir: Path) -> dict[
             asyncio.run(load.round_trip(senders[0].url, sink.url, sink_id, args.requests))
         )
         memory = [memory_mb(pid) for pid in pids]
-        # CPU is charged over the whole 1→1 run (warm-up included), so the rate is the run's own.
-        rate = args.messages / wall
         return {
             "one_to_one": one,
+            "one_to_one_batched": batched,
             "fan_in": fan,
             "round_trip": rtt,
             "sidecar_cores": {"sender": cores[0], "sink": cores[1]},
-            "sidecar_cores_per_1k": {
-                "sender": cores[0] / (rate / 1000),
-                "sink": cores[1] / (rate / 1000),
-            },
+            "sidecar_cores_per_1k": _per_1k(cores, args.messages / wall),
+            "sidecar_cores_per_1k_batched": _per_1k(batched_cores, args.messages / batched_wall),
             "sidecar_rss_mb": {"sender": memory[0][0], "sink": memory[1][0]},
             "sidecar_peak_rss_mb": {"sender": memory[0][1], "sink": memory[1][1]},
         }
     finally:
         fleet.stop()
+
+
+def _sampled(pids: list[int], run: Coroutine[Any, Any, float]) -> tuple[float, list[float], float]:
+    """Run one load; its rate, the cores each of ``pids`` used meanwhile, and the wall time."""
+    cpu_before = [cpu_seconds(pid) for pid in pids]
+    wall = time.perf_counter()
+    rate = asyncio.run(run)
+    wall = time.perf_counter() - wall
+    cores = [
+        (cpu_seconds(pid) - before) / wall for pid, before in zip(pids, cpu_before, strict=True)
+    ]
+    return rate, cores, wall
+
+
+def _per_1k(cores: list[float], rate: float) -> dict[str, float]:
+    """Cores per 1,000 msg/s of sender and sink. CPU is charged over the whole run (warm-up
+    included), so ``rate`` is the run's own: messages over its wall time."""
+    return {"sender": cores[0] / (rate / 1000), "sink": cores[1] / (rate / 1000)}
 
 
 def _scale(

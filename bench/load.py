@@ -4,6 +4,9 @@
   ``POST /v1/messages`` each; the sidecar batches concurrent sends into shared Redis round
   trips); the sink agent reads its delivery stream and acks every delivery. Timed from the first
   send to the last receipt, after a warm-up message per sender.
+  With ``batch``, each sender posts ``batch`` messages per ``POST /v1/messages/batch``
+  (``window`` batches in flight) and the sink acks everything delivered so far with one
+  ``POST /v1/deliveries/ack`` at a time.
 * :func:`round_trip`: sequential ``POST /v1/requests``; the sink agent replies to each delivery
   and acks it. Latencies per request, after a short warm-up.
 
@@ -40,6 +43,7 @@ def payload(seq: int) -> dict[str, Any]:
 
 
 PAYLOAD_BYTES = len(orjson.dumps(payload(1000)))
+MAX_ACK_BATCH = 1000  # what POST /v1/deliveries/ack takes at most
 
 
 @dataclass
@@ -52,9 +56,13 @@ class Sink:
     received: int = 0
     last_at: float = 0.0
 
+    batch_ack: bool = False
+
     def __post_init__(self) -> None:
         self.done = asyncio.Event()
         self._acks: set[asyncio.Task[None]] = set()
+        self._unacked: list[str] = []
+        self._acker: asyncio.Task[None] | None = None
 
     def expect(self, count: int) -> None:
         self.expected, self.received, self.done = count, 0, asyncio.Event()
@@ -64,18 +72,30 @@ class Sink:
             async for delivery in stream:
                 if self.reply:
                     await self.client.reply(delivery["id"], "bench.pong", delivery["payload"])
-                task = asyncio.create_task(self.client.ack(delivery["id"]))
-                self._acks.add(task)
-                task.add_done_callback(self._acks.discard)
+                if self.batch_ack:
+                    self._unacked.append(delivery["id"])
+                    if self._acker is None or self._acker.done():
+                        self._acker = asyncio.create_task(self._ack_batches())
+                else:
+                    task = asyncio.create_task(self.client.ack(delivery["id"]))
+                    self._acks.add(task)
+                    task.add_done_callback(self._acks.discard)
                 self.received += 1
                 self.last_at = time.perf_counter()
                 if self.received >= self.expected:
                     self.done.set()
 
+    async def _ack_batches(self) -> None:
+        """One batch ack in flight at a time, of everything delivered since the last one."""
+        while self._unacked:
+            ids, self._unacked = self._unacked[:MAX_ACK_BATCH], self._unacked[MAX_ACK_BATCH:]
+            await self.client.ack_many(ids)
+
     async def drain(self) -> None:
         """Wait for the acks still in flight."""
-        while self._acks:
-            await asyncio.gather(*list(self._acks), return_exceptions=True)
+        while self._acks or (self._acker is not None and not self._acker.done()):
+            pending = [*self._acks, *([self._acker] if self._acker else [])]
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _send_all(client: SidecarClient, target: str, count: int, window: int) -> None:
@@ -88,12 +108,38 @@ async def _send_all(client: SidecarClient, target: str, count: int, window: int)
     await asyncio.gather(*(lane() for _ in range(min(window, count))))
 
 
+async def _send_batches(
+    client: SidecarClient, target: str, count: int, window: int, batch: int
+) -> None:
+    starts = iter(range(0, count, batch))
+
+    async def lane() -> None:
+        for start in starts:
+            messages = [
+                {"to": target, "type": "bench.data", "payload": payload(seq)}
+                for seq in range(start, min(start + batch, count))
+            ]
+            results = await client.send_many(messages)
+            failed = [r for r in results if not isinstance(r, str)]
+            if failed:
+                raise failed[0]
+
+    await asyncio.gather(*(lane() for _ in range(min(window, -(-count // batch)))))
+
+
 async def one_way(
-    sender_urls: Sequence[str], sink_url: str, sink_id: str, per_sender: int, window: int
+    sender_urls: Sequence[str],
+    sink_url: str,
+    sink_id: str,
+    per_sender: int,
+    window: int,
+    *,
+    batch: int = 0,
 ) -> float:
-    """Messages per second from ``len(sender_urls)`` senders to one sink."""
+    """Messages per second from ``len(sender_urls)`` senders to one sink; with ``batch``, the
+    senders send ``batch`` messages per request and the sink acks in batches."""
     senders = [SidecarClient(url) for url in sender_urls]
-    sink = Sink(SidecarClient(sink_url))
+    sink = Sink(SidecarClient(sink_url), batch_ack=batch > 0)
     reader = asyncio.create_task(sink.run())
     try:
         sink.expect(len(senders))  # warm-up: one message per sender, and the subscription is up
@@ -104,7 +150,12 @@ async def one_way(
         await sink.drain()
         sink.expect(per_sender * len(senders))
         started = time.perf_counter()
-        await asyncio.gather(*(_send_all(c, sink_id, per_sender, window) for c in senders))
+        if batch:
+            await asyncio.gather(
+                *(_send_batches(c, sink_id, per_sender, window, batch) for c in senders)
+            )
+        else:
+            await asyncio.gather(*(_send_all(c, sink_id, per_sender, window) for c in senders))
         await asyncio.wait_for(sink.done.wait(), 300)
         elapsed = sink.last_at - started
         await sink.drain()

@@ -47,6 +47,15 @@ def table(results: dict[str, Any]) -> str:
             f"| {label} | {_rate(on[key])} | {_rate(off[key])} | {_rate(raw[key]['unbatched'])} "
             f"| {_rate(raw[key]['pipelined'])} | {ratio:.2f}x | ≥ 1.0x | {_met(ratio >= 1.0)} |"
         )
+    batched = on.get("one_to_one_batched")
+    if batched is not None:
+        ratio = batched / raw["one_to_one"]["unbatched"]
+        label = f"one-way 1→1, batch send ({settings['batch']} per request) + batch ack (msg/s)"
+        lines.append(
+            f"| {label} | {_rate(batched)} | {_rate(off['one_to_one_batched'])} "
+            f"| {_rate(raw['one_to_one']['unbatched'])} | {_rate(raw['one_to_one']['pipelined'])} "
+            f"| {ratio:.2f}x | ≥ 1.0x | {_met(ratio >= 1.0)} |"
+        )
     for key, label, limit in (
         ("p50_ms", "round trip p50 (ms)", 3.0),
         ("p99_ms", "round trip p99 (ms)", 5.0),
@@ -65,6 +74,14 @@ def table(results: dict[str, Any]) -> str:
         f"| {cpu_off['sender']:.3f} / {cpu_off['sink']:.3f} | - | - | - | ≤ {CPU_TARGET} "
         f"| {_met(worst_cpu <= CPU_TARGET)} |"
     )
+    if "sidecar_cores_per_1k_batched" in on:
+        b_on, b_off = on["sidecar_cores_per_1k_batched"], off["sidecar_cores_per_1k_batched"]
+        lines.append(
+            f"| sidecar CPU per 1,000 msg/s, batched 1→1 (cores; sender / sink) "
+            f"| {b_on['sender']:.3f} / {b_on['sink']:.3f} "
+            f"| {b_off['sender']:.3f} / {b_off['sink']:.3f} | - | - | - | ≤ {CPU_TARGET} "
+            f"| {_met(max(b_on.values()) <= CPU_TARGET)} |"
+        )
     rss_on, rss_off = on["sidecar_rss_mb"], off["sidecar_rss_mb"]
     worst_rss = max(rss_on.values())
     lines.append(
@@ -103,6 +120,10 @@ def svg(results: dict[str, Any]) -> str:
         (f"{fan}→1", [on["fan_in"], off["fan_in"], raw["fan_in"]["unbatched"],
                      raw["fan_in"]["pipelined"]]),
     ]  # fmt: skip
+    if "one_to_one_batched" in on:
+        left.insert(1, ("1→1 batched", [on["one_to_one_batched"], off["one_to_one_batched"],
+                                        raw["one_to_one"]["unbatched"],
+                                        raw["one_to_one"]["pipelined"]]))  # fmt: skip
     left_names = ["mas, checks on", "mas, checks off", "raw unbatched", "raw pipelined"]
     cluster = results.get("scale_cluster") or {}
     right = [

@@ -9,7 +9,7 @@ matching :class:`mas.errors.SidecarError`; failures to reach the sidecar at all 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -71,6 +71,27 @@ class SidecarClient:
         answer = await self._call("POST", "/v1/messages", body)
         return str(answer["id"])
 
+    async def send_many(self, messages: Sequence[Mapping[str, Any]]) -> list[str | SidecarError]:
+        """Send 1 to 500 messages in one request (``POST /v1/messages/batch``).
+
+        Each message is a mapping with the keys :meth:`send` takes (``to``, ``type``,
+        ``payload``, optionally ``correlation_id`` and ``ttl_ms``) and passes every check on its
+        own. One result per message, in order: the id of an accepted message, or the
+        :class:`mas.errors.SidecarError` a single send would have raised (not raised here). A
+        malformed batch raises, and then nothing was sent.
+        """
+        answer = await self._call("POST", "/v1/messages/batch", {"messages": list(messages)})
+        results: list[str | SidecarError] = []
+        for item in answer["results"]:
+            if "id" in item:
+                results.append(str(item["id"]))
+            else:
+                error = item["error"]
+                results.append(
+                    sidecar_error(int(item["status"]), str(error["code"]), str(error["message"]))
+                )
+        return results
+
     async def request(
         self, to: str, type: str, payload: Any = None, *, timeout_ms: int = 30000
     ) -> dict[str, Any]:
@@ -104,6 +125,13 @@ class SidecarClient:
     async def ack(self, delivery_id: str) -> None:
         """The delivery is done: remove it from the inbox."""
         await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/ack")
+
+    async def ack_many(self, delivery_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Ack 1 to 1000 deliveries in one request (``POST /v1/deliveries/ack``);
+        ``(acked, unknown)``: the ids removed from the inbox, and those not leased to the
+        sidecar (already answered, lease expired, or never delivered)."""
+        answer = await self._call("POST", "/v1/deliveries/ack", {"ids": list(delivery_ids)})
+        return [str(i) for i in answer["acked"]], [str(i) for i in answer["unknown"]]
 
     async def nack(self, delivery_id: str, delay_ms: int = 0) -> None:
         """Give the delivery back, to be redelivered after ``delay_ms``."""

@@ -47,8 +47,12 @@ def error_response(
     return json_response({"error": {"code": code.value, "message": message}}, status, headers)
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON (``None`` when empty); raises ApiError for anything else."""
+async def read_json(request: web.Request, *, extra_depth: int = 0) -> Any:
+    """The request body as JSON (``None`` when empty); raises ApiError for anything else.
+
+    ``extra_depth`` raises the nesting limit for bodies that wrap other bodies (a batch holds
+    each message two levels down, so its payloads may nest as deep as a single send's).
+    """
     body = await request.read()
     if not body:
         return None
@@ -62,15 +66,16 @@ async def read_json(request: web.Request) -> Any:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(ErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc.msg}") from None
-    if too_deep(data):
+    if too_deep(data, MAX_JSON_DEPTH + extra_depth):
         raise ApiError(
-            ErrorCode.INVALID_REQUEST, f"the body nests deeper than {MAX_JSON_DEPTH} levels"
+            ErrorCode.INVALID_REQUEST,
+            f"the body nests deeper than {MAX_JSON_DEPTH + extra_depth} levels",
         )
     return data
 
 
-def too_deep(value: Any) -> bool:
-    """True when ``value`` nests lists and objects deeper than ``MAX_JSON_DEPTH``.
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``value`` nests lists and objects deeper than ``limit`` levels.
 
     Every JSON encoder on the way (orjson, pydantic, other languages' SDKs) handles that many
     levels; checked iteratively, so no input can exhaust the stack. (orjson reads integers
@@ -85,15 +90,17 @@ def too_deep(value: Any) -> bool:
             children = item
         else:
             continue
-        if depth > MAX_JSON_DEPTH:
+        if depth > limit:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
 
 
-async def read_body(request: web.Request, model: type[ModelT], *, optional: bool = False) -> ModelT:
+async def read_body(
+    request: web.Request, model: type[ModelT], *, optional: bool = False, extra_depth: int = 0
+) -> ModelT:
     """The body validated as ``model``; an empty body is ``model()`` when ``optional``."""
-    data = await read_json(request)
+    data = await read_json(request, extra_depth=extra_depth)
     if data is None and optional:
         data = {}
     if not isinstance(data, dict):
@@ -107,7 +114,10 @@ async def read_body(request: web.Request, model: type[ModelT], *, optional: bool
 def describe(exc: ValidationError) -> str:
     """A one-line summary of a validation error: the first problem and how many more."""
     first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+    ).removeprefix(".")
+    where = where or "body"
     more = exc.error_count() - 1
     return f"{where}: {first['msg']}" + (f" (and {more} more problems)" if more else "")
 

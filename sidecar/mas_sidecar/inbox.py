@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -280,12 +280,38 @@ class Inbox:
     async def ack(self, message_id: str) -> None:
         """Done: XACK + XDEL in one MULTI, shared with the acks that arrive meanwhile."""
         lease = self._take(message_id)
+        await self._queue_acks([lease.entry_id])
+        self._metrics.acks.inc()
+
+    async def ack_many(self, message_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Ack every delivery of ``message_ids`` that is leased here, in the same MULTI (with
+        the acks that arrive meanwhile); ``(acked, unknown)`` ids, in the order given. An id
+        given twice counts once; unknown ids (answered, expired or never leased) are only
+        reported."""
+        acked: list[str] = []
+        unknown: list[str] = []
+        entries: list[bytes] = []
+        for message_id in dict.fromkeys(message_ids):
+            lease = self.leases.pop(message_id, None)
+            if lease is None:
+                unknown.append(message_id)
+                continue
+            acked.append(message_id)
+            entries.append(lease.entry_id)
+        if entries:
+            self._metrics.inflight.set(len(self.leases))
+            self._wake.set()  # room for more leases: a reader waiting for capacity reads now
+            await self._queue_acks(entries)
+            self._metrics.acks.inc(len(entries))
+        return acked, unknown
+
+    async def _queue_acks(self, entries: Sequence[bytes]) -> None:
+        """Queue ``entries`` for the next ack MULTI and wait until it went through."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.append((lease.entry_id, done))
+        self._acks.extend((entry_id, done) for entry_id in entries)
         if self._acking is None or self._acking.done():
             self._acking = asyncio.create_task(self._flush_acks())
         await done
-        self._metrics.acks.inc()
 
     async def _flush_acks(self) -> None:
         """Send the queued acks, one MULTI (one XACK and one XDEL of all their entries) per

@@ -13,6 +13,8 @@ MessageType = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")]
 AgentRef = Annotated[str, Field(min_length=1, max_length=127)]
 MAX_TIMEOUT_MS = 300_000
 MAX_TTL_MS = 7 * 24 * 3600 * 1000
+MAX_BATCH_MESSAGES = 500
+MAX_BATCH_ACKS = 1000
 
 
 class _Body(BaseModel):
@@ -29,6 +31,12 @@ class SendMessage(_Body):
     ttl_ms: Annotated[int, Field(ge=1, le=MAX_TTL_MS)] | None = None
 
 
+class SendBatch(_Body):
+    """``POST /v1/messages/batch``: 1 to 500 messages, each as ``POST /v1/messages`` takes it."""
+
+    messages: Annotated[list[SendMessage], Field(min_length=1, max_length=MAX_BATCH_MESSAGES)]
+
+
 class SendRequest(_Body):
     """``POST /v1/requests``."""
 
@@ -42,6 +50,15 @@ class Nack(_Body):
     """``POST /v1/deliveries/{id}/nack`` (body optional)."""
 
     delay_ms: Annotated[int, Field(ge=0, le=MAX_TTL_MS)] = 0
+
+
+class AckBatch(_Body):
+    """``POST /v1/deliveries/ack``: 1 to 1000 delivery ids."""
+
+    ids: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]],
+        Field(min_length=1, max_length=MAX_BATCH_ACKS),
+    ]
 
 
 class Reject(_Body):

@@ -15,10 +15,14 @@ from mas_sidecar import models
 
 _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, dict[str, str]]] = [
     ("post", "/v1/messages", "Send a message", models.SendMessage, {"202": "accepted: {id}"}),
+    ("post", "/v1/messages/batch", "Send up to 500 messages, one result each", models.SendBatch,
+     {"200": "{results: [{status: 202, id} | {status, error: {code, message}}]}, in order"}),
     ("post", "/v1/requests", "Send a request and wait for its reply", models.SendRequest,
      {"200": "the reply: {id, from, type, payload, correlation_id}", "504": "no reply in time"}),
     ("get", "/v1/deliveries", "Stream deliveries (server-sent events)", None,
      {"200": "text/event-stream; event data {id, from, type, payload, attempt, correlation_id}"}),
+    ("post", "/v1/deliveries/ack", "Acknowledge up to 1000 deliveries at once", models.AckBatch,
+     {"200": "{acked: [id], unknown: [id]}"}),
     ("post", "/v1/deliveries/{id}/ack", "Acknowledge a delivery", None, {"204": "done"}),
     ("post", "/v1/deliveries/{id}/nack", "Refuse a delivery (redeliver after delay_ms)",
      models.Nack, {"204": "will be redelivered"}),

@@ -8,6 +8,7 @@ message and delivery routes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,11 @@ from mas_sidecar.errors import ApiError
 from mas_sidecar.gateway import Destination, Gateway
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.registry import Registry
+
+# Batch items sent at once, over all batch requests: each may hold a Redis connection while it
+# resolves its target or checks liveness, and the client's pool has 100 of them (the inbox,
+# acks, discovery and single sends need theirs). Plenty to fill the writer's pipelines.
+BATCH_ITEMS_IN_FLIGHT = 32
 
 
 def build_envelope(
@@ -65,6 +71,7 @@ class Outbox:
         self._registry = registry
         self._gateway = gateway
         self._metrics = metrics
+        self.batch_slots = asyncio.Semaphore(BATCH_ITEMS_IN_FLIGHT)
 
     async def resolve(self, to: str) -> str:
         """The full id of a registered target; ApiError for a malformed or unknown one."""

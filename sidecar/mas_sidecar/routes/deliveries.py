@@ -11,7 +11,7 @@ from aiohttp import web
 from mas_sidecar.components import components
 from mas_sidecar.documents import message_document, sse_event
 from mas_sidecar.http import json_response, read_body
-from mas_sidecar.models import Nack, Reject, Reply
+from mas_sidecar.models import AckBatch, Nack, Reject, Reply
 
 routes = web.RouteTableDef()
 KEEPALIVE_SECONDS = 15.0
@@ -51,6 +51,15 @@ async def deliveries(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
     return response
+
+
+@routes.post("/v1/deliveries/ack")
+async def ack_many(request: web.Request) -> web.Response:
+    """Ack many deliveries in one request (one Redis MULTI); unknown ids are reported, not
+    refused."""
+    body = await read_body(request, AckBatch)
+    acked, unknown = await components(request).inbox.ack_many(body.ids)
+    return json_response({"acked": acked, "unknown": unknown})
 
 
 @routes.post("/v1/deliveries/{id}/ack")

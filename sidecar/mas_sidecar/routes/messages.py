@@ -1,31 +1,36 @@
-"""``POST /v1/messages`` (fire and forget) and ``POST /v1/requests`` (wait for the reply)."""
+"""``POST /v1/messages`` (fire and forget), ``POST /v1/messages/batch`` (many at once, one
+result each) and ``POST /v1/requests`` (wait for the reply)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
 
+import redis.exceptions
 from aiohttp import web
 
-from mas.errors import ErrorCode
-from mas_sidecar.components import components
+from mas.errors import HTTP_STATUS, ErrorCode
+from mas_sidecar.components import Components, components
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
-from mas_sidecar.models import SendMessage, SendRequest
+from mas_sidecar.models import SendBatch, SendMessage, SendRequest
 from mas_sidecar.outbox import build_envelope
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 _TRACE_HEADERS = ("traceparent", "tracestate")
+_BATCH_NESTING = 2  # a batch holds each message two levels down: {"messages": [{...}]}
 
 
 def _trace(request: web.Request) -> dict[str, str]:
     return {name: request.headers[name][:512] for name in _TRACE_HEADERS if name in request.headers}
 
 
-@routes.post("/v1/messages")
-async def send_message(request: web.Request) -> web.Response:
-    body = await read_body(request, SendMessage)
-    parts = components(request)
+async def _send(parts: Components, body: SendMessage, trace: Mapping[str, str]) -> str:
+    """Resolve, check and write one message (every gateway check); its id, or ApiError."""
     target = await parts.outbox.resolve(body.to)
     envelope = build_envelope(
         sender=parts.config.agent_id,
@@ -34,10 +39,51 @@ async def send_message(request: web.Request) -> web.Response:
         payload=body.payload,
         correlation_id=body.correlation_id,
         ttl_ms=body.ttl_ms,
-        trace=_trace(request),
+        trace=trace,
     )
     await parts.outbox.send(envelope)
-    return json_response({"id": envelope.id}, status=202)
+    return envelope.id
+
+
+@routes.post("/v1/messages")
+async def send_message(request: web.Request) -> web.Response:
+    body = await read_body(request, SendMessage)
+    message_id = await _send(components(request), body, _trace(request))
+    return json_response({"id": message_id}, status=202)
+
+
+def _error_result(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"status": HTTP_STATUS[code], "error": {"code": code.value, "message": message}}
+
+
+async def _send_item(parts: Components, body: SendMessage, trace: Mapping[str, str]) -> Any:
+    """One batch item's result: what a single send would have answered, as a document."""
+    try:
+        async with parts.outbox.batch_slots:
+            return {"status": 202, "id": await _send(parts, body, trace)}
+    except ApiError as exc:
+        return _error_result(exc.code, exc.message)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        log.warning("redis unavailable while sending a batch item: %s", exc)
+        return _error_result(ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached; retry later")
+    except Exception:
+        log.exception("internal error while sending a batch item")
+        return _error_result(ErrorCode.INTERNAL_ERROR, "internal error; see sidecar log")
+
+
+@routes.post("/v1/messages/batch")
+async def send_batch(request: web.Request) -> web.Response:
+    """Send every message of the batch through the single-send path, concurrently (at most
+    ``BATCH_ITEMS_IN_FLIGHT`` at once; the writer shares their Redis round trips); one result
+    per message, in request order."""
+    body = await read_body(request, SendBatch, extra_depth=_BATCH_NESTING)
+    parts, trace = components(request), _trace(request)
+    # Shielded: once items are under way, a client that goes away cannot cut the batch short,
+    # so every accepted item is accounted for (and written) even if nobody reads the answer.
+    results = await asyncio.shield(
+        asyncio.gather(*(_send_item(parts, item, trace) for item in body.messages))
+    )
+    return json_response({"results": results})
 
 
 @routes.post("/v1/requests")
