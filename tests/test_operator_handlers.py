@@ -455,3 +455,25 @@ async def test_the_token_is_renewed_before_it_expires(
         )
     )
     assert time.time() - first.iat >= 30
+
+
+async def test_a_deployment_or_secret_deleted_by_hand_comes_back(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+
+    await harness.delete(DEPLOYMENTS, "team", "worker")
+    await harness.delete(SECRETS, "team", "worker-mas-credentials")
+
+    await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"), what="Deployment")
+    await eventually(
+        lambda: harness.object(SECRETS, "team", "worker-mas-credentials"), what="Secret"
+    )
+    files = secret_files(harness, "team", "worker")
+    claims = parse_agent_credentials(
+        anchor_public_keys(harness), files["agent.key"], files["token"], agent_id="team/worker"
+    ).claims
+    assert claims.roles == ("analyst",)
+    assert f"//{acl_username('team/worker')}:" in files["redis-url"].decode()

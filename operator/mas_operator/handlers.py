@@ -9,8 +9,9 @@ what differs.
 * ``Agent`` created, changed or found at start-up: its Redis ACL user and registry entry, its
   credentials Secret, its Deployment; conditions ``RedisACLReady`` and ``CredentialsIssued``.
 * A timer per ``Agent``: renews the token at half its lifetime (sidecars reload the mounted
-  files), and reports ``Ready`` (the current generation's replicas are available) and
-  ``PolicyApplied`` (its sidecars report the revision in force).
+  files), recreates a Deployment or Secret deleted by hand, and reports ``Ready`` (the current
+  generation's replicas are available) and ``PolicyApplied`` (its sidecars report the revision
+  in force).
 * ``Agent`` deleted: the finalizer drops the ACL user and registry entry, and the agent's keys
   when ``deletionPolicy: Delete``; the Secret and Deployment go with their owner reference.
 * ``GatewayPolicy`` created, changed, deleted (a finalizer) or found at start-up: all policies
@@ -24,6 +25,7 @@ Agents and GatewayPolicies before uninstalling the operator, or they wait for it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -213,13 +215,7 @@ def reconcile_agent(
         generation=generation,
     )
     try:
-        deployment = builders.deployment(
-            agent=agent,
-            owner_uid=owner_uid,
-            sidecar_image=runtime.config.sidecar_image,
-            spec_hash=builders.spec_hash(agent),
-            trust_kids=[runtime.anchor.kid],
-        )
+        deployment = _desired_deployment(runtime, agent, owner_uid)
     except builders.BuildError as exc:
         conditions = _set(
             conditions, "Ready", False, "InvalidSpec", str(exc), generation=generation
@@ -249,6 +245,18 @@ def reconcile_agent(
     patch.status["tokenExpiresAt"] = expires
     runtime.metrics.reconciles.labels("Agent", "applied").inc()
     logger.info("applied %s: Secret, ACL user, registry entry, Deployment", agent.agent_id)
+
+
+def _desired_deployment(
+    runtime: Runtime, agent: AgentManifest, owner_uid: str
+) -> builders.Manifest:
+    return builders.deployment(
+        agent=agent,
+        owner_uid=owner_uid,
+        sidecar_image=runtime.config.sidecar_image,
+        spec_hash=builders.spec_hash(agent),
+        trust_kids=[runtime.anchor.kid],
+    )
 
 
 def _ready_is_stale(conditions: list[dict[str, Any]], generation: int) -> bool:
@@ -309,7 +317,14 @@ def _refresh_agent(
             patch.status["tokenExpiresAt"] = expires
     deployment = runtime.kube.get_deployment(namespace, agent.metadata.name)
     if deployment is None:
-        ready, why = False, "the Deployment does not exist"
+        # Level-based: a Deployment deleted by hand comes back (its Secret does through the
+        # token check above, which finds no token).
+        with contextlib.suppress(builders.BuildError):  # reported by the reconcile handler
+            runtime.kube.apply(
+                _desired_deployment(runtime, agent, str(meta.get("uid") or "")),
+                compare=("spec",),
+            )
+        ready, why = False, "the Deployment was missing; it has been created again"
         ready_replicas = 0
     else:
         dep_status = deployment.get("status") or {}
