@@ -1,10 +1,11 @@
-"""The operator's Kubernetes client: read, create and replace the objects it owns, as plain dicts.
+"""The operator's Kubernetes client: read, create and update the objects it owns, as plain dicts.
 
 A thin layer over the ``kubernetes`` client (configured in-cluster, or from ``KUBECONFIG``) that
 returns manifests as dicts and turns API errors into :class:`KubeError`. ``apply`` is
-create-or-replace: an object is replaced only when the operator's part of it differs, so a
-reconcile that changes nothing writes nothing. kopf itself watches the custom resources and
-patches their status; this client is for everything else. Used by :mod:`mas_operator.handlers`.
+create-or-update: an object is updated (its owned fields replaced by a merge patch) only when
+the operator's part of it differs, so a reconcile that changes nothing writes nothing. kopf
+itself watches the custom resources and patches their status; this client is for everything
+else. Used by :mod:`mas_operator.handlers`.
 """
 
 from __future__ import annotations
