@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -53,12 +54,15 @@ class RedisServer:
         port: int | None = None,
         append_only: bool = False,
         data_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """``extra_args`` are more server options (e.g. cluster mode), passed as they are."""
         self.binary = binary or embedded_binary()
         if shutil.which(self.binary) is None:
             raise RedisServerError(f"Redis server binary {self.binary!r} not found")
         self.port = port or free_port()
         self.append_only = append_only
+        self.extra_args = tuple(extra_args)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mas-redis-")
@@ -81,6 +85,7 @@ class RedisServer:
             "--appendonly", "yes" if self.append_only else "no",
             "--protected-mode", "yes",
             "--loglevel", "warning",
+            *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
