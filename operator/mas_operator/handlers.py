@@ -259,6 +259,11 @@ def _desired_deployment(
     )
 
 
+def _shared_age(runtime: Runtime) -> float:
+    """How old a Redis read the status timers may share: half their interval."""
+    return runtime.config.status_interval_seconds / 2
+
+
 def _ready_is_stale(conditions: list[dict[str, Any]], generation: int) -> bool:
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     return ready is not None and int(ready.get("observedGeneration") or 0) < generation
@@ -343,9 +348,11 @@ def _refresh_agent(
         generation=generation,
     )
     try:
-        document_revision = runtime.redis.revision()
+        document_revision = runtime.redis.revision(max_age=_shared_age(runtime))
         enforcing = agent_enforcing_replicas(
-            agent.agent_id, document_revision or "", runtime.redis.enforcers()
+            agent.agent_id,
+            document_revision or "",
+            runtime.redis.enforcers(max_age=_shared_age(runtime)),
         )
     except RedisAdminError as exc:
         conditions = _set(
@@ -502,9 +509,10 @@ def refresh_policy(
     replicas."""
     runtime = _runtime(memo)
     try:
-        document = runtime.redis.published_policy()
-        reports = runtime.redis.enforcers()
-        registered = runtime.redis.registered_agents()
+        age = _shared_age(runtime)
+        document = runtime.redis.published_policy(max_age=age)
+        reports = runtime.redis.enforcers(max_age=age)
+        registered = runtime.redis.registered_agents(max_age=age)
     except RedisAdminError as exc:
         runtime.metrics.redis_errors.inc()
         log.warning("cannot refresh policy status: %s", exc)

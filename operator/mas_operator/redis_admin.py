@@ -1,6 +1,8 @@
 """The operator's administrative Redis connection: ACL users, registry, policy, agent data.
 
-Every call is short and synchronous (kopf runs the handlers in worker threads). Errors become
+Every call is short and synchronous (kopf runs the handlers in worker threads). The status
+timers of every Agent and GatewayPolicy read the same few keys; they pass ``max_age`` and share
+one read per key instead of each reading the whole enforcers hash or policy document. Errors become
 :class:`RedisAdminError`, whose message never carries the URL's password; the handlers report it
 in a status condition and kopf retries. The ACL rules, registry format and policy keys are the
 shared ones of :mod:`mas.acl`, :mod:`mas.registry` and :mod:`mas.policy.publish`, so the operator
@@ -9,7 +11,10 @@ and ``mas up`` create the same users and publish the same documents.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import redis
 from pydantic import ValidationError
@@ -21,6 +26,7 @@ from mas.policy.publish import enforcers, publish_policy
 from mas.registry import forget_agent, register_agent
 
 _DELETE_BATCH = 500
+T = TypeVar("T")
 
 
 class RedisAdminError(RuntimeError):
@@ -33,12 +39,27 @@ class RedisAdmin:
     def __init__(self, url: str) -> None:
         self._where = masked_url(url)
         self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self._lock = threading.Lock()
+        self._recent: dict[str, tuple[float, Any]] = {}
 
     def __repr__(self) -> str:
         return f"RedisAdmin({self._where!r})"
 
     def close(self) -> None:
         self._client.close()
+
+    def _shared(self, name: str, max_age: float, read: Callable[[], T]) -> T:
+        """``read()``, or its result from less than ``max_age`` seconds ago."""
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent.get(name)
+        if recent is not None and now - recent[0] < max_age:
+            value: T = recent[1]
+            return value
+        value = read()
+        with self._lock:
+            self._recent[name] = (now, value)
+        return value
 
     def _fail(self, what: str, exc: redis.RedisError) -> RedisAdminError:
         return RedisAdminError(f"Redis at {self._where}: {what}: {exc}")
@@ -74,8 +95,11 @@ class RedisAdmin:
         except redis.RedisError as exc:
             raise self._fail(f"cannot remove {agent_id}", exc) from None
 
-    def published_policy(self) -> CompiledPolicy | None:
+    def published_policy(self, max_age: float = 0) -> CompiledPolicy | None:
         """The document in force; None when there is none or it does not parse."""
+        return self._shared("document", max_age, self._read_policy)
+
+    def _read_policy(self) -> CompiledPolicy | None:
         try:
             raw = self._client.get(POLICY_DOCUMENT)
         except redis.RedisError as exc:
@@ -87,8 +111,11 @@ class RedisAdmin:
         except ValidationError:
             return None
 
-    def revision(self) -> str | None:
+    def revision(self, max_age: float = 0) -> str | None:
         """The revision of the document in force (one small read, for per-agent status)."""
+        return self._shared("revision", max_age, self._read_revision)
+
+    def _read_revision(self) -> str | None:
         try:
             raw = self._client.get(POLICY_REVISION)
         except redis.RedisError as exc:
@@ -101,14 +128,20 @@ class RedisAdmin:
         except redis.RedisError as exc:
             raise self._fail("cannot publish the policy", exc) from None
 
-    def enforcers(self) -> dict[str, str]:
+    def enforcers(self, max_age: float = 0) -> dict[str, str]:
         """``<agent id>/<replica>`` -> the policy revision that sidecar enforces."""
+        return self._shared("enforcers", max_age, self._read_enforcers)
+
+    def _read_enforcers(self) -> dict[str, str]:
         try:
             return enforcers(self._client)
         except redis.RedisError as exc:
             raise self._fail("cannot read the policy reports", exc) from None
 
-    def registered_agents(self) -> list[str]:
+    def registered_agents(self, max_age: float = 0) -> list[str]:
+        return self._shared("registered", max_age, self._read_registered)
+
+    def _read_registered(self) -> list[str]:
         try:
             return sorted(key.decode() for key in self._client.hkeys(REGISTRY_AGENTS))
         except redis.RedisError as exc:
