@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1_000)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--mode", default="on", choices=["on", "off"])
+    parser.add_argument("--batch", type=int, default=0, help="messages per batch send (0: single)")
     args = parser.parse_args()
     spy = shutil.which("py-spy")
     if spy is None:
@@ -84,7 +85,10 @@ def main() -> int:
                 for name, process in (("sender", sender), ("sink", sink))
             ]
             rate = asyncio.run(
-                load.one_way([sender.url], sink.url, sink.agent_id, args.messages, 64)
+                load.one_way(
+                    [sender.url], sink.url, sink.agent_id, args.messages,
+                    4 if args.batch else 64, batch=args.batch,
+                )  # fmt: skip
             )
             latencies = asyncio.run(
                 load.round_trip(sender.url, sink.url, sink.agent_id, args.requests)

@@ -169,7 +169,7 @@ def test_the_store_picks_up_a_renewed_token_without_restart(tmp_path: Path, anch
     assert store.verifier is verifier  # same anchors: the verifier and its cache stay
     signed = sign_envelope(
         Envelope(id="m1", sender=AGENT, target="team-b/bob", type="t", created_at=1),
-        store.agent_key,
+        store.signing_key,
         store.token,
     )
     assert store.verifier.authenticate(signed).sub == AGENT
@@ -202,7 +202,8 @@ async def test_the_reload_loop_follows_rotations_and_keeps_the_last_good_set(
         await wait_for(lambda: store.token != good)
         assert store.error is None
         assert new_anchor.kid in store.verifier.anchors
-        assert store.claims.agent_kid == key_id(store.agent_key.public_key()) != good_kid
+        agent_key = store.credentials.agent_key
+        assert store.claims.agent_kid == key_id(agent_key.public_key()) != good_kid
     finally:
         stop.set()
         await loop

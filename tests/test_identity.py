@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mas.envelope import Envelope
+from mas.envelope import ENTRY_FIELD, Envelope, EnvelopeError
 from mas.identity import (
     EnvelopeSignatureError,
     IdentityError,
@@ -34,6 +34,7 @@ from mas.identity import (
     public_key_to_pem,
     sign_envelope,
     signing_input,
+    signing_key,
     verify_envelope,
     verify_token,
 )
@@ -296,7 +297,7 @@ def test_the_verifier_cache_is_bounded_and_never_caches_failures() -> None:
 
 
 def test_a_signed_envelope_authenticates_as_its_sender() -> None:
-    signed = sign_envelope(envelope(), ALICE_KEY, token_for())
+    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
 
     assert signed.token == token_for()
     assert len(b64url_decode(signed.signature or "")) == 64
@@ -305,10 +306,29 @@ def test_a_signed_envelope_authenticates_as_its_sender() -> None:
 
 
 def test_signatures_survive_storage_and_ignore_the_attempt() -> None:
-    signed = sign_envelope(envelope(), ALICE_KEY, token_for())
+    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
     stored = Envelope.from_entry(signed.to_entry(), attempt=3)
 
     TokenVerifier(ANCHORS).authenticate(stored, now=NOW)
+
+
+def test_a_stored_null_rewritten_as_nan_no_longer_reads_as_the_signed_message() -> None:
+    signed = sign_envelope(envelope(payload={"x": None}), signing_key(ALICE_KEY), token_for())
+    entry = signed.to_entry()[ENTRY_FIELD]
+    assert b'"x":null' in entry
+
+    with pytest.raises(EnvelopeError):
+        Envelope.from_entry({ENTRY_FIELD: entry.replace(b'"x":null', b'"x":NaN')})
+
+
+def test_a_payload_too_deep_to_write_back_fails_verification_instead_of_raising() -> None:
+    deep: Any = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
+
+    with pytest.raises(EnvelopeSignatureError):
+        TokenVerifier(ANCHORS).authenticate(signed.model_copy(update={"payload": deep}), now=NOW)
 
 
 def test_canonical_bytes_do_not_depend_on_key_order() -> None:
@@ -321,7 +341,8 @@ def test_canonical_bytes_do_not_depend_on_key_order() -> None:
     assert signing_input(one) == signing_input(two) == signing_input(reordered)
     assert b" " not in signing_input(one).replace(b"team-a", b"")
     assert signing_input(one) == signing_input(one.model_copy(update={"attempt": 4}))
-    assert signing_input(one) == signing_input(sign_envelope(one, ALICE_KEY, token_for()))
+    signed = sign_envelope(one, signing_key(ALICE_KEY), token_for())
+    assert signing_input(one) == signing_input(signed)
 
 
 @pytest.mark.parametrize(
@@ -333,14 +354,15 @@ def test_canonical_bytes_do_not_depend_on_key_order() -> None:
 def test_any_signed_field_altered_after_signing_breaks_the_signature(
     changes: dict[str, Any],
 ) -> None:
-    altered = sign_envelope(envelope(), ALICE_KEY, token_for()).model_copy(update=changes)
+    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
+    altered = signed.model_copy(update=changes)
 
     with pytest.raises(EnvelopeSignatureError):
         TokenVerifier(ANCHORS).authenticate(altered, now=NOW)
 
 
 def test_a_changed_sender_does_not_match_the_token() -> None:
-    altered = sign_envelope(envelope(), ALICE_KEY, token_for()).model_copy(
+    altered = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for()).model_copy(
         update={"sender": "team-a/mallory"}
     )
 
@@ -349,14 +371,14 @@ def test_a_changed_sender_does_not_match_the_token() -> None:
 
 
 def test_the_token_of_another_agent_does_not_match_the_sender() -> None:
-    signed = sign_envelope(envelope(), BOB_KEY, token_for("team-b/bob", BOB_KEY))
+    signed = sign_envelope(envelope(), signing_key(BOB_KEY), token_for("team-b/bob", BOB_KEY))
 
     with pytest.raises(SenderMismatchError):
         TokenVerifier(ANCHORS).authenticate(signed, now=NOW)
 
 
 def test_a_signature_by_another_key_than_the_tokens_is_refused() -> None:
-    signed = sign_envelope(envelope(), BOB_KEY, token_for())
+    signed = sign_envelope(envelope(), signing_key(BOB_KEY), token_for())
 
     with pytest.raises(EnvelopeSignatureError):
         TokenVerifier(ANCHORS).authenticate(signed, now=NOW)
@@ -364,7 +386,7 @@ def test_a_signature_by_another_key_than_the_tokens_is_refused() -> None:
 
 @pytest.mark.parametrize("signature", ["", "AAAA", "not base64!", b64url_encode(bytes(64))])
 def test_malformed_signatures_are_refused(signature: str) -> None:
-    signed = sign_envelope(envelope(), ALICE_KEY, token_for())
+    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
 
     with pytest.raises(EnvelopeSignatureError):
         verify_envelope(
@@ -379,7 +401,7 @@ def test_unsigned_envelopes_and_expired_tokens_are_refused() -> None:
         verifier.authenticate(envelope(), now=NOW)
     with pytest.raises(UnsignedEnvelopeError):
         verifier.authenticate(envelope(token=token_for()), now=NOW)
-    signed = sign_envelope(envelope(), ALICE_KEY, token_for(ttl=60))
+    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for(ttl=60))
     with pytest.raises(TokenExpiredError):
         verifier.authenticate(signed, now=NOW + 3600)
 

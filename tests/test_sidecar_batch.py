@@ -14,6 +14,7 @@ from api import Api
 from conftest import Sidecars
 from policies import publish
 
+from mas.audit import verify
 from mas.client import SidecarClient
 from mas.errors import DlpBlockedError, ForbiddenError
 from mas.keys import AgentKeys
@@ -191,3 +192,6 @@ async def test_a_full_batch_of_500_is_accepted_and_delivered_whole(
         assert status == 200
         assert {r["status"] for r in body["results"]} == {202}
     assert redis_client.xlen(BOB.inbox) == 1000
+    # The chain head is written once per pipeline, yet always names the last entry.
+    trail = verify(redis_client.xrange(ALICE.audit), redis_client.hgetall(ALICE.audit_heads))
+    assert trail.problems == [] and trail.entries == 1000

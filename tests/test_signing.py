@@ -17,7 +17,13 @@ from policies import publish
 
 from mas.credentials import Anchor, create_anchor, issue_agent_credentials
 from mas.envelope import Envelope
-from mas.identity import generate_private_key, issue_token, load_private_key_pem, sign_envelope
+from mas.identity import (
+    generate_private_key,
+    issue_token,
+    load_private_key_pem,
+    sign_envelope,
+    signing_key,
+)
 from mas.keys import AgentKeys
 from mas.local.processes import ProcessStartError
 
@@ -125,7 +131,7 @@ async def test_an_expired_token_and_an_unsigned_message_are_refused(
     now = int(time.time() * 1000)
     base = Envelope(id="01EXPIRED0000000000000000", sender="default/alice",
                     target="default/bob", type="hello", created_at=now)  # fmt: skip
-    redis_client.xadd(BOB.inbox, sign_envelope(base, key, expired).to_entry())
+    redis_client.xadd(BOB.inbox, sign_envelope(base, signing_key(key), expired).to_entry())
     unsigned = base.model_copy(update={"id": "01UNSIGNED000000000000000"})
     redis_client.xadd(BOB.inbox, unsigned.to_entry())
 
@@ -203,7 +209,7 @@ async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
     def signed(envelope: Envelope, directory: Path) -> dict[bytes, bytes]:
         key = load_private_key_pem((directory / "agent.key").read_bytes())
         token = (directory / "token").read_text().strip()
-        return sign_envelope(envelope, key, token).to_entry()
+        return sign_envelope(envelope, signing_key(key), token).to_entry()
 
     # Unsigned, and signed by another agent than the one asked: both refused.
     redis_client.xadd(replies, reply("default/bob", {"who": "forger"}).to_entry())

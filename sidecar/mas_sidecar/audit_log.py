@@ -1,9 +1,10 @@
 """This replica's audit chain: turns decisions into audit entries for the writer.
 
 Each decision becomes one hash-chained entry (:mod:`mas.audit`) in the agent's audit stream,
-plus an update of this replica's chain head, sent with the decision's own write when there is
-one (one round trip). Payloads are recorded as their SHA-256 or, when the policy asks and DLP
-ran, as the redacted payload — never as sent. Used by the gateway checks.
+plus an update of this replica's chain head (once per pipeline: the writer sends only the last),
+sent with the decision's own write when there is one (one round trip). Payloads are recorded as
+their SHA-256 or, when the policy asks and DLP ran, as the redacted payload — never as sent.
+Used by the gateway checks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mas.audit import Chain
 from mas.envelope import Envelope
 from mas.keys import AgentKeys
 from mas_sidecar.inbox import REDIS_ERRORS
-from mas_sidecar.writer import Command, Writer
+from mas_sidecar.writer import Command, Latest, Writer
 
 
 def payload_digest(payload: Any) -> str:
@@ -72,20 +73,19 @@ class AuditLog:
         if self._stale:
             await self.setup()
 
-    def commands(self, event: dict[str, Any]) -> list[Command]:
-        """The writes that append ``event`` (to send along with another write)."""
+    def commands(self, event: dict[str, Any]) -> tuple[list[Command], Latest]:
+        """The writes that append ``event`` (to send along with another write): the entry,
+        and the chain head as the writer's latest command for this chain."""
         fields = self._chain.append(event)
         flat = [part for pair in fields.items() for part in pair]
-        return [
-            ("XADD", self._keys.audit, "*", *flat),
-            ("HSET", self._keys.audit_heads, self._chain.replica, self._chain.head_value),
-        ]
+        head = ("HSET", self._keys.audit_heads, self._chain.replica, self._chain.head_value)
+        return [("XADD", self._keys.audit, "*", *flat)], {("HSET", self._keys.audit_heads): head}
 
     async def record(self, event: dict[str, Any]) -> None:
         """Append ``event`` on its own (a decision that writes nothing else)."""
         await self.prepare()
         try:
-            await self._writer.submit(self.commands(event))
+            await self._writer.submit(*self.commands(event))
         except REDIS_ERRORS:
             self.needs_resync()
             raise

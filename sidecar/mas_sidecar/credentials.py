@@ -7,8 +7,9 @@ trusted anchor, matches the agent key and this agent's id) before swapping it in
 or invalid set is logged (without key material) and the last good set stays in force, so a token
 renewal or anchor rotation never needs a restart and never leaves the sidecar without identity.
 
-Used by the sidecar's send path (:attr:`~CredentialStore.agent_key`, :attr:`~CredentialStore.token`
-to sign) and receive path (:attr:`~CredentialStore.verifier` to authenticate senders).
+Used by the sidecar's send path (:attr:`~CredentialStore.signing_key`,
+:attr:`~CredentialStore.token` to sign) and receive path (:attr:`~CredentialStore.verifier` to
+authenticate senders).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from mas.credentials import (
     AGENT_KEY_FILE,
@@ -28,7 +29,7 @@ from mas.credentials import (
     CredentialsError,
     load_agent_credentials,
 )
-from mas.identity import TokenClaims, TokenVerifier
+from mas.identity import TokenClaims, TokenVerifier, signing_key
 from mas_sidecar.aio import wait_event
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class CredentialStore:
         self.agent_id = agent_id
         self._current: AgentCredentials | None = None
         self._verifier: TokenVerifier | None = None
+        self._signing_key: SigningKey | None = None
         self._snapshot: Snapshot = None
         self.error: str | None = None
 
@@ -68,9 +70,11 @@ class CredentialStore:
         return self._current
 
     @property
-    def agent_key(self) -> Ed25519PrivateKey:
-        """The agent's private key (signs outgoing envelopes)."""
-        return self.credentials.agent_key
+    def signing_key(self) -> SigningKey:
+        """The agent's private key, as :func:`~mas.identity.sign_envelope` takes it."""
+        if self._signing_key is None:
+            raise CredentialsError("no credentials are loaded")
+        return self._signing_key
 
     @property
     def token(self) -> str:
@@ -120,6 +124,7 @@ class CredentialStore:
     def _swap(self, fresh: AgentCredentials) -> None:
         if self._current is None or self._current.trusted_kids != fresh.trusted_kids:
             self._verifier = TokenVerifier(fresh.trust)
+        self._signing_key = signing_key(fresh.agent_key)
         self._current = fresh
         self.error = None
         if fresh.claims.exp <= time.time():

@@ -16,6 +16,7 @@ Used by the outbox (send) and the inbox (receive).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from mas_sidecar.policy_store import PolicyStore
 from mas_sidecar.ratelimit import RateLimiter
 from mas_sidecar.registry import Registry
 from mas_sidecar.replay import ReplayGuard, entry_time_ms
-from mas_sidecar.writer import Command, Writer
+from mas_sidecar.writer import Command, Latest, Writer
 
 # Replies to synchronous requests are read within milliseconds; these bounds only keep a dead
 # requester's reply stream from lingering.
@@ -52,13 +53,16 @@ class Destination:
     key: str
     inbox: bool
 
-    def commands(self, entry: bytes) -> list[Command]:
-        if self.inbox:  # XLEN reads the backlog back for the circuit breaker
-            return [("XADD", self.key, "*", ENTRY_FIELD, entry), ("XLEN", self.key)]
-        return [
-            ("XADD", self.key, "MAXLEN", "~", REPLY_STREAM_MAXLEN, "*", ENTRY_FIELD, entry),
-            ("PEXPIRE", self.key, REPLY_STREAM_TTL_MS),
-        ]
+    def commands(self, entry: bytes) -> tuple[list[Command], Latest]:
+        """The append of ``entry`` and, once per pipeline, the stream's upkeep: an inbox's
+        length read back for the circuit breaker, a reply stream's expiry."""
+        if self.inbox:
+            return [("XADD", self.key, "*", ENTRY_FIELD, entry)], {
+                ("XLEN", self.key): ("XLEN", self.key)
+            }
+        return [("XADD", self.key, "MAXLEN", "~", REPLY_STREAM_MAXLEN, "*", ENTRY_FIELD, entry)], {
+            ("PEXPIRE", self.key): ("PEXPIRE", self.key, REPLY_STREAM_TTL_MS)
+        }
 
 
 class Gateway:
@@ -104,6 +108,16 @@ class Gateway:
 
     async def send(self, envelope: Envelope, destination: Destination) -> Envelope:
         """Run every check on ``envelope``, then write it; the envelope as written."""
+        written, done = await self.admit(envelope, destination)
+        await done
+        return written
+
+    async def admit(
+        self, envelope: Envelope, destination: Destination
+    ) -> tuple[Envelope, asyncio.Future[list[Any]]]:
+        """Run every check on ``envelope`` and queue its write: the envelope as it will be
+        written, and the write's future (it raises like the write; it counts as sent only once
+        it resolves). Admitting several before awaiting any puts them in one pipeline."""
         policy = self._policy()
         details: dict[str, Any] = {"policy_revision": policy.revision}
         if not envelope.is_reply:
@@ -135,14 +149,14 @@ class Gateway:
                 )  # fmt: skip
         if self._credentials is not None:
             credentials = self._credentials
-            envelope = sign_envelope(envelope, credentials.agent_key, credentials.token)
+            envelope = sign_envelope(envelope, credentials.signing_key, credentials.token)
         elif policy.signing_required:
             await self._refuse(
                 "unsigned", envelope, ErrorCode.CREDENTIALS_UNAVAILABLE,
                 "the gateway policy requires signed messages and this sidecar has no credentials",
             )  # fmt: skip
-        await self._write(envelope, destination, policy, details)
-        return envelope
+        await self._audit.prepare()
+        return envelope, self._queue_write(envelope, destination, policy, details)
 
     def _authorize(
         self, policy: EffectivePolicy, sender: Party, target: Party, message_type: str
@@ -186,28 +200,41 @@ class Gateway:
             envelope = envelope.model_copy(update={"payload": result.payload})
         return envelope
 
-    async def _write(
+    def _queue_write(
         self,
         envelope: Envelope,
         destination: Destination,
         policy: EffectivePolicy,
         details: dict[str, Any],
-    ) -> None:
-        commands = destination.commands(envelope.to_entry()[ENTRY_FIELD])
-        await self._audit.prepare()
+    ) -> asyncio.Future[list[Any]]:
+        """Hand the message and its audit entry to the writer; the breaker and the metrics
+        learn the outcome when the pipeline answers."""
+        writes, upkeep = destination.commands(envelope.to_entry()[ENTRY_FIELD])
         event = decision_event("accepted", envelope, **details)
         if policy.audit.payloads == "redacted" and self._policies.scanner is not None:
             event["payload"] = envelope.payload
-        try:
-            answers = await self._writer.submit([*commands, *self._audit.commands(event)])
-        except REDIS_ERRORS:
-            self._audit.needs_resync()
-            if destination.inbox:
-                self._breakers.record(envelope.target, policy.circuit_breaker, ok=False)
-            raise
-        if destination.inbox:
-            self._breakers.record(envelope.target, policy.circuit_breaker, True, int(answers[1]))
-        self._metrics.decisions.labels("accepted").inc()
+        audit_writes, head = self._audit.commands(event)
+        # Answers: the appends, then the upkeep (an inbox's length first), then the chain head.
+        done = self._writer.submit([*writes, *audit_writes], {**upkeep, **head})
+        backlog_at = len(writes) + len(audit_writes) if destination.inbox else None
+        target, settings = envelope.target, policy.circuit_breaker
+
+        def written(future: asyncio.Future[list[Any]]) -> None:
+            if future.cancelled():
+                return
+            failure = future.exception()
+            if failure is None:
+                if backlog_at is not None:
+                    backlog = int(future.result()[backlog_at])
+                    self._breakers.record(target, settings, True, backlog)
+                self._metrics.decisions.labels("accepted").inc()
+            elif isinstance(failure, REDIS_ERRORS):
+                self._audit.needs_resync()
+                if backlog_at is not None:
+                    self._breakers.record(target, settings, ok=False)
+
+        done.add_done_callback(written)
+        return done
 
     async def _refuse(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mas.envelope import Envelope
@@ -23,10 +23,10 @@ from mas_sidecar.gateway import Destination, Gateway
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.registry import Registry
 
-# Batch items sent at once, over all batch requests: each may hold a Redis connection while it
-# resolves its target or checks liveness, and the client's pool has 100 of them (the inbox,
-# acks, discovery and single sends need theirs). Plenty to fill the writer's pipelines.
-BATCH_ITEMS_IN_FLIGHT = 32
+
+def _count_if_written(future: asyncio.Future[Any], count: Callable[[], None]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        count()
 
 
 def build_envelope(
@@ -71,7 +71,6 @@ class Outbox:
         self._registry = registry
         self._gateway = gateway
         self._metrics = metrics
-        self.batch_slots = asyncio.Semaphore(BATCH_ITEMS_IN_FLIGHT)
 
     async def resolve(self, to: str) -> str:
         """The full id of a registered target; ApiError for a malformed or unknown one."""
@@ -85,11 +84,21 @@ class Outbox:
 
     async def send(self, envelope: Envelope, kind: str = "message") -> Envelope:
         """Check ``envelope`` and append it to its target's inbox; the envelope as written."""
-        written = await self._gateway.send(
+        written, done = await self.admit(envelope, kind)
+        await done
+        return written
+
+    async def admit(
+        self, envelope: Envelope, kind: str = "message"
+    ) -> tuple[Envelope, asyncio.Future[list[Any]]]:
+        """Check ``envelope`` and queue its append to the target's inbox (see
+        :meth:`Gateway.admit`): the envelope as it will be written, and the write's future."""
+        written, done = await self._gateway.admit(
             envelope, Destination(AgentKeys(envelope.target).inbox, inbox=True)
         )
-        self._metrics.messages_sent.labels(kind).inc()
-        return written
+        counter = self._metrics.messages_sent.labels(kind)
+        done.add_done_callback(lambda future: _count_if_written(future, counter.inc))
+        return written, done
 
     async def reply(self, original: Envelope, type: str, payload: Any) -> Envelope:
         """Answer ``original`` to its sender, to the waiting replica if there is one."""

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis.exceptions
 from aiohttp import web
 
+from mas.envelope import Envelope
 from mas.errors import HTTP_STATUS, ErrorCode
 from mas_sidecar.components import Components, components
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
+from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.models import SendBatch, SendMessage, SendRequest
 from mas_sidecar.outbox import build_envelope
 
@@ -23,14 +24,17 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 _TRACE_HEADERS = ("traceparent", "tracestate")
 _BATCH_NESTING = 2  # a batch holds each message two levels down: {"messages": [{...}]}
+ADMIT_SLICE = 32  # batch items checked between turns of the event loop
 
 
 def _trace(request: web.Request) -> dict[str, str]:
     return {name: request.headers[name][:512] for name in _TRACE_HEADERS if name in request.headers}
 
 
-async def _send(parts: Components, body: SendMessage, trace: Mapping[str, str]) -> str:
-    """Resolve, check and write one message (every gateway check); its id, or ApiError."""
+async def _admit(
+    parts: Components, body: SendMessage, trace: Mapping[str, str]
+) -> tuple[Envelope, asyncio.Future[Any]]:
+    """Resolve and check one message (every gateway check) and queue its write."""
     target = await parts.outbox.resolve(body.to)
     envelope = build_envelope(
         sender=parts.config.agent_id,
@@ -41,48 +45,67 @@ async def _send(parts: Components, body: SendMessage, trace: Mapping[str, str]) 
         ttl_ms=body.ttl_ms,
         trace=trace,
     )
-    await parts.outbox.send(envelope)
-    return envelope.id
+    return await parts.outbox.admit(envelope)
 
 
 @routes.post("/v1/messages")
 async def send_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendMessage)
-    message_id = await _send(components(request), body, _trace(request))
-    return json_response({"id": message_id}, status=202)
+    envelope, done = await _admit(components(request), body, _trace(request))
+    await done
+    return json_response({"id": envelope.id}, status=202)
 
 
 def _error_result(code: ErrorCode, message: str) -> dict[str, Any]:
     return {"status": HTTP_STATUS[code], "error": {"code": code.value, "message": message}}
 
 
-async def _send_item(parts: Components, body: SendMessage, trace: Mapping[str, str]) -> Any:
-    """One batch item's result: what a single send would have answered, as a document."""
-    try:
-        async with parts.outbox.batch_slots:
-            return {"status": 202, "id": await _send(parts, body, trace)}
-    except ApiError as exc:
+def _failure(exc: Exception) -> dict[str, Any]:
+    """A batch item's result for what stopped it: what a single send would have answered."""
+    if isinstance(exc, ApiError):
         return _error_result(exc.code, exc.message)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    if isinstance(exc, REDIS_ERRORS):
         log.warning("redis unavailable while sending a batch item: %s", exc)
         return _error_result(ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached; retry later")
-    except Exception:
-        log.exception("internal error while sending a batch item")
-        return _error_result(ErrorCode.INTERNAL_ERROR, "internal error; see sidecar log")
+    log.error("internal error while sending a batch item", exc_info=exc)
+    return _error_result(ErrorCode.INTERNAL_ERROR, "internal error; see sidecar log")
+
+
+async def _send_all(
+    parts: Components, items: Sequence[SendMessage], trace: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Admit the items in order, each through every check, then await their writes: the
+    admitted ones share the writer's pipelines. Every ``ADMIT_SLICE`` items the event loop gets
+    a turn, so a large batch neither stalls other requests nor waits to be written whole."""
+    results: list[dict[str, Any]] = [{} for _ in items]
+    admitted: list[tuple[int, str, asyncio.Future[Any]]] = []
+    for index, item in enumerate(items):
+        if index and not index % ADMIT_SLICE:
+            await asyncio.sleep(0)
+        try:
+            envelope, done = await _admit(parts, item, trace)
+        except Exception as exc:
+            results[index] = _failure(exc)
+        else:
+            admitted.append((index, envelope.id, done))
+    for index, message_id, done in admitted:
+        try:
+            await done
+        except Exception as exc:
+            results[index] = _failure(exc)
+        else:
+            results[index] = {"status": 202, "id": message_id}
+    return results
 
 
 @routes.post("/v1/messages/batch")
 async def send_batch(request: web.Request) -> web.Response:
-    """Send every message of the batch through the single-send path, concurrently (at most
-    ``BATCH_ITEMS_IN_FLIGHT`` at once; the writer shares their Redis round trips); one result
+    """Send every message of the batch through the single-send checks, in order; one result
     per message, in request order."""
     body = await read_body(request, SendBatch, extra_depth=_BATCH_NESTING)
-    parts, trace = components(request), _trace(request)
     # Shielded: once items are under way, a client that goes away cannot cut the batch short,
     # so every accepted item is accounted for (and written) even if nobody reads the answer.
-    results = await asyncio.shield(
-        asyncio.gather(*(_send_item(parts, item, trace) for item in body.messages))
-    )
+    results = await asyncio.shield(_send_all(components(request), body.messages, _trace(request)))
     return json_response({"results": results})
 
 
