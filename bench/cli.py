@@ -1,12 +1,12 @@
 """``python -m bench``: start Redis, sidecars and agents, measure in one run, print a table.
 
-Sections, in order: the raw redis-py baseline; one-way 1→1 and N→1 throughput, one-way 1→1 with
-batch sends and batch acks, and request/reply round trips with every gateway check on, then off
-(sidecar CPU sampled during both 1→1 runs, memory after the runs); the DLP scanner alone;
-aggregate throughput of 1, 2, 4, 8 sender/sink pairs with every check on, on one Redis and on a
-three-shard Redis Cluster on loopback. Everything runs on 127.0.0.1. ``--smoke`` runs tiny
-counts (CI checks that the harness works, not the targets); ``--json`` writes the numbers,
-``--svg`` the plot (:mod:`bench.report`).
+Sections, in order: the raw redis-py baseline; one-way 1→1 (SDK sends, plain HTTP sends, batch
+sends with batch acks) and N→1 throughput, and request/reply round trips with every gateway
+check on, then off (sidecar CPU sampled during the 1→1 runs, memory after the runs); the DLP
+scanner alone; aggregate throughput of 1, 2, 4, 8 sender/sink pairs with every check on, on one
+Redis and on a three-shard Redis Cluster on loopback. Everything runs on 127.0.0.1. ``--smoke``
+runs tiny counts (CI checks that the harness works, not the targets); ``--json`` writes the
+numbers, ``--svg`` the plot (:mod:`bench.report`).
 """
 
 from __future__ import annotations
@@ -147,6 +147,12 @@ def _mode(url: str, mode: str, args: argparse.Namespace, workdir: Path) -> dict[
         one, cores, wall = _sampled(
             pids, load.one_way([senders[0].url], sink.url, sink_id, args.messages, args.window)
         )
+        plain, plain_cores, plain_wall = _sampled(
+            pids,
+            load.one_way(
+                [senders[0].url], sink.url, sink_id, args.messages, args.window, coalesce=False
+            ),
+        )
         batched, batched_cores, batched_wall = _sampled(
             pids,
             load.one_way(
@@ -165,11 +171,13 @@ def _mode(url: str, mode: str, args: argparse.Namespace, workdir: Path) -> dict[
         return {
             "one_to_one": one,
             "one_to_one_batched": batched,
+            "one_to_one_plain": plain,
             "fan_in": fan,
             "round_trip": rtt,
             "sidecar_cores": {"sender": cores[0], "sink": cores[1]},
             "sidecar_cores_per_1k": _per_1k(cores, args.messages / wall),
             "sidecar_cores_per_1k_batched": _per_1k(batched_cores, args.messages / batched_wall),
+            "sidecar_cores_per_1k_plain": _per_1k(plain_cores, args.messages / plain_wall),
             "sidecar_rss_mb": {"sender": memory[0][0], "sink": memory[1][0]},
             "sidecar_peak_rss_mb": {"sender": memory[0][1], "sink": memory[1][1]},
         }

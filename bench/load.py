@@ -1,9 +1,12 @@
 """The agents' side of the benchmark: load through the sidecars with the SDK's HTTP client.
 
-* :func:`one_way`: each sender posts its messages with up to ``window`` sends in flight (one
-  ``POST /v1/messages`` each; the sidecar batches concurrent sends into shared Redis round
-  trips); the sink agent reads its delivery stream and acks every delivery. Timed from the first
-  send to the last receipt, after a warm-up message per sender.
+* :func:`one_way`: each sender sends its messages with up to ``window`` ``SidecarClient.send``
+  calls in flight (the SDK coalesces concurrent sends into shared batch requests, and the
+  sidecar writes concurrent messages in shared Redis round trips); the sink agent reads its
+  delivery stream and acks every delivery (``SidecarClient.ack``, coalesced alike). With
+  ``coalesce=False`` every send and ack is its own HTTP request (what a plain-HTTP agent that
+  does not batch gets). Timed from the first send to the last receipt, after a warm-up message
+  per sender.
   With ``batch``, each sender posts ``batch`` messages per ``POST /v1/messages/batch``
   (``window`` batches in flight) and the sink acks everything delivered so far with one
   ``POST /v1/deliveries/ack`` at a time.
@@ -135,11 +138,12 @@ async def one_way(
     window: int,
     *,
     batch: int = 0,
+    coalesce: bool = True,
 ) -> float:
     """Messages per second from ``len(sender_urls)`` senders to one sink; with ``batch``, the
     senders send ``batch`` messages per request and the sink acks in batches."""
-    senders = [SidecarClient(url) for url in sender_urls]
-    sink = Sink(SidecarClient(sink_url), batch_ack=batch > 0)
+    senders = [SidecarClient(url, coalesce=coalesce) for url in sender_urls]
+    sink = Sink(SidecarClient(sink_url, coalesce=coalesce), batch_ack=batch > 0)
     reader = asyncio.create_task(sink.run())
     try:
         sink.expect(len(senders))  # warm-up: one message per sender, and the subscription is up

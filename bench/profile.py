@@ -84,11 +84,11 @@ def main() -> int:
                 )
                 for name, process in (("sender", sender), ("sink", sink))
             ]
+            window = 4 if args.batch else 64
             rate = asyncio.run(
                 load.one_way(
-                    [sender.url], sink.url, sink.agent_id, args.messages,
-                    4 if args.batch else 64, batch=args.batch,
-                )  # fmt: skip
+                    [sender.url], sink.url, sink.agent_id, args.messages, window, batch=args.batch
+                )
             )
             latencies = asyncio.run(
                 load.round_trip(sender.url, sink.url, sink.agent_id, args.requests)

@@ -27,11 +27,13 @@ def test_the_benchmark_harness_runs_and_prints_its_table(tmp_path: Path) -> None
         check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "| one-way 1→1 (msg/s) |" in run.stdout
+    assert "| one-way 1→1, SDK sends, 64 in flight (msg/s) |" in run.stdout
+    assert "| one-way 1→1, plain HTTP: one request per send and per ack (msg/s) |" in run.stdout
     assert "| one-way 1→1, batch send (" in run.stdout
     assert "| round trip p99 (ms) |" in run.stdout
     assert "| agent pairs |" in run.stdout
     data = orjson.loads(results.read_bytes())
     assert data["on"]["one_to_one"] > 0 and data["raw"]["one_to_one"]["unbatched"] > 0
     assert data["on"]["one_to_one_batched"] > 0 and data["off"]["one_to_one_batched"] > 0
+    assert data["on"]["one_to_one_plain"] > 0 and data["off"]["one_to_one_plain"] > 0
     assert plot.read_text().startswith("<svg")

@@ -8,6 +8,7 @@ matching :class:`mas.errors.SidecarError`; failures to reach the sidecar at all 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from types import TracebackType
@@ -17,15 +18,22 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from mas.coalesce import Coalescer
 from mas.errors import ErrorCode, MasError, SidecarError, sidecar_error
 
 _JSON = {"Content-Type": "application/json"}
+COALESCED_BATCH = 100  # calls per shared request, at most
+COALESCED_IN_FLIGHT = 4  # requests of one kind under way before calls start to queue
 
 
 class SidecarClient:
     """Talks to one sidecar at ``base_url`` (default: the ``MAS_SIDECAR_URL`` environment)."""
 
-    def __init__(self, base_url: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str | None = None, *, timeout: float = 30.0, coalesce: bool = True
+    ) -> None:
+        """``coalesce``: concurrent :meth:`send` and :meth:`ack` calls share batch requests
+        (:mod:`mas.coalesce`); off, each call is its own request."""
         url = base_url or os.environ.get("MAS_SIDECAR_URL")
         if not url:
             raise MasError("no sidecar URL: pass base_url or set MAS_SIDECAR_URL")
@@ -33,6 +41,15 @@ class SidecarClient:
         self.timeout = timeout
         self._default_timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        in_flight = COALESCED_IN_FLIGHT if coalesce else 1 << 30
+        self._sends = Coalescer(
+            self._send_one, self._send_coalesced, max_batch=COALESCED_BATCH,
+            max_in_flight=in_flight,
+        )  # fmt: skip
+        self._acks = Coalescer(
+            self._ack_one, self._ack_coalesced, max_batch=COALESCED_BATCH,
+            max_in_flight=in_flight,
+        )  # fmt: skip
 
     async def __aenter__(self) -> SidecarClient:
         return self
@@ -68,8 +85,23 @@ class SidecarClient:
             body["correlation_id"] = correlation_id
         if ttl_ms is not None:
             body["ttl_ms"] = ttl_ms
+        return await self._sends.call(body)
+
+    async def _send_one(self, body: dict[str, Any]) -> str:
         answer = await self._call("POST", "/v1/messages", body)
         return str(answer["id"])
+
+    async def _send_coalesced(self, bodies: list[dict[str, Any]]) -> Sequence[str | BaseException]:
+        try:
+            return await self.send_many(bodies)
+        except SidecarError as exc:
+            if exc.status >= 500:
+                raise
+            # Refused whole (one malformed message, too large a body): nothing was sent, so
+            # each goes alone and gets the answer it would have had.
+            return await asyncio.gather(
+                *(self._send_one(body) for body in bodies), return_exceptions=True
+            )
 
     async def send_many(self, messages: Sequence[Mapping[str, Any]]) -> list[str | SidecarError]:
         """Send 1 to 500 messages in one request (``POST /v1/messages/batch``).
@@ -124,7 +156,24 @@ class SidecarClient:
 
     async def ack(self, delivery_id: str) -> None:
         """The delivery is done: remove it from the inbox."""
+        await self._acks.call(delivery_id)
+
+    async def _ack_one(self, delivery_id: str) -> None:
         await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/ack")
+
+    async def _ack_coalesced(self, delivery_ids: list[str]) -> list[BaseException | None]:
+        _, unknown = await self.ack_many(delivery_ids)
+        if not unknown:
+            return [None] * len(delivery_ids)
+        # Not leased (answered already, expired, never delivered): the single ack says which.
+        errors = dict(
+            zip(
+                unknown,
+                await asyncio.gather(*(self._ack_one(i) for i in unknown), return_exceptions=True),
+                strict=True,
+            )
+        )
+        return [errors.get(i) for i in delivery_ids]
 
     async def ack_many(self, delivery_ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """Ack 1 to 1000 deliveries in one request (``POST /v1/deliveries/ack``);
