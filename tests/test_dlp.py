@@ -365,6 +365,39 @@ def test_custom_and_builtin_detectors_run_together() -> None:
     assert result.payload == {"text": "[REDACTED:ticket] from [REDACTED:email]"}
 
 
+def test_values_among_clean_siblings_are_found_wherever_they_sit() -> None:
+    filler = 'nothing to see in build 1.2.3 from 2024-11-23, "quoted" \\ and ünïcode'
+    payload = {
+        "first": "alice@example.com",
+        "clean": [filler, {"more": filler}, 1732377600123],
+        "turns": [
+            {"role": "user", "text": filler, "seq": 1},
+            {"role": "user", "text": f"{filler}, call +1 415 555 2671", "seq": 2},
+            {"api_key": ["x", TOKEN, {"nested": filler}], "card": 4111111111111111, "ok": True},
+            [filler, [filler, "bob@example.com"], filler],
+            {"alice@example.com": filler},
+        ],
+        "ssn": "123-45-6789",
+        "password": "correcthorse",
+    }
+    expected = {
+        ("email", "payload.first"),
+        ("phone", "payload.turns[1].text"),
+        ("generic_api_key", "payload.turns[2].api_key[1]"),
+        ("payment_card", "payload.turns[2].card"),
+        ("email", "payload.turns[3][1][1]"),
+        ("email", 'payload.turns[4]["[REDACTED:email]"]'),
+        ("us_ssn", "payload.ssn"),
+        ("generic_api_key", "payload.password"),
+    }
+    walks_everything = scanner(REDACT, ticket=r"TICKET-[0-9]+")
+    results = [scanner(REDACT).scan(payload), walks_everything.scan(payload)]
+    for result in results:
+        assert {(f.detector, f.path) for f in result.findings} == expected
+    assert results[0].payload == results[1].payload
+    assert results[0].payload["turns"][3] == [filler, [filler, "[REDACTED:email]"], filler]
+
+
 def test_values_that_are_not_plain_json_are_still_scanned() -> None:
     payload = {"big": 2**80, "nested": ("x", "alice@example.com"), 7: "call +1 415 555 2671"}
     result = scanner(REDACT).scan(payload)

@@ -15,11 +15,13 @@ Each :class:`Builtin` has
 - ``numeric``: whether ``find`` also applies to integers, as their decimal text.
 
 The precise patterns use Python's ``re`` (they need lookbehind) and are written to run in linear
-time: every pattern starts at a boundary assertion of fixed width, every repetition is bounded
-or over a character class that the following token cannot match, and there are no nested
-quantifiers over overlapping classes, so a failed attempt at one position costs at most a
-repetition bound and no input makes them backtrack super-linearly. The adversarial tests hold
-them to that. Custom patterns from the policy are RE2, which is linear by construction.
+time: every pattern starts at a boundary assertion of fixed width (the phone and card patterns
+assert it just after their first character, so that the engine skips straight to the characters
+a match can start with), every repetition is bounded or over a character class that the
+following token cannot match, and there are no nested quantifiers over overlapping classes, so a
+failed attempt at one position costs at most a repetition bound and no input makes them
+backtrack super-linearly. The adversarial tests hold them to that. Custom patterns from the
+policy are RE2, which is linear by construction.
 
 Used by the scanner (``mas_sidecar.dlp.scanner``).
 """
@@ -76,28 +78,35 @@ _EMAIL = re.compile(
 
 
 def _find_email(text: str) -> list[Span]:
-    return _spans(_EMAIL, text) if "@" in text else []
+    at = text.find("@")
+    if at < 0:
+        return []
+    # A match's "@" is at most 64 characters after its start (and the lookbehind still sees the
+    # characters before the position the search starts from).
+    return [match.span() for match in _EMAIL.finditer(text, max(0, at - 64))]
 
 
 # --- phone ----------------------------------------------------------------------------------
 
 # International: "+", a country code and 8-15 digits in all, single separators or parentheses.
-_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+[1-9](?:[ .-]?\(?\d\)?){7,14}(?!\d)", _A)
+_PHONE_INTERNATIONAL = re.compile(r"\+(?<![\w+]\+)[1-9](?:[ .-]?\(?\d\)?){7,14}(?!\d)", _A)
 # National: only the usual groupings, so dates, versions, IP addresses and ids stay out.
+# The first character is matched before the boundary is asserted, and each grouping checks it.
 _PHONE_NATIONAL = re.compile(
-    r"(?<![\w.+/:-])(?:"
-    r"\(\d{2,5}\)[ .-]?\d{3,4}[ .-]\d{3,4}"  # (415) 555-2671, (020) 7946 0958
-    r"|\d{3}([.-])\d{3}\1\d{4}"  # 415-555-2671, 415.555.2671
-    r"|\d{3} \d{3} \d{4}"  # 415 555 2671
-    r"|0\d{1,4}[ -]\d{3,4}[ -]\d{3,4}"  # 020 7946 0958, 030-1234-5678
-    r"|0[1-9](?:[ .]\d{2}){4}"  # 01 23 45 67 89
+    r"[\d(](?<![\w.+/:-].)(?:"
+    r"(?<=\()\d{2,5}\)[ .-]?\d{3,4}[ .-]\d{3,4}"  # (415) 555-2671, (020) 7946 0958
+    r"|(?<=\d)\d{2}([.-])\d{3}\1\d{4}"  # 415-555-2671, 415.555.2671
+    r"|(?<=\d)\d{2} \d{3} \d{4}"  # 415 555 2671
+    r"|(?<=0)\d{1,4}[ -]\d{3,4}[ -]\d{3,4}"  # 020 7946 0958, 030-1234-5678
+    r"|(?<=0)[1-9](?:[ .]\d{2}){4}"  # 01 23 45 67 89
     r")(?![\w-]|[.:/]\d)",
     _A,
 )
 
 
 def _find_phone(text: str) -> list[Span]:
-    return _spans(_PHONE_INTERNATIONAL, text) + _spans(_PHONE_NATIONAL, text)
+    found = _spans(_PHONE_INTERNATIONAL, text) if "+" in text else []
+    return found + _spans(_PHONE_NATIONAL, text)
 
 
 # --- us_ssn ---------------------------------------------------------------------------------
@@ -144,19 +153,18 @@ def _ssn_under_key(key: str, value: str) -> bool:
 
 # --- payment_card ---------------------------------------------------------------------------
 
-_CARD = re.compile(r"(?<![\w.+-])\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)", _A)
+_CARD = re.compile(r"\d(?<![\w.+-]\d)(?:[ -]?\d){12,18}(?![\w-]|\.\d)", _A)
 _CARD_GROUP = re.compile(r"\d+", _A)
+
+
+# Every second digit from the right is doubled, and a two-digit result counts as its digit sum.
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
 
 
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum of a string of ASCII digits."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        digit = ord(char) - 48
-        if position % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
+    summed = (digits[-1::-2] + digits[-2::-2].translate(_LUHN_DOUBLED)).encode("ascii")
+    return (sum(summed) - 48 * len(summed)) % 10 == 0
 
 
 def _card_number(digits: str) -> bool:

@@ -7,12 +7,15 @@ integer, an SSN under an ``ssn`` key), integers as their decimal text.
 
 Cost: without custom detectors, the payload is serialized (orjson) and one RE2 alternation of
 the enabled detectors' gates runs over it, a single linear DFA pass; a clean payload ends there.
-Otherwise the scanner walks down only into the children whose own serialization a gate hits
-(and into values under a telling key), and each string it reaches goes only through the
-detectors whose gate hits that string (one RE2 multi-pattern pass). Custom patterns are RE2 and
-run on every string, so with custom detectors everything is walked (a custom ``^`` or ``$``
-means the string's own start or end, which a pass over joined text cannot honour); the
-built-ins' gate then runs once over all strings joined with NUL separators.
+Otherwise the scanner walks, in document order, down only into the children a gate match starts
+in (and into values under a telling key): a child's place in the serialization follows from the
+lengths of its elder siblings' own serializations, taken only in containers a match lies in, and
+the search for the next match resumes where the walk has got to, so the gate passes over the
+serialization about once more in all, one search per hot region. Each string the walk reaches
+goes only through the detectors whose gate hits that string (one RE2 multi-pattern pass). Custom
+patterns are RE2 and run on every string, so with custom detectors everything is walked (a
+custom ``^`` or ``$`` means the string's own start or end, which a pass over joined text cannot
+honour); the built-ins' gate then runs once over all strings joined with NUL separators.
 
 A finding names its detector and its place (``payload.items[2].email``), never the matched text;
 a key that holds a finding appears in paths in its redacted form. Redaction replaces each
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +45,6 @@ from mas_sidecar.dlp.detectors import BUILTINS, Span, key_context
 ROOT = "payload"
 _MARKER = re.compile(r"\[REDACTED:[a-z0-9_-]{1,63}\]")
 _MARKER_START = "[REDACTED:"
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEPARATOR = "\x00"
 _SEPARATOR_BYTES = b"\x00"
 _DISPATCH_LENGTH = 4096
@@ -55,6 +57,11 @@ _Node = tuple[Any, Any, Any] | None
 _Hit = tuple[int, int, "_Detector"]
 # Where a scanned string or number sits: its node, its container and slot, whether it is a key.
 _Place = tuple[_Node, Any, Any, bool]
+# A container the hot walk is in: its (key or index, value) pairs still to see, itself, its node,
+# the key context its items share (an array's, never an object's), whether it is an object, where
+# its next child starts in the serialized payload, where it ends there, and how many children are
+# left (the last one ends just before the closing bracket).
+_Frame = tuple[Iterator[tuple[Any, Any]], Any, _Node, str, bool, int, int, int]
 
 
 def redaction(detector: str) -> str:
@@ -177,8 +184,9 @@ class DlpScanner:
             walk.candidates = self._candidates(walk)
             return walk
         walk = _Walk()
-        if self._gate.search(serialized) is not None:
-            self._walk_hot(payload, walk)
+        first = self._gate.search(serialized)
+        if first is not None:
+            self._walk_hot(payload, serialized, first.start(), walk)
         walk.candidates = set(range(len(walk.texts)))
         return walk
 
@@ -206,44 +214,64 @@ class DlpScanner:
             index, counted_to, position = index + 1, following + 1, following + 1
         return hot
 
-    def _walk_hot(self, payload: Any, walk: _Walk) -> None:
-        """Walk only into what the gate hits (each container's children serialized apart), and
-        into values under a telling key; collect the strings and numbers found there."""
-        stack: list[tuple[Any, _Node, str, bool]] = [(payload, None, "", True)]
-        while stack:
-            value, node, context, hot = stack.pop()
-            if isinstance(value, dict):
-                if not hot:
+    def _walk_hot(self, payload: Any, serialized: bytes, first: int, walk: _Walk) -> None:
+        """Walk, in document order, only into what a gate match starts in, and into values under
+        a telling key; collect the strings and numbers found there.
+
+        A child's place in ``serialized`` follows from the lengths of its elder siblings' own
+        serializations, so the gate searches again only when the walk passes the last match it
+        found (``first`` is the first one): once per hot region, never per container. A
+        container is left as soon as no match is left in it, unless it is an array under a
+        telling key (all of whose items are looked at).
+        """
+        search = self._gate.search
+        size = len(serialized)
+
+        def next_hit(start: int) -> int:
+            match = search(serialized, start)
+            return size if match is None else match.start()
+
+        if not isinstance(payload, dict | list | tuple):
+            _leaf(payload, (None, None, None, False), "", walk)
+            return
+        hit = first  # where the first match at or after the last place searched from starts
+        frames = [_frame(payload, None, "", 0, size)]
+        dumps = orjson.dumps
+        while frames:
+            children, container, node, shared, keyed, position, end, left = frames[-1]
+            entered: _Frame | None = None
+            for slot, value in children:
+                left -= 1
+                if hit < position:
+                    hit = next_hit(position)
+                if hit >= end and not shared:
+                    break
+                context = shared
+                start = position
+                if keyed:  # the key comes first, with its colon
+                    start += len(dumps(slot)) + 1
+                    context = ""
+                    if hit < start:
+                        walk.add(slot, ((node, container, slot), container, slot, True), "")
+                        context = key_context(slot)
+                        hit = next_hit(start)  # the value may hold a match of its own
+                position = start + len(dumps(value)) + 1 if left else end
+                if hit < start:
+                    hit = next_hit(start)
+                hot = hit < position - 1
+                if not (hot or context):
                     continue
-                items = list(value.items())
-                parts: list[bytes] = []
-                for key, child in items:
-                    parts += (orjson.dumps(key) + b":", orjson.dumps(child))
-                hit = self._hot(_SEPARATOR_BYTES.join(parts))
-                for index in sorted({part // 2 for part in hit}):
-                    key, child = items[index]
-                    entry = (node, value, key)
-                    child_context = ""
-                    if 2 * index in hit:
-                        walk.add(key, (entry, value, key, True), "")
-                        child_context = key_context(key)
-                    if 2 * index + 1 in hit or child_context:
-                        hot_value = 2 * index + 1 in hit
-                        _visit(
-                            child, entry, value, key,
-                            context=child_context, hot=hot_value, walk=walk, stack=stack,
-                        )  # fmt: skip
-            elif isinstance(value, list | tuple):
-                hit = self._hot(_SEPARATOR_BYTES.join(orjson.dumps(item) for item in value))
-                if not hit and not context:
-                    continue
-                for index in sorted(hit) if not context else range(len(value)):
-                    _visit(
-                        value[index], (node, value, index), value, index,
-                        context=context, hot=index in hit, walk=walk, stack=stack,
-                    )  # fmt: skip
+                entry = (node, container, slot)
+                if not isinstance(value, dict | list | tuple):
+                    _leaf(value, (entry, container, slot, False), context, walk)
+                elif hot or not isinstance(value, dict):
+                    entered = _frame(value, entry, context, start, position - 1)
+                    break
+            if entered is None:
+                frames.pop()
             else:
-                _visit(value, node, None, None, context=context, hot=hot, walk=walk, stack=stack)
+                frames[-1] = (children, container, node, shared, keyed, position, end, left)
+                frames.append(entered)
 
     def _scan_text(self, text: str, is_key: bool, context: str, *, builtins: bool) -> list[_Hit]:
         if not builtins and not self._custom:
@@ -288,24 +316,19 @@ class DlpScanner:
         return detectors
 
 
-def _visit(
-    value: Any,
-    node: _Node,
-    container: Any,
-    slot: Any,
-    *,
-    context: str,
-    hot: bool,
-    walk: _Walk,
-    stack: list[tuple[Any, _Node, str, bool]],
-) -> None:
-    """Collect a leaf the hot walk reached, or queue a container."""
+def _frame(container: Any, node: _Node, context: str, start: int, end: int) -> _Frame:
+    """The hot walk's frame for a container serialized as ``serialized[start:end]``."""
+    if isinstance(container, dict):
+        return (iter(container.items()), container, node, "", True, start + 1, end, len(container))
+    return (enumerate(container), container, node, context, False, start + 1, end, len(container))
+
+
+def _leaf(value: Any, place: _Place, context: str, walk: _Walk) -> None:
+    """Collect a string or a number worth a look that the hot walk reached."""
     if isinstance(value, str):
-        walk.add(value, (node, container, slot, False), context)
-    elif isinstance(value, dict | list | tuple):
-        stack.append((value, node, context, hot))
-    elif type(value) is int and (context or hot) and _worth_a_look(value, context):
-        walk.numbers.append(((node, container, slot, False), str(abs(value)), context))
+        walk.add(value, place, context)
+    elif type(value) is int and _worth_a_look(value, context):
+        walk.numbers.append((place, str(abs(value)), context))
 
 
 def _worth_a_look(number: int, context: str) -> bool:
@@ -368,9 +391,8 @@ def _result(payload: Any, found: list[tuple[_Place, list[_Hit]]]) -> ScanResult:
     for (node, *_), hits in found:
         path = _render(node, shown_keys)
         for _, _, detector in sorted(hits, key=lambda hit: hit[0]):
-            findings.setdefault(
-                (detector.name, path), Finding(detector.name, detector.action, path)
-            )
+            if (detector.name, path) not in findings:
+                findings[detector.name, path] = Finding(detector.name, detector.action, path)
     blocking = sorted({f.detector for f in findings.values() if f.action is DlpAction.BLOCK})
     redactions = [
         (place, redact)
@@ -408,7 +430,7 @@ def _render(node: _Node, shown_keys: dict[tuple[int, Any], str]) -> str:
             segments.append(f"[{slot}]")
         else:
             name = shown_keys.get((id(container), slot), slot)
-            if isinstance(name, str) and _IDENTIFIER.fullmatch(name):
+            if isinstance(name, str) and name.isascii() and name.isidentifier():
                 segments.append(f".{name}")
             else:
                 segments.append(f"[{json.dumps(name if isinstance(name, str) else str(name))}]")
