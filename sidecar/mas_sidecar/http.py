@@ -81,18 +81,15 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     levels; checked iteratively, so no input can exhaust the stack. (orjson reads integers
     beyond 64 bits as floats, so numbers need no check.)
     """
+    if not isinstance(value, dict | list):
+        return False
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        children = item.values() if isinstance(item, dict) else item
+        stack += [(child, depth + 1) for child in children if isinstance(child, dict | list)]
     return False
 
 

@@ -6,12 +6,20 @@ Every key of one agent carries its hash tag (:mod:`mas.keys`), so the sidecar's 
 and scripts each stay in one slot; the batched writes (:mod:`mas_sidecar.writer`), which touch
 several agents' keys, are non-transactional pipelines that the cluster client splits by node.
 
+Commands to one server are packed by hiredis (C), as redis-py's synchronous client does when
+hiredis is installed; its asyncio connection packs in Python, which cost the send path a few
+microseconds per message (two commands each). TLS and Unix-socket URLs choose their own
+connection classes and keep redis-py's packing, as does the cluster client.
+
 Called once per process by :mod:`mas_sidecar.components`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
+from redis.connection import HiredisRespSerializer
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -22,6 +30,16 @@ def cluster_url(url: str, cluster: bool) -> tuple[str, bool]:
     if sep and scheme.lower() in CLUSTER_SCHEMES:
         return f"{CLUSTER_SCHEMES[scheme.lower()]}://{rest}", True
     return url, cluster
+
+
+class HiredisConnection(aioredis.Connection):  # type: ignore[misc]  # redis-py is untyped here
+    """redis-py's asyncio TCP connection with hiredis packing commands."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
 
 
 def connect(url: str, *, cluster: bool = False) -> aioredis.Redis:
@@ -37,4 +55,5 @@ def connect(url: str, *, cluster: bool = False) -> aioredis.Redis:
     }
     if cluster:
         return aioredis.RedisCluster.from_url(url, **settings)
-    return aioredis.Redis.from_url(url, **settings)
+    # A rediss:// or unix:// URL sets its own connection class, which wins over this one.
+    return aioredis.Redis.from_url(url, connection_class=HiredisConnection, **settings)
