@@ -86,8 +86,8 @@ def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
     for commands, patterns in parsed_rules("default/alice"):
         for pattern in patterns:
             mode, _, key = pattern.partition("~")
-            if mode == "":  # read and write
-                assert key.startswith(ALICE.prefix), pattern
+            if mode == "":  # read and write (a script's keys: its commands are checked apart)
+                assert key.startswith(ALICE.prefix) or commands == {"evalsha"}, pattern
             elif mode == "%R":
                 assert key in SHARED_READ or key == "mas:{*}:inbox", pattern
                 assert key != "mas:{*}:inbox" or commands == {"xlen"}, "inboxes: length only"
@@ -102,7 +102,7 @@ def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
 def test_other_agents_streams_are_append_only() -> None:
     for commands, patterns in parsed_rules("default/alice"):
         other = [p for p in patterns if "mas:{*}:" in p and not p.startswith("%R~")]
-        if other:
+        if other and commands != {"evalsha"}:  # a script's commands are checked one by one
             assert all(p.startswith("%W~") for p in other)
             assert commands <= {"xadd", "pexpire"}
 
@@ -252,10 +252,20 @@ def test_scripts_run_with_the_users_rights_only(
     steal = alice.register_script("return redis.call('XRANGE', KEYS[1], '-', '+')")
     sneak = alice.register_script(f"return redis.call('XRANGE', '{BOB.inbox}', '-', '+')")
 
+    trim = alice.register_script("return redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)")
+    wipe = alice.register_script("return redis.call('DEL', KEYS[1])")
+    refused = re.compile("perm|can't access|can't run", re.I)
+
     assert own(keys=[ALICE.state], args=["{}"]) == 1
-    assert denied(lambda: steal(keys=[BOB.inbox]))
-    with pytest.raises(redis.exceptions.ResponseError, match=re.compile("perm|can't access", re.I)):
+    # Another inbox may be a script's key (the writer appends that way), but every command the
+    # script runs on it is checked: appending and reading the length pass, nothing else does.
+    for script in (steal, trim, wipe):
+        with pytest.raises(redis.exceptions.ResponseError, match=refused):
+            script(keys=[BOB.inbox])
+    with pytest.raises(redis.exceptions.ResponseError, match=refused):
         sneak(keys=[])  # undeclared keys are checked too
+    assert denied(lambda: steal(keys=[BOB.state]))  # not even a script may name other keys
+    assert redis_client.xlen(BOB.inbox) == 1
 
 
 def test_own_keys_are_readable_and_reapplying_resets_the_password(

@@ -1,5 +1,6 @@
-"""The sidecar's writer: concurrent submissions share one pipeline, in order; *latest* commands
-go out once per pipeline with the last value, and every submitter of one gets its answer."""
+"""The sidecar's writer: concurrent submissions share one pipeline; the appends to one stream go
+as one script call, in submission order; *latest* commands go out once per pipeline with the
+last value; a server that lost its scripts gets them again and nothing is written twice."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from mas_sidecar.writer import Writer
+from mas_sidecar.writer import APPENDS_PER_CALL, Append, Writer
 
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     connection = aioredis.Redis.from_url(redis_url)
-    await connection.delete("w:stream", "w:head")
     yield connection
-    await connection.delete("w:stream", "w:head")
     await connection.aclose()
 
 
@@ -26,45 +25,94 @@ async def calls(client: aioredis.Redis, command: str) -> int:
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-async def test_latest_commands_run_once_per_pipeline_with_the_last_value(
+async def drain(writer: Writer) -> None:
+    stop = asyncio.Event()
+    stop.set()  # write what is queued, then return
+    await writer.run_until(stop)
+
+
+async def test_appends_to_one_stream_share_a_call_and_keep_their_order(
     client: aioredis.Redis,
 ) -> None:
     writer = Writer(client)
+    await writer.load_scripts()
     futures = [
         writer.submit(
-            [("XADD", "w:stream", "*", "n", n)],
-            {"head": ("HSET", "w:head", "r-0", n), "len": ("XLEN", "w:stream")},
+            [
+                Append("w:inbox", ("e", n), measure=True),
+                Append("w:audit", ("n", n, "e", f"event {n}")),
+            ],
+            {"head": ("HSET", "w:head", "r-0", n)},
         )
         for n in range(5)
     ]
-    hset_before, xlen_before = await calls(client, "hset"), await calls(client, "xlen")
-    stop = asyncio.Event()
-    stop.set()  # drain what is queued (one pipeline), then return
+    before = {name: await calls(client, name) for name in ("evalsha", "hset", "xadd")}
 
-    await writer.run_until(stop)
+    await drain(writer)
 
-    hsets, xlens = (
-        await calls(client, "hset") - hset_before,
-        await calls(client, "xlen") - xlen_before,
-    )
+    after = {name: await calls(client, name) - before[name] for name in before}
     answers = [await future for future in futures]
-    assert [answer[1:] for answer in answers] == [[1, 5]] * 5  # HSET's answer, XLEN's answer
-    assert (hsets, xlens) == (1, 1)
+    assert answers == [[5, 0, 1]] * 5  # the inbox's length (asked for), none, HSET's answer
+    assert after == {"evalsha": 2, "hset": 1, "xadd": 10}  # the XADDs ran inside the scripts
+    assert [f[b"e"] for _, f in await client.xrange("w:inbox")] == [b"0", b"1", b"2", b"3", b"4"]
+    assert [f[b"n"] for _, f in await client.xrange("w:audit")] == [b"0", b"1", b"2", b"3", b"4"]
     assert await client.hget("w:head", "r-0") == b"4"
-    assert await client.xlen("w:stream") == 5
 
 
-async def test_submissions_without_latest_commands_get_only_their_own_answers(
+async def test_a_long_run_of_appends_is_split_into_calls_in_order(
     client: aioredis.Redis,
 ) -> None:
     writer = Writer(client)
-    plain = writer.submit([("XADD", "w:stream", "*", "n", 0), ("XLEN", "w:stream")])
-    keyed = writer.submit([("XADD", "w:stream", "*", "n", 1)], {"len": ("XLEN", "w:stream")})
-    stop = asyncio.Event()
-    stop.set()
+    total = 2 * APPENDS_PER_CALL + 3
+    futures = [writer.submit([Append("w:long", ("e", n), measure=True)]) for n in range(total)]
 
-    await writer.run_until(stop)
+    await drain(writer)
 
-    first, second = await plain, await keyed
-    assert first[1] == 1 and len(first) == 2
-    assert second[1] == 2 and len(second) == 2
+    lengths = [(await future)[0] for future in futures]
+    assert (
+        lengths
+        == [APPENDS_PER_CALL] * APPENDS_PER_CALL
+        + [2 * APPENDS_PER_CALL] * APPENDS_PER_CALL
+        + [total] * 3
+    )
+    stored = [int(f[b"e"]) for _, f in await client.xrange("w:long")]
+    assert stored == list(range(total))
+
+
+async def test_a_capped_stream_is_trimmed_to_about_its_cap(client: aioredis.Redis) -> None:
+    writer = Writer(client)
+    futures = [writer.submit([Append("w:capped", ("e", n), maxlen=10)]) for n in range(1000)]
+
+    await drain(writer)
+
+    await asyncio.gather(*futures)
+    assert await client.xlen("w:capped") < 1000
+
+
+async def test_a_server_that_lost_the_script_gets_it_again_and_nothing_is_doubled(
+    client: aioredis.Redis,
+) -> None:
+    writer = Writer(client)
+    await writer.load_scripts()
+    await client.script_flush()
+    future = writer.submit([Append("w:again", ("e", 1), measure=True)], {"x": ("SET", "w:x", 1)})
+
+    await drain(writer)
+
+    assert await future == [1, True]
+    assert await client.xlen("w:again") == 1
+
+
+async def test_a_failed_append_fails_only_the_submissions_of_its_call(
+    client: aioredis.Redis,
+) -> None:
+    await client.set("w:not-a-stream", "x")
+    writer = Writer(client)
+    bad = writer.submit([Append("w:not-a-stream", ("e", 1))])
+    good = writer.submit([Append("w:fine", ("e", 1), measure=True)])
+
+    await drain(writer)
+
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await bad
+    assert await good == [1]

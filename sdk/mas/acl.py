@@ -18,7 +18,12 @@ What the user of agent ``ns/name`` may do (``P`` is its own prefix ``mas:{ns/nam
 * **Other agents' inboxes and reply streams**: ``XADD`` only, write-only (``%W~``) — it cannot
   read a message in them; plus ``PEXPIRE`` on reply streams (the sender bounds the life of a
   reply stream it writes to), and ``XLEN`` (read-only, the length only) on inboxes: the
-  circuit breaker reads a target's backlog back with each send.
+  circuit breaker reads a target's backlog back with each send. The sidecar appends through
+  one script call per stream and pipeline (:mod:`mas_sidecar.writer`), so ``EVALSHA`` may also
+  name those streams as keys; Redis requires read-write access for a script's declared keys,
+  which grants nothing more here, because every command a script runs is checked against these
+  same rules — a script can append to another inbox and read its length, never read, trim
+  with ``XTRIM`` or delete it (tested).
 * **Registry and policy**: read ``mas:{registry}:agents``, ``mas:{registry}:leases``,
   ``mas:{policy}:document`` and ``mas:{policy}:revision``. Trust anchors are files, never in
   Redis; any other key is out of reach.
@@ -117,6 +122,8 @@ def sidecar_acl_rules(agent_id: str) -> list[str]:
         # other agents: append messages and replies; read an inbox's length, not its contents
         f"(+xadd %W~{ANY_AGENT}inbox %W~{ANY_AGENT}replies:*)",
         f"(+xlen %R~{ANY_AGENT}inbox)",
+        # the writer's append script names those streams (its commands are checked as above)
+        f"(+evalsha ~{ANY_AGENT}inbox ~{ANY_AGENT}replies:*)",
         # shared entries this agent maintains (see the module docstring)
         f"(+hset %W~{REGISTRY_AGENTS} %W~{POLICY_ENFORCERS})",
         f"(+zadd %W~{REGISTRY_LEASES})",

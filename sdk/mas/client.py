@@ -23,7 +23,7 @@ from mas.errors import ErrorCode, MasError, SidecarError, sidecar_error
 
 _JSON = {"Content-Type": "application/json"}
 COALESCED_BATCH = 100  # calls per shared request, at most
-COALESCED_IN_FLIGHT = 4  # requests of one kind under way before calls start to queue
+COALESCED_IN_FLIGHT = 2  # requests of one kind under way before calls start to queue
 
 
 class SidecarClient:

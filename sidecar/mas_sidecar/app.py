@@ -77,6 +77,7 @@ async def _prepare(parts: Components) -> None:
             await parts.replies.setup()
             await parts.registry.register()
             await parts.audit.setup()
+            await parts.writer.load_scripts()
             await parts.policies.refresh()
             return
         except REDIS_ERRORS as exc:

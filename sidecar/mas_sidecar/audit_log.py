@@ -20,7 +20,7 @@ from mas.audit import Chain
 from mas.envelope import Envelope
 from mas.keys import AgentKeys
 from mas_sidecar.inbox import REDIS_ERRORS
-from mas_sidecar.writer import Command, Latest, Writer
+from mas_sidecar.writer import Append, Latest, Writer
 
 
 def payload_digest(payload: Any) -> str:
@@ -73,19 +73,20 @@ class AuditLog:
         if self._stale:
             await self.setup()
 
-    def commands(self, event: dict[str, Any]) -> tuple[list[Command], Latest]:
+    def append(self, event: dict[str, Any]) -> tuple[Append, Latest]:
         """The writes that append ``event`` (to send along with another write): the entry,
         and the chain head as the writer's latest command for this chain."""
         fields = self._chain.append(event)
-        flat = [part for pair in fields.items() for part in pair]
         head = ("HSET", self._keys.audit_heads, self._chain.replica, self._chain.head_value)
-        return [("XADD", self._keys.audit, "*", *flat)], {("HSET", self._keys.audit_heads): head}
+        flat = [part for pair in fields.items() for part in pair]
+        return Append(self._keys.audit, flat), {head[:2]: head}
 
     async def record(self, event: dict[str, Any]) -> None:
         """Append ``event`` on its own (a decision that writes nothing else)."""
         await self.prepare()
         try:
-            await self._writer.submit(*self.commands(event))
+            append, head = self.append(event)
+            await self._writer.submit([append], head)
         except REDIS_ERRORS:
             self.needs_resync()
             raise

@@ -37,7 +37,7 @@ from mas_sidecar.policy_store import PolicyStore
 from mas_sidecar.ratelimit import RateLimiter
 from mas_sidecar.registry import Registry
 from mas_sidecar.replay import ReplayGuard, entry_time_ms
-from mas_sidecar.writer import Command, Latest, Writer
+from mas_sidecar.writer import NOTHING_LATEST, Append, Latest, Writer
 
 # Replies to synchronous requests are read within milliseconds; these bounds only keep a dead
 # requester's reply stream from lingering.
@@ -53,16 +53,12 @@ class Destination:
     key: str
     inbox: bool
 
-    def commands(self, entry: bytes) -> tuple[list[Command], Latest]:
-        """The append of ``entry`` and, once per pipeline, the stream's upkeep: an inbox's
-        length read back for the circuit breaker, a reply stream's expiry."""
+    def append(self, entry: bytes) -> tuple[Append, Latest]:
+        """The append of ``entry`` and, once per pipeline, a reply stream's expiry."""
         if self.inbox:
-            return [("XADD", self.key, "*", ENTRY_FIELD, entry)], {
-                ("XLEN", self.key): ("XLEN", self.key)
-            }
-        return [("XADD", self.key, "MAXLEN", "~", REPLY_STREAM_MAXLEN, "*", ENTRY_FIELD, entry)], {
-            ("PEXPIRE", self.key): ("PEXPIRE", self.key, REPLY_STREAM_TTL_MS)
-        }
+            return Append(self.key, (ENTRY_FIELD, entry), measure=True), NOTHING_LATEST
+        expiry = ("PEXPIRE", self.key, REPLY_STREAM_TTL_MS)
+        return Append(self.key, (ENTRY_FIELD, entry), REPLY_STREAM_MAXLEN), {expiry[:2]: expiry}
 
 
 class Gateway:
@@ -209,14 +205,14 @@ class Gateway:
     ) -> asyncio.Future[list[Any]]:
         """Hand the message and its audit entry to the writer; the breaker and the metrics
         learn the outcome when the pipeline answers."""
-        writes, upkeep = destination.commands(envelope.to_entry()[ENTRY_FIELD])
+        append, upkeep = destination.append(envelope.to_entry()[ENTRY_FIELD])
         event = decision_event("accepted", envelope, **details)
         if policy.audit.payloads == "redacted" and self._policies.scanner is not None:
             event["payload"] = envelope.payload
-        audit_writes, head = self._audit.commands(event)
-        # Answers: the appends, then the upkeep (an inbox's length first), then the chain head.
-        done = self._writer.submit([*writes, *audit_writes], {**upkeep, **head})
-        backlog_at = len(writes) + len(audit_writes) if destination.inbox else None
+        audit, head = self._audit.append(event)
+        # Answers: the message's stream length (an inbox's backlog), the audit stream's, ...
+        done = self._writer.submit([append, audit], {**upkeep, **head})
+        backlog_at = 0 if destination.inbox else None
         target, settings = envelope.target, policy.circuit_breaker
 
         def written(future: asyncio.Future[list[Any]]) -> None:

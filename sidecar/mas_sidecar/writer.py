@@ -1,26 +1,36 @@
 """One writer per sidecar: every message and audit write goes through it, batched and in order.
 
-Requests submit their commands and await the answers; a single task takes everything queued so
+Requests submit stream appends and await the answers; a single task takes everything queued so
 far and sends it as one pipeline (one round trip), then the next batch. So concurrent sends share
 round trips, a message and its audit entry go out together, and audit entries reach Redis in the
 order their chain was computed.
 
+Within a pipeline, the appends to one stream go as one call of a small script (up to
+``APPENDS_PER_CALL`` entries each, in submission order): a batch of 100 messages to one target
+costs one call for the inbox and one for the audit stream, not 200 commands whose packing and
+answers the sidecar would handle one by one. A call to an inbox answers its length, which every
+append in it gets (the circuit breaker reads the backlog from it); a call runs atomically, so
+its entries appear together. Scripts are loaded at start and again after a ``NOSCRIPT``
+(a restarted or failed-over server), when only the refused calls are sent again: a refused call
+wrote nothing.
+
 A submission may also carry *latest* commands, keyed: writes of which only the last per key in a
-pipeline matters (the audit chain's head) and reads every submitter can share (an inbox's length
-for the circuit breaker). Each key is sent once per pipeline, after all ordered commands, with
-the last command submitted for it; every submitter of the key gets that one answer. A batch of
-100 messages then costs 100 message and 100 audit appends plus one head update and one length
-read per target, not 400 commands. Used by the send path and the audit log.
+pipeline matters (the audit chain's head, a reply stream's expiry). Each key is sent once per
+pipeline, after the appends, with the last command submitted for it; every submitter of the key
+gets that one answer. Used by the send path and the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from mas_sidecar.aio import wait_event
 from mas_sidecar.inbox import REDIS_ERRORS
@@ -29,30 +39,67 @@ log = logging.getLogger(__name__)
 Command = tuple[Any, ...]
 Latest = Mapping[Hashable, Command]
 NOTHING_LATEST: Latest = {}
+APPENDS_PER_CALL = 256  # entries per script call: bounds how long one call holds the server
+
+# KEYS[1]: the stream. ARGV[1]: "1" to answer the stream's length (else 0: the sidecar may not
+# read other agents' reply streams). Then per entry: its field/value pair count, an approximate
+# MAXLEN (0: none), and the pairs. Appends each entry with a new id.
+APPEND_SCRIPT = """
+local i = 2
+while i <= #ARGV do
+  local last = i + 1 + 2 * tonumber(ARGV[i])
+  if ARGV[i + 1] ~= '0' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[i + 1], '*', unpack(ARGV, i + 2, last))
+  else
+    redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 2, last))
+  end
+  i = last + 1
+end
+if ARGV[1] == '1' then
+  return redis.call('XLEN', KEYS[1])
+end
+return 0
+"""
+_APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Append:
+    """One entry for ``stream``: its field/value pairs, flat; ``maxlen`` trims the stream to
+    about that many entries (0: never); ``measure`` asks for the stream's length (else 0)."""
+
+    stream: str
+    fields: Sequence[Any]
+    maxlen: int = 0
+    measure: bool = False
 
 
 class _Submission(NamedTuple):
-    commands: Sequence[Command]
+    appends: Sequence[Append]
     latest: Latest
     future: asyncio.Future[list[Any]]
 
 
 class Writer:
-    """Batches submitted commands into pipelines, one at a time."""
+    """Batches submitted appends into pipelines, one at a time."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._queue: list[_Submission] = []
         self._pending = asyncio.Event()
 
+    async def load_scripts(self) -> None:
+        """Load the append script (call at start, before the first write)."""
+        await self._redis.script_load(APPEND_SCRIPT)
+
     def submit(
-        self, commands: Sequence[Command], latest: Latest = NOTHING_LATEST
+        self, appends: Sequence[Append], latest: Latest = NOTHING_LATEST
     ) -> asyncio.Future[list[Any]]:
-        """Queue ``commands`` (``execute_command`` argument tuples) and ``latest`` (see the
-        module docstring); the answers of ``commands`` in order, then those of ``latest`` in
-        its order."""
+        """Queue ``appends`` and ``latest`` (see the module docstring); the answers: for each
+        append, its stream's length after its call (0 unless measured), then those of
+        ``latest`` in its order."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(commands, latest, future))
+        self._queue.append(_Submission(appends, latest, future))
         self._pending.set()
         return future
 
@@ -66,32 +113,65 @@ class Writer:
             await self._flush(batch)
 
     async def _flush(self, batch: list[_Submission]) -> None:
+        calls: list[tuple[str, list[Append]]] = []  # (stream, its appends) per script call
+        open_calls: dict[str, int] = {}  # stream -> its call still taking appends
+        placed: list[list[int]] = []  # per submission: the call of each of its appends
         latest: dict[Hashable, Command] = {}
+        for submission in batch:
+            indexes: list[int] = []
+            for append in submission.appends:
+                index = open_calls.get(append.stream)
+                if index is None or len(calls[index][1]) >= APPENDS_PER_CALL:
+                    index = open_calls[append.stream] = len(calls)
+                    calls.append((append.stream, []))
+                calls[index][1].append(append)
+                indexes.append(index)
+            placed.append(indexes)
+            latest.update(submission.latest)
+        commands = [
+            ("EVALSHA", _APPEND_SHA, 1, stream, *_arguments(appends)) for stream, appends in calls
+        ]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for submission in batch:
-                    for command in submission.commands:
-                        pipe.execute_command(*command)
-                    latest.update(submission.latest)
-                for command in latest.values():
-                    pipe.execute_command(*command)
-                answers = await pipe.execute(raise_on_error=False)
+            answers = await self._execute([*commands, *latest.values()])
         except REDIS_ERRORS as exc:
             for submission in batch:
                 if not submission.future.done():
                     submission.future.set_exception(exc)
             return
-        shared = dict(zip(latest, answers[len(answers) - len(latest) :], strict=True))
-        position = 0
-        for commands, keys, future in batch:
-            results = answers[position : position + len(commands)]
-            results += [shared[key] for key in keys]
-            position += len(commands)
+        shared = dict(zip(latest, answers[len(commands) :], strict=True))
+        for (_, keys, future), indexes in zip(batch, placed, strict=True):
             if future.done():
                 continue
+            results = [answers[index] for index in indexes] + [shared[key] for key in keys]
             failure = next((r for r in results if isinstance(r, Exception)), None)
             if failure is not None:
                 log.error("a batched write failed: %s", failure)
                 future.set_exception(failure)
             else:
                 future.set_result(results)
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        """One pipeline; the calls refused with ``NOSCRIPT`` load the script and go again."""
+        answers = await self._pipeline(commands)
+        again = [i for i, a in enumerate(answers) if isinstance(a, redis.exceptions.NoScriptError)]
+        if again:
+            await self.load_scripts()
+            retried = await self._pipeline([commands[index] for index in again])
+            for index, answer in zip(again, retried, strict=True):
+                answers[index] = answer
+        return answers
+
+    async def _pipeline(self, commands: list[Command]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
+        return answers
+
+
+def _arguments(appends: list[Append]) -> list[Any]:
+    """The script's ARGV for ``appends`` to one stream."""
+    arguments: list[Any] = [int(any(append.measure for append in appends))]
+    for append in appends:
+        arguments += (len(append.fields) // 2, append.maxlen, *append.fields)
+    return arguments
