@@ -125,7 +125,7 @@ def svg(results: dict[str, Any]) -> str:
     raw, on, off = results["raw"], results["on"], results["off"]
     fan = results["settings"]["fan_in"]
     left = [
-        ("1→1", [on["one_to_one"], off["one_to_one"], raw["one_to_one"]["unbatched"],
+        ("1→1 SDK", [on["one_to_one"], off["one_to_one"], raw["one_to_one"]["unbatched"],
                  raw["one_to_one"]["pipelined"]]),
         (f"{fan}→1", [on["fan_in"], off["fan_in"], raw["fan_in"]["unbatched"],
                      raw["fan_in"]["pipelined"]]),
