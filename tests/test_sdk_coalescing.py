@@ -14,8 +14,7 @@ import pytest
 import redis
 from api import Api
 from conftest import Sidecars
-from policies import publish
-from test_sidecar_batch import wait_for_revision
+from test_sidecar_batch import pings_only
 
 from mas.client import SidecarClient
 from mas.coalesce import Coalescer
@@ -71,14 +70,7 @@ async def test_one_send_at_a_time_uses_the_single_send_endpoint_only(
 async def test_each_coalesced_send_raises_the_error_a_single_send_would(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    document = publish(
-        redis_client,
-        rules=[{"name": "pings", "action": "allow", "types": ["ping"]}],
-        dlp={"detectors": {"payment_card": "block"}},
-    )
-    alice = Api(http, sidecars.start("default/alice").url)
-    sidecars.start("default/bob")
-    await wait_for_revision(alice, document.revision)
+    alice, _ = await pings_only(sidecars, http, redis_client)
     sends: list[tuple[str, Any]] = [("ping", {"n": n}) for n in range(40)]
     sends[7] = ("shout", {"n": 7})
     sends[20] = ("ping", {"card": "4111 1111 1111 1111"})

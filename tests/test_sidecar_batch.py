@@ -33,6 +33,22 @@ def audit_events(client: redis.Redis, keys: AgentKeys) -> list[dict[str, object]
     return [orjson.loads(fields[b"e"]) for _, fields in client.xrange(keys.audit)]
 
 
+async def pings_only(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> tuple[Api, Api]:
+    """Alice's and Bob's sidecars under a policy that allows only pings and blocks card
+    numbers, once Alice's enforces it."""
+    document = publish(
+        redis_client,
+        rules=[{"name": "pings", "action": "allow", "types": ["ping"]}],
+        dlp={"detectors": {"payment_card": "block"}},
+    )
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob").url)
+    await wait_for_revision(alice, document.revision)
+    return alice, bob
+
+
 MIXED_BATCH = [
     {"to": "bob", "type": "ping", "payload": {"n": 0}},
     {"to": "bob", "type": "delete-all", "payload": {"n": 1}},
@@ -45,14 +61,7 @@ MIXED_BATCH = [
 async def test_a_mixed_batch_answers_each_item_in_order_and_delivers_only_the_accepted_ones(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    document = publish(
-        redis_client,
-        rules=[{"name": "pings", "action": "allow", "types": ["ping"]}],
-        dlp={"detectors": {"payment_card": "block"}},
-    )
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
-    await wait_for_revision(alice, document.revision)
+    alice, bob = await pings_only(sidecars, http, redis_client)
 
     status, body = await alice.call("POST", "/v1/messages/batch", {"messages": MIXED_BATCH})
     delivered = await bob.collect(2)
@@ -74,14 +83,7 @@ async def test_a_mixed_batch_answers_each_item_in_order_and_delivers_only_the_ac
 async def test_every_batch_item_decision_is_audited_once(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    document = publish(
-        redis_client,
-        rules=[{"name": "pings", "action": "allow", "types": ["ping"]}],
-        dlp={"detectors": {"payment_card": "block"}},
-    )
-    alice = Api(http, sidecars.start("default/alice").url)
-    sidecars.start("default/bob")
-    await wait_for_revision(alice, document.revision)
+    alice, _ = await pings_only(sidecars, http, redis_client)
 
     _, body = await alice.call("POST", "/v1/messages/batch", {"messages": MIXED_BATCH})
 
@@ -147,16 +149,9 @@ async def test_batch_ack_removes_exactly_the_given_deliveries_and_reports_unknow
 async def test_the_sdk_sends_and_acks_in_batches(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    document = publish(
-        redis_client,
-        rules=[{"name": "pings", "action": "allow", "types": ["ping"]}],
-        dlp={"detectors": {"payment_card": "block"}},
-    )
-    alice_sidecar = sidecars.start("default/alice")
-    bob = Api(http, sidecars.start("default/bob").url)
-    await wait_for_revision(Api(http, alice_sidecar.url), document.revision)
+    alice, bob = await pings_only(sidecars, http, redis_client)
 
-    async with SidecarClient(alice_sidecar.url) as client:
+    async with SidecarClient(alice.base_url) as client:
         results = await client.send_many(
             [
                 {"to": "bob", "type": "ping", "payload": 1},

@@ -210,23 +210,20 @@ class Gateway:
         if policy.audit.payloads == "redacted" and self._policies.scanner is not None:
             event["payload"] = envelope.payload
         audit, head = self._audit.append(event)
-        # Answers: the message's stream length (an inbox's backlog), the audit stream's, ...
         done = self._writer.submit([append, audit], {**upkeep, **head})
-        backlog_at = 0 if destination.inbox else None
-        target, settings = envelope.target, policy.circuit_breaker
+        inbox, target, settings = destination.inbox, envelope.target, policy.circuit_breaker
 
         def written(future: asyncio.Future[list[Any]]) -> None:
             if future.cancelled():
                 return
             failure = future.exception()
             if failure is None:
-                if backlog_at is not None:
-                    backlog = int(future.result()[backlog_at])
-                    self._breakers.record(target, settings, True, backlog)
+                if inbox:  # the first answer is the inbox's length: the target's backlog
+                    self._breakers.record(target, settings, True, int(future.result()[0]))
                 self._metrics.decisions.labels("accepted").inc()
             elif isinstance(failure, REDIS_ERRORS):
                 self._audit.needs_resync()
-                if backlog_at is not None:
+                if inbox:
                     self._breakers.record(target, settings, ok=False)
 
         done.add_done_callback(written)
