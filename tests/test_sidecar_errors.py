@@ -72,6 +72,11 @@ async def test_bodies_that_are_not_json_are_refused(
         (b"to=bob&type=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415,
          "unsupported_media_type"),
         (b"[" * 100_000 + b"]" * 100_000, json_header, 400, "invalid_request"),
+        # Broken and too deep: the depth is what the answer names, whatever the parser.
+        (b"[" * 100 + b"x", json_header, 400, "invalid_request"),
+        # Brackets inside a string do not nest.
+        (b'["' + b"[" * 100 + b'"', json_header, 400, "invalid_json"),
+        (b'["\\\\"' + b"[" * 100, json_header, 400, "invalid_request"),  # an escaped backslash
     ]  # fmt: skip
     for data, headers, expected, code in cases:
         async with http.post(url, data=data, headers=headers) as answer:

@@ -16,12 +16,20 @@ Called once per process by :mod:`mas_sidecar.components`.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.connection import HiredisRespSerializer
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# No CLIENT SETINFO on connect: least-privilege ACL users are not granted it. redis-py 8 says
+# so with ``driver_info=None`` (and deprecates the older ``lib_name``/``lib_version``).
+NO_CLIENT_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if importlib.util.find_spec("redis.driver_info")
+    else {"lib_name": None, "lib_version": None}
+)
 
 
 def cluster_url(url: str, cluster: bool) -> tuple[str, bool]:
@@ -45,15 +53,16 @@ class HiredisConnection(aioredis.Connection):  # type: ignore[misc]  # redis-py 
 def connect(url: str, *, cluster: bool = False) -> aioredis.Redis:
     """An asyncio client for ``url``: a ``RedisCluster`` when ``cluster`` (it offers the same
     command methods, pipelines and scripts the sidecar uses)."""
-    settings = {
+    settings: dict[str, Any] = {
         "socket_connect_timeout": 2,
         "socket_timeout": 5,  # above the 1 s blocking reads
         "health_check_interval": 15,
-        # No CLIENT SETINFO on connect: least-privilege ACL users are not granted it.
-        "lib_name": None,
-        "lib_version": None,
+        **NO_CLIENT_SETINFO,
     }
     if cluster:
         return aioredis.RedisCluster.from_url(url, **settings)
-    # A rediss:// or unix:// URL sets its own connection class, which wins over this one.
-    return aioredis.Redis.from_url(url, connection_class=HiredisConnection, **settings)
+    if url.partition("://")[0].lower() == "redis":
+        # Only plain TCP: a rediss:// or unix:// URL needs its own connection class, and
+        # redis-py 8 lets an explicit class win over the URL's.
+        settings["connection_class"] = HiredisConnection
+    return aioredis.Redis.from_url(url, **settings)
