@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
+from waiting import GUARD_SECONDS, eventually
 
 
 class Api:
@@ -31,6 +33,31 @@ class Api:
             raw = await answer.read()
             return answer.status, (orjson.loads(raw) if raw else None)
 
+    async def wait_for_revision(self, revision: str) -> None:
+        """Until the sidecar enforces the policy ``revision``."""
+
+        async def enforced() -> bool:
+            _, me = await self.call("GET", "/v1/self")
+            return bool(me["policy"]["revision"] == revision)
+
+        await eventually(enforced, f"policy revision {revision} in force")
+
+    async def wait_for_policy_error(self) -> dict[str, Any]:
+        """``GET /v1/self`` once the sidecar reports a policy it refused."""
+
+        async def refused() -> dict[str, Any] | None:
+            _, me = await self.call("GET", "/v1/self")
+            return me if me["policy"]["error"] else None
+
+        me: dict[str, Any] = await eventually(refused, "a policy refused")
+        return me
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """The agent's dead letters (``GET /v1/dead-letters``)."""
+        status, listing = await self.call("GET", "/v1/dead-letters")
+        assert status == 200, listing
+        return list(listing["dead_letters"])
+
     async def send(self, to: str, type: str, payload: Any = None, **extra: Any) -> str:
         status, body = await self.call(
             "POST", "/v1/messages", {"to": to, "type": type, "payload": payload, **extra}
@@ -42,23 +69,34 @@ class Api:
         status, _ = await self.call("POST", f"/v1/deliveries/{delivery_id}/{verb}", body)
         return status
 
-    async def deliveries(self) -> AsyncIterator[dict[str, Any]]:
-        """Delivery events, as long as the stream stays open."""
+    async def deliveries(
+        self, subscribed: asyncio.Event | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Delivery events, as long as the stream stays open; ``subscribed`` is set once the
+        sidecar answered (it is then reading the inbox for this stream).
+
+        A test that stops reading before the sidecar stops closes the stream itself
+        (``contextlib.aclosing``): left to the garbage collector, the connection closes a moment
+        later, and the sidecar may hand the next delivery to it, where it waits out its lease.
+        """
         async with self.session.get(
             self.base_url + "/v1/deliveries", timeout=aiohttp.ClientTimeout(total=None)
         ) as answer:
             assert answer.status == 200
+            if subscribed is not None:
+                subscribed.set()
             async for line in answer.content:
                 if line.startswith(b"data: "):
                     yield orjson.loads(line[6:])
 
     async def collect(
-        self, count: int, timeout: float = 10.0, ack: bool = True
+        self, count: int, timeout: float = GUARD_SECONDS, ack: bool = True
     ) -> list[dict[str, Any]]:
-        """The next ``count`` deliveries (acked unless ``ack`` is False)."""
+        """The next ``count`` deliveries (acked unless ``ack`` is False); ``timeout`` only
+        guards against a hang."""
         received: list[dict[str, Any]] = []
-        async with asyncio.timeout(timeout):
-            async for event in self.deliveries():
+        async with asyncio.timeout(timeout), contextlib.aclosing(self.deliveries()) as events:
+            async for event in events:
                 received.append(event)
                 if ack:
                     assert await self.answer(event["id"], "ack") == 204

@@ -11,8 +11,7 @@ Used by tests/test_operator_handlers.py.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -209,18 +208,3 @@ def condition(obj: Mapping[str, Any] | None, type: str) -> dict[str, Any] | None
         if cond.get("type") == type:
             return dict(cond)
     return None
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy (its value) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (KeyError, LookupError, TypeError):
-            last = None
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not reached within {timeout:g} s: {what or check}; last: {last!r}")

@@ -18,6 +18,7 @@ from api import Api
 from conftest import Sidecars
 from policies import publish
 from test_signing import SIGNED, Identities
+from waiting import eventually
 
 from mas import audit
 from mas.acl import (
@@ -151,8 +152,11 @@ class AclUsers:
     def denials(self) -> list[dict[str, Any]]:
         """ACL LOG entries of agent users, except redis-py's optional ``CLIENT SETINFO``."""
         entries = [
-            {k.decode(): v.decode() if isinstance(v, bytes) else v for k, v in entry.items()}
-            for entry in self.admin.execute_command("ACL", "LOG", "100")
+            {
+                k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+                for k, v in entry.items()
+            }
+            for entry in self.admin.acl_log(100)
         ]
         return [
             entry
@@ -305,14 +309,6 @@ def start(sidecars: Sidecars, acl_users: AclUsers) -> Callable[..., Api]:
     return starter
 
 
-async def wait_for(condition: Callable[[], Any], seconds: float = 5.0) -> Any:
-    for _ in range(int(seconds / 0.05)):
-        if value := await condition():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def audit_trail_ok(client: redis.Redis, keys: AgentKeys) -> audit.Report:
     report = audit.verify(client.xrange(keys.audit), client.hgetall(keys.audit_heads))
     assert report.ok, report.problems
@@ -415,11 +411,7 @@ async def test_agent_scoped_rate_limits_and_policy_hot_reload_work_under_least_p
     alice = start(http, "default/alice")
     start(http, "default/bob")
 
-    async def enforced(revision: str) -> bool:
-        _, me = await alice.call("GET", "/v1/self")
-        return bool(me["policy"]["revision"] == revision)
-
-    await wait_for(lambda: enforced(document.revision))
+    await alice.wait_for_revision(document.revision)
     statuses = [
         (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] for _ in range(3)
     ]
@@ -427,7 +419,7 @@ async def test_agent_scoped_rate_limits_and_policy_hot_reload_work_under_least_p
     assert redis_client.exists(f"{ALICE.prefix}ratelimit:shared")
 
     relaxed = publish(redis_client, rules=[{"name": "all", "action": "allow"}])
-    await wait_for(lambda: enforced(relaxed.revision))
+    await alice.wait_for_revision(relaxed.revision)
     assert (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] == 202
     enforcers = {k.decode(): v.decode() for k, v in redis_client.hgetall(POLICY_ENFORCERS).items()}
     assert relaxed.revision in enforcers.values()
@@ -452,19 +444,13 @@ async def test_signed_messages_and_the_replay_guard_work_under_least_privilege(
     delivery = await anext(events)
     assert await bob.answer(delivery["id"], "ack") == 204
     redis_client.xadd(BOB.inbox, fields)  # a captured copy, re-injected
-    _, listing = await wait_for(lambda: bob_dead_letters(bob))
+    [dead] = await eventually(bob.dead_letters, "the replayed copy dead-lettered")
     await events.aclose()
 
     assert delivery["id"] == message_id and orjson.loads(fields[b"e"])["signature"]
-    [dead] = listing["dead_letters"]
     assert dead["reason"].startswith("replay: duplicate")
     assert redis_client.hget(f"{BOB.prefix}seen", message_id) is not None
     assert acl_users.denials() == []
-
-
-async def bob_dead_letters(bob: Api) -> tuple[int, Any] | None:
-    status, listing = await bob.call("GET", "/v1/dead-letters")
-    return (status, listing) if listing["dead_letters"] else None
 
 
 def test_a_printed_redis_url_never_shows_its_password() -> None:

@@ -7,6 +7,7 @@ must have been delivered. Duplicates are allowed (at-least-once) and reported on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -35,11 +36,12 @@ async def consume_until(
     async with asyncio.timeout(deadline):
         while not wanted <= set(delivered):
             try:
-                async for event in api.deliveries():
-                    delivered.append(event["id"])
-                    await api.answer(event["id"], "ack")
-                    if wanted <= set(delivered):
-                        return
+                async with contextlib.aclosing(api.deliveries()) as events:
+                    async for event in events:
+                        delivered.append(event["id"])
+                        await api.answer(event["id"], "ack")
+                        if wanted <= set(delivered):
+                            return
             except (aiohttp.ClientError, AssertionError):
                 await asyncio.sleep(0.1)
 

@@ -10,10 +10,10 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from waiting import eventually
 
 from mas.credentials import (
     AGENT_KEY_FILE,
@@ -190,16 +190,16 @@ async def test_the_reload_loop_follows_rotations_and_keeps_the_last_good_set(
         # key rotated, token not yet renewed: an inconsistent set is not taken
         other_key = create_anchor(tmp_path / "k").private_key
         write_atomic(directory / AGENT_KEY_FILE, private_key_to_pem(other_key), 0o600)
-        await wait_for(lambda: store.error is not None and "another key" in store.error)
+        await eventually(lambda: store.error is not None and "another key" in store.error)
         assert store.token == good
 
         (directory / TOKEN_FILE).write_text("half-writ")
-        await wait_for(lambda: store.error is not None and "dot-separated" in store.error)
+        await eventually(lambda: store.error is not None and "dot-separated" in store.error)
         assert store.token == good
 
         new_anchor = create_anchor(tmp_path / "new-anchor")
         issue_agent_credentials(new_anchor, directory, agent_id=AGENT, rotate_key=True)
-        await wait_for(lambda: store.token != good)
+        await eventually(lambda: store.token != good)
         assert store.error is None
         assert new_anchor.kid in store.verifier.anchors
         agent_key = store.credentials.agent_key
@@ -214,13 +214,6 @@ async def test_the_reload_loop_follows_rotations_and_keeps_the_last_good_set(
     assert store.token not in caplog.text
     assert "credentials reloaded" in caplog.text
     assert caplog.text.count("keeping the last good set") == 2
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def test_a_store_without_valid_credentials_does_not_start(tmp_path: Path) -> None:

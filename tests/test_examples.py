@@ -35,6 +35,7 @@ import yaml
 from aiohttp import web
 from conftest import Sidecars
 from test_local_mode import MasUp, assert_no_survivors, final_table
+from waiting import eventually
 
 from mas.client import SidecarClient
 from mas.manifests import load_directory, parse_agent, parse_policy
@@ -215,12 +216,13 @@ def test_chemistry_example(tmp_path: Path, node: str, offline: None) -> None:
 
 async def dead_letter_reasons(client: SidecarClient, count: int) -> list[str]:
     """The reasons of the first ``count`` dead letters, waiting for them to appear."""
-    for _ in range(100):
+
+    async def reasons() -> list[str] | None:
         letters = await client.dead_letters()
-        if len(letters) >= count:
-            return [letter["reason"] for letter in letters]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"fewer than {count} dead letters: {letters}")
+        return [letter["reason"] for letter in letters] if len(letters) >= count else None
+
+    found: list[str] = await eventually(reasons, f"{count} dead letters")
+    return found
 
 
 async def test_node_professor_answers_rejects_and_stops(

@@ -36,10 +36,10 @@ from tests.operator_harness import (
     OperatorHarness,
     condition,
     declare_resources,
-    eventually,
     harness_config,
     write_kubeconfig,
 )
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -443,7 +443,7 @@ async def test_the_token_is_renewed_before_it_expires(
         claims = parse_agent_credentials(anchors, current["agent.key"], current["token"]).claims
         return claims.iat > first.iat and claims
 
-    second = await eventually(renewed, timeout=45, what="a renewed token")
+    second = await eventually(renewed, "a renewed token")
     assert second.agent_kid == first.agent_kid, "the agent keeps its key"
     assert second.exp > first.exp
     agent = harness.object(AGENTS, "team", "worker")

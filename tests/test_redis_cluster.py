@@ -8,6 +8,7 @@ cluster; every gateway check is on (signing, DLP, a rate limit, audit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,10 +91,11 @@ async def test_two_sidecars_exchange_messages_requests_and_acks_through_a_cluste
         assert status == 422, refused
 
         async def answer_one() -> None:
-            async for delivery in bob.deliveries():
-                assert await bob.answer(delivery["id"], "reply", {"type": "pong", "payload": 7})
-                assert await bob.answer(delivery["id"], "ack") == 204
-                return
+            async with contextlib.aclosing(bob.deliveries()) as deliveries:
+                async for delivery in deliveries:
+                    assert await bob.answer(delivery["id"], "reply", {"type": "pong", "payload": 7})
+                    assert await bob.answer(delivery["id"], "ack") == 204
+                    return
 
         responder = asyncio.create_task(answer_one())
         status, reply = await alice.call(

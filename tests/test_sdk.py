@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
+from waiting import GUARD_SECONDS, eventually
 
 from mas import (
     Agent,
@@ -101,23 +101,15 @@ class LoudPonger(Ponger):
         await message.reply("SHOUTED", message.payload)
 
 
-async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait until ``condition()`` holds; fail the test after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {seconds}s")
-        await asyncio.sleep(0.02)
-
-
-async def dead_letters_of(url: str, count: int, seconds: float = 10.0) -> list[dict[str, Any]]:
+async def dead_letters_of(url: str, count: int) -> list[dict[str, Any]]:
     """The dead letters at ``url`` once there are at least ``count`` of them."""
+
+    async def enough() -> list[dict[str, Any]] | None:
+        letters = await client.dead_letters()
+        return letters if len(letters) >= count else None
+
     async with SidecarClient(url) as client:
-        deadline = time.monotonic() + seconds
-        while len(letters := await client.dead_letters()) < count:
-            if time.monotonic() > deadline:
-                pytest.fail(f"expected {count} dead letters, have {letters}")
-            await asyncio.sleep(0.05)
+        letters: list[dict[str, Any]] = await eventually(enough, f"{count} dead letters")
         return letters
 
 
@@ -228,7 +220,7 @@ async def test_an_agent_started_before_its_sidecar_waits_for_it(
     await asyncio.sleep(1.0)
     assert not starting.done(), "the agent waits instead of failing"
     await asyncio.to_thread(sidecars.start, "default/bob", port=port)
-    bob = await asyncio.wait_for(starting, 20)
+    bob = await asyncio.wait_for(starting, GUARD_SECONDS)
     assert bob.id == "default/bob"
 
 
@@ -393,7 +385,7 @@ async def test_stop_waits_for_running_handlers_to_finish(
     slow = Slow(slow_url)
     await slow.start()
     await alice.send("slow", "work")
-    await asyncio.wait_for(slow.began.wait(), 10)
+    await asyncio.wait_for(slow.began.wait(), GUARD_SECONDS)
 
     await slow.stop()
 
@@ -415,7 +407,7 @@ async def test_the_agent_resubscribes_when_its_sidecar_restarts(
     await asyncio.to_thread(bob_sidecar.start)
     await alice.send("bob", "note", "after restart")
 
-    await eventually(lambda: [note.payload for note in bob.notes] == ["after restart"], 20)
+    await eventually(lambda: [note.payload for note in bob.notes] == ["after restart"])
 
 
 ECHO_PROGRAM = """
@@ -454,7 +446,7 @@ async def test_run_serves_until_sigterm_then_stops_cleanly(
             assert await asyncio.to_thread(agent.stop) == 0
 
             events = alice.deliveries()
-            farewell = await asyncio.wait_for(anext(events), 10)
+            farewell = await asyncio.wait_for(anext(events), GUARD_SECONDS)
             await alice.ack(farewell["id"])
             await events.aclose()
     finally:
@@ -499,7 +491,7 @@ async def test_client_replays_and_deletes_dead_letters(
         await client.replay_dead_letter(second["id"])
         assert await client.dead_letters() == []
         events = client.deliveries()
-        delivery = await asyncio.wait_for(anext(events), 10)
+        delivery = await asyncio.wait_for(anext(events), GUARD_SECONDS)
         assert delivery["payload"] == {"wrong": 2}
         assert delivery["attempt"] == 1
         await client.ack(delivery["id"])

@@ -23,12 +23,6 @@ ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")
 
 
-async def wait_for_revision(api: Api, revision: str, seconds: float = 2.0) -> None:
-    async with asyncio.timeout(seconds):
-        while (await api.call("GET", "/v1/self"))[1]["policy"]["revision"] != revision:
-            await asyncio.sleep(0.02)
-
-
 def audit_events(client: redis.Redis, keys: AgentKeys) -> list[dict[str, object]]:
     return [orjson.loads(fields[b"e"]) for _, fields in client.xrange(keys.audit)]
 
@@ -45,7 +39,7 @@ async def pings_only(
     )
     alice = Api(http, sidecars.start("default/alice").url)
     bob = Api(http, sidecars.start("default/bob").url)
-    await wait_for_revision(alice, document.revision)
+    await alice.wait_for_revision(document.revision)
     return alice, bob
 
 

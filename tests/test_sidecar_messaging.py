@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 from api import Api
 from conftest import Sidecars
+from waiting import eventually
 
 
 async def test_a_message_is_delivered_with_sender_type_and_payload(
@@ -71,12 +73,13 @@ async def test_a_request_returns_the_targets_reply(
     bob = Api(http, sidecars.start("default/bob").url)
 
     async def answer_one() -> None:
-        async for delivery in bob.deliveries():
-            await bob.answer(
-                delivery["id"], "reply", {"type": "sum", "payload": sum(delivery["payload"])}
-            )
-            await bob.answer(delivery["id"], "ack")
-            return
+        async with contextlib.aclosing(bob.deliveries()) as deliveries:
+            async for delivery in deliveries:
+                await bob.answer(
+                    delivery["id"], "reply", {"type": "sum", "payload": sum(delivery["payload"])}
+                )
+                await bob.answer(delivery["id"], "ack")
+                return
 
     responder = asyncio.create_task(answer_one())
     status, reply = await alice.call(
@@ -103,14 +106,9 @@ async def test_a_request_without_reply_times_out_with_504_and_is_dead_lettered_a
     assert status == 504
     assert body["error"]["code"] == "request_timeout"
 
-    consumer = asyncio.create_task(bob.collect(1, timeout=2))
-    for _ in range(50):
-        _, listing = await bob.call("GET", "/v1/dead-letters")
-        if listing["dead_letters"]:
-            break
-        await asyncio.sleep(0.1)
+    consumer = asyncio.create_task(bob.collect(1))  # subscribed, bob's sidecar reads its inbox
+    [dead] = await eventually(bob.dead_letters, "the expired request dead-lettered")
     consumer.cancel()
-    [dead] = listing["dead_letters"]
     assert dead["reason"] == "expired"
     assert dead["message"]["type"] == "slow"
 
@@ -172,18 +170,18 @@ async def test_replicas_of_one_agent_share_the_load(
     bobs = [Api(http, sidecars.start("default/bob", replica=f"bob-{n}").url) for n in range(2)]
     received: list[list[str]] = [[], []]
 
+    subscribed = [asyncio.Event(), asyncio.Event()]
+
     async def consume(index: int) -> None:
-        async for delivery in bobs[index].deliveries():
+        async for delivery in bobs[index].deliveries(subscribed[index]):
             received[index].append(delivery["id"])
             await asyncio.sleep(0.01)  # a little work, so one replica cannot take everything
             await bobs[index].answer(delivery["id"], "ack")
 
     consumers = [asyncio.create_task(consume(n)) for n in range(2)]
-    await asyncio.sleep(0.3)
+    await asyncio.gather(*(event.wait() for event in subscribed))
     sent = {await alice.send("bob", "job", {"n": n}) for n in range(60)}
-    async with asyncio.timeout(10):
-        while len(received[0]) + len(received[1]) < 60:
-            await asyncio.sleep(0.05)
+    await eventually(lambda: len(received[0]) + len(received[1]) == 60, "60 deliveries")
     for consumer in consumers:
         consumer.cancel()
 

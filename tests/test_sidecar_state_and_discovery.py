@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import redis
 from api import Api
 from conftest import ALLOW_ALL, Sidecars
+from waiting import eventually
+
+from mas.keys import REGISTRY_LEASES
 
 
 async def test_state_starts_empty_and_each_write_bumps_the_revision(
@@ -102,19 +106,26 @@ async def test_discovery_finds_live_agents_having_every_capability(
 
 
 async def test_an_agent_whose_sidecars_are_gone_leaves_discovery_by_itself(
-    sidecars: Sidecars, http: aiohttp.ClientSession
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice", MAS_REGISTRY_TTL_MS="600").url)
-    doctor = sidecars.start("default/doctor", capabilities=["diagnose"], MAS_REGISTRY_TTL_MS="600")
-    await asyncio.sleep(1)  # renewals keep it listed beyond one TTL
-    _, before = await alice.call("GET", "/v1/agents?capability=diagnose")
+    alice = Api(http, sidecars.start("default/alice", MAS_REGISTRY_TTL_MS="2000").url)
+    doctor = sidecars.start("default/doctor", capabilities=["diagnose"], MAS_REGISTRY_TTL_MS="2000")
+    first_lease = redis_client.zscore(REGISTRY_LEASES, "default/doctor")
 
+    async def diagnosers() -> list[str]:
+        _, listing = await alice.call("GET", "/v1/agents?capability=diagnose")
+        return [a["id"] for a in listing["agents"]]
+
+    async def gone() -> bool:
+        return not await diagnosers()
+
+    # The live sidecar renews its lease, which keeps it listed beyond one TTL.
+    await eventually(lambda: redis_client.zscore(REGISTRY_LEASES, "default/doctor") > first_lease)
+    before = await diagnosers()
     doctor.kill()
-    await asyncio.sleep(0.8)
-    _, after = await alice.call("GET", "/v1/agents?capability=diagnose")
+    await eventually(gone, "the killed agent gone from discovery")
 
-    assert [a["id"] for a in before["agents"]] == ["default/doctor"]
-    assert after["agents"] == []
+    assert before == ["default/doctor"]
     assert (await alice.call("POST", "/v1/messages", {"to": "doctor", "type": "x"}))[0] == 202
 
 

@@ -14,6 +14,7 @@ import redis
 from api import Api
 from conftest import Sidecars
 from policies import publish
+from waiting import eventually
 
 from mas.credentials import Anchor, create_anchor, issue_agent_credentials
 from mas.envelope import Envelope
@@ -59,9 +60,15 @@ def inbox_envelopes(client: redis.Redis) -> list[tuple[bytes, dict[str, object]]
     return [(entry_id, orjson.loads(f[b"e"])) for entry_id, f in client.xrange(BOB.inbox)]
 
 
-async def dead_letter_reasons(api: Api) -> list[str]:
-    _, listing = await api.call("GET", "/v1/dead-letters")
-    return [dead["reason"] for dead in listing["dead_letters"]]
+async def dead_letter_reasons(api: Api, count: int) -> list[str]:
+    """The reasons of the dead letters, once there are ``count`` of them."""
+
+    async def reasons() -> list[str] | None:
+        found = [dead["reason"] for dead in await api.dead_letters()]
+        return found if len(found) >= count else None
+
+    found: list[str] = await eventually(reasons, f"{count} dead letters")
+    return found
 
 
 async def test_a_signed_message_carries_its_signature_and_token_and_is_delivered(
@@ -101,12 +108,7 @@ async def test_tampered_forged_and_replayed_messages_are_refused_by_the_receiver
 
     [delivered] = await bob.collect(1)
     redis_client.xadd(BOB.inbox, {"e": orjson.dumps(first)})  # replay of a delivered message
-    reasons = []
-    for _ in range(50):
-        reasons = await dead_letter_reasons(bob)
-        if len(reasons) == 4:
-            break
-        await asyncio.sleep(0.05)
+    reasons = await dead_letter_reasons(bob, 4)
 
     assert delivered["payload"] == {"n": 0}
     assert reasons[0].startswith("unauthenticated: ") and "does not verify" in reasons[0]
@@ -135,12 +137,8 @@ async def test_an_expired_token_and_an_unsigned_message_are_refused(
     unsigned = base.model_copy(update={"id": "01UNSIGNED000000000000000"})
     redis_client.xadd(BOB.inbox, unsigned.to_entry())
 
-    consumer = asyncio.create_task(bob.collect(1, timeout=5))  # subscribed: the inbox is read
-    for _ in range(50):
-        reasons = await dead_letter_reasons(bob)
-        if len(reasons) == 2:
-            break
-        await asyncio.sleep(0.05)
+    consumer = asyncio.create_task(bob.collect(1))  # subscribed: the inbox is read
+    reasons = await dead_letter_reasons(bob, 2)
     consumer.cancel()
 
     assert "expired" in reasons[0]
@@ -185,13 +183,7 @@ async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
         alice.call("POST", "/v1/requests", {"to": "bob", "type": "ask", "payload": {},
                                             "timeout_ms": 10_000})
     )  # fmt: skip
-    request: dict[str, object] = {}
-    for _ in range(100):
-        if entries := inbox_envelopes(redis_client):
-            request = entries[0][1]
-            break
-        await asyncio.sleep(0.05)
-    assert request, "the request reached bob's inbox"
+    [(_, request)] = await eventually(lambda: inbox_envelopes(redis_client), "the request")
     replies = AgentKeys("default/alice").replies("r1")
 
     def reply(sender: str, payload: dict[str, str]) -> Envelope:
