@@ -3,6 +3,7 @@
 #
 #   docker build -t mas:0.1.0 .
 #
+# Dependencies are installed at the versions of constraints.txt (the lock CI tests with).
 # Offline builds: put wheels of the dependencies (and setuptools) for the base image's Python in
 # ./wheelhouse and pip installs from there with --no-index; e2e/README.md shows how to fill it.
 # Another base image (same Python in both stages): --build-arg BASE_IMAGE=...
@@ -12,15 +13,15 @@ FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 # pyproject.toml is listed so the COPY has a source when there is no wheelhouse/.
 COPY pyproject.toml wheelhous[e] /wheels/
-COPY pyproject.toml README.md /src/
-# The dependencies get their own layer, rebuilt only when pyproject.toml changes.
+COPY pyproject.toml README.md constraints.txt /src/
+# The dependencies get their own layer, rebuilt only when pyproject.toml or the lock changes.
 RUN set -eu; \
     if ls /wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels; fi; \
     python3 -m venv /opt/venv; \
     python3 -c 'import tomllib; d = tomllib.load(open("/src/pyproject.toml", "rb")); \
 print("\n".join(d["project"]["dependencies"] + d["build-system"]["requires"]))' \
         > /tmp/requirements.txt; \
-    /opt/venv/bin/python -m pip install --upgrade "$@" -r /tmp/requirements.txt
+    /opt/venv/bin/python -m pip install "$@" -c /src/constraints.txt -r /tmp/requirements.txt
 COPY sdk/ /src/sdk/
 COPY sidecar/ /src/sidecar/
 COPY operator/ /src/operator/

@@ -2,10 +2,11 @@
 PYTHON ?= python
 IMAGE ?= mas:0.1.0
 
-.PHONY: help test image wheelhouse e2e e2e-kind cluster-up cluster-down
+.PHONY: help test lock image wheelhouse e2e e2e-kind cluster-up cluster-down
 
 help:
 	@echo "make test         fast test suite"
+	@echo "make lock         refresh constraints.txt (newest versions pyproject.toml allows)"
 	@echo "make image        docker build -t $(IMAGE) . (uses ./wheelhouse if present)"
 	@echo "make wheelhouse   wheels of the dependencies in ./wheelhouse (for offline builds)"
 	@echo "make e2e          e2e tests on a local single-node Kubernetes (root, Debian)"
@@ -15,6 +16,14 @@ help:
 test:
 	$(PYTHON) -m pytest
 
+# The lock: every dependency and extra (and the build backend), for every Python >= 3.11 and
+# platform at once, resolved by uv; installs then use plain pip with `-c constraints.txt`.
+lock:
+	$(PYTHON) -m pip install -q 'uv>=0.5'
+	echo 'setuptools>=77' | $(PYTHON) -m uv pip compile pyproject.toml - --all-extras \
+	  --universal --python-version 3.11 --upgrade --custom-compile-command 'make lock' \
+	  --output-file constraints.txt
+
 image:
 	docker build -t $(IMAGE) .
 
@@ -23,7 +32,7 @@ wheelhouse:
 	$(PYTHON) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
 	print("\n".join(d["project"]["dependencies"] + d["build-system"]["requires"]))' \
 	  > wheelhouse.requirements.txt
-	$(PYTHON) -m pip wheel --wheel-dir wheelhouse -r wheelhouse.requirements.txt
+	$(PYTHON) -m pip wheel --wheel-dir wheelhouse -c constraints.txt -r wheelhouse.requirements.txt
 	rm -f wheelhouse.requirements.txt
 
 e2e:

@@ -163,10 +163,14 @@ def _missing_for_target(house: Path, python_full: str) -> list[str]:
 
 
 def ensure_wheelhouse(python_full: str, glibc: str) -> Path:
-    """Binary wheels of the dependencies for that CPython and glibc (x86_64), cached by both
-    and by the dependency list; downloaded on the host, where pip's TLS setup works."""
+    """Binary wheels of the dependencies for that CPython and glibc (x86_64), at the versions
+    of the lock (constraints.txt), cached by both and by the dependency list and the lock;
+    downloaded on the host, where pip's TLS setup works."""
     requirements = project_requirements()
-    digest = hashlib.sha256(json.dumps([requirements, python_full, glibc]).encode())
+    lock = REPO_ROOT / "constraints.txt"
+    digest = hashlib.sha256(
+        json.dumps([requirements, lock.read_text(), python_full, glibc]).encode()
+    )
     python_version = ".".join(python_full.split(".")[:2])
     house = (
         cache_dir()
@@ -186,7 +190,7 @@ def ensure_wheelhouse(python_full: str, glibc: str) -> Path:
         sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
         "--python-version", python_version, "--implementation", "cp", "--abi", abi,
         *[arg for p in platforms for arg in ("--platform", p)],
-        "--dest", str(house),
+        "--constraint", str(lock), "--dest", str(house),
     ]  # fmt: skip
     log(f"downloading the wheelhouse for CPython {python_full} into {house}")
     batch = requirements
