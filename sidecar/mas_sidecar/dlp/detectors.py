@@ -4,8 +4,15 @@ Each :class:`Builtin` has
 
 - ``gate``: an RE2 pattern (ASCII, never matching NUL) that matches somewhere in every string in
   which ``find`` can find anything, and also in that string's JSON encoding. The scanner runs
-  the gates of all enabled detectors as one alternation over a whole serialized payload, and
-  calls ``find`` only on strings its gate hits, so a clean payload costs one linear DFA pass;
+  the gates of all enabled detectors as one alternation over a whole serialized payload, so a
+  clean payload costs one linear DFA pass;
+- ``locator``: a tighter RE2 pattern, run over the string itself (:func:`ascii_view`): the
+  precise pattern with its lookarounds turned into plain boundary characters, its checksums and
+  context rules left out, and some of what the checks need written in (an IBAN's exact length
+  for its country, a JWT header long enough to hold ``{"alg":""}``, a token value long enough to
+  be one). It matches wherever ``find`` can find something, so a string its locator misses is
+  not given to ``find`` at all; the scanner runs all enabled locators over a string as one
+  ``re2.Set`` pass;
 - ``find``: the precise search, returning the spans to report (and redact). Patterns narrow the
   candidates, then checksums and context decide (Luhn for cards, mod-97 for IBANs, the decoded
   header for JWTs, valid number ranges for SSNs, entropy for tokens);
@@ -14,14 +21,37 @@ Each :class:`Builtin` has
   that would be too ambiguous without that key;
 - ``numeric``: whether ``find`` also applies to integers, as their decimal text.
 
-The precise patterns use Python's ``re`` (they need lookbehind) and are written to run in linear
-time: every pattern starts at a boundary assertion of fixed width (the phone and card patterns
-assert it just after their first character, so that the engine skips straight to the characters
-a match can start with), every repetition is bounded or over a character class that the
-following token cannot match, and there are no nested quantifiers over overlapping classes, so a
-failed attempt at one position costs at most a repetition bound and no input makes them
-backtrack super-linearly. The adversarial tests hold them to that. Custom patterns from the
-policy are RE2, which is linear by construction.
+Cost. The precise patterns use Python's ``re`` (they need lookbehind) and are written to run in
+linear time: every repetition is bounded or over a character class that the following token
+cannot match, and there are no nested quantifiers over overlapping classes, so a failed attempt
+at one position costs at most a repetition bound. That alone is linear but not cheap: ``re``
+tries a pattern at every position, 5-130 ns each, so a megabyte string full of near-misses cost
+0.1-0.6 s. Hence three rules, which keep what is found exactly as the patterns define it:
+
+- a string longer than :data:`LONG` characters is searched by ``re`` only in windows around its
+  locator's hits (the RE2 DFA finds them at about 1.5 ns a byte). A window reaches the longest
+  match of the detector's patterns on both sides of a hit, overlapping windows merge, and each
+  is searched with ``endpos`` that far past its end, so every match lies inside one window and
+  ``re`` sees the same text around it as in a search of the whole string. That is exact for the
+  detectors whose pattern matches are all findings, or cannot overlap one another (email,
+  phone, SSN, IBAN, cloud keys, medical record numbers). Where a match that is then rejected
+  can still hide a later one that overlaps it (an ``identifier = value`` whose value runs into
+  the next assignment, a JWT candidate whose later segments start the next one), the window is
+  the whole run of characters such matches can consist of around the hit (:func:`_chains`):
+  nothing crosses its ends, so searching it alone gives what a search of the whole string does;
+- candidates are checked once: a match is never re-scanned from inside (``finditer`` resumes
+  after it), IBAN starts inside a found IBAN are skipped, and card numbers are read per run of
+  digits (see :func:`_find_card`): the start and end of each candidate follow from the lengths
+  of the run's space-separated groups, so a run costs one pass over its groups, and a run that
+  is one digit repeated is dropped whole;
+- a locator that misses (the usual case for text that only looks alike: IBAN-like prefixes,
+  ``MRN:`` or ``ssn`` without a number, ``api_key=`` without a value long enough, ``eyJ`` without
+  a header) costs one DFA pass and no Python-level work at all.
+
+So the Python-level work on a string is bounded by the number of its locator hits and by the
+length of the windows around them, each of which the precise patterns search once; text that
+hits no locator costs what clean text costs. Custom patterns from the policy are RE2, which is
+linear by construction.
 
 Used by the scanner (``mas_sidecar.dlp.scanner``).
 """
@@ -32,15 +62,21 @@ import base64
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import orjson
+import re2
+
+from mas.policy.dlp import re2_options
 
 Span = tuple[int, int]
 _A = re.ASCII
 _I = re.ASCII | re.IGNORECASE
+LONG = 256  # longer strings are searched only in windows around their locator's hits
+_RE2_MEMORY = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -49,23 +85,100 @@ class Builtin:
 
     name: str
     gate: str
+    locator: str
     find: Callable[[str], list[Span]]
     under_key: Callable[[str, str], bool] | None = None
     numeric: bool = False
 
 
+def compile_re2(pattern: str) -> Any:
+    """An RE2 pattern with room for its DFA (so it does not fall back to the slower NFA)."""
+    options = re2_options()
+    options.max_mem = _RE2_MEMORY
+    return re2.compile(pattern, options)
+
+
+def ascii_view(text: str) -> bytes:
+    """``text`` as one byte per character, every non-ASCII character as ``?``: what locators
+    search. Offsets are the string's own, and the precise patterns (ASCII-only) treat a
+    non-ASCII character as the locators treat ``?``: only a negated class matches it."""
+    return text.encode("ascii", "replace")
+
+
 def normalize_key(key: str) -> str:
     """``"X-Api-Key"`` -> ``"xapikey"``: lowercase letters and digits only."""
-    return "".join(ch for ch in key.lower() if ch.isascii() and ch.isalnum())
+    return key.lower().encode("ascii", "ignore").translate(None, _NOT_ALNUM).decode("ascii")
 
 
-def _spans(pattern: re.Pattern[str], text: str, group: int = 0) -> list[Span]:
-    return [match.span(group) for match in pattern.finditer(text)]
+_NOT_ALNUM = bytes(sorted(set(range(256)) - set(b"abcdefghijklmnopqrstuvwxyz0123456789")))
 
 
 def _shannon_entropy(text: str) -> float:
     length = len(text)
     return -sum(n / length * math.log2(n / length) for n in Counter(text).values())
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """Where a detector's patterns are searched in a string: around its locator's hits."""
+
+    locator: Any  # compiled RE2
+    longest: int  # no match of the detector's patterns is longer
+    ahead: int  # how far past a match its lookaheads look
+
+    def of(self, text: str) -> list[Span] | None:
+        """Merged windows reaching ``longest`` around each hit; None (all of it) for a short
+        string."""
+        if len(text) <= LONG:
+            return None
+        windows: list[Span] = []
+        for hit in self.locator.finditer(ascii_view(text)):
+            start, end = hit.start() - self.longest, hit.end() + self.longest
+            if windows and start <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], end)
+            else:
+                windows.append((max(start, 0), end))
+        return windows
+
+    def finditer(
+        self, pattern: re.Pattern[str], text: str, windows: list[Span] | None
+    ) -> Iterator[re.Match[str]]:
+        """``pattern.finditer(text)``, for the matches that start in ``windows``."""
+        if windows is None:
+            return pattern.finditer(text)
+        return self._windowed(pattern, text, windows)
+
+    def _windowed(
+        self, pattern: re.Pattern[str], text: str, windows: list[Span]
+    ) -> Iterator[re.Match[str]]:
+        reach = self.longest + self.ahead
+        for start, end in windows:
+            for match in pattern.finditer(text, start, min(len(text), end + reach)):
+                if match.start() >= end:
+                    break
+                yield match
+
+
+def _chains(chains: Any, text: str) -> list[Span] | None:
+    """The runs of characters that ``chains`` (an RE2 pattern ``C*(?:locator)C*`` over one
+    class ``C``) finds: each is a whole run of ``C`` around a locator hit. None (all of it) for
+    a short string."""
+    if len(text) <= LONG:
+        return None
+    return [hit.span() for hit in chains.finditer(ascii_view(text))]
+
+
+def _in_chains(
+    pattern: re.Pattern[str], text: str, chains: list[Span] | None
+) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)`` for a pattern that only matches inside ``chains``."""
+    if chains is None:
+        return pattern.finditer(text)
+    return (
+        match
+        for start, end in chains
+        for match in pattern.finditer(text, start, min(len(text), end + 1))
+    )
 
 
 # --- email ----------------------------------------------------------------------------------
@@ -75,15 +188,18 @@ _EMAIL = re.compile(
     r"(?![A-Za-z0-9-])",
     _A,
 )
+_EMAIL_LOCATOR = r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.[A-Za-z0-9.-]*[A-Za-z]{2}"
+_EMAIL_WINDOWS = _Windows(compile_re2(_EMAIL_LOCATOR), 64 + 1 + 8 * 64 + 24, 1)
 
 
 def _find_email(text: str) -> list[Span]:
     at = text.find("@")
     if at < 0:
         return []
-    # A match's "@" is at most 64 characters after its start (and the lookbehind still sees the
-    # characters before the position the search starts from).
-    return [match.span() for match in _EMAIL.finditer(text, max(0, at - 64))]
+    windows = _EMAIL_WINDOWS.of(text)
+    if windows is None:  # a match's "@" is at most 64 characters after its start
+        return [match.span() for match in _EMAIL.finditer(text, max(0, at - 64))]
+    return [match.span() for match in _EMAIL_WINDOWS.finditer(_EMAIL, text, windows)]
 
 
 # --- phone ----------------------------------------------------------------------------------
@@ -102,11 +218,26 @@ _PHONE_NATIONAL = re.compile(
     r")(?![\w-]|[.:/]\d)",
     _A,
 )
+_PHONE_LOCATOR = (
+    r"(?:^|[^A-Za-z0-9_+])\+[1-9](?:[ .-]?\(?[0-9]\)?){7,14}(?:[^0-9]|$)"
+    r"|(?:^|[^A-Za-z0-9_.+/:-])(?:"
+    r"\([0-9]{2,5}\)[ .-]?[0-9]{3,4}[ .-][0-9]{3,4}"
+    r"|[0-9]{3}\.[0-9]{3}\.[0-9]{4}|[0-9]{3}-[0-9]{3}-[0-9]{4}|[0-9]{3} [0-9]{3} [0-9]{4}"
+    r"|0[0-9]{1,4}[ -][0-9]{3,4}[ -][0-9]{3,4}"
+    r"|0[1-9](?:[ .][0-9]{2}){4}"
+    r")(?:[^A-Za-z0-9_-]|$)"
+)
+_PHONE_WINDOWS = _Windows(compile_re2(_PHONE_LOCATOR), 2 + 14 * 4, 2)
 
 
 def _find_phone(text: str) -> list[Span]:
-    found = _spans(_PHONE_INTERNATIONAL, text) if "+" in text else []
-    return found + _spans(_PHONE_NATIONAL, text)
+    windows = _PHONE_WINDOWS.of(text)
+    found = (
+        [m.span() for m in _PHONE_WINDOWS.finditer(_PHONE_INTERNATIONAL, text, windows)]
+        if "+" in text
+        else []
+    )
+    return found + [m.span() for m in _PHONE_WINDOWS.finditer(_PHONE_NATIONAL, text, windows)]
 
 
 # --- us_ssn ---------------------------------------------------------------------------------
@@ -118,6 +249,14 @@ _SSN_CONTEXT = re.compile(
     _I,
 )
 _SSN_VALUE = re.compile(r"\s{0,8}(\d{3})[- ]?(\d{2})[- ]?(\d{4})\s{0,8}", _A)
+_SSN_LOCATOR = (
+    r"(?:^|[^A-Za-z0-9_.-])[0-9]{3}(?:-[0-9]{2}-|[ ][0-9]{2}[ ])[0-9]{4}(?:[^A-Za-z0-9_-]|$)"
+    r"|(?:^|[^A-Za-z0-9])(?i:ssn|social[ _-]?security(?:[ _-]?(?:number|num|no))?)"
+    r"[^A-Za-z0-9]{0,4}(?:(?i:is)[^A-Za-z0-9]{1,3})?[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4}"
+    r"(?:[^A-Za-z0-9_-]|$)"
+)
+# "social security number is " and a number with two separators.
+_SSN_WINDOWS = _Windows(compile_re2(_SSN_LOCATOR), 22 + 4 + 5 + 11, 2)
 
 
 def _valid_ssn(area: str, group: str, serial: str) -> bool:
@@ -125,14 +264,15 @@ def _valid_ssn(area: str, group: str, serial: str) -> bool:
 
 
 def _find_ssn(text: str) -> list[Span]:
+    windows = _SSN_WINDOWS.of(text)
     found = [
         m.span()
-        for m in _SSN_SEPARATED.finditer(text)
+        for m in _SSN_WINDOWS.finditer(_SSN_SEPARATED, text, windows)
         if _valid_ssn(m.group(1), m.group(3), m.group(4))
     ]
     found += [
         (m.start(1), m.end(3))
-        for m in _SSN_CONTEXT.finditer(text)
+        for m in _SSN_WINDOWS.finditer(_SSN_CONTEXT, text, windows)
         if _valid_ssn(m.group(1), m.group(2), m.group(3))
     ]
     return found
@@ -153,9 +293,16 @@ def _ssn_under_key(key: str, value: str) -> bool:
 
 # --- payment_card ---------------------------------------------------------------------------
 
-_CARD = re.compile(r"\d(?<![\w.+-]\d)(?:[ -]?\d){12,18}(?![\w-]|\.\d)", _A)
+# What a card number is: r"\d(?<![\w.+-]\d)(?:[ -]?\d){12,18}(?![\w-]|\.\d)", searched with
+# finditer; _find_card computes exactly those matches per run of digits (see there).
+# A run of 13 or more digits; `re` tries only where a run starts.
+_CARD_RUN = re.compile(r"[0-9](?<![0-9][0-9])(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,}", _A)
+_CARD_RUN_LONG = compile_re2(r"[0-9](?:[ -]?[0-9]){12,}")
 _CARD_GROUP = re.compile(r"\d+", _A)
-
+_CARD_BEFORE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
+_CARD_AFTER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_DIGITS = frozenset("0123456789")
+_CARD_LOCATOR = r"(?:^|[^A-Za-z0-9_.+])[2-6](?:[ -]?[0-9]){12}"
 
 # Every second digit from the right is doubled, and a two-digit result counts as its digit sum.
 _LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
@@ -196,15 +343,71 @@ def _card_digits(text: str, start: int, end: int) -> bool:
     return _card_number(text[start:end].replace(" ", "").replace("-", ""))
 
 
+def _check_card(text: str, start: int, end: int) -> list[Span]:
+    """The card in one candidate: all of it, or else its longest run of digit groups that is
+    one."""
+    if _card_digits(text, start, end):
+        return [(start, end)]
+    groups = [g.span() for g in _CARD_GROUP.finditer(text, start, end)]
+    if len(groups) > 1:
+        return [w for w in _card_windows(groups) if _card_digits(text, *w)][:1]
+    return []
+
+
 def _find_card(text: str) -> list[Span]:
+    """The card numbers in ``text``: what ``finditer`` of the pattern above finds, run by run.
+
+    A match lies inside one run of digits joined by single spaces or hyphens. Its first digit
+    follows a space inside the run, or is the run's first digit if the character before the run
+    allows it; its last digit precedes a space inside the run, or is the run's last if the
+    character after the run allows it. So the candidates start and end at the run's
+    space-separated groups: from a group, the longest stretch of whole groups with 13 to 19
+    digits (the pattern's greedy repetition, backtracked to the last end its lookahead
+    accepts), and the search goes on after it, or at the next group if there is none."""
     found: list[Span] = []
-    for match in _CARD.finditer(text):
-        if _card_digits(text, *match.span()):
-            found.append(match.span())
+    size = len(text)
+    runs = _CARD_RUN.finditer(text) if size <= LONG else _CARD_RUN_LONG.finditer(ascii_view(text))
+    for run_match in runs:
+        start, end = run_match.span()
+        run = text[start:end]
+        digits = len(run) - run.count(" ") - run.count("-")
+        if run.count(run[0]) == digits:
+            continue  # one digit repeated: so is every candidate in it
+        opens = start == 0 or text[start - 1] not in _CARD_BEFORE
+        closes = end == size or not (
+            text[end] in _CARD_AFTER or (text[end] == "." and text[end + 1 : end + 2] in _DIGITS)
+        )
+        if digits <= 19 and opens and closes:  # the usual case: the run is the one candidate
+            found += _check_card(text, start, end)
+        else:
+            found += _cards_in_run(text, start, run.split(" "), opens, closes)
+    return found
+
+
+def _cards_in_run(
+    text: str, start: int, groups: list[str], opens: bool, closes: bool
+) -> list[Span]:
+    """The matches in one run, given its space-separated groups; ``opens``/``closes``: whether
+    a match may start at its first digit / end at its last."""
+    counts = [len(group) - group.count("-") for group in groups]
+    starts = [start]
+    for group in groups:
+        starts.append(starts[-1] + len(group) + 1)
+    found: list[Span] = []
+    last = len(groups) - 1
+    first = 0 if opens else 1
+    while first <= last:
+        total, through, end = 0, -1, first
+        while end <= last and total + counts[end] <= 19:
+            total += counts[end]
+            if total >= 13 and (end < last or closes):
+                through = end
+            end += 1
+        if through < 0:
+            first += 1
             continue
-        groups = [g.span() for g in _CARD_GROUP.finditer(text, *match.span())]
-        if len(groups) > 1:
-            found += [w for w in _card_windows(groups) if _card_digits(text, *w)][:1]
+        found += _check_card(text, starts[first], starts[through + 1] - 1)
+        first = through + 1
     return found
 
 
@@ -228,20 +431,36 @@ _IBAN_BODIES = {
     length: re.compile(rf"[A-Z0-9](?: ?[A-Z0-9]){{{length - 1}}}(?![A-Za-z0-9])", _A)
     for length in set(_IBAN_LENGTHS.values())
 }
+_IBAN_DIGITS = str.maketrans({chr(code): str(code - 55) for code in range(65, 91)})  # A -> 10
+
+
+def _iban_locator() -> str:
+    """A country code, its IBANs' exact length and the boundaries on both sides."""
+    countries: dict[int, list[str]] = {}
+    for country, length in sorted(_IBAN_LENGTHS.items()):
+        countries.setdefault(length, []).append(country)
+    bodies = "|".join(
+        f"(?:{'|'.join(codes)})[0-9]{{2}}(?: ?[A-Z0-9]){{{length - 4}}}"
+        for length, codes in sorted(countries.items())
+    )
+    return rf"(?:^|[^A-Za-z0-9])(?:{bodies})(?:[^A-Za-z0-9]|$)"
+
+
+_IBAN_LOCATOR = _iban_locator()
+_IBAN_WINDOWS = _Windows(compile_re2(_IBAN_LOCATOR), 2 * max(_IBAN_LENGTHS.values()) - 1, 1)
 
 
 def iban_valid(iban: str) -> bool:
     """Country length and the ISO 7064 mod-97 checksum of an IBAN without spaces."""
     if _IBAN_LENGTHS.get(iban[:2]) != len(iban):
         return False
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+    return int((iban[4:] + iban[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
 def _find_iban(text: str) -> list[Span]:
     found: list[Span] = []
     covered = 0
-    for match in _IBAN_START.finditer(text):
+    for match in _IBAN_WINDOWS.finditer(_IBAN_START, text, _IBAN_WINDOWS.of(text)):
         start = match.start()
         length = _IBAN_LENGTHS.get(text[start : start + 2])
         if start < covered or length is None:
@@ -265,6 +484,16 @@ _CLOUD_KEYS = (
     ("k_live_", re.compile(r"(?<![A-Za-z0-9_])[rs]k_live_[A-Za-z0-9]{16,247}(?![A-Za-z0-9])", _A)),
 )
 _OPENAI_KEY = re.compile(r"(?<![\w-])sk-([\w-]{32,250})(?![\w-])", _A)
+_CLOUD_LOCATOR = (
+    r"(?:^|[^A-Za-z0-9])A[KS]IA[A-Z0-9]{16}(?:[^A-Za-z0-9]|$)"
+    r"|(?:^|[^A-Za-z0-9_-])AIza[A-Za-z0-9_-]{35}(?:[^A-Za-z0-9_-]|$)"
+    r"|(?:^|[^A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36}"
+    r"|(?:^|[^A-Za-z0-9_])github_pat_[A-Za-z0-9_]{22}"
+    r"|(?:^|[^A-Za-z0-9-])xox[baprs]-[A-Za-z0-9-]{10}"
+    r"|(?:^|[^A-Za-z0-9_])[rs]k_live_[A-Za-z0-9]{16}"
+    r"|(?:^|[^A-Za-z0-9_-])sk-[A-Za-z0-9_-]{32}"
+)
+_CLOUD_WINDOWS = _Windows(compile_re2(_CLOUD_LOCATOR), len("github_pat_") + 255, 1)
 
 
 def _mixed_token(token: str) -> bool:
@@ -277,9 +506,19 @@ def _mixed_token(token: str) -> bool:
 
 
 def _find_cloud_key(text: str) -> list[Span]:
-    found = [span for literal, p in _CLOUD_KEYS if literal in text for span in _spans(p, text)]
+    windows = _CLOUD_WINDOWS.of(text)
+    found = [
+        match.span()
+        for literal, pattern in _CLOUD_KEYS
+        if literal in text
+        for match in _CLOUD_WINDOWS.finditer(pattern, text, windows)
+    ]
     if "sk-" in text:
-        found += [m.span() for m in _OPENAI_KEY.finditer(text) if _mixed_token(m.group(1))]
+        found += [
+            m.span()
+            for m in _CLOUD_WINDOWS.finditer(_OPENAI_KEY, text, windows)
+            if _mixed_token(m.group(1))
+        ]
     return found
 
 
@@ -294,6 +533,9 @@ _TOKEN_NAMES = (
 # An identifier in free text must also hold one of the generic gate's words.
 _SECRET_WORD = re.compile(r"key|secret|token|passw|passphrase|pwd|credential", _I)
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-+/.~=]{16,}", _A)
+_DIGIT = re.compile(r"[0-9]", _A)
+_LETTER = re.compile(r"[A-Za-z]", _A)
+_SPACE_OR_NUL = re.compile(r"[\s\x00]")  # str.isspace() is what \s means for str patterns
 # `identifier = value` / `"identifier": "value"` in free text; the identifier decides.
 _ASSIGNMENT = re.compile(
     r"""(?<![\w.-])([A-Za-z][\w.-]{0,63})["']?[ \t]{0,3}[:=][ \t]{0,3}["']?"""
@@ -301,6 +543,20 @@ _ASSIGNMENT = re.compile(
     _A,
 )
 _BEARER = re.compile(r"(?<![\w-])bearer[ \t]{1,3}([\w\-+/.~]{16,4096}={0,2})", _I)
+# What can be found: a secret word in the identifier and a value long enough for a token (16
+# characters with the trailing '='s), or an identifier that can end in a password name (its
+# last letter or digit a 'd' or an 'e') and a value that is not only letters; or a bearer token.
+_SECRET_WORDS = r"(?i:key|secret|token|passw|passphrase|pwd|credential)"
+_ASSIGN = r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?"""
+_SECRET_LOCATOR = (
+    rf"{_SECRET_WORDS}[A-Za-z0-9_.-]*{_ASSIGN}[A-Za-z0-9_+/.~-]{{14}}"
+    rf"|(?:(?i:pwd|passphrase)|{_SECRET_WORDS}[A-Za-z0-9_.-]*[dDeE])[_.-]*{_ASSIGN}"
+    r"[A-Za-z]*[0-9_+/.~=-]"
+    r"|(?i:bearer)[ \t]{1,3}[A-Za-z0-9_+/.~-]{16}"
+)
+# Every character an assignment or bearer match can hold: one cannot cross anything else.
+_SECRET_CHAIN = r"""[A-Za-z0-9_."' \t:=+/~-]*"""
+_SECRET_CHAINS = compile_re2(f"{_SECRET_CHAIN}(?:{_SECRET_LOCATOR}){_SECRET_CHAIN}")
 
 
 def _secret_kind(key: str) -> str | None:
@@ -315,9 +571,9 @@ def _secret_kind(key: str) -> str | None:
 def _token_like(value: str) -> bool:
     """A long, random-looking token: no spaces, letters and digits, >= 3 bits of entropy."""
     return (
-        _TOKEN_CHARS.fullmatch(value) is not None
-        and any(c.isdigit() for c in value)
-        and any(c.isalpha() for c in value)
+        _TOKEN_CHARS.fullmatch(value) is not None  # so ASCII: a digit is [0-9], a letter [A-Za-z]
+        and _DIGIT.search(value) is not None
+        and _LETTER.search(value) is not None
         and _shannon_entropy(value) >= 3.0
     )
 
@@ -328,15 +584,16 @@ def _secret_value(kind: str, value: str) -> bool:
         # so a redacted value does not turn into a password-looking one.
         return (
             len(value) >= 6
-            and not any(c.isspace() or c == "\x00" for c in value)
-            and len(set(value)) > 1
+            and _SPACE_OR_NUL.search(value) is None
+            and value.count(value[0]) != len(value)  # more than one distinct character
         )
     return _token_like(value)
 
 
 def _find_generic_key(text: str) -> list[Span]:
     found: list[Span] = []
-    for match in _ASSIGNMENT.finditer(text):
+    chains = _chains(_SECRET_CHAINS, text)
+    for match in _in_chains(_ASSIGNMENT, text, chains):
         name, value = match.group(1), match.group(2)
         kind = _secret_kind(normalize_key(name)) if _SECRET_WORD.search(name) else None
         # In prose ("password: expired") a password must hold something besides letters.
@@ -344,7 +601,7 @@ def _find_generic_key(text: str) -> list[Span]:
             continue
         if kind is not None and _secret_value(kind, value):
             found.append(match.span(2))
-    found += [m.span(1) for m in _BEARER.finditer(text) if _token_like(m.group(1))]
+    found += [m.span(1) for m in _in_chains(_BEARER, text, chains) if _token_like(m.group(1))]
     return found
 
 
@@ -355,6 +612,7 @@ def _generic_under_key(key: str, value: str) -> bool:
 
 # --- private_key ----------------------------------------------------------------------------
 
+# Both start with a literal, which `re` finds without trying every position.
 _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY(?: BLOCK)?-----", _A)
 _PEM_END = re.compile(r"-----END (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY(?: BLOCK)?-----", _A)
 
@@ -376,6 +634,10 @@ _JWT = re.compile(
     r"(?<![\w-])(eyJ[\w-]{2,4096})\.[\w-]{2,16384}\.[\w-]{0,4096}(?![\w-])",
     _A,
 )
+# A header that decodes to a JSON object with an "alg" holds at least {"alg":""}, 10 bytes,
+# which take 14 base64 characters.
+_JWT_HEADER = r"eyJ[A-Za-z0-9_-]{11,}\.[A-Za-z0-9_-]{2}"
+_JWT_CHAINS = compile_re2(rf"[A-Za-z0-9_.-]*{_JWT_HEADER}[A-Za-z0-9_.-]*")
 
 
 def _jwt_header(segment: str) -> bool:
@@ -388,9 +650,10 @@ def _jwt_header(segment: str) -> bool:
 
 
 def _find_jwt(text: str) -> list[Span]:
-    return (
-        [m.span() for m in _JWT.finditer(text) if _jwt_header(m.group(1))] if "eyJ" in text else []
-    )
+    if "eyJ" not in text:
+        return []
+    chains = _chains(_JWT_CHAINS, text)
+    return [m.span() for m in _in_chains(_JWT, text, chains) if _jwt_header(m.group(1))]
 
 
 # --- medical_record_number ------------------------------------------------------------------
@@ -401,10 +664,17 @@ _MRN_CONTEXT = re.compile(
     _I,
 )
 _MRN_VALUE = re.compile(r"\s{0,8}[A-Za-z]{0,3}-?\d{5,12}\s{0,8}", _A)
+_MRN_LOCATOR = (
+    r"(?:^|[^A-Za-z0-9])(?i:mrn|med(?:ical)?[ _-]?rec(?:ord)?(?:[ _-]?(?:number|num|no))?)"
+    r"[^A-Za-z0-9]{0,4}(?:(?i:is)[^A-Za-z0-9]{1,3})?[A-Za-z]{0,3}-?[0-9]{5,12}"
+    r"(?:[^A-Za-z0-9]|$)"
+)
+# "medical record number is " and the longest number.
+_MRN_WINDOWS = _Windows(compile_re2(_MRN_LOCATOR), 21 + 4 + 5 + 16, 1)
 
 
 def _find_mrn(text: str) -> list[Span]:
-    return _spans(_MRN_CONTEXT, text, 1)
+    return [m.span(1) for m in _MRN_WINDOWS.finditer(_MRN_CONTEXT, text, _MRN_WINDOWS.of(text))]
 
 
 def _is_mrn_key(key: str) -> bool:
@@ -424,33 +694,43 @@ _SECRET_GATE = (
     r"(?:\\?[\"'])?(?: |\t|\\t){0,3}[:=]|bearer(?: |\t|\\t))"
 )
 BUILTINS: tuple[Builtin, ...] = (
-    Builtin("email", r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.[A-Za-z0-9-]", _find_email),
+    Builtin("email", r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.[A-Za-z0-9-]", _EMAIL_LOCATOR, _find_email),
     Builtin(
         "phone",
         r"\+[1-9](?:[ .-]?\(?[0-9]\)?){7}|\([0-9]{2,5}\)[ .-]?[0-9]{3}"
         r"|[0-9]{3}[.-][0-9]{3}[.-][0-9]{4}|[0-9]{3} [0-9]{3} [0-9]{4}"
         r"|0[0-9]{1,4}[ -][0-9]{3,4}[ -][0-9]{3}|0[1-9](?:[ .][0-9]{2}){4}",
+        _PHONE_LOCATOR,
         _find_phone,
     ),
     Builtin(
         "us_ssn",
         r"[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}|(?i:ssn|social[ _-]?security)",
+        _SSN_LOCATOR,
         _find_ssn,
         under_key=_ssn_under_key,
     ),
-    Builtin("payment_card", r"[2-6](?:[ -]?[0-9]){12}", _find_card, numeric=True),
-    Builtin("iban", r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11}", _find_iban),
+    Builtin("payment_card", r"[2-6](?:[ -]?[0-9]){12}", _CARD_LOCATOR, _find_card, numeric=True),
+    Builtin("iban", r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11}", _IBAN_LOCATOR, _find_iban),
     Builtin(
         "cloud_api_key",
         r"AKIA|ASIA|AIza|gh[pousr]_|github_pat_|xox[baprs]-|k_live_|sk-",
+        _CLOUD_LOCATOR,
         _find_cloud_key,
     ),
-    Builtin("generic_api_key", _SECRET_GATE, _find_generic_key, under_key=_generic_under_key),
-    Builtin("private_key", r"PRIVATE KEY", _find_private_key),
-    Builtin("jwt", r"eyJ", _find_jwt),
+    Builtin(
+        "generic_api_key",
+        _SECRET_GATE,
+        _SECRET_LOCATOR,
+        _find_generic_key,
+        under_key=_generic_under_key,
+    ),
+    Builtin("private_key", r"PRIVATE KEY", _PEM_BEGIN.pattern, _find_private_key),
+    Builtin("jwt", r"eyJ", rf"(?:^|[^A-Za-z0-9_-]){_JWT_HEADER}", _find_jwt),
     Builtin(
         "medical_record_number",
         r"(?i:mrn|med(?:ical)?[ _-]?rec)",
+        _MRN_LOCATOR,
         _find_mrn,
         under_key=_mrn_under_key,
     ),
@@ -463,6 +743,8 @@ _CONTEXT_KEY = re.compile(
     r"|med(?:ical)?[ _-]?rec)[A-Za-z0-9_.-]{0,63}\Z",
     _I,
 )
+# A match of _CONTEXT_KEY starts at most this far from the key's end.
+_CONTEXT_REACH = len("social_security") + 63
 _CACHED_KEY_LENGTH = 64
 
 
@@ -477,7 +759,7 @@ def _cached_key_context(key: str) -> str:
 
 
 def _key_context(key: str) -> str:
-    if _CONTEXT_KEY.search(key) is None:
+    if _CONTEXT_KEY.search(key, max(0, len(key) - _CONTEXT_REACH)) is None:
         return ""
     normalized = normalize_key(key)
     if _secret_kind(normalized) or _is_ssn_key(normalized) or _is_mrn_key(normalized):

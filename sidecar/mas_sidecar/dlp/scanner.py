@@ -12,10 +12,14 @@ in (and into values under a telling key): a child's place in the serialization f
 lengths of its elder siblings' own serializations, taken only in containers a match lies in, and
 the search for the next match resumes where the walk has got to, so the gate passes over the
 serialization about once more in all, one search per hot region. Each string the walk reaches
-goes only through the detectors whose gate hits that string (one RE2 multi-pattern pass). Custom
-patterns are RE2 and run on every string, so with custom detectors everything is walked (a
-custom ``^`` or ``$`` means the string's own start or end, which a pass over joined text cannot
-honour); the built-ins' gate then runs once over all strings joined with NUL separators.
+goes only through the detectors whose locator (a tighter pattern than the gate, see
+``mas_sidecar.dlp.detectors``) hits that string: one ``re2.Set`` pass over it, whatever its
+length, so a long string that only looks like data (IBAN-like prefixes, ``api_key=`` without a
+value) costs about what clean text does. The detectors it lets through are linear with a small
+constant; the detectors module says how. Custom patterns are RE2 and run on every string, so
+with custom detectors everything is walked (a custom ``^`` or ``$`` means the string's own start
+or end, which a pass over joined text cannot honour); the built-ins' gate then runs once over
+all strings joined with NUL separators.
 
 A finding names its detector and its place (``payload.items[2].email``), never the matched text;
 a key that holds a finding appears in paths in its redacted form. Redaction replaces each
@@ -34,20 +38,20 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
 import re2
 
 from mas.policy.dlp import DlpAction, DlpPolicy, compile_pattern, re2_options
-from mas_sidecar.dlp.detectors import BUILTINS, Span, key_context
+from mas_sidecar.dlp.detectors import BUILTINS, Span, ascii_view, key_context
 
 ROOT = "payload"
 _MARKER = re.compile(r"\[REDACTED:[a-z0-9_-]{1,63}\]")
 _MARKER_START = "[REDACTED:"
 _SEPARATOR = "\x00"
 _SEPARATOR_BYTES = b"\x00"
-_DISPATCH_LENGTH = 4096
 _MIN_NUMBER = 10**12  # below 13 digits an integer is checked only under a telling key
 _MAX_NUMBER = 10**19  # beyond any card number; larger integers are not scanned
 _GATE_MEMORY = 32 << 20
@@ -132,17 +136,10 @@ class DlpScanner:
             _Detector(c.name, c.action, _finder(compile_pattern(c.pattern)), c.keys)
             for c in policy.custom
         ]
-        gates = [b.gate for b in BUILTINS if b.name in policy.detectors]
-        options = re2_options()
-        options.max_mem = _GATE_MEMORY
         self._gate: Any = None
-        self._dispatch: Any = None  # which detectors' gates hit one string, in one pass
-        if gates:
-            self._gate = re2.compile("|".join(f"(?:{gate})" for gate in gates), options)
-            self._dispatch = re2.Set.SearchSet(options)
-            for gate in gates:
-                self._dispatch.Add(gate)
-            self._dispatch.Compile()
+        self._dispatch: Any = None  # which detectors' locators hit one string, in one pass
+        if self._builtins:
+            self._gate, self._dispatch = _compiled(tuple(d.name for d in self._builtins))
 
     def scan(self, payload: Any) -> ScanResult:
         """Scan ``payload`` (any JSON value); never raises for one."""
@@ -297,12 +294,11 @@ class DlpScanner:
         return hits
 
     def _gated(self, text: str) -> list[_Detector]:
-        """The built-ins whose gate hits ``text``. RE2's multi-pattern DFA pass is used only
-        for strings short enough that it cannot run out of memory (and silently report no
-        match); longer strings go through every detector."""
-        if len(text) > _DISPATCH_LENGTH:
-            return self._builtins
-        indexes = self._dispatch.Match(text.encode("utf-8", "surrogatepass")) or ()
+        """The built-ins whose locator hits ``text``, from one multi-pattern DFA pass, whatever
+        the string's length: an ``RE2::Set`` never gives up on a long text (its DFA, unlike a
+        single pattern's, has no slower engine to fall back on, so it flushes its state cache
+        and goes on), and a budget too small for one state fails ``Compile()`` already."""
+        indexes = self._dispatch.Match(ascii_view(text)) or ()
         return [self._builtins[index] for index in sorted(indexes)]
 
     def _scan_number(self, digits: str, context: str) -> list[_Detector]:
@@ -314,6 +310,21 @@ class DlpScanner:
                 if d not in detectors and d.under_key is not None and d.under_key(context, digits)
             ]
         return detectors
+
+
+@lru_cache(maxsize=64)
+def _compiled(names: tuple[str, ...]) -> tuple[Any, Any]:
+    """The gate alternation and the locator set of the named built-ins (both immutable once
+    compiled, so scanners of the same detectors share them)."""
+    enabled = [b for b in BUILTINS if b.name in names]
+    options = re2_options()
+    options.max_mem = _GATE_MEMORY
+    gate = re2.compile("|".join(f"(?:{b.gate})" for b in enabled), options)
+    dispatch = re2.Set.SearchSet(options)
+    for builtin in enabled:
+        dispatch.Add(builtin.locator)
+    dispatch.Compile()
+    return gate, dispatch
 
 
 def _frame(container: Any, node: _Node, context: str, start: int, end: int) -> _Frame:
