@@ -25,7 +25,7 @@ import orjson
 
 from bench import deploy, load, raw, report
 from bench.cluster import LocalCluster, cluster_binary
-from bench.dlp_bench import dlp_results
+from bench.dlp_bench import dlp_adversarial_results, dlp_results
 from bench.procstat import cpu_seconds, load_average, memory_mb
 from mas.local.redis_server import RedisServer
 
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         results["scale_single"] = _scale(server.url, pairs, args, workdir / "single", False)
     _progress("DLP scanner")
     results["dlp"] = dlp_results(quick=args.smoke)
+    results["dlp_adversarial"] = dlp_adversarial_results(quick=args.smoke)
     if args.no_cluster or cluster_binary() is None:
         results["scale_cluster"] = None
     else:

@@ -4,9 +4,14 @@ Builds a ~1 KB and a ~16 KB message (a conversation with metadata: ordinary text
 versions, ids and numbers) holding a few sensitive values (an email address, a phone number, a
 card number, a cloud key), scans each with every built-in detector on (redacting), and prints
 the best-of-several mean time per KB; also a clean 16 KB message and a dense one (a sensitive
-value in every seventh turn). The target is at most 20 µs/KB. Run it with
-``python -m bench.dlp_bench``; it is not a test. :func:`dlp_results` gives the same numbers to
-the harness (:mod:`bench.cli`).
+value in every seventh turn). The target is at most 20 µs/KB.
+
+Then the adversarial inputs (:data:`ADVERSARIAL`, the strings ``tests/test_dlp.py`` holds the
+scanner to a linear cost on: prefixes and separators that start candidates but never complete
+one), each 1 MB, scanned as the value of an object (``{"text": s}``) and as its key
+(``{s: 1}``), in µs/KB and as a multiple of the clean 16 KB message's µs/KB measured in the same
+run. Run it with ``python -m bench.dlp_bench``; it is not a test. :func:`dlp_results` and
+:func:`dlp_adversarial_results` give the same numbers to the harness (:mod:`bench.cli`).
 """
 
 from __future__ import annotations
@@ -56,9 +61,12 @@ def message(target_bytes: int, every: int = 0) -> dict[str, Any]:
     return payload
 
 
-def microseconds_per_kb(scanner: DlpScanner, payload: Any, rounds: int = 7) -> float:
+def microseconds_per_kb(
+    scanner: DlpScanner, payload: Any, rounds: int = 7, repeat: int | None = None
+) -> float:
     size_kb = len(orjson.dumps(payload)) / 1024
-    repeat = max(20, int(2000 / size_kb)) if rounds > 1 else 5
+    if repeat is None:
+        repeat = max(20, int(2000 / size_kb)) if rounds > 1 else 5
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
@@ -73,6 +81,32 @@ CASES = {
     "clean": (message(1024), message(16 * 1024)),
     "dense (every 7th turn)": (message(1024, every=7), message(16 * 1024, every=7)),
 }
+
+
+# The same strings as ADVERSARIAL in tests/test_dlp.py: (name, repeated unit, tail).
+ADVERSARIAL = (
+    ("digits", "1", ""),
+    ("spaced digits", "4 ", ""),
+    ("dashed digits", "123-", ""),
+    ("at and dot", "@.", ""),
+    ("local part without domain", "a", "@"),
+    ("plus digits", "+1", ""),
+    ("parentheses", "(1)", ""),
+    ("pem headers", "-----BEGIN RSA PRIVATE KEY-----", ""),
+    ("jwt prefixes", "eyJ", ""),
+    ("jwt dots", "eyJhbGciOi.", ""),
+    ("assignments", "api_key=", ""),
+    ("secret words", "password: ", ""),
+    ("iban starts", "DE89 ", ""),
+    ("mrn words", "MRN: ", ""),
+    ("ssn words", "ssn 123 ", ""),
+    ("aws prefixes", "AKIA", ""),
+)
+ADVERSARIAL_BYTES = 1 << 20
+
+
+def adversarial(unit: str, tail: str, size: int = ADVERSARIAL_BYTES) -> str:
+    return unit * (size // len(unit)) + tail
 
 
 def _scanner() -> DlpScanner:
@@ -96,6 +130,36 @@ def dlp_results(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+def dlp_adversarial_results(quick: bool = False) -> list[dict[str, Any]]:
+    """Per adversarial input, 1 MB as a value and as a key: µs/KB, and the ratio of each to
+    the clean 16 KB message's µs/KB, measured here too (``quick``: one round, for smoke
+    runs)."""
+    scanner = _scanner()
+    rounds = 1 if quick else 7
+    clean = microseconds_per_kb(scanner, CASES["clean"][1], rounds=rounds)
+    rows = []
+    for name, unit, tail in ADVERSARIAL:
+        text = adversarial(unit, tail)
+        value, key = (
+            microseconds_per_kb(
+                scanner, payload, rounds=1 if quick else 5, repeat=1 if quick else 3
+            )
+            for payload in ({"text": text}, {text: 1})
+        )
+        rows.append(
+            {
+                "case": name,
+                "kb": len(text) / 1024,
+                "value_us_per_kb": value,
+                "key_us_per_kb": key,
+                "clean_us_per_kb": clean,
+                "value_ratio": value / clean,
+                "key_ratio": key / clean,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     scanner = _scanner()
     for name, payloads in CASES.items():
@@ -106,6 +170,14 @@ def main() -> None:
                 f"{name:24s} {kb:5.1f} KB, {findings:2d} findings: "
                 f"{microseconds_per_kb(scanner, payload):6.1f} µs/KB"
             )
+    rows = dlp_adversarial_results()
+    print(f"\nadversarial, 1 MB (clean 16 KB message: {rows[0]['clean_us_per_kb']:.1f} µs/KB)")
+    for row in rows:
+        print(
+            f"{row['case']:26s} as a value {row['value_us_per_kb']:6.1f} µs/KB "
+            f"({row['value_ratio']:5.1f}x clean), as a key {row['key_us_per_kb']:6.1f} µs/KB "
+            f"({row['key_ratio']:5.1f}x clean)"
+        )
 
 
 if __name__ == "__main__":

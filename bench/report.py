@@ -96,6 +96,20 @@ def table(results: dict[str, Any]) -> str:
             f"| {row['us_per_kb']:.1f} | - | - | - | - | ≤ {DLP_TARGET:.0f} "
             f"| {_met(row['us_per_kb'] <= DLP_TARGET)} |"
         )
+    adversarial = results.get("dlp_adversarial") or []
+    if adversarial:
+        clean = adversarial[0]["clean_us_per_kb"]
+        lines += [
+            "",
+            f"| DLP, adversarial input, 1 MB | as a value (µs/KB) | as a key (µs/KB) "
+            f"| ÷ clean 16 KB message ({clean:.1f} µs/KB), value / key |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {row['case']} | {row['value_us_per_kb']:.1f} | {row['key_us_per_kb']:.1f} "
+            f"| {row['value_ratio']:.1f}x / {row['key_ratio']:.1f}x |"
+            for row in adversarial
+        ]
     lines += [
         "",
         "| agent pairs | one Redis (msg/s) | three-shard cluster (msg/s) |",
