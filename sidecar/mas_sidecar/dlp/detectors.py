@@ -25,33 +25,40 @@ Cost. The precise patterns use Python's ``re`` (they need lookbehind) and are wr
 linear time: every repetition is bounded or over a character class that the following token
 cannot match, and there are no nested quantifiers over overlapping classes, so a failed attempt
 at one position costs at most a repetition bound. That alone is linear but not cheap: ``re``
-tries a pattern at every position, 5-130 ns each, so a megabyte string full of near-misses cost
-0.1-0.6 s. Hence three rules, which keep what is found exactly as the patterns define it:
+tries a pattern at every position, 5-130 ns each, and some detectors did Python-level work per
+candidate (a mod-97 per IBAN-like start, a Luhn and its digit-group windows per card-like run),
+so a megabyte of near-misses cost 0.1-0.8 s. Hence these rules, which keep what is found exactly
+what the patterns define:
 
+- a locator that misses (the usual case for text that only looks like data: IBAN-like prefixes
+  of a length no country has, ``MRN:`` or ``ssn`` without a number, ``api_key=`` without a value
+  long enough, ``eyJ`` without a header) costs the one DFA pass and no Python-level work;
 - a string longer than :data:`LONG` characters is searched by ``re`` only in windows around its
-  locator's hits (the RE2 DFA finds them at about 1.5 ns a byte). A window reaches the longest
-  match of the detector's patterns on both sides of a hit, overlapping windows merge, and each
-  is searched with ``endpos`` that far past its end, so every match lies inside one window and
-  ``re`` sees the same text around it as in a search of the whole string. That is exact for the
-  detectors whose pattern matches are all findings, or cannot overlap one another (email,
-  phone, SSN, IBAN, cloud keys, medical record numbers). Where a match that is then rejected
-  can still hide a later one that overlaps it (an ``identifier = value`` whose value runs into
-  the next assignment, a JWT candidate whose later segments start the next one), the window is
-  the whole run of characters such matches can consist of around the hit (:func:`_chains`):
-  nothing crosses its ends, so searching it alone gives what a search of the whole string does;
-- candidates are checked once: a match is never re-scanned from inside (``finditer`` resumes
-  after it), IBAN starts inside a found IBAN are skipped, and card numbers are read per run of
-  digits (see :func:`_find_card`): the start and end of each candidate follow from the lengths
-  of the run's space-separated groups, so a run costs one pass over its groups, and a run that
-  is one digit repeated is dropped whole;
-- a locator that misses (the usual case for text that only looks alike: IBAN-like prefixes,
-  ``MRN:`` or ``ssn`` without a number, ``api_key=`` without a value long enough, ``eyJ`` without
-  a header) costs one DFA pass and no Python-level work at all.
+  locator's hits (found by the RE2 DFA at about 1.5 ns a byte; hits less than 64 characters
+  apart come as one, so dense candidates cost one call). For the detectors whose pattern
+  matches are all findings or cannot overlap (email, phone, SSN, cloud keys, medical record
+  numbers) a window reaches the longest match on both sides, overlapping windows merge, and
+  each is searched with ``endpos`` that far past its end: every match lies in one window and
+  ``re`` sees the same text around it as in the whole string. Where a match that is then
+  rejected can hide a later one overlapping it (an ``identifier = value`` whose value runs into
+  the next assignment, a JWT candidate whose last segments start the next one, an IBAN start
+  inside a found one), a window is instead a whole run of the characters such matches consist
+  of (:func:`chain_pattern`): nothing crosses its ends, so searching it alone finds what a
+  search of the whole string does;
+- candidates are checked once each and never re-scanned from inside: ``finditer`` resumes after
+  a match; card numbers are tried only at the starts of space-separated digit groups
+  (:func:`_find_card`), and a run that is one digit repeated is dropped whole; IBAN candidates
+  are collected in C and checked once per distinct text (:func:`_find_iban`); the checks of a
+  card candidate, a JWT header and a token are cached, so text made of one candidate over and
+  over costs one check.
 
-So the Python-level work on a string is bounded by the number of its locator hits and by the
-length of the windows around them, each of which the precise patterns search once; text that
-hits no locator costs what clean text costs. Custom patterns from the policy are RE2, which is
-linear by construction.
+So a string's Python-level work is bounded by its locator hits and the windows around them,
+which the precise patterns search once. Text that hits no locator costs what clean text costs
+(about 2 µs/KB, serialization and DFA passes); text that is nothing but candidates that pass a
+locator and then fail a check ("AT12 " repeated: IBAN-shaped, of a length Austria has; card-like
+digit groups that fail Luhn) is the worst case, about 0.2-1 µs per candidate or 30-100 µs/KB;
+text that is nothing but real findings costs about as much per finding (each is also redacted).
+Custom patterns from the policy are RE2, which is linear by construction.
 
 Used by the scanner (``mas_sidecar.dlp.scanner``).
 """
@@ -65,6 +72,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import compress
+from operator import methodcaller
 from typing import Any
 
 import orjson
@@ -76,6 +85,7 @@ Span = tuple[int, int]
 _A = re.ASCII
 _I = re.ASCII | re.IGNORECASE
 LONG = 256  # longer strings are searched only in windows around their locator's hits
+_NEARBY = 64
 _RE2_MEMORY = 32 << 20
 
 
@@ -118,21 +128,23 @@ def _shannon_entropy(text: str) -> float:
     return -sum(n / length * math.log2(n / length) for n in Counter(text).values())
 
 
-@dataclass(frozen=True)
 class _Windows:
     """Where a detector's patterns are searched in a string: around its locator's hits."""
 
-    locator: Any  # compiled RE2
-    longest: int  # no match of the detector's patterns is longer
-    ahead: int  # how far past a match its lookaheads look
+    def __init__(self, locator: str, longest: int, ahead: int) -> None:
+        # Hits less than _NEARBY characters apart come as one (text dense with candidates
+        # costs one call, not one per candidate).
+        self.hits = compile_re2(f"(?:{locator})(?:(?s:.){{0,{_NEARBY}}}(?:{locator}))*")
+        self.longest = longest  # no match of the detector's patterns is longer
+        self.ahead = ahead  # how far past a match its lookaheads look
 
     def of(self, text: str) -> list[Span] | None:
-        """Merged windows reaching ``longest`` around each hit; None (all of it) for a short
+        """Merged windows reaching ``longest`` around the hits; None (all of it) for a short
         string."""
         if len(text) <= LONG:
             return None
         windows: list[Span] = []
-        for hit in self.locator.finditer(ascii_view(text)):
+        for hit in self.hits.finditer(ascii_view(text)):
             start, end = hit.start() - self.longest, hit.end() + self.longest
             if windows and start <= windows[-1][1]:
                 windows[-1] = (windows[-1][0], end)
@@ -159,10 +171,18 @@ class _Windows:
                 yield match
 
 
+def chain_pattern(chain: str, locator: str) -> Any:
+    """An RE2 pattern for the runs of ``chain`` (a character class) that hold a ``locator``
+    hit, each whole, together with the next such runs if only other characters lie between:
+    ``C*(?:L)C*(?:[^C]+C*(?:L)C*)*``. One hit then covers a stretch of nearby candidates."""
+    run, other = f"{chain}*", f"[^{chain[1:-1]}]+"
+    one = f"{run}(?:{locator}){run}"
+    return compile_re2(f"{one}(?:{other}{one})*")
+
+
 def _chains(chains: Any, text: str) -> list[Span] | None:
-    """The runs of characters that ``chains`` (an RE2 pattern ``C*(?:locator)C*`` over one
-    class ``C``) finds: each is a whole run of ``C`` around a locator hit. None (all of it) for
-    a short string."""
+    """The stretches that ``chains`` (a :func:`chain_pattern`) finds: each starts and ends
+    with a run of its characters, whole. None (all of it) for a short string."""
     if len(text) <= LONG:
         return None
     return [hit.span() for hit in chains.finditer(ascii_view(text))]
@@ -189,7 +209,7 @@ _EMAIL = re.compile(
     _A,
 )
 _EMAIL_LOCATOR = r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.[A-Za-z0-9.-]*[A-Za-z]{2}"
-_EMAIL_WINDOWS = _Windows(compile_re2(_EMAIL_LOCATOR), 64 + 1 + 8 * 64 + 24, 1)
+_EMAIL_WINDOWS = _Windows(_EMAIL_LOCATOR, 64 + 1 + 8 * 64 + 24, 1)
 
 
 def _find_email(text: str) -> list[Span]:
@@ -227,7 +247,7 @@ _PHONE_LOCATOR = (
     r"|0[1-9](?:[ .][0-9]{2}){4}"
     r")(?:[^A-Za-z0-9_-]|$)"
 )
-_PHONE_WINDOWS = _Windows(compile_re2(_PHONE_LOCATOR), 2 + 14 * 4, 2)
+_PHONE_WINDOWS = _Windows(_PHONE_LOCATOR, 2 + 14 * 4, 2)
 
 
 def _find_phone(text: str) -> list[Span]:
@@ -249,14 +269,19 @@ _SSN_CONTEXT = re.compile(
     _I,
 )
 _SSN_VALUE = re.compile(r"\s{0,8}(\d{3})[- ]?(\d{2})[- ]?(\d{4})\s{0,8}", _A)
+# The number parts _valid_ssn accepts: no area 000, 666 or 9xx, no group 00, no serial 0000.
+_SSN_AREA = r"(?:0(?:0[1-9]|[1-9][0-9])|[1-578][0-9]{2}|6(?:[0-57-9][0-9]|6[0-57-9]))"
+_SSN_GROUP = r"(?:0[1-9]|[1-9][0-9])"
+_SSN_SERIAL = r"(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
 _SSN_LOCATOR = (
-    r"(?:^|[^A-Za-z0-9_.-])[0-9]{3}(?:-[0-9]{2}-|[ ][0-9]{2}[ ])[0-9]{4}(?:[^A-Za-z0-9_-]|$)"
-    r"|(?:^|[^A-Za-z0-9])(?i:ssn|social[ _-]?security(?:[ _-]?(?:number|num|no))?)"
-    r"[^A-Za-z0-9]{0,4}(?:(?i:is)[^A-Za-z0-9]{1,3})?[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4}"
+    rf"(?:^|[^A-Za-z0-9_.-]){_SSN_AREA}(?:-{_SSN_GROUP}-|[ ]{_SSN_GROUP}[ ]){_SSN_SERIAL}"
     r"(?:[^A-Za-z0-9_-]|$)"
+    r"|(?:^|[^A-Za-z0-9])(?i:ssn|social[ _-]?security(?:[ _-]?(?:number|num|no))?)"
+    r"[^A-Za-z0-9]{0,4}(?:(?i:is)[^A-Za-z0-9]{1,3})?"
+    rf"{_SSN_AREA}[- ]?{_SSN_GROUP}[- ]?{_SSN_SERIAL}(?:[^A-Za-z0-9_-]|$)"
 )
 # "social security number is " and a number with two separators.
-_SSN_WINDOWS = _Windows(compile_re2(_SSN_LOCATOR), 22 + 4 + 5 + 11, 2)
+_SSN_WINDOWS = _Windows(_SSN_LOCATOR, 22 + 4 + 5 + 11, 2)
 
 
 def _valid_ssn(area: str, group: str, serial: str) -> bool:
@@ -298,10 +323,10 @@ def _ssn_under_key(key: str, value: str) -> bool:
 # A run of 13 or more digits; `re` tries only where a run starts.
 _CARD_RUN = re.compile(r"[0-9](?<![0-9][0-9])(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,}", _A)
 _CARD_RUN_LONG = compile_re2(r"[0-9](?:[ -]?[0-9]){12,}")
+_CARD_FROM = re.compile(r"\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)", _A)  # at a possible start
 _CARD_GROUP = re.compile(r"\d+", _A)
+# What the pattern's lookbehind rejects before a run's first digit.
 _CARD_BEFORE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
-_CARD_AFTER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_DIGITS = frozenset("0123456789")
 _CARD_LOCATOR = r"(?:^|[^A-Za-z0-9_.+])[2-6](?:[ -]?[0-9]){12}"
 
 # Every second digit from the right is doubled, and a two-digit result counts as its digit sum.
@@ -339,19 +364,28 @@ def _card_windows(groups: list[Span]) -> list[Span]:
     return [(start, end) for start, end, _ in runs]
 
 
-def _card_digits(text: str, start: int, end: int) -> bool:
-    return _card_number(text[start:end].replace(" ", "").replace("-", ""))
+def _card_digits(text: str) -> bool:
+    return _card_number(text.replace(" ", "").replace("-", ""))
+
+
+@lru_cache(maxsize=4096)
+def _card_in(candidate: str) -> Span | None:
+    """The card in one candidate (a match of the pattern): all of it, or else its longest run
+    of digit groups that is one; offsets in the candidate. Cached: text made of the same
+    candidate over and over is checked once."""
+    if _card_digits(candidate):
+        return (0, len(candidate))
+    groups = [g.span() for g in _CARD_GROUP.finditer(candidate)]
+    if len(groups) > 1:
+        for start, end in _card_windows(groups):
+            if _card_digits(candidate[start:end]):
+                return (start, end)
+    return None
 
 
 def _check_card(text: str, start: int, end: int) -> list[Span]:
-    """The card in one candidate: all of it, or else its longest run of digit groups that is
-    one."""
-    if _card_digits(text, start, end):
-        return [(start, end)]
-    groups = [g.span() for g in _CARD_GROUP.finditer(text, start, end)]
-    if len(groups) > 1:
-        return [w for w in _card_windows(groups) if _card_digits(text, *w)][:1]
-    return []
+    card = _card_in(text[start:end])
+    return [] if card is None else [(start + card[0], start + card[1])]
 
 
 def _find_card(text: str) -> list[Span]:
@@ -359,56 +393,36 @@ def _find_card(text: str) -> list[Span]:
 
     A match lies inside one run of digits joined by single spaces or hyphens. Its first digit
     follows a space inside the run, or is the run's first digit if the character before the run
-    allows it; its last digit precedes a space inside the run, or is the run's last if the
-    character after the run allows it. So the candidates start and end at the run's
-    space-separated groups: from a group, the longest stretch of whole groups with 13 to 19
-    digits (the pattern's greedy repetition, backtracked to the last end its lookahead
-    accepts), and the search goes on after it, or at the next group if there is none."""
+    allows it (the pattern's lookbehind rejects every other digit). So the pattern is tried only
+    there, from one group's start to the next (or past the match it found, which ends before a
+    space or at the run's end): one attempt per space-separated group, not per digit."""
     found: list[Span] = []
     size = len(text)
     runs = _CARD_RUN.finditer(text) if size <= LONG else _CARD_RUN_LONG.finditer(ascii_view(text))
     for run_match in runs:
         start, end = run_match.span()
         run = text[start:end]
-        digits = len(run) - run.count(" ") - run.count("-")
-        if run.count(run[0]) == digits:
+        if run.count(run[0]) + run.count(" ") + run.count("-") == len(run):
             continue  # one digit repeated: so is every candidate in it
-        opens = start == 0 or text[start - 1] not in _CARD_BEFORE
-        closes = end == size or not (
-            text[end] in _CARD_AFTER or (text[end] == "." and text[end + 1 : end + 2] in _DIGITS)
+        at = (
+            start
+            if start == 0 or text[start - 1] not in _CARD_BEFORE
+            else _next_group(text, start, end)
         )
-        if digits <= 19 and opens and closes:  # the usual case: the run is the one candidate
-            found += _check_card(text, start, end)
-        else:
-            found += _cards_in_run(text, start, run.split(" "), opens, closes)
+        while at < end:
+            match = _CARD_FROM.match(text, at)
+            if match is None:
+                at = _next_group(text, at, end)
+            else:
+                found += _check_card(text, at, match.end())
+                at = match.end() + 1
     return found
 
 
-def _cards_in_run(
-    text: str, start: int, groups: list[str], opens: bool, closes: bool
-) -> list[Span]:
-    """The matches in one run, given its space-separated groups; ``opens``/``closes``: whether
-    a match may start at its first digit / end at its last."""
-    counts = [len(group) - group.count("-") for group in groups]
-    starts = [start]
-    for group in groups:
-        starts.append(starts[-1] + len(group) + 1)
-    found: list[Span] = []
-    last = len(groups) - 1
-    first = 0 if opens else 1
-    while first <= last:
-        total, through, end = 0, -1, first
-        while end <= last and total + counts[end] <= 19:
-            total += counts[end]
-            if total >= 13 and (end < last or closes):
-                through = end
-            end += 1
-        if through < 0:
-            first += 1
-            continue
-        found += _check_card(text, starts[first], starts[through + 1] - 1)
-        first = through + 1
-    return found
+def _next_group(text: str, at: int, end: int) -> int:
+    """Where the run's next space-separated group starts; ``end`` if none does."""
+    space = text.find(" ", at, end)
+    return end if space < 0 else space + 1
 
 
 # --- iban -----------------------------------------------------------------------------------
@@ -447,7 +461,8 @@ def _iban_locator() -> str:
 
 
 _IBAN_LOCATOR = _iban_locator()
-_IBAN_WINDOWS = _Windows(compile_re2(_IBAN_LOCATOR), 2 * max(_IBAN_LENGTHS.values()) - 1, 1)
+# An IBAN match (and what `covered` skips) holds only these characters.
+_IBAN_CHAINS = chain_pattern("[A-Z0-9 ]", _IBAN_LOCATOR)
 
 
 def iban_valid(iban: str) -> bool:
@@ -457,18 +472,47 @@ def iban_valid(iban: str) -> bool:
     return int((iban[4:] + iban[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
+# Each possible start (its first letter, then what follows it as far as the start's outcome can
+# depend on: the longest body and the character after it), so that candidates that read alike
+# are checked once.
+_IBAN_CANDIDATE = re.compile(r"([A-Z])(?<![A-Za-z0-9][A-Z])(?=([A-Z]\d\d(?s:.){0,65}))", _A)
+_GROUPS = methodcaller("groups")
+
+
+@lru_cache(maxsize=4096)
+def _iban_at(first: str, rest: str) -> int:
+    """The length of the IBAN a candidate starts with, 0 if none."""
+    candidate = first + rest
+    length = _IBAN_LENGTHS.get(candidate[:2])
+    if length is None or _IBAN_START.match(candidate) is None:
+        return 0
+    body = _IBAN_BODIES[length].match(candidate)
+    if body is None or not iban_valid(body.group().replace(" ", "")):
+        return 0
+    return body.end()
+
+
 def _find_iban(text: str) -> list[Span]:
+    """Every start checked in order, a found IBAN's inside skipped. The candidates of a window
+    are first collected in C (``findall``) and checked once per distinct text; only a window
+    that holds an IBAN is gone through start by start, and then only at the starts whose text
+    is one."""
     found: list[Span] = []
     covered = 0
-    for match in _IBAN_WINDOWS.finditer(_IBAN_START, text, _IBAN_WINDOWS.of(text)):
-        start = match.start()
-        length = _IBAN_LENGTHS.get(text[start : start + 2])
-        if start < covered or length is None:
+    chains = _chains(_IBAN_CHAINS, text)
+    for start, end in [(0, len(text))] if chains is None else chains:
+        stop = min(len(text), end + 1)
+        ibans = {key for key in set(_IBAN_CANDIDATE.findall(text, start, stop)) if _iban_at(*key)}
+        if not ibans:
             continue
-        body = _IBAN_BODIES[length].match(text, start)
-        if body is not None and iban_valid(body.group().replace(" ", "")):
-            found.append(body.span())
-            covered = body.end()
+        matches = list(_IBAN_CANDIDATE.finditer(text, start, stop))
+        for match in compress(matches, map(ibans.__contains__, map(_GROUPS, matches))):
+            at = match.start()
+            if at >= end:
+                break
+            if at >= covered:
+                covered = at + _iban_at(*match.groups())
+                found.append((at, covered))
     return found
 
 
@@ -493,7 +537,7 @@ _CLOUD_LOCATOR = (
     r"|(?:^|[^A-Za-z0-9_])[rs]k_live_[A-Za-z0-9]{16}"
     r"|(?:^|[^A-Za-z0-9_-])sk-[A-Za-z0-9_-]{32}"
 )
-_CLOUD_WINDOWS = _Windows(compile_re2(_CLOUD_LOCATOR), len("github_pat_") + 255, 1)
+_CLOUD_WINDOWS = _Windows(_CLOUD_LOCATOR, len("github_pat_") + 255, 1)
 
 
 def _mixed_token(token: str) -> bool:
@@ -548,15 +592,18 @@ _BEARER = re.compile(r"(?<![\w-])bearer[ \t]{1,3}([\w\-+/.~]{16,4096}={0,2})", _
 # last letter or digit a 'd' or an 'e') and a value that is not only letters; or a bearer token.
 _SECRET_WORDS = r"(?i:key|secret|token|passw|passphrase|pwd|credential)"
 _ASSIGN = r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?"""
+_VALUE, _NOT_LETTER = r"[A-Za-z0-9_+/.~-]", r"[0-9_+/.~-]"
 _SECRET_LOCATOR = (
-    rf"{_SECRET_WORDS}[A-Za-z0-9_.-]*{_ASSIGN}[A-Za-z0-9_+/.~-]{{14}}"
-    rf"|(?:(?i:pwd|passphrase)|{_SECRET_WORDS}[A-Za-z0-9_.-]*[dDeE])[_.-]*{_ASSIGN}"
-    r"[A-Za-z]*[0-9_+/.~=-]"
+    # A token: 16 characters, counting up to two trailing '='.
+    rf"{_SECRET_WORDS}[A-Za-z0-9_.-]*{_ASSIGN}(?:{_VALUE}{{16}}|{_VALUE}{{15}}=|{_VALUE}{{14}}==)"
+    # A password: at least 6 characters before any '=', not all of them letters.
+    rf"|(?:(?i:pwd|passphrase)|{_SECRET_WORDS}[A-Za-z0-9_.-]*[dDeE])[_.-]*{_ASSIGN}(?:"
+    + "|".join(f"[A-Za-z]{{{k}}}{_NOT_LETTER}{_VALUE}{{{5 - k}}}" for k in range(6))
+    + r"|[A-Za-z]{6,}[0-9_+/.~=-])"
     r"|(?i:bearer)[ \t]{1,3}[A-Za-z0-9_+/.~-]{16}"
 )
 # Every character an assignment or bearer match can hold: one cannot cross anything else.
-_SECRET_CHAIN = r"""[A-Za-z0-9_."' \t:=+/~-]*"""
-_SECRET_CHAINS = compile_re2(f"{_SECRET_CHAIN}(?:{_SECRET_LOCATOR}){_SECRET_CHAIN}")
+_SECRET_CHAINS = chain_pattern(r"""[A-Za-z0-9_."' \t:=+/~-]""", _SECRET_LOCATOR)
 
 
 def _secret_kind(key: str) -> str | None:
@@ -568,6 +615,7 @@ def _secret_kind(key: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1024)
 def _token_like(value: str) -> bool:
     """A long, random-looking token: no spaces, letters and digits, >= 3 bits of entropy."""
     return (
@@ -637,9 +685,10 @@ _JWT = re.compile(
 # A header that decodes to a JSON object with an "alg" holds at least {"alg":""}, 10 bytes,
 # which take 14 base64 characters.
 _JWT_HEADER = r"eyJ[A-Za-z0-9_-]{11,}\.[A-Za-z0-9_-]{2}"
-_JWT_CHAINS = compile_re2(rf"[A-Za-z0-9_.-]*{_JWT_HEADER}[A-Za-z0-9_.-]*")
+_JWT_CHAINS = chain_pattern("[A-Za-z0-9_.-]", _JWT_HEADER)
 
 
+@lru_cache(maxsize=1024)
 def _jwt_header(segment: str) -> bool:
     """Whether a base64url segment decodes to a JSON object with an ``alg``."""
     try:
@@ -670,7 +719,7 @@ _MRN_LOCATOR = (
     r"(?:[^A-Za-z0-9]|$)"
 )
 # "medical record number is " and the longest number.
-_MRN_WINDOWS = _Windows(compile_re2(_MRN_LOCATOR), 21 + 4 + 5 + 16, 1)
+_MRN_WINDOWS = _Windows(_MRN_LOCATOR, 21 + 4 + 5 + 16, 1)
 
 
 def _find_mrn(text: str) -> list[Span]:
