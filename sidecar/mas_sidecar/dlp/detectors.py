@@ -48,9 +48,10 @@ what the patterns define:
 - candidates are checked once each and never re-scanned from inside: ``finditer`` resumes after
   a match; card numbers are tried only at the starts of space-separated digit groups
   (:func:`_find_card`), and a run that is one digit repeated is dropped whole; IBAN candidates
-  are collected in C and checked once per distinct text (:func:`_find_iban`); the checks of a
-  card candidate, a JWT header and a token are cached, so text made of one candidate over and
-  over costs one check.
+  are collected in C and checked once per distinct text (:func:`_find_iban`); card candidates,
+  JWT headers and token values are checked once per distinct text in a string, so text made of
+  one candidate over and over costs one check (the results are kept only while that string is
+  scanned: they hold the data).
 
 So a string's Python-level work is bounded by its locator hits and the windows around them,
 which the precise patterns search once. Text that hits no locator costs what clean text costs
@@ -368,11 +369,9 @@ def _card_digits(text: str) -> bool:
     return _card_number(text.replace(" ", "").replace("-", ""))
 
 
-@lru_cache(maxsize=4096)
 def _card_in(candidate: str) -> Span | None:
     """The card in one candidate (a match of the pattern): all of it, or else its longest run
-    of digit groups that is one; offsets in the candidate. Cached: text made of the same
-    candidate over and over is checked once."""
+    of digit groups that is one; offsets in the candidate."""
     if _card_digits(candidate):
         return (0, len(candidate))
     groups = [g.span() for g in _CARD_GROUP.finditer(candidate)]
@@ -383,8 +382,13 @@ def _card_in(candidate: str) -> Span | None:
     return None
 
 
-def _check_card(text: str, start: int, end: int) -> list[Span]:
-    card = _card_in(text[start:end])
+def _check_card(text: str, start: int, end: int, checked: dict[str, Span | None]) -> list[Span]:
+    """:func:`_card_in` for one candidate, once per distinct candidate in ``checked``."""
+    candidate = text[start:end]
+    if candidate in checked:
+        card = checked[candidate]
+    else:
+        card = checked[candidate] = _card_in(candidate)
     return [] if card is None else [(start + card[0], start + card[1])]
 
 
@@ -397,6 +401,7 @@ def _find_card(text: str) -> list[Span]:
     there, from one group's start to the next (or past the match it found, which ends before a
     space or at the run's end): one attempt per space-separated group, not per digit."""
     found: list[Span] = []
+    checked: dict[str, Span | None] = {}  # only while scanning this text: candidates are data
     size = len(text)
     runs = _CARD_RUN.finditer(text) if size <= LONG else _CARD_RUN_LONG.finditer(ascii_view(text))
     for run_match in runs:
@@ -414,7 +419,7 @@ def _find_card(text: str) -> list[Span]:
             if match is None:
                 at = _next_group(text, at, end)
             else:
-                found += _check_card(text, at, match.end())
+                found += _check_card(text, at, match.end(), checked)
                 at = match.end() + 1
     return found
 
@@ -479,7 +484,6 @@ _IBAN_CANDIDATE = re.compile(r"([A-Z])(?<![A-Za-z0-9][A-Z])(?=([A-Z]\d\d(?s:.){0
 _GROUPS = methodcaller("groups")
 
 
-@lru_cache(maxsize=4096)
 def _iban_at(first: str, rest: str) -> int:
     """The length of the IBAN a candidate starts with, 0 if none."""
     candidate = first + rest
@@ -502,16 +506,16 @@ def _find_iban(text: str) -> list[Span]:
     chains = _chains(_IBAN_CHAINS, text)
     for start, end in [(0, len(text))] if chains is None else chains:
         stop = min(len(text), end + 1)
-        ibans = {key for key in set(_IBAN_CANDIDATE.findall(text, start, stop)) if _iban_at(*key)}
-        if not ibans:
+        lengths = {key: _iban_at(*key) for key in set(_IBAN_CANDIDATE.findall(text, start, stop))}
+        if not any(lengths.values()):
             continue
         matches = list(_IBAN_CANDIDATE.finditer(text, start, stop))
-        for match in compress(matches, map(ibans.__contains__, map(_GROUPS, matches))):
+        for match in compress(matches, map(lengths.__getitem__, map(_GROUPS, matches))):
             at = match.start()
             if at >= end:
                 break
             if at >= covered:
-                covered = at + _iban_at(*match.groups())
+                covered = at + lengths[match.groups()]
                 found.append((at, covered))
     return found
 
@@ -615,7 +619,6 @@ def _secret_kind(key: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=1024)
 def _token_like(value: str) -> bool:
     """A long, random-looking token: no spaces, letters and digits, >= 3 bits of entropy."""
     return (
@@ -640,17 +643,29 @@ def _secret_value(kind: str, value: str) -> bool:
 
 def _find_generic_key(text: str) -> list[Span]:
     found: list[Span] = []
+    checked: dict[tuple[str, str], bool] = {}  # only while scanning this text: values are data
     chains = _chains(_SECRET_CHAINS, text)
     for match in _in_chains(_ASSIGNMENT, text, chains):
         name, value = match.group(1), match.group(2)
         kind = _secret_kind(normalize_key(name)) if _SECRET_WORD.search(name) else None
         # In prose ("password: expired") a password must hold something besides letters.
-        if kind == "password" and value.isalpha():
+        if kind is None or (kind == "password" and value.isalpha()):
             continue
-        if kind is not None and _secret_value(kind, value):
+        if _once(checked, (kind, value)):
             found.append(match.span(2))
-    found += [m.span(1) for m in _in_chains(_BEARER, text, chains) if _token_like(m.group(1))]
+    found += [
+        m.span(1)
+        for m in _in_chains(_BEARER, text, chains)
+        if _once(checked, ("token", m.group(1)))
+    ]
     return found
+
+
+def _once(checked: dict[tuple[str, str], bool], kind_value: tuple[str, str]) -> bool:
+    """:func:`_secret_value`, once per distinct value in ``checked``."""
+    if kind_value not in checked:
+        checked[kind_value] = _secret_value(*kind_value)
+    return checked[kind_value]
 
 
 def _generic_under_key(key: str, value: str) -> bool:
@@ -688,7 +703,6 @@ _JWT_HEADER = r"eyJ[A-Za-z0-9_-]{11,}\.[A-Za-z0-9_-]{2}"
 _JWT_CHAINS = chain_pattern("[A-Za-z0-9_.-]", _JWT_HEADER)
 
 
-@lru_cache(maxsize=1024)
 def _jwt_header(segment: str) -> bool:
     """Whether a base64url segment decodes to a JSON object with an ``alg``."""
     try:
@@ -701,8 +715,15 @@ def _jwt_header(segment: str) -> bool:
 def _find_jwt(text: str) -> list[Span]:
     if "eyJ" not in text:
         return []
-    chains = _chains(_JWT_CHAINS, text)
-    return [m.span() for m in _in_chains(_JWT, text, chains) if _jwt_header(m.group(1))]
+    found: list[Span] = []
+    checked: dict[str, bool] = {}  # headers decoded while scanning this text
+    for match in _in_chains(_JWT, text, _chains(_JWT_CHAINS, text)):
+        header = match.group(1)
+        if header not in checked:
+            checked[header] = _jwt_header(header)
+        if checked[header]:
+            found.append(match.span())
+    return found
 
 
 # --- medical_record_number ------------------------------------------------------------------
