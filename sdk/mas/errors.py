@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNKNOWN_AGENT = "unknown_agent"
     DELIVERY_NOT_FOUND = "delivery_not_found"
+    ALREADY_REPLIED = "already_replied"
     DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
     REVISION_CONFLICT = "revision_conflict"
     FORBIDDEN = "forbidden"
@@ -58,6 +59,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.UNKNOWN_AGENT: 404,
     ErrorCode.DELIVERY_NOT_FOUND: 404,
+    ErrorCode.ALREADY_REPLIED: 409,
     ErrorCode.DEAD_LETTER_NOT_FOUND: 404,
     ErrorCode.REVISION_CONFLICT: 412,
     ErrorCode.FORBIDDEN: 403,

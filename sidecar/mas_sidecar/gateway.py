@@ -1,7 +1,6 @@
 """The gateway checks, run in the sender's sidecar and again in the receiver's.
 
-Send (in order): authorize by policy rules (a reply to a delivered message is allowed
-implicitly: the request it answers was authorized) → rate limits → DLP (block, redact, log) →
+Send (in order): authorize by policy rules → rate limits → DLP (block, redact, log) →
 the target's circuit breaker → sign with the agent's key (Ed25519; the token travels along) →
 one write of the message plus its audit entry. Every refusal is audited and answered with its
 own error code and a reason; nothing refused reaches Redis.
@@ -11,6 +10,13 @@ signing), refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization
 sender's policy and verified roles — so a forged, altered, replayed or unauthorized message
 written around the sender's sidecar is refused (the inbox dead-letters it) and audited.
 
+Replies are authorized too, and deny wins for them as for anything else. The one thing a reply
+gets that other messages do not: the reply to a synchronous request needs no allow rule, since
+the request it answers was allowed — but only the one reply that the requesting replica is
+waiting for, from the agent it asked (its reply stream's reader says which, see
+:mod:`mas_sidecar.replies`). A reply to a plain message, or one that arrives in an inbox, is
+authorized like any message: setting ``is_reply`` grants nothing.
+
 Used by the outbox (send) and the inbox (receive).
 """
 
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -44,6 +50,13 @@ from mas_sidecar.writer import NOTHING_LATEST, Append, Latest, Writer
 REPLY_STREAM_MAXLEN = 10_000
 REPLY_STREAM_TTL_MS = 600_000
 DECISION_CACHE_SIZE = 4096
+REPLY_GRANT = "reply-to-request"  # the audit's ``rule`` for a reply no rule allows explicitly
+
+
+def permits(decision: Decision, answers_request: bool) -> bool:
+    """Whether a message may go: allowed by a rule, or the reply to a synchronous request that
+    no rule denies (nothing matched, rather than a deny rule)."""
+    return decision.allowed or (answers_request and decision.rule is None)
 
 
 @dataclass(frozen=True)
@@ -102,28 +115,31 @@ class Gateway:
             )
         return policy
 
-    async def send(self, envelope: Envelope, destination: Destination) -> Envelope:
+    async def send(
+        self, envelope: Envelope, destination: Destination, *, answers_request: bool = False
+    ) -> Envelope:
         """Run every check on ``envelope``, then write it; the envelope as written."""
-        written, done = await self.admit(envelope, destination)
+        written, done = await self.admit(envelope, destination, answers_request=answers_request)
         await done
         return written
 
     async def admit(
-        self, envelope: Envelope, destination: Destination
+        self, envelope: Envelope, destination: Destination, *, answers_request: bool = False
     ) -> tuple[Envelope, asyncio.Future[list[Any]]]:
         """Run every check on ``envelope`` and queue its write: the envelope as it will be
         written, and the write's future (it raises like the write; it counts as sent only once
-        it resolves). Admitting several before awaiting any puts them in one pipeline."""
+        it resolves). Admitting several before awaiting any puts them in one pipeline.
+        ``answers_request``: the envelope is the reply to a synchronous request delivered here,
+        which needs no allow rule (a deny rule still refuses it)."""
         policy = self._policy()
         details: dict[str, Any] = {"policy_revision": policy.revision}
-        if not envelope.is_reply:
-            target = Party(envelope.target, await self._registry.capabilities_of(envelope.target))
-            decision = self._authorize(
-                policy, Party(self.agent_id, self.own_roles()), target, envelope.type
-            )
-            if not decision.allowed:
-                await self._refuse("denied", envelope, ErrorCode.FORBIDDEN, decision.reason)
-            details["rule"] = decision.rule
+        target = Party(envelope.target, await self._registry.capabilities_of(envelope.target))
+        decision = self._authorize(
+            policy, Party(self.agent_id, self.own_roles()), target, envelope.type
+        )
+        if not permits(decision, answers_request):
+            await self._refuse("denied", envelope, ErrorCode.FORBIDDEN, decision.reason)
+        details["rule"] = decision.rule if decision.allowed else REPLY_GRANT
         limited = await self._limiter.check(policy.rate_limits)
         if limited is not None:
             limit, wait = limited
@@ -248,11 +264,17 @@ class Gateway:
         [refusal] = await self.check_receive_many([(envelope, entry_id)])
         return refusal
 
-    async def check_receive_many(self, items: Sequence[tuple[Envelope, bytes]]) -> list[str | None]:
+    async def check_receive_many(
+        self,
+        items: Sequence[tuple[Envelope, bytes]],
+        answers_request: Callable[[Envelope], bool] = lambda _: False,
+    ) -> list[str | None]:
         """Per entry read together (in stream order): why the receiver refuses it, or None.
 
         Each entry gets every check on its own; only the replay guard's Redis call is shared
         by the batch (one script call instead of one round trip per message).
+        ``answers_request(envelope)`` says whether an envelope is the reply a pending
+        synchronous request of this replica waits for (it then needs no allow rule).
         """
         refusals: list[str | None] = [None] * len(items)
         verified: list[tuple[int, EffectivePolicy, TokenClaims | None]] = []
@@ -278,12 +300,18 @@ class Gateway:
             replay = replays.get(index)
             if replay is not None:
                 refusals[index] = await self._refuse_received(envelope, f"replay: {replay}")
-            elif not envelope.is_reply:
-                refusals[index] = await self._authorize_received(envelope, policy, claims)
+            else:
+                refusals[index] = await self._authorize_received(
+                    envelope, policy, claims, answers_request(envelope)
+                )
         return refusals
 
     async def _authorize_received(
-        self, envelope: Envelope, policy: EffectivePolicy, claims: TokenClaims | None
+        self,
+        envelope: Envelope,
+        policy: EffectivePolicy,
+        claims: TokenClaims | None,
+        answers_request: bool,
     ) -> str | None:
         roles = claims.roles if claims else await self._registry.roles_of(envelope.sender)
         decision = self._authorize(
@@ -292,7 +320,7 @@ class Gateway:
             Party(self.agent_id, frozenset(self._registry.capabilities)),
             envelope.type,
         )
-        if decision.allowed:
+        if permits(decision, answers_request):
             return None
         return await self._refuse_received(envelope, f"unauthorized: {decision.reason}")
 

@@ -50,6 +50,7 @@ class Lease:
     envelope: Envelope
     deadline: float
     handed_out: bool = False
+    replied: bool = False  # the agent answered it (a synchronous request takes one reply)
 
 
 class Inbox:
@@ -267,15 +268,15 @@ class Inbox:
         self._wake.set()  # room for another lease: a reader waiting for capacity reads now
         return lease
 
-    def leased(self, message_id: str) -> Envelope:
-        """The envelope of a current lease; ApiError ``delivery_not_found`` otherwise."""
+    def lease(self, message_id: str) -> Lease:
+        """A current lease; ApiError ``delivery_not_found`` otherwise."""
         lease = self.leases.get(message_id)
         if lease is None:
             raise ApiError(
                 ErrorCode.DELIVERY_NOT_FOUND,
                 f"delivery {message_id[:64]!r} is not leased to this sidecar",
             )
-        return lease.envelope
+        return lease
 
     async def ack(self, message_id: str) -> None:
         """Done: XACK + XDEL in one MULTI, shared with the acks that arrive meanwhile."""

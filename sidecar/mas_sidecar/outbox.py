@@ -101,7 +101,9 @@ class Outbox:
         return written, done
 
     async def reply(self, original: Envelope, type: str, payload: Any) -> Envelope:
-        """Answer ``original`` to its sender, to the waiting replica if there is one."""
+        """Answer ``original`` to its sender: to the waiting replica when it is a synchronous
+        request (the one reply it takes needs no allow rule, a deny rule still refuses it),
+        else to the sender's inbox like any message, which the rules must allow."""
         envelope = build_envelope(
             sender=self.agent_id,
             target=original.sender,
@@ -114,6 +116,7 @@ class Outbox:
         if original.reply_to is None:
             return await self.send(envelope, "reply")
         key = AgentKeys(original.sender).replies(original.reply_to)
-        written = await self._gateway.send(envelope, Destination(key, inbox=False))
+        destination = Destination(key, inbox=False)
+        written = await self._gateway.send(envelope, destination, answers_request=True)
         self._metrics.messages_sent.labels("reply").inc()
         return written

@@ -3,11 +3,13 @@
 The request route registers a future under the request's message id and its target, then
 sends; the reader loop resolves it when a reply with that correlation id arrives. Every agent
 may append to another's reply streams (that is how replies travel), so a reply passes the same
-receive checks as an inbox entry (signature, token, replay) and must come from the agent the
-request went to; anything else is refused, audited by the gateway and logged, and the request
-keeps waiting for the real reply. A reply that comes after its request timed out is counted
-and logged (its requester already answered 504). Used by the request route and the app's
-background tasks.
+receive checks as an inbox entry (signature, token, replay, authorization) and must come from
+the agent the request went to; anything else is refused, audited by the gateway and logged, and
+the request keeps waiting for the real reply. Only the reply a pending request waits for is
+spared the need for an allow rule (deny rules still apply), and only once: the first such reply
+resolves the request, any later one is an ordinary message that the rules must allow. A reply
+that comes after its request timed out is counted and logged (its requester already answered
+504). Used by the request route and the app's background tasks.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
 
 log = logging.getLogger(__name__)
-# The gateway's receive checks: per (envelope, entry id), why it is refused, or None.
-Check = Callable[[Sequence[tuple[Envelope, bytes]]], Awaitable[list[str | None]]]
+# The gateway's receive checks: per (envelope, entry id), why it is refused, or None; the
+# second argument says which envelopes answer a pending request.
+Check = Callable[
+    [Sequence[tuple[Envelope, bytes]], Callable[[Envelope], bool]], Awaitable[list[str | None]]
+]
 
 
 class ReplyWaiter:
@@ -74,19 +79,36 @@ class ReplyWaiter:
                 log.warning("ignored a malformed reply: %s", exc)
         if not replies:
             return
-        refusals = await self._check(replies)
+        # Which envelopes may resolve a request is decided before the checks, in stream order:
+        # a second reply to the same request in the same batch is not spared the rules.
+        answering: set[int] = set()
+        claimed: set[str] = set()
+        for envelope, _ in replies:
+            if envelope.correlation_id not in claimed and self._answers(envelope):
+                claimed.add(envelope.correlation_id or "")
+                answering.add(id(envelope))
+        refusals = await self._check(replies, lambda envelope: id(envelope) in answering)
         for (envelope, _), refusal in zip(replies, refusals, strict=True):
             if refusal is not None:
                 log.warning("refused reply %s from %s: %s", envelope.id, envelope.sender, refusal)
             else:
                 self._resolve(envelope)
 
+    def _answers(self, envelope: Envelope) -> bool:
+        """Whether ``envelope`` is the reply a pending request waits for: a reply, from the
+        agent asked, to a request not yet answered."""
+        pending = self._pending.get(envelope.correlation_id or "")
+        if pending is None or pending[1].done():
+            return False
+        target, _ = pending
+        return envelope.is_reply and envelope.sender == target
+
     def _resolve(self, envelope: Envelope) -> None:
         request_id = envelope.correlation_id or ""
         pending = self._pending.get(request_id)
         if pending is None or pending[1].done():
             self._metrics.late_replies.inc()
-            log.info("reply %s came after its request timed out", envelope.id)
+            log.info("reply %s came after its request was answered or timed out", envelope.id)
             return
         target, future = pending
         if not envelope.is_reply or envelope.sender != target:

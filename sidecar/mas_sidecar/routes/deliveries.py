@@ -8,8 +8,10 @@ import contextlib
 import orjson
 from aiohttp import web
 
+from mas.errors import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.documents import message_document, sse_event
+from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
 from mas_sidecar.models import AckBatch, Nack, Reject, Reply
 
@@ -92,6 +94,12 @@ async def reject(request: web.Request) -> web.Response:
 async def reply(request: web.Request) -> web.Response:
     body = await read_body(request, Reply)
     parts = components(request)
-    original = parts.inbox.leased(request.match_info["id"])
-    envelope = await parts.outbox.reply(original, body.type, body.payload)
+    lease = parts.inbox.lease(request.match_info["id"])
+    if lease.replied and lease.envelope.reply_to is not None:
+        raise ApiError(
+            ErrorCode.ALREADY_REPLIED,
+            f"request {lease.envelope.id} was answered already; a request takes one reply",
+        )
+    envelope = await parts.outbox.reply(lease.envelope, body.type, body.payload)
+    lease.replied = True
     return json_response({"id": envelope.id}, status=202)
