@@ -25,6 +25,7 @@ from mas.local.processes import ChildProcess, SidecarProcess
 from mas.policy.dlp import BUILTIN_DETECTORS
 from mas.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
 from mas.policy.publish import publish_policy
+from mas.registry import register_agent
 
 SINK_CAPABILITY = "bench-sink"
 _DLP_ACTIONS = {
@@ -92,6 +93,8 @@ class Fleet:
 
     def __init__(self, redis_url: str, workdir: Path, *, cluster: bool = False) -> None:
         self.redis_url = redis_url.replace("redis://", "redis+cluster://") if cluster else redis_url
+        self._admin_url = redis_url
+        self._cluster = cluster
         self.workdir = workdir
         self.sidecars: list[SidecarProcess] = []
         anchor_dir = workdir / "anchor"
@@ -100,7 +103,11 @@ class Fleet:
     def sidecar(self, name: str, *, sink: bool) -> SidecarProcess:
         """A sidecar (not started) for ``default/<name>``, signed unless it is an ``off`` one."""
         agent_id = f"default/{name}"
-        env = {"MAS_CAPABILITIES": SINK_CAPABILITY if sink else "", "MAS_LOG_LEVEL": "WARNING"}
+        capabilities = [SINK_CAPABILITY] if sink else []
+        admin = (redis.RedisCluster if self._cluster else redis.Redis).from_url(self._admin_url)
+        with admin:  # the registry entry, as the control plane writes it
+            register_agent(admin, agent_id, capabilities, [])
+        env = {"MAS_CAPABILITIES": ",".join(capabilities), "MAS_LOG_LEVEL": "WARNING"}
         if not name.startswith("off-"):
             directory = self.workdir / "credentials" / name
             issue_agent_credentials(self._anchor, directory, agent_id=agent_id)

@@ -21,6 +21,7 @@ from mas.local.redis_server import RedisServer
 from mas.policy.document import GatewayPolicySpec, Signing, compile_policies
 from mas.policy.publish import publish_policy
 from mas.policy.rules import Rule
+from mas.registry import register_agent
 
 
 @pytest.fixture(scope="session")
@@ -68,11 +69,15 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 class Sidecars:
-    """Starts sidecar processes for a test and stops every one of them afterwards."""
+    """Starts sidecar processes for a test and stops every one of them afterwards; registers
+    each agent first, as the control plane does (``admin``: a client with the rights to)."""
 
-    def __init__(self, redis_url: str, log_dir: Path) -> None:
+    def __init__(
+        self, redis_url: str, log_dir: Path, admin: redis.Redis | redis.RedisCluster | None = None
+    ) -> None:
         self.redis_url = redis_url
         self.log_dir = log_dir
+        self.admin = admin or redis.Redis.from_url(redis_url)
         self.started: list[SidecarProcess] = []
 
     def start(
@@ -88,6 +93,8 @@ class Sidecars:
         """A ready sidecar for ``agent_id``; ``env`` adds ``MAS_*`` settings; ``redis_url``
         replaces the shared admin URL (e.g. with the agent's own ACL user)."""
         settings = {"MAS_CAPABILITIES": ",".join(capabilities or []), **env}
+        roles = [role for role in settings.get("MAS_ROLES", "").split(",") if role]
+        register_agent(self.admin, agent_id, capabilities or [], roles)
         if replica:
             settings["MAS_REPLICA_ID"] = replica
         name = agent_id.replace("/", "_") + (f"-{replica}" if replica else "")
@@ -105,6 +112,7 @@ class Sidecars:
     def stop_all(self) -> None:
         for sidecar in self.started:
             sidecar.stop()
+        self.admin.close()
 
 
 @pytest.fixture

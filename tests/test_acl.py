@@ -44,7 +44,7 @@ ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")
 NoPermission = redis.exceptions.NoPermissionError
 SHARED_READ = {REGISTRY_AGENTS, REGISTRY_LEASES, POLICY_DOCUMENT, POLICY_REVISION}
-SHARED_WRITE = {REGISTRY_AGENTS, REGISTRY_LEASES, POLICY_ENFORCERS}
+SHARED_WRITE = {REGISTRY_LEASES, POLICY_ENFORCERS}
 FORBIDDEN_COMMANDS = {
     "keys", "scan", "flushall", "flushdb", "config", "acl", "debug", "shutdown", "module",
     "monitor", "eval", "script", "script|flush", "script|kill", "function", "migrate", "restore",
@@ -90,8 +90,9 @@ def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
             if mode == "":  # read and write (a script's keys: its commands are checked apart)
                 assert key.startswith(ALICE.prefix) or commands == {"evalsha"}, pattern
             elif mode == "%R":
-                assert key in SHARED_READ or key == "mas:{*}:inbox", pattern
+                assert key in SHARED_READ or key in {"mas:{*}:inbox", "mas:{*}:metadata"}, pattern
                 assert key != "mas:{*}:inbox" or commands == {"xlen"}, "inboxes: length only"
+                assert key != "mas:{*}:metadata" or commands == {"get"}, "metadata: read only"
             else:
                 assert mode == "%W", pattern
                 assert key in SHARED_WRITE or key.startswith("mas:{*}:"), pattern
@@ -244,7 +245,7 @@ def test_an_agent_user_cannot_write_the_policy_or_trust_keys_nor_administer(
     assert denied(alice.script_flush)
     assert denied(lambda: alice.publish("anything", "x"))
     assert redis_client.get(POLICY_REVISION) == revision
-    assert {"flushall", "set", POLICY_DOCUMENT} <= {d["object"] for d in acl_users.denials()}
+    assert {"flushall", "eval", POLICY_DOCUMENT} <= {d["object"] for d in acl_users.denials()}
 
 
 def test_scripts_run_with_the_users_rights_only(

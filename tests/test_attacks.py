@@ -32,7 +32,7 @@ from waiting import eventually
 from mas.envelope import Envelope
 from mas.identity import load_private_key_pem, sign_envelope, signing_key
 from mas.ids import new_id
-from mas.keys import AgentKeys
+from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
 
 ALICE = AgentKeys("default/alice")
 
@@ -260,3 +260,61 @@ async def test_a_compromised_replier_gets_one_reply_through_and_no_denied_one(
     assert "denied by rule default/test/no-admin" in refused[1]["reason"]
     assert (what, letter["message"]["id"]) == ("dead-lettered", as_message.id)
     assert letter["reason"].startswith("unauthorized: no rule allows default/bob")
+
+
+# -- the registry: what authorization relies on is the control plane's --------------------------
+
+CONSULTATIONS = {
+    "rules": [
+        {"name": "patients-consult", "action": "allow", "from": {"agents": ["patient"]},
+         "to": {"capabilities": ["medical.consultation"]}},
+    ]
+}  # fmt: skip
+
+
+async def test_an_agent_cannot_claim_a_capability_to_receive_what_it_grants(
+    world: World, redis_client: redis.Redis
+) -> None:
+    world.policy(**CONSULTATIONS)
+    patient = world.start("default/patient")
+    world.start("default/mallory")
+    mallory = world.compromise("default/mallory")
+    claim = orjson.dumps({"capabilities": ["medical.consultation"], "roles": []})
+
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        mallory.redis.hset(REGISTRY_AGENTS, "default/mallory", claim)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        mallory.redis.hset(REGISTRY_AGENTS, "default/doctor", b"{}")
+    _, found = await patient.call("GET", "/v1/agents?capability=medical.consultation")
+    status, body = await patient.call(
+        "POST", "/v1/messages", {"to": "mallory", "type": "symptoms", "payload": "..."}
+    )
+
+    assert found["agents"] == []
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+
+
+async def test_a_malformed_registry_entry_hides_nothing_else_and_grants_nothing(
+    world: World, redis_client: redis.Redis
+) -> None:
+    world.policy(**CONSULTATIONS)
+    patient = world.start("default/patient")
+    world.start("default/doctor", capabilities=["medical.consultation"])
+    broken = ["not json", "[1, 2]", '{"capabilities": "medical.consultation"}', '{"roles": [7]}']
+    for index, raw in enumerate(broken):
+        redis_client.hset(REGISTRY_AGENTS, f"default/broken-{index}", raw)
+        redis_client.zadd(REGISTRY_LEASES, {f"default/broken-{index}": now_ms() + 60_000})
+    world.start("default/mallory")
+    redis_client.set(AgentKeys("default/mallory").metadata, b"[not an object")
+
+    status, everyone = await patient.call("GET", "/v1/agents")
+    _, consulting = await patient.call("GET", "/v1/agents?capability=medical.consultation")
+    denied = await patient.call("POST", "/v1/messages", {"to": "broken-2", "type": "symptoms"})
+
+    assert status == 200
+    listed = {agent["id"]: agent for agent in everyone["agents"]}
+    assert {f"default/broken-{i}" for i in range(4)} <= set(listed)
+    assert listed["default/broken-2"]["capabilities"] == []
+    assert listed["default/mallory"]["metadata"] == {}
+    assert [agent["id"] for agent in consulting["agents"]] == ["default/doctor"]
+    assert (denied[0], denied[1]["error"]["code"]) == (403, "forbidden")

@@ -53,8 +53,9 @@ def cluster_sidecars(cluster: LocalCluster, tmp_path: Path) -> Iterator[Sidecars
             signing={"required": True},
         ),
     )
-    client.close()
-    factory = Sidecars(cluster.url.replace("redis://", "redis+cluster://"), tmp_path / "logs")
+    factory = Sidecars(
+        cluster.url.replace("redis://", "redis+cluster://"), tmp_path / "logs", admin=client
+    )
     yield factory
     factory.stop_all()
 

@@ -18,23 +18,23 @@ What the user of agent ``ns/name`` may do (``P`` is its own prefix ``mas:{ns/nam
 * **Other agents' inboxes and reply streams**: ``XADD`` only, write-only (``%W~``) — it cannot
   read a message in them; plus ``PEXPIRE`` on reply streams (the sender bounds the life of a
   reply stream it writes to), and ``XLEN`` (read-only, the length only) on inboxes: the
-  circuit breaker reads a target's backlog back with each send. The sidecar appends through
+  circuit breaker reads a target's backlog back with each send. ``GET`` (read-only) on their
+  ``metadata`` key: what each agent publishes about itself, shown in discovery. The sidecar
+  appends through
   one script call per stream and pipeline (:mod:`mas_sidecar.writer`), so ``EVALSHA`` may also
   name those streams as keys; Redis requires read-write access for a script's declared keys,
   which grants nothing more here, because every command a script runs is checked against these
   same rules — a script can append to another inbox and read its length, never read, trim
   with ``XTRIM`` or delete it (tested).
 * **Registry and policy**: read ``mas:{registry}:agents``, ``mas:{registry}:leases``,
-  ``mas:{policy}:document`` and ``mas:{policy}:revision``. Trust anchors are files, never in
-  Redis; any other key is out of reach.
+  ``mas:{policy}:document`` and ``mas:{policy}:revision``. The registry's entries (the
+  capabilities and roles authorization relies on) are the control plane's to write: a sidecar
+  publishes what its agent says about itself in its own ``metadata`` key. Trust anchors are
+  files, never in Redis; any other key is out of reach.
 
 Shared keys a sidecar can still write, and why (known limitations: an ACL grants a command on a
 whole key, it cannot name a hash field, a sorted-set member or a command argument):
 
-* ``mas:{registry}:agents`` (``HSET``): each replica writes its agent's discovery entry. It
-  could overwrite another agent's entry (capabilities, roles, metadata), though not delete the
-  hash. Roles read from the registry only matter for unsigned messages; with signing required,
-  receivers take roles from verified tokens.
 * ``mas:{registry}:leases`` (``ZADD``): each replica renews its agent's liveness lease. It
   could move another agent's deadline (make it look live or dead until that agent renews).
 * ``mas:{policy}:enforcers`` (``HSET``): each replica reports the policy revision it enforces.
@@ -74,8 +74,8 @@ _OWN_COMMANDS = (
     "xautoclaim", "xpending",
     # state, audit chain heads, replay guard, rate-limit buckets (mostly inside scripts)
     "hget", "hmget", "hset", "zadd", "zrangebyscore", "zscore",
-    # policy document and revision (read-only key patterns below)
-    "get",
+    # policy document and revision (read-only key patterns below); the agent's own metadata
+    "get", "set",
     # Lua scripts: redis-py runs EVALSHA and loads the script on NOSCRIPT
     "evalsha", "script|load", "time",
     # MULTI around ack / dead-lettering; PING for health checks
@@ -122,10 +122,12 @@ def sidecar_acl_rules(agent_id: str) -> list[str]:
         # other agents: append messages and replies; read an inbox's length, not its contents
         f"(+xadd %W~{ANY_AGENT}inbox %W~{ANY_AGENT}replies:*)",
         f"(+xlen %R~{ANY_AGENT}inbox)",
+        # discovery: what other agents publish about themselves
+        f"(+get %R~{ANY_AGENT}metadata)",
         # the writer's append script names those streams (its commands are checked as above)
         f"(+evalsha ~{ANY_AGENT}inbox ~{ANY_AGENT}replies:*)",
         # shared entries this agent maintains (see the module docstring)
-        f"(+hset %W~{REGISTRY_AGENTS} %W~{POLICY_ENFORCERS})",
+        f"(+hset %W~{POLICY_ENFORCERS})",
         f"(+zadd %W~{REGISTRY_LEASES})",
     ]
 

@@ -10,7 +10,8 @@ shared by all agents (the registry) carry their own fixed tag.
     mas:{ns/name}:replies:<replica> stream: replies awaited synchronously by one replica
     mas:{ns/name}:audit            stream: hash-chained audit entries of the agent's sidecars
     mas:{ns/name}:audit-heads      hash: replica -> "<seq>:<hash>" of its chain's last entry
-    mas:{registry}:agents          hash: agent id -> JSON {capabilities, metadata}
+    mas:{ns/name}:metadata         string: JSON object the agent publishes in discovery
+    mas:{registry}:agents          hash: agent id -> JSON {capabilities, roles} (control plane)
     mas:{registry}:leases          sorted set: agent id -> liveness deadline (ms)
     mas:{policy}:document          string: the compiled gateway policy (JSON)
     mas:{policy}:revision          string: its revision (sidecars poll this)
@@ -61,6 +62,10 @@ class AgentKeys:
     @property
     def audit_heads(self) -> str:
         return f"{self.prefix}audit-heads"
+
+    @property
+    def metadata(self) -> str:
+        return f"{self.prefix}metadata"
 
     def replies(self, replica: str) -> str:
         return f"{self.prefix}replies:{replica}"

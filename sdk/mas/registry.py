@@ -1,15 +1,20 @@
-"""The discovery registry's entry format, and the administrative edits of the registry.
+"""The discovery registry's entry format, and the control plane's edits of the registry.
 
-An agent's entry in ``mas:{registry}:agents`` is JSON ``{capabilities, roles, metadata}``.
-Its sidecars write it (with their runtime metadata) and renew its liveness lease; the operator
-writes it when it reconciles the ``Agent`` (so the agent is registered, and messages to it are
-accepted, before its pods run) and removes it, with its lease and policy reports, when the
-``Agent`` is deleted. Used by the sidecar's registry and by the operator.
+An agent's entry in ``mas:{registry}:agents`` is JSON ``{capabilities, roles}``: what the
+control plane vouches for, so only the control plane writes it — the operator when it
+reconciles the ``Agent`` (so the agent is registered, and messages to it are accepted, before
+its pods run), ``mas up`` before it starts the sidecars. Sidecars only read it: capabilities
+decide what a sender may send to an agent, so an agent must never be able to claim one.
+What an agent says about itself (its discovery metadata) lives in a key of its own
+(``mas:{<agent>}:metadata``), and its sidecars renew its liveness lease.
+
+Used by the sidecar's registry, local mode and the operator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,22 +23,40 @@ import redis
 from mas.keys import POLICY_ENFORCERS, REGISTRY_AGENTS, REGISTRY_LEASES
 
 
-def entry_document(
-    capabilities: Sequence[str], roles: Sequence[str], metadata: Mapping[str, Any]
-) -> bytes:
+@dataclass(frozen=True)
+class RegistryEntry:
+    """What the control plane vouches for about one agent."""
+
+    capabilities: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+
+def entry_document(capabilities: Sequence[str], roles: Sequence[str]) -> bytes:
     """The registry entry of an agent, as stored."""
-    return orjson.dumps(
-        {"capabilities": list(capabilities), "roles": list(roles), "metadata": dict(metadata)}
-    )
+    return orjson.dumps({"capabilities": list(capabilities), "roles": list(roles)})
+
+
+def parse_entry(raw: bytes) -> RegistryEntry | None:
+    """The entry stored as ``raw``; None when it is not one (it then grants nothing)."""
+    try:
+        document: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    lists = [document.get("capabilities", []), document.get("roles", [])]
+    if not all(
+        isinstance(items, list) and all(isinstance(i, str) for i in items) for items in lists
+    ):
+        return None
+    return RegistryEntry(tuple(lists[0]), tuple(lists[1]))
 
 
 def register_agent(
     client: redis.Redis, agent_id: str, capabilities: Sequence[str], roles: Sequence[str]
 ) -> None:
-    """Write ``agent_id``'s entry, keeping the metadata its sidecars published (no lease)."""
-    raw = client.hget(REGISTRY_AGENTS, agent_id)
-    metadata = orjson.loads(raw).get("metadata", {}) if raw else {}
-    client.hset(REGISTRY_AGENTS, agent_id, entry_document(capabilities, roles, metadata))
+    """Write ``agent_id``'s entry (no lease: its sidecars take that)."""
+    client.hset(REGISTRY_AGENTS, agent_id, entry_document(capabilities, roles))
 
 
 def forget_agent(client: redis.Redis, agent_id: str) -> None:

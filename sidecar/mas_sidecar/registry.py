@@ -1,9 +1,13 @@
-"""Discovery: this agent's registry entry and liveness lease, and lookups of other agents.
+"""Discovery: this agent's liveness lease and metadata, and lookups of other agents.
 
 An agent is *registered* while its entry is in ``mas:{registry}:agents`` (messages to it are
 accepted, even while it is down: they wait in its inbox) and *live* while its lease in
-``mas:{registry}:leases`` lies in the future. Every replica renews the lease every third of its
-TTL, so an agent whose replicas all died leaves discovery by itself.
+``mas:{registry}:leases`` lies in the future. The entry — the capabilities and roles that
+authorization relies on — is written by the control plane only (:mod:`mas.registry`); a
+sidecar cannot write it. Every replica renews the lease every third of its TTL, so an agent
+whose replicas all died leaves discovery by itself, and publishes the agent's metadata in the
+agent's own key. An entry or metadata that does not parse grants nothing and hides nothing
+else: lookups treat it as empty, and discovery lists the other agents.
 
 Used by the outbox (is the target registered?), the discovery and self routes, and the app's
 background tasks.
@@ -21,8 +25,8 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES
-from mas.registry import entry_document
+from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
+from mas.registry import RegistryEntry, parse_entry
 from mas_sidecar.aio import wait_event
 from mas_sidecar.metrics import Metrics
 
@@ -51,16 +55,15 @@ class Registry:
         self.metadata = metadata
         self._ttl_ms = ttl_ms
         self._metrics = metrics
-        self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._entries: dict[str, tuple[float, RegistryEntry | None]] = {}
 
     def entry(self) -> dict[str, Any]:
         return {"id": self.agent_id, "capabilities": self.capabilities, "metadata": self.metadata}
 
     async def register(self) -> None:
-        """Write this agent's entry and take the liveness lease."""
-        document = entry_document(self.capabilities, self.roles, self.metadata)
+        """Publish this agent's metadata and take the liveness lease."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(REGISTRY_AGENTS, self.agent_id, document)
+            pipe.set(AgentKeys(self.agent_id).metadata, orjson.dumps(self.metadata))
             pipe.zadd(REGISTRY_LEASES, {self.agent_id: _now_ms() + self._ttl_ms}, gt=True)
             await pipe.execute()
 
@@ -77,16 +80,15 @@ class Registry:
                 self._metrics.redis_errors.labels("registry").inc()
                 log.warning("could not renew the discovery lease: %s", exc)
 
-    async def lookup(self, agent_id: str) -> dict[str, Any] | None:
-        """The registry entry of ``agent_id`` (cached for a few seconds), None if unregistered."""
+    async def lookup(self, agent_id: str) -> RegistryEntry | None:
+        """The registry entry of ``agent_id`` (cached for a few seconds), None if unregistered;
+        an entry that does not parse counts as registered with nothing vouched for."""
         now = time.monotonic()
         cached = self._entries.get(agent_id)
         if cached is not None and cached[0] > now:
             return cached[1]
         raw = await self._redis.hget(REGISTRY_AGENTS, agent_id)
-        if raw is None:
-            return None
-        entry: dict[str, Any] = orjson.loads(raw)
+        entry = None if raw is None else _parsed(agent_id, raw)
         self._entries[agent_id] = (now + ENTRY_CACHE_SECONDS, entry)
         return entry
 
@@ -95,11 +97,11 @@ class Registry:
 
     async def capabilities_of(self, agent_id: str) -> frozenset[str]:
         entry = await self.lookup(agent_id)
-        return frozenset(entry.get("capabilities", ())) if entry else frozenset()
+        return frozenset(entry.capabilities) if entry else frozenset()
 
     async def roles_of(self, agent_id: str) -> frozenset[str]:
         entry = await self.lookup(agent_id)
-        return frozenset(entry.get("roles", ())) if entry else frozenset()
+        return frozenset(entry.roles) if entry else frozenset()
 
     async def is_live(self, agent_id: str) -> bool:
         deadline = await self._redis.zscore(REGISTRY_LEASES, agent_id)
@@ -107,25 +109,44 @@ class Registry:
 
     async def live_agents(self, capabilities: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Entries of live agents that have every capability in ``capabilities``."""
-        ids = await self._redis.zrangebyscore(REGISTRY_LEASES, _now_ms(), "+inf")
+        ids = [raw.decode() for raw in await self._redis.zrangebyscore(
+            REGISTRY_LEASES, _now_ms(), "+inf"
+        )]  # fmt: skip
         if not ids:
             return []
         documents = await self._redis.hmget(REGISTRY_AGENTS, ids)
         wanted = set(capabilities)
-        agents = []
-        for raw_id, raw in zip(ids, documents, strict=True):
-            if raw is None:
-                continue
-            entry = orjson.loads(raw)
-            if wanted <= set(entry.get("capabilities", [])):
-                agents.append(
-                    {
-                        "id": raw_id.decode(),
-                        "capabilities": entry.get("capabilities", []),
-                        "metadata": entry.get("metadata", {}),
-                    }
-                )
+        found = [
+            (agent_id, entry)
+            for agent_id, raw in zip(ids, documents, strict=True)
+            if raw is not None and wanted <= set((entry := _parsed(agent_id, raw)).capabilities)
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for agent_id, _ in found:
+                pipe.get(AgentKeys(agent_id).metadata)
+            metadata = await pipe.execute() if found else []
+        agents = [
+            {"id": agent_id, "capabilities": list(entry.capabilities), "metadata": _object(raw)}
+            for (agent_id, entry), raw in zip(found, metadata, strict=True)
+        ]
         return sorted(agents, key=lambda agent: str(agent["id"]))
+
+
+def _parsed(agent_id: str, raw: bytes) -> RegistryEntry:
+    entry = parse_entry(raw)
+    if entry is None:
+        log.warning("the registry entry of %s is not valid; it grants nothing", agent_id)
+        return RegistryEntry()
+    return entry
+
+
+def _object(raw: bytes | None) -> dict[str, Any]:
+    """Published metadata: a JSON object, or nothing when it is not one."""
+    try:
+        value = orjson.loads(raw) if raw is not None else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _now_ms() -> int:

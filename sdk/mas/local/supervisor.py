@@ -37,6 +37,7 @@ from mas.local.restarts import Restarts
 from mas.manifests import AgentManifest
 from mas.policy.document import CompiledPolicy
 from mas.policy.publish import publish_policy
+from mas.registry import register_agent
 
 TABLE_EVERY = 5.0
 TICK = 0.2
@@ -118,6 +119,7 @@ class Supervisor:
     ) -> None:
         self.options = options
         self.policy = policy
+        self.agents = [agent for agent in agents if agent.spec.local is not None]
         self.identity = LocalIdentity(options.log_dir.parent / "identity", agents)
         self._agent_urls: dict[str, str] = {}
         ports: Iterator[int] = iter(free_port, None)
@@ -158,6 +160,7 @@ class Supervisor:
         else:
             self.console.progress(f"using redis at {masked_url(self.redis_url)}")
         self._publish_policy()
+        self._register_agents()
         self._create_acl_users()
         self.identity.issue_all()
         self.console.progress(f"agent credentials issued in {self.identity.directory}")
@@ -193,6 +196,16 @@ class Supervisor:
             f"gateway policy revision {self.policy.revision} published "
             f"({len(self.policy.policies)} policies)"
         )
+
+    def _register_agents(self) -> None:
+        """Write each agent's registry entry (its capabilities and roles), as the operator does
+        on Kubernetes: the control plane vouches for them, a sidecar cannot."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for agent in self.agents:
+                register_agent(client, agent.agent_id, agent.spec.capabilities, agent.spec.roles)
+        finally:
+            client.close()
 
     def _create_acl_users(self) -> None:
         """One least-privilege Redis user per agent, as the operator creates on Kubernetes."""
