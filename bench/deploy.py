@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 
 from mas.credentials import create_anchor, issue_agent_credentials, load_anchor
+from mas.functions import ensure_functions
 from mas.local.processes import ChildProcess, SidecarProcess
 from mas.policy.dlp import BUILTIN_DETECTORS
 from mas.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
@@ -105,7 +106,8 @@ class Fleet:
         agent_id = f"default/{name}"
         capabilities = [SINK_CAPABILITY] if sink else []
         admin = (redis.RedisCluster if self._cluster else redis.Redis).from_url(self._admin_url)
-        with admin:  # the registry entry, as the control plane writes it
+        with admin:  # what the control plane provides: the functions and the registry entry
+            ensure_functions(admin)
             register_agent(admin, agent_id, capabilities, [])
         env = {"MAS_CAPABILITIES": ",".join(capabilities), "MAS_LOG_LEVEL": "WARNING"}
         if not name.startswith("off-"):

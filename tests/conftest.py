@@ -16,6 +16,7 @@ import pytest
 import redis
 from hypothesis import settings
 
+from mas.functions import ensure_functions
 from mas.local.processes import SidecarProcess
 from mas.local.redis_server import RedisServer
 from mas.policy.document import GatewayPolicySpec, Signing, compile_policies
@@ -56,6 +57,7 @@ def redis_url(redis_server: RedisServer) -> str:
     """An empty database with a policy that allows everything (tests of one check narrow it)."""
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
+    ensure_functions(client)
     publish_policy(client, ALLOW_ALL)
     client.close()
     return redis_server.url

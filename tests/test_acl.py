@@ -20,7 +20,7 @@ from policies import publish
 from test_signing import SIGNED, Identities
 from waiting import eventually
 
-from mas import audit
+from mas import audit, functions
 from mas.acl import (
     acl_username,
     agent_redis_url,
@@ -47,7 +47,8 @@ SHARED_READ = {REGISTRY_AGENTS, REGISTRY_LEASES, POLICY_DOCUMENT, POLICY_REVISIO
 SHARED_WRITE = {REGISTRY_LEASES, POLICY_ENFORCERS}
 FORBIDDEN_COMMANDS = {
     "keys", "scan", "flushall", "flushdb", "config", "acl", "debug", "shutdown", "module",
-    "monitor", "eval", "script", "script|flush", "script|kill", "function", "migrate", "restore",
+    "monitor", "eval", "evalsha", "eval_ro", "evalsha_ro", "script", "script|load",
+    "script|flush", "script|kill", "function", "function|load", "migrate", "restore",
     "save", "bgsave", "replicaof", "slaveof", "cluster", "client", "client|kill", "select",
     "swapdb", "rename", "move", "sort", "publish", "subscribe",
 }  # fmt: skip
@@ -80,7 +81,7 @@ def test_rules_reset_first_and_grant_no_category_all_keys_or_admin_command() -> 
     assert not [t for t in tokens if t.startswith(">") or t.startswith("-")]
     granted = {token[1:] for token in tokens if token.startswith("+")}
     assert not granted & FORBIDDEN_COMMANDS
-    assert "script|load" in granted
+    assert "fcall" in granted
 
 
 def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
@@ -88,7 +89,7 @@ def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
         for pattern in patterns:
             mode, _, key = pattern.partition("~")
             if mode == "":  # read and write (a script's keys: its commands are checked apart)
-                assert key.startswith(ALICE.prefix) or commands == {"evalsha"}, pattern
+                assert key.startswith(ALICE.prefix) or commands == {"fcall"}, pattern
             elif mode == "%R":
                 assert key in SHARED_READ or key in {"mas:{*}:inbox", "mas:{*}:metadata"}, pattern
                 assert key != "mas:{*}:inbox" or commands == {"xlen"}, "inboxes: length only"
@@ -104,7 +105,7 @@ def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
 def test_other_agents_streams_are_append_only() -> None:
     for commands, patterns in parsed_rules("default/alice"):
         other = [p for p in patterns if "mas:{*}:" in p and not p.startswith("%R~")]
-        if other and commands != {"evalsha"}:  # a script's commands are checked one by one
+        if other and commands != {"fcall"}:  # a function's commands are checked one by one
             assert all(p.startswith("%W~") for p in other)
             assert commands <= {"xadd", "pexpire"}
 
@@ -248,29 +249,54 @@ def test_an_agent_user_cannot_write_the_policy_or_trust_keys_nor_administer(
     assert {"flushall", "eval", POLICY_DOCUMENT} <= {d["object"] for d in acl_users.denials()}
 
 
-def test_scripts_run_with_the_users_rights_only(
+HOSTILE_LIBRARY = f"""#!lua name=hostile
+redis.register_function('own', function(keys, args)
+  return redis.call('HSET', keys[1], 'doc', args[1]) end)
+redis.register_function('steal', function(keys) return redis.call('XRANGE', keys[1], '-', '+')
+  end)
+redis.register_function('sneak', function() return redis.call('XRANGE', '{BOB.inbox}', '-', '+')
+  end)
+redis.register_function('trim', function(keys) return redis.call('XTRIM', keys[1], 'MAXLEN', 0)
+  end)
+redis.register_function('wipe', function(keys) return redis.call('DEL', keys[1]) end)
+redis.register_function('spin', function() while true do end end)
+"""
+
+
+def test_an_agent_user_can_neither_load_nor_run_code_of_its_own(acl_users: AclUsers) -> None:
+    alice = acl_users.client("default/alice")
+    endless = "while true do end"
+
+    assert denied(lambda: alice.script_load(endless))
+    assert denied(lambda: alice.eval(endless, 0))
+    assert denied(lambda: alice.evalsha("0" * 40, 0))
+    assert denied(lambda: alice.execute_command("EVAL_RO", endless, 0))
+    assert denied(lambda: alice.function_load(f"#!lua name=spin\n{endless}"))
+    assert denied(lambda: alice.execute_command("FUNCTION", "DELETE", "mas"))
+    assert denied(alice.function_flush)
+    assert alice.fcall("mas_version", 0).decode() == functions.VERSION
+
+
+def test_functions_run_with_the_callers_rights_only(
     acl_users: AclUsers, redis_client: redis.Redis
 ) -> None:
     alice = acl_users.client("default/alice")
     redis_client.xadd(BOB.inbox, {"e": "secret"})
-    own = alice.register_script("return redis.call('HSET', KEYS[1], 'doc', ARGV[1])")
-    steal = alice.register_script("return redis.call('XRANGE', KEYS[1], '-', '+')")
-    sneak = alice.register_script(f"return redis.call('XRANGE', '{BOB.inbox}', '-', '+')")
-
-    trim = alice.register_script("return redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)")
-    wipe = alice.register_script("return redis.call('DEL', KEYS[1])")
+    redis_client.function_load(HOSTILE_LIBRARY, replace=True)  # what the admin might load
     refused = re.compile("perm|can't access|can't run", re.I)
-
-    assert own(keys=[ALICE.state], args=["{}"]) == 1
-    # Another inbox may be a script's key (the writer appends that way), but every command the
-    # script runs on it is checked: appending and reading the length pass, nothing else does.
-    for script in (steal, trim, wipe):
+    try:
+        assert alice.fcall("own", 1, ALICE.state, "{}") == 1
+        # Another inbox may be a function's key (the writer appends that way), but every command
+        # it runs there is checked: appending and reading the length pass, nothing else does.
+        for name in ("steal", "trim", "wipe"):
+            with pytest.raises(redis.exceptions.ResponseError, match=refused):
+                alice.fcall(name, 1, BOB.inbox)
         with pytest.raises(redis.exceptions.ResponseError, match=refused):
-            script(keys=[BOB.inbox])
-    with pytest.raises(redis.exceptions.ResponseError, match=refused):
-        sneak(keys=[])  # undeclared keys are checked too
-    assert denied(lambda: steal(keys=[BOB.state]))  # not even a script may name other keys
-    assert redis_client.xlen(BOB.inbox) == 1
+            alice.fcall("sneak", 0)  # undeclared keys are checked too
+        assert denied(lambda: alice.fcall("steal", 1, BOB.state))  # nor may it name other keys
+        assert redis_client.xlen(BOB.inbox) == 1
+    finally:
+        redis_client.function_delete("hostile")
 
 
 def test_own_keys_are_readable_and_reapplying_resets_the_password(

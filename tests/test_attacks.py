@@ -318,3 +318,27 @@ async def test_a_malformed_registry_entry_hides_nothing_else_and_grants_nothing(
     assert listed["default/mallory"]["metadata"] == {}
     assert [agent["id"] for agent in consulting["agents"]] == ["default/doctor"]
     assert (denied[0], denied[1]["error"]["code"]) == (403, "forbidden")
+
+
+# -- what one agent's Redis user can do to everyone ------------------------------------------------
+
+
+def test_no_agent_can_make_the_server_run_code_of_its_own(
+    world: World, redis_client: redis.Redis
+) -> None:
+    bob = world.compromise("default/bob")
+    endless = "while true do end"
+    attempts = [
+        lambda: bob.redis.script_load(endless),
+        lambda: bob.redis.eval(endless, 0),
+        lambda: bob.redis.evalsha(bob.redis.script_load(endless), 0),
+        lambda: bob.redis.function_load(
+            f"#!lua name=spin\nredis.register_function('s', function() {endless} end)"
+        ),
+        lambda: bob.redis.function_delete("mas"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+
+    assert redis_client.ping()  # nobody got BUSY

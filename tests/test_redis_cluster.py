@@ -22,6 +22,7 @@ from policies import policy
 
 from mas.audit import verify
 from mas.credentials import create_anchor, issue_agent_credentials, load_anchor
+from mas.functions import ensure_functions
 from mas.keys import AgentKeys
 from mas.policy.publish import publish_policy
 
@@ -43,6 +44,7 @@ def cluster() -> Iterator[LocalCluster]:
 def cluster_sidecars(cluster: LocalCluster, tmp_path: Path) -> Iterator[Sidecars]:
     client = redis.RedisCluster.from_url(cluster.url)
     client.flushall()
+    ensure_functions(client)
     publish_policy(
         client,
         policy(

@@ -11,12 +11,14 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import redis
 from api import Api
 from conftest import Sidecars
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mas.errors import ErrorCode
+from mas.functions import ensure_functions
 from mas.local.processes import SidecarProcess
 from mas.local.redis_server import RedisServer
 
@@ -168,6 +170,8 @@ async def test_readiness_fails_with_503_while_redis_is_down(
 ) -> None:
     server = RedisServer()
     server.start()
+    with redis.Redis.from_url(server.url) as admin:
+        ensure_functions(admin)
     sidecar = SidecarProcess("default/alice", server.url, log_path=tmp_path / "alice.log")
     sidecar.start()
     try:

@@ -1,6 +1,6 @@
 """The sidecar's writer: concurrent submissions share one pipeline; the appends to one stream go
-as one script call, in submission order; *latest* commands go out once per pipeline with the
-last value; a server that lost its scripts gets them again and nothing is written twice."""
+as one function call, in submission order; *latest* commands go out once per pipeline with the
+last value; on a server without the functions a write fails whole and writes nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from mas_sidecar.writer import APPENDS_PER_CALL, Append, Writer
 
@@ -35,7 +36,6 @@ async def test_appends_to_one_stream_share_a_call_and_keep_their_order(
     client: aioredis.Redis,
 ) -> None:
     writer = Writer(client)
-    await writer.load_scripts()
     futures = [
         writer.submit(
             [
@@ -46,14 +46,14 @@ async def test_appends_to_one_stream_share_a_call_and_keep_their_order(
         )
         for n in range(5)
     ]
-    before = {name: await calls(client, name) for name in ("evalsha", "hset", "xadd")}
+    before = {name: await calls(client, name) for name in ("fcall", "hset", "xadd")}
 
     await drain(writer)
 
     after = {name: await calls(client, name) - before[name] for name in before}
     answers = [await future for future in futures]
     assert answers == [[5, 0, 1]] * 5  # the inbox's length (asked for), none, HSET's answer
-    assert after == {"evalsha": 2, "hset": 1, "xadd": 10}  # the XADDs ran inside the scripts
+    assert after == {"fcall": 2, "hset": 1, "xadd": 10}  # the XADDs ran inside the functions
     assert [f[b"e"] for _, f in await client.xrange("w:inbox")] == [b"0", b"1", b"2", b"3", b"4"]
     assert [f[b"n"] for _, f in await client.xrange("w:audit")] == [b"0", b"1", b"2", b"3", b"4"]
     assert await client.hget("w:head", "r-0") == b"4"
@@ -89,18 +89,18 @@ async def test_a_capped_stream_is_trimmed_to_about_its_cap(client: aioredis.Redi
     assert await client.xlen("w:capped") < 1000
 
 
-async def test_a_server_that_lost_the_script_gets_it_again_and_nothing_is_doubled(
+async def test_on_a_server_without_the_functions_a_write_fails_and_writes_nothing(
     client: aioredis.Redis,
 ) -> None:
     writer = Writer(client)
-    await writer.load_scripts()
-    await client.script_flush()
-    future = writer.submit([Append("w:again", ("e", 1), measure=True)], {"x": ("SET", "w:x", 1)})
+    await client.function_flush()  # a replaced server the control plane has not provisioned yet
+    future = writer.submit([Append("w:lost", ("e", 1), measure=True)])
 
     await drain(writer)
 
-    assert await future == [1, True]
-    assert await client.xlen("w:again") == 1
+    with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)function not found"):
+        await future
+    assert await client.xlen("w:lost") == 0
 
 
 async def test_a_failed_append_fails_only_the_submissions_of_its_call(

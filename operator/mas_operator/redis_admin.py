@@ -20,6 +20,7 @@ import redis
 from pydantic import ValidationError
 
 from mas.acl import apply_acl_user, delete_acl_user, masked_url
+from mas.functions import ensure_functions
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
 from mas.policy.document import CompiledPolicy
 from mas.policy.publish import enforcers, publish_policy
@@ -67,8 +68,10 @@ class RedisAdmin:
     def ensure_agent(
         self, agent_id: str, password: str, capabilities: Sequence[str], roles: Sequence[str]
     ) -> None:
-        """The agent's least-privilege ACL user (with ``password``) and its registry entry."""
+        """The agent's least-privilege ACL user (with ``password``), its registry entry, and
+        the function library its sidecars call."""
         try:
+            ensure_functions(self._client)
             apply_acl_user(self._client, agent_id, password)
             register_agent(self._client, agent_id, capabilities, roles)
         except redis.RedisError as exc:

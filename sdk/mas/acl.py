@@ -9,23 +9,23 @@ What the user of agent ``ns/name`` may do (``P`` is its own prefix ``mas:{ns/nam
 
 * **Its own keys** ``P*`` (inbox, dead letters, state, replay guard, shared rate-limit buckets,
   audit chain, its replicas' reply streams): read and write with the stream, hash and sorted-set
-  commands the sidecar uses, and the Lua scripts of the state store, replay guard and rate
-  limiter (``EVALSHA`` + ``SCRIPT LOAD``; redis-py loads a script on ``NOSCRIPT``, plain ``EVAL``
-  is not needed). Redis checks each command a script runs, and the keys it declares, against
-  these same rules. Removing data is narrower: ``XDEL`` only on the inbox, dead letters and reply
-  streams, ``DEL`` only on reply streams, ``HDEL``/``ZREM`` only on the replay guard,
-  ``PEXPIRE`` only on rate-limit buckets — so it cannot delete its own state or audit stream.
+  commands the sidecar uses, and ``FCALL`` of the control plane's function library
+  (:mod:`mas.functions`: state store, replay guard, rate limiter, batched appends). It cannot
+  load or run code of its own (no ``EVAL``, ``EVALSHA``, ``SCRIPT`` or ``FUNCTION``). Redis checks
+  each command a function runs, and the keys it declares, against these same rules. Removing
+  data is narrower: ``XDEL`` only on the inbox, dead letters and reply streams, ``DEL`` only on
+  reply streams, ``HDEL``/``ZREM`` only on the replay guard, ``PEXPIRE`` only on rate-limit
+  buckets — so it cannot delete its own state or audit stream.
 * **Other agents' inboxes and reply streams**: ``XADD`` only, write-only (``%W~``) — it cannot
   read a message in them; plus ``PEXPIRE`` on reply streams (the sender bounds the life of a
   reply stream it writes to), and ``XLEN`` (read-only, the length only) on inboxes: the
   circuit breaker reads a target's backlog back with each send. ``GET`` (read-only) on their
   ``metadata`` key: what each agent publishes about itself, shown in discovery. The sidecar
-  appends through
-  one script call per stream and pipeline (:mod:`mas_sidecar.writer`), so ``EVALSHA`` may also
-  name those streams as keys; Redis requires read-write access for a script's declared keys,
-  which grants nothing more here, because every command a script runs is checked against these
-  same rules — a script can append to another inbox and read its length, never read, trim
-  with ``XTRIM`` or delete it (tested).
+  appends through one function call per stream and pipeline (:mod:`mas_sidecar.writer`), so
+  ``FCALL`` may also name those streams as keys; Redis requires read-write access for a
+  function's declared keys, which grants nothing more here, because every command a function
+  runs is checked against these same rules — it can append to another inbox and read its
+  length, never read, trim with ``XTRIM`` or delete it (tested).
 * **Registry and policy**: read ``mas:{registry}:agents``, ``mas:{registry}:leases``,
   ``mas:{policy}:document`` and ``mas:{policy}:revision``. The registry's entries (the
   capabilities and roles authorization relies on) are the control plane's to write: a sidecar
@@ -72,12 +72,12 @@ _OWN_COMMANDS = (
     # inbox: consumer group, reads, leases, acks; dead letters, audit chain, reply streams
     "xgroup|create", "xadd", "xlen", "xrange", "xread", "xreadgroup", "xack", "xclaim",
     "xautoclaim", "xpending",
-    # state, audit chain heads, replay guard, rate-limit buckets (mostly inside scripts)
+    # state, audit chain heads, replay guard, rate-limit buckets (mostly inside functions)
     "hget", "hmget", "hset", "zadd", "zrangebyscore", "zscore",
     # policy document and revision (read-only key patterns below); the agent's own metadata
     "get", "set",
-    # Lua scripts: redis-py runs EVALSHA and loads the script on NOSCRIPT
-    "evalsha", "script|load", "time",
+    # the control plane's functions (mas.functions); TIME for the shared rate-limit bucket
+    "fcall", "time",
     # MULTI around ack / dead-lettering; PING for health checks
     "multi", "exec", "ping",
 )  # fmt: skip
@@ -124,8 +124,8 @@ def sidecar_acl_rules(agent_id: str) -> list[str]:
         f"(+xlen %R~{ANY_AGENT}inbox)",
         # discovery: what other agents publish about themselves
         f"(+get %R~{ANY_AGENT}metadata)",
-        # the writer's append script names those streams (its commands are checked as above)
-        f"(+evalsha ~{ANY_AGENT}inbox ~{ANY_AGENT}replies:*)",
+        # the writer's append function names those streams (its commands are checked as above)
+        f"(+fcall ~{ANY_AGENT}inbox ~{ANY_AGENT}replies:*)",
         # shared entries this agent maintains (see the module docstring)
         f"(+hset %W~{POLICY_ENFORCERS})",
         f"(+zadd %W~{REGISTRY_LEASES})",

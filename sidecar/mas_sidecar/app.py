@@ -1,7 +1,8 @@
 """Builds the aiohttp application: components, routes, middleware and the lifespan.
 
-Start-up waits for Redis (retrying, so a sidecar may start before Redis), creates the consumer
-group, registers the agent and starts the background loops; shutdown stops the delivery
+Start-up waits for Redis (retrying, so a sidecar may start before Redis) and for the control
+plane's function library on it, creates the consumer group, registers the agent and starts the
+background loops; shutdown stops the delivery
 streams, releases this replica's leases for the other replicas, and closes Redis.
 Used by :mod:`mas_sidecar.main` and by tests that serve the app in-process.
 """
@@ -13,8 +14,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import redis.asyncio as aioredis
+import redis.exceptions
 from aiohttp import web
 
+from mas import functions
 from mas_sidecar.components import COMPONENTS, Components
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.http import METRICS_KEY, middleware
@@ -77,12 +81,25 @@ async def _prepare(parts: Components) -> None:
             await parts.replies.setup()
             await parts.registry.register()
             await parts.audit.setup()
-            await parts.writer.load_scripts()
-            await parts.policies.refresh()
-            return
+            missing = await functions_missing(parts.redis)
+            if missing is None:
+                await parts.policies.refresh()
+                return
+            log.warning("waiting for the control plane: %s", missing)
         except REDIS_ERRORS as exc:
             log.warning("waiting for Redis: %s", exc)
-            await asyncio.sleep(_STARTUP_RETRY_SECONDS)
+        await asyncio.sleep(_STARTUP_RETRY_SECONDS)
+
+
+async def functions_missing(client: aioredis.Redis) -> str | None:
+    """Why the server cannot run this sidecar's functions (:mod:`mas.functions`), or None."""
+    try:
+        version = await client.fcall("mas_version", 0)
+    except redis.exceptions.ResponseError as exc:
+        return f"the server has no mas function library ({exc})"
+    if version.decode() != functions.VERSION:
+        return f"the server has mas functions {version.decode()}, this sidecar {functions.VERSION}"
+    return None
 
 
 async def _stop_streams(app: web.Application) -> None:

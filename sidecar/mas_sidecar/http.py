@@ -143,6 +143,8 @@ def describe(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}" + (f" (and {more} more problems)" if more else "")
 
 
+_INTERNAL = "internal error; see sidecar log"
+_NO_FUNCTIONS = "the Redis server lacks mas's functions, which the control plane loads; retry later"
 _AIOHTTP_CODES: dict[int, tuple[ErrorCode, str]] = {
     404: (ErrorCode.NOT_FOUND, "no such route; see /v1/openapi.json"),
     405: (ErrorCode.METHOD_NOT_ALLOWED, "this route does not take that method"),
@@ -169,9 +171,18 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached; retry later", 503,
             {"Retry-After": "1"},
         )  # fmt: skip
+    except redis.exceptions.ResponseError as exc:
+        if "function not found" not in str(exc).lower():
+            log.exception("internal error while serving %s %s", request.method, route)
+            response = error_response(ErrorCode.INTERNAL_ERROR, _INTERNAL, 500)
+        else:  # a new or restarted server the control plane has not provisioned yet
+            log.warning("the server lacks mas's functions while serving %s: %s", route, exc)
+            response = error_response(
+                ErrorCode.REDIS_UNAVAILABLE, _NO_FUNCTIONS, 503, {"Retry-After": "1"}
+            )
     except Exception:
         log.exception("internal error while serving %s %s", request.method, route)
-        response = error_response(ErrorCode.INTERNAL_ERROR, "internal error; see sidecar log", 500)
+        response = error_response(ErrorCode.INTERNAL_ERROR, _INTERNAL, 500)
     metrics = request.app[METRICS_KEY]
     metrics.http_requests.labels(route, request.method, str(response.status)).inc()
     metrics.http_duration.labels(route).observe(time.perf_counter() - started)

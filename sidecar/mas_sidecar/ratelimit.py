@@ -1,8 +1,9 @@
 """Rate limits on this agent's sends: token buckets per policy limit.
 
 ``replica`` scope keeps the bucket in this process (no Redis round trip); ``agent`` scope keeps
-it in Redis under the agent's hash tag, updated by one script with the server's clock, so all
-replicas share it. Used by the gateway checks on the send path.
+it in Redis under the agent's hash tag, updated by one call of the ``mas_bucket_take`` function
+(:mod:`mas.functions`) with the server's clock, so all replicas share it. Used by the gateway
+checks on the send path.
 """
 
 from __future__ import annotations
@@ -14,21 +15,6 @@ import redis.asyncio as aioredis
 
 from mas.keys import AgentKeys
 from mas.policy.document import RateLimit
-
-_SHARED_BUCKET = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = redis.call('TIME')
-local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or t
-tokens = math.min(burst, tokens + math.max(0, t - at) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return tostring(wait)
-"""
 
 
 @dataclass
@@ -56,9 +42,9 @@ class RateLimiter:
     """The buckets of one agent, rebuilt when a limit's settings change."""
 
     def __init__(self, client: aioredis.Redis, keys: AgentKeys) -> None:
+        self._redis = client
         self._keys = keys
         self._local: dict[RateLimit, Bucket] = {}
-        self._shared = client.register_script(_SHARED_BUCKET)
 
     async def check(self, limits: tuple[RateLimit, ...]) -> tuple[RateLimit, float] | None:
         """The first limit that refuses a send now, with seconds to wait; None when all allow."""
@@ -68,7 +54,9 @@ class RateLimiter:
                 wait = self._local.setdefault(limit, Bucket(limit.rate, limit.burst)).take(now)
             else:
                 key = f"{self._keys.prefix}ratelimit:{limit.name}"
-                wait = float(await self._shared(keys=[key], args=[limit.rate, limit.burst]))
+                wait = float(
+                    await self._redis.fcall("mas_bucket_take", 1, key, limit.rate, limit.burst)
+                )
             if wait > 0:
                 return limit, wait
         return None

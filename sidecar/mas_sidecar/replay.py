@@ -3,10 +3,11 @@
 A signature proves who wrote an envelope, not that this is the first time it arrives: anyone
 able to append to the inbox could append a captured envelope again. :class:`ReplayGuard` runs on
 every lease of an inbox entry (after the signature check) and decides with one script call per
-read batch (:meth:`ReplayGuard.check_many`), not one round trip per message.
+read batch (:meth:`ReplayGuard.check_many`, the ``mas_seen_check`` function of
+:mod:`mas.functions`), not one round trip per message.
 
 Design: the guard remembers **which inbox entry** first carried each message id, in two keys under
-the receiving agent's hash tag (so the script is cluster-safe, one slot, one round trip):
+the receiving agent's hash tag (so the function is cluster-safe, one slot, one round trip):
 
     mas:{ns/name}:seen          hash: message id -> id of the inbox entry that carried it first
     mas:{ns/name}:seen-by-time  sorted set: message id -> "forget after" (stream time, ms)
@@ -49,44 +50,6 @@ from mas.keys import AgentKeys
 from mas_sidecar.errors import SidecarError
 
 DEFAULT_WINDOW_MS = 300_000
-_TRIM_PER_CALL = 100
-
-# KEYS: seen, seen-by-time. ARGV: five per entry, in stream order: message id, entry id, entry ms,
-# forget-after ms, '1' to record. Returns, per entry, the entry id recorded for its message before
-# (false for a first sight): one call checks a whole read batch, in order, as one call per entry.
-_CHECK = f"""
-local out = {{}}
-for i = 1, #ARGV, 5 do
-  local known = redis.call('HGET', KEYS[1], ARGV[i])
-  if known then
-    out[#out + 1] = known
-  else
-    if ARGV[i + 4] == '1' then
-      local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[i + 2], 'LIMIT', 0,
-                             {_TRIM_PER_CALL})
-      if #old > 0 then
-        redis.call('HDEL', KEYS[1], unpack(old))
-        redis.call('ZREM', KEYS[2], unpack(old))
-      end
-      redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-      redis.call('ZADD', KEYS[2], ARGV[i + 3], ARGV[i])
-    end
-    out[#out + 1] = false
-  end
-end
-return out
-"""
-
-# KEYS: inbox, dead letters, seen, seen-by-time. ARGV: message id, dead letter id, window ms,
-# then the entry's field/value pairs. Appends the entry, records it, drops the dead letter.
-_REQUEUE = """
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
-redis.call('XDEL', KEYS[2], ARGV[2])
-local ms = tonumber(string.match(id, '^(%d+)'))
-redis.call('HSET', KEYS[3], ARGV[1], id)
-redis.call('ZADD', KEYS[4], string.format('%d', ms + tonumber(ARGV[3])), ARGV[1])
-return id
-"""
 
 
 class ReplayError(SidecarError):
@@ -109,12 +72,11 @@ class ReplayGuard:
     def __init__(
         self, client: aioredis.Redis, keys: AgentKeys, *, window_ms: int = DEFAULT_WINDOW_MS
     ) -> None:
+        self._redis = client
         self._keys = keys
         self.window_ms = window_ms
         self.seen_key = f"{keys.prefix}seen"
         self.by_time_key = f"{keys.prefix}seen-by-time"
-        self._check = client.register_script(_CHECK)
-        self._requeue = client.register_script(_REQUEUE)
 
     async def check(self, envelope: Envelope, entry_id: bytes | str) -> None:
         """Accept ``envelope`` read from inbox entry ``entry_id``, or raise :class:`ReplayError`."""
@@ -125,7 +87,7 @@ class ReplayGuard:
     async def check_many(
         self, items: Sequence[tuple[Envelope, bytes | str]]
     ) -> list[ReplayError | None]:
-        """Check entries read together (in stream order) with one script call: per entry, the
+        """Check entries read together (in stream order) with one function call: per entry, the
         :class:`ReplayError` refusing it, or None when it is accepted."""
         if not items:
             return []
@@ -137,7 +99,9 @@ class ReplayGuard:
             fresh = abs(envelope.created_at - stamped) <= self.window_ms
             rows.append((envelope, entry, stamped, fresh))
             args += [envelope.id, entry, stamped, envelope.created_at + self.window_ms, int(fresh)]
-        answers = await self._check(keys=[self.seen_key, self.by_time_key], args=args)
+        answers = await self._redis.fcall(
+            "mas_seen_check", 2, self.seen_key, self.by_time_key, *args
+        )
         return [
             self._judge(envelope, entry, stamped, fresh, known)
             for (envelope, entry, stamped, fresh), known in zip(rows, answers, strict=True)
@@ -168,8 +132,8 @@ class ReplayGuard:
         """Append ``fields`` to the inbox as the entry of record for ``message_id`` and delete
         dead letter ``dead_letter_id``, atomically; the new entry's id."""
         pairs = [part for item in fields.items() for part in item]
-        new_id = await self._requeue(
-            keys=[self._keys.inbox, self._keys.dlq, self.seen_key, self.by_time_key],
-            args=[message_id, dead_letter_id, self.window_ms, *pairs],
+        keys = [self._keys.inbox, self._keys.dlq, self.seen_key, self.by_time_key]
+        new_id = await self._redis.fcall(
+            "mas_seen_requeue", len(keys), *keys, message_id, dead_letter_id, self.window_ms, *pairs
         )
         return str(new_id.decode())

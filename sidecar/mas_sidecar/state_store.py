@@ -1,9 +1,10 @@
 """The agent's persisted state: one JSON document with a revision, compare-and-set in Redis.
 
 ``mas:{agent}:state`` is a hash of ``doc`` (JSON object) and ``rev`` (integer, 0 before the
-first write). Writes go through one Lua script that checks the expected revision and writes
-atomically, so concurrent replicas never lose an update silently: the loser gets
-``revision_conflict``. Used by the state routes.
+first write). Writes go through one call of the ``mas_state_cas`` function
+(:mod:`mas.functions`), which checks the expected revision and writes atomically, so
+concurrent replicas never lose an update silently: the loser gets ``revision_conflict``. Used by
+the state routes.
 """
 
 from __future__ import annotations
@@ -16,14 +17,6 @@ import redis.asyncio as aioredis
 from mas.errors import ErrorCode
 from mas_sidecar.errors import ApiError
 
-_CAS = """
-local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
-if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= rev then
-  return {0, rev}
-end
-redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'rev', rev + 1)
-return {1, rev + 1}
-"""
 _PATCH_RETRIES = 20
 
 
@@ -33,7 +26,6 @@ class StateStore:
     def __init__(self, client: aioredis.Redis, key: str) -> None:
         self._redis = client
         self._key = key
-        self._cas = client.register_script(_CAS)
 
     async def read(self) -> tuple[dict[str, Any], int]:
         doc, rev = await self._redis.hmget(self._key, ["doc", "rev"])
@@ -41,8 +33,8 @@ class StateStore:
 
     async def replace(self, state: dict[str, Any], expected: int | None) -> int:
         """Write ``state`` if the revision is still ``expected`` (any when None); new revision."""
-        ok, revision = await self._cas(
-            keys=[self._key], args=["" if expected is None else expected, orjson.dumps(state)]
+        ok, revision = await self._redis.fcall(
+            "mas_state_cas", 1, self._key, "" if expected is None else expected, orjson.dumps(state)
         )
         if not ok:
             raise ApiError(

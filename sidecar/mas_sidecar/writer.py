@@ -5,14 +5,13 @@ far and sends it as one pipeline (one round trip), then the next batch. So concu
 round trips, a message and its audit entry go out together, and audit entries reach Redis in the
 order their chain was computed.
 
-Within a pipeline, the appends to one stream go as one call of a small script (up to
+Within a pipeline, the appends to one stream go as one call of the ``mas_append`` function
+(:mod:`mas.functions`, up to
 ``APPENDS_PER_CALL`` entries each, in submission order): a batch of 100 messages to one target
 costs one call for the inbox and one for the audit stream, not 200 commands whose packing and
 answers the sidecar would handle one by one. A call to an inbox answers its length, which every
 append in it gets (the circuit breaker reads the backlog from it); a call runs atomically, so
-its entries appear together. Scripts are loaded at start and again after a ``NOSCRIPT``
-(a restarted or failed-over server), when only the refused calls are sent again: a refused call
-wrote nothing.
+its entries appear together.
 
 A submission may also carry *latest* commands, keyed: writes of which only the last per key in a
 pipeline matters (the audit chain's head, a reply stream's expiry). Each key is sent once per
@@ -23,14 +22,12 @@ gets that one answer. Used by the send path and the audit log.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from mas_sidecar.aio import wait_event
 from mas_sidecar.inbox import REDIS_ERRORS
@@ -39,28 +36,7 @@ log = logging.getLogger(__name__)
 Command = tuple[Any, ...]
 Latest = Mapping[Hashable, Command]
 NOTHING_LATEST: Latest = {}
-APPENDS_PER_CALL = 256  # entries per script call: bounds how long one call holds the server
-
-# KEYS[1]: the stream. ARGV[1]: "1" to answer the stream's length (else 0: the sidecar may not
-# read other agents' reply streams). Then per entry: its field/value pair count, an approximate
-# MAXLEN (0: none), and the pairs. Appends each entry with a new id.
-APPEND_SCRIPT = """
-local i = 2
-while i <= #ARGV do
-  local last = i + 1 + 2 * tonumber(ARGV[i])
-  if ARGV[i + 1] ~= '0' then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[i + 1], '*', unpack(ARGV, i + 2, last))
-  else
-    redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 2, last))
-  end
-  i = last + 1
-end
-if ARGV[1] == '1' then
-  return redis.call('XLEN', KEYS[1])
-end
-return 0
-"""
-_APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+APPENDS_PER_CALL = 256  # entries per function call: bounds how long one call holds the server
 
 
 @dataclass(frozen=True)
@@ -88,10 +64,6 @@ class Writer:
         self._queue: list[_Submission] = []
         self._pending = asyncio.Event()
 
-    async def load_scripts(self) -> None:
-        """Load the append script (call at start, before the first write)."""
-        await self._redis.script_load(APPEND_SCRIPT)
-
     def submit(
         self, appends: Sequence[Append], latest: Latest = NOTHING_LATEST
     ) -> asyncio.Future[list[Any]]:
@@ -113,7 +85,7 @@ class Writer:
             await self._flush(batch)
 
     async def _flush(self, batch: list[_Submission]) -> None:
-        calls: list[tuple[str, list[Append]]] = []  # (stream, its appends) per script call
+        calls: list[tuple[str, list[Append]]] = []  # (stream, its appends) per function call
         open_calls: dict[str, int] = {}  # stream -> its call still taking appends
         placed: list[list[int]] = []  # per submission: the call of each of its appends
         latest: dict[Hashable, Command] = {}
@@ -129,10 +101,10 @@ class Writer:
             placed.append(indexes)
             latest.update(submission.latest)
         commands = [
-            ("EVALSHA", _APPEND_SHA, 1, stream, *_arguments(appends)) for stream, appends in calls
+            ("FCALL", "mas_append", 1, stream, *_arguments(appends)) for stream, appends in calls
         ]
         try:
-            answers = await self._execute([*commands, *latest.values()])
+            answers = await self._pipeline([*commands, *latest.values()])
         except REDIS_ERRORS as exc:
             for submission in batch:
                 if not submission.future.done():
@@ -150,17 +122,6 @@ class Writer:
             else:
                 future.set_result(results)
 
-    async def _execute(self, commands: list[Command]) -> list[Any]:
-        """One pipeline; the calls refused with ``NOSCRIPT`` load the script and go again."""
-        answers = await self._pipeline(commands)
-        again = [i for i, a in enumerate(answers) if isinstance(a, redis.exceptions.NoScriptError)]
-        if again:
-            await self.load_scripts()
-            retried = await self._pipeline([commands[index] for index in again])
-            for index, answer in zip(again, retried, strict=True):
-                answers[index] = answer
-        return answers
-
     async def _pipeline(self, commands: list[Command]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for command in commands:
@@ -170,7 +131,7 @@ class Writer:
 
 
 def _arguments(appends: list[Append]) -> list[Any]:
-    """The script's ARGV for ``appends`` to one stream."""
+    """The function's arguments for ``appends`` to one stream."""
     arguments: list[Any] = [int(any(append.measure for append in appends))]
     for append in appends:
         arguments += (len(append.fields) // 2, append.maxlen, *append.fields)

@@ -26,6 +26,7 @@ import redis
 
 from mas.acl import agent_redis_url, apply_acl_user, generate_password, masked_url
 from mas.audit_commands import verify_trail
+from mas.functions import ensure_functions
 from mas.local.agent_process import AgentProcess
 from mas.local.display import Console, ReplicaRow
 from mas.local.identity import LocalIdentity
@@ -198,10 +199,12 @@ class Supervisor:
         )
 
     def _register_agents(self) -> None:
-        """Write each agent's registry entry (its capabilities and roles), as the operator does
-        on Kubernetes: the control plane vouches for them, a sidecar cannot."""
+        """Load the function library the sidecars call and write each agent's registry entry
+        (its capabilities and roles), as the operator does on Kubernetes: the control plane
+        vouches for them, a sidecar cannot."""
         client = redis.Redis.from_url(self.redis_url)
         try:
+            ensure_functions(client)
             for agent in self.agents:
                 register_agent(client, agent.agent_id, agent.spec.capabilities, agent.spec.roles)
         finally:
