@@ -2,10 +2,11 @@
 
 ``helm install`` of ``helm/mas`` (with the real Helm engine) brings up the operator and the
 embedded Redis; the healthcare example's Agents and GatewayPolicy are applied with kubectl; the
-tests then watch what a user would: pods with their sidecars, messages delivered, a denied
-message denied and audited, an SSN redacted at the receiver, a policy change in force without
-restarting a pod, an invalid Agent refused by the API server, an Agent's Redis user gone with
-it, and ``helm upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind.
+tests then watch what a user would: pods with their sidecars (under the restricted Pod Security
+Standard), messages delivered, a denied message denied and audited, an SSN redacted at the
+receiver, a policy change in force without restarting a pod, an invalid Agent refused by the API
+server, an Agent mounting another agent's credentials refused by the operator, an Agent's Redis
+user gone with it, and ``helm upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind.
 
 Redis is inspected from inside the Redis pod (``kubectl exec``), so the same tests run on the
 local host-network cluster and on kind. The tests of this module share one release and run in
@@ -244,6 +245,13 @@ def test_agents_talk_through_their_sidecars_under_the_policy(
         assert "MAS_SIDECAR_URL" in agent_env and "MAS_REDIS_URL" not in agent_env
         assert "volumeMounts" not in containers["agent"], "no credentials, no API token"
         assert all(s["ready"] for s in pod["status"]["containerStatuses"])
+        # The restricted Pod Security Standard, and the example still runs under it.
+        assert pod["spec"]["securityContext"]["runAsUser"] == 65532
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        agent_context = containers["agent"]["securityContext"]
+        assert agent_context["readOnlyRootFilesystem"] is True
+        assert agent_context["allowPrivilegeEscalation"] is False
+        assert agent_context["capabilities"] == {"drop": ["ALL"]}
 
     # The scripted consultation: answers delivered, an SSN redacted, a card blocked, admin denied.
     wait_until(
@@ -345,6 +353,38 @@ def test_the_api_server_rejects_an_invalid_agent_with_a_clear_message(
     with pytest.raises(HarnessError) as refused_policy:
         release.cluster.apply(bad_policy)
     assert "spec.rules" in str(refused_policy.value) and "maybe" in str(refused_policy.value)
+
+
+def test_the_operator_refuses_an_agent_that_mounts_another_agents_credentials(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    namespace = workspace
+    cluster = release.cluster
+    thief = {
+        "apiVersion": "mas.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "thief", "namespace": namespace},
+        "spec": {
+            "image": mas_image,
+            "volumes": [{"name": "loot", "secret": {"secretName": "doctor-mas-credentials"}}],
+            "volumeMounts": [{"name": "loot", "mountPath": "/loot"}],
+        },
+    }
+    cluster.apply(thief)
+    refused = wait_until(
+        lambda: (
+            (c := condition(agent(cluster, namespace, "thief"), "Ready")).get("reason")
+            == "Forbidden"
+            and c
+        ),
+        timeout=60,
+        what="the operator refuses the Agent",
+    )
+    assert refused["status"] == "False"
+    assert "doctor-mas-credentials" in refused["message"]
+    assert not cluster.kubectl(
+        "get", "deployment", "thief", "-n", namespace, "--ignore-not-found"
+    ).strip()
 
 
 def test_deleting_an_agent_removes_its_redis_user_and_objects(

@@ -62,6 +62,12 @@ AGENT: dict[str, Any] = {
         "volumeMounts": [{"name": "data", "mountPath": "/data"}],
         "hostNetwork": False,
         "hostAliases": [{"ip": "10.0.0.1", "hostnames": ["db.local"]}],
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 2000,
+            "readOnlyRootFilesystem": False,
+        },
         "sidecar": {"port": 8790, "image": "example/sidecar:1"},
         "deletionPolicy": "Delete",
     },
@@ -343,6 +349,8 @@ BAD = [
     ("env 1X", with_value(AGENT, "spec.env.0.name", "1X"), "does not match"),
     ("replicas 1.5", with_value(AGENT, "spec.replicas", 1.5), "is not of type 'integer'"),
     ("sidecar port 80", with_value(AGENT, "spec.sidecar.port", 80), "less than the minimum"),
+    ("root user", with_value(AGENT, "spec.securityContext.runAsUser", 0), "less than the minimum"),
+    ("fsGroup -1", with_value(AGENT, "spec.securityContext.fsGroup", -1), "less than the minimum"),
     ("deletion Keep", with_value(AGENT, "spec.deletionPolicy", "Keep"), "is not one of"),
     ("local command []", with_value(AGENT, "spec.local", {"command": []}), "should be non-empty"),
     ("rate 0", with_value(POLICY, "spec.rateLimits.0.rate", 0), "less than or equal to the min"),
@@ -371,7 +379,11 @@ def test_bad_resources_are_rejected_by_crd_and_model(
 def test_unknown_fields_are_pruned_by_kubernetes_and_rejected_by_the_model() -> None:
     # apiextensions/v1 cannot forbid unknown fields (no additionalProperties: false): the API
     # server drops them, or rejects them under strict field validation; the models reject them.
-    for document, path in ((AGENT, "spec.replica"), (POLICY, "spec.rules.0.actions")):
+    for document, path in (
+        (AGENT, "spec.replica"),
+        (AGENT, "spec.securityContext.privileged"),  # pruned: never reaches the operator
+        (POLICY, "spec.rules.0.actions"),
+    ):
         typo = with_value(document, path, 1)
         assert crd_errors(typo) == []
         assert not model_accepts(typo)

@@ -39,6 +39,8 @@ from waiting import eventually
 
 from mas.client import SidecarClient
 from mas.manifests import load_directory, parse_agent, parse_policy
+from mas_operator.builders import refusals
+from mas_operator.config import OperatorConfig
 from mas_operator.crds import agent_crd, gateway_policy_crd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -458,6 +460,22 @@ def test_k8s_manifests_validate_against_crds_and_models(path: Path) -> None:
             assert generator["name"] == volume["configMap"]["name"]
             assert script.name in generator["files"]
             assert (path.parent / script.name).is_file()
+
+
+@pytest.mark.parametrize("path", K8S_FILES, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_k8s_agents_are_accepted_by_the_operator_as_installed(path: Path) -> None:
+    """Under the operator's default settings (the restricted Pod Security Standard: uid 65532,
+    read-only root), and with the host network a cluster without pod network gets."""
+    default = OperatorConfig.from_env({"MAS_REDIS_URL": "redis://mas-redis:6379"})
+    host_network = OperatorConfig.from_env(
+        {"MAS_REDIS_URL": "redis://127.0.0.1:6379", "MAS_ALLOW_HOST_NETWORK": "true"}
+    )
+    for document in mas_documents(path):
+        if document["kind"] != "Agent":
+            continue
+        assert refusals(parse_agent(document, str(path)), default) == []
+        e2e = {**document, "spec": {**document["spec"], "hostNetwork": True}}
+        assert refusals(parse_agent(e2e, str(path)), host_network) == []
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "everything-set": {
         **HOST_NETWORK,
+        "agents": {"allowHostNetwork": True, "allowHostPath": True, "allowSidecarImage": True},
         "imagePullSecrets": ["registry"],
         "image": {"repository": "registry.example.test/mas", "tag": "1.2.3"},
         "operator": {
@@ -305,6 +306,10 @@ def test_operator_environment_covers_every_setting_of_the_operator_config(chart:
     }
     # kopf names the replica in peering by POD_ID (the image's uid has no user name).
     assert env_of(operator)["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # The account the operator runs as, whatever it is named: no Agent may run as it.
+    assert env_of(operator)["MAS_OPERATOR_SERVICE_ACCOUNT"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "spec.serviceAccountName"}
+    }
 
 
 def test_operator_config_accepts_the_rendered_environment(chart: Any) -> None:
@@ -341,7 +346,35 @@ def test_default_settings_map_to_the_operator_defaults(chart: Any) -> None:
         "MAS_PEERING_NAME": "mas",
         "MAS_STANDALONE": "false",
         "MAS_LOG_LEVEL": "INFO",
+        "MAS_ALLOW_HOST_NETWORK": "false",
+        "MAS_ALLOW_HOST_PATH": "false",
+        "MAS_ALLOW_SIDECAR_IMAGE": "false",
     }
+
+
+@pytest.mark.parametrize(
+    ("values", "allowed"),
+    [
+        ({}, set()),
+        (HOST_NETWORK, {"MAS_ALLOW_HOST_NETWORK"}),
+        ({"agents": {"allowHostNetwork": True}}, {"MAS_ALLOW_HOST_NETWORK"}),
+        ({"agents": {"allowHostPath": True}}, {"MAS_ALLOW_HOST_PATH"}),
+        ({"agents": {"allowSidecarImage": True}}, {"MAS_ALLOW_SIDECAR_IMAGE"}),
+    ],
+    ids=["defaults", "host-network-cluster", "host-network", "host-path", "sidecar-image"],
+)
+def test_agents_get_what_the_values_allow_and_a_host_network_cluster_needs(
+    chart: Any, values: dict[str, Any], allowed: set[str]
+) -> None:
+    env = env_values(container(render(chart, values), "Deployment"))
+    flags = {name for name in env if name.startswith("MAS_ALLOW_")}
+    assert flags == {"MAS_ALLOW_HOST_NETWORK", "MAS_ALLOW_HOST_PATH", "MAS_ALLOW_SIDECAR_IMAGE"}
+    assert {name for name in flags if env[name] == "true"} == allowed
+    assert {name for name in flags if env[name] == "false"} == flags - allowed
+    settings = operator_config.OperatorConfig.from_env(env)
+    assert settings.allow_host_network == ("MAS_ALLOW_HOST_NETWORK" in allowed)
+    assert settings.allow_host_path == ("MAS_ALLOW_HOST_PATH" in allowed)
+    assert settings.allow_sidecar_image == ("MAS_ALLOW_SIDECAR_IMAGE" in allowed)
 
 
 def redis_secret(objects: list[Manifest]) -> Manifest:

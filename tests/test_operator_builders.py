@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from dataclasses import replace
 from typing import Any
 
 import kubernetes_validate
@@ -17,29 +18,41 @@ from kubernetes_validate.utils import all_versions
 from mas.manifests import AgentManifest
 from mas_operator.builders import (
     CREDENTIALS_DIR,
+    RESTRICTED_VOLUME_TYPES,
     SPEC_HASH_ANNOTATION,
     BuildError,
+    PodRefused,
     agent_labels,
     agent_ready,
     condition,
     credentials_secret,
     deployment,
+    refusals,
     set_condition,
     spec_hash,
 )
+from mas_operator.config import OperatorConfig
 
 UID = "0b7c5a52-3f0e-4c4e-9a36-6f1d2f0c9a11"
 KIDS = ("kidAAAAAAAAAAAA1", "kid-_BBBBBBBBBB2")
 SIDECAR_IMAGE = "registry.example/mas-sidecar:1.0"
 REDIS_URL = "redis://mas-agent-team-worker:s3cret@redis.mas.svc:6379/0"
+SETTINGS = OperatorConfig(
+    redis_url="redis://redis.mas.svc:6379/0",
+    agent_redis_url="redis://redis.mas.svc:6379/0",
+    sidecar_image=SIDECAR_IMAGE,
+)
+PERMISSIVE = replace(
+    SETTINGS, allow_host_network=True, allow_host_path=True, allow_sidecar_image=True
+)
 
 
-def make_agent(**spec: Any) -> AgentManifest:
+def make_agent(namespace: str = "team", **spec: Any) -> AgentManifest:
     return AgentManifest.model_validate(
         {
             "apiVersion": "mas.dev/v1alpha1",
             "kind": "Agent",
-            "metadata": {"name": "worker", "namespace": "team"},
+            "metadata": {"name": "worker", "namespace": namespace},
             "spec": {
                 "image": "registry.example/worker:2",
                 "capabilities": ["summarize", "translate"],
@@ -53,11 +66,11 @@ def make_agent(**spec: Any) -> AgentManifest:
     )
 
 
-def build(agent: AgentManifest) -> dict[str, Any]:
+def build(agent: AgentManifest, settings: OperatorConfig = SETTINGS) -> dict[str, Any]:
     return deployment(
         agent=agent,
         owner_uid=UID,
-        sidecar_image=SIDECAR_IMAGE,
+        settings=settings,
         spec_hash=spec_hash(agent),
         trust_kids=KIDS,
     )
@@ -211,7 +224,7 @@ def test_sidecar_gets_redis_url_from_the_secret_and_its_settings() -> None:
 
 
 def test_spec_sidecar_image_and_port_win() -> None:
-    built = build(make_agent(sidecar={"image": "mine/sidecar:9", "port": 9100}))
+    built = build(make_agent(sidecar={"image": "mine/sidecar:9", "port": 9100}), PERMISSIVE)
     by_name = containers(built)
     assert by_name["mas-sidecar"]["image"] == "mine/sidecar:9"
     assert by_name["mas-sidecar"]["command"][-1] == "9100"
@@ -232,7 +245,7 @@ def test_host_network_settings() -> None:
         hostNetwork=True,
         hostAliases=[{"ip": "10.0.0.5", "hostnames": ["llm.internal"]}],
     )
-    built = build(agent)
+    built = build(agent, PERMISSIVE)
     pod = built["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
@@ -335,13 +348,268 @@ def test_built_objects_are_valid_kubernetes(version: str) -> None:
         resources={"requests": {"cpu": "100m"}},
         volumes=[{"name": "data", "emptyDir": {}}],
         volumeMounts=[{"name": "data", "mountPath": "/data"}],
+        securityContext={"runAsUser": 1000, "fsGroup": 2000, "readOnlyRootFilesystem": False},
     )
     for built in (
-        build(agent),
+        build(agent, PERMISSIVE),
         build(make_agent()),
         credentials_secret(agent=agent, owner_uid=UID, files=files()),
     ):
         kubernetes_validate.validate(built, version, strict=True)
+
+
+# -- pod security -------------------------------------------------------------------------------
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What in a pod spec breaks Kubernetes' restricted Pod Security Standard (the policies of
+    https://kubernetes.io/docs/concepts/security/pod-security-standards/, as a pod sees them)."""
+    found = []
+    pod_context = pod.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(field):
+            found.append(field)
+    for volume in pod.get("volumes") or ():
+        found += [f"volume {kind}" for kind in set(volume) - {"name", *RESTRICTED_VOLUME_TYPES}]
+    if pod_context.get("runAsUser") == 0:
+        found.append("pod runAsUser 0")
+    for container in pod["containers"]:
+        context = container.get("securityContext") or {}
+        name = container["name"]
+        if context.get("privileged"):
+            found.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation")
+        if (context.get("capabilities") or {}).get("drop") != ["ALL"]:
+            found.append(f"{name}: capabilities not dropped")
+        if (context.get("capabilities") or {}).get("add"):
+            found.append(f"{name}: capabilities added")
+        if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+            found.append(f"{name}: runAsNonRoot")
+        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            found.append(f"{name}: runAsUser 0")
+        seccomp = context.get("seccompProfile", pod_context.get("seccompProfile")) or {}
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile")
+        if any(port.get("hostPort") for port in container.get("ports") or ()):
+            found.append(f"{name}: hostPort")
+    return found
+
+
+def test_pods_meet_the_restricted_pod_security_standard() -> None:
+    for agent in (
+        make_agent(),
+        make_agent(
+            serviceAccountName="worker-sa",
+            volumes=[
+                {"name": "data", "emptyDir": {}},
+                {"name": "config", "configMap": {"name": "worker-config"}},
+                {"name": "models", "persistentVolumeClaim": {"claimName": "models"}},
+            ],
+            volumeMounts=[{"name": "data", "mountPath": "/data"}],
+            securityContext={"runAsUser": 1000, "runAsGroup": 0, "readOnlyRootFilesystem": False},
+        ),
+    ):
+        pod = build(agent)["spec"]["template"]["spec"]
+        assert restricted_violations(pod) == []
+
+
+def test_the_agent_runs_as_65532_with_a_read_only_root_by_default() -> None:
+    built = build(make_agent())
+    assert built["spec"]["template"]["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert containers(built)["agent"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_spec_security_context_sets_user_groups_and_a_writable_root() -> None:
+    context = {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000}
+    built = build(make_agent(securityContext={**context, "readOnlyRootFilesystem": False}))
+    pod_context = built["spec"]["template"]["spec"]["securityContext"]
+    assert pod_context.items() >= {**context, "runAsNonRoot": True}.items()
+    agent_context = containers(built)["agent"]["securityContext"]
+    assert agent_context["readOnlyRootFilesystem"] is False
+    assert agent_context["allowPrivilegeEscalation"] is False
+    # The sidecar keeps its own user and read-only root, whatever the agent's are.
+    sidecar_context = containers(built)["mas-sidecar"]["securityContext"]
+    assert (sidecar_context["runAsUser"], sidecar_context["runAsGroup"]) == (65532, 65532)
+    assert sidecar_context["readOnlyRootFilesystem"] is True
+    assert sidecar_context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"runAsUser": 0},
+        {"runAsGroup": -1},
+        {"privileged": True},
+        {"capabilities": {"add": ["ALL"]}},
+    ],
+    ids=["root", "negative group", "privileged", "capabilities"],
+)
+def test_a_less_restricted_security_context_cannot_be_written(context: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="securityContext"):
+        make_agent(securityContext=context)
+
+
+CREDENTIALS = {"name": "loot", "secret": {"secretName": "other-mas-credentials"}}
+LOOT_MOUNT = [{"name": "loot", "mountPath": "/loot"}]
+REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "another agent's credentials": (
+        {"volumes": [CREDENTIALS], "volumeMounts": LOOT_MOUNT},
+        "spec.volumes[0] (loot): Secret other-mas-credentials holds an agent's credentials",
+    ),
+    "its own credentials": (
+        {"volumes": [{"name": "own", "secret": {"secretName": "worker-mas-credentials"}}]},
+        "Secret worker-mas-credentials holds an agent's credentials",
+    ),
+    "credentials in a projected volume": (
+        {
+            "volumes": [
+                {
+                    "name": "mix",
+                    "projected": {
+                        "sources": [
+                            {"downwardAPI": {"items": []}},
+                            {"secret": {"name": "other-mas-credentials"}},
+                        ]
+                    },
+                }
+            ]
+        },
+        "spec.volumes[0] (mix): Secret other-mas-credentials",
+    ),
+    "credentials handed to a CSI driver": (
+        {
+            "volumes": [
+                {
+                    "name": "csi",
+                    "csi": {
+                        "driver": "x.example",
+                        "nodePublishSecretRef": {"name": "other-mas-credentials"},
+                    },
+                }
+            ]
+        },
+        "spec.volumes[0] (csi): Secret other-mas-credentials",
+    ),
+    "hostPath": (
+        {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+        "spec.volumes[0] (root): hostPath volumes expose the node's filesystem",
+    ),
+    "an nfs volume": (
+        {"volumes": [{"name": "share", "nfs": {"server": "10.0.0.9", "path": "/"}}]},
+        "spec.volumes[0] (share): nfs volumes are refused",
+    ),
+    "the sidecar's volume name": (
+        {"volumes": [{"name": "mas-credentials", "emptyDir": {}}]},
+        "spec.volumes[0]: the name mas-credentials is reserved",
+    ),
+    "a mount of the sidecar's credentials volume": (
+        {"volumeMounts": [{"name": "mas-credentials", "mountPath": "/creds"}]},
+        "spec.volumeMounts[0]: mounts the sidecar's credentials volume 'mas-credentials'",
+    ),
+    "the host network": ({"hostNetwork": True}, "spec.hostNetwork"),
+    "another sidecar image": (
+        {"sidecar": {"image": "mine/sidecar:9"}},
+        "spec.sidecar.image: 'mine/sidecar:9' is not the operator's sidecar image",
+    ),
+}
+
+
+@pytest.mark.parametrize(("spec", "words"), list(REFUSED.values()), ids=list(REFUSED))
+def test_what_an_agent_may_not_ask_for(spec: dict[str, Any], words: str) -> None:
+    agent = make_agent(**spec)
+    found = refusals(agent, SETTINGS)
+    assert len(found) == 1 and words in found[0], found
+    with pytest.raises(PodRefused) as refused:
+        build(agent)
+    assert refused.value.reasons == tuple(found)
+
+
+def test_every_refusal_is_listed() -> None:
+    agent = make_agent(
+        volumes=[CREDENTIALS, {"name": "root", "hostPath": {"path": "/"}}],
+        volumeMounts=[*LOOT_MOUNT, {"name": "mas-credentials", "mountPath": "/creds"}],
+        hostNetwork=True,
+    )
+    found = refusals(agent, SETTINGS)
+    assert [reason.split(":")[0] for reason in found] == [
+        "spec.volumes[0] (loot)",
+        "spec.volumes[1] (root)",
+        "spec.volumeMounts[1]",
+        "spec.hostNetwork",
+    ]
+
+
+def test_the_settings_can_allow_the_node_and_another_sidecar_but_never_credentials() -> None:
+    agent = make_agent(
+        hostNetwork=True,
+        volumes=[{"name": "models", "hostPath": {"path": "/srv/models"}}],
+        volumeMounts=[{"name": "models", "mountPath": "/models"}],
+        sidecar={"image": "mine/sidecar:9"},
+    )
+    assert len(refusals(agent, SETTINGS)) == 3
+    assert refusals(agent, PERMISSIVE) == []
+    for setting, field in (
+        ("allow_host_network", "spec.hostNetwork"),
+        ("allow_host_path", "spec.volumes[0]"),
+        ("allow_sidecar_image", "spec.sidecar.image"),
+    ):
+        others = [r for r in refusals(agent, replace(SETTINGS, **{setting: True}))]
+        assert len(others) == 2 and not any(r.startswith(field) for r in others)
+    stolen = make_agent(volumes=[CREDENTIALS], volumeMounts=LOOT_MOUNT)
+    assert refusals(stolen, PERMISSIVE) != []
+    assert refusals(make_agent(sidecar={"image": SIDECAR_IMAGE}), SETTINGS) == []
+
+
+def test_the_operator_namespace_keeps_its_service_account_and_secrets() -> None:
+    namespace = SETTINGS.operator_namespace
+    own_account = make_agent(namespace, serviceAccountName=SETTINGS.operator_service_account)
+    (reason,) = refusals(own_account, SETTINGS)
+    assert reason.startswith("spec.serviceAccountName: mas-operator is the operator's own")
+    anchor = make_agent(
+        namespace, volumes=[{"name": "anchor", "secret": {"secretName": "mas-trust-anchor"}}]
+    )
+    (reason,) = refusals(anchor, SETTINGS)
+    assert "Secret mas-trust-anchor is in the operator's namespace" in reason
+    # Elsewhere these names are other namespaces' own objects.
+    assert refusals(make_agent(serviceAccountName="mas-operator"), SETTINGS) == []
+    elsewhere = make_agent(volumes=[{"name": "a", "secret": {"secretName": "mas-trust-anchor"}}])
+    assert refusals(elsewhere, SETTINGS) == []
+
+
+def test_ordinary_volumes_are_accepted() -> None:
+    agent = make_agent(
+        volumes=[
+            {"name": "scratch"},  # no type: the API server makes it an emptyDir
+            {"name": "tmp", "emptyDir": {"medium": "Memory"}},
+            {"name": "api-key", "secret": {"secretName": "openai-api-key"}},
+            {"name": "code", "configMap": {"name": "code"}},
+            {"name": "claim", "persistentVolumeClaim": {"claimName": "models"}},
+            {"name": "csi", "csi": {"driver": "x.example", "nodePublishSecretRef": {"name": "k"}}},
+            {
+                "name": "all",
+                "projected": {
+                    "sources": [
+                        {"secret": {"name": "openai-api-key"}},
+                        {"serviceAccountToken": {"path": "token", "audience": "llm"}},
+                    ]
+                },
+            },
+        ],
+        volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "code", "mountPath": "/app"}],
+    )
+    assert refusals(agent, SETTINGS) == []
 
 
 # -- conditions ---------------------------------------------------------------------------------

@@ -477,3 +477,182 @@ async def test_a_deployment_or_secret_deleted_by_hand_comes_back(
     ).claims
     assert claims.roles == ("analyst",)
     assert f"//{acl_username('team/worker')}:" in files["redis-url"].decode()
+
+
+# -- what an Agent author may not get in a pod ---------------------------------------------------
+
+
+def mounting_secrets(harness: OperatorHarness, namespace: str) -> dict[str, set[str]]:
+    """Deployment name -> the Secrets its pods mount (as volumes or projected sources)."""
+    mounted: dict[str, set[str]] = {}
+    for (resource, ns, name), obj in harness.emulator.objects.items():
+        if resource != DEPLOYMENTS or ns != namespace or obj.deleted:
+            continue
+        names: set[str] = set()
+        for volume in obj.raw["spec"]["template"]["spec"].get("volumes") or ():
+            if "secret" in volume:
+                names.add(volume["secret"]["secretName"])
+            for source in (volume.get("projected") or {}).get("sources") or ():
+                if "secret" in source:
+                    names.add(source["secret"]["name"])
+        mounted[name] = names
+    return mounted
+
+
+async def settled_ready(harness: OperatorHarness, namespace: str, name: str) -> dict[str, Any]:
+    """The Agent's Ready condition once the operator has handled the current generation."""
+    return await eventually(
+        lambda: (
+            (agent := harness.object(AGENTS, namespace, name))
+            and (c := condition(agent, "Ready"))
+            and c["observedGeneration"] == agent["metadata"]["generation"]
+            and c
+        ),
+        what=f"a Ready condition on {namespace}/{name}",
+    )
+
+
+HOSTILE_SPECS = {
+    "another agent's credentials Secret": (
+        {
+            "volumes": [{"name": "loot", "secret": {"secretName": "victim-mas-credentials"}}],
+            "volumeMounts": [{"name": "loot", "mountPath": "/loot"}],
+        },
+        "victim-mas-credentials",
+    ),
+    "the Secret in a projected volume": (
+        {
+            "volumes": [
+                {
+                    "name": "loot",
+                    "projected": {
+                        "sources": [
+                            {"configMap": {"name": "harmless"}},
+                            {"secret": {"name": "victim-mas-credentials"}},
+                        ]
+                    },
+                }
+            ],
+            "volumeMounts": [{"name": "loot", "mountPath": "/loot"}],
+        },
+        "victim-mas-credentials",
+    ),
+    "the node's root filesystem": (
+        {
+            "volumes": [{"name": "node", "hostPath": {"path": "/"}}],
+            "volumeMounts": [{"name": "node", "mountPath": "/host"}],
+        },
+        "MAS_ALLOW_HOST_PATH",
+    ),
+    "the node's network": ({"hostNetwork": True}, "MAS_ALLOW_HOST_NETWORK"),
+    "the operator's service account": (
+        {"serviceAccountName": "mas-operator"},
+        "the operator's own service account",
+    ),
+}
+
+
+@pytest.mark.parametrize(("spec", "words"), list(HOSTILE_SPECS.values()), ids=list(HOSTILE_SPECS))
+async def test_a_hostile_agent_is_refused_and_gets_nothing(
+    harness: OperatorHarness, empty_redis: str, spec: dict[str, Any], words: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    namespace = OPERATOR_NAMESPACE if "serviceAccountName" in spec else "team"
+    await harness.create(AGENTS, agent_body("victim", namespace))
+    await eventually(lambda: harness.object(SECRETS, namespace, "victim-mas-credentials"))
+
+    await harness.create(AGENTS, agent_body("thief", namespace, **spec))
+
+    ready = await settled_ready(harness, namespace, "thief")
+    assert (ready["status"], ready["reason"]) == ("False", "Forbidden")
+    assert words in ready["message"]
+    assert harness.object(DEPLOYMENTS, namespace, "thief") is None
+    assert harness.object(SECRETS, namespace, "thief-mas-credentials") is None
+    admin = redis.Redis.from_url(empty_redis)
+    try:
+        assert acl_username(f"{namespace}/thief") not in admin.acl_users()
+    finally:
+        admin.close()
+    assert mounting_secrets(harness, namespace) == {"victim": {"victim-mas-credentials"}}
+    # A refused Agent still goes when deleted (its finalizer finds nothing to remove).
+    await harness.delete(AGENTS, namespace, "thief")
+    await eventually(lambda: harness.object(AGENTS, namespace, "thief") is None, what="gone")
+
+
+async def test_a_refused_change_keeps_the_last_accepted_deployment(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    accepted = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+
+    root = {
+        "volumes": [{"name": "node", "hostPath": {"path": "/"}}],
+        "volumeMounts": [{"name": "node", "mountPath": "/host"}],
+    }
+    await harness.patch_spec(AGENTS, "team", "worker", root)
+
+    ready = await settled_ready(harness, "team", "worker")
+    assert (ready["status"], ready["reason"]) == ("False", "Forbidden")
+    assert "spec.volumes[0]" in ready["message"] and "last accepted" in ready["message"]
+    current = harness.object(DEPLOYMENTS, "team", "worker")
+    assert current is not None
+    assert current["spec"]["template"] == accepted["spec"]["template"]
+    assert "hostPath" not in repr(current)
+    # The status timer leaves the refusal in place and builds nothing from the refused spec.
+    await harness.delete(DEPLOYMENTS, "team", "worker")
+    await asyncio.sleep(1)
+    assert harness.object(DEPLOYMENTS, "team", "worker") is None
+    assert condition(harness.object(AGENTS, "team", "worker"), "Ready")["reason"] == "Forbidden"
+
+
+async def test_the_operator_settings_can_allow_the_host_network_and_host_paths(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis, allow_host_network=True, allow_host_path=True))
+    spec = {
+        "hostNetwork": True,
+        "volumes": [{"name": "models", "hostPath": {"path": "/srv/models"}}],
+        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+    }
+    await harness.create(AGENTS, agent_body(**spec))
+    deployment = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert {"name": "models", "hostPath": {"path": "/srv/models"}} in pod["volumes"]
+
+
+async def test_stricter_settings_after_a_restart_refuse_what_they_no_longer_allow(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis, allow_host_path=True))
+    spec = {
+        "volumes": [{"name": "models", "hostPath": {"path": "/srv/models"}}],
+        "volumeMounts": [{"name": "models", "mountPath": "/models"}],
+    }
+    await harness.create(AGENTS, agent_body(**spec))
+    await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    await harness.roll_out("team", "worker", replicas=1)
+    await eventually(
+        lambda: (
+            (condition(harness.object(AGENTS, "team", "worker"), "Ready") or {}).get("status")
+            == "True"
+        )
+    )
+    await harness.stop()
+
+    harness.start(harness_config(empty_redis))
+
+    refused = await eventually(
+        lambda: (
+            (c := condition(harness.object(AGENTS, "team", "worker"), "Ready"))
+            and c["reason"] == "Forbidden"
+            and c
+        )
+    )
+    assert "MAS_ALLOW_HOST_PATH" in refused["message"]
+    # The status timer neither reports the old pods as Ready nor rebuilds the Deployment.
+    await harness.delete(DEPLOYMENTS, "team", "worker")
+    await asyncio.sleep(1)
+    assert harness.object(DEPLOYMENTS, "team", "worker") is None
+    assert condition(harness.object(AGENTS, "team", "worker"), "Ready")["reason"] == "Forbidden"

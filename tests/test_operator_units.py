@@ -66,6 +66,7 @@ def test_config_takes_the_admin_password_from_its_own_variable() -> None:
         ({"MAS_TOKEN_TTL_SECONDS": "10"}, "between 60 and 86400"),
         ({"MAS_TOKEN_TTL_SECONDS": "soon"}, "must be a number"),
         ({"MAS_STANDALONE": "perhaps"}, "true or false"),
+        ({"MAS_ALLOW_HOST_PATH": "sometimes"}, "MAS_ALLOW_HOST_PATH must be true or false"),
         ({"MAS_LOG_LEVEL": "LOUD"}, "MAS_LOG_LEVEL"),
         ({"MAS_AGENT_REDIS_URL": "redis://u:p@h:1"}, "must not carry credentials"),
     ],
@@ -76,6 +77,23 @@ def test_bad_settings_fail_at_start_up_with_the_variable_named(
     base = {"MAS_REDIS_URL": "redis://127.0.0.1:6379"} if "MAS_REDIS_URL" not in env else {}
     with pytest.raises(ConfigError, match=words):
         OperatorConfig.from_env({**base, **env} if env else {})
+
+
+def test_agents_get_nothing_of_the_node_unless_the_settings_say_so() -> None:
+    strict = OperatorConfig.from_env({"MAS_REDIS_URL": "redis://r:6379"})
+    assert not (strict.allow_host_network or strict.allow_host_path or strict.allow_sidecar_image)
+    assert strict.operator_service_account == "mas-operator"
+    opened = OperatorConfig.from_env(
+        {
+            "MAS_REDIS_URL": "redis://r:6379",
+            "MAS_ALLOW_HOST_NETWORK": "true",
+            "MAS_ALLOW_HOST_PATH": "1",
+            "MAS_ALLOW_SIDECAR_IMAGE": "yes",
+            "MAS_OPERATOR_SERVICE_ACCOUNT": "mas-op",
+        }
+    )
+    assert opened.allow_host_network and opened.allow_host_path and opened.allow_sidecar_image
+    assert opened.operator_service_account == "mas-op"
 
 
 # -- credentials -------------------------------------------------------------------------------

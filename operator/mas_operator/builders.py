@@ -14,6 +14,12 @@ What an agent runs as:
   credential files, read-only, at :data:`CREDENTIALS_DIR` (the layout of
   :mod:`mas.credentials`). The agent container gets ``MAS_SIDECAR_URL`` and ``MAS_AGENT_ID``,
   never a Redis credential.
+
+Both containers run under Kubernetes' *restricted* Pod Security Standard: non-root, no
+privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root filesystem
+(the agent's may be writable: ``spec.securityContext``). :func:`refusals` is what a spec may not
+ask for (another agent's credentials, the node's filesystem or network, the operator's service
+account, ...); :func:`deployment` builds nothing from a spec it refuses.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ import hashlib
 import json
 import re
 from base64 import b64encode
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from mas.credentials import AGENT_KEY_FILE, TOKEN_FILE, TRUST_DIR
-from mas.manifests import AGENT_KIND, API_VERSION, AgentManifest
+from mas.manifests import AGENT_KIND, API_VERSION, NON_ROOT_ID, AgentManifest
+from mas_operator.config import OperatorConfig
 
 Manifest = dict[str, Any]
 
@@ -38,16 +45,36 @@ AGENT_CONTAINER = "agent"
 SIDECAR_CONTAINER = "mas-sidecar"
 SPEC_HASH_ANNOTATION = "mas.dev/spec-hash"
 AGENT_LABEL = "mas.dev/agent"
-SIDECAR_USER = 65532  # an unprivileged uid/gid for the sidecar, whatever its image declares
+SIDECAR_USER = NON_ROOT_ID  # an unprivileged uid/gid for the sidecar, whatever its image declares
 CREDENTIAL_FILE_MODE = 0o444  # root-owned files; only the sidecar container mounts them
 # Spec fields that do not shape a pod: scaling must not restart pods, local mode is not ours.
 _UNHASHED = frozenset({"replicas", "local", "deletionPolicy"})
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _RESERVED_AGENT_ENV = frozenset({"MAS_SIDECAR_URL", "MAS_AGENT_ID"})
+# The volume types of the restricted Pod Security Standard; hostPath only where the settings say.
+RESTRICTED_VOLUME_TYPES = (
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+)
+_RUNTIME_DEFAULT = {"type": "RuntimeDefault"}
 
 
 class BuildError(ValueError):
     """The Agent cannot be turned into Kubernetes objects (e.g. it has no ``spec.image``)."""
+
+
+class PodRefused(BuildError):
+    """The Agent's spec asks for what an Agent may not get in a pod (see :func:`refusals`)."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = tuple(reasons)
 
 
 # -- names and labels ---------------------------------------------------------------------------
@@ -214,15 +241,37 @@ def _sidecar_container(agent: AgentManifest, image: str, trust_kids: Sequence[st
         "livenessProbe": _probe("/healthz", port, spec.host_network, 10, 3),
         "readinessProbe": _probe("/readyz", port, spec.host_network, 5, 2),
         "securityContext": {
-            "runAsNonRoot": True,
+            **_restricted_container(read_only_root_filesystem=True),
             "runAsUser": SIDECAR_USER,
             "runAsGroup": SIDECAR_USER,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+
+
+def _restricted_container(*, read_only_root_filesystem: bool) -> Manifest:
+    """A container securityContext within the restricted Pod Security Standard."""
+    return {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": read_only_root_filesystem,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": dict(_RUNTIME_DEFAULT),
+    }
+
+
+def _pod_security_context(agent: AgentManifest) -> Manifest:
+    """The pod's securityContext: the user and groups of ``spec.securityContext`` (the agent
+    container's; the sidecar sets its own), never root, the runtime's seccomp profile."""
+    wanted = agent.spec.security_context
+    context: Manifest = {
+        "runAsNonRoot": True,
+        "runAsUser": wanted.run_as_user,
+        "runAsGroup": wanted.run_as_group,
+    }
+    if wanted.fs_group is not None:
+        context["fsGroup"] = wanted.fs_group
+    context["seccompProfile"] = dict(_RUNTIME_DEFAULT)
+    return context
 
 
 def _agent_container(agent: AgentManifest) -> Manifest:
@@ -238,7 +287,14 @@ def _agent_container(agent: AgentManifest) -> Manifest:
         {"name": "MAS_SIDECAR_URL", "value": f"http://127.0.0.1:{spec.sidecar.port}"},
         {"name": "MAS_AGENT_ID", "value": agent.agent_id},
     ]
-    container: Manifest = {"name": AGENT_CONTAINER, "image": spec.image, "env": env}
+    container: Manifest = {
+        "name": AGENT_CONTAINER,
+        "image": spec.image,
+        "env": env,
+        "securityContext": _restricted_container(
+            read_only_root_filesystem=spec.security_context.read_only_root_filesystem
+        ),
+    }
     if spec.command:
         container["command"] = list(spec.command)
     if spec.args:
@@ -262,17 +318,22 @@ def deployment(
     *,
     agent: AgentManifest,
     owner_uid: str,
-    sidecar_image: str,
+    settings: OperatorConfig,
     spec_hash: str,
     trust_kids: Sequence[str],
 ) -> Manifest:
     """The agent's Deployment: the agent container next to its sidecar.
 
-    ``sidecar_image`` is the operator's default (``spec.sidecar.image`` wins); ``spec_hash`` is
-    :func:`spec_hash` of the agent, put on the pod template so a spec change rolls the pods;
-    ``trust_kids`` are the anchor key ids in the credentials Secret, each projected as
-    ``trust/<kid>.pub`` (a key listed here must exist in the Secret, or the pods cannot start).
+    ``settings`` are the operator's: its default sidecar image (``spec.sidecar.image`` wins) and
+    what Agents may ask for; a spec with any of :func:`refusals` raises :class:`PodRefused`.
+    ``spec_hash`` is :func:`spec_hash` of the agent, put on the pod template so a spec change
+    rolls the pods; ``trust_kids`` are the anchor key ids in the credentials Secret, each
+    projected as ``trust/<kid>.pub`` (a key listed here must exist in the Secret, or the pods
+    cannot start).
     """
+    refused = refusals(agent, settings)
+    if refused:
+        raise PodRefused(refused)
     spec = agent.spec
     volumes: list[Manifest] = [
         {
@@ -288,9 +349,10 @@ def deployment(
     pod: Manifest = {
         "containers": [
             _agent_container(agent),
-            _sidecar_container(agent, sidecar_image, trust_kids),
+            _sidecar_container(agent, settings.sidecar_image, trust_kids),
         ],
         "volumes": volumes,
+        "securityContext": _pod_security_context(agent),
     }
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
@@ -325,6 +387,129 @@ def deployment(
             },
         },
     }
+
+
+# -- what a spec may ask for --------------------------------------------------------------------
+
+
+def refusals(agent: AgentManifest, settings: OperatorConfig) -> list[str]:
+    """What ``agent.spec`` asks for that an Agent may not get in a pod, one reason per item,
+    each naming the field; empty when the spec is acceptable under the operator's ``settings``.
+
+    Whoever may write Agents in a namespace must get through the operator no more than the
+    restricted Pod Security Standard gives a pod, and no other agent's identity:
+
+    * no Secret named ``*-mas-credentials`` (an agent's key, token and Redis password, for its
+      sidecar only; the agent's own included), whether a ``secret`` volume, a ``projected``
+      source or a ``csi`` volume's ``nodePublishSecretRef``; in the operator's namespace no
+      Secret at all (the trust anchor's signing key, the Redis administrator password);
+    * volume types of the restricted standard only: no ``hostPath`` unless
+      ``settings.allow_host_path``, nothing else (``nfs``, ``iscsi``, ... — a
+      ``persistentVolumeClaim`` reaches such storage through a volume an administrator made);
+    * no volume named like the sidecar's credentials volume, and no mount of a volume that
+      ``spec.volumes`` does not declare (that credentials volume);
+    * ``spec.hostNetwork`` only with ``settings.allow_host_network``;
+    * ``spec.sidecar.image`` other than the operator's only with
+      ``settings.allow_sidecar_image``: the sidecar holds the credentials and runs the sender's
+      gateway checks;
+    * not the operator's own service account (``serviceAccountName`` in its namespace).
+
+    ``spec.securityContext`` needs no check: its model cannot express root, privileges or
+    capabilities. Secrets are matched by name, which is what the kubelet mounts, not by labels
+    anyone who may write that Secret could change.
+    """
+    spec = agent.spec
+    namespace = agent.metadata.namespace
+    reasons: list[str] = []
+    declared: set[str] = set()
+    for index, volume in enumerate(spec.volumes):
+        name = volume.get("name")
+        if isinstance(name, str) and name != CREDENTIALS_VOLUME:
+            declared.add(name)
+        reasons += _volume_refusals(f"spec.volumes[{index}]", volume, namespace, settings)
+    for index, mount in enumerate(spec.volume_mounts):
+        name = mount.get("name")
+        if name not in declared:
+            what = "the sidecar's credentials volume" if name == CREDENTIALS_VOLUME else "a volume"
+            reasons.append(
+                f"spec.volumeMounts[{index}]: mounts {what} {name!r} that spec.volumes does not "
+                "declare"
+            )
+    if spec.host_network and not settings.allow_host_network:
+        reasons.append(
+            "spec.hostNetwork: the node's network namespace is refused unless the operator "
+            "allows it (MAS_ALLOW_HOST_NETWORK)"
+        )
+    image = spec.sidecar.image
+    if image and image != settings.sidecar_image and not settings.allow_sidecar_image:
+        reasons.append(
+            f"spec.sidecar.image: {image!r} is not the operator's sidecar image; the sidecar "
+            "holds the agent's credentials and runs the gateway checks, so another image is "
+            "refused unless the operator allows it (MAS_ALLOW_SIDECAR_IMAGE)"
+        )
+    if (
+        namespace == settings.operator_namespace
+        and spec.service_account_name == settings.operator_service_account
+    ):
+        reasons.append(
+            f"spec.serviceAccountName: {spec.service_account_name} is the operator's own "
+            "service account; its permissions are not for agents"
+        )
+    return reasons
+
+
+def _volume_refusals(
+    where: str, volume: Mapping[str, Any], namespace: str, settings: OperatorConfig
+) -> Iterator[str]:
+    name = volume.get("name")
+    if name == CREDENTIALS_VOLUME:
+        yield f"{where}: the name {CREDENTIALS_VOLUME} is reserved for the sidecar's credentials"
+    where = f"{where} ({name})"
+    for kind in sorted(set(volume) - {"name"}):
+        if kind == "hostPath":
+            if not settings.allow_host_path:
+                yield (
+                    f"{where}: hostPath volumes expose the node's filesystem and are refused "
+                    "unless the operator allows them (MAS_ALLOW_HOST_PATH)"
+                )
+        elif kind not in RESTRICTED_VOLUME_TYPES:
+            yield (
+                f"{where}: {kind} volumes are refused; the restricted Pod Security Standard "
+                f"allows {', '.join(RESTRICTED_VOLUME_TYPES)}"
+            )
+    for secret in _secret_names(volume):
+        if secret.endswith(SECRET_SUFFIX):
+            yield (
+                f"{where}: Secret {secret} holds an agent's credentials, which only its sidecar "
+                "may mount"
+            )
+        elif namespace == settings.operator_namespace:
+            yield (
+                f"{where}: Secret {secret} is in the operator's namespace, whose Secrets (the "
+                "trust anchor's key, the Redis administrator password) no agent may mount"
+            )
+
+
+def _secret_names(volume: Mapping[str, Any]) -> Iterator[str]:
+    """The Secrets a volume makes the kubelet read: its own, its projected sources', and the one
+    a CSI volume hands its driver."""
+    references = [
+        _field(volume, "secret", "secretName"),
+        _field(volume, "csi", "nodePublishSecretRef", "name"),
+    ]
+    sources = _field(volume, "projected", "sources")
+    if isinstance(sources, list):
+        references += [_field(source, "secret", "name") for source in sources]
+    yield from (name for name in references if isinstance(name, str))
+
+
+def _field(node: Any, *path: str) -> Any:
+    """``node[path[0]][path[1]]...``, or None where a part is missing or not a mapping."""
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
 
 
 # -- status -------------------------------------------------------------------------------------

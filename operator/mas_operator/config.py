@@ -27,7 +27,17 @@ MAS_METRICS_PORT               Prometheus metrics (9090; 0 disables)
 MAS_PEERING_NAME               kopf peering: replicas with the same name run one at a time (mas)
 MAS_STANDALONE                 ``true``: no peering (one replica only, or tests)
 MAS_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (INFO)
+MAS_OPERATOR_SERVICE_ACCOUNT   the operator's own service account, which no Agent in its
+                               namespace may run as (``mas-operator``)
+MAS_ALLOW_HOST_NETWORK         ``true``: Agents may set ``spec.hostNetwork`` (false)
+MAS_ALLOW_HOST_PATH            ``true``: Agents may mount ``hostPath`` volumes (false)
+MAS_ALLOW_SIDECAR_IMAGE        ``true``: Agents may choose another ``spec.sidecar.image`` than
+                               MAS_SIDECAR_IMAGE (false)
 =============================  ==================================================================
+
+The ``MAS_ALLOW_*`` settings open what :func:`mas_operator.builders.refusals` refuses by default:
+each lets whoever may write Agents reach into the nodes (network, filesystem) or replace the
+sidecar that enforces the gateway checks on what the agent sends.
 """
 
 from __future__ import annotations
@@ -67,6 +77,10 @@ class OperatorConfig:
     peering_name: str = "mas"
     standalone: bool = False
     log_level: str = "INFO"
+    operator_service_account: str = "mas-operator"
+    allow_host_network: bool = False
+    allow_host_path: bool = False
+    allow_sidecar_image: bool = False
 
     def __repr__(self) -> str:
         return (
@@ -117,6 +131,11 @@ class OperatorConfig:
             peering_name=env.get("MAS_PEERING_NAME", "").strip() or cls.peering_name,
             standalone=_flag(env, "MAS_STANDALONE"),
             log_level=level,
+            operator_service_account=env.get("MAS_OPERATOR_SERVICE_ACCOUNT", "").strip()
+            or cls.operator_service_account,
+            allow_host_network=_flag(env, "MAS_ALLOW_HOST_NETWORK"),
+            allow_host_path=_flag(env, "MAS_ALLOW_HOST_PATH"),
+            allow_sidecar_image=_flag(env, "MAS_ALLOW_SIDECAR_IMAGE"),
         )
 
 

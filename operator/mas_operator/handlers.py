@@ -8,6 +8,10 @@ what differs.
 
 * ``Agent`` created, changed or found at start-up: its Redis ACL user and registry entry, its
   credentials Secret, its Deployment; conditions ``RedisACLReady`` and ``CredentialsIssued``.
+  A spec the builders refuse (:func:`mas_operator.builders.refusals`: another agent's
+  credentials, the node's filesystem or network, the operator's service account, ...) gets
+  ``Ready=False`` with reason ``Forbidden`` and nothing at all is applied for that generation:
+  the pods of the last accepted spec, if any, keep running as they are.
 * A timer per ``Agent``: renews the token at half its lifetime (sidecars reload the mounted
   files), recreates a Deployment or Secret deleted by hand, and reports ``Ready`` (the current
   generation's replicas are available) and ``PolicyApplied`` (its sidecars report the revision
@@ -25,14 +29,13 @@ Agents and GatewayPolicies before uninstalling the operator, or they wait for it
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
@@ -178,13 +181,19 @@ def reconcile_agent(
     try:
         agent = parse_agent_body(body)
     except ManifestError as exc:
-        conditions = _set(
-            conditions, "Ready", False, "InvalidSpec", str(exc), generation=generation
-        )
-        patch.status["conditions"] = conditions
-        runtime.metrics.reconciles.labels("Agent", "invalid").inc()
-        raise kopf.PermanentError(str(exc)) from None
+        _invalid(runtime, patch, conditions, "InvalidSpec", str(exc), generation=generation)
     owner_uid = str(meta.get("uid") or "")
+    try:
+        # Built first: a spec that cannot or may not become a Deployment gets nothing at all.
+        deployment = _desired_deployment(runtime, agent, owner_uid)
+    except builders.PodRefused as exc:
+        message = (
+            f"refused: {exc}; nothing of generation {generation} is applied, and the pods of "
+            "the last accepted spec, if any, keep running as they are"
+        )
+        _invalid(runtime, patch, conditions, "Forbidden", message, generation=generation)
+    except builders.BuildError as exc:
+        _invalid(runtime, patch, conditions, "InvalidSpec", str(exc), generation=generation)
     try:
         expires = _apply_credentials(runtime, agent, owner_uid)
     except KubeError as exc:
@@ -215,15 +224,6 @@ def reconcile_agent(
         generation=generation,
     )
     try:
-        deployment = _desired_deployment(runtime, agent, owner_uid)
-    except builders.BuildError as exc:
-        conditions = _set(
-            conditions, "Ready", False, "InvalidSpec", str(exc), generation=generation
-        )
-        patch.status["conditions"] = conditions
-        runtime.metrics.reconciles.labels("Agent", "invalid").inc()
-        raise kopf.PermanentError(str(exc)) from None
-    try:
         runtime.kube.apply(deployment, compare=("spec",))
     except KubeError as exc:
         patch.status["conditions"] = conditions
@@ -247,13 +247,32 @@ def reconcile_agent(
     logger.info("applied %s: Secret, ACL user, registry entry, Deployment", agent.agent_id)
 
 
+def _invalid(
+    runtime: Runtime,
+    patch: kopf.Patch,
+    conditions: list[dict[str, Any]],
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+) -> NoReturn:
+    """Report a spec that is invalid (``InvalidSpec``) or refused (``Forbidden``); kopf retries
+    only when the Agent changes, or when the operator restarts (perhaps with other settings)."""
+    patch.status["conditions"] = _set(
+        conditions, "Ready", False, reason, message, generation=generation
+    )
+    outcome = "refused" if reason == "Forbidden" else "invalid"
+    runtime.metrics.reconciles.labels("Agent", outcome).inc()
+    raise kopf.PermanentError(message) from None
+
+
 def _desired_deployment(
     runtime: Runtime, agent: AgentManifest, owner_uid: str
 ) -> builders.Manifest:
     return builders.deployment(
         agent=agent,
         owner_uid=owner_uid,
-        sidecar_image=runtime.config.sidecar_image,
+        settings=runtime.config,
         spec_hash=builders.spec_hash(agent),
         trust_kids=[runtime.anchor.kid],
     )
@@ -285,10 +304,21 @@ def refresh_agent(
         return  # the reconcile handler has not finished this generation yet
     try:
         agent = parse_agent_body(body)
-    except ManifestError:
+        desired = _desired_deployment(runtime, agent, str(meta.get("uid") or ""))
+    except (ManifestError, builders.BuildError):
+        # Reported by the reconcile handler (after a restart with stricter settings, too); a
+        # refused spec gets no Deployment, token or status from here either.
         return
     try:
-        _refresh_agent(runtime, agent, meta=meta, status=status, patch=patch, generation=generation)
+        _refresh_agent(
+            runtime,
+            agent,
+            desired,
+            meta=meta,
+            status=status,
+            patch=patch,
+            generation=generation,
+        )
     except KubeError as exc:
         log.warning("cannot refresh the status of %s: %s", agent.agent_id, exc)
 
@@ -296,6 +326,7 @@ def refresh_agent(
 def _refresh_agent(
     runtime: Runtime,
     agent: AgentManifest,
+    desired: builders.Manifest,
     *,
     meta: Mapping[str, Any],
     status: Mapping[str, Any],
@@ -324,11 +355,7 @@ def _refresh_agent(
     if deployment is None:
         # Level-based: a Deployment deleted by hand comes back (its Secret does through the
         # token check above, which finds no token).
-        with contextlib.suppress(builders.BuildError):  # reported by the reconcile handler
-            runtime.kube.apply(
-                _desired_deployment(runtime, agent, str(meta.get("uid") or "")),
-                compare=("spec",),
-            )
+        runtime.kube.apply(desired, compare=("spec",))
         ready, why = False, "the Deployment was missing; it has been created again"
         ready_replicas = 0
     else:

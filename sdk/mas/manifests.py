@@ -155,10 +155,45 @@ class SidecarSpec(ResourceModel):
     )
 
 
+NON_ROOT_ID = 65532  # the uid and gid agent containers run as unless the spec says otherwise
+_MAX_ID = 2_147_483_647
+
+
+class SecurityContext(ResourceModel):
+    """``spec.securityContext``: who the agent container runs as, within Kubernetes' *restricted*
+    Pod Security Standard.
+
+    Only what cannot loosen that standard can be set: the container never runs as root, never
+    gains privileges or capabilities, and keeps the runtime's default seccomp profile whatever
+    this says.
+    """
+
+    run_as_user: int = Field(
+        default=NON_ROOT_ID,
+        ge=1,
+        le=_MAX_ID,
+        description="User id of the agent's processes; never 0 (root).",
+    )
+    run_as_group: int = Field(
+        default=NON_ROOT_ID, ge=0, le=_MAX_ID, description="Primary group id of those processes."
+    )
+    fs_group: int | None = Field(
+        default=None,
+        ge=0,
+        le=_MAX_ID,
+        description="Group that owns the pod's volumes and may write them; none when omitted.",
+    )
+    read_only_root_filesystem: bool = Field(
+        default=True,
+        description="Mount the agent container's root filesystem read-only; mount an emptyDir "
+        "volume where the agent writes files, or set false.",
+    )
+
+
 class AgentSpec(ResourceModel):
     """``spec``: what the agent can do and how it runs.
 
-    The pod-template fields (``serviceAccountName`` to ``volumeMounts``), ``sidecar`` and
+    The pod-template fields (``serviceAccountName`` to ``securityContext``), ``sidecar`` and
     ``deletionPolicy`` are used by the Kubernetes operator; local mode ignores them.
     """
 
@@ -227,6 +262,10 @@ class AgentSpec(ResourceModel):
     )
     host_aliases: list[HostAlias] = Field(
         default_factory=list, description="Extra /etc/hosts entries of the agent's pods."
+    )
+    security_context: SecurityContext = Field(
+        default_factory=SecurityContext,
+        description="Who the agent container runs as (restricted Pod Security Standard).",
     )
     sidecar: SidecarSpec = Field(
         default_factory=SidecarSpec, description="Settings of the policing sidecar container."
