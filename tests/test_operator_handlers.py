@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from base64 import b64decode
+from base64 import b64decode, b64encode
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -622,6 +622,35 @@ async def test_the_operator_settings_can_allow_the_host_network_and_host_paths(
     assert {"name": "models", "hostPath": {"path": "/srv/models"}} in pod["volumes"]
 
 
+async def test_an_agent_does_not_take_over_a_deployment_it_does_not_own(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    web = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "team", "labels": {"app": "web"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.example/web:7"}]},
+            },
+        },
+    }
+    await harness.create(DEPLOYMENTS, web)
+
+    await harness.create(AGENTS, agent_body("web"))
+
+    taken = await settled_ready(harness, "team", "web")
+    assert (taken["status"], taken["reason"]) == ("False", "NameTaken")
+    assert "Deployment team/web" in taken["message"]
+    current = harness.object(DEPLOYMENTS, "team", "web")
+    assert current is not None
+    assert current["spec"]["template"] == web["spec"]["template"]
+    assert "ownerReferences" not in current["metadata"]
+
+
 async def test_stricter_settings_after_a_restart_refuse_what_they_no_longer_allow(
     harness: OperatorHarness, empty_redis: str
 ) -> None:
@@ -656,3 +685,33 @@ async def test_stricter_settings_after_a_restart_refuse_what_they_no_longer_allo
     await asyncio.sleep(1)
     assert harness.object(DEPLOYMENTS, "team", "worker") is None
     assert condition(harness.object(AGENTS, "team", "worker"), "Ready")["reason"] == "Forbidden"
+
+
+async def test_an_agent_does_not_adopt_a_credentials_secret_someone_else_planted(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    port = redis.Redis.from_url(empty_redis).connection_pool.connection_kwargs["port"]
+    planted_url = f"redis://{acl_username('team/worker')}:planted@127.0.0.1:{port}"
+    planted = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "worker-mas-credentials", "namespace": "team"},
+        "data": {"redis-url": b64encode(planted_url.encode()).decode()},
+    }
+    await harness.create(SECRETS, planted)
+
+    await harness.create(AGENTS, agent_body())
+
+    taken = await settled_ready(harness, "team", "worker")
+    assert (taken["status"], taken["reason"]) == ("False", "NameTaken")
+    assert "Secret team/worker-mas-credentials" in taken["message"]
+    assert harness.object(DEPLOYMENTS, "team", "worker") is None
+    planter = redis.Redis.from_url(planted_url)
+    try:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            planter.ping()
+    finally:
+        planter.close()
+    secret = harness.object(SECRETS, "team", "worker-mas-credentials")
+    assert secret is not None and secret["data"] == planted["data"]

@@ -15,7 +15,7 @@ from mas.policy.rules import Rule
 from mas_operator.builders import credentials_secret
 from mas_operator.config import ConfigError, OperatorConfig
 from mas_operator.credentials import plan_credentials, read_existing, token_due
-from mas_operator.kube import applied_hash, replacing_patch
+from mas_operator.kube import NotOwnedError, applied_hash, ensure_controlled, replacing_patch
 from mas_operator.policies import compile_cluster, enforcement
 
 NOW = 1_800_000_000.0
@@ -239,3 +239,32 @@ def test_applied_hash_changes_with_owned_fields_only() -> None:
     base = {"metadata": {"name": "x", "labels": {"a": "1"}}, "data": {"k": "v"}, "other": 1}
     assert applied_hash(base, ("data",)) == applied_hash({**base, "other": 2}, ("data",))
     assert applied_hash(base, ("data",)) != applied_hash({**base, "data": {"k": "w"}}, ("data",))
+
+
+def test_only_objects_an_agent_of_that_name_controls_are_updated() -> None:
+    owner = {
+        "apiVersion": "mas.dev/v1alpha1",
+        "kind": "Agent",
+        "name": "web",
+        "uid": "u2",
+        "controller": True,
+    }
+
+    def deployment(*refs: dict[str, Any]) -> dict[str, Any]:
+        meta = {"name": "web", "namespace": "team", "ownerReferences": list(refs)}
+        return {"kind": "Deployment", "metadata": meta}
+
+    # Its own, or its predecessor's (same name, deleted and created again): taken over.
+    ensure_controlled(deployment({**owner, "uid": "u1"}), owner)
+    ensure_controlled(deployment({"kind": "ReplicaSet", "name": "x"}, owner), owner)
+    for refs, words in (
+        ((), "not controlled by any owner"),
+        (({**owner, "controller": False},), "not controlled by any owner"),
+        (({**owner, "name": "other"},), "controlled by Agent other"),
+        (({**owner, "apiVersion": "evil.dev/v1"},), "controlled by Agent web"),
+        (({"kind": "HelmRelease", "name": "web", "controller": True},), "HelmRelease web"),
+    ):
+        with pytest.raises(NotOwnedError, match=words) as refused:
+            ensure_controlled(deployment(*refs), owner)
+        assert refused.value.status == 409
+        assert "Deployment team/web exists" in str(refused.value)

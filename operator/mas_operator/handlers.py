@@ -11,7 +11,8 @@ what differs.
   A spec the builders refuse (:func:`mas_operator.builders.refusals`: another agent's
   credentials, the node's filesystem or network, the operator's service account, ...) gets
   ``Ready=False`` with reason ``Forbidden`` and nothing at all is applied for that generation:
-  the pods of the last accepted spec, if any, keep running as they are.
+  the pods of the last accepted spec, if any, keep running as they are. An Agent named like a
+  Deployment or Secret it does not own gets reason ``NameTaken`` and leaves that object alone.
 * A timer per ``Agent``: renews the token at half its lifetime (sidecars reload the mounted
   files), recreates a Deployment or Secret deleted by hand, and reports ``Ready`` (the current
   generation's replicas are available) and ``PolicyApplied`` (its sidecars report the revision
@@ -47,7 +48,14 @@ from mas_operator import builders
 from mas_operator.anchor import load_or_create_anchor
 from mas_operator.config import OperatorConfig
 from mas_operator.credentials import plan_credentials, read_existing, token_due
-from mas_operator.kube import KubeApi, KubeError, load_client, login
+from mas_operator.kube import (
+    KubeApi,
+    KubeError,
+    NotOwnedError,
+    ensure_controlled,
+    load_client,
+    login,
+)
 from mas_operator.metrics import OperatorMetrics
 from mas_operator.policies import (
     PolicyVerdict,
@@ -146,6 +154,9 @@ def _apply_credentials(runtime: Runtime, agent: AgentManifest, owner_uid: str) -
     """The agent's ACL user, registry entry and Secret (its token renewed when due); when the
     token in force expires (RFC 3339)."""
     secret = runtime.kube.get_secret(agent.metadata.namespace, builders.secret_name(agent))
+    if secret is not None:
+        # Before its key or password is trusted: a Secret someone else made is not adopted.
+        ensure_controlled(secret, builders.owner_reference(agent=agent, owner_uid=owner_uid))
     existing = read_existing(secret, anchor=runtime.anchor, agent_id=agent.agent_id)
     plan = plan_credentials(
         agent=agent,
@@ -196,6 +207,8 @@ def reconcile_agent(
         _invalid(runtime, patch, conditions, "InvalidSpec", str(exc), generation=generation)
     try:
         expires = _apply_credentials(runtime, agent, owner_uid)
+    except NotOwnedError as exc:
+        _name_taken(runtime, patch, conditions, exc, generation=generation)
     except KubeError as exc:
         runtime.metrics.reconciles.labels("Agent", "retry").inc()
         raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
@@ -225,6 +238,8 @@ def reconcile_agent(
     )
     try:
         runtime.kube.apply(deployment, compare=("spec",))
+    except NotOwnedError as exc:
+        _name_taken(runtime, patch, conditions, exc, generation=generation)
     except KubeError as exc:
         patch.status["conditions"] = conditions
         runtime.metrics.reconciles.labels("Agent", "retry").inc()
@@ -264,6 +279,23 @@ def _invalid(
     outcome = "refused" if reason == "Forbidden" else "invalid"
     runtime.metrics.reconciles.labels("Agent", outcome).inc()
     raise kopf.PermanentError(message) from None
+
+
+def _name_taken(
+    runtime: Runtime,
+    patch: kopf.Patch,
+    conditions: list[dict[str, Any]],
+    exc: NotOwnedError,
+    *,
+    generation: int,
+) -> NoReturn:
+    """Report an object in the way; retried, since its owner may remove it."""
+    message = f"{exc}; rename the Agent or remove that object"
+    patch.status["conditions"] = _set(
+        conditions, "Ready", False, "NameTaken", message, generation=generation
+    )
+    runtime.metrics.reconciles.labels("Agent", "retry").inc()
+    raise kopf.TemporaryError(message, delay=runtime.config.retry_seconds) from None
 
 
 def _desired_deployment(

@@ -3,7 +3,8 @@
 A thin layer over the ``kubernetes`` client (configured in-cluster, or from ``KUBECONFIG``) that
 returns manifests as dicts and turns API errors into :class:`KubeError`. ``apply`` is
 create-or-update: an object is updated (its owned fields replaced by a merge patch) only when
-the operator's part of it differs, so a reconcile that changes nothing writes nothing. kopf
+the operator's part of it differs, so a reconcile that changes nothing writes nothing, and never
+when another controller, or none, owns it (:class:`NotOwnedError`). kopf
 itself watches the custom resources and patches their status; this client is for everything
 else. Used by :mod:`mas_operator.handlers`.
 """
@@ -31,6 +32,11 @@ class KubeError(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotOwnedError(KubeError):
+    """An object the operator would write exists and is not controlled by the owner it would
+    give it: an Agent named like someone else's Deployment or Secret does not take it over."""
 
 
 def load_configuration() -> kubernetes.client.Configuration:
@@ -161,6 +167,11 @@ class KubeApi:
             APPLIED_ANNOTATION: digest,
         }
         current = self._call(f"read {kind} {namespace}/{name}", read, name, namespace)
+        owner = next(
+            (r for r in metadata.get("ownerReferences") or () if r.get("controller")), None
+        )
+        if current is not None and owner is not None:
+            ensure_controlled(current, owner)
         if current is None:
             wanted = {**desired, "metadata": metadata}
             created = self._call(f"create {kind} {namespace}/{name}", create, namespace, wanted)
@@ -228,6 +239,31 @@ class KubeApi:
             if exc.status == 409:
                 return None
             raise
+
+
+def _group(api_version: Any) -> str:
+    return str(api_version or "").rpartition("/")[0]
+
+
+def ensure_controlled(current: Mapping[str, Any], owner: Mapping[str, Any]) -> None:
+    """Raise :class:`NotOwnedError` unless ``current`` (an object as read) has a controller
+    ownerReference of the group, kind and name of ``owner`` (an ownerReference).
+
+    The uid may differ: an Agent deleted and created again under the same name takes over what
+    its predecessor left behind (and the owner reference is rewritten to it).
+    """
+    meta = current.get("metadata") or {}
+    wanted = (_group(owner.get("apiVersion")), owner.get("kind"), owner.get("name"))
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("controller"):
+            if (_group(ref.get("apiVersion")), ref.get("kind"), ref.get("name")) == wanted:
+                return
+            held = f"controlled by {ref.get('kind')} {ref.get('name')}"
+            break
+    else:
+        held = "not controlled by any owner"
+    what = f"{current.get('kind') or 'object'} {meta.get('namespace')}/{meta.get('name')}"
+    raise NotOwnedError(409, f"{what} exists and is {held}, not {wanted[1]} {wanted[2]}")
 
 
 def replacing_patch(current: Any, desired: Any) -> Any:
