@@ -141,6 +141,9 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
         "MAS_METADATA": '{"model": "x"}',
         "MAS_LEASE_MS": "1500",
         "MAS_REPLICA_ID": "alice-0",
+        "MAS_MAX_CONNECTIONS": "16",
+        "MAS_MAX_SUBSCRIBERS": "4",
+        "MAS_IDLE_TIMEOUT_MS": "2000",
     }
     config = SidecarConfig.build(agent_id="bob", port=9000, redis_url=None, env=env)
 
@@ -150,6 +153,8 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
     assert config.capabilities == ("chat", "search")
     assert config.metadata == {"model": "x"}
     assert (config.lease_ms, config.replica, config.namespace) == (1500, "alice-0", "default")
+    assert (config.max_connections, config.max_subscribers) == (16, 4)
+    assert (config.idle_timeout_ms, config.body_timeout_ms) == (2000, 10_000)
     assert not config.redis_cluster
     clustered = SidecarConfig.build(
         agent_id="bob", port=9000, redis_url=None, env=env | {"MAS_REDIS_CLUSTER": "TRUE"}
@@ -171,6 +176,11 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
             {"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_REDIS_CLUSTER": "maybe"},
             "MAS_REDIS_CLUSTER must be true or false",
         ),
+        (
+            {"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_MAX_CONNECTIONS": "64"},
+            "MAS_MAX_SUBSCRIBERS=64 leaves no connection",
+        ),
+        ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_BODY_TIMEOUT_MS": "0"}, "outside"),
     ],
 )
 def test_bad_sidecar_settings_fail_at_start_with_a_clear_message(

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     INVALID_AGENT_ID = "invalid_agent_id"
     INVALID_REVISION = "invalid_revision"
     BODY_TOO_LARGE = "body_too_large"
+    BODY_TIMEOUT = "body_timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -39,10 +40,12 @@ class ErrorCode(StrEnum):
     REVISION_CONFLICT = "revision_conflict"
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_SUBSCRIBERS = "too_many_subscribers"
     DLP_BLOCKED = "dlp_blocked"
     CIRCUIT_OPEN = "circuit_open"
     POLICY_UNAVAILABLE = "policy_unavailable"
     CREDENTIALS_UNAVAILABLE = "credentials_unavailable"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     REQUEST_TIMEOUT = "request_timeout"
     REDIS_UNAVAILABLE = "redis_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -54,6 +57,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_AGENT_ID: 400,
     ErrorCode.INVALID_REVISION: 400,
     ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.BODY_TIMEOUT: 408,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
@@ -64,10 +68,12 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REVISION_CONFLICT: 412,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOO_MANY_SUBSCRIBERS: 429,
     ErrorCode.DLP_BLOCKED: 422,
     ErrorCode.CIRCUIT_OPEN: 503,
     ErrorCode.POLICY_UNAVAILABLE: 503,
     ErrorCode.CREDENTIALS_UNAVAILABLE: 503,
+    ErrorCode.TOO_MANY_CONNECTIONS: 503,
     ErrorCode.REQUEST_TIMEOUT: 504,
     ErrorCode.REDIS_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,

@@ -108,6 +108,7 @@ class Components:
                 lease_ms=config.lease_ms,
                 max_attempts=config.max_attempts,
                 max_inflight=config.max_inflight,
+                max_subscribers=config.max_subscribers,
                 check=gateway.check_receive_many,
                 metrics=metrics,
             ),

@@ -45,6 +45,10 @@ class SidecarConfig:
     max_attempts: int = 5
     max_inflight: int = 100
     max_body_bytes: int = 1 << 20
+    idle_timeout_ms: int = 30_000
+    body_timeout_ms: int = 10_000
+    max_connections: int = 1024
+    max_subscribers: int = 64
     registry_ttl_ms: int = 10_000
     log_level: str = "INFO"
 
@@ -73,6 +77,13 @@ class SidecarConfig:
         if not url:
             raise ConfigError("a Redis URL is required (--redis-url or MAS_REDIS_URL)")
         url, cluster = cluster_url(url, _bool(env, "MAS_REDIS_CLUSTER"))
+        max_connections = _int(env, "MAS_MAX_CONNECTIONS", 1024, 2, 65_536)
+        max_subscribers = _int(env, "MAS_MAX_SUBSCRIBERS", 64, 1, 10_000)
+        if max_subscribers >= max_connections:
+            raise ConfigError(
+                f"MAS_MAX_SUBSCRIBERS={max_subscribers} leaves no connection for other requests "
+                f"(MAS_MAX_CONNECTIONS={max_connections})"
+            )
         return cls(
             agent_id=full_id,
             port=port if port is not None else _int(env, "MAS_SIDECAR_PORT", 8790, 1, 65535),
@@ -89,6 +100,10 @@ class SidecarConfig:
             max_attempts=_int(env, "MAS_MAX_ATTEMPTS", 5, 1, 1000),
             max_inflight=_int(env, "MAS_MAX_INFLIGHT", 100, 1, 10_000),
             max_body_bytes=_int(env, "MAS_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20),
+            idle_timeout_ms=_int(env, "MAS_IDLE_TIMEOUT_MS", 30_000, 100, 3_600_000),
+            body_timeout_ms=_int(env, "MAS_BODY_TIMEOUT_MS", 10_000, 100, 600_000),
+            max_connections=max_connections,
+            max_subscribers=max_subscribers,
             registry_ttl_ms=_int(env, "MAS_REGISTRY_TTL_MS", 10_000, 300, 3_600_000),
             log_level=env.get("MAS_LOG_LEVEL", "INFO").upper(),
         )

@@ -3,11 +3,15 @@
 ``read_body`` parses and validates a request body into a pydantic model, raising
 :class:`~mas_sidecar.errors.ApiError` with a stable code for each way a body can be wrong; the
 ``middleware`` turns every failure (ours, aiohttp's, Redis's, or a bug) into the
-``{"error": {"code", "message"}}`` document, so no input can take the process down.
+``{"error": {"code", "message"}}`` document, so no input can take the process down. It also
+bounds how long a body may take to arrive (``BODY_TIMEOUT``, ``MAS_BODY_TIMEOUT_MS``): a client
+that trickles its body is answered ``408 body_timeout`` and its connection closed, instead of
+holding a handler forever (the other connection bounds are in :mod:`mas_sidecar.server`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -29,6 +33,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 METRICS_KEY = web.AppKey("metrics", Metrics)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)  # seconds
 _JSON_TYPES = ("application/json",)
 MAX_JSON_DEPTH = 64  # far beyond real payloads; well below what the JSON encoders can nest
 # A JSON string (skipped whole) or one bracket.
@@ -152,6 +157,23 @@ _AIOHTTP_CODES: dict[int, tuple[ErrorCode, str]] = {
 }
 
 
+async def _receive_body(request: web.Request) -> None:
+    """Read the whole body within ``BODY_TIMEOUT`` of the request's head (aiohttp keeps it for
+    the handler); ``ApiError`` ``body_timeout`` when it does not arrive in time."""
+    if request.content.is_eof():  # no body, or all of it is here already
+        return
+    seconds = request.app[BODY_TIMEOUT]
+    reading = asyncio.ensure_future(request.read())
+    await asyncio.wait({reading}, timeout=seconds)
+    if not reading.done():
+        reading.cancel()
+        raise ApiError(
+            ErrorCode.BODY_TIMEOUT,
+            f"the request body did not arrive within {seconds:g} s (MAS_BODY_TIMEOUT_MS)",
+        )
+    reading.result()  # raises as the read did (e.g. the body is too large)
+
+
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer every failure as an error document, and count and time every request."""
@@ -159,9 +181,12 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     try:
+        await _receive_body(request)
         response = await handler(request)
     except ApiError as exc:
         response = error_response(exc.code, exc.message, exc.status, exc.headers)
+        if exc.code is ErrorCode.BODY_TIMEOUT:
+            response.force_close()  # the rest of the body is not waited for
     except web.HTTPException as exc:
         code, message = _AIOHTTP_CODES.get(exc.status, (ErrorCode.INVALID_REQUEST, exc.reason))
         response = error_response(code, message, exc.status)

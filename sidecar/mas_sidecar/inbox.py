@@ -1,7 +1,9 @@
 """The receiving half of the Streams bridge: this replica's leases on the agent's inbox.
 
 The inbox ``mas:{agent}:inbox`` has one consumer group; each replica is a consumer. Entries are read
-only while an agent is subscribed and fewer than ``max_inflight`` are leased. A read entry is
+only while an agent is subscribed and fewer than ``max_inflight`` are leased; at most
+``max_subscribers`` delivery streams are open at once (each holds a connection and its buffers,
+so their number bounds the memory they take). A read entry is
 *leased*: it stays in the group's pending list until the agent acks it (XACK + XDEL, so acked
 entries do not accumulate). An entry idle for longer than the lease — its replica died, or the agent
 neither acked nor extended — is reclaimed with XAUTOCLAIM by any replica and delivered again with
@@ -65,6 +67,7 @@ class Inbox:
         lease_ms: int,
         max_attempts: int,
         max_inflight: int,
+        max_subscribers: int,
         check: Callable[[list[tuple[Envelope, bytes]]], Awaitable[list[str | None]]],
         metrics: Metrics,
     ) -> None:
@@ -74,6 +77,7 @@ class Inbox:
         self.lease_ms = lease_ms
         self._max_attempts = max_attempts
         self._max_inflight = max_inflight
+        self._max_subscribers = max_subscribers
         self._check = check
         self._metrics = metrics
         self.leases: dict[str, Lease] = {}
@@ -97,14 +101,24 @@ class Inbox:
 
     @contextlib.contextmanager
     def subscription(self) -> Iterator[None]:
-        """While inside, this replica reads its inbox for the subscriber."""
+        """While inside, this replica reads its inbox for the subscriber; ApiError
+        ``too_many_subscribers`` when ``max_subscribers`` are subscribed already."""
+        if self._subscribers >= self._max_subscribers:
+            raise ApiError(
+                ErrorCode.TOO_MANY_SUBSCRIBERS,
+                f"this sidecar serves at most {self._max_subscribers} delivery streams at once "
+                "(MAS_MAX_SUBSCRIBERS); one stream is enough to receive every delivery",
+                {"Retry-After": "1"},
+            )
         self._subscribers += 1
+        self._metrics.subscribers.set(self._subscribers)
         self._wake.set()
         self._reclaim_now.set()
         try:
             yield
         finally:
             self._subscribers -= 1
+            self._metrics.subscribers.set(self._subscribers)
 
     async def next_delivery(self) -> Envelope:
         """Wait for the next leased message to hand to a subscriber."""

@@ -11,14 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from mas_sidecar.app import build_app
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.errors import ConfigError
-
-LISTEN_HOST = "127.0.0.1"  # the API trusts its caller: never listen beyond loopback
-SHUTDOWN_SECONDS = 5.0
+from mas_sidecar.server import serve
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,12 +47,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    web.run_app(
-        build_app(config),
-        host=LISTEN_HOST,
-        port=config.port,
-        shutdown_timeout=SHUTDOWN_SECONDS,
-        print=None,
-        access_log=None,
-    )
+    serve(build_app(config), config)
     return 0

@@ -59,6 +59,17 @@ class Metrics:
         self.http_requests = Counter(
             "mas_http_requests", "HTTP requests served", ["route", "method", "status"], registry=r
         )
+        self.connections = Gauge(
+            "mas_http_connections", "HTTP connections open (MAS_MAX_CONNECTIONS)", registry=r
+        )
+        self.connections_refused = Counter(
+            "mas_http_connections_refused",
+            "HTTP connections refused because MAS_MAX_CONNECTIONS were open",
+            registry=r,
+        )
+        self.subscribers = Gauge(
+            "mas_subscribers", "Delivery streams open (MAS_MAX_SUBSCRIBERS)", registry=r
+        )
         self.http_duration = Histogram(
             "mas_http_request_duration_seconds",
             "HTTP request latency (time to headers for streams)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -14,6 +15,7 @@ from mas_sidecar.documents import message_document, sse_event
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
 from mas_sidecar.models import AckBatch, Nack, Reject, Reply
+from mas_sidecar.server import connection_closed
 
 routes = web.RouteTableDef()
 KEEPALIVE_SECONDS = 15.0
@@ -26,15 +28,20 @@ FIRST = asyncio.FIRST_COMPLETED
 async def deliveries(request: web.Request) -> web.StreamResponse:
     inbox = components(request).inbox
     stopping = request.app[STOPPING]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    stopped = asyncio.ensure_future(stopping.wait())
+    # Subscribed before the answer starts: over the cap, the answer is the error document.
     with inbox.subscription():
-        while not stopping.is_set():
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        stopped = asyncio.ensure_future(stopping.wait())
+        # A client that went away is noticed at once (the write below fails), not at the next
+        # keepalive: its place under MAS_MAX_SUBSCRIBERS is free again right away.
+        gone = connection_closed(request)
+        while not (stopping.is_set() or gone.done()):
             waiting = asyncio.ensure_future(inbox.next_delivery())
-            await asyncio.wait({waiting, stopped}, timeout=KEEPALIVE_SECONDS, return_when=FIRST)
+            awaited: set[asyncio.Future[Any]] = {waiting, stopped, gone}
+            await asyncio.wait(awaited, timeout=KEEPALIVE_SECONDS, return_when=FIRST)
             envelope = waiting.result() if waiting.done() else None
             waiting.cancel()
             # A burst that is ready goes out in one write (one syscall, one read for the agent).
@@ -49,7 +56,7 @@ async def deliveries(request: web.Request) -> web.StreamResponse:
                 for taken in batch:
                     inbox.hand_back(taken)
                 break
-    stopped.cancel()
+        stopped.cancel()
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
     return response
