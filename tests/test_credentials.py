@@ -216,6 +216,26 @@ async def test_the_reload_loop_follows_rotations_and_keeps_the_last_good_set(
     assert caplog.text.count("keeping the last good set") == 2
 
 
+def test_the_store_says_when_its_token_cannot_sign_expired_or_not_yet_valid(
+    tmp_path: Path, anchor: Anchor
+) -> None:
+    directory = tmp_path / "alice"
+    issue_agent_credentials(anchor, directory, agent_id=AGENT, ttl_seconds=60, now=1_000_000)
+    store = CredentialStore(directory, agent_id=AGENT)
+    store.load()  # an expired set still loads: the sidecar starts, receives, and says why
+
+    usable = [store.unusable(now=at) for at in (1_000_000 - 60, 1_000_000, 1_000_059)]
+    expired = store.unusable(now=1_000_060)
+    early = store.unusable(now=1_000_000 - 61)  # beyond the leeway receivers allow
+    (directory / TOKEN_FILE).write_text("half-writ")
+    assert not store.reload_if_changed()
+
+    assert usable == [None, None, None]
+    assert expired == "the identity token of team-a/alice expired at 1000060"
+    assert early == "the identity token of team-a/alice is valid only from 1000000"
+    assert "renewed credentials could not be loaded" in str(store.unusable(now=1_000_060))
+
+
 def test_a_store_without_valid_credentials_does_not_start(tmp_path: Path) -> None:
     store = CredentialStore(tmp_path / "nothing", agent_id=AGENT)
     with pytest.raises(CredentialsError):

@@ -1,9 +1,13 @@
 """Identity and signing between real sidecars: forged, altered, expired, wrong-agent and
-replayed messages are refused by the receiver, dead-lettered with the reason, and audited."""
+replayed messages are refused by the receiver, dead-lettered with the reason, and audited; a
+sender whose own token expired sends nothing until renewed; and a dead letter is replayed only
+if it still authenticates."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,9 +43,12 @@ class Identities:
         self.root = root
         self.anchor: Anchor = create_anchor(root / "anchor")
 
-    def issue(self, agent_id: str, ttl_seconds: int = 600) -> Path:
+    def issue(self, agent_id: str, ttl_seconds: int = 600, now: float | None = None) -> Path:
+        """Write (or renew) the agent's credentials; its key stays the same."""
         directory = self.root / agent_id.replace("/", "_")
-        issue_agent_credentials(self.anchor, directory, agent_id=agent_id, ttl_seconds=ttl_seconds)
+        issue_agent_credentials(
+            self.anchor, directory, agent_id=agent_id, ttl_seconds=ttl_seconds, now=now
+        )
         return directory
 
 
@@ -217,3 +224,133 @@ async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
     ]
     refused = [e for e in audit if e["decision"] == "refused_on_receive"]
     assert len(refused) == 1 and refused[0]["reason"].startswith("unauthenticated: ")
+
+
+async def test_a_sidecar_whose_token_expired_sends_nothing_and_is_not_ready_until_renewed(
+    sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities,
+    redis_client: redis.Redis,
+) -> None:  # fmt: skip
+    alice_dir = identities.issue("default/alice")
+    alice_sidecar = sidecars.start("default/alice", MAS_CREDENTIALS_DIR=str(alice_dir))
+    alice = Api(http, alice_sidecar.url)
+    bob = Api(http, signed_sidecar(sidecars, identities, "default/bob"))
+    await bob.send("alice", "question")
+    [question] = await alice.collect(1, ack=False)  # alice will answer it once expired
+    identities.issue("default/alice", ttl_seconds=60, now=time.time() - 3600)
+    log = alice_sidecar.log_path
+    assert log is not None
+    await eventually(lambda: "has expired" in log.read_text(), "the expired token loaded")
+
+    ready = await alice.call("GET", "/readyz")
+    async with http.post(alice.base_url + "/v1/messages", json={"to": "bob", "type": "x"}) as sent:
+        single = (sent.status, await sent.json(), sent.headers.get("Retry-After"))
+    batch = await alice.call(
+        "POST", "/v1/messages/batch", {"messages": [{"to": "bob", "type": "a"}] * 2}
+    )
+    request = await alice.call("POST", "/v1/requests", {"to": "bob", "type": "ask"})
+    reply = await alice.call("POST", f"/v1/deliveries/{question['id']}/reply", {"type": "answer"})
+
+    status, body, retry_after = single
+    assert status == 503, body  # not accepted only to be dead-lettered by every receiver
+    assert (body["error"]["code"], retry_after) == ("credentials_expired", "1")
+    assert ready[0] == 503 and ready[1]["error"]["code"] == "credentials_expired"
+    assert "identity token of default/alice expired" in ready[1]["error"]["message"]
+    assert "nothing is sent until renewed credentials" in body["error"]["message"]
+    assert [r["status"] for r in batch[1]["results"]] == [503, 503]
+    assert {r["error"]["code"] for r in batch[1]["results"]} == {"credentials_expired"}
+    for status, body in (request, reply):
+        assert (status, body["error"]["code"]) == (503, "credentials_expired")
+    assert redis_client.xlen(BOB.inbox) == 0  # nothing was written for bob to dead-letter
+    audit = redis_client.xrange(AgentKeys("default/alice").audit)
+    decisions = [orjson.loads(fields[b"e"])["decision"] for _, fields in audit]
+    assert decisions.count("credentials_expired") == 5
+
+    identities.issue("default/alice")  # renewed
+
+    async def ready_again() -> bool:
+        return (await alice.call("GET", "/readyz"))[0] == 200
+
+    await eventually(ready_again, "the renewed token loaded")
+    await alice.send("bob", "after-renewal")
+    [delivered] = await bob.collect(1)
+    assert delivered["type"] == "after-renewal"
+    assert await bob.dead_letters() == []
+
+
+async def test_a_dead_letter_that_still_authenticates_is_replayed_and_delivered(
+    sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities
+) -> None:
+    alice = Api(http, signed_sidecar(sidecars, identities, "default/alice"))
+    bob = Api(http, signed_sidecar(sidecars, identities, "default/bob"))
+    message_id = await alice.send("bob", "job", {"n": 1})
+    [delivery] = await bob.collect(1, ack=False)
+    assert await bob.answer(delivery["id"], "reject", {"reason": "not now"}) == 204
+    [dead] = await eventually(bob.dead_letters, "the rejected message dead-lettered")
+
+    status, body = await bob.call("POST", f"/v1/dead-letters/{dead['id']}/replay")
+    [again] = await bob.collect(1)
+
+    assert (status, body["id"]) == (202, message_id)
+    assert (again["id"], again["payload"]) == (message_id, {"n": 1})
+    assert await bob.dead_letters() == []
+
+
+async def test_a_dead_letter_that_no_longer_authenticates_is_kept_and_its_sender_must_resend(
+    sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities,
+    redis_client: redis.Redis,
+) -> None:  # fmt: skip
+    """A message signed with an expired token (what a sender wrote before it refused to) is
+    dead-lettered by the receiver; renewing the sender's credentials cannot fix the token the
+    stored envelope carries, and the receiver cannot sign for the sender."""
+    bob = Api(http, signed_sidecar(sidecars, identities, "default/bob"))
+    alice_dir = identities.issue("default/alice")
+    alice = Api(http, sidecars.start("default/alice", MAS_CREDENTIALS_DIR=str(alice_dir)).url)
+    key = load_private_key_pem((alice_dir / "agent.key").read_bytes())
+    expired = issue_token(
+        identities.anchor.private_key, agent_id="default/alice", roles=[], capabilities=[],
+        agent_public_key=key.public_key(), ttl_seconds=60, now=time.time() - 3600,
+    )  # fmt: skip
+    stale = Envelope(id="01STALE000000000000000000", sender="default/alice",
+                     target="default/bob", type="hello", payload={"n": 1},
+                     created_at=int(time.time() * 1000))  # fmt: skip
+    redis_client.xadd(BOB.inbox, sign_envelope(stale, signing_key(key), expired).to_entry())
+    consumer = asyncio.create_task(bob.collect(1))  # subscribed: the inbox is read
+    [reason] = await dead_letter_reasons(bob, 1)
+    [dead] = await bob.dead_letters()
+
+    status, body = await bob.call("POST", f"/v1/dead-letters/{dead['id']}/replay")
+    cli = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", "import sys; from mas.cli import main; sys.exit(main())",
+         "dead-letters", "replay", dead["id"], "--sidecar", bob.base_url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    kept = await bob.dead_letters()
+    await alice.send("bob", "hello", {"n": 1})  # the sender sends it again
+    delivered = await consumer
+
+    assert "expired" in reason
+    assert (status, body["error"]["code"]) == (409, "dead_letter_unauthenticated")
+    message = body["error"]["message"]
+    assert "expired" in message and "default/alice must send the message again" in message
+    assert cli.returncode == 1 and "dead_letter_unauthenticated" in cli.stderr
+    assert kept == [dead]  # kept as it was, not requeued and dead-lettered again
+    assert [d["payload"] for d in delivered] == [{"n": 1}]
+    assert delivered[0]["id"] != stale.id
+
+
+async def test_a_dead_letter_is_not_replayed_before_a_gateway_policy_is_loaded(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    redis_client.flushall()  # no policy published: nothing could be judged
+    bob = Api(http, sidecars.start("default/bob").url)
+    envelope = Envelope(
+        id="01NOPOLICY000000000000000", sender="default/alice", target="default/bob",
+        type="hello", created_at=int(time.time() * 1000),
+    )  # fmt: skip
+    dead_id = redis_client.xadd(BOB.dlq, {**envelope.to_entry(), b"dl:reason": b"rejected: x"})
+
+    status, body = await bob.call("POST", f"/v1/dead-letters/{dead_id.decode()}/replay")
+
+    assert (status, body["error"]["code"]) == (503, "policy_unavailable")
+    assert redis_client.xlen(BOB.dlq) == 1 and redis_client.xlen(BOB.inbox) == 0

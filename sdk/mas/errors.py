@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     DELIVERY_NOT_FOUND = "delivery_not_found"
     ALREADY_REPLIED = "already_replied"
     DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
+    DEAD_LETTER_UNAUTHENTICATED = "dead_letter_unauthenticated"
     REVISION_CONFLICT = "revision_conflict"
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
@@ -45,6 +46,7 @@ class ErrorCode(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     POLICY_UNAVAILABLE = "policy_unavailable"
     CREDENTIALS_UNAVAILABLE = "credentials_unavailable"
+    CREDENTIALS_EXPIRED = "credentials_expired"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     REQUEST_TIMEOUT = "request_timeout"
     REDIS_UNAVAILABLE = "redis_unavailable"
@@ -65,6 +67,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.DELIVERY_NOT_FOUND: 404,
     ErrorCode.ALREADY_REPLIED: 409,
     ErrorCode.DEAD_LETTER_NOT_FOUND: 404,
+    ErrorCode.DEAD_LETTER_UNAUTHENTICATED: 409,
     ErrorCode.REVISION_CONFLICT: 412,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.RATE_LIMITED: 429,
@@ -73,6 +76,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CIRCUIT_OPEN: 503,
     ErrorCode.POLICY_UNAVAILABLE: 503,
     ErrorCode.CREDENTIALS_UNAVAILABLE: 503,
+    ErrorCode.CREDENTIALS_EXPIRED: 503,
     ErrorCode.TOO_MANY_CONNECTIONS: 503,
     ErrorCode.REQUEST_TIMEOUT: 504,
     ErrorCode.REDIS_UNAVAILABLE: 503,

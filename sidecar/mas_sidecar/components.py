@@ -123,7 +123,7 @@ class Components:
                 client, keys.replies(config.replica), metrics, check=gateway.check_receive_many
             ),
             state=StateStore(client, keys.state),
-            dead_letters=DeadLetters(client, keys, replay),
+            dead_letters=DeadLetters(client, keys, replay, gateway.replay_refusal),
         )
 
 

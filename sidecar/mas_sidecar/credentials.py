@@ -7,9 +7,14 @@ trusted anchor, matches the agent key and this agent's id) before swapping it in
 or invalid set is logged (without key material) and the last good set stays in force, so a token
 renewal or anchor rotation never needs a restart and never leaves the sidecar without identity.
 
+A set may be loaded with a token that has expired (a sidecar whose renewal is late still starts,
+receives and verifies); :meth:`CredentialStore.unusable` says so, and then the sidecar sends
+nothing (``503 credentials_expired``) and is not ready, rather than sign messages every receiver
+would refuse.
+
 Used by the sidecar's send path (:attr:`~CredentialStore.signing_key`,
-:attr:`~CredentialStore.token` to sign) and receive path (:attr:`~CredentialStore.verifier` to
-authenticate senders).
+:attr:`~CredentialStore.token` to sign), readiness (:meth:`~CredentialStore.unusable`) and
+receive path (:attr:`~CredentialStore.verifier` to authenticate senders).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from mas.credentials import (
     CredentialsError,
     load_agent_credentials,
 )
-from mas.identity import TokenClaims, TokenVerifier, signing_key
+from mas.identity import DEFAULT_LEEWAY_S, TokenClaims, TokenVerifier, signing_key
 from mas_sidecar.aio import wait_event
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,27 @@ class CredentialStore:
     @property
     def claims(self) -> TokenClaims:
         return self.credentials.claims
+
+    def unusable(self, now: float | None = None) -> str | None:
+        """Why the agent's own token cannot sign messages now (expired, or not valid yet), or
+        None when it can.
+
+        Receivers judge a token at the time Redis took the message, with ``DEFAULT_LEEWAY_S`` of
+        leeway either way. The sender stops at ``exp`` itself, so what it still signs arrives
+        within that leeway; it waits for ``iat`` only beyond the leeway, as receivers do (a
+        renewed token may come from an issuer whose clock is a little ahead).
+        """
+        claims = self.claims
+        at = time.time() if now is None else now
+        if at >= claims.exp:
+            problem = f"the identity token of {claims.sub} expired at {claims.exp}"
+        elif at < claims.iat - DEFAULT_LEEWAY_S:
+            problem = f"the identity token of {claims.sub} is valid only from {claims.iat}"
+        else:
+            return None
+        if self.error is not None:
+            problem += f" (renewed credentials could not be loaded: {self.error})"
+        return problem
 
     @property
     def verifier(self) -> TokenVerifier:

@@ -3,12 +3,18 @@
 Entries are written by :mod:`mas_sidecar.inbox` (the original entry's fields plus ``dl:*``
 fields). Replaying appends the original envelope to the inbox again (a new stream entry, so its
 attempts start over) as the replay guard's entry of record for its message id, and removes the
-dead letter, in one script. Used by the dead-letter routes.
+dead letter, in one script. The envelope keeps its sender's signature and identity token, and
+nobody else can renew them: a dead letter that would no longer authenticate as a new entry (see
+:meth:`~mas_sidecar.gateway.Gateway.replay_refusal`) is not replayed but kept, and the answer
+(``409 dead_letter_unauthenticated``) says that its sender must send it again. Used by the
+dead-letter routes.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -21,16 +27,26 @@ from mas_sidecar.errors import ApiError
 from mas_sidecar.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON
 from mas_sidecar.replay import ReplayGuard
 
+log = logging.getLogger(__name__)
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 class DeadLetters:
     """One agent's dead letters."""
 
-    def __init__(self, client: aioredis.Redis, keys: AgentKeys, replay: ReplayGuard) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: AgentKeys,
+        replay: ReplayGuard,
+        refusal: Callable[[Envelope], str | None],
+    ) -> None:
+        """``refusal``: why the receive checks would refuse an envelope entering the inbox now
+        (:meth:`~mas_sidecar.gateway.Gateway.replay_refusal`), or None."""
         self._redis = client
         self._keys = keys
         self._replay = replay
+        self._refusal = refusal
 
     async def list(self, limit: int) -> list[dict[str, Any]]:
         entries = await self._redis.xrange(self._keys.dlq, count=limit)
@@ -47,6 +63,15 @@ class DeadLetters:
                 ErrorCode.INVALID_REQUEST,
                 f"dead letter {dead_letter_id} holds no valid message; it can only be deleted",
             ) from None
+        refusal = self._refusal(envelope)
+        if refusal is not None:
+            log.info("dead letter %s not replayed: %s", dead_letter_id, refusal)
+            raise ApiError(
+                ErrorCode.DEAD_LETTER_UNAUTHENTICATED,
+                f"dead letter {dead_letter_id} would be refused again ({refusal}); a replay "
+                f"cannot renew its sender's signature or identity token: {envelope.sender} "
+                "must send the message again (delete this dead letter once it has)",
+            )
         await self._replay.requeue(original, envelope.id, dead_letter_id=dead_letter_id)
         return envelope.id
 

@@ -1,9 +1,11 @@
 """The gateway checks, run in the sender's sidecar and again in the receiver's.
 
-Send (in order): authorize by policy rules → rate limits → DLP (block, redact, log) →
-the target's circuit breaker → sign with the agent's key (Ed25519; the token travels along) →
-one write of the message plus its audit entry. Every refusal is audited and answered with its
-own error code and a reason; nothing refused reaches Redis.
+Send (in order): the agent's own identity token must be valid (an expired one would only get
+the message dead-lettered by the receiver: ``503 credentials_expired`` instead) → authorize by
+policy rules → rate limits → DLP (block, redact, log) → the target's circuit breaker → sign with
+the agent's key (Ed25519; the token travels along) → one write of the message plus its audit
+entry. Every refusal is audited and answered with its own error code and a reason; nothing
+refused reaches Redis.
 
 Receive: authenticate (anchor → token → signature; required unless the sender's policy waives
 signing), refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization with the
@@ -17,13 +19,19 @@ waiting for, from the agent it asked (its reply stream's reader says which, see
 :mod:`mas_sidecar.replies`). A reply to a plain message, or one that arrives in an inbox, is
 authorized like any message: setting ``is_reply`` grants nothing.
 
-Used by the outbox (send) and the inbox (receive).
+Dead-letter replay (:meth:`Gateway.replay_refusal`): the receiver cannot sign for the sender, so
+a dead letter goes back to the inbox only if it authenticates now, as a new inbox entry would;
+one that no longer does (its sender's token expired since, or was expired when it was signed)
+is refused, and its sender has to send it again.
+
+Used by the outbox (send), the inbox (receive) and the dead-letter store (replay).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -132,6 +140,15 @@ class Gateway:
         ``answers_request``: the envelope is the reply to a synchronous request delivered here,
         which needs no allow rule (a deny rule still refuses it)."""
         policy = self._policy()
+        if self._credentials is not None:
+            unusable = self._credentials.unusable()
+            if unusable is not None:
+                await self._refuse(
+                    "credentials_expired", envelope, ErrorCode.CREDENTIALS_EXPIRED,
+                    f"{unusable}: nothing is sent until renewed credentials are loaded "
+                    "(receivers would refuse the message)",
+                    retry_after=1,
+                )  # fmt: skip
         details: dict[str, Any] = {"policy_revision": policy.revision}
         target = Party(envelope.target, await self._registry.capabilities_of(envelope.target))
         decision = self._authorize(
@@ -286,7 +303,9 @@ class Gateway:
                 )
                 continue
             try:
-                claims = self._authenticate(envelope, entry_id, policy.signing_required)
+                claims = self._authenticate(
+                    envelope, entry_time_ms(entry_id) / 1000, policy.signing_required
+                )
             except IdentityError as exc:
                 refusals[index] = await self._refuse_received(envelope, f"unauthenticated: {exc}")
                 continue
@@ -324,13 +343,34 @@ class Gateway:
             return None
         return await self._refuse_received(envelope, f"unauthorized: {decision.reason}")
 
-    def _authenticate(
-        self, envelope: Envelope, entry_id: bytes, required: bool
-    ) -> TokenClaims | None:
+    def replay_refusal(self, envelope: Envelope) -> str | None:
+        """Why the receive checks would refuse ``envelope`` as unauthenticated if it entered
+        the inbox now, or None: asked before a dead letter is put back in the inbox.
+
+        The receiver cannot sign for the sender, and a token is judged at the time the entry
+        reaches the inbox, so a dead letter whose token has expired since can never pass
+        again; and judging it at its ``created_at`` instead would trust a time the signer
+        chose (anyone holding a leaked agent key and an old token could backdate messages).
+        """
+        policy = self._policies.for_sender(envelope.sender)
+        if policy is None:
+            raise ApiError(
+                ErrorCode.POLICY_UNAVAILABLE,
+                f"no gateway policy for {envelope.sender} is loaded yet; replay later",
+                {"Retry-After": "1"},
+            )
+        try:
+            self._authenticate(envelope, time.time(), policy.signing_required)
+        except IdentityError as exc:
+            return f"unauthenticated: {exc}"
+        return None
+
+    def _authenticate(self, envelope: Envelope, at: float, required: bool) -> TokenClaims | None:
         """The sender's verified claims; None for an unsigned message the policy tolerates.
 
-        Token expiry is judged at the time Redis accepted the entry, so messages that waited in
-        the inbox while this agent was down still verify after their token expired.
+        The token's validity is judged at ``at`` (seconds): on receive, the time Redis accepted
+        the entry, so messages that waited in the inbox while this agent was down still verify
+        after their token expired.
         """
         signed = envelope.signature is not None or envelope.token is not None
         if not signed and not required:
@@ -339,8 +379,7 @@ class Gateway:
             raise UnsignedEnvelopeError(
                 "this sidecar has no trust anchors to verify signed messages with"
             )
-        verifier = self._credentials.verifier
-        return verifier.authenticate(envelope, now=entry_time_ms(entry_id) / 1000)
+        return self._credentials.verifier.authenticate(envelope, now=at)
 
     async def _refuse_received(self, envelope: Envelope, reason: str) -> str:
         self._metrics.decisions.labels("refused_on_receive").inc()

@@ -39,8 +39,8 @@ class Metrics:
         )
         self.decisions = Counter(
             "mas_gateway_decisions",
-            "Gateway decisions on messages (accepted, denied, rate_limited, dlp_blocked, "
-            "circuit_open, refused_on_receive)",
+            "Gateway decisions on messages (accepted, credentials_expired, denied, "
+            "rate_limited, dlp_blocked, circuit_open, unsigned, refused_on_receive)",
             ["decision"],
             registry=r,
         )

@@ -35,7 +35,7 @@ _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, dict[str, str]]] 
     ("get", "/v1/dead-letters", "List dead letters (?limit=N)", None,
      {"200": "{dead_letters: [...]}"}),
     ("post", "/v1/dead-letters/{id}/replay", "Put a dead letter back in the inbox", None,
-     {"202": "accepted: {id}"}),
+     {"202": "accepted: {id}", "409": "it would no longer authenticate: the sender must resend"}),
     ("delete", "/v1/dead-letters/{id}", "Delete a dead letter", None, {"204": "deleted"}),
     ("get", "/v1/state", "Read the agent's state", None, {"200": "{state, revision}"}),
     ("put", "/v1/state", "Replace the state (If-Match: revision)", models.StateBody,
@@ -49,7 +49,8 @@ _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, dict[str, str]]] 
     ("put", "/v1/self", "Publish this agent's metadata", models.Metadata,
      {"200": "{id, namespace, replica, capabilities, metadata}"}),
     ("get", "/healthz", "Liveness", None, {"200": "alive"}),
-    ("get", "/readyz", "Readiness (Redis reachable)", None, {"200": "ready", "503": "not ready"}),
+    ("get", "/readyz", "Readiness (Redis reachable, identity token valid)", None,
+     {"200": "ready", "503": "not ready"}),
     ("get", "/metrics", "Prometheus metrics", None, {"200": "text exposition format"}),
 ]  # fmt: skip
 

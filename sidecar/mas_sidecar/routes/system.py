@@ -22,12 +22,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers and the agent's own identity token can sign messages."""
+    parts = components(request)
     try:
-        await components(request).redis.ping()
+        await parts.redis.ping()
     except REDIS_ERRORS:
         raise ApiError(
             ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached", {"Retry-After": "1"}
         ) from None
+    unusable = parts.credentials.unusable() if parts.credentials is not None else None
+    if unusable is not None:
+        raise ApiError(ErrorCode.CREDENTIALS_EXPIRED, unusable, {"Retry-After": "1"})
     return json_response({"status": "ready"})
 
 
