@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from waiting import GUARD_SECONDS
 
 from mas.local.redis_server import free_port
 from mas.redis_command import ServerSettings, server_config
@@ -42,15 +42,17 @@ def _start(
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float = 20) -> None:
-    """Until the server accepts connections."""
-    deadline = time.monotonic() + timeout
+def _wait_ready(process: subprocess.Popen[bytes], port: int) -> None:
+    """Until the server serves commands: it accepts connections before it has loaded its data
+    (answering ``LOADING``), so a restarted server is ready only once ``INFO`` says loaded."""
+    deadline = time.monotonic() + GUARD_SECONDS
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read() if process.stderr else b""
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
+        with contextlib.suppress(redis.ConnectionError), _client(port, password=PASSWORD) as client:
+            if client.info("persistence")["loading"] == 0:
+                return
         time.sleep(0.02)
-    raise AssertionError(f"no server on port {port} after {timeout}s")
+    raise AssertionError(f"no server on port {port}")
 
 
 @contextlib.contextmanager
