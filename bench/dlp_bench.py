@@ -102,11 +102,16 @@ ADVERSARIAL = (
     ("iban starts", "DE89 ", ""),
     ("mrn words", "MRN: ", ""),
     ("ssn words", "ssn 123 ", ""),
+    ("ssn words far from numbers", "SSN" + " " * 30 + "123456789 ", ""),
+    ("context words inside words", "classname 123456789 hotel 4155552671 ", ""),
     ("aws prefixes", "AKIA", ""),
     # NEAR_MISSES there: candidates that pass a locator, then fail the check.
     ("near miss: iban starts of a length a country has", "AT12 ", ""),
     ("near miss: card-like digit groups", "4111 ", ""),
     ("near miss: ssn-like numbers with area 000", "000-12-3456 ", ""),
+    ("near miss: 'SSN 000.12.3456' (area 000)", "SSN 000.12.3456 ", ""),
+    ("near miss: card-like dotted groups", "4111.1111.1111.1112 ", ""),
+    ("near miss: lowercase iban-like groups", "at12 3456 ", ""),
 )
 ADVERSARIAL_BYTES = 1 << 20
 

@@ -1,9 +1,10 @@
-"""Data-loss prevention for outgoing payloads: built-in and custom detectors and the scanner.
+"""Data-loss prevention for what an agent sends: built-in and custom detectors and the scanner.
 
 ``detectors`` holds the built-in detectors, ``scanner`` walks a payload and decides; the send
-path uses :class:`DlpScanner` with the DLP section of the gateway policy.
+path uses :class:`DlpScanner` with the DLP section of the gateway policy on every part of a
+message the receiver reads, and the registry on the metadata an agent publishes.
 """
 
-from mas_sidecar.dlp.scanner import DlpScanner, Finding, ScanResult
+from mas_sidecar.dlp.scanner import DlpScanner, Finding, PartsResult, ScanResult, redaction
 
-__all__ = ["DlpScanner", "Finding", "ScanResult"]
+__all__ = ["DlpScanner", "Finding", "PartsResult", "ScanResult", "redaction"]

@@ -2,24 +2,31 @@
 
 Each :class:`Builtin` has
 
-- ``gate``: an RE2 pattern (ASCII, never matching NUL) that matches somewhere in every string in
-  which ``find`` can find anything, and also in that string's JSON encoding. The scanner runs
+- ``gate``: an RE2 pattern (never matching NUL; ASCII but for classes of non-ASCII characters,
+  which orjson leaves as they are) that matches somewhere in every string in which ``find`` can
+  find anything, and also in that string's JSON encoding. The scanner runs
   the gates of all enabled detectors as one alternation over a whole serialized payload, so a
   clean payload costs one linear DFA pass;
 - ``locator``: a tighter RE2 pattern, run over the string itself (:func:`ascii_view`): the
   precise pattern with its lookarounds turned into plain boundary characters, its checksums and
   context rules left out, and some of what the checks need written in (an IBAN's exact length
   for its country, a JWT header long enough to hold ``{"alg":""}``, a token value long enough to
-  be one). It matches wherever ``find`` can find something, so a string its locator misses is
+  be one; ``?`` for a non-ASCII character a pattern takes). It matches wherever ``find`` can find
+  something, so a string its locator misses is
   not given to ``find`` at all; the scanner runs all enabled locators over a string as one
   ``re2.Set`` pass;
 - ``find``: the precise search, returning the spans to report (and redact). Patterns narrow the
   candidates, then checksums and context decide (Luhn for cards, mod-97 for IBANs, the decoded
-  header for JWTs, valid number ranges for SSNs, entropy for tokens);
+  header for JWTs, valid number ranges for SSNs, entropy for tokens). Context words, as
+  Presidio's recognizers use them to raise their confidence, let a number count in a form that
+  would be too ambiguous alone: nine digits after "SSN" or "social security" (also
+  ``123.45.6789``), seven to fifteen after "phone" or "tel", a record number after "MRN";
 - ``under_key``: optionally, whether a whole value is sensitive because of the object key it sits
   under (``{"ssn": "123456789"}``, ``{"api_key": "..."}``, ``{"mrn": 1234567}``), for values
-  that would be too ambiguous without that key;
-- ``numeric``: whether ``find`` also applies to integers, as their decimal text.
+  that would be too ambiguous without that key, given what :func:`key_context` read in the key
+  (:data:`Context`): its last word, in compound keys too (``ssn_number``, ``patientSsnNo``,
+  ``phoneNumber``, ``Social Security Number``);
+- ``numeric``: whether ``find`` also applies to numbers, as their decimal text.
 
 Cost. The precise patterns use Python's ``re`` (they need lookbehind) and are written to run in
 linear time: every repetition is bounded or over a character class that the following token
@@ -37,8 +44,10 @@ what the patterns define:
   locator's hits (found by the RE2 DFA at about 1.5 ns a byte; hits less than 64 characters
   apart come as one, so dense candidates cost one call). For the detectors whose pattern
   matches are all findings or cannot overlap (email, phone, SSN, cloud keys, medical record
-  numbers) a window reaches the longest match on both sides, overlapping windows merge, and
-  each is searched with ``endpos`` that far past its end: every match lies in one window and
+  numbers, card numbers in their usual groupings, and IBANs in printed groups: there a match is
+  a start's first letter, the candidate a lookahead, so every start is tried) a window reaches
+  the longest match on both sides, overlapping windows merge, and each is searched with
+  ``endpos`` that far past its end: every match lies in one window and
   ``re`` sees the same text around it as in the whole string. Where a match that is then
   rejected can hide a later one overlapping it (an ``identifier = value`` whose value runs into
   the next assignment, a JWT candidate whose last segments start the next one, an IBAN start
@@ -47,8 +56,9 @@ what the patterns define:
   search of the whole string does;
 - candidates are checked once each and never re-scanned from inside: ``finditer`` resumes after
   a match; card numbers are tried only at the starts of space-separated digit groups
-  (:func:`_find_card`), and a run that is one digit repeated is dropped whole; IBAN candidates
-  are collected in C and checked once per distinct text (:func:`_find_iban`); card candidates,
+  (:func:`_find_card_runs`), and a run that is one digit repeated is dropped whole; IBAN candidates
+  are collected in C and checked once per distinct text (:func:`_find_iban`,
+  :func:`_find_iban_grouped`); card candidates,
   JWT headers and token values are checked once per distinct text in a string, so text made of
   one candidate over and over costs one check (the results are kept only while that string is
   scanned: they hold the data).
@@ -83,6 +93,10 @@ import re2
 from mas.policy.dlp import re2_options
 
 Span = tuple[int, int]
+# What a key tells of the values under it: the kinds of data they may be because of it, of
+# "ssn", "mrn", "phone", "password" and "token" (empty: nothing).
+Context = frozenset[str]
+NO_CONTEXT: Context = frozenset()
 _A = re.ASCII
 _I = re.ASCII | re.IGNORECASE
 LONG = 256  # longer strings are searched only in windows around their locator's hits
@@ -98,7 +112,7 @@ class Builtin:
     gate: str
     locator: str
     find: Callable[[str], list[Span]]
-    under_key: Callable[[str, str], bool] | None = None
+    under_key: Callable[[Context, str], bool] | None = None
     numeric: bool = False
 
 
@@ -111,8 +125,9 @@ def compile_re2(pattern: str) -> Any:
 
 def ascii_view(text: str) -> bytes:
     """``text`` as one byte per character, every non-ASCII character as ``?``: what locators
-    search. Offsets are the string's own, and the precise patterns (ASCII-only) treat a
-    non-ASCII character as the locators treat ``?``: only a negated class matches it."""
+    search. Offsets are the string's own, and a locator takes ``?`` wherever its precise pattern
+    takes a non-ASCII character (a negated class, the letters of an internationalised address,
+    a Unicode dash between digit groups)."""
     return text.encode("ascii", "replace")
 
 
@@ -161,12 +176,19 @@ class _Windows:
             return pattern.finditer(text)
         return self._windowed(pattern, text, windows)
 
+    def searches(self, text: str, windows: list[Span] | None) -> list[tuple[int, int, int]]:
+        """``(start, end, stop)`` per window: its matches start between ``start`` and ``end``,
+        and are searched for in the text up to ``stop``; all of it for None."""
+        if windows is None:
+            return [(0, len(text), len(text))]
+        reach = self.longest + self.ahead
+        return [(start, end, min(len(text), end + reach)) for start, end in windows]
+
     def _windowed(
         self, pattern: re.Pattern[str], text: str, windows: list[Span]
     ) -> Iterator[re.Match[str]]:
-        reach = self.longest + self.ahead
-        for start, end in windows:
-            for match in pattern.finditer(text, start, min(len(text), end + reach)):
+        for start, end, stop in self.searches(text, windows):
+            for match in pattern.finditer(text, start, stop):
                 if match.start() >= end:
                     break
                 yield match
@@ -202,15 +224,51 @@ def _in_chains(
     )
 
 
+def _context_word(words: tuple[str, ...]) -> str:
+    """A ``re`` pattern for one of ``words`` (patterns, each starting with a lowercase letter,
+    matched in any case) where a word starts: after a character that is not a letter or digit,
+    or as a camelCase part (its first letter uppercase after a lowercase one: "patientSSN").
+
+    It starts with the class of the words' first letters, so that ``re`` skips in C to where
+    one of them stands; the boundary and the rest of the word are checked from there."""
+    firsts = sorted({word[0] for word in words})
+    rests = "|".join(f"(?<=[{word[0]}{word[0].upper()}])(?i:{word[1:]})" for word in words)
+    return (
+        f"[{''.join(firsts)}{''.join(firsts).upper()}]"
+        rf"(?:(?<![A-Za-z0-9].)|(?<=[a-z][A-Z]))(?:{rests})"
+    )
+
+
+def _context_word_locator(words: tuple[str, ...]) -> str:
+    """The RE2 pattern that matches where :func:`_context_word` does (and the character before)."""
+    camel = "|".join(f"{word[0].upper()}(?i:{word[1:]})" for word in words)
+    return rf"(?:(?:^|[^A-Za-z0-9])(?i:{'|'.join(words)})|[a-z](?:{camel}))"
+
+
 # --- email ----------------------------------------------------------------------------------
 
+# Internationalised addresses (RFC 6531: UTF-8 local parts; IDNA domains) hold letters, marks
+# and digits of any script: every code point from U+00C0 on, except the blocks of spaces,
+# punctuation and symbols (general punctuation, arrows and mathematical operators, CJK
+# punctuation, fullwidth ASCII punctuation, specials), so quotes, dashes and spaces around an
+# address stay outside it.
+_INTERNATIONAL = (
+    "\u00b7\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u1fff\u200c\u200d\u2070-\u218f\u2c00-\u2fff"
+    "\u3005-\u3007\u3021-\u302f\u3031-\u303c\u3040-\ud7ff\uf900-\ufe0f\ufe20-\ufe2f"
+    "\ufe70-\ufefe\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uff66-\uffef\U00010000-\U0010ffff"
+)
+_LOCAL_CHARS = rf"A-Za-z0-9._%+\-{_INTERNATIONAL}"
+_LABEL_CHARS = rf"A-Za-z0-9\-{_INTERNATIONAL}"
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}"
-    r"(?![A-Za-z0-9-])",
+    rf"(?<![{_LOCAL_CHARS}])[{_LOCAL_CHARS}]{{1,64}}@"
+    # Labels end in a full stop, or in one of the ideographic ones IDNA reads as a full stop.
+    rf"(?:[{_LABEL_CHARS}]{{1,63}}[.\u3002\uff0e\uff61]){{1,8}}"
+    rf"(?:[A-Za-z{_INTERNATIONAL}]{{2,24}}|xn--[A-Za-z0-9-]{{1,59}})(?![{_LABEL_CHARS}])",
     _A,
 )
-_EMAIL_LOCATOR = r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.[A-Za-z0-9.-]*[A-Za-z]{2}"
-_EMAIL_WINDOWS = _Windows(_EMAIL_LOCATOR, 64 + 1 + 8 * 64 + 24, 1)
+# Over the ASCII view every non-ASCII character is '?'.
+_EMAIL_LOCATOR = r"[A-Za-z0-9._%+?-]@[A-Za-z0-9?-]+[.?][A-Za-z0-9.?-]*[A-Za-z?]{2}"
+_EMAIL_WINDOWS = _Windows(_EMAIL_LOCATOR, 64 + 1 + 8 * 64 + 63, 1)
 
 
 def _find_email(text: str) -> list[Span]:
@@ -232,23 +290,50 @@ _PHONE_INTERNATIONAL = re.compile(r"\+(?<![\w+]\+)[1-9](?:[ .-]?\(?\d\)?){7,14}(
 _PHONE_NATIONAL = re.compile(
     r"[\d(](?<![\w.+/:-].)(?:"
     r"(?<=\()\d{2,5}\)[ .-]?\d{3,4}[ .-]\d{3,4}"  # (415) 555-2671, (020) 7946 0958
-    r"|(?<=\d)\d{2}([.-])\d{3}\1\d{4}"  # 415-555-2671, 415.555.2671
-    r"|(?<=\d)\d{2} \d{3} \d{4}"  # 415 555 2671
+    r"|(?<=\d)\d{2}[ .-]\d{3}[ .-]\d{4}"  # 415-555-2671, 415.555.2671, 415 555-2671
+    r"|(?<=1)[ .-](?:\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]\d{4}"  # 1-415-555-2671, 1 (415) 555-2671
     r"|(?<=0)\d{1,4}[ -]\d{3,4}[ -]\d{3,4}"  # 020 7946 0958, 030-1234-5678
     r"|(?<=0)[1-9](?:[ .]\d{2}){4}"  # 01 23 45 67 89
     r")(?![\w-]|[.:/]\d)",
+    _A,
+)
+# After a word that names a phone number ("phone", "tel", "mobile", "fax": standing alone or a
+# camelCase part, "number" or "no" after it if need be), 7 to 15 digits in any grouping.
+_PHONE_WORDS = ("phone", "tel(?:ephone)?", "mobile", "fax")
+_PHONE_WORD_STARTS = ("phone", "tel", "mobile", "fax")
+_PHONE_SUFFIX = r"[ _.-]?(?:number|num|nbr|no|nr)"
+_PHONE_CONTEXT = re.compile(
+    rf"{_context_word(_PHONE_WORDS)}(?i:{_PHONE_SUFFIX})?"
+    r"[^0-9A-Za-z]{0,4}(?:(?i:is)[^0-9A-Za-z]{1,3})?(\+?\(?\d(?:[ .()-]{0,2}\d){6,14})"
+    r"(?!\w|[-.]\d)",
+    _A,
+)
+# The whole value under a key that names a phone number.
+_PHONE_VALUE = re.compile(r"\s{0,8}\+?\(?\d(?:[ .()-]{0,2}\d){6,14}\s{0,8}", _A)
+# A key names a phone number if its last word (after a separator or a camelCase break: not
+# "hotel" or "microphone") is one of the words, or "cell" with a suffix, followed by a suffix
+# ("phone_number", "workTelNo") or a digit or two ("phone2"), then by punctuation at most (not
+# by a blanked redaction marker).
+_PHONE_KEY = re.compile(
+    _context_word((*_PHONE_WORDS, rf"cell(?:phone|(?={_PHONE_SUFFIX}))"))
+    + rf"(?:(?i:{_PHONE_SUFFIX})|[0-9]{{1,2}})?[^A-Za-z0-9\x00]*\Z",
     _A,
 )
 _PHONE_LOCATOR = (
     r"(?:^|[^A-Za-z0-9_+])\+[1-9](?:[ .-]?\(?[0-9]\)?){7,14}(?:[^0-9]|$)"
     r"|(?:^|[^A-Za-z0-9_.+/:-])(?:"
     r"\([0-9]{2,5}\)[ .-]?[0-9]{3,4}[ .-][0-9]{3,4}"
-    r"|[0-9]{3}\.[0-9]{3}\.[0-9]{4}|[0-9]{3}-[0-9]{3}-[0-9]{4}|[0-9]{3} [0-9]{3} [0-9]{4}"
+    r"|[0-9]{3}[ .-][0-9]{3}[ .-][0-9]{4}"
+    r"|1[ .-](?:\([0-9]{3}\)|[0-9]{3})[ .-]?[0-9]{3}[ .-][0-9]{4}"
     r"|0[0-9]{1,4}[ -][0-9]{3,4}[ -][0-9]{3,4}"
     r"|0[1-9](?:[ .][0-9]{2}){4}"
     r")(?:[^A-Za-z0-9_-]|$)"
+    rf"|{_context_word_locator(_PHONE_WORDS)}(?i:{_PHONE_SUFFIX})?[^0-9A-Za-z]{{0,4}}"
+    r"(?:(?i:is)[^0-9A-Za-z]{1,3})?"
+    r"\+?\(?[0-9](?:[ .()-]{0,2}[0-9]){6}"
 )
-_PHONE_WINDOWS = _Windows(_PHONE_LOCATOR, 2 + 14 * 4, 2)
+# "telephone number is ", a plus, a parenthesis and 15 digits with two separators between each.
+_PHONE_WINDOWS = _Windows(_PHONE_LOCATOR, 16 + 4 + 5 + 2 + 1 + 14 * 3, 2)
 
 
 def _find_phone(text: str) -> list[Span]:
@@ -258,18 +343,34 @@ def _find_phone(text: str) -> list[Span]:
         if "+" in text
         else []
     )
-    return found + [m.span() for m in _PHONE_WINDOWS.finditer(_PHONE_NATIONAL, text, windows)]
+    found += [m.span() for m in _PHONE_WINDOWS.finditer(_PHONE_NATIONAL, text, windows)]
+    if windows is None and not any(word in text.lower() for word in _PHONE_WORD_STARTS):
+        return found  # a short string without a context word (a long one has its windows)
+    return found + [m.span(1) for m in _PHONE_WINDOWS.finditer(_PHONE_CONTEXT, text, windows)]
+
+
+def _phone_under_key(kinds: Context, value: str) -> bool:
+    return "phone" in kinds and _PHONE_VALUE.fullmatch(value) is not None
 
 
 # --- us_ssn ---------------------------------------------------------------------------------
 
+# Without a context word, only the formatted number: 123-45-6789 or 123 45 6789.
 _SSN_SEPARATED = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-]|\.\d)", _A)
+# Words that say the number after them is a Social Security number (as a Presidio recognizer's
+# context words raise its confidence): "SSN", "SS#", "social security", "Soc. Sec.".
+_SSN_WORDS = ("ssn", r"ss\#", "social[ _.-]?security", r"soc\.?[ _-]?sec")
+# After a context word (standing alone, or a camelCase part: "patientSSN") and up to 24 other
+# characters that are not digits ("number is ", "no.: ", " of the patient: "), and that do not
+# run into the number (so "SSN A123456789" is an id), nine digits are an SSN whatever separates
+# their groups, if anything does: 123456789, 123.45.6789, 123/45/6789, with en dashes.
 _SSN_CONTEXT = re.compile(
-    r"(?<![a-z0-9])(?:ssn|social[ _-]?security(?:[ _-]?(?:number|num|no))?)"
-    r"[^a-z0-9]{0,4}(?:is[^a-z0-9]{1,3})?(\d{3})[- ]?(\d{2})[- ]?(\d{4})(?![\w-])",
-    _I,
+    rf"{_context_word(_SSN_WORDS)}(?:[^0-9]{{0,23}}[^0-9A-Za-z])?"
+    r"(\d{3})[^0-9A-Za-z]?(\d{2})[^0-9A-Za-z]?(\d{4})(?!\w|[-.]\d)",
+    _A,
 )
-_SSN_VALUE = re.compile(r"\s{0,8}(\d{3})[- ]?(\d{2})[- ]?(\d{4})\s{0,8}", _A)
+# The whole value under a key that names an SSN: any of the forms after a context word.
+_SSN_VALUE = re.compile(r"\s{0,8}(\d{3})[^0-9A-Za-z]?(\d{2})[^0-9A-Za-z]?(\d{4})\s{0,8}", _A)
 # The number parts _valid_ssn accepts: no area 000, 666 or 9xx, no group 00, no serial 0000.
 _SSN_AREA = r"(?:0(?:0[1-9]|[1-9][0-9])|[1-578][0-9]{2}|6(?:[0-57-9][0-9]|6[0-57-9]))"
 _SSN_GROUP = r"(?:0[1-9]|[1-9][0-9])"
@@ -277,12 +378,14 @@ _SSN_SERIAL = r"(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
 _SSN_LOCATOR = (
     rf"(?:^|[^A-Za-z0-9_.-]){_SSN_AREA}(?:-{_SSN_GROUP}-|[ ]{_SSN_GROUP}[ ]){_SSN_SERIAL}"
     r"(?:[^A-Za-z0-9_-]|$)"
-    r"|(?:^|[^A-Za-z0-9])(?i:ssn|social[ _-]?security(?:[ _-]?(?:number|num|no))?)"
-    r"[^A-Za-z0-9]{0,4}(?:(?i:is)[^A-Za-z0-9]{1,3})?"
-    rf"{_SSN_AREA}[- ]?{_SSN_GROUP}[- ]?{_SSN_SERIAL}(?:[^A-Za-z0-9_-]|$)"
+    rf"|{_context_word_locator(_SSN_WORDS)}(?:[^0-9]{{0,23}}[^0-9A-Za-z])?"
+    rf"{_SSN_AREA}[^A-Za-z0-9]?{_SSN_GROUP}[^A-Za-z0-9]?{_SSN_SERIAL}(?:[^A-Za-z0-9_]|$)"
 )
-# "social security number is " and a number with two separators.
-_SSN_WINDOWS = _Windows(_SSN_LOCATOR, 22 + 4 + 5 + 11, 2)
+# "social security", the characters before the number, the number with two separators.
+_SSN_WINDOWS = _Windows(_SSN_LOCATOR, 15 + 24 + 11, 2)
+# A key names an SSN if it ends in "ssn" (or a "soc sec"), alone or with a suffix ("ssn_number",
+# "patientSsnNo"), or holds "social security".
+_SSN_KEY = re.compile(r"(?:ssn|socsec)(?:number|num|nbr|no|nr|id)?\Z", _A)
 
 
 def _valid_ssn(area: str, group: str, serial: str) -> bool:
@@ -305,11 +408,11 @@ def _find_ssn(text: str) -> list[Span]:
 
 
 def _is_ssn_key(key: str) -> bool:
-    return key.endswith("ssn") or "socialsecurity" in key
+    return _SSN_KEY.search(key) is not None or "socialsecurity" in key
 
 
-def _ssn_under_key(key: str, value: str) -> bool:
-    if not _is_ssn_key(key):
+def _ssn_under_key(kinds: Context, value: str) -> bool:
+    if "ssn" not in kinds:
         return False
     if value.isdigit() and len(value) < 9:  # an integer that lost its leading zeros
         value = value.zfill(9)
@@ -320,7 +423,7 @@ def _ssn_under_key(key: str, value: str) -> bool:
 # --- payment_card ---------------------------------------------------------------------------
 
 # What a card number is: r"\d(?<![\w.+-]\d)(?:[ -]?\d){12,18}(?![\w-]|\.\d)", searched with
-# finditer; _find_card computes exactly those matches per run of digits (see there).
+# finditer; _find_card_runs computes exactly those matches per run of digits (see there).
 # A run of 13 or more digits; `re` tries only where a run starts.
 _CARD_RUN = re.compile(r"[0-9](?<![0-9][0-9])(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,}", _A)
 _CARD_RUN_LONG = compile_re2(r"[0-9](?:[ -]?[0-9]){12,}")
@@ -329,6 +432,21 @@ _CARD_GROUP = re.compile(r"\d+", _A)
 # What the pattern's lookbehind rejects before a run's first digit.
 _CARD_BEFORE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
 _CARD_LOCATOR = r"(?:^|[^A-Za-z0-9_.+])[2-6](?:[ -]?[0-9]){12}"
+# The usual groupings (4-4-4-4, 4-4-4-4-3, 4-6-5, 4-6-4) with a separator the pattern above does
+# not take, the same between all groups: a dot, slash or underscore, a run of two or three
+# spaces, a Unicode space or dash.
+_CARD_SEPARATOR = r"(?:[./_\u00a0\u2007\u2009\u202f\u2010-\u2015\u2212]| {2,3})"
+_CARD_GROUPED = re.compile(
+    rf"\d(?<![\w.+-]\d)\d{{3}}({_CARD_SEPARATOR})"
+    r"(?:\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{6}\1\d{4,5})(?![\w-]|\1\d|\.\d)",
+    _A,
+)
+_CARD_GROUPED_LOCATOR = (
+    r"(?:^|[^A-Za-z0-9_.+-])[2-6][0-9]{3}(?:[./_?]| {2,3})[0-9]{4}(?:[0-9]{2})?"
+    r"(?:[./_?]| {2,3})[0-9]{4}"
+)
+# 4-4-4-4-3 with separators of three spaces; the lookahead reads a separator and a digit.
+_CARD_GROUPED_WINDOWS = _Windows(_CARD_GROUPED_LOCATOR, 19 + 4 * 3, 4)
 
 # Every second digit from the right is doubled, and a two-digit result counts as its digit sum.
 _LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
@@ -393,6 +511,10 @@ def _check_card(text: str, start: int, end: int, checked: dict[str, Span | None]
 
 
 def _find_card(text: str) -> list[Span]:
+    return _find_card_runs(text) + _find_card_grouped(text)
+
+
+def _find_card_runs(text: str) -> list[Span]:
     """The card numbers in ``text``: what ``finditer`` of the pattern above finds, run by run.
 
     A match lies inside one run of digits joined by single spaces or hyphens. Its first digit
@@ -421,6 +543,23 @@ def _find_card(text: str) -> list[Span]:
             else:
                 found += _check_card(text, at, match.end(), checked)
                 at = match.end() + 1
+    return found
+
+
+def _find_card_grouped(text: str) -> list[Span]:
+    """The card numbers in the usual groupings with other separators, each distinct candidate
+    checked once (a text without such a separator costs a few substring searches)."""
+    if text.isascii() and not any(separator in text for separator in (".", "/", "_", "  ")):
+        return []
+    found: list[Span] = []
+    checked: dict[str, bool] = {}  # only while scanning this text: candidates are data
+    windows = _CARD_GROUPED_WINDOWS.of(text)
+    for match in _CARD_GROUPED_WINDOWS.finditer(_CARD_GROUPED, text, windows):
+        candidate = match.group()
+        if candidate not in checked:
+            checked[candidate] = _card_number(candidate.replace(match.group(1), ""))
+        if checked[candidate]:
+            found.append(match.span())
     return found
 
 
@@ -477,6 +616,24 @@ def iban_valid(iban: str) -> bool:
     return int((iban[4:] + iban[:4]).translate(_IBAN_DIGITS)) % 97 == 1
 
 
+# IBANs in their printed form (groups of four, the last one maybe shorter) with a lowercase
+# letter in the country code, or with hyphens between the groups (the uppercase form with spaces
+# is the search above's). A match is a candidate's first check digit (digits are rare in text,
+# and `re` skips to them in C), its country code read behind it and the rest of it ahead: as a
+# start's groups can hide a later start, every start is tried.
+_IBAN_GROUPED = re.compile(
+    r"[0-9](?<=(?<![A-Za-z0-9])([A-Za-z]{2}[0-9]))(?=([0-9]([ -])[A-Za-z0-9]{4}"
+    r"(?:\3[A-Za-z0-9]{4}){1,6}(?:\3[A-Za-z0-9]{1,3})?)(?![A-Za-z0-9]))",
+    _A,
+)
+_IBAN_GROUPED_LOCATOR = (
+    r"(?:^|[^A-Za-z0-9])(?:[A-Za-z]{2}[0-9]{2}-[A-Za-z0-9]{4}-[A-Za-z0-9]{4}"
+    r"|(?:[a-z][A-Za-z]|[A-Z][a-z])[0-9]{2} [A-Za-z0-9]{4} [A-Za-z0-9]{4})"
+)
+# Eight groups and their separators (34 characters at most, 7 separators) and the boundary.
+_IBAN_GROUPED_WINDOWS = _Windows(_IBAN_GROUPED_LOCATOR, 34 + 7, 1)
+
+
 # Each possible start (its first letter, then what follows it as far as the start's outcome can
 # depend on: the longest body and the character after it), so that candidates that read alike
 # are checked once.
@@ -494,6 +651,10 @@ def _iban_at(first: str, rest: str) -> int:
     if body is None or not iban_valid(body.group().replace(" ", "")):
         return 0
     return body.end()
+
+
+def _find_ibans(text: str) -> list[Span]:
+    return _find_iban(text) + _find_iban_grouped(text)
 
 
 def _find_iban(text: str) -> list[Span]:
@@ -518,6 +679,40 @@ def _find_iban(text: str) -> list[Span]:
                 covered = at + lengths[match.groups()]
                 found.append((at, covered))
     return found
+
+
+def _find_iban_grouped(text: str) -> list[Span]:
+    """The IBANs in printed groups that the uppercase search leaves. As there, a window's
+    candidates are collected in C and checked once per distinct text, and only a window that
+    holds an IBAN is gone through start by start."""
+    found: list[Span] = []
+    windows = _IBAN_GROUPED_WINDOWS.of(text)
+    for start, end, stop in _IBAN_GROUPED_WINDOWS.searches(text, windows):
+        candidates = set(_IBAN_GROUPED.findall(text, start, stop))
+        lengths = {candidate: _grouped_iban_length(*candidate) for candidate in candidates}
+        if not any(lengths.values()):
+            continue
+        for match in _IBAN_GROUPED.finditer(text, start, stop):
+            if match.start() >= end:
+                break
+            if length := lengths[match.groups()]:
+                found.append((match.start() - 2, match.start() - 2 + length))
+    return found
+
+
+def _grouped_iban_length(head: str, rest: str, separator: str) -> int:
+    """The length of the IBAN that a candidate (its country code and first check digit, and the
+    rest) starts with, 0 if none: as many characters as the country's IBANs have, ending with a
+    group."""
+    if separator == " " and head[:2].isupper():
+        return 0
+    compact = (head + rest).replace(separator, "").upper()
+    length = _IBAN_LENGTHS.get(compact[:2], len(compact) + 1)
+    if length > len(compact) or (length < len(compact) and length % 4):
+        return 0
+    if not iban_valid(compact[:length]):
+        return 0
+    return length + (length - 1) // 4 * len(separator)
 
 
 # --- cloud_api_key --------------------------------------------------------------------------
@@ -668,8 +863,8 @@ def _once(checked: dict[tuple[str, str], bool], kind_value: tuple[str, str]) -> 
     return checked[kind_value]
 
 
-def _generic_under_key(key: str, value: str) -> bool:
-    kind = _secret_kind(key)
+def _generic_under_key(kinds: Context, value: str) -> bool:
+    kind = "password" if "password" in kinds else "token" if "token" in kinds else None
     return kind is not None and _secret_value(kind, value.strip())
 
 
@@ -728,19 +923,21 @@ def _find_jwt(text: str) -> list[Span]:
 
 # --- medical_record_number ------------------------------------------------------------------
 
+_MRN_WORDS = r"(?:mrn|med(?:ical)?[ _-]?rec(?:ord)?)(?:[ _-]?(?:number|num|nbr|no|nr|\#))?"
 _MRN_CONTEXT = re.compile(
-    r"(?<![a-z0-9])(?:mrn|med(?:ical)?[ _-]?rec(?:ord)?(?:[ _-]?(?:number|num|no))?)"
+    rf"(?<![a-z0-9]){_MRN_WORDS}"
     r"[^a-z0-9]{0,4}(?:is[^a-z0-9]{1,3})?([a-z]{0,3}-?\d{5,12})(?![a-z0-9])",
     _I,
 )
 _MRN_VALUE = re.compile(r"\s{0,8}[A-Za-z]{0,3}-?\d{5,12}\s{0,8}", _A)
 _MRN_LOCATOR = (
-    r"(?:^|[^A-Za-z0-9])(?i:mrn|med(?:ical)?[ _-]?rec(?:ord)?(?:[ _-]?(?:number|num|no))?)"
+    rf"(?:^|[^A-Za-z0-9])(?i:{_MRN_WORDS})"
     r"[^A-Za-z0-9]{0,4}(?:(?i:is)[^A-Za-z0-9]{1,3})?[A-Za-z]{0,3}-?[0-9]{5,12}"
     r"(?:[^A-Za-z0-9]|$)"
 )
 # "medical record number is " and the longest number.
 _MRN_WINDOWS = _Windows(_MRN_LOCATOR, 21 + 4 + 5 + 16, 1)
+_MRN_KEY = re.compile(r"mrn(?:number|num|nbr|no|nr|id)?\Z", _A)
 
 
 def _find_mrn(text: str) -> list[Span]:
@@ -748,11 +945,11 @@ def _find_mrn(text: str) -> list[Span]:
 
 
 def _is_mrn_key(key: str) -> bool:
-    return key.endswith("mrn") or "medicalrecord" in key or key.startswith("medrec")
+    return _MRN_KEY.search(key) is not None or "medicalrecord" in key or key.startswith("medrec")
 
 
-def _mrn_under_key(key: str, value: str) -> bool:
-    return _is_mrn_key(key) and _MRN_VALUE.fullmatch(value) is not None
+def _mrn_under_key(kinds: Context, value: str) -> bool:
+    return "mrn" in kinds and _MRN_VALUE.fullmatch(value) is not None
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -764,24 +961,45 @@ _SECRET_GATE = (
     r"(?:\\?[\"'])?(?: |\t|\\t){0,3}[:=]|bearer(?: |\t|\\t))"
 )
 BUILTINS: tuple[Builtin, ...] = (
-    Builtin("email", r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.[A-Za-z0-9-]", _EMAIL_LOCATOR, _find_email),
+    Builtin(
+        "email",
+        r"[A-Za-z0-9._%+\x{80}-\x{10FFFF}-]@[A-Za-z0-9\x{80}-\x{10FFFF}-]+"
+        r"[.\x{3002}\x{FF0E}\x{FF61}][A-Za-z0-9\x{80}-\x{10FFFF}-]",
+        _EMAIL_LOCATOR,
+        _find_email,
+    ),
     Builtin(
         "phone",
         r"\+[1-9](?:[ .-]?\(?[0-9]\)?){7}|\([0-9]{2,5}\)[ .-]?[0-9]{3}"
-        r"|[0-9]{3}[.-][0-9]{3}[.-][0-9]{4}|[0-9]{3} [0-9]{3} [0-9]{4}"
-        r"|0[0-9]{1,4}[ -][0-9]{3,4}[ -][0-9]{3}|0[1-9](?:[ .][0-9]{2}){4}",
+        r"|[0-9]{3}[ .-][0-9]{3}[ .-][0-9]{4}"
+        r"|0[0-9]{1,4}[ -][0-9]{3,4}[ -][0-9]{3}|0[1-9](?:[ .][0-9]{2}){4}"
+        r"|(?i:phone|tel|mobile|fax|cell)",
         _PHONE_LOCATOR,
         _find_phone,
+        under_key=_phone_under_key,
     ),
     Builtin(
         "us_ssn",
-        r"[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}|(?i:ssn|social[ _-]?security)",
+        rf"[0-9]{{3}}[- ][0-9]{{2}}[- ][0-9]{{4}}|(?i:{'|'.join(_SSN_WORDS)})",
         _SSN_LOCATOR,
         _find_ssn,
         under_key=_ssn_under_key,
     ),
-    Builtin("payment_card", r"[2-6](?:[ -]?[0-9]){12}", _CARD_LOCATOR, _find_card, numeric=True),
-    Builtin("iban", r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11}", _IBAN_LOCATOR, _find_iban),
+    Builtin(
+        "payment_card",
+        r"[2-6](?:[ -]?[0-9]){12}|[2-6][0-9]{3}"
+        r"(?:[./_\x{a0}\x{2007}\x{2009}\x{202f}\x{2010}-\x{2015}\x{2212}]| {2,3})[0-9]{4}",
+        f"{_CARD_LOCATOR}|{_CARD_GROUPED_LOCATOR}",
+        _find_card,
+        numeric=True,
+    ),
+    Builtin(
+        "iban",
+        r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11}"
+        r"|[A-Za-z]{2}[0-9]{2}[ -][A-Za-z0-9]{4}[ -][A-Za-z0-9]{4}",
+        f"{_IBAN_LOCATOR}|{_IBAN_GROUPED_LOCATOR}",
+        _find_ibans,
+    ),
     Builtin(
         "cloud_api_key",
         r"AKIA|ASIA|AIza|gh[pousr]_|github_pat_|xox[baprs]-|k_live_|sk-",
@@ -806,32 +1024,48 @@ BUILTINS: tuple[Builtin, ...] = (
     ),
 )
 
-# A key gives its values a context only if it ends in one of the words (and identifier
-# characters): then the gates above also hit the key in a serialized payload ('"api_key":').
-_CONTEXT_KEY = re.compile(
-    r"(?:key|secret|token|passw|passphrase|pwd|credential|ssn|social[ _-]?security|mrn"
-    r"|med(?:ical)?[ _-]?rec)[A-Za-z0-9_.-]{0,63}\Z",
-    _I,
+# A key tells what its values may be only if it ends in one of a kind's words: followed by
+# identifier characters for a secret (then the generic gate also hits the key in a serialized
+# payload: '"api_key":'), by spaces and '#' too for an SSN or a record number, whose gates hit
+# their words anywhere ("SSN #", "Social Security Number"). Only then are the key's last
+# characters normalized and checked for that kind, so the text of a redaction marker in a key
+# (its brackets end a word's run) tells nothing.
+_KEY_WORDS = (
+    (
+        "secret",
+        re.compile(
+            r"(?:key|secret|token|passw|passphrase|pwd|credential)[A-Za-z0-9_.-]{0,63}\Z", _I
+        ),
+    ),
+    ("ssn", re.compile(rf"(?:{'|'.join(_SSN_WORDS)})[A-Za-z0-9 _.#-]{{0,63}}\Z", _I)),
+    ("mrn", re.compile(r"(?:mrn|med(?:ical)?[ _-]?rec)[A-Za-z0-9 _.#-]{0,63}\Z", _I)),
 )
-# A match of _CONTEXT_KEY starts at most this far from the key's end.
+# A key's words are looked for at most this far from its end.
 _CONTEXT_REACH = len("social_security") + 63
 _CACHED_KEY_LENGTH = 64
 
 
-def key_context(key: str) -> str:
-    """The normalized key when a value under it may be sensitive because of it, else ``""``."""
+def key_context(key: str) -> Context:
+    """What ``key`` tells of the values under it (see :data:`Context`)."""
     return _cached_key_context(key) if len(key) <= _CACHED_KEY_LENGTH else _key_context(key)
 
 
 @lru_cache(maxsize=4096)
-def _cached_key_context(key: str) -> str:
+def _cached_key_context(key: str) -> Context:
     return _key_context(key)
 
 
-def _key_context(key: str) -> str:
-    if _CONTEXT_KEY.search(key, max(0, len(key) - _CONTEXT_REACH)) is None:
-        return ""
-    normalized = normalize_key(key)
-    if _secret_kind(normalized) or _is_ssn_key(normalized) or _is_mrn_key(normalized):
-        return normalized
-    return ""
+def _key_context(key: str) -> Context:
+    start = max(0, len(key) - _CONTEXT_REACH)
+    kinds = {"phone"} if _PHONE_KEY.search(key, start) is not None else set()
+    words = {kind for kind, pattern in _KEY_WORDS if pattern.search(key, start) is not None}
+    if words:
+        normalized = normalize_key(key[start:])
+        secret = _secret_kind(normalized) if "secret" in words else None
+        if secret is not None:
+            kinds.add(secret)
+        if "ssn" in words and _is_ssn_key(normalized):
+            kinds.add("ssn")
+        if "mrn" in words and _is_mrn_key(normalized):
+            kinds.add("mrn")
+    return frozenset(kinds)

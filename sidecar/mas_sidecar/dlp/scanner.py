@@ -3,7 +3,9 @@
 :class:`DlpScanner` compiles a :class:`~mas.policy.dlp.DlpPolicy` once; :meth:`DlpScanner.scan`
 then walks a payload iteratively (any depth, no recursion) and checks every string value, every
 object key and, for the detectors where a number can be the data (a card number sent as an
-integer, an SSN under an ``ssn`` key), integers as their decimal text.
+integer, an SSN under an ``ssn`` key), integers as their decimal text, and floats below 10**16
+as the digits of their integer part (which their JSON shows: ``123456789.0``,
+``4111111111111111.5``; larger ones are written with an exponent).
 
 Cost: without custom detectors, the payload is serialized (orjson) and one RE2 alternation of
 the enabled detectors' gates runs over it, a single linear DFA pass; a clean payload ends there.
@@ -25,8 +27,9 @@ A finding names its detector and its place (``payload.items[2].email``), never t
 a key that holds a finding appears in paths in its redacted form. Redaction replaces each
 matched span with ``[REDACTED:<detector>]`` in a copy of the payload (the input is never
 modified); a redacted key that collides with another key of its object gets a ``#2``, ``#3``
-suffix. Redaction markers already in a string are blanked before detectors see it, so scanning
-a redacted payload again finds nothing new.
+suffix. Redaction markers already in a string are blanked before detectors see it (and before a
+key is read for what it tells of its values), so scanning a redacted payload again finds
+nothing new.
 
 Used by the sidecar's send path, which answers 422 when ``ScanResult.blocked`` and otherwise
 sends ``ScanResult.payload``.
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -45,15 +48,24 @@ import orjson
 import re2
 
 from mas.policy.dlp import DlpAction, DlpPolicy, compile_pattern, re2_options
-from mas_sidecar.dlp.detectors import BUILTINS, Span, ascii_view, key_context
+from mas_sidecar.dlp.detectors import (
+    BUILTINS,
+    NO_CONTEXT,
+    Context,
+    Span,
+    ascii_view,
+    key_context,
+)
 
 ROOT = "payload"
+_REDACT = DlpAction.REDACT
 _MARKER = re.compile(r"\[REDACTED:[a-z0-9_-]{1,63}\]")
 _MARKER_START = "[REDACTED:"
 _SEPARATOR = "\x00"
 _SEPARATOR_BYTES = b"\x00"
 _MIN_NUMBER = 10**12  # below 13 digits an integer is checked only under a telling key
 _MAX_NUMBER = 10**19  # beyond any card number; larger integers are not scanned
+_WRITTEN_OUT = 1e16  # JSON writes a float's integer digits out below this, else an exponent
 _GATE_MEMORY = 32 << 20
 
 # A place in the payload: (the node of its container, the container, key or index there).
@@ -65,7 +77,7 @@ _Place = tuple[_Node, Any, Any, bool]
 # the key context its items share (an array's, never an object's), whether it is an object, where
 # its next child starts in the serialized payload, where it ends there, and how many children are
 # left (the last one ends just before the closing bracket).
-_Frame = tuple[Iterator[tuple[Any, Any]], Any, _Node, str, bool, int, int, int]
+_Frame = tuple[Iterator[tuple[Any, Any]], Any, _Node, Context, bool, int, int, int]
 
 
 def redaction(detector: str) -> str:
@@ -81,6 +93,10 @@ class Finding:
     action: DlpAction
     path: str
 
+    def record(self) -> dict[str, str]:
+        """The finding as audit entries and logs show it."""
+        return {"detector": self.detector, "action": self.action.value, "path": self.path}
+
 
 @dataclass(frozen=True)
 class ScanResult:
@@ -94,12 +110,23 @@ class ScanResult:
 
 
 @dataclass(frozen=True)
+class PartsResult:
+    """The outcome of scanning the parts of one thing an agent sends (see
+    :meth:`DlpScanner.scan_parts`)."""
+
+    redacted: dict[str, Any] = field(repr=False)  # the parts that were redacted: their copies
+    findings: tuple[Finding, ...]
+    refusal: str | None  # why the whole is refused (naming parts and detectors), or None
+    detectors: tuple[str, ...]  # sorted names of the detectors that refuse it
+
+
+@dataclass(frozen=True)
 class _Detector:
     name: str
     action: DlpAction
     find: Callable[[str], list[Span]]
     keys: bool = True
-    under_key: Callable[[str, str], bool] | None = None
+    under_key: Callable[[Context, str], bool] | None = None
     numeric: bool = False
 
 
@@ -109,11 +136,11 @@ class _Walk:
 
     texts: list[str] = field(default_factory=list)
     places: list[_Place] = field(default_factory=list)
-    contexts: dict[int, str] = field(default_factory=dict)  # text index -> key context
-    numbers: list[tuple[_Place, str, str]] = field(default_factory=list)  # place, digits, ctx
+    contexts: dict[int, Context] = field(default_factory=dict)  # text index -> key context
+    numbers: list[tuple[_Place, str, Context]] = field(default_factory=list)  # place, digits, ctx
     candidates: set[int] = field(default_factory=set)  # texts the built-ins must see
 
-    def add(self, text: str, place: _Place, context: str) -> None:
+    def add(self, text: str, place: _Place, context: Context) -> None:
         if context:
             self.contexts[len(self.texts)] = context
         self.texts.append(text)
@@ -141,17 +168,17 @@ class DlpScanner:
         if self._builtins:
             self._gate, self._dispatch = _compiled(tuple(d.name for d in self._builtins))
 
-    def scan(self, payload: Any) -> ScanResult:
-        """Scan ``payload`` (any JSON value); never raises for one."""
+    def scan(self, payload: Any, root: str = ROOT) -> ScanResult:
+        """Scan ``payload`` (any JSON value); never raises for one. Findings' paths start with
+        ``root`` (``payload.items[2]``, ``metadata.email``)."""
         if not self._enabled or not (self._builtins or self._custom):
             return ScanResult(payload, (), False, (), False)
         walk = self._collect(payload)
         found: list[tuple[_Place, list[_Hit]]] = []
         for index, text in enumerate(walk.texts):
             place = walk.places[index]
-            hits = self._scan_text(
-                text, place[3], walk.contexts.get(index, ""), builtins=index in walk.candidates
-            )
+            context = walk.contexts.get(index, NO_CONTEXT)
+            hits = self._scan_text(text, place[3], context, builtins=index in walk.candidates)
             if hits:
                 found.append((place, hits))
         for place, digits, context in walk.numbers:
@@ -160,7 +187,36 @@ class DlpScanner:
                 found.append((place, [(0, len(digits), d) for d in detectors]))
         if not found:
             return ScanResult(payload, (), False, (), False)
-        return _result(payload, found)
+        return _result(payload, found, root)
+
+    def scan_parts(self, parts: Mapping[str, Any], fixed: Collection[str] = ()) -> PartsResult:
+        """Scan each of ``parts`` (name -> JSON value), its name the root of its findings'
+        paths. A part named in ``fixed`` is never rewritten (an identifier): there, a redacting
+        detector's finding refuses the whole, as a blocking one's does anywhere."""
+        redacted: dict[str, Any] = {}
+        findings: list[Finding] = []
+        refusing: dict[str, set[str]] = {}  # part -> the detectors that refuse it
+        unrewritable: list[str] = []  # fixed parts refused for what a detector would redact
+        for name, value in parts.items():
+            result = self.scan(value, name)
+            findings += result.findings
+            detectors = set(result.detectors)
+            if result.redacted and name in fixed:
+                unrewritable.append(name)
+                detectors.update(f.detector for f in result.findings if f.action is _REDACT)
+            if detectors:
+                refusing[name] = detectors
+            elif result.redacted:
+                redacted[name] = result.payload
+        if not refusing:
+            return PartsResult(redacted, tuple(findings), None, ())
+        names = sorted(set().union(*refusing.values()))
+        verb = "holds" if len(refusing) == 1 else "hold"
+        action = "blocks or redacts" if unrewritable else "blocks"
+        reason = f"the {' and '.join(refusing)} {verb} data the policy {action}: {', '.join(names)}"
+        if unrewritable:
+            reason += f" ({' and '.join(unrewritable)} cannot be redacted)"
+        return PartsResult({}, tuple(findings), reason, tuple(names))
 
     def _collect(self, payload: Any) -> _Walk:
         """The strings and numbers to check, with the indexes of those built-ins must see.
@@ -229,10 +285,10 @@ class DlpScanner:
             return size if match is None else match.start()
 
         if not isinstance(payload, dict | list | tuple):
-            _leaf(payload, (None, None, None, False), "", walk)
+            _leaf(payload, (None, None, None, False), NO_CONTEXT, walk)
             return
         hit = first  # where the first match at or after the last place searched from starts
-        frames = [_frame(payload, None, "", 0, size)]
+        frames = [_frame(payload, None, NO_CONTEXT, 0, size)]
         dumps = orjson.dumps
         while frames:
             children, container, node, shared, keyed, position, end, left = frames[-1]
@@ -247,10 +303,10 @@ class DlpScanner:
                 start = position
                 if keyed:  # the key comes first, with its colon
                     start += len(dumps(slot)) + 1
-                    context = ""
+                    context = NO_CONTEXT
                     if hit < start:
-                        walk.add(slot, ((node, container, slot), container, slot, True), "")
-                        context = key_context(slot)
+                        walk.add(slot, ((node, container, slot), container, slot, True), context)
+                        context = key_context(_unmarked(slot))
                         hit = next_hit(start)  # the value may hold a match of its own
                 position = start + len(dumps(value)) + 1 if left else end
                 if hit < start:
@@ -270,11 +326,12 @@ class DlpScanner:
                 frames[-1] = (children, container, node, shared, keyed, position, end, left)
                 frames.append(entered)
 
-    def _scan_text(self, text: str, is_key: bool, context: str, *, builtins: bool) -> list[_Hit]:
+    def _scan_text(
+        self, text: str, is_key: bool, context: Context, *, builtins: bool
+    ) -> list[_Hit]:
         if not builtins and not self._custom:
             return []
-        if _MARKER_START in text:
-            text = _MARKER.sub(lambda marker: _SEPARATOR * len(marker.group()), text)
+        text = _unmarked(text)
         detectors = self._custom
         if builtins:
             detectors = self._gated(text) + detectors
@@ -301,7 +358,7 @@ class DlpScanner:
         indexes = self._dispatch.Match(ascii_view(text)) or ()
         return [self._builtins[index] for index in sorted(indexes)]
 
-    def _scan_number(self, digits: str, context: str) -> list[_Detector]:
+    def _scan_number(self, digits: str, context: Context) -> list[_Detector]:
         detectors = [d for d in self._numeric if d.find(digits)]
         if context:
             detectors += [
@@ -327,24 +384,41 @@ def _compiled(names: tuple[str, ...]) -> tuple[Any, Any]:
     return gate, dispatch
 
 
-def _frame(container: Any, node: _Node, context: str, start: int, end: int) -> _Frame:
+def _unmarked(text: str) -> str:
+    """``text`` with the redaction markers in it blanked (NUL), so that what a scan redacted
+    tells nothing in a later scan: neither as data nor as the words of a key."""
+    if _MARKER_START in text:
+        return _MARKER.sub(lambda marker: _SEPARATOR * len(marker.group()), text)
+    return text
+
+
+def _frame(container: Any, node: _Node, context: Context, start: int, end: int) -> _Frame:
     """The hot walk's frame for a container serialized as ``serialized[start:end]``."""
     if isinstance(container, dict):
-        return (iter(container.items()), container, node, "", True, start + 1, end, len(container))
+        items = iter(container.items())
+        return (items, container, node, NO_CONTEXT, True, start + 1, end, len(container))
     return (enumerate(container), container, node, context, False, start + 1, end, len(container))
 
 
-def _leaf(value: Any, place: _Place, context: str, walk: _Walk) -> None:
+def _leaf(value: Any, place: _Place, context: Context, walk: _Walk) -> None:
     """Collect a string or a number worth a look that the hot walk reached."""
     if isinstance(value, str):
         walk.add(value, place, context)
-    elif type(value) is int and _worth_a_look(value, context):
-        walk.numbers.append((place, str(abs(value)), context))
+    elif (digits := _digits(value, context)) is not None:
+        walk.numbers.append((place, digits, context))
 
 
-def _worth_a_look(number: int, context: str) -> bool:
-    """Whether an integer can hold data: under a telling key, or long enough for a card."""
-    return abs(number) < _MAX_NUMBER and (bool(context) or abs(number) >= _MIN_NUMBER)
+def _digits(value: Any, context: Context) -> str | None:
+    """The decimal digits of a number that can hold data (an integer, or a float's integer
+    part where its JSON shows it; under a telling key, or long enough for a card), else None."""
+    if type(value) is float and abs(value) < _WRITTEN_OUT:  # neither NaN nor infinite
+        value = int(value)
+    elif type(value) is not int:
+        return None
+    number = abs(value)
+    if number < _MAX_NUMBER and (bool(context) or number >= _MIN_NUMBER):
+        return str(number)
+    return None
 
 
 def _finder(pattern: Any) -> Callable[[str], list[Span]]:
@@ -355,29 +429,29 @@ def _finder(pattern: Any) -> Callable[[str], list[Span]]:
 
 
 def _walk(payload: Any, *, numbers: bool) -> _Walk:
-    """Collect every string (values and keys) and the integers worth a look, iteratively."""
+    """Collect every string (values and keys) and the numbers worth a look, iteratively."""
     walk = _Walk()
 
-    def leaf(value: Any, node: _Node, container: Any, slot: Any, context: str) -> None:
+    def leaf(value: Any, node: _Node, container: Any, slot: Any, context: Context) -> None:
         if isinstance(value, str):
             walk.add(value, (node, container, slot, False), context)
-        elif numbers and type(value) is int and _worth_a_look(value, context):
-            walk.numbers.append(((node, container, slot, False), str(abs(value)), context))
+        elif numbers and (digits := _digits(value, context)) is not None:
+            walk.numbers.append(((node, container, slot, False), digits, context))
 
-    stack: list[tuple[Any, _Node, str]] = []
+    stack: list[tuple[Any, _Node, Context]] = []
     if isinstance(payload, dict | list | tuple):
-        stack.append((payload, None, ""))
+        stack.append((payload, None, NO_CONTEXT))
     else:
-        leaf(payload, None, None, None, "")
+        leaf(payload, None, None, None, NO_CONTEXT)
     while stack:
         value, node, context = stack.pop()
         if isinstance(value, dict):
             for key, child in value.items():
                 entry = (node, value, key)
-                child_context = ""
+                child_context = NO_CONTEXT
                 if isinstance(key, str):
-                    walk.add(key, (entry, value, key, True), "")
-                    child_context = key_context(key)
+                    walk.add(key, (entry, value, key, True), NO_CONTEXT)
+                    child_context = key_context(_unmarked(key))
                 if isinstance(child, dict | list | tuple):
                     stack.append((child, entry, child_context))
                 else:
@@ -392,7 +466,7 @@ def _walk(payload: Any, *, numbers: bool) -> _Walk:
     return walk
 
 
-def _result(payload: Any, found: list[tuple[_Place, list[_Hit]]]) -> ScanResult:
+def _result(payload: Any, found: list[tuple[_Place, list[_Hit]]], root: str) -> ScanResult:
     """Findings with paths, and the redacted copy, from the hits of a scan."""
     shown_keys: dict[tuple[int, Any], str] = {}  # keys holding findings, as paths show them
     for (_, container, slot, is_key), hits in found:
@@ -400,7 +474,7 @@ def _result(payload: Any, found: list[tuple[_Place, list[_Hit]]]) -> ScanResult:
             shown_keys[(id(container), slot)] = _redact(slot, hits)
     findings: dict[tuple[str, str], Finding] = {}
     for (node, *_), hits in found:
-        path = _render(node, shown_keys)
+        path = _render(node, shown_keys, root)
         for _, _, detector in sorted(hits, key=lambda hit: hit[0]):
             if (detector.name, path) not in findings:
                 findings[detector.name, path] = Finding(detector.name, detector.action, path)
@@ -433,7 +507,7 @@ def _redact(text: str, hits: list[_Hit]) -> str:
     return "".join(parts)
 
 
-def _render(node: _Node, shown_keys: dict[tuple[int, Any], str]) -> str:
+def _render(node: _Node, shown_keys: dict[tuple[int, Any], str], root: str) -> str:
     segments: list[str] = []
     while node is not None:
         parent, container, slot = node
@@ -446,7 +520,7 @@ def _render(node: _Node, shown_keys: dict[tuple[int, Any], str]) -> str:
             else:
                 segments.append(f"[{json.dumps(name if isinstance(name, str) else str(name))}]")
         node = parent
-    return ROOT + "".join(reversed(segments))
+    return root + "".join(reversed(segments))
 
 
 def _redacted_copy(payload: Any, redactions: list[tuple[_Place, list[_Hit]]]) -> Any:
