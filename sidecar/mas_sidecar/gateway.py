@@ -2,10 +2,11 @@
 
 Send (in order): the agent's own identity token must be valid (an expired one would only get
 the message dead-lettered by the receiver: ``503 credentials_expired`` instead) → authorize by
-policy rules → rate limits → DLP (block, redact, log) → the target's circuit breaker → sign with
-the agent's key (Ed25519; the token travels along) → one write of the message plus its audit
-entry. Every refusal is audited and answered with its own error code and a reason; nothing
-refused reaches Redis.
+policy rules → rate limits → DLP (block, redact, log) over everything of the message that the
+receiver reads and the agent chose (payload, type, correlation id, trace context) → the
+target's circuit breaker → sign with the agent's key (Ed25519; the token travels along) → one
+write of the message plus its audit entry. Every refusal is audited and answered with its own
+error code and a reason; nothing refused reaches Redis.
 
 Receive: authenticate (anchor → token → signature; required unless the sender's policy waives
 signing), refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization with the
@@ -44,6 +45,7 @@ from mas.policy.rules import Decision, Party, authorize
 from mas_sidecar.audit_log import AuditLog, decision_event
 from mas_sidecar.breaker import Breakers
 from mas_sidecar.credentials import CredentialStore
+from mas_sidecar.dlp import redaction
 from mas_sidecar.errors import ApiError
 from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
@@ -65,6 +67,12 @@ def permits(decision: Decision, answers_request: bool) -> bool:
     """Whether a message may go: allowed by a rule, or the reply to a synchronous request that
     no rule denies (nothing matched, rather than a deny rule)."""
     return decision.allowed or (answers_request and decision.rule is None)
+
+
+# Identifiers among the parts of a message its receiver reads: DLP never rewrites them (the
+# type is what authorization matched, a correlation id what the sender matches replies by), so
+# data a detector would redact there refuses the message.
+_IDENTIFIERS = frozenset({"type", "correlation_id"})
 
 
 @dataclass(frozen=True)
@@ -113,16 +121,6 @@ class Gateway:
         self._metrics = metrics
         self._decisions: dict[tuple[str, Party, Party, str], Decision] = {}
 
-    def _policy(self) -> EffectivePolicy:
-        policy = self._policies.own
-        if policy is None:
-            raise ApiError(
-                ErrorCode.POLICY_UNAVAILABLE,
-                "no gateway policy is loaded yet, so nothing may be sent (default deny)",
-                {"Retry-After": "1"},
-            )
-        return policy
-
     async def send(
         self, envelope: Envelope, destination: Destination, *, answers_request: bool = False
     ) -> Envelope:
@@ -139,7 +137,7 @@ class Gateway:
         it resolves). Admitting several before awaiting any puts them in one pipeline.
         ``answers_request``: the envelope is the reply to a synchronous request delivered here,
         which needs no allow rule (a deny rule still refuses it)."""
-        policy = self._policy()
+        policy = self._policies.enforced()
         if self._credentials is not None:
             unusable = self._credentials.unusable()
             if unusable is not None:
@@ -208,25 +206,26 @@ class Gateway:
         return self.roles
 
     async def _scan(self, envelope: Envelope, details: dict[str, Any]) -> Envelope:
+        """DLP over every part of the message its receiver reads: refused (audited, with the
+        type masked), or the envelope with its payload and trace context redacted as the policy
+        says."""
         scanner = self._policies.scanner
         if scanner is None:
             return envelope
-        result = scanner.scan(envelope.payload)
-        for finding in result.findings:
-            self._metrics.dlp_findings.labels(finding.detector, finding.action.value).inc()
-        findings = [
-            {"detector": f.detector, "action": f.action.value, "path": f.path}
-            for f in result.findings
-        ]
-        if result.blocked:
+        result = scanner.scan_parts(_readable(envelope), fixed=_IDENTIFIERS)
+        self._metrics.count_findings(result.findings)
+        findings = [finding.record() for finding in result.findings]
+        if result.refusal is not None:
+            audited = envelope  # the audit entry must not hold what the type was refused for
+            in_type = [f.detector for f in result.findings if f.path == "type"]
+            if in_type:
+                audited = envelope.model_copy(update={"type": redaction(in_type[0])})
             await self._refuse(
-                "dlp_blocked", envelope, ErrorCode.DLP_BLOCKED,
-                "the payload holds data the policy blocks: " + ", ".join(result.detectors),
-                dlp=findings,
-            )  # fmt: skip
+                "dlp_blocked", audited, ErrorCode.DLP_BLOCKED, result.refusal, dlp=findings
+            )
         if result.findings:
             details["dlp"] = findings
-            envelope = envelope.model_copy(update={"payload": result.payload})
+            envelope = envelope.model_copy(update=result.redacted)
         return envelope
 
     def _queue_write(
@@ -385,3 +384,14 @@ class Gateway:
         self._metrics.decisions.labels("refused_on_receive").inc()
         await self._audit.record(decision_event("refused_on_receive", envelope, reason=reason))
         return reason
+
+
+def _readable(envelope: Envelope) -> dict[str, Any]:
+    """The parts of ``envelope`` its receiver reads that the sending agent chose (the sidecar
+    sets the rest: ids, sender, times), named as the envelope's fields."""
+    parts: dict[str, Any] = {"payload": envelope.payload, "type": envelope.type}
+    if envelope.correlation_id is not None:
+        parts["correlation_id"] = envelope.correlation_id
+    if envelope.trace:
+        parts["trace"] = envelope.trace
+    return parts

@@ -2,12 +2,16 @@
 
 Label values come from small fixed sets (route templates, outcome names, dead-letter reasons),
 never from message ids, agent ids or types, so cardinality stays bounded.
-Used by the HTTP middleware and the Redis Streams bridge.
+Used by the HTTP middleware, the Redis Streams bridge, the gateway checks and the registry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from mas_sidecar.dlp import Finding
 
 
 class Metrics:
@@ -77,6 +81,11 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
             registry=r,
         )
+
+    def count_findings(self, findings: Iterable[Finding]) -> None:
+        """Count DLP findings by detector and action."""
+        for finding in findings:
+            self.dlp_findings.labels(finding.detector, finding.action.value).inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

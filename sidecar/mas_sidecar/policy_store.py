@@ -7,8 +7,8 @@ patterns, DLP detectors) and only then swaps it in; an invalid document is logge
 shown in ``/v1/self`` while the last good policy stays in force. The revision in force is
 reported to ``mas:{policy}:enforcers`` so the operator can tell which agents apply it.
 
-Until a first policy loads, every send is refused (default deny). Used by the gateway checks on
-the send and receive paths.
+Until a first policy loads, every send is refused (default deny), and no metadata is published.
+Used by the gateway checks on the send and receive paths, and by the registry.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from mas.errors import ErrorCode
 from mas.keys import POLICY_DOCUMENT, POLICY_ENFORCERS, POLICY_REVISION
 from mas.policy.document import CompiledPolicy, EffectivePolicy, effective_policy
 from mas_sidecar.aio import wait_event
 from mas_sidecar.dlp import DlpScanner
+from mas_sidecar.errors import ApiError
 from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
 
@@ -58,6 +60,16 @@ class PolicyStore:
     @property
     def revision(self) -> str | None:
         return self.document.revision if self.document else None
+
+    def enforced(self) -> EffectivePolicy:
+        """What applies to this agent's sends; ``policy_unavailable`` before a policy loads."""
+        if self.own is None:
+            raise ApiError(
+                ErrorCode.POLICY_UNAVAILABLE,
+                "no gateway policy is loaded yet, so nothing may be sent (default deny)",
+                {"Retry-After": "1"},
+            )
+        return self.own
 
     def for_sender(self, agent_id: str) -> EffectivePolicy | None:
         """What applies to messages from ``agent_id`` (receive-side checks)."""

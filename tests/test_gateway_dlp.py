@@ -1,0 +1,121 @@
+"""DLP over everything an agent sends that other agents read, through real sidecars: a message's
+type, correlation id and forwarded trace context beside its payload. Each test plays a way data
+got past a policy blocking it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+import redis
+from api import Api
+from conftest import Sidecars
+from policies import publish
+
+from mas.keys import AgentKeys
+
+ALICE = AgentKeys("default/alice")
+BOB = AgentKeys("default/bob")
+SSN = "123-45-6789"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+BLOCK_SSN_REDACT_EMAIL = {"us_ssn": "block", "email": "redact"}
+
+
+def audit_events(client: redis.Redis, keys: AgentKeys) -> list[dict[str, Any]]:
+    return [orjson.loads(fields[b"e"]) for _, fields in client.xrange(keys.audit)]
+
+
+async def alice_and_bob(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> tuple[Api, Api]:
+    """Alice's and Bob's sidecars under a policy that allows every message, blocks SSNs and
+    redacts email addresses, once Alice's enforces it."""
+    document = publish(
+        redis_client,
+        rules=[{"name": "all", "action": "allow"}],
+        dlp={"detectors": BLOCK_SSN_REDACT_EMAIL},
+    )
+    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob").url)
+    await alice.wait_for_revision(document.revision)
+    return alice, bob
+
+
+async def test_data_in_the_correlation_id_is_refused_even_where_the_policy_only_redacts(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    alice, bob = await alice_and_bob(sidecars, http, redis_client)
+
+    async def send(correlation_id: str) -> tuple[int, Any]:
+        body = {"to": "bob", "type": "note", "payload": {}, "correlation_id": correlation_id}
+        return await alice.call("POST", "/v1/messages", body)
+
+    ssn_status, ssn_body = await send(SSN)
+    email_status, email_body = await send("re:jane@example.com")
+    ordinary_status, _ = await send("order-123456789")
+    [delivered] = await bob.collect(1)
+
+    assert (ssn_status, ssn_body["error"]["code"]) == (422, "dlp_blocked")
+    assert ssn_body["error"]["message"] == (
+        "the correlation_id holds data the policy blocks: us_ssn"
+    )
+    assert (email_status, email_body["error"]["code"]) == (422, "dlp_blocked")
+    assert email_body["error"]["message"] == (
+        "the correlation_id holds data the policy blocks or redacts: email "
+        "(correlation_id cannot be redacted)"
+    )
+    assert ordinary_status == 202
+    assert delivered["correlation_id"] == "order-123456789"
+    trail = str(redis_client.xrange(ALICE.audit)) + str(redis_client.xrange(BOB.inbox))
+    assert SSN not in trail and "jane@example.com" not in trail
+    assert [e["decision"] for e in audit_events(redis_client, ALICE)] == [
+        "dlp_blocked", "dlp_blocked", "accepted",
+    ]  # fmt: skip
+
+
+async def test_data_in_the_forwarded_trace_context_is_refused_or_redacted_per_the_policy(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    alice, bob = await alice_and_bob(sidecars, http, redis_client)
+
+    async def send(tracestate: str) -> tuple[int, Any]:
+        headers = {"traceparent": TRACEPARENT, "tracestate": tracestate}
+        body = {"to": "bob", "type": "note", "payload": {"text": "hello"}}
+        return await alice.call("POST", "/v1/messages", body, headers=headers)
+
+    blocked_status, blocked = await send(f"vendor=ssn:{SSN.replace('-', '.')}")
+    redacted_status, _ = await send("vendor=jane@example.com,other=1")
+    [delivered] = await bob.collect(1)
+
+    assert (blocked_status, blocked["error"]["code"]) == (422, "dlp_blocked")
+    assert blocked["error"]["message"] == "the trace holds data the policy blocks: us_ssn"
+    assert redacted_status == 202
+    assert delivered["trace"] == {
+        "traceparent": TRACEPARENT,
+        "tracestate": "vendor=[REDACTED:email],other=1",
+    }
+    inbox = str(redis_client.xrange(BOB.inbox))
+    assert "123.45.6789" not in inbox and "jane@example.com" not in inbox
+    refused, accepted = audit_events(redis_client, ALICE)
+    assert refused["dlp"] == [{"detector": "us_ssn", "action": "block", "path": "trace.tracestate"}]
+    assert accepted["dlp"] == [
+        {"detector": "email", "action": "redact", "path": "trace.tracestate"}
+    ]
+
+
+async def test_a_message_type_holding_data_is_refused_and_audited_masked(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    alice, _ = await alice_and_bob(sidecars, http, redis_client)
+
+    status, body = await alice.call(
+        "POST", "/v1/messages", {"to": "bob", "type": f"ssn:{SSN}", "payload": {}}
+    )
+
+    assert (status, body["error"]["code"]) == (422, "dlp_blocked")
+    assert body["error"]["message"] == "the type holds data the policy blocks: us_ssn"
+    [refused] = audit_events(redis_client, ALICE)
+    assert refused["type"] == "[REDACTED:us_ssn]"
+    assert SSN not in str(redis_client.xrange(ALICE.audit))
+    assert redis_client.xlen(BOB.inbox) == 0
