@@ -1,6 +1,6 @@
 """DLP over everything an agent sends that other agents read, through real sidecars: a message's
-type, correlation id and forwarded trace context beside its payload. Each test plays a way data
-got past a policy blocking it."""
+type, correlation id and forwarded trace context beside its payload, and the metadata an agent
+publishes in discovery. Each test plays a way data got past a policy blocking it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import redis
 from api import Api
 from conftest import Sidecars
 from policies import publish
+from waiting import eventually
 
-from mas.keys import AgentKeys
+from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
 
 ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")
@@ -119,3 +120,81 @@ async def test_a_message_type_holding_data_is_refused_and_audited_masked(
     assert refused["type"] == "[REDACTED:us_ssn]"
     assert SSN not in str(redis_client.xrange(ALICE.audit))
     assert redis_client.xlen(BOB.inbox) == 0
+
+
+async def test_discovery_metadata_is_refused_where_blocked_and_redacted_where_redacted(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    alice, _ = await alice_and_bob(sidecars, http, redis_client)
+    doctor = Api(
+        http, sidecars.start("default/doctor", MAS_METADATA='{"contact": "doc@example.com"}').url
+    )
+
+    async def discovered() -> Any:
+        _, listing = await alice.call("GET", "/v1/agents")
+        return {agent["id"]: agent["metadata"] for agent in listing["agents"]}["default/doctor"]
+
+    configured = await discovered()
+    blocked_status, blocked = await doctor.call(
+        "PUT", "/v1/self", {"metadata": {"patient": {"ssnNumber": "123456789"}}}
+    )
+    after_blocked = await discovered()
+    redacted_status, me = await doctor.call(
+        "PUT", "/v1/self", {"metadata": {"owner": "jane@example.com", "v": 2}}
+    )
+
+    assert configured == {"contact": "[REDACTED:email]"}
+    assert (blocked_status, blocked["error"]["code"]) == (422, "dlp_blocked")
+    assert blocked["error"]["message"] == "the metadata holds data the policy blocks: us_ssn"
+    assert after_blocked == configured
+    assert redacted_status == 200
+    assert me["metadata"] == {"owner": "[REDACTED:email]", "v": 2}
+    assert await discovered() == me["metadata"]
+    registry = str(redis_client.hgetall(REGISTRY_AGENTS))
+    assert "123456789" not in registry and "example.com" not in registry
+    events = audit_events(redis_client, AgentKeys("default/doctor"))
+    assert [(e["decision"], e["dlp"]) for e in events] == [
+        ("metadata_blocked", [{"detector": "us_ssn", "action": "block",
+                               "path": "metadata.patient.ssnNumber"}]),
+        ("metadata_published", [{"detector": "email", "action": "redact",
+                                 "path": "metadata.owner"}]),
+    ]  # fmt: skip
+
+
+async def test_metadata_waits_for_a_policy_and_is_withheld_once_a_new_one_blocks_it(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    redis_client.delete(POLICY_DOCUMENT, POLICY_REVISION)
+    doctor = Api(
+        http,
+        sidecars.start(
+            "default/doctor", MAS_METADATA='{"note": "SSN 123456789"}', MAS_REGISTRY_TTL_MS="1500"
+        ).url,
+    )
+
+    async def published() -> Any:
+        _, me = await doctor.call("GET", "/v1/self")
+        return me["metadata"]
+
+    before_policy = await published()
+    refused_status, refused = await doctor.call("PUT", "/v1/self", {"metadata": {"v": 1}})
+    first = publish(redis_client, rules=[{"name": "all", "action": "allow"}])
+    await doctor.wait_for_revision(first.revision)
+    await eventually(published, "the metadata published once a policy is in force")
+    under_first = await published()
+    second = publish(
+        redis_client,
+        rules=[{"name": "all", "action": "allow"}],
+        dlp={"detectors": BLOCK_SSN_REDACT_EMAIL},
+    )
+    await doctor.wait_for_revision(second.revision)
+
+    async def withheld() -> bool:
+        return await published() == {}
+
+    await eventually(withheld, "the metadata withheld once the policy blocks it")
+
+    assert before_policy == {}
+    assert (refused_status, refused["error"]["code"]) == (503, "policy_unavailable")
+    assert under_first == {"note": "SSN 123456789"}
+    assert "123456789" not in str(redis_client.hgetall(REGISTRY_AGENTS))

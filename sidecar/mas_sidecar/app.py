@@ -80,11 +80,11 @@ async def _prepare(parts: Components) -> None:
         try:
             await parts.inbox.setup()
             await parts.replies.setup()
-            await parts.registry.register()
             await parts.audit.setup()
             missing = await functions_missing(parts.redis)
             if missing is None:
                 await parts.policies.refresh()
+                await parts.registry.register()  # with the policy: it screens the metadata
                 return
             log.warning("waiting for the control plane: %s", missing)
         except REDIS_ERRORS as exc:

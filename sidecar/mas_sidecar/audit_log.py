@@ -4,7 +4,7 @@ Each decision becomes one hash-chained entry (:mod:`mas.audit`) in the agent's a
 plus an update of this replica's chain head (once per pipeline: the writer sends only the last),
 sent with the decision's own write when there is one (one round trip). Payloads are recorded as
 their SHA-256 or, when the policy asks and DLP ran, as the redacted payload — never as sent.
-Used by the gateway checks.
+Used by the gateway checks, and by the registry for the metadata an agent publishes.
 """
 
 from __future__ import annotations
@@ -42,6 +42,21 @@ def decision_event(
     }
     if reason:
         event["reason"] = reason
+    event.update(details)
+    return event
+
+
+def metadata_event(
+    decision: str, agent_id: str, metadata: dict[str, Any], **details: Any
+) -> dict[str, Any]:
+    """The audit record of a decision about the metadata ``agent_id`` publishes in discovery
+    (as its digest, like a payload)."""
+    event: dict[str, Any] = {
+        "at": time.time_ns() // 1_000_000,
+        "decision": decision,
+        "agent": agent_id,
+        "metadata_sha256": payload_digest(metadata),
+    }
     event.update(details)
     return event
 

@@ -53,15 +53,6 @@ class Components:
         client = connect(config.redis_url, cluster=config.redis_cluster)
         keys = AgentKeys(config.agent_id)
         writer = Writer(client)
-        registry = Registry(
-            client,
-            agent_id=config.agent_id,
-            capabilities=config.capabilities,
-            roles=config.roles,
-            metadata=config.metadata,
-            ttl_ms=config.registry_ttl_ms,
-            metrics=metrics,
-        )
         policies = PolicyStore(
             client,
             agent_id=config.agent_id,
@@ -70,6 +61,17 @@ class Components:
             metrics=metrics,
         )
         audit = AuditLog(client, keys, config.replica, writer)
+        registry = Registry(
+            client,
+            agent_id=config.agent_id,
+            capabilities=config.capabilities,
+            roles=config.roles,
+            metadata=config.metadata,
+            ttl_ms=config.registry_ttl_ms,
+            policies=policies,
+            audit=audit,
+            metrics=metrics,
+        )
         breakers = Breakers()
         credentials = (
             CredentialStore(config.credentials_dir, agent_id=config.agent_id)

@@ -9,6 +9,14 @@ whose replicas all died leaves discovery by itself, and publishes the agent's me
 agent's own key. An entry or metadata that does not parse grants nothing and hides nothing
 else: lookups treat it as empty, and discovery lists the other agents.
 
+The entry's metadata is readable by every agent, so it goes through DLP like a message: what
+the agent asks to publish (``PUT /v1/self``, or ``MAS_METADATA`` until then) is published as the
+DLP policy in force lets it out, redacted where a detector redacts. A request whose metadata a
+blocking detector hits is refused (422 ``dlp_blocked``, audited) and what was published stays;
+before a policy is in force nothing is published (and a request is refused with 503). When the
+policy in force changes, the next renewal scans the metadata again: what a detector now blocks is
+withheld (published as ``{}``, logged, counted), what it now redacts is redacted.
+
 Used by the outbox (is the target registered?), the discovery and self routes, and the app's
 background tasks.
 """
@@ -25,10 +33,15 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from mas.errors import ErrorCode
 from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
 from mas.registry import RegistryEntry, parse_entry
 from mas_sidecar.aio import wait_event
+from mas_sidecar.audit_log import AuditLog, metadata_event
+from mas_sidecar.dlp import PartsResult
+from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.policy_store import PolicyStore
 
 log = logging.getLogger(__name__)
 ENTRY_CACHE_SECONDS = 5.0  # how long a capability or role change takes to reach other senders
@@ -46,14 +59,20 @@ class Registry:
         roles: Sequence[str],
         metadata: dict[str, Any],
         ttl_ms: int,
+        policies: PolicyStore,
+        audit: AuditLog,
         metrics: Metrics,
     ) -> None:
         self._redis = client
         self.agent_id = agent_id
         self.capabilities = list(capabilities)
         self.roles = list(roles)
-        self.metadata = metadata
+        self._wanted = metadata  # what the agent (or its configuration) asks to publish
+        self.metadata: dict[str, Any] = {}  # what discovery shows: as the DLP policy lets it out
+        self._screened_under: str | None = None  # the policy revision ``metadata`` is as of
         self._ttl_ms = ttl_ms
+        self._policies = policies
+        self._audit = audit
         self._metrics = metrics
         self._entries: dict[str, tuple[float, RegistryEntry | None]] = {}
 
@@ -61,15 +80,62 @@ class Registry:
         return {"id": self.agent_id, "capabilities": self.capabilities, "metadata": self.metadata}
 
     async def register(self) -> None:
-        """Publish this agent's metadata and take the liveness lease."""
+        """Publish this agent's metadata, scanned again if the policy in force changed, and take
+        the liveness lease."""
+        if self._policies.revision != self._screened_under:
+            self._rescreen()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(AgentKeys(self.agent_id).metadata, orjson.dumps(self.metadata))
             pipe.zadd(REGISTRY_LEASES, {self.agent_id: _now_ms() + self._ttl_ms}, gt=True)
             await pipe.execute()
 
     async def set_metadata(self, metadata: dict[str, Any]) -> None:
-        self.metadata = metadata
+        """Publish ``metadata`` as the DLP policy in force lets it out; ApiError when the
+        policy blocks it (or none is in force yet), and then what was published stays."""
+        self._policies.enforced()
+        published, result = self._screen(metadata)
+        findings = [] if result is None else [finding.record() for finding in result.findings]
+        if result is not None and result.refusal is not None:
+            event = metadata_event(
+                "metadata_blocked", self.agent_id, metadata, reason=result.refusal, dlp=findings
+            )
+            await self._audit.record(event)
+            raise ApiError(ErrorCode.DLP_BLOCKED, result.refusal)
+        self._wanted, self.metadata = metadata, published
+        self._screened_under = self._policies.revision
         await self.register()
+        details = {"dlp": findings} if findings else {}
+        await self._audit.record(
+            metadata_event("metadata_published", self.agent_id, published, **details)
+        )
+
+    def _screen(self, metadata: dict[str, Any]) -> tuple[dict[str, Any], PartsResult | None]:
+        """``metadata`` as the DLP policy in force lets it out (``{}`` if it blocks it), and
+        the scan (None with DLP off); findings are counted."""
+        scanner = self._policies.scanner
+        if scanner is None:
+            return metadata, None
+        result = scanner.scan_parts({"metadata": metadata})
+        self._metrics.count_findings(result.findings)
+        if result.refusal is not None:
+            return {}, result
+        return result.redacted.get("metadata", metadata), result
+
+    def _rescreen(self) -> None:
+        """Scan what the agent asks to publish under the policy now in force (nothing is
+        published before one is)."""
+        self._screened_under = self._policies.revision
+        if self._policies.own is None:
+            self.metadata = {}
+            return
+        self.metadata, result = self._screen(self._wanted)
+        if result is not None and result.findings:
+            log.warning(
+                "discovery metadata %s under policy revision %s: %s",
+                "withheld" if result.refusal is not None else "published with findings",
+                self._screened_under,
+                [finding.record() for finding in result.findings],
+            )
 
     async def renew_until(self, stop: asyncio.Event) -> None:
         """Renew the lease every third of its TTL until ``stop``; survive Redis outages."""
