@@ -10,7 +10,7 @@ such answers back into exceptions:
         ├── RequestTimeoutError   ``request_timeout``: no reply within ``timeout_ms``
         ├── ForbiddenError        ``forbidden``: the gateway policy does not allow the message
         ├── RateLimitedError      ``rate_limited``: too many messages; retry later
-        ├── DlpBlockedError       ``dlp_blocked``: the payload holds data the policy blocks
+        ├── DlpBlockedError       ``dlp_blocked``: the message or metadata holds data DLP blocks
         └── RevisionConflictError ``revision_conflict``: optimistic state write lost a race
 
 Used by the sidecar (to build answers), the SDK (to raise) and tests (to assert on codes).
@@ -119,7 +119,8 @@ class RateLimitedError(SidecarError):
 
 
 class DlpBlockedError(SidecarError):
-    """The payload holds data the policy blocks."""
+    """A message (payload, type, correlation id, trace context) or the metadata being published
+    holds data the DLP policy blocks."""
 
 
 _BY_CODE: dict[str, type[SidecarError]] = {

@@ -5,8 +5,8 @@ control plane vouches for, so only the control plane writes it — the operator 
 reconciles the ``Agent`` (so the agent is registered, and messages to it are accepted, before
 its pods run), ``mas up`` before it starts the sidecars. Sidecars only read it: capabilities
 decide what a sender may send to an agent, so an agent must never be able to claim one.
-What an agent says about itself (its discovery metadata) lives in a key of its own
-(``mas:{<agent>}:metadata``), and its sidecars renew its liveness lease.
+What an agent says about itself (its discovery metadata, as the DLP policy lets it out) lives in
+a key of its own (``mas:{<agent>}:metadata``), and its sidecars renew its liveness lease.
 
 Used by the sidecar's registry, local mode and the operator.
 """
