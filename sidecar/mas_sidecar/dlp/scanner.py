@@ -31,8 +31,9 @@ suffix. Redaction markers already in a string are blanked before detectors see i
 key is read for what it tells of its values), so scanning a redacted payload again finds
 nothing new.
 
-Used by the sidecar's send path, which answers 422 when ``ScanResult.blocked`` and otherwise
-sends ``ScanResult.payload``.
+Used through :meth:`DlpScanner.scan_parts` by the sidecar's send path, over the parts of a
+message its receiver reads (422 when ``PartsResult.refusal`` says why, else the redacted parts
+go out), and by the registry, over the metadata an agent publishes in discovery.
 """
 
 from __future__ import annotations
