@@ -143,31 +143,20 @@ def _mode(url: str, mode: str, args: argparse.Namespace, workdir: Path) -> dict[
     fleet = deploy.Fleet(url, workdir)
     try:
         senders, sink = deploy.start_mode(fleet, mode, args.fan_in)
-        sink_id = sink.agent_id
         pids = [process.pid or 0 for process in (senders[0], sink)]
         one, cores, wall = _sampled(
-            pids, load.one_way([senders[0].url], sink.url, sink_id, args.messages, args.window)
+            pids, load.one_way(senders[:1], sink, args.messages, args.window)
         )
         plain, plain_cores, plain_wall = _sampled(
-            pids,
-            load.one_way(
-                [senders[0].url], sink.url, sink_id, args.messages, args.window, coalesce=False
-            ),
+            pids, load.one_way(senders[:1], sink, args.messages, args.window, coalesce=False)
         )
         batched, batched_cores, batched_wall = _sampled(
             pids,
-            load.one_way(
-                [senders[0].url], sink.url, sink_id, args.messages, args.batch_window,
-                batch=args.batch,
-            ),
-        )  # fmt: skip
+            load.one_way(senders[:1], sink, args.messages, args.batch_window, batch=args.batch),
+        )
         per_sender = args.messages // args.fan_in
-        fan = asyncio.run(
-            load.one_way([s.url for s in senders], sink.url, sink_id, per_sender, args.window)
-        )
-        rtt = _latency(
-            asyncio.run(load.round_trip(senders[0].url, sink.url, sink_id, args.requests))
-        )
+        fan = asyncio.run(load.one_way(senders, sink, per_sender, args.window))
+        rtt = _latency(asyncio.run(load.round_trip(senders[0], sink, args.requests)))
         memory = [memory_mb(pid) for pid in pids]
         return {
             "one_to_one": one,
@@ -212,7 +201,7 @@ def _scale(
         started = deploy.start_pairs(fleet, max(pairs))
         results: dict[str, float] = {}
         for count in pairs:
-            chosen = [(p.sender.url, p.sink.url, p.sink.agent_id) for p in started[:count]]
+            chosen = [(p.sender, p.sink) for p in started[:count]]
             results[str(count)] = asyncio.run(
                 load.many_pairs(chosen, args.pair_messages, args.window)
             )

@@ -19,6 +19,7 @@ from types import TracebackType
 
 import redis
 
+from mas.acl import generate_password
 from mas.local.redis_server import RedisServer, embedded_binary, free_port
 
 SLOTS = 16384
@@ -46,7 +47,11 @@ class LocalCluster:
         self.shards = shards
         # The bus port defaults to port + 10000, which may be taken or beyond 65535: choose it.
         self.bus_ports = [free_port() for _ in range(shards)]
-        self.nodes = [RedisServer(found, extra_args=_node_args(bus)) for bus in self.bus_ports]
+        password = generate_password()  # one for all: a cluster client uses one
+        self.nodes = [
+            RedisServer(found, password=password, extra_args=_node_args(bus))
+            for bus in self.bus_ports
+        ]
 
     @property
     def url(self) -> str:
@@ -64,9 +69,7 @@ class LocalCluster:
             raise
 
     def _join(self, deadline: float) -> None:
-        clients = [
-            redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2) for node in self.nodes
-        ]
+        clients = [redis.Redis.from_url(node.url, socket_timeout=2) for node in self.nodes]
         try:
             per_shard = SLOTS // self.shards
             for index, client in enumerate(clients):

@@ -22,7 +22,7 @@ import redis
 
 from mas.credentials import create_anchor, issue_agent_credentials, load_anchor
 from mas.functions import ensure_functions
-from mas.local.processes import ChildProcess, SidecarProcess
+from mas.local.processes import SidecarProcess
 from mas.policy.dlp import BUILTIN_DETECTORS
 from mas.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
 from mas.policy.publish import publish_policy
@@ -123,7 +123,7 @@ class Fleet:
     def start(self, processes: list[SidecarProcess]) -> None:
         """Start ``processes`` together, then wait for each to answer ``/readyz``."""
         for process in processes:
-            ChildProcess.start(process)
+            process.start(wait=False)
         for process in processes:
             process.wait_ready(timeout=60)
 

@@ -13,6 +13,9 @@
 * :func:`round_trip`: sequential ``POST /v1/requests``; the sink agent replies to each delivery
   and acks it. Latencies per request, after a short warm-up.
 
+Each function takes the sidecar processes themselves (:class:`mas.local.processes.SidecarProcess`):
+a client talks to a sidecar with that sidecar's URL and API token, as its agent would.
+
 Used by :mod:`bench.cli`; the payload is :func:`payload` (about 200 bytes of JSON).
 """
 
@@ -28,6 +31,7 @@ from typing import Any
 import orjson
 
 from mas.client import SidecarClient
+from mas.local.processes import SidecarProcess
 
 _TEXT = "Sensor 12 reported a nominal reading; the next calibration is due next week."
 
@@ -131,19 +135,19 @@ async def _send_batches(
 
 
 async def one_way(
-    sender_urls: Sequence[str],
-    sink_url: str,
-    sink_id: str,
+    senders_of: Sequence[SidecarProcess],
+    sink_of: SidecarProcess,
     per_sender: int,
     window: int,
     *,
     batch: int = 0,
     coalesce: bool = True,
 ) -> float:
-    """Messages per second from ``len(sender_urls)`` senders to one sink; with ``batch``, the
-    senders send ``batch`` messages per request and the sink acks in batches."""
-    senders = [SidecarClient(url, coalesce=coalesce) for url in sender_urls]
-    sink = Sink(SidecarClient(sink_url, coalesce=coalesce), batch_ack=batch > 0)
+    """Messages per second from the agents of ``senders_of`` to the agent of ``sink_of``; with
+    ``batch``, the senders send ``batch`` messages per request and the sink acks in batches."""
+    sink_id = sink_of.agent_id
+    senders = [sidecar.client(coalesce=coalesce) for sidecar in senders_of]
+    sink = Sink(sink_of.client(coalesce=coalesce), batch_ack=batch > 0)
     reader = asyncio.create_task(sink.run())
     try:
         sink.expect(len(senders))  # warm-up: one message per sender, and the subscription is up
@@ -172,16 +176,19 @@ async def one_way(
     return per_sender * len(senders) / elapsed
 
 
-async def many_pairs(pairs: Sequence[tuple[str, str, str]], per_pair: int, window: int) -> float:
-    """Aggregate messages per second of ``(sender url, sink url, sink id)`` pairs at once."""
-    sinks = [Sink(SidecarClient(sink_url)) for _, sink_url, _ in pairs]
-    senders = [SidecarClient(sender_url) for sender_url, _, _ in pairs]
+async def many_pairs(
+    pairs: Sequence[tuple[SidecarProcess, SidecarProcess]], per_pair: int, window: int
+) -> float:
+    """Aggregate messages per second of ``(sender, sink)`` sidecar pairs at once."""
+    sinks = [Sink(sink.client()) for _, sink in pairs]
+    senders = [sender.client() for sender, _ in pairs]
+    targets = [sink.agent_id for _, sink in pairs]
     readers = [asyncio.create_task(sink.run()) for sink in sinks]
     try:
         for sink in sinks:
             sink.expect(1)
         await asyncio.gather(
-            *(c.send(p[2], "bench.warmup", payload(0)) for c, p in zip(senders, pairs, strict=True))
+            *(c.send(t, "bench.warmup", payload(0)) for c, t in zip(senders, targets, strict=True))
         )
         await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in sinks)), 30)
         for sink in sinks:
@@ -189,7 +196,7 @@ async def many_pairs(pairs: Sequence[tuple[str, str, str]], per_pair: int, windo
             sink.expect(per_pair)
         started = time.perf_counter()
         await asyncio.gather(
-            *(_send_all(c, p[2], per_pair, window) for c, p in zip(senders, pairs, strict=True))
+            *(_send_all(c, t, per_pair, window) for c, t in zip(senders, targets, strict=True))
         )
         await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in sinks)), 300)
         elapsed = max(sink.last_at for sink in sinks) - started
@@ -204,10 +211,11 @@ async def many_pairs(pairs: Sequence[tuple[str, str, str]], per_pair: int, windo
     return per_pair * len(pairs) / elapsed
 
 
-async def round_trip(sender_url: str, sink_url: str, sink_id: str, requests: int) -> list[float]:
+async def round_trip(sender: SidecarProcess, sink_of: SidecarProcess, requests: int) -> list[float]:
     """Seconds of each of ``requests`` sequential request/reply round trips."""
-    client = SidecarClient(sender_url)
-    sink = Sink(SidecarClient(sink_url), reply=True, expected=1 << 62)
+    sink_id = sink_of.agent_id
+    client = sender.client()
+    sink = Sink(sink_of.client(), reply=True, expected=1 << 62)
     reader = asyncio.create_task(sink.run())
     latencies: list[float] = []
     try:

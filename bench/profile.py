@@ -86,13 +86,9 @@ def main() -> int:
             ]
             window = 4 if args.batch else 64
             rate = asyncio.run(
-                load.one_way(
-                    [sender.url], sink.url, sink.agent_id, args.messages, window, batch=args.batch
-                )
+                load.one_way([sender], sink, args.messages, window, batch=args.batch)
             )
-            latencies = asyncio.run(
-                load.round_trip(sender.url, sink.url, sink.agent_id, args.requests)
-            )
+            latencies = asyncio.run(load.round_trip(sender, sink, args.requests))
             for spy_process in spies:
                 spy_process.send_signal(2)  # SIGINT: py-spy writes its record and exits
                 spy_process.wait(timeout=30)

@@ -1,6 +1,7 @@
 """A thin raw-HTTP client for tests of the sidecar API: statuses and bodies exactly as sent.
 
-(The SDK's client turns errors into exceptions; these tests want to see the wire.)
+(The SDK's client turns errors into exceptions; these tests want to see the wire.) Every request
+carries the sidecar's API token, as its agent's would, unless the test says otherwise.
 """
 
 from __future__ import annotations
@@ -14,21 +15,34 @@ import aiohttp
 import orjson
 from waiting import GUARD_SECONDS, eventually
 
+from mas.local.processes import SidecarProcess
+from mas.sidecar_token import authorization
+
 
 class Api:
-    """Raw calls to one sidecar."""
+    """Raw calls to one sidecar, with its agent's token (or ``token``; ``""``: none)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, sidecar: SidecarProcess, token: str | None = None
+    ) -> None:
         self.session = session
-        self.base_url = base_url
+        self.sidecar = sidecar
+        self.base_url = sidecar.url
+        self.token = sidecar.token if token is None else token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every request carries: the token."""
+        return {"Authorization": authorization(self.token)} if self.token else {}
 
     async def call(
         self, method: str, path: str, body: Any = None, **kwargs: Any
     ) -> tuple[int, Any]:
         """(status, parsed JSON body or None)."""
+        kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
         if body is not None:
             kwargs["data"] = orjson.dumps(body)
-            kwargs.setdefault("headers", {})["Content-Type"] = "application/json"
+            kwargs["headers"]["Content-Type"] = "application/json"
         async with self.session.request(method, self.base_url + path, **kwargs) as answer:
             raw = await answer.read()
             return answer.status, (orjson.loads(raw) if raw else None)
@@ -80,7 +94,9 @@ class Api:
         later, and the sidecar may hand the next delivery to it, where it waits out its lease.
         """
         async with self.session.get(
-            self.base_url + "/v1/deliveries", timeout=aiohttp.ClientTimeout(total=None)
+            self.base_url + "/v1/deliveries",
+            headers=self.headers,
+            timeout=aiohttp.ClientTimeout(total=None),
         ) as answer:
             assert answer.status == 200
             if subscribed is not None:

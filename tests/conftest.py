@@ -72,7 +72,8 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 class Sidecars:
     """Starts sidecar processes for a test and stops every one of them afterwards; registers
-    each agent first, as the control plane does (``admin``: a client with the rights to)."""
+    each agent first, as the control plane does (``admin``: a client with the rights to). Each
+    sidecar requires its own API token (``SidecarProcess.token``) of its callers."""
 
     def __init__(
         self, redis_url: str, log_dir: Path, admin: redis.Redis | redis.RedisCluster | None = None
@@ -90,10 +91,12 @@ class Sidecars:
         replica: str | None = None,
         port: int | None = None,
         redis_url: str | None = None,
+        token: str | None = None,
         **env: str,
     ) -> SidecarProcess:
         """A ready sidecar for ``agent_id``; ``env`` adds ``MAS_*`` settings; ``redis_url``
-        replaces the shared admin URL (e.g. with the agent's own ACL user)."""
+        replaces the shared admin URL (e.g. with the agent's own ACL user); ``token`` is the
+        one its agent must present (new unless given)."""
         settings = {"MAS_CAPABILITIES": ",".join(capabilities or []), **env}
         roles = [role for role in settings.get("MAS_ROLES", "").split(",") if role]
         register_agent(self.admin, agent_id, capabilities or [], roles)
@@ -106,6 +109,7 @@ class Sidecars:
             port=port,
             env=settings,
             log_path=self.log_dir / f"{name}-{len(self.started)}.log",
+            token=token,
         )
         self.started.append(sidecar)
         sidecar.start()

@@ -331,7 +331,7 @@ def start(sidecars: Sidecars, acl_users: AclUsers) -> Callable[..., Api]:
 
     def starter(http: aiohttp.ClientSession, agent_id: str, **settings: Any) -> Api:
         sidecar = sidecars.start(agent_id, redis_url=acl_users.url(agent_id), **settings)
-        return Api(http, sidecar.url)
+        return Api(http, sidecar)
 
     return starter
 

@@ -87,7 +87,7 @@ class World:
             MAS_CREDENTIALS_DIR=str(self.credentials(agent_id)),
             **settings,
         )
-        return Api(self.http, sidecar.url)
+        return Api(self.http, sidecar)
 
     def compromise(self, agent_id: str) -> Compromised:
         """What an attacker holds who owns ``agent_id``'s sidecar (running or not)."""

@@ -50,8 +50,8 @@ async def test_killing_the_senders_sidecar_loses_no_accepted_message(
     sidecars: Sidecars, http: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
     alice_sidecar = sidecars.start("default/alice")
-    alice = Api(http, alice_sidecar.url)
-    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="1000").url)
+    alice = Api(http, alice_sidecar)
+    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="1000"))
     accepted: list[str] = []
     delivered: list[str] = []
     consumer = asyncio.create_task(consume_until(bob, {"never"}, delivered, deadline=60))
@@ -87,9 +87,9 @@ async def test_killing_the_senders_sidecar_loses_no_accepted_message(
 async def test_killing_the_receivers_sidecar_loses_no_accepted_message(
     sidecars: Sidecars, http: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     bob_sidecar = sidecars.start("default/bob", replica="bob-0", MAS_LEASE_MS="1000")
-    bob = Api(http, bob_sidecar.url)
+    bob = Api(http, bob_sidecar)
     accepted = [await alice.send("bob", "seq", {"n": n}) for n in range(TOTAL)]
     delivered: list[str] = []
 
@@ -128,7 +128,7 @@ async def test_killing_the_agent_loses_no_accepted_message(
     sidecars: Sidecars, http: aiohttp.ClientSession, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     bob_sidecar: SidecarProcess = sidecars.start("default/bob", MAS_LEASE_MS="1000")
     program = tmp_path / "recorder.py"
     program.write_text(AGENT_PROGRAM)
@@ -137,7 +137,7 @@ async def test_killing_the_agent_loses_no_accepted_message(
     def agent() -> ChildProcess:
         process = ChildProcess(
             [sys.executable, str(program), str(log)],
-            env={"MAS_SIDECAR_URL": bob_sidecar.url},
+            env={"MAS_SIDECAR_URL": bob_sidecar.url, "MAS_SIDECAR_TOKEN": bob_sidecar.token},
             log_path=tmp_path / "agent.log",
         )
         process.start()

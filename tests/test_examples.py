@@ -237,12 +237,16 @@ async def test_node_professor_answers_rejects_and_stops(
         process = await asyncio.create_subprocess_exec(
             node,
             str(PROFESSOR_JS),
-            env={**offline_env(), "MAS_SIDECAR_URL": professor.url},
+            env={
+                **offline_env(),
+                "MAS_SIDECAR_URL": professor.url,
+                "MAS_SIDECAR_TOKEN": professor.token,
+            },
             stdout=sink,
             stderr=asyncio.subprocess.STDOUT,
         )
     try:
-        async with SidecarClient(student.url) as client, SidecarClient(professor.url) as own:
+        async with student.client() as client, professor.client() as own:
             question = {"question": "What is the molar mass of NaCl?"}
             reply = await client.request(
                 "professor", "homework.question", question, timeout_ms=10_000

@@ -36,7 +36,7 @@ async def test_a_send_no_rule_allows_is_denied_with_the_reason_and_audited(
         rules=[{"name": "pings", "action": "allow", "from": {"agents": ["alice"]},
                 "to": {"agents": ["bob"]}, "types": ["ping"]}],
     )  # fmt: skip
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
     await alice.wait_for_revision(document.revision)
 
@@ -68,8 +68,8 @@ async def test_deny_wins_and_rules_match_by_role_and_capability(
              "types": ["prescribe*"]},
         ],
     )  # fmt: skip
-    nurse = Api(http, sidecars.start("default/nurse", MAS_ROLES="staff").url)
-    visitor = Api(http, sidecars.start("default/visitor").url)
+    nurse = Api(http, sidecars.start("default/nurse", MAS_ROLES="staff"))
+    visitor = Api(http, sidecars.start("default/visitor"))
     sidecars.start("default/doctor", capabilities=["diagnose"])
     sidecars.start("default/janitor")
     await nurse.wait_for_revision(document.revision)
@@ -87,7 +87,7 @@ async def test_without_any_policy_nothing_is_sent(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
     redis_client.delete(POLICY_DOCUMENT, POLICY_REVISION)
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
 
     status, body = await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"})
@@ -99,7 +99,7 @@ async def test_without_any_policy_nothing_is_sent(
 async def test_a_new_policy_takes_effect_without_restart(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice", replica="alice-0").url)
+    alice = Api(http, sidecars.start("default/alice", replica="alice-0"))
     sidecars.start("default/bob")
     assert (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] == 202
 
@@ -115,7 +115,7 @@ async def test_an_invalid_policy_is_rejected_and_the_last_good_one_stays(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
     good = publish(redis_client, rules=[{"name": "all", "action": "allow"}])
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
     await alice.wait_for_revision(good.revision)
 
@@ -138,7 +138,7 @@ async def test_a_sender_over_its_rate_limit_gets_429_with_retry_after(
         rules=[{"name": "all", "action": "allow"}],
         rateLimits=[{"name": "slow", "rate": 0.5, "burst": 3}],
     )
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
     await alice.wait_for_revision(document.revision)
 
@@ -146,7 +146,7 @@ async def test_a_sender_over_its_rate_limit_gets_429_with_retry_after(
         (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] for _ in range(4)
     ]
     async with http.post(
-        alice.base_url + "/v1/messages", json={"to": "bob", "type": "x"}
+        alice.base_url + "/v1/messages", json={"to": "bob", "type": "x"}, headers=alice.headers
     ) as answer:
         body = await answer.json()
         retry_after = answer.headers["Retry-After"]
@@ -166,9 +166,7 @@ async def test_an_agent_scoped_rate_limit_is_shared_by_its_replicas(
         rules=[{"name": "all", "action": "allow"}],
         rateLimits=[{"name": "shared", "rate": 0.1, "burst": 4, "scope": "agent"}],
     )
-    replicas = [
-        Api(http, sidecars.start("default/alice", replica=f"alice-{n}").url) for n in range(2)
-    ]
+    replicas = [Api(http, sidecars.start("default/alice", replica=f"alice-{n}")) for n in range(2)]
     sidecars.start("default/bob")
     await replicas[1].wait_for_revision(document.revision)
 
@@ -189,8 +187,8 @@ async def test_the_circuit_opens_on_a_target_backlog_and_closes_after_a_probe(
         rules=[{"name": "all", "action": "allow"}],
         circuitBreaker={"backlogThreshold": 3, "openSeconds": 2},
     )
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     await alice.wait_for_revision(document.revision)
 
     statuses = [
@@ -210,7 +208,7 @@ async def test_the_circuit_opens_on_a_target_backlog_and_closes_after_a_probe(
     assert body["error"]["code"] == "circuit_open"
     assert "backlog" in body["error"]["message"]
     assert (probe[0], after[0]) == (202, 202)
-    async with http.get(alice.base_url + "/metrics") as answer:
+    async with http.get(alice.base_url + "/metrics", headers=alice.headers) as answer:
         assert 'mas_circuits{state="CLOSED"} 1.0' in await answer.text()
 
 
@@ -221,9 +219,9 @@ async def test_a_message_written_around_the_senders_sidecar_is_refused_by_the_re
         redis_client,
         rules=[{"name": "carol-only", "action": "allow", "from": {"agents": ["carol"]}}],
     )
-    carol = Api(http, sidecars.start("default/carol").url)
+    carol = Api(http, sidecars.start("default/carol"))
     sidecars.start("default/mallory")
-    bob = Api(http, sidecars.start("default/bob").url)
+    bob = Api(http, sidecars.start("default/bob"))
     await bob.wait_for_revision(document.revision)
     await carol.send("bob", "hello")
     [(_, fields)] = redis_client.xrange(BOB.inbox)
@@ -242,7 +240,7 @@ async def test_a_message_written_around_the_senders_sidecar_is_refused_by_the_re
 async def test_the_audit_chain_verifies_and_an_edit_in_redis_is_found(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
     for n in range(5):
         await alice.send("bob", "x", {"n": n})
@@ -273,10 +271,10 @@ async def test_the_audit_chain_continues_across_a_sidecar_restart(
 ) -> None:
     sidecar: SidecarProcess = sidecars.start("default/alice", replica="alice-0")
     sidecars.start("default/bob")
-    await Api(http, sidecar.url).send("bob", "x")
+    await Api(http, sidecar).send("bob", "x")
     sidecar.kill()
     sidecar.start()
-    await Api(http, sidecar.url).send("bob", "x")
+    await Api(http, sidecar).send("bob", "x")
 
     report = audit.verify(redis_client.xrange(ALICE.audit), redis_client.hgetall(ALICE.audit_heads))
     assert report.ok, report.problems
@@ -291,8 +289,8 @@ async def test_dlp_blocks_naming_the_detector_never_the_value_and_redacts_before
         rules=[{"name": "all", "action": "allow"}],
         dlp={"detectors": {"email": "redact", "payment_card": "block", "phone": "log"}},
     )
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     await alice.wait_for_revision(document.revision)
 
     status, body = await alice.call(
@@ -330,7 +328,7 @@ async def test_a_policy_with_an_invalid_custom_regex_is_rejected_and_the_last_go
         rules=[{"name": "all", "action": "allow"}],
         dlp={"custom": [{"name": "ticket", "pattern": "TCK-[0-9]{6}", "action": "block"}]},
     )
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
     await alice.wait_for_revision(good.revision)
 
@@ -355,7 +353,7 @@ async def test_restricted_discovery_lists_only_agents_the_caller_may_message(
                 "to": {"capabilities": ["diagnose"]}}],
         discovery={"restricted": True},
     )  # fmt: skip
-    patient = Api(http, sidecars.start("default/patient", capabilities=["chat"]).url)
+    patient = Api(http, sidecars.start("default/patient", capabilities=["chat"]))
     sidecars.start("default/doctor", capabilities=["diagnose", "chat"])
     sidecars.start("default/billing", capabilities=["chat"])
     await patient.wait_for_revision(document.revision)
@@ -371,7 +369,7 @@ async def test_a_policy_file_is_loaded_and_reloaded_when_it_changes(
     path = tmp_path / "policy.json"
     first = policy(rules=[{"name": "all", "action": "allow"}])
     path.write_bytes(first.to_json())
-    alice = Api(http, sidecars.start("default/alice", MAS_POLICY_FILE=str(path)).url)
+    alice = Api(http, sidecars.start("default/alice", MAS_POLICY_FILE=str(path)))
     sidecars.start("default/bob")
     await alice.wait_for_revision(first.revision)
     assert (await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"}))[0] == 202
@@ -386,7 +384,7 @@ async def test_a_policy_file_is_loaded_and_reloaded_when_it_changes(
 async def test_audit_export_and_tail_print_json_lines(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
     for n in range(3):
         await alice.send("bob", "x", {"n": n})

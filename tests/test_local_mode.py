@@ -24,11 +24,12 @@ from pathlib import Path
 import pytest
 from conftest import Sidecars
 
+from mas.acl import masked_url
 from mas.cli import main
-from mas.client import SidecarClient
 from mas.local.display import ReplicaRow, format_table
 from mas.local.metrics import message_counts
 from mas.local.plan import agent_command, plan_replicas
+from mas.local.processes import SidecarProcess
 from mas.local.restarts import Restarts
 from mas.local.supervisor import describe_exit
 from mas.manifests import parse_agent
@@ -191,10 +192,11 @@ def final_table(output: str) -> dict[str, list[str]]:
 class MasUp:
     """``mas up`` as a subprocess, its output collected line by line."""
 
-    def __init__(self, *args: str, cwd: Path) -> None:
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [*MAS, "up", *args],
             cwd=cwd,
+            env=None if env is None else {**os.environ, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -243,7 +245,9 @@ def test_quickstart_exchanges_messages_and_stops_after_duration(tmp_path: Path) 
     )
     output = run.stdout
     assert run.returncode == 0, output + run.stderr
-    assert re.search(r"mas\s+\| redis ready at redis://127\.0\.0\.1:\d+/0 \(pid \d+\)", output)
+    assert re.search(
+        r"mas\s+\| redis ready at redis://:\*\*\*@127\.0\.0\.1:\d+/0 \(pid \d+\)", output
+    )
     assert re.search(r"sidecar default/ponger-0 ready on :\d+ \(pid \d+\)", output)
     pongs = re.findall(r"^pinger\[0\] \| ping \d+ -> pong ", output, re.MULTILINE)
     assert len(pongs) >= 3, output
@@ -258,7 +262,6 @@ def test_quickstart_exchanges_messages_and_stops_after_duration(tmp_path: Path) 
     # every gateway check is on: the folder's policy, per-agent ACL users, signed messages
     assert "gateway policy revision" in output
     assert "2 least-privilege Redis users created" in output
-    assert (tmp_path / "identity" / "default_pinger" / "token").exists()
     assert re.search(
         r"^pinger\[0\] \| denied by the gateway: no rule allows default/pinger to send "
         r"'admin.shutdown' to default/ponger",
@@ -308,7 +311,8 @@ def test_failed_agents_are_restarted_with_backoff_and_counted(
     status, output = up.finish()
 
     assert status == 0, output
-    assert f"using redis at {redis_url}" in output
+    assert f"using redis at {masked_url(redis_url)}" in output
+    assert "the password in --redis-url shows on this command line to every local" in output
     assert "crasher[0]  | crashing" in output
     assert "finisher[0] | all done" in output
     assert "agent default/crasher-0 exited with status 3; restarting in 1s" in output
@@ -346,9 +350,9 @@ def test_dead_letters_need_a_sidecar_url(
     assert "no sidecar URL" in capsys.readouterr().err
 
 
-async def reject_one_message(sender_url: str, receiver_url: str) -> str:
+async def reject_one_message(sender_of: SidecarProcess, receiver_of: SidecarProcess) -> str:
     """Send a message to the receiver and reject it there; the message id."""
-    async with SidecarClient(sender_url) as sender, SidecarClient(receiver_url) as receiver:
+    async with sender_of.client() as sender, receiver_of.client() as receiver:
         message_id = await sender.send("bob", "job", {"n": 1})
         async with contextlib.aclosing(receiver.deliveries()) as deliveries:
             async for delivery in deliveries:
@@ -358,11 +362,12 @@ async def reject_one_message(sender_url: str, receiver_url: str) -> str:
 
 
 def test_dead_letters_list_replay_and_delete(
-    sidecars: Sidecars, capsys: pytest.CaptureFixture[str]
+    sidecars: Sidecars, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice = sidecars.start("default/alice")
     bob = sidecars.start("default/bob")
-    message_id = asyncio.run(reject_one_message(alice.url, bob.url))
+    message_id = asyncio.run(reject_one_message(alice, bob))
+    monkeypatch.setenv("MAS_SIDECAR_TOKEN", bob.token)  # as the agent's environment has it
 
     assert main(["dead-letters", "list", "--sidecar", bob.url]) == 0
     (entry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

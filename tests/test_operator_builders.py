@@ -37,6 +37,7 @@ UID = "0b7c5a52-3f0e-4c4e-9a36-6f1d2f0c9a11"
 KIDS = ("kidAAAAAAAAAAAA1", "kid-_BBBBBBBBBB2")
 SIDECAR_IMAGE = "registry.example/mas-sidecar:1.0"
 REDIS_URL = "redis://mas-agent-team-worker:s3cret@redis.mas.svc:6379/0"
+API_TOKEN = "kL0p7nXq2vT9wY4zA1bC3dE5fG6hJ8kM0nP2qR4sT6u"
 SETTINGS = OperatorConfig(
     redis_url="redis://redis.mas.svc:6379/0",
     agent_redis_url="redis://redis.mas.svc:6379/0",
@@ -83,6 +84,7 @@ def files() -> dict[str, bytes]:
         f"trust/{KIDS[0]}.pub": b"-----BEGIN PUBLIC KEY-----\nA\n",
         f"trust/{KIDS[1]}.pub": b"-----BEGIN PUBLIC KEY-----\nB\n",
         "redis-url": REDIS_URL.encode(),
+        "api-token": API_TOKEN.encode(),
     }
 
 
@@ -126,7 +128,7 @@ def test_owner_references_point_at_the_agent() -> None:
 # -- the Secret ---------------------------------------------------------------------------------
 
 
-def test_secret_holds_the_credential_files_and_redis_url() -> None:
+def test_secret_holds_the_credential_files_redis_url_and_api_token() -> None:
     secret = credentials_secret(agent=make_agent(), owner_uid=UID, files=files())
     assert secret["metadata"]["name"] == "worker-mas-credentials"
     assert secret["type"] == "Opaque"
@@ -137,10 +139,11 @@ def test_secret_holds_the_credential_files_and_redis_url() -> None:
         f"trust.{KIDS[0]}.pub": files()[f"trust/{KIDS[0]}.pub"],
         f"trust.{KIDS[1]}.pub": files()[f"trust/{KIDS[1]}.pub"],
         "redis-url": REDIS_URL.encode(),
+        "api-token": API_TOKEN.encode(),
     }
 
 
-@pytest.mark.parametrize("missing", ["agent.key", "token", "redis-url", "trust"])
+@pytest.mark.parametrize("missing", ["agent.key", "token", "redis-url", "api-token", "trust"])
 def test_secret_refuses_incomplete_credentials(missing: str) -> None:
     partial = {k: v for k, v in files().items() if not k.startswith(missing)}
     with pytest.raises(BuildError):
@@ -157,26 +160,40 @@ def test_secret_refuses_badly_named_files() -> None:
 # -- the Deployment -----------------------------------------------------------------------------
 
 
-def test_agent_container_has_no_redis_credentials_and_no_credentials_mount() -> None:
+def test_agent_container_gets_its_api_token_and_no_other_credential_nor_a_mount() -> None:
     agent_container = containers(build(make_agent()))["agent"]
     env = env_of(agent_container)
     assert env == {
         "MODE": "fast",
         "MAS_SIDECAR_URL": "http://127.0.0.1:8790",
         "MAS_AGENT_ID": "team/worker",
+        # the one key of the credentials Secret it may have, as a value
+        "MAS_SIDECAR_TOKEN": {
+            "secretKeyRef": {"name": "worker-mas-credentials", "key": "api-token"}
+        },
     }
     assert "s3cret" not in repr(agent_container)
-    assert "secretKeyRef" not in repr(agent_container)
+    assert repr(agent_container).count("secretKeyRef") == 1
     assert "volumeMounts" not in agent_container
     assert agent_container["image"] == "registry.example/worker:2"
 
 
-def test_agent_cannot_override_the_sidecar_url() -> None:
-    agent = make_agent(env=[{"name": "MAS_SIDECAR_URL", "value": "http://evil:1"}])
+def test_agent_cannot_override_the_sidecar_url_or_token() -> None:
+    agent = make_agent(
+        env=[
+            {"name": "MAS_SIDECAR_URL", "value": "http://evil:1"},
+            {"name": "MAS_SIDECAR_TOKEN", "value": "guessed-token-0123"},
+            {"name": "MAS_SIDECAR_TOKEN_FILE", "value": "/elsewhere"},
+        ]
+    )
     env = containers(build(agent))["agent"]["env"]
     assert [e for e in env if e["name"] == "MAS_SIDECAR_URL"] == [
         {"name": "MAS_SIDECAR_URL", "value": "http://127.0.0.1:8790"}
     ]
+    assert [e["name"] for e in env if e["name"].startswith("MAS_SIDECAR_TOKEN")] == [
+        "MAS_SIDECAR_TOKEN"
+    ]
+    assert "guessed-token-0123" not in repr(env)
 
 
 def test_secret_is_mounted_only_in_the_sidecar_read_only() -> None:
@@ -187,10 +204,12 @@ def test_secret_is_mounted_only_in_the_sidecar_read_only() -> None:
     assert len(secret_volumes) == 1
     volume = secret_volumes[0]
     assert volume["secret"]["secretName"] == "worker-mas-credentials"
-    # The layout of mas.credentials: agent.key, token, trust/<kid>.pub; redis-url is not a file.
+    # The layout of mas.credentials: agent.key, token, redis-url, api-token, trust/<kid>.pub.
     assert volume["secret"]["items"] == [
         {"key": "agent.key", "path": "agent.key"},
         {"key": "token", "path": "token"},
+        {"key": "redis-url", "path": "redis-url"},
+        {"key": "api-token", "path": "api-token"},
         {"key": f"trust.{KIDS[1]}.pub", "path": f"trust/{KIDS[1]}.pub"},
         {"key": f"trust.{KIDS[0]}.pub", "path": f"trust/{KIDS[0]}.pub"},
     ]
@@ -201,14 +220,15 @@ def test_secret_is_mounted_only_in_the_sidecar_read_only() -> None:
     assert by_name["agent"]["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
 
 
-def test_sidecar_gets_redis_url_from_the_secret_and_its_settings() -> None:
+def test_sidecar_gets_redis_url_and_token_as_files_of_the_secret_and_its_settings() -> None:
     sidecar = containers(build(make_agent()))["mas-sidecar"]
     assert sidecar["image"] == SIDECAR_IMAGE
     assert sidecar["command"] == [
         "mas", "sidecar", "--agent-id", "team/worker", "--port", "8790",
     ]  # fmt: skip
     assert env_of(sidecar) == {
-        "MAS_REDIS_URL": {"secretKeyRef": {"name": "worker-mas-credentials", "key": "redis-url"}},
+        "MAS_REDIS_URL_FILE": f"{CREDENTIALS_DIR}/redis-url",
+        "MAS_SIDECAR_TOKEN_FILE": f"{CREDENTIALS_DIR}/api-token",
         "MAS_CREDENTIALS_DIR": CREDENTIALS_DIR,
         "MAS_REPLICA_ID": {"fieldRef": {"fieldPath": "metadata.name"}},
         "MAS_CAPABILITIES": "summarize,translate",
@@ -216,6 +236,7 @@ def test_sidecar_gets_redis_url_from_the_secret_and_its_settings() -> None:
         "MAS_MAX_ATTEMPTS": "7",
         "MAS_LEASE_MS": "45000",
     }
+    assert "secretKeyRef" not in repr(sidecar)  # no secret in its environment
     security = sidecar["securityContext"]
     assert security["runAsNonRoot"] is True
     assert security["readOnlyRootFilesystem"] is True

@@ -20,12 +20,13 @@ import kmock
 import pytest
 import redis
 
-from mas.acl import acl_username
+from mas.acl import acl_username, generate_password
 from mas.credentials import parse_agent_credentials
 from mas.identity import key_id, load_private_key_pem
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
-from mas.local.processes import SidecarProcess
+from mas.local.processes import ChildProcess, sidecar_args
 from mas.local.redis_server import RedisServer, free_port
+from mas.sidecar_token import TOKEN_ENV, authorization
 from tests.operator_harness import (
     AGENTS,
     CONFIGMAPS,
@@ -154,15 +155,98 @@ async def test_agent_gets_secret_acl_user_registry_entry_and_deployment(
     assert "mas.dev/finalizer" in agent["metadata"]["finalizers"]
 
 
-def write_credentials_dir(files: dict[str, bytes], directory: Path) -> Path:
-    """The Secret's files laid out as the Deployment mounts them into the sidecar."""
-    (directory / "trust").mkdir(parents=True)
-    for key, content in files.items():
-        if key.startswith("trust."):
-            (directory / "trust" / key.removeprefix("trust.")).write_bytes(content)
-        elif key in ("agent.key", "token"):
-            (directory / key).write_bytes(content)
-    return directory
+def containers_of(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+
+
+class PodSidecar:
+    """The sidecar container of a Deployment run as a local process the way the kubelet would
+    run it: the credentials Secret's items laid out where the container mounts them (under
+    ``root``), the container's environment, its command's agent id and port."""
+
+    def __init__(self, harness: OperatorHarness, deployment: dict[str, Any], root: Path) -> None:
+        pod = deployment["spec"]["template"]["spec"]
+        container = containers_of(deployment)["mas-sidecar"]
+        [mount] = container["volumeMounts"]
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        namespace = deployment["metadata"]["namespace"]
+        secret = harness.object(SECRETS, namespace, volume["secret"]["secretName"])
+        assert secret is not None
+        mounted = root / mount["mountPath"].lstrip("/")
+        for item in volume["secret"]["items"]:
+            (mounted / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (mounted / item["path"]).write_bytes(b64decode(secret["data"][item["key"]]))
+        env = {
+            e["name"]: e["value"].replace(mount["mountPath"], str(mounted))
+            for e in container["env"]
+            if "value" in e
+        }
+        env["MAS_REPLICA_ID"] = "worker-pod-1"  # the pod's name, from the downward API
+        command = container["command"]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = ChildProcess(
+            sidecar_args(command[command.index("--agent-id") + 1], self.port),
+            env=env,
+            log_path=root / "sidecar.log",
+        )
+
+    async def __aenter__(self) -> PodSidecar:
+        self.process.start()
+
+        async def ready() -> bool:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(self.url + "/readyz") as got:
+                    return got.status == 200
+            except aiohttp.ClientConnectionError:  # not listening yet
+                return False
+
+        await eventually(ready, "the pod's sidecar ready")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.process.stop()
+
+
+def agent_container_token(harness: OperatorHarness, deployment: dict[str, Any]) -> str:
+    """The ``MAS_SIDECAR_TOKEN`` the kubelet gives the agent container (its secretKeyRef)."""
+    agent = containers_of(deployment)["agent"]
+    [ref] = [e["valueFrom"]["secretKeyRef"] for e in agent["env"] if e["name"] == TOKEN_ENV]
+    secret = harness.object(SECRETS, deployment["metadata"]["namespace"], ref["name"])
+    assert secret is not None
+    return b64decode(secret["data"][ref["key"]]).decode()
+
+
+async def test_the_agent_container_gets_the_token_its_sidecar_requires_and_mounts_nothing(
+    harness: OperatorHarness, empty_redis: str, tmp_path: Path
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    await harness.create(AGENTS, agent_body("other"))
+    deployment = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    other = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "other"))
+
+    agent = containers_of(deployment)["agent"]
+    assert "volumeMounts" not in agent
+    assert mounting_secrets(harness, "team") == {
+        "worker": {"worker-mas-credentials"},  # by the sidecar only
+        "other": {"other-mas-credentials"},
+    }
+    token = agent_container_token(harness, deployment)
+    other_token = agent_container_token(harness, other)
+    assert token != other_token
+    answers = {}
+    async with (
+        PodSidecar(harness, deployment, tmp_path) as sidecar,
+        aiohttp.ClientSession() as http,
+    ):
+        for name, presented in (("own", token), ("other's", other_token), ("none", None)):
+            headers = {"Authorization": authorization(presented)} if presented else {}
+            async with http.get(sidecar.url + "/v1/self", headers=headers) as answer:
+                answers[name] = (answer.status, (await answer.json()).get("error"))
+    assert answers["own"] == (200, None)
+    for name in ("other's", "none"):
+        assert answers[name][0] == 401 and answers[name][1]["code"] == "unauthenticated_client"
 
 
 async def test_agent_becomes_ready_and_policy_applied_with_a_real_sidecar(
@@ -184,19 +268,10 @@ async def test_agent_becomes_ready_and_policy_applied_with_a_real_sidecar(
     pending = condition(harness.object(AGENTS, "team", "worker"), "PolicyApplied")
     assert pending is not None and pending["status"] == "False"
 
-    # A sidecar started from the Secret (as the pod would mount it) reports the revision.
-    files = secret_files(harness, "team", "worker")
-    sidecar = SidecarProcess(
-        "team/worker",
-        files["redis-url"].decode(),
-        env={
-            "MAS_CREDENTIALS_DIR": str(write_credentials_dir(files, tmp_path / "creds")),
-            "MAS_REPLICA_ID": "worker-pod-1",
-        },
-        log_path=tmp_path / "sidecar.log",
-    )
-    await asyncio.get_running_loop().run_in_executor(None, sidecar.start)
-    try:
+    # A sidecar started from the Secret, as the pod runs it, reports the revision.
+    deployment = harness.object(DEPLOYMENTS, "team", "worker")
+    assert deployment is not None
+    async with PodSidecar(harness, deployment, tmp_path):
         applied = await eventually(
             lambda: (
                 (c := condition(harness.object(AGENTS, "team", "worker"), "PolicyApplied"))
@@ -204,8 +279,6 @@ async def test_agent_becomes_ready_and_policy_applied_with_a_real_sidecar(
                 and c
             )
         )
-    finally:
-        sidecar.stop()
     agent = harness.object(AGENTS, "team", "worker")
     assert agent is not None
     revision = agent["status"]["policyRevision"]
@@ -318,8 +391,8 @@ async def test_deleting_an_agent_removes_its_acl_user_and_registry_entry(
 async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_back(
     harness: OperatorHarness, tmp_path: Path
 ) -> None:
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}"
+    port, password = free_port(), generate_password()  # a server that comes and goes
+    url = f"redis://:{password}@127.0.0.1:{port}"
     harness.start(harness_config(url))
     await harness.create(AGENTS, agent_body())
     down = await eventually(
@@ -332,7 +405,7 @@ async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_ba
     assert down["reason"] == "RedisUnavailable"
     assert harness.object(SECRETS, "team", "worker-mas-credentials") is None
 
-    with RedisServer(port=port):
+    with RedisServer(port=port, password=password):
         up = await eventually(
             lambda: (
                 (c := condition(harness.object(AGENTS, "team", "worker"), "RedisACLReady"))
@@ -349,7 +422,7 @@ async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_ba
     assert stuck is not None, "the finalizer must hold the Agent while Redis is down"
     assert "mas.dev/finalizer" in stuck["metadata"]["finalizers"]
 
-    with RedisServer(port=port) as server:
+    with RedisServer(port=port, password=password) as server:
         await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
         admin = redis.Redis.from_url(server.url)
         assert acl_username("team/worker") not in admin.acl_users()

@@ -124,8 +124,9 @@ def test_a_reconcile_that_changes_nothing_keeps_key_password_and_token() -> None
         now=NOW + 60,
     )
     assert not second.reissued
-    assert second.files == first.files
+    assert second.files == first.files  # the API token too: the agent's env keeps working
     assert b"mas-agent.team.worker:" in first.files["redis-url"]
+    assert len(first.files["api-token"]) >= 43
 
 
 def test_the_token_is_renewed_past_half_its_life_or_when_roles_change() -> None:
@@ -153,6 +154,7 @@ def test_the_token_is_renewed_past_half_its_life_or_when_roles_change() -> None:
     assert renewed.reissued
     assert renewed.files["agent.key"] == plan.files["agent.key"]
     assert renewed.files["redis-url"] == plan.files["redis-url"]
+    assert renewed.files["api-token"] == plan.files["api-token"]
     assert renewed.claims.exp == int(NOW + 1801 + 3600)
 
 
@@ -172,6 +174,7 @@ def test_a_token_from_another_anchor_or_garbage_is_replaced() -> None:
     garbage = {"data": {"agent.key": b64encode(b"nope").decode(), "token": "!!"}}
     broken = read_existing(garbage, anchor=new_anchor, agent_id=agent.agent_id)
     assert broken.agent_key is None and broken.claims is None and broken.password is None
+    assert broken.api_token is None  # a Secret from before API tokens gets a new one
 
 
 # -- policies ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,12 +12,15 @@ from mas.envelope import ENTRY_FIELD, Envelope, EnvelopeError
 from mas.ids import id_time_ms, new_id
 from mas.keys import AgentKeys
 from mas.names import InvalidAgentIdError, qualify
+from mas.sidecar_token import new_token
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.http import MAX_JSON_DEPTH, too_deep
 from mas_sidecar.openapi import build_openapi
 from mas_sidecar.outbox import build_envelope
 from mas_sidecar.state_store import merge_patch
+
+TOKEN = new_token()
 
 
 def cluster_slot(key: str) -> int:
@@ -144,6 +148,7 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
         "MAS_MAX_CONNECTIONS": "16",
         "MAS_MAX_SUBSCRIBERS": "4",
         "MAS_IDLE_TIMEOUT_MS": "2000",
+        "MAS_SIDECAR_TOKEN": TOKEN,
     }
     config = SidecarConfig.build(agent_id="bob", port=9000, redis_url=None, env=env)
 
@@ -156,6 +161,7 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
     assert (config.max_connections, config.max_subscribers) == (16, 4)
     assert (config.idle_timeout_ms, config.body_timeout_ms) == (2000, 10_000)
     assert not config.redis_cluster
+    assert config.api_token == TOKEN
     clustered = SidecarConfig.build(
         agent_id="bob", port=9000, redis_url=None, env=env | {"MAS_REDIS_CLUSTER": "TRUE"}
     )
@@ -186,6 +192,48 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
 def test_bad_sidecar_settings_fail_at_start_with_a_clear_message(
     env: dict[str, str], message: str
 ) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SidecarConfig.build(agent_id=None, port=None, redis_url=None, env=env)
+
+
+def test_sidecar_secrets_come_from_files_and_never_show_in_its_settings(tmp_path: Path) -> None:
+    (tmp_path / "redis-url").write_text("redis://user:s3cret@127.0.0.1:1/0\n")
+    (tmp_path / "api-token").write_text(TOKEN + "\n")
+    env = {
+        "MAS_AGENT_ID": "a",
+        "MAS_REDIS_URL_FILE": str(tmp_path / "redis-url"),
+        "MAS_SIDECAR_TOKEN_FILE": str(tmp_path / "api-token"),
+    }
+    config = SidecarConfig.build(agent_id=None, port=None, redis_url=None, env=env)
+
+    assert (config.redis_url, config.api_token) == ("redis://user:s3cret@127.0.0.1:1/0", TOKEN)
+    assert "s3cret" not in repr(config) and TOKEN not in repr(config)
+    insecure = {"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_SIDECAR_INSECURE_NO_TOKEN": "1"}
+    assert (
+        SidecarConfig.build(agent_id=None, port=None, redis_url=None, env=insecure).api_token
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "needs its agent's token: set MAS_SIDECAR_TOKEN_FILE"),
+        ({"MAS_SIDECAR_TOKEN": "short"}, "16 to 512 characters"),
+        ({"MAS_SIDECAR_TOKEN": "a" * 20 + " b"}, "may hold only"),
+        ({"MAS_SIDECAR_TOKEN": TOKEN, "MAS_SIDECAR_TOKEN_FILE": "/x"}, "not both"),
+        ({"MAS_SIDECAR_TOKEN_FILE": "/nonexistent/token"}, "cannot read /nonexistent/token"),
+        (
+            {"MAS_SIDECAR_TOKEN": TOKEN, "MAS_SIDECAR_INSECURE_NO_TOKEN": "true"},
+            "contradict each other",
+        ),
+        ({"MAS_SIDECAR_TOKEN": TOKEN, "MAS_REDIS_URL_FILE": "/x"}, "MAS_REDIS_URL or MAS_REDIS"),
+    ],
+)
+def test_a_sidecar_without_a_usable_token_does_not_start(
+    settings: dict[str, str], message: str
+) -> None:
+    env = {"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", **settings}
     with pytest.raises(ConfigError, match=message):
         SidecarConfig.build(agent_id=None, port=None, redis_url=None, env=env)
 

@@ -76,11 +76,11 @@ async def test_two_sidecars_exchange_messages_requests_and_acks_through_a_cluste
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         alice = Api(http, cluster_sidecars.start(
             "default/alice", MAS_CREDENTIALS_DIR=_credentials(tmp_path, "default/alice"),
-        ).url)  # fmt: skip
+        ))  # fmt: skip
         bob = Api(http, cluster_sidecars.start(
             "default/bob", capabilities=["echo"],
             MAS_CREDENTIALS_DIR=_credentials(tmp_path, "default/bob"),
-        ).url)  # fmt: skip
+        ))  # fmt: skip
 
         sent = [await alice.send("bob", "note", {"n": n, "who": "a@example.com"}) for n in range(5)]
         received = await bob.collect(5)

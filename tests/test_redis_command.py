@@ -20,8 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from waiting import GUARD_SECONDS
 
-from mas.local.redis_server import free_port
-from mas.redis_command import ServerSettings, server_config
+from mas.local.redis_server import RedisServer, ServerSettings, free_port, server_config
 
 PASSWORD = 'pa ss"wo\\rd-Ω'  # spaces, quotes, a backslash and non-ASCII survive the config
 
@@ -140,3 +139,23 @@ def test_server_config_quotes_every_value() -> None:
     assert 'requirepass "a\\"b\\\\c\\x0a"' in text
     assert 'dir "/da ta"' in text
     assert "appendonly yes" in text
+
+
+def test_the_embedded_server_of_mas_up_refuses_strangers_and_shows_its_password_nowhere(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(data_dir=tmp_path) as server:
+        assert server.process is not None
+        proc = Path(f"/proc/{server.process.pid}")
+        secret = server.password.encode()
+        assert secret not in (proc / "cmdline").read_bytes()
+        assert secret not in (proc / "environ").read_bytes()
+        for path in tmp_path.rglob("*"):
+            assert not path.is_file() or secret not in path.read_bytes(), path
+        with pytest.raises(redis.AuthenticationError):
+            _client(server.port).ping()
+        with pytest.raises(redis.AuthenticationError):
+            _client(server.port, username="default", password="guessed").ping()
+        admin = redis.Redis.from_url(server.url)
+        assert admin.ping()
+        admin.close()

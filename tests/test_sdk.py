@@ -26,8 +26,9 @@ from mas import (
     SidecarClient,
     UnknownAgentError,
 )
-from mas.local.processes import ChildProcess
+from mas.local.processes import ChildProcess, SidecarProcess
 from mas.local.redis_server import free_port
+from mas.sidecar_token import new_token
 
 if TYPE_CHECKING:
     from conftest import Sidecars
@@ -46,8 +47,8 @@ class Question(BaseModel):
 class Ponger(Agent[Counter]):
     """Counts pings per sender, answers each with a pong, records notes and its lifecycle."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(state_model=Counter, sidecar_url=url)
+    def __init__(self, sidecar: SidecarProcess) -> None:
+        super().__init__(state_model=Counter, sidecar_url=sidecar.url, sidecar_token=sidecar.token)
         self.notes: list[AgentMessage] = []
         self.events: list[str] = []
 
@@ -82,8 +83,8 @@ class Ponger(Agent[Counter]):
 class Flaky(Agent):
     """Fails every message on its first attempt."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(sidecar_url=url)
+    def __init__(self, sidecar: SidecarProcess) -> None:
+        super().__init__(sidecar_url=sidecar.url, sidecar_token=sidecar.token)
         self.attempts: list[int] = []
 
     @Agent.on("job")
@@ -101,14 +102,19 @@ class LoudPonger(Ponger):
         await message.reply("SHOUTED", message.payload)
 
 
-async def dead_letters_of(url: str, count: int) -> list[dict[str, Any]]:
-    """The dead letters at ``url`` once there are at least ``count`` of them."""
+def agent_of(sidecar: SidecarProcess) -> Agent:
+    """A bare agent served by ``sidecar``."""
+    return Agent(sidecar_url=sidecar.url, sidecar_token=sidecar.token)
+
+
+async def dead_letters_of(sidecar: SidecarProcess, count: int) -> list[dict[str, Any]]:
+    """The dead letters of ``sidecar``'s agent once there are at least ``count`` of them."""
 
     async def enough() -> list[dict[str, Any]] | None:
         letters = await client.dead_letters()
         return letters if len(letters) >= count else None
 
-    async with SidecarClient(url) as client:
+    async with sidecar.client() as client:
         letters: list[dict[str, Any]] = await eventually(enough, f"{count} dead letters")
         return letters
 
@@ -131,8 +137,8 @@ async def started() -> AsyncIterator[Callable[[Agent[Any]], Any]]:
 async def test_handler_receives_message_sent_by_another_agent(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    bob = await started(Ponger(sidecars.start("default/bob").url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    bob = await started(Ponger(sidecars.start("default/bob")))
 
     message_id = await alice.send("bob", "note", {"text": "hello"}, correlation_id="c-1")
 
@@ -147,8 +153,8 @@ async def test_handler_receives_message_sent_by_another_agent(
 async def test_request_returns_the_reply_of_the_handler(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    await started(Ponger(sidecars.start("default/bob").url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    await started(Ponger(sidecars.start("default/bob")))
 
     reply = await alice.request("bob", "ping", {"text": "hi"}, timeout=10)
 
@@ -159,8 +165,8 @@ async def test_request_returns_the_reply_of_the_handler(
 async def test_a_reply_cannot_be_replied_to(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    await started(Ponger(sidecars.start("default/bob").url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    await started(Ponger(sidecars.start("default/bob")))
     reply = await alice.request("bob", "ping", {"text": "hi"}, timeout=10)
 
     with pytest.raises(MasError, match="not a delivery"):
@@ -170,7 +176,7 @@ async def test_a_reply_cannot_be_replied_to(
 async def test_request_without_a_reply_raises_request_timeout(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
     sidecars.start("default/bob")  # registered, but no agent takes its deliveries
 
     with pytest.raises(RequestTimeoutError):
@@ -180,7 +186,7 @@ async def test_request_without_a_reply_raises_request_timeout(
 async def test_sending_to_an_unregistered_agent_raises_unknown_agent(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
 
     with pytest.raises(UnknownAgentError) as caught:
         await alice.send("nobody", "note")
@@ -190,9 +196,9 @@ async def test_sending_to_an_unregistered_agent_raises_unknown_agent(
 async def test_discovery_filters_by_capability_and_shows_published_metadata(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    await started(Ponger(sidecars.start("default/bob", capabilities=["pong", "math"]).url))
-    await started(Ponger(sidecars.start("default/carol", capabilities=["pong"]).url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    await started(Ponger(sidecars.start("default/bob", capabilities=["pong", "math"])))
+    await started(Ponger(sidecars.start("default/carol", capabilities=["pong"])))
 
     math = await alice.discover(["math"])
     pong = await alice.discover(["pong"])
@@ -207,7 +213,7 @@ async def test_discovery_filters_by_capability_and_shows_published_metadata(
 async def test_agent_id_comes_from_its_sidecar(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    bob = await started(Ponger(sidecars.start("default/bob").url))
+    bob = await started(Ponger(sidecars.start("default/bob")))
 
     assert bob.id == "default/bob"
 
@@ -215,11 +221,12 @@ async def test_agent_id_comes_from_its_sidecar(
 async def test_an_agent_started_before_its_sidecar_waits_for_it(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    port = free_port()
-    starting = asyncio.create_task(started(Ponger(f"http://127.0.0.1:{port}")))
+    port, token = free_port(), new_token()
+    bob = Agent(sidecar_url=f"http://127.0.0.1:{port}", sidecar_token=token)
+    starting = asyncio.create_task(started(bob))
     await asyncio.sleep(1.0)
     assert not starting.done(), "the agent waits instead of failing"
-    await asyncio.to_thread(sidecars.start, "default/bob", port=port)
+    await asyncio.to_thread(sidecars.start, "default/bob", port=port, token=token)
     bob = await asyncio.wait_for(starting, GUARD_SECONDS)
     assert bob.id == "default/bob"
 
@@ -233,14 +240,14 @@ async def test_an_agent_without_a_sidecar_gives_up_after_its_startup_timeout() -
 async def test_typed_state_with_dict_and_list_fields_survives_an_agent_restart(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    bob_url = sidecars.start("default/bob").url
-    first = await started(Ponger(bob_url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    bob_sidecar = sidecars.start("default/bob")
+    first = await started(Ponger(bob_sidecar))
     await alice.request("bob", "ping", {"text": "one"}, timeout=10)
     await alice.request("bob", "ping", {"text": "two"}, timeout=10)
     await first.stop()
 
-    second = await started(Ponger(bob_url))
+    second = await started(Ponger(bob_sidecar))
 
     assert second.state == Counter(count=2, seen=["one", "two"], by_sender={"default/alice": 2})
     assert second.events == ["start count=2"]
@@ -251,16 +258,16 @@ async def test_typed_state_with_dict_and_list_fields_survives_an_agent_restart(
 async def test_update_state_reapplies_changes_after_a_revision_conflict(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    url = sidecars.start("default/bob").url
-    replica_a = await started(Ponger(url))
-    replica_b = await started(Ponger(url))  # both loaded revision 0
+    sidecar = sidecars.start("default/bob")
+    replica_a = await started(Ponger(sidecar))
+    replica_b = await started(Ponger(sidecar))  # both loaded revision 0
 
     await replica_a.update_state({"count": 5})
     await replica_b.update_state({"seen": ["from b"]})
 
     expected = Counter(count=5, seen=["from b"])
     assert replica_b.state == expected
-    async with SidecarClient(url) as client:
+    async with sidecar.client() as client:
         state, revision = await client.get_state()
     assert (Counter.model_validate(state), revision) == (expected, 2)
 
@@ -268,7 +275,7 @@ async def test_update_state_reapplies_changes_after_a_revision_conflict(
 async def test_update_state_accepts_a_whole_state_model(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    bob = await started(Ponger(sidecars.start("default/bob").url))
+    bob = await started(Ponger(sidecars.start("default/bob")))
 
     await bob.update_state(Counter(count=7, by_sender={"x": 1}))
 
@@ -281,44 +288,44 @@ async def test_update_state_accepts_a_whole_state_model(
 async def test_an_invalid_state_change_raises_and_changes_nothing(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any], change: dict[str, Any]
 ) -> None:
-    url = sidecars.start("default/bob").url
-    bob = await started(Ponger(url))
+    sidecar = sidecars.start("default/bob")
+    bob = await started(Ponger(sidecar))
     await bob.update_state({"count": 1})
 
     with pytest.raises(ValidationError):
         await bob.update_state(change)
 
     assert bob.state == Counter(count=1)
-    async with SidecarClient(url) as client:
+    async with sidecar.client() as client:
         assert await client.get_state() == (Counter(count=1).model_dump(), 1)
 
 
 async def test_a_handler_that_raises_is_retried_not_acked(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    flaky_url = sidecars.start("default/flaky").url
-    flaky = await started(Flaky(flaky_url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    flaky_sidecar = sidecars.start("default/flaky")
+    flaky = await started(Flaky(flaky_sidecar))
 
     await alice.send("flaky", "job", {"n": 1})
 
     await eventually(lambda: flaky.attempts == [1, 2])
     await asyncio.sleep(0.5)  # no third attempt: the second one was acked
     assert flaky.attempts == [1, 2]
-    async with SidecarClient(flaky_url) as client:
+    async with flaky_sidecar.client() as client:
         assert await client.dead_letters() == []
 
 
 async def test_a_payload_failing_its_model_is_dead_lettered_with_the_validation_error(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    bob_url = sidecars.start("default/bob").url
-    bob = await started(Ponger(bob_url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    bob_sidecar = sidecars.start("default/bob")
+    bob = await started(Ponger(bob_sidecar))
 
     message_id = await alice.send("bob", "ping", {"txt": "typo"})
 
-    [letter] = await dead_letters_of(bob_url, 1)
+    [letter] = await dead_letters_of(bob_sidecar, 1)
     assert letter["message"]["id"] == message_id
     assert "text: Field required" in letter["reason"]
     assert "ping" not in " ".join(bob.events)
@@ -328,13 +335,13 @@ async def test_a_payload_failing_its_model_is_dead_lettered_with_the_validation_
 async def test_a_message_without_a_handler_is_dead_lettered_naming_its_type(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    bob_url = sidecars.start("default/bob").url
-    await started(Ponger(bob_url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    bob_sidecar = sidecars.start("default/bob")
+    await started(Ponger(bob_sidecar))
 
     await alice.send("bob", "dance", {"style": "tango"})
 
-    [letter] = await dead_letters_of(bob_url, 1)
+    [letter] = await dead_letters_of(bob_sidecar, 1)
     assert "no handler" in letter["reason"]
     assert "'dance'" in letter["reason"]
 
@@ -342,8 +349,8 @@ async def test_a_message_without_a_handler_is_dead_lettered_naming_its_type(
 async def test_handlers_are_inherited_by_subclasses(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    await started(LoudPonger(sidecars.start("default/bob").url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    await started(LoudPonger(sidecars.start("default/bob")))
 
     shouted = await alice.request("bob", "shout", "hey", timeout=10)
     ponged = await alice.request("bob", "ping", {"text": "hi"}, timeout=10)
@@ -355,8 +362,8 @@ async def test_handlers_are_inherited_by_subclasses(
 async def test_lifecycle_hooks_run_around_message_handling(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    bob = Ponger(sidecars.start("default/bob").url)
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    bob = Ponger(sidecars.start("default/bob"))
     await bob.start()
 
     await alice.request("bob", "ping", {"text": "hi"}, timeout=10)
@@ -369,8 +376,8 @@ async def test_stop_waits_for_running_handlers_to_finish(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
     class Slow(Agent):
-        def __init__(self, url: str) -> None:
-            super().__init__(sidecar_url=url)
+        def __init__(self, sidecar: SidecarProcess) -> None:
+            super().__init__(sidecar_url=sidecar.url, sidecar_token=sidecar.token)
             self.began = asyncio.Event()
             self.finished = False
 
@@ -380,9 +387,9 @@ async def test_stop_waits_for_running_handlers_to_finish(
             await asyncio.sleep(0.3)
             self.finished = True
 
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    slow_url = sidecars.start("default/slow").url
-    slow = Slow(slow_url)
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    slow_sidecar = sidecars.start("default/slow")
+    slow = Slow(slow_sidecar)
     await slow.start()
     await alice.send("slow", "work")
     await asyncio.wait_for(slow.began.wait(), GUARD_SECONDS)
@@ -391,7 +398,7 @@ async def test_stop_waits_for_running_handlers_to_finish(
 
     assert slow.finished
     # acked: a new agent on the same sidecar gets nothing
-    again = await started(Slow(slow_url))
+    again = await started(Slow(slow_sidecar))
     await asyncio.sleep(0.5)
     assert not again.began.is_set()
 
@@ -399,9 +406,9 @@ async def test_stop_waits_for_running_handlers_to_finish(
 async def test_the_agent_resubscribes_when_its_sidecar_restarts(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
     bob_sidecar = sidecars.start("default/bob")
-    bob = await started(Ponger(bob_sidecar.url))
+    bob = await started(Ponger(bob_sidecar))
 
     bob_sidecar.kill()
     await asyncio.to_thread(bob_sidecar.start)
@@ -428,18 +435,18 @@ Echo().run()
 async def test_run_serves_until_sigterm_then_stops_cleanly(
     sidecars: Sidecars, tmp_path: Path
 ) -> None:
-    alice_url = sidecars.start("default/alice").url
-    echo_url = sidecars.start("default/echo").url
+    alice_sidecar = sidecars.start("default/alice")
+    echo_sidecar = sidecars.start("default/echo")
     program = tmp_path / "echo.py"
     program.write_text(textwrap.dedent(ECHO_PROGRAM))
     agent = ChildProcess(
         [sys.executable, str(program)],
-        env={"MAS_SIDECAR_URL": echo_url},
+        env={"MAS_SIDECAR_URL": echo_sidecar.url, "MAS_SIDECAR_TOKEN": echo_sidecar.token},
         log_path=tmp_path / "echo.log",
     )
     agent.start()
     try:
-        async with SidecarClient(alice_url) as alice:
+        async with alice_sidecar.client() as alice:
             reply = await alice.request("echo", "echo", {"x": 1}, timeout_ms=15000)
             assert (reply["type"], reply["payload"]) == ("echoed", {"x": 1})
 
@@ -455,7 +462,7 @@ async def test_run_serves_until_sigterm_then_stops_cleanly(
 
 
 async def test_client_raises_revision_conflict_for_a_stale_revision(sidecars: Sidecars) -> None:
-    async with SidecarClient(sidecars.start("default/bob").url) as client:
+    async with sidecars.start("default/bob").client() as client:
         assert await client.put_state({"a": 1}, revision=0) == ({"a": 1}, 1)
 
         with pytest.raises(RevisionConflictError) as caught:
@@ -464,7 +471,7 @@ async def test_client_raises_revision_conflict_for_a_stale_revision(sidecars: Si
 
 
 async def test_client_patch_state_merges_and_deletes_keys(sidecars: Sidecars) -> None:
-    async with SidecarClient(sidecars.start("default/bob").url) as client:
+    async with sidecars.start("default/bob").client() as client:
         await client.put_state({"a": 1, "nested": {"x": 1, "y": 2}})
 
         state, revision = await client.patch_state({"a": None, "nested": {"y": 3}}, revision=1)
@@ -475,18 +482,18 @@ async def test_client_patch_state_merges_and_deletes_keys(sidecars: Sidecars) ->
 async def test_client_replays_and_deletes_dead_letters(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    alice = await started(Agent(sidecar_url=sidecars.start("default/alice").url))
-    bob_url = sidecars.start("default/bob").url
-    bob = await started(Ponger(bob_url))
+    alice = await started(agent_of(sidecars.start("default/alice")))
+    bob_sidecar = sidecars.start("default/bob")
+    bob = await started(Ponger(bob_sidecar))
     await alice.send("bob", "ping", {"wrong": 1})
     await alice.send("bob", "ping", {"wrong": 2})
     # the agent handles deliveries concurrently: the dead letters may come in either order
     first, second = sorted(
-        await dead_letters_of(bob_url, 2), key=lambda dead: str(dead["message"]["payload"])
+        await dead_letters_of(bob_sidecar, 2), key=lambda dead: str(dead["message"]["payload"])
     )
     await bob.stop()
 
-    async with SidecarClient(bob_url) as client:
+    async with bob_sidecar.client() as client:
         await client.delete_dead_letter(first["id"])
         await client.replay_dead_letter(second["id"])
         assert await client.dead_letters() == []
@@ -510,6 +517,7 @@ async def test_client_takes_its_url_from_the_environment(
 ) -> None:
     bob = sidecars.start("default/bob")
     monkeypatch.setenv("MAS_SIDECAR_URL", bob.url)
+    monkeypatch.setenv("MAS_SIDECAR_TOKEN", bob.token)
 
     async with SidecarClient() as client:
         assert (await client.self_info())["id"] == "default/bob"

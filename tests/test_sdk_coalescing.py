@@ -26,7 +26,7 @@ BOB = AgentKeys("default/bob")
 
 async def requests_served(api: Api) -> dict[tuple[str, str], int]:
     """``(route, status)`` -> POST requests the sidecar answered so far."""
-    async with api.session.get(api.base_url + "/metrics") as answer:
+    async with api.session.get(api.base_url + "/metrics", headers=api.headers) as answer:
         text = await answer.text()
     counts: dict[tuple[str, str], int] = {}
     for route, status, value in re.findall(
@@ -39,10 +39,10 @@ async def requests_served(api: Api) -> dict[tuple[str, str], int]:
 async def test_concurrent_sends_share_batch_requests_and_each_gets_its_own_id(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
 
-    async with SidecarClient(alice.base_url) as client:
+    async with SidecarClient(alice.base_url, token=alice.token) as client:
         ids = await asyncio.gather(*(client.send("bob", "ping", {"n": n}) for n in range(200)))
 
     served = await requests_served(alice)
@@ -55,10 +55,10 @@ async def test_concurrent_sends_share_batch_requests_and_each_gets_its_own_id(
 async def test_one_send_at_a_time_uses_the_single_send_endpoint_only(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
 
-    async with SidecarClient(alice.base_url) as client:
+    async with SidecarClient(alice.base_url, token=alice.token) as client:
         for n in range(5):
             await client.send("bob", "ping", {"n": n})
 
@@ -76,7 +76,7 @@ async def test_each_coalesced_send_raises_the_error_a_single_send_would(
     sends[20] = ("ping", {"card": "4111 1111 1111 1111"})
     sends[33] = ("x" * 200, None)  # too long a type: the whole batch is refused, then resent
 
-    async with SidecarClient(alice.base_url) as client:
+    async with SidecarClient(alice.base_url, token=alice.token) as client:
         results = await asyncio.gather(
             *(client.send("bob", type, payload) for type, payload in sends), return_exceptions=True
         )
@@ -91,13 +91,13 @@ async def test_each_coalesced_send_raises_the_error_a_single_send_would(
 async def test_concurrent_acks_share_requests_and_an_unknown_id_still_raises(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     for n in range(60):
         await alice.send("bob", "ping", {"n": n})
     delivered = await bob.collect(60, ack=False)
 
-    async with SidecarClient(bob.base_url) as client:
+    async with SidecarClient(bob.base_url, token=bob.token) as client:
         results = await asyncio.gather(
             *(client.ack(d["id"]) for d in delivered), client.ack("gone"), return_exceptions=True
         )

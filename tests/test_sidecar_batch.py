@@ -37,8 +37,8 @@ async def pings_only(
         rules=[{"name": "pings", "action": "allow", "types": ["ping"]}],
         dlp={"detectors": {"payment_card": "block"}},
     )
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     await alice.wait_for_revision(document.revision)
     return alice, bob
 
@@ -92,7 +92,7 @@ async def test_every_batch_item_decision_is_audited_once(
 async def test_a_malformed_batch_is_refused_naming_the_item_and_sends_nothing(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
     good = {"to": "bob", "type": "ping"}
 
@@ -118,8 +118,8 @@ async def test_a_malformed_batch_is_refused_naming_the_item_and_sends_nothing(
 async def test_batch_ack_removes_exactly_the_given_deliveries_and_reports_unknown_ids(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     for n in range(4):
         await alice.send("bob", "ping", {"n": n})
     delivered = await bob.collect(4, ack=False)
@@ -145,7 +145,7 @@ async def test_the_sdk_sends_and_acks_in_batches(
 ) -> None:
     alice, bob = await pings_only(sidecars, http, redis_client)
 
-    async with SidecarClient(alice.base_url) as client:
+    async with SidecarClient(alice.base_url, token=alice.token) as client:
         results = await client.send_many(
             [
                 {"to": "bob", "type": "ping", "payload": 1},
@@ -155,7 +155,7 @@ async def test_the_sdk_sends_and_acks_in_batches(
             ]
         )
     delivered = await bob.collect(2, ack=False)
-    async with SidecarClient(bob.base_url) as client:
+    async with SidecarClient(bob.base_url, token=bob.token) as client:
         acked, unknown = await client.ack_many([d["id"] for d in delivered] + ["gone"])
 
     assert isinstance(results[0], str) and isinstance(results[3], str)
@@ -169,7 +169,7 @@ async def test_the_sdk_sends_and_acks_in_batches(
 async def test_a_full_batch_of_500_is_accepted_and_delivered_whole(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
     messages = [{"to": "bob", "type": "ping", "payload": {"n": n}} for n in range(500)]
 

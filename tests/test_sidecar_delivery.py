@@ -18,8 +18,8 @@ BOB = AgentKeys("default/bob")
 async def test_an_unacked_delivery_comes_again_after_its_lease_with_attempt_2(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="500").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="500"))
     message_id = await alice.send("bob", "work")
 
     first, second = await bob.collect(2, ack=False)
@@ -31,8 +31,8 @@ async def test_an_unacked_delivery_comes_again_after_its_lease_with_attempt_2(
 async def test_a_nacked_delivery_comes_again_after_its_delay(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     await alice.send("bob", "flaky")
     events = bob.deliveries()
 
@@ -51,8 +51,8 @@ async def test_a_nacked_delivery_comes_again_after_its_delay(
 async def test_extend_keeps_a_slow_delivery_from_being_redelivered(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="1500").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="1500"))
     await alice.send("bob", "long-job")
     seen: list[dict[str, object]] = []
 
@@ -76,8 +76,8 @@ async def test_extend_keeps_a_slow_delivery_from_being_redelivered(
 async def test_a_message_is_dead_lettered_after_max_attempts_and_can_be_replayed(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob", MAS_MAX_ATTEMPTS="3").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob", MAS_MAX_ATTEMPTS="3"))
     message_id = await alice.send("bob", "poison", {"bad": True})
 
     events = bob.deliveries()
@@ -108,8 +108,8 @@ async def test_a_message_is_dead_lettered_after_max_attempts_and_can_be_replayed
 async def test_a_rejected_delivery_is_dead_lettered_at_once_with_its_reason(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     await alice.send("bob", "typed", {"age": "not a number"})
     [delivery] = await bob.collect(1, ack=False)
 
@@ -128,9 +128,9 @@ async def test_a_rejected_delivery_is_dead_lettered_at_once_with_its_reason(
 async def test_a_message_past_its_ttl_is_dead_lettered_not_delivered(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     bob_sidecar = sidecars.start("default/bob")
-    bob = Api(http, bob_sidecar.url)
+    bob = Api(http, bob_sidecar)
     await alice.send("bob", "stale", ttl_ms=50)
     fresh = await alice.send("bob", "fresh")
     await asyncio.sleep(0.2)
@@ -145,8 +145,8 @@ async def test_a_message_past_its_ttl_is_dead_lettered_not_delivered(
 async def test_acked_messages_are_removed_from_the_inbox(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     for n in range(50):
         await alice.send("bob", "bulk", {"n": n})
     assert redis_client.xlen(BOB.inbox) == 50
@@ -160,8 +160,8 @@ async def test_acked_messages_are_removed_from_the_inbox(
 async def test_an_entry_that_is_not_an_envelope_is_dead_lettered_whole(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     redis_client.xadd(BOB.inbox, {"e": b"{not json", "extra": b"kept"})
     good = await alice.send("bob", "fine")
 
@@ -182,8 +182,8 @@ async def test_a_message_tampered_in_redis_to_another_target_is_dead_lettered(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
     sidecars.start("default/alice")
-    carol = Api(http, sidecars.start("default/carol").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    carol = Api(http, sidecars.start("default/carol"))
+    bob = Api(http, sidecars.start("default/bob"))
     await carol.send("alice", "for-alice")
     [(_, fields)] = redis_client.xrange(AgentKeys("default/alice").inbox)
     redis_client.xadd(BOB.inbox, fields)
@@ -199,10 +199,10 @@ async def test_a_message_tampered_in_redis_to_another_target_is_dead_lettered(
 async def test_a_stopped_replica_hands_its_leases_to_another_at_once(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     first_sidecar = sidecars.start("default/bob", replica="bob-0", MAS_LEASE_MS="60000")
-    second = Api(http, sidecars.start("default/bob", replica="bob-1", MAS_LEASE_MS="60000").url)
-    first = Api(http, first_sidecar.url)
+    second = Api(http, sidecars.start("default/bob", replica="bob-1", MAS_LEASE_MS="60000"))
+    first = Api(http, first_sidecar)
     events = first.deliveries()
     message_id = await alice.send("bob", "handover")
     leased = await anext(events)

@@ -21,6 +21,7 @@ from mas.errors import ErrorCode
 from mas.functions import ensure_functions
 from mas.local.processes import SidecarProcess
 from mas.local.redis_server import RedisServer
+from mas.sidecar_token import authorization
 
 CODES = {code.value for code in ErrorCode}
 
@@ -53,7 +54,7 @@ async def test_a_malformed_message_is_refused_with_400_and_its_code(
     sidecars: Sidecars, http: aiohttp.ClientSession, body: Any, code: str
 ) -> None:
     sidecars.start("default/bob")
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
 
     status, answer = await alice.call("POST", "/v1/messages", body)
 
@@ -63,7 +64,7 @@ async def test_a_malformed_message_is_refused_with_400_and_its_code(
 async def test_bodies_that_are_not_json_are_refused(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     url = alice.base_url + "/v1/messages"
     json_header = {"Content-Type": "application/json"}
 
@@ -81,7 +82,7 @@ async def test_bodies_that_are_not_json_are_refused(
         (b'["\\\\"' + b"[" * 100, json_header, 400, "invalid_request"),  # an escaped backslash
     ]  # fmt: skip
     for data, headers, expected, code in cases:
-        async with http.post(url, data=data, headers=headers) as answer:
+        async with http.post(url, data=data, headers={**alice.headers, **headers}) as answer:
             assert_error(answer.status, await answer.json(), expected, code)
 
 
@@ -89,7 +90,7 @@ async def test_deeply_nested_json_within_the_parser_limit_is_refused_not_crashed
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
     sidecars.start("default/bob")
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     nested: Any = "leaf"
     for _ in range(80):  # 160 levels: past the sidecar's 64, within the encoders' 255
         nested = {"k": [nested]}
@@ -105,13 +106,13 @@ async def test_a_body_over_the_limit_gets_413_and_the_sidecar_carries_on(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
     sidecars.start("default/bob")
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     ten_megabytes = orjson.dumps({"to": "bob", "type": "x", "payload": "a" * (10 << 20)})
 
     async with http.post(
         alice.base_url + "/v1/messages",
         data=ten_megabytes,
-        headers={"Content-Type": "application/json"},
+        headers={**alice.headers, "Content-Type": "application/json"},
     ) as answer:
         assert_error(answer.status, await answer.json(), 413, "body_too_large")
     assert await alice.send("bob", "still-works") != ""
@@ -120,7 +121,7 @@ async def test_a_body_over_the_limit_gets_413_and_the_sidecar_carries_on(
 async def test_unknown_routes_methods_and_ids_get_404_or_405_with_codes(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
 
     cases = [
         ("GET", "/v2/anything", None, 404, "not_found"),
@@ -150,7 +151,7 @@ async def test_unknown_routes_methods_and_ids_get_404_or_405_with_codes(
 async def test_health_readiness_metrics_and_openapi_are_served(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
 
     assert (await alice.call("GET", "/healthz"))[0] == 200
     assert (await alice.call("GET", "/readyz"))[0] == 200
@@ -160,7 +161,7 @@ async def test_health_readiness_metrics_and_openapi_are_served(
     assert "/v1/messages" in spec["paths"]
     assert set(spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
                ["code"]["enum"]) == CODES  # fmt: skip
-    async with http.get(alice.base_url + "/metrics") as answer:
+    async with http.get(alice.base_url + "/metrics", headers=alice.headers) as answer:
         text = await answer.text()
     assert "mas_http_requests_total" in text
 
@@ -176,7 +177,7 @@ async def test_readiness_fails_with_503_while_redis_is_down(
     sidecar.start()
     try:
         server.stop()
-        alice = Api(http, sidecar.url)
+        alice = Api(http, sidecar)
         status, answer = await alice.call("GET", "/readyz")
         assert_error(status, answer, 503, "redis_unavailable")
         status, answer = await alice.call("GET", "/v1/state")
@@ -229,11 +230,11 @@ ids = st.text(
 @pytest.fixture(scope="module")
 def fuzz_target(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+) -> Iterator[SidecarProcess]:
     log_path = tmp_path_factory.mktemp("fuzz") / "sidecar.log"
     sidecar = SidecarProcess("fuzz/target", redis_server.url, log_path=log_path)
     sidecar.start()
-    yield sidecar.url
+    yield sidecar
     assert sidecar.running(), "the sidecar died under fuzzing"
     sidecar.stop()
 
@@ -242,11 +243,16 @@ def fuzz_target(
 @given(route=routes, delivery_id=ids, body=bodies, content_type=st.sampled_from(
     ["application/json", "text/plain", ""]))  # fmt: skip
 def test_no_request_body_yields_a_server_error(
-    fuzz_target: str, route: tuple[str, str], delivery_id: str, body: bytes, content_type: str
+    fuzz_target: SidecarProcess,
+    route: tuple[str, str],
+    delivery_id: str,
+    body: bytes,
+    content_type: str,
 ) -> None:
     method, path = route
-    url = fuzz_target + path.replace("{id}", urllib.request.quote(delivery_id, safe=""))
+    url = fuzz_target.url + path.replace("{id}", urllib.request.quote(delivery_id, safe=""))
     request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("Authorization", authorization(fuzz_target.token))
     if content_type:
         request.add_header("Content-Type", content_type)
     try:

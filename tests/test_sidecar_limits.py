@@ -17,8 +17,15 @@ from api import Api
 from conftest import Sidecars
 from waiting import GUARD_SECONDS, eventually
 
+from mas.local.processes import SidecarProcess
+from mas.sidecar_token import authorization
+
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\n\r\n"
-METRICS = b"GET /metrics HTTP/1.1\r\nHost: sidecar\r\n\r\n"
+
+
+def authorized(sidecar: SidecarProcess) -> bytes:
+    """The header line that presents ``sidecar``'s token."""
+    return f"Authorization: {authorization(sidecar.token)}\r\n".encode()
 
 
 class RawClient:
@@ -84,7 +91,7 @@ def value_of(metrics: str, name: str) -> float:
 
 async def metric(api: Api, name: str) -> float:
     """The current value of an unlabelled metric of the sidecar."""
-    async with api.session.get(api.base_url + "/metrics") as answer:
+    async with api.session.get(api.base_url + "/metrics", headers=api.headers) as answer:
         assert answer.status == 200
         return value_of(await answer.text(), name)
 
@@ -129,7 +136,8 @@ async def test_a_client_trickling_its_body_gets_408_and_is_disconnected(
     client = RawClient(sidecar.port)
     client.send(
         b"POST /v1/messages HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\n"
-        b'Content-Length: 100000\r\n\r\n{"to": "bob", "type": "x", "payload": "'
+        + authorized(sidecar)
+        + b'Content-Length: 100000\r\n\r\n{"to": "bob", "type": "x", "payload": "'
     )
 
     def trickle() -> bool:  # one more byte of the body at each poll until the sidecar answers
@@ -149,8 +157,8 @@ async def test_idle_keep_alive_connections_are_closed_but_a_delivery_stream_is_n
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
     bob = sidecars.start("default/bob", MAS_IDLE_TIMEOUT_MS="300")
-    alice = Api(http, sidecars.start("default/alice").url)
-    stream, events = await subscribe(Api(http, bob.url))
+    alice = Api(http, sidecars.start("default/alice"))
+    stream, events = await subscribe(Api(http, bob))
     client = RawClient(bob.port)
     client.send(HEAD)
     status, headers, _ = client.answer()
@@ -168,13 +176,13 @@ async def test_idle_keep_alive_connections_are_closed_but_a_delivery_stream_is_n
 async def test_delivery_streams_over_the_cap_get_429_and_those_under_it_keep_working(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    bob = Api(http, sidecars.start("default/bob", MAS_MAX_SUBSCRIBERS="2").url)
-    alice = Api(http, sidecars.start("default/alice").url)
+    bob = Api(http, sidecars.start("default/bob", MAS_MAX_SUBSCRIBERS="2"))
+    alice = Api(http, sidecars.start("default/alice"))
     first, first_events = await subscribe(bob)
     second, second_events = await subscribe(bob)
 
     refusals = [await bob.call("GET", "/v1/deliveries") for _ in range(20)]
-    async with http.get(bob.base_url + "/v1/deliveries") as refused:
+    async with http.get(bob.base_url + "/v1/deliveries", headers=bob.headers) as refused:
         retry_after = refused.headers.get("Retry-After")
     held = await metric(bob, "mas_subscribers")
     for n in range(4):
@@ -215,7 +223,7 @@ async def test_connections_over_the_cap_are_answered_503_and_closed_the_others_s
         "default/alice", MAS_MAX_CONNECTIONS="8", MAS_MAX_SUBSCRIBERS="2",
         MAS_IDLE_TIMEOUT_MS="600000",
     )  # fmt: skip
-    alice = Api(http, sidecar.url)
+    alice = Api(http, sidecar)
 
     async def only_this_one_open() -> bool:  # the start-up readiness checks have gone
         return await metric(alice, "mas_http_connections") == 1
@@ -246,7 +254,7 @@ async def test_connections_over_the_cap_are_answered_503_and_closed_the_others_s
 
     def served_again() -> tuple[RawClient, str] | None:
         client = RawClient(sidecar.port)
-        client.send(METRICS)
+        client.send(b"GET /metrics HTTP/1.1\r\nHost: sidecar\r\n" + authorized(sidecar) + b"\r\n")
         status, _, body = client.answer()
         if status == 200:
             return client, body.decode()

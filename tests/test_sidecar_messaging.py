@@ -14,8 +14,8 @@ from waiting import eventually
 async def test_a_message_is_delivered_with_sender_type_and_payload(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
 
     message_id = await alice.send("bob", "greeting", {"text": "hi", "nested": {"list": [1, 2]}})
 
@@ -30,9 +30,9 @@ async def test_a_message_is_delivered_with_sender_type_and_payload(
 async def test_a_bare_target_name_means_the_senders_namespace(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("team-a/alice").url)
+    alice = Api(http, sidecars.start("team-a/alice"))
     sidecars.start("default/bob")
-    team_bob = Api(http, sidecars.start("team-a/bob").url)
+    team_bob = Api(http, sidecars.start("team-a/bob"))
 
     await alice.send("bob", "hello")
     await alice.send("default/bob", "cross-namespace")
@@ -44,7 +44,7 @@ async def test_a_bare_target_name_means_the_senders_namespace(
 async def test_an_unregistered_target_is_refused_with_unknown_agent(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
 
     status, body = await alice.call("POST", "/v1/messages", {"to": "nobody", "type": "x"})
 
@@ -55,22 +55,22 @@ async def test_an_unregistered_target_is_refused_with_unknown_agent(
 async def test_messages_wait_in_the_inbox_until_the_target_runs(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     bob_sidecar = sidecars.start("default/bob")
     bob_sidecar.stop()
 
     sent = [await alice.send("bob", "queued", {"n": n}) for n in range(5)]
 
     bob_sidecar.start()
-    delivered = await Api(http, bob_sidecar.url).collect(5)
+    delivered = await Api(http, bob_sidecar).collect(5)
     assert [d["id"] for d in delivered] == sent
 
 
 async def test_a_request_returns_the_targets_reply(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
 
     async def answer_one() -> None:
         async with contextlib.aclosing(bob.deliveries()) as deliveries:
@@ -97,8 +97,8 @@ async def test_a_request_returns_the_targets_reply(
 async def test_a_request_without_reply_times_out_with_504_and_is_dead_lettered_as_expired(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
 
     status, body = await alice.call(
         "POST", "/v1/requests", {"to": "bob", "type": "slow", "timeout_ms": 200}
@@ -116,8 +116,8 @@ async def test_a_request_without_reply_times_out_with_504_and_is_dead_lettered_a
 async def test_a_reply_to_a_plain_message_arrives_as_a_delivery_with_its_correlation_id(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     question = await alice.send("bob", "question", {"q": "?"})
 
     [delivery] = await bob.collect(1, ack=False)
@@ -137,9 +137,9 @@ async def test_each_reply_reaches_the_replica_that_asked(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
     alice_replicas = [
-        Api(http, sidecars.start("default/alice", replica=f"alice-{n}").url) for n in range(2)
+        Api(http, sidecars.start("default/alice", replica=f"alice-{n}")) for n in range(2)
     ]
-    bob = Api(http, sidecars.start("default/bob").url)
+    bob = Api(http, sidecars.start("default/bob"))
 
     async def echo_forever() -> None:
         async for delivery in bob.deliveries():
@@ -166,8 +166,8 @@ async def test_each_reply_reaches_the_replica_that_asked(
 async def test_replicas_of_one_agent_share_the_load(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
-    bobs = [Api(http, sidecars.start("default/bob", replica=f"bob-{n}").url) for n in range(2)]
+    alice = Api(http, sidecars.start("default/alice"))
+    bobs = [Api(http, sidecars.start("default/bob", replica=f"bob-{n}")) for n in range(2)]
     received: list[list[str]] = [[], []]
 
     subscribed = [asyncio.Event(), asyncio.Event()]

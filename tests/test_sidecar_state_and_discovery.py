@@ -16,19 +16,19 @@ from mas.keys import REGISTRY_LEASES
 async def test_state_starts_empty_and_each_write_bumps_the_revision(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
 
     assert await alice.call("GET", "/v1/state") == (200, {"state": {}, "revision": 0})
     status, written = await alice.call("PUT", "/v1/state", {"state": {"items": [1, 2]}})
     assert (status, written) == (200, {"state": {"items": [1, 2]}, "revision": 1})
-    async with http.get(alice.base_url + "/v1/state") as answer:
+    async with http.get(alice.base_url + "/v1/state", headers=alice.headers) as answer:
         assert answer.headers["ETag"] == '"1"'
 
 
 async def test_a_write_against_a_stale_revision_gets_412_and_changes_nothing(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     await alice.call("PUT", "/v1/state", {"state": {"v": 1}}, headers={"If-Match": "0"})
 
     status, body = await alice.call(
@@ -46,7 +46,7 @@ async def test_a_write_against_a_stale_revision_gets_412_and_changes_nothing(
 async def test_patch_merges_objects_replaces_lists_and_deletes_nulls(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     await alice.call(
         "PUT", "/v1/state", {"state": {"a": {"x": 1, "y": 2}, "list": [1], "gone": True}}
     )
@@ -62,9 +62,7 @@ async def test_patch_merges_objects_replaces_lists_and_deletes_nulls(
 async def test_concurrent_patches_from_two_replicas_all_land(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    replicas = [
-        Api(http, sidecars.start("default/alice", replica=f"alice-{n}").url) for n in range(2)
-    ]
+    replicas = [Api(http, sidecars.start("default/alice", replica=f"alice-{n}")) for n in range(2)]
 
     await asyncio.gather(
         *(replicas[n % 2].call("PATCH", "/v1/state", {"state": {f"key{n}": n}}) for n in range(20))
@@ -79,19 +77,19 @@ async def test_state_survives_a_sidecar_restart(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
     sidecar = sidecars.start("default/alice")
-    await Api(http, sidecar.url).call("PUT", "/v1/state", {"state": {"kept": {"deep": [1]}}})
+    await Api(http, sidecar).call("PUT", "/v1/state", {"state": {"kept": {"deep": [1]}}})
 
     sidecar.kill()
     sidecar.start()
 
-    _, body = await Api(http, sidecar.url).call("GET", "/v1/state")
+    _, body = await Api(http, sidecar).call("GET", "/v1/state")
     assert body == {"state": {"kept": {"deep": [1]}}, "revision": 1}
 
 
 async def test_discovery_finds_live_agents_having_every_capability(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice", capabilities=["chat"]).url)
+    alice = Api(http, sidecars.start("default/alice", capabilities=["chat"]))
     sidecars.start("default/doctor", capabilities=["diagnose", "chat"])
     sidecars.start("default/nurse", capabilities=["chat"])
 
@@ -108,7 +106,7 @@ async def test_discovery_finds_live_agents_having_every_capability(
 async def test_an_agent_whose_sidecars_are_gone_leaves_discovery_by_itself(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice", MAS_REGISTRY_TTL_MS="2000").url)
+    alice = Api(http, sidecars.start("default/alice", MAS_REGISTRY_TTL_MS="2000"))
     doctor = sidecars.start("default/doctor", capabilities=["diagnose"], MAS_REGISTRY_TTL_MS="2000")
     first_lease = redis_client.zscore(REGISTRY_LEASES, "default/doctor")
 
@@ -132,10 +130,10 @@ async def test_an_agent_whose_sidecars_are_gone_leaves_discovery_by_itself(
 async def test_metadata_published_by_the_agent_shows_in_discovery_and_self(
     sidecars: Sidecars, http: aiohttp.ClientSession
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice", replica="alice-0").url)
+    alice = Api(http, sidecars.start("default/alice", replica="alice-0"))
     doctor = Api(
         http,
-        sidecars.start("default/doctor", capabilities=["diagnose"], MAS_METADATA='{"v": 1}').url,
+        sidecars.start("default/doctor", capabilities=["diagnose"], MAS_METADATA='{"v": 1}'),
     )
     _, initial = await alice.call("GET", "/v1/agents?capability=diagnose")
 

@@ -6,6 +6,7 @@ if it still authenticates."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ from mas.identity import (
     signing_key,
 )
 from mas.keys import AgentKeys
-from mas.local.processes import ProcessStartError
+from mas.local.processes import ProcessStartError, SidecarProcess
 
 BOB = AgentKeys("default/bob")
 SIGNED = {"rules": [{"name": "all", "action": "allow"}], "signing": {"required": True}}
@@ -58,9 +59,9 @@ def identities(tmp_path: Path, redis_client: redis.Redis) -> Identities:
     return Identities(tmp_path / "identity")
 
 
-def signed_sidecar(sidecars: Sidecars, identities: Identities, agent_id: str) -> str:
+def signed_sidecar(sidecars: Sidecars, identities: Identities, agent_id: str) -> SidecarProcess:
     directory = identities.issue(agent_id)
-    return sidecars.start(agent_id, MAS_CREDENTIALS_DIR=str(directory)).url
+    return sidecars.start(agent_id, MAS_CREDENTIALS_DIR=str(directory))
 
 
 def inbox_envelopes(client: redis.Redis) -> list[tuple[bytes, dict[str, object]]]:
@@ -155,7 +156,7 @@ async def test_an_expired_token_and_an_unsigned_message_are_refused(
 async def test_without_credentials_a_sidecar_cannot_send_where_signing_is_required(
     sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities
 ) -> None:
-    alice = Api(http, sidecars.start("default/alice").url)
+    alice = Api(http, sidecars.start("default/alice"))
     sidecars.start("default/bob")
 
     status, body = await alice.call("POST", "/v1/messages", {"to": "bob", "type": "x"})
@@ -179,10 +180,9 @@ async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
 ) -> None:  # fmt: skip
     """Any agent may append to another's reply stream; forged replies must not answer."""
     alice_dir = identities.issue("default/alice")
-    alice_url = sidecars.start(
-        "default/alice", replica="r1", MAS_CREDENTIALS_DIR=str(alice_dir)
-    ).url
-    alice = Api(http, alice_url)
+    alice = Api(
+        http, sidecars.start("default/alice", replica="r1", MAS_CREDENTIALS_DIR=str(alice_dir))
+    )
     signed_sidecar(sidecars, identities, "default/bob")
     mallory_dir = identities.issue("default/mallory")
     bob_dir = identities.issue("default/bob")
@@ -232,7 +232,7 @@ async def test_a_sidecar_whose_token_expired_sends_nothing_and_is_not_ready_unti
 ) -> None:  # fmt: skip
     alice_dir = identities.issue("default/alice")
     alice_sidecar = sidecars.start("default/alice", MAS_CREDENTIALS_DIR=str(alice_dir))
-    alice = Api(http, alice_sidecar.url)
+    alice = Api(http, alice_sidecar)
     bob = Api(http, signed_sidecar(sidecars, identities, "default/bob"))
     await bob.send("alice", "question")
     [question] = await alice.collect(1, ack=False)  # alice will answer it once expired
@@ -242,7 +242,9 @@ async def test_a_sidecar_whose_token_expired_sends_nothing_and_is_not_ready_unti
     await eventually(lambda: "has expired" in log.read_text(), "the expired token loaded")
 
     ready = await alice.call("GET", "/readyz")
-    async with http.post(alice.base_url + "/v1/messages", json={"to": "bob", "type": "x"}) as sent:
+    async with http.post(
+        alice.base_url + "/v1/messages", json={"to": "bob", "type": "x"}, headers=alice.headers
+    ) as sent:
         single = (sent.status, await sent.json(), sent.headers.get("Retry-After"))
     batch = await alice.call(
         "POST", "/v1/messages/batch", {"messages": [{"to": "bob", "type": "a"}] * 2}
@@ -304,7 +306,7 @@ async def test_a_dead_letter_that_no_longer_authenticates_is_kept_and_its_sender
     stored envelope carries, and the receiver cannot sign for the sender."""
     bob = Api(http, signed_sidecar(sidecars, identities, "default/bob"))
     alice_dir = identities.issue("default/alice")
-    alice = Api(http, sidecars.start("default/alice", MAS_CREDENTIALS_DIR=str(alice_dir)).url)
+    alice = Api(http, sidecars.start("default/alice", MAS_CREDENTIALS_DIR=str(alice_dir)))
     key = load_private_key_pem((alice_dir / "agent.key").read_bytes())
     expired = issue_token(
         identities.anchor.private_key, agent_id="default/alice", roles=[], capabilities=[],
@@ -323,6 +325,7 @@ async def test_a_dead_letter_that_no_longer_authenticates_is_kept_and_its_sender
         subprocess.run,
         [sys.executable, "-c", "import sys; from mas.cli import main; sys.exit(main())",
          "dead-letters", "replay", dead["id"], "--sidecar", bob.base_url],
+        env={**os.environ, "MAS_SIDECAR_TOKEN": bob.token},  # as the agent's environment has it
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     kept = await bob.dead_letters()
@@ -343,7 +346,7 @@ async def test_a_dead_letter_is_not_replayed_before_a_gateway_policy_is_loaded(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
     redis_client.flushall()  # no policy published: nothing could be judged
-    bob = Api(http, sidecars.start("default/bob").url)
+    bob = Api(http, sidecars.start("default/bob"))
     envelope = Envelope(
         id="01NOPOLICY000000000000000", sender="default/alice", target="default/bob",
         type="hello", created_at=int(time.time() * 1000),

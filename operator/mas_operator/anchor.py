@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from base64 import b64decode, b64encode
 
-from mas.credentials import ANCHOR_KEY_FILE, ANCHOR_PUB_FILE, Anchor
+from mas.credentials import ANCHOR_KEY_FILE, ANCHOR_PUB_FILE, Anchor, new_anchor
 from mas.identity import (
     KeyFormatError,
-    generate_private_key,
-    key_id,
     load_private_key_pem,
     private_key_to_pem,
     public_key_to_pem,
@@ -55,15 +53,14 @@ def anchor_from_secret(secret: Manifest) -> Anchor:
         key = load_private_key_pem(b64decode(encoded))
     except (KeyFormatError, ValueError) as exc:
         raise AnchorError(f"{ANCHOR_KEY_FILE}: {exc}") from None
-    return Anchor(key, key.public_key(), key_id(key.public_key()))
+    return Anchor.of(key)
 
 
 def load_or_create_anchor(kube: KubeApi, *, namespace: str, name: str) -> Anchor:
     """The anchor in Secret ``namespace/name``, created with a new key if there is none."""
     existing = kube.get_secret(namespace, name)
     if existing is None:
-        key = generate_private_key()
-        fresh = Anchor(key, key.public_key(), key_id(key.public_key()))
+        fresh = new_anchor()
         created = kube.create_secret(anchor_secret(namespace=namespace, name=name, anchor=fresh))
         if created is not None:
             return fresh

@@ -8,12 +8,15 @@ call them: parse the resource, build, apply, report status.
 What an agent runs as:
 
 * a ``v1/Secret`` ``<name>-mas-credentials`` holding the agent's key, identity token, trusted
-  anchor keys and ``redis-url`` (the Redis URL with the agent's ACL user and password);
+  anchor keys, ``redis-url`` (the Redis URL with the agent's ACL user and password) and
+  ``api-token`` (the token the agent presents to its sidecar's API);
 * an ``apps/v1/Deployment`` ``<name>`` whose pods run the agent container next to the policing
-  sidecar. Only the sidecar gets the Secret: ``redis-url`` as ``MAS_REDIS_URL`` and the
-  credential files, read-only, at :data:`CREDENTIALS_DIR` (the layout of
-  :mod:`mas.credentials`). The agent container gets ``MAS_SIDECAR_URL`` and ``MAS_AGENT_ID``,
-  never a Redis credential.
+  sidecar. Only the sidecar mounts the Secret: every file above, read-only, at
+  :data:`CREDENTIALS_DIR` (the layout of :mod:`mas.credentials`; the Redis URL and the API token
+  named by ``MAS_REDIS_URL_FILE`` and ``MAS_SIDECAR_TOKEN_FILE``, never in an environment
+  variable). The agent container gets ``MAS_SIDECAR_URL``, ``MAS_AGENT_ID`` and the one key
+  ``api-token`` as ``MAS_SIDECAR_TOKEN`` (a ``secretKeyRef``: the kubelet hands it that value
+  and nothing else of the Secret), never a Redis credential or a key.
 
 Both containers run under Kubernetes' *restricted* Pod Security Standard: non-root, no
 privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root filesystem
@@ -31,8 +34,9 @@ from base64 import b64encode
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from mas.credentials import AGENT_KEY_FILE, TOKEN_FILE, TRUST_DIR
-from mas.manifests import AGENT_KIND, API_VERSION, NON_ROOT_ID, AgentManifest
+from mas.credentials import AGENT_KEY_FILE, API_TOKEN_FILE, REDIS_URL_FILE, TOKEN_FILE, TRUST_DIR
+from mas.manifests import AGENT_KIND, API_VERSION, CONTROL_PLANE_ENV, NON_ROOT_ID, AgentManifest
+from mas.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV
 from mas_operator.config import OperatorConfig
 
 Manifest = dict[str, Any]
@@ -40,7 +44,6 @@ Manifest = dict[str, Any]
 CREDENTIALS_DIR = "/var/run/mas/credentials"
 CREDENTIALS_VOLUME = "mas-credentials"
 SECRET_SUFFIX = "-mas-credentials"
-REDIS_URL_KEY = "redis-url"
 AGENT_CONTAINER = "agent"
 SIDECAR_CONTAINER = "mas-sidecar"
 SPEC_HASH_ANNOTATION = "mas.dev/spec-hash"
@@ -50,7 +53,6 @@ CREDENTIAL_FILE_MODE = 0o444  # root-owned files; only the sidecar container mou
 # Spec fields that do not shape a pod: scaling must not restart pods, local mode is not ours.
 _UNHASHED = frozenset({"replicas", "local", "deletionPolicy"})
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_RESERVED_AGENT_ENV = frozenset({"MAS_SIDECAR_URL", "MAS_AGENT_ID"})
 # The volume types of the restricted Pod Security Standard; hostPath only where the settings say.
 RESTRICTED_VOLUME_TYPES = (
     "configMap",
@@ -151,11 +153,11 @@ def credentials_secret(
     """The agent's credentials Secret.
 
     ``files`` maps a path in the credentials directory of :mod:`mas.credentials`
-    (``agent.key``, ``token``, ``trust/<kid>.pub``, optionally ``agent.pub``) to its content,
-    plus ``redis-url`` (the agent's Redis URL with its ACL password). In the Secret,
-    ``trust/<kid>.pub`` becomes the key ``trust.<kid>.pub`` (see :func:`trust_secret_key`).
+    (``agent.key``, ``token``, ``trust/<kid>.pub``, ``redis-url``, ``api-token``, optionally
+    ``agent.pub``) to its content. In the Secret, ``trust/<kid>.pub`` becomes the key
+    ``trust.<kid>.pub`` (see :func:`trust_secret_key`).
     """
-    required = (AGENT_KEY_FILE, TOKEN_FILE, REDIS_URL_KEY)
+    required = (AGENT_KEY_FILE, TOKEN_FILE, REDIS_URL_FILE, API_TOKEN_FILE)
     missing = [name for name in required if name not in files]
     if missing:
         raise BuildError(f"the credentials lack {', '.join(missing)}")
@@ -206,8 +208,8 @@ def _probe(path: str, port: int, host_network: bool, period: int, failures: int)
 
 def _credential_items(trust_kids: Sequence[str]) -> list[Manifest]:
     items = [
-        {"key": AGENT_KEY_FILE, "path": AGENT_KEY_FILE},
-        {"key": TOKEN_FILE, "path": TOKEN_FILE},
+        {"key": name, "path": name}
+        for name in (AGENT_KEY_FILE, TOKEN_FILE, REDIS_URL_FILE, API_TOKEN_FILE)
     ]
     items += [
         {"key": trust_secret_key(kid), "path": f"{TRUST_DIR}/{kid}.pub"}
@@ -224,10 +226,8 @@ def _sidecar_container(agent: AgentManifest, image: str, trust_kids: Sequence[st
         "image": spec.sidecar.image or image,
         "command": ["mas", "sidecar", "--agent-id", agent.agent_id, "--port", str(port)],
         "env": [
-            {
-                "name": "MAS_REDIS_URL",
-                "valueFrom": {"secretKeyRef": {"name": secret_name(agent), "key": REDIS_URL_KEY}},
-            },
+            {"name": "MAS_REDIS_URL_FILE", "value": f"{CREDENTIALS_DIR}/{REDIS_URL_FILE}"},
+            {"name": TOKEN_FILE_ENV, "value": f"{CREDENTIALS_DIR}/{API_TOKEN_FILE}"},
             {"name": "MAS_CREDENTIALS_DIR", "value": CREDENTIALS_DIR},
             {"name": "MAS_REPLICA_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "MAS_CAPABILITIES", "value": ",".join(spec.capabilities)},
@@ -278,14 +278,19 @@ def _agent_container(agent: AgentManifest) -> Manifest:
     spec = agent.spec
     if not spec.image:
         raise BuildError(f"agent {agent.agent_id} has no spec.image")
-    env = [
+    env: list[Manifest] = [
         {"name": var.name, "value": var.value}
         for var in spec.env
-        if var.name not in _RESERVED_AGENT_ENV
+        if var.name not in CONTROL_PLANE_ENV
     ]
     env += [
         {"name": "MAS_SIDECAR_URL", "value": f"http://127.0.0.1:{spec.sidecar.port}"},
         {"name": "MAS_AGENT_ID", "value": agent.agent_id},
+        {
+            # One key of the credentials Secret, as a value: the agent mounts nothing of it.
+            "name": TOKEN_ENV,
+            "valueFrom": {"secretKeyRef": {"name": secret_name(agent), "key": API_TOKEN_FILE}},
+        },
     ]
     container: Manifest = {
         "name": AGENT_CONTAINER,

@@ -1,12 +1,13 @@
 """What goes into an agent's credentials Secret, decided from what is there already.
 
-An agent keeps its key pair and Redis password across reconciles (both are read back from its
-Secret); its identity token is reissued only when due: missing or unreadable, past half its
-lifetime, signed by another anchor, or carrying other roles or capabilities than the spec. So a
-reconcile that changes nothing produces byte-identical Secret data, and the Secret is not
-rewritten. The files themselves are :func:`mas.credentials.credential_files`, the same ones
-``mas up`` writes to disk. Pure except for fresh randomness (new keys, new passwords); the
-clock comes in as ``now``. Used by :mod:`mas_operator.handlers` (reconcile and rotation timer).
+An agent keeps its key pair, Redis password and sidecar API token across reconciles (all are
+read back from its Secret); its identity token is reissued only when due: missing or
+unreadable, past half its lifetime, signed by another anchor, or carrying other roles or
+capabilities than the spec. So a reconcile that changes nothing produces byte-identical Secret
+data, and the Secret is not rewritten. The files themselves are
+:func:`mas.credentials.credential_files`, the same ones ``mas up`` writes to disk. Pure except
+for fresh randomness (new keys, passwords, API tokens); the clock comes in as ``now``. Used by
+:mod:`mas_operator.handlers` (reconcile and rotation timer).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mas.acl import agent_redis_url, generate_password
 from mas.credentials import (
     AGENT_KEY_FILE,
+    API_TOKEN_FILE,
+    REDIS_URL_FILE,
     TOKEN_FILE,
     Anchor,
     CredentialsError,
@@ -35,7 +38,7 @@ from mas.identity import (
     load_private_key_pem,
 )
 from mas.manifests import AgentManifest
-from mas_operator.builders import REDIS_URL_KEY
+from mas.sidecar_token import check_token, new_token
 
 Manifest = Mapping[str, object]
 
@@ -48,6 +51,7 @@ class Existing:
     claims: TokenClaims | None = None
     token: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    api_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,23 @@ def read_existing(secret: Manifest | None, *, anchor: Anchor, agent_id: str) -> 
             claims, token = parsed.claims, parsed.token
         except CredentialsError:
             claims = token = None
-    url = files.get(REDIS_URL_KEY, b"").decode("utf-8", "replace")
+    url = files.get(REDIS_URL_FILE, b"").decode("utf-8", "replace")
     password = urlsplit(url).password if url else None
-    return Existing(agent_key, claims, token, unquote(password) if password else None)
+    return Existing(
+        agent_key,
+        claims,
+        token,
+        unquote(password) if password else None,
+        _api_token(files.get(API_TOKEN_FILE, b"")),
+    )
+
+
+def _api_token(raw: bytes) -> str | None:
+    """The sidecar API token stored in the Secret, None when absent or unusable."""
+    try:
+        return check_token(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def token_due(
@@ -115,12 +133,14 @@ def plan_credentials(
     ttl_seconds: int,
     now: float,
 ) -> CredentialPlan:
-    """The agent's Secret files: kept key, password and (unless due) token; new where missing.
+    """The agent's Secret files: kept key, password, API token and (unless due) identity token;
+    new where missing.
 
     ``redis_url`` is the Redis URL sidecars use, without credentials.
     """
     agent_key = existing.agent_key or generate_private_key()
     password = existing.password or generate_password()
+    api_token = existing.api_token or new_token()
     claims, token = existing.claims, existing.token
     reissue = (
         existing.agent_key is None
@@ -145,7 +165,8 @@ def plan_credentials(
             check_time=False,
         ).claims
     files = credential_files(anchor.public_key, agent_key, token)
-    files[REDIS_URL_KEY] = agent_redis_url(redis_url, agent.agent_id, password).encode("utf-8")
+    files[REDIS_URL_FILE] = agent_redis_url(redis_url, agent.agent_id, password).encode("utf-8")
+    files[API_TOKEN_FILE] = api_token.encode("ascii")
     return CredentialPlan(files=files, claims=claims, password=password, reissued=reissue)
 
 

@@ -92,6 +92,7 @@ class Agent(Generic[StateT]):
         *,
         state_model: type[StateT] | None = None,
         sidecar_url: str | None = None,
+        sidecar_token: str | None = None,
         concurrency: int = 16,
         stop_timeout: float = 30.0,
         startup_timeout: float = 60.0,
@@ -100,6 +101,7 @@ class Agent(Generic[StateT]):
             raise ValueError("concurrency must be at least 1")
         self._state_model = cast(type[StateT], state_model or EmptyState)
         self._sidecar_url = sidecar_url
+        self._sidecar_token = sidecar_token
         self._stop_timeout = stop_timeout
         self._startup_timeout = startup_timeout
         self._client: SidecarClient | None = None
@@ -176,7 +178,7 @@ class Agent(Generic[StateT]):
         """Load identity and state, publish metadata, run :meth:`on_start`, take deliveries."""
         if self._client is not None:
             raise MasError("the agent is already started")
-        client = SidecarClient(self._sidecar_url)
+        client = SidecarClient(self._sidecar_url, token=self._sidecar_token)
         self._client = client
         try:
             self._id = str((await self._first_contact(client))["id"])

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -36,11 +37,13 @@ from mas.credentials import (
     load_agent_credentials,
     load_anchor,
 )
+from mas.envflags import env_secret
 from mas.errors import MasError
 from mas.identity import IdentityError
 from mas.local.processes import ProcessStartError
 from mas.local.redis_server import RedisServerError
 from mas.local.supervisor import Supervisor, UpOptions
+from mas.local.users import DEFAULT_UID_BASE
 from mas.manifests import ManifestError, load_directory
 from mas.names import InvalidAgentIdError, qualify
 from mas.policy.document import compile_policies
@@ -59,6 +62,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _uid(text: str) -> int:
+    value = int(text)
+    if not 1000 <= value <= 4_000_000_000:
+        raise argparse.ArgumentTypeError(f"must be 1000 to 4000000000, not {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -74,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run a directory of Agent manifests on this machine")
     up.add_argument("directory", type=Path, metavar="DIR", help="directory of *.yaml manifests")
     up.add_argument(
-        "--redis-url", metavar="URL", help="use this Redis instead of starting an embedded one"
+        "--redis-url",
+        metavar="URL",
+        help="use this Redis instead of starting an embedded one (default: $MAS_REDIS_URL, or "
+        "the file $MAS_REDIS_URL_FILE names; a password on this command line is visible to "
+        "every local process, the agents included)",
     )
     up.add_argument(
         "--duration", type=_positive, metavar="S", help="stop S seconds after the agents started"
@@ -86,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(".mas/logs"),
         help="where sidecars log (default .mas/logs)",
     )
+    up.add_argument(
+        "--uid-base",
+        type=_uid,
+        default=DEFAULT_UID_BASE,
+        metavar="UID",
+        help="run as root: agent i runs as uid UID+2i, its sidecars as UID+2i+1, ids without "
+        f"a user of their own (default {DEFAULT_UID_BASE})",
+    )
 
     commands.add_parser(
         "sidecar", help="run one sidecar (mas sidecar --help for its options)", add_help=False
@@ -96,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sidecar",
         metavar="URL",
         default=os.environ.get("MAS_SIDECAR_URL"),
-        help="the agent's sidecar (default $MAS_SIDECAR_URL)",
+        help="the agent's sidecar (default $MAS_SIDECAR_URL; its token: $MAS_SIDECAR_TOKEN or "
+        "the file $MAS_SIDECAR_TOKEN_FILE)",
     )
     dead = commands.add_parser("dead-letters", help="list, replay or delete dead letters")
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -131,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     redis_url = argparse.ArgumentParser(add_help=False)
     redis_url.add_argument(
         "--redis-url",
-        default=os.environ.get("MAS_REDIS_URL"),
         metavar="URL",
-        help="Redis holding the trail (default MAS_REDIS_URL)",
+        help="Redis holding the trail (default: $MAS_REDIS_URL, or the file $MAS_REDIS_URL_FILE "
+        "names)",
     )
     redis_url.add_argument("agent", metavar="AGENT", help="the agent's id, namespace/name")
     audit_actions = trail.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -151,11 +174,24 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _redis_url(args: argparse.Namespace) -> str | None:
+    """``--redis-url``, else ``MAS_REDIS_URL`` or the file ``MAS_REDIS_URL_FILE`` names
+    (ValueError when both are set or the file cannot be read)."""
+    return str(args.redis_url) if args.redis_url else env_secret(os.environ, "MAS_REDIS_URL")
+
+
 def _up(args: argparse.Namespace) -> int:
     try:
         agents, policies = load_directory(args.directory)
-    except ManifestError as exc:
+        redis_url = _redis_url(args)
+    except (ManifestError, ValueError) as exc:
         return _fail(str(exc), USAGE_ERROR)
+    if args.redis_url and urlsplit(args.redis_url).password:
+        print(
+            "mas: warning: the password in --redis-url shows on this command line to every local "
+            "process, the agents included; name a file holding the URL in MAS_REDIS_URL_FILE",
+            file=sys.stderr,
+        )
     policy = (
         compile_policies((p.metadata.namespace, p.metadata.name, p.spec) for p in policies)
         if policies
@@ -164,8 +200,9 @@ def _up(args: argparse.Namespace) -> int:
     options = UpOptions(
         directory=args.directory,
         log_dir=args.log_dir.resolve(),
-        redis_url=args.redis_url,
+        redis_url=redis_url,
         duration=args.duration,
+        uid_base=args.uid_base,
     )
     try:
         return Supervisor(agents, policy, options, sys.stdout).run()
@@ -226,13 +263,20 @@ def _identity(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    if not args.redis_url:
-        return _fail("no Redis URL: pass --redis-url or set MAS_REDIS_URL", USAGE_ERROR)
+    try:
+        url = _redis_url(args)
+    except ValueError as exc:
+        return _fail(str(exc), USAGE_ERROR)
+    if not url:
+        return _fail(
+            "no Redis URL: pass --redis-url or set MAS_REDIS_URL_FILE (or MAS_REDIS_URL)",
+            USAGE_ERROR,
+        )
     try:
         agent_id = qualify(args.agent)
     except InvalidAgentIdError as exc:
         return _fail(str(exc), USAGE_ERROR)
-    client = redis.Redis.from_url(args.redis_url)
+    client = redis.Redis.from_url(url)
     try:
         if args.action == "verify":
             return 0 if verify_trail(client, agent_id, sys.stdout) else TAMPERED
@@ -241,7 +285,7 @@ def _audit(args: argparse.Namespace) -> int:
         else:
             tail_trail(client, agent_id, sys.stdout, last=args.n, follow=args.follow)
     except redis.RedisError as exc:
-        where = masked_url(args.redis_url)
+        where = masked_url(url)
         return _fail(f"cannot read the audit trail at {where}: {exc}", RUN_ERROR)
     except KeyboardInterrupt:
         pass

@@ -1,9 +1,11 @@
 """An async HTTP client for the sidecar API (docs/sidecar-api.md), one method per endpoint.
 
 Agent programs normally use :class:`mas.Agent`, which drives this client; it is also usable on
-its own (scripts, tests, other frameworks). Every error answer of the sidecar is raised as the
-matching :class:`mas.errors.SidecarError`; failures to reach the sidecar at all surface as
-``aiohttp.ClientError`` or ``TimeoutError``.
+its own (scripts, tests, other frameworks). Every request carries the agent's token
+(``Authorization: Bearer``, see :mod:`mas.sidecar_token`), which the control plane gives the
+agent as ``MAS_SIDECAR_TOKEN`` (or a file named by ``MAS_SIDECAR_TOKEN_FILE``). Every error
+answer of the sidecar is raised as the matching :class:`mas.errors.SidecarError`; failures to
+reach the sidecar at all surface as ``aiohttp.ClientError`` or ``TimeoutError``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import aiohttp
 import orjson
 
 from mas.coalesce import Coalescer
+from mas.envflags import env_secret
 from mas.errors import ErrorCode, MasError, SidecarError, sidecar_error
+from mas.sidecar_token import TOKEN_ENV, authorization
 
 _JSON = {"Content-Type": "application/json"}
 COALESCED_BATCH = 100  # calls per shared request, at most
@@ -27,16 +31,29 @@ COALESCED_IN_FLIGHT = 2  # requests of one kind under way before calls start to 
 
 
 class SidecarClient:
-    """Talks to one sidecar at ``base_url`` (default: the ``MAS_SIDECAR_URL`` environment)."""
+    """Talks to one sidecar at ``base_url`` (default: the ``MAS_SIDECAR_URL`` environment)
+    with the agent's ``token`` (default: ``MAS_SIDECAR_TOKEN``, or the file
+    ``MAS_SIDECAR_TOKEN_FILE`` names; none for a sidecar that serves every caller)."""
 
     def __init__(
-        self, base_url: str | None = None, *, timeout: float = 30.0, coalesce: bool = True
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        coalesce: bool = True,
     ) -> None:
         """``coalesce``: concurrent :meth:`send` and :meth:`ack` calls share batch requests
         (:mod:`mas.coalesce`); off, each call is its own request."""
         url = base_url or os.environ.get("MAS_SIDECAR_URL")
         if not url:
             raise MasError("no sidecar URL: pass base_url or set MAS_SIDECAR_URL")
+        if token is None:
+            try:
+                token = env_secret(os.environ, TOKEN_ENV)
+            except ValueError as exc:
+                raise MasError(str(exc)) from None
+        self._headers = {"Authorization": authorization(token)} if token else {}
         self.base_url = url.rstrip("/")
         self.timeout = timeout
         self._default_timeout = aiohttp.ClientTimeout(total=timeout)
@@ -262,6 +279,7 @@ class SidecarClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
+                headers=self._headers,
                 timeout=self._default_timeout,
                 # Loopback only, and a request() may hold its connection for minutes: no pool cap.
                 connector=aiohttp.TCPConnector(limit=0),

@@ -7,9 +7,18 @@
     <agent dir>/token            the agent's identity token (see :mod:`mas.identity`)
     <agent dir>/trust/<kid>.pub  anchor public keys trusted for incoming messages (several
                                  during an anchor rotation; the file name is the key id)
+    <agent dir>/redis-url        the sidecar's Redis URL with the agent's ACL password (mode
+                                 0600; the sidecar's ``MAS_REDIS_URL_FILE``)
+    <agent dir>/api-token        the token the agent must present to its sidecar (mode 0600;
+                                 the sidecar's ``MAS_SIDECAR_TOKEN_FILE``)
+
+``mas up`` keeps its anchor in memory only (:func:`new_anchor`); ``mas identity init-anchor``
+writes one to disk for those who run sidecars by hand.
 
 Every file is written atomically (a temporary file in the same directory, then a rename), so a
-reader sees the old file or the new one, never half of one. A renewal writes the trust keys
+reader sees the old file or the new one, never half of one; given an ``owner`` (uid, gid), the
+directories and files belong to that user before anyone can see them (``mas up`` running as
+root writes each sidecar's credentials for that sidecar's own user). A renewal writes the trust keys
 first and the token last; a reader that catches the set between two files finds it inconsistent
 (:class:`CredentialsError`) and tries again later. Private keys never appear in messages or
 reprs. Used by the sidecar's credential store, local mode (``mas up``) and ``mas identity``.
@@ -47,6 +56,8 @@ AGENT_KEY_FILE = "agent.key"
 AGENT_PUB_FILE = "agent.pub"
 TOKEN_FILE = "token"
 TRUST_DIR = "trust"
+REDIS_URL_FILE = "redis-url"
+API_TOKEN_FILE = "api-token"
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
 DIRECTORY_MODE = 0o700
@@ -58,6 +69,9 @@ class CredentialsError(IdentityError):
     reason = "bad_credentials"
 
 
+Owner = tuple[int, int]  # (uid, gid) of files written for another user
+
+
 @dataclass(frozen=True)
 class Anchor:
     """A trust anchor's key pair."""
@@ -65,6 +79,11 @@ class Anchor:
     private_key: Ed25519PrivateKey = field(repr=False)
     public_key: Ed25519PublicKey = field(repr=False)
     kid: str
+
+    @classmethod
+    def of(cls, private_key: Ed25519PrivateKey) -> Anchor:
+        """The anchor whose private key is ``private_key``."""
+        return cls(private_key, private_key.public_key(), key_id(private_key.public_key()))
 
 
 @dataclass(frozen=True)
@@ -81,8 +100,9 @@ class AgentCredentials:
         return tuple(sorted(self.trust))
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` (file mode ``mode``) so readers never see half of it."""
+def write_atomic(path: Path, data: bytes, mode: int, owner: Owner | None = None) -> None:
+    """Replace ``path`` with ``data`` (file mode ``mode``, belonging to ``owner`` when given)
+    so readers never see half of it."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -90,12 +110,23 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+            if owner is not None:
+                os.fchown(handle.fileno(), *owner)
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
         raise
+
+
+def private_directory(directory: Path, owner: Owner | None = None) -> None:
+    """Create ``directory`` (and its parents) if needed; it gets mode 0700, and belongs to
+    ``owner`` when given."""
+    directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    if owner is not None:
+        os.chown(directory, *owner)
+    os.chmod(directory, DIRECTORY_MODE)
 
 
 def _read(path: Path) -> bytes:
@@ -116,32 +147,36 @@ def _load_private(path: Path) -> Ed25519PrivateKey:
 # -- the trust anchor ---------------------------------------------------------------------------
 
 
+def new_anchor() -> Anchor:
+    """A new trust anchor, in memory only."""
+    return Anchor.of(generate_private_key())
+
+
 def create_anchor(directory: Path) -> Anchor:
     """Create a new trust anchor in ``directory``; refuses to replace an existing one."""
     directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
     if (directory / ANCHOR_KEY_FILE).exists():
         raise CredentialsError(f"{directory} already holds a trust anchor")
-    key = generate_private_key()
-    write_atomic(directory / ANCHOR_KEY_FILE, private_key_to_pem(key), PRIVATE_MODE)
-    write_atomic(directory / ANCHOR_PUB_FILE, public_key_to_pem(key.public_key()), PUBLIC_MODE)
-    return Anchor(key, key.public_key(), key_id(key.public_key()))
+    anchor = new_anchor()
+    write_atomic(directory / ANCHOR_KEY_FILE, private_key_to_pem(anchor.private_key), PRIVATE_MODE)
+    write_atomic(directory / ANCHOR_PUB_FILE, public_key_to_pem(anchor.public_key), PUBLIC_MODE)
+    return anchor
 
 
 def load_anchor(directory: Path) -> Anchor:
     """The trust anchor stored in ``directory``."""
-    key = _load_private(directory / ANCHOR_KEY_FILE)
-    return Anchor(key, key.public_key(), key_id(key.public_key()))
+    return Anchor.of(_load_private(directory / ANCHOR_KEY_FILE))
 
 
 # -- an agent's credentials ---------------------------------------------------------------------
 
 
-def add_trust(directory: Path, public_key: Ed25519PublicKey) -> str:
+def add_trust(directory: Path, public_key: Ed25519PublicKey, owner: Owner | None = None) -> str:
     """Trust ``public_key`` as an anchor in the agent directory ``directory``; its key id."""
     trust = directory / TRUST_DIR
-    trust.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    private_directory(trust, owner)
     kid = key_id(public_key)
-    write_atomic(trust / f"{kid}.pub", public_key_to_pem(public_key), PUBLIC_MODE)
+    write_atomic(trust / f"{kid}.pub", public_key_to_pem(public_key), PUBLIC_MODE, owner)
     return kid
 
 
@@ -195,14 +230,15 @@ def issue_agent_credentials(
     issuer: str = DEFAULT_ISSUER,
     rotate_key: bool = False,
     now: float | None = None,
+    owner: Owner | None = None,
 ) -> AgentCredentials:
-    """Write (or renew) the credentials of ``agent_id`` into ``directory``.
+    """Write (or renew) the credentials of ``agent_id`` into ``directory`` (for ``owner``).
 
     An existing agent key is kept unless ``rotate_key``; the anchor joins the trusted keys (other
     trusted anchors stay). The token is written last.
     """
-    directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-    (directory / TRUST_DIR).mkdir(mode=DIRECTORY_MODE, exist_ok=True)
+    private_directory(directory, owner)
+    private_directory(directory / TRUST_DIR, owner)
     key_path = directory / AGENT_KEY_FILE
     agent_key: Ed25519PrivateKey | None = None
     if key_path.exists() and not rotate_key:
@@ -222,7 +258,7 @@ def issue_agent_credentials(
     )
     for path, content in credential_files(anchor.public_key, agent_key, token).items():
         private = path in (AGENT_KEY_FILE, TOKEN_FILE)
-        write_atomic(directory / path, content, PRIVATE_MODE if private else PUBLIC_MODE)
+        write_atomic(directory / path, content, PRIVATE_MODE if private else PUBLIC_MODE, owner)
     return load_agent_credentials(directory, agent_id=agent_id, check_time=False)
 
 

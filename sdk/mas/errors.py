@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     BODY_TIMEOUT = "body_timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAUTHENTICATED_CLIENT = "unauthenticated_client"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNKNOWN_AGENT = "unknown_agent"
@@ -61,6 +62,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.BODY_TIMEOUT: 408,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.UNAUTHENTICATED_CLIENT: 401,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.UNKNOWN_AGENT: 404,

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, Field, ValidationError
 from mas.names import DEFAULT_NAMESPACE, LABEL, is_label
 from mas.policy.document import GatewayPolicySpec
 from mas.schema import ResourceModel
+from mas.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV
 
 GROUP = "mas.dev"
 VERSION = "v1alpha1"
@@ -97,8 +98,14 @@ class ObjectMeta(ResourceModel):
     annotations: dict[str, str] = Field(default_factory=dict, description="Kubernetes annotations.")
 
 
+# What the control plane sets in the agent's environment; ``spec.env`` entries of these names
+# are dropped (they would point the agent at another sidecar, or hand it the wrong token).
+CONTROL_PLANE_ENV = frozenset({"MAS_SIDECAR_URL", "MAS_AGENT_ID", TOKEN_ENV, TOKEN_FILE_ENV})
+
+
 class EnvVar(ResourceModel):
-    """One ``spec.env`` entry, given to the agent process."""
+    """One ``spec.env`` entry, given to the agent process; MAS_SIDECAR_URL, MAS_AGENT_ID,
+    MAS_SIDECAR_TOKEN and MAS_SIDECAR_TOKEN_FILE are set by the control plane instead."""
 
     name: EnvName = Field(
         description="Variable name: letters, digits, '_', '-' and '.', not starting with a digit."

@@ -6,7 +6,8 @@ current process with that server (:func:`os.execv`, so in a container the server
 receives SIGTERM directly). The administrator password comes from the environment variable
 ``MAS_REDIS_PASSWORD`` and never appears on a command line or on disk: the whole configuration
 is handed to the server on its standard input (``valkey-server -``), through a pipe filled
-before the exec.
+before the exec; the configuration is :func:`mas.local.redis_server.server_config`, the same
+that ``mas up``'s embedded server gets.
 
 Called by :mod:`mas.cli` (``mas redis-server --port 6379 --dir /data``).
 """
@@ -16,55 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from mas.local.redis_server import RedisServerError, embedded_binary
+from mas.local.redis_server import RedisServerError, ServerSettings, embedded_binary, server_config
 
 PASSWORD_ENV = "MAS_REDIS_PASSWORD"
 _PIPE_LIMIT = 60_000  # stays under the smallest pipe buffer, so the write can never block
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What the server is told; turned into Valkey configuration by :func:`server_config`."""
-
-    port: int
-    bind: str
-    data_dir: Path
-    append_only: bool
-    password: str
-    log_level: str = "notice"
-
-
-def _quote(value: str) -> str:
-    """``value`` as a double-quoted Valkey configuration argument (any byte survives)."""
-    out = []
-    for char in value:
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif char.isprintable() and char.isascii():
-            out.append(char)
-        else:
-            out.extend(f"\\x{byte:02x}" for byte in char.encode())
-    return '"' + "".join(out) + '"'
-
-
-def server_config(settings: ServerSettings) -> str:
-    """The Valkey configuration file text for ``settings`` (it contains the password)."""
-    lines = [
-        f"port {settings.port}",
-        f"bind {settings.bind}",
-        f"dir {_quote(str(settings.data_dir))}",
-        f"requirepass {_quote(settings.password)}",
-        f"appendonly {'yes' if settings.append_only else 'no'}",
-        'save ""',
-        "daemonize no",
-        "protected-mode yes",
-        'logfile ""',
-        f"loglevel {settings.log_level}",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -21,7 +21,7 @@ from aiohttp import web
 from mas import functions
 from mas_sidecar.components import COMPONENTS, Components
 from mas_sidecar.config import SidecarConfig
-from mas_sidecar.http import BODY_TIMEOUT, METRICS_KEY, middleware
+from mas_sidecar.http import API_TOKEN, BODY_TIMEOUT, METRICS_KEY, middleware
 from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.routes import agents, dead_letters, deliveries, messages, state, system
@@ -36,6 +36,7 @@ def build_app(config: SidecarConfig) -> web.Application:
     app = web.Application(middlewares=[middleware], client_max_size=config.max_body_bytes)
     app[METRICS_KEY] = metrics
     app[BODY_TIMEOUT] = config.body_timeout_ms / 1000
+    app[API_TOKEN] = config.api_token.encode() if config.api_token is not None else None
     app[COMPONENTS] = Components.build(config, metrics)
     app[deliveries.STOPPING] = asyncio.Event()
     for module in (messages, deliveries, state, agents, dead_letters, system):

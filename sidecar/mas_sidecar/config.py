@@ -3,6 +3,12 @@
 Used by :mod:`mas_sidecar.main`; every component receives the parts it needs. Bad values fail at
 start-up with :class:`~mas_sidecar.errors.ConfigError`, never later.
 
+Secrets come from files where the control plane can put them there: the Redis URL (which carries
+the agent's ACL password) from ``MAS_REDIS_URL_FILE`` (or ``MAS_REDIS_URL``, or ``--redis-url``),
+the API token its agent must present from ``MAS_SIDECAR_TOKEN_FILE`` (or ``MAS_SIDECAR_TOKEN``);
+see :func:`mas.envflags.env_secret`. A sidecar without a token refuses to start, unless
+``MAS_SIDECAR_INSECURE_NO_TOKEN=true`` says that any local process may use it.
+
 Redis Cluster: set ``MAS_REDIS_CLUSTER=true``, or give the URL the scheme ``redis+cluster://``
 (``rediss+cluster://`` for TLS), naming any one node; the sidecar then connects with a cluster
 client (:mod:`mas_sidecar.redis_client`). Every agent's keys share one hash slot, so the same
@@ -20,8 +26,9 @@ from typing import Any
 
 import orjson
 
-from mas.envflags import env_flag
+from mas.envflags import env_flag, env_secret
 from mas.names import InvalidAgentIdError, namespace_of, qualify
+from mas.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.redis_client import cluster_url
 
@@ -32,8 +39,9 @@ class SidecarConfig:
 
     agent_id: str
     port: int
-    redis_url: str
+    redis_url: str = field(repr=False)
     replica: str
+    api_token: str | None = field(default=None, repr=False)  # None: serve every caller
     redis_cluster: bool = False
     capabilities: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
@@ -65,7 +73,8 @@ class SidecarConfig:
         redis_url: str | None,
         env: Mapping[str, str] = os.environ,
     ) -> SidecarConfig:
-        """Arguments win over ``MAS_AGENT_ID``, ``MAS_SIDECAR_PORT``, ``MAS_REDIS_URL``."""
+        """Arguments win over ``MAS_AGENT_ID``, ``MAS_SIDECAR_PORT``, ``MAS_REDIS_URL`` (or
+        ``MAS_REDIS_URL_FILE``)."""
         raw_id = agent_id or env.get("MAS_AGENT_ID")
         if not raw_id:
             raise ConfigError("an agent id is required (--agent-id or MAS_AGENT_ID)")
@@ -73,9 +82,11 @@ class SidecarConfig:
             full_id = qualify(raw_id)
         except InvalidAgentIdError as exc:
             raise ConfigError(str(exc)) from exc
-        url = redis_url or env.get("MAS_REDIS_URL")
+        url = redis_url or _secret(env, "MAS_REDIS_URL")
         if not url:
-            raise ConfigError("a Redis URL is required (--redis-url or MAS_REDIS_URL)")
+            raise ConfigError(
+                "a Redis URL is required (MAS_REDIS_URL_FILE, MAS_REDIS_URL or --redis-url)"
+            )
         url, cluster = cluster_url(url, _bool(env, "MAS_REDIS_CLUSTER"))
         max_connections = _int(env, "MAS_MAX_CONNECTIONS", 1024, 2, 65_536)
         max_subscribers = _int(env, "MAS_MAX_SUBSCRIBERS", 64, 1, 10_000)
@@ -106,7 +117,37 @@ class SidecarConfig:
             max_subscribers=max_subscribers,
             registry_ttl_ms=_int(env, "MAS_REGISTRY_TTL_MS", 10_000, 300, 3_600_000),
             log_level=env.get("MAS_LOG_LEVEL", "INFO").upper(),
+            api_token=_api_token(env),
         )
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    try:
+        return env_secret(env, name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _api_token(env: Mapping[str, str]) -> str | None:
+    """The token the agent must present, or None when ``MAS_SIDECAR_INSECURE_NO_TOKEN`` says
+    that any local process may use the API; ConfigError when neither is set, or both."""
+    token = _secret(env, TOKEN_ENV)
+    insecure = _bool(env, "MAS_SIDECAR_INSECURE_NO_TOKEN")
+    if token is not None and insecure:
+        raise ConfigError(
+            f"MAS_SIDECAR_INSECURE_NO_TOKEN=true and a token ({TOKEN_ENV}) contradict each other"
+        )
+    if token is None and not insecure:
+        raise ConfigError(
+            f"the API needs its agent's token: set {TOKEN_FILE_ENV} (or {TOKEN_ENV}); "
+            "MAS_SIDECAR_INSECURE_NO_TOKEN=true lets any local process use it instead"
+        )
+    if token is None:
+        return None
+    try:
+        return check_token(token)
+    except ValueError as exc:
+        raise ConfigError(f"{TOKEN_ENV}: {exc}") from None
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

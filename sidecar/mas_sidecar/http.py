@@ -7,11 +7,19 @@
 bounds how long a body may take to arrive (``BODY_TIMEOUT``, ``MAS_BODY_TIMEOUT_MS``): a client
 that trickles its body is answered ``408 body_timeout`` and its connection closed, instead of
 holding a handler forever (the other connection bounds are in :mod:`mas_sidecar.server`).
+
+Before anything else, the middleware checks that the request carries the agent's token
+(``API_TOKEN``, see :mod:`mas.sidecar_token`): the API listens on a loopback that other local
+processes share (every process of the machine in local mode, every pod with ``hostNetwork``),
+so the token, not the address, is what makes a caller the sidecar's own agent. Only the probes
+(``OPEN_PATHS``) answer without it; the comparison takes the same time whatever the token
+presented, and the body of a refused request is never read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -24,6 +32,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from mas.errors import ErrorCode
+from mas.sidecar_token import SCHEME, presented
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
 
@@ -34,6 +43,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 METRICS_KEY = web.AppKey("metrics", Metrics)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # seconds
+# The token requests must present (bytes, for the comparison); None serves every caller.
+API_TOKEN: web.AppKey[bytes | None] = web.AppKey("api_token")
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # what the kubelet and ``mas up`` probe
 _JSON_TYPES = ("application/json",)
 MAX_JSON_DEPTH = 64  # far beyond real payloads; well below what the JSON encoders can nest
 # A JSON string (skipped whole) or one bracket.
@@ -174,13 +186,32 @@ async def _receive_body(request: web.Request) -> None:
     reading.result()  # raises as the read did (e.g. the body is too large)
 
 
+def _check_token(request: web.Request, route: str) -> None:
+    """Raise ``unauthenticated_client`` unless the request presents the agent's token (or needs
+    none: a probe, or a sidecar serving every caller)."""
+    expected = request.app[API_TOKEN]
+    if expected is None or route in OPEN_PATHS:
+        return
+    token = presented(request.headers.get("Authorization"))
+    # compare_digest takes as long for any token of a given length, right or wrong.
+    if token is None or not hmac.compare_digest(token.encode("utf-8", "replace"), expected):
+        raise ApiError(
+            ErrorCode.UNAUTHENTICATED_CLIENT,
+            "this sidecar serves its own agent only: send Authorization: Bearer with the "
+            "agent's token ($MAS_SIDECAR_TOKEN)",
+            {"WWW-Authenticate": f'{SCHEME} realm="mas-sidecar"'},
+        )
+
+
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every failure as an error document, and count and time every request."""
+    """Refuse callers without the agent's token, answer every failure as an error document,
+    and count and time every request."""
     started = time.perf_counter()
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     try:
+        _check_token(request, route)
         await _receive_body(request)
         response = await handler(request)
     except ApiError as exc:

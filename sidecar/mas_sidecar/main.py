@@ -24,7 +24,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--agent-id", help="namespace/name of the agent (MAS_AGENT_ID)")
     parser.add_argument("--port", type=int, help="port on 127.0.0.1 (MAS_SIDECAR_PORT)")
-    parser.add_argument("--redis-url", help="redis://[user:password@]host:port/db (MAS_REDIS_URL)")
+    parser.add_argument(
+        "--redis-url",
+        help="redis://[user:password@]host:port/db (MAS_REDIS_URL_FILE, MAS_REDIS_URL); a "
+        "password here is visible to every local user",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if config.api_token is None:
+        logging.getLogger("mas_sidecar").warning(
+            "MAS_SIDECAR_INSECURE_NO_TOKEN: any local process may use this sidecar's API"
+        )
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up
 

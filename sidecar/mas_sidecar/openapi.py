@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 description of the HTTP API, built from the request models.
 
 Served on ``GET /v1/openapi.json``; request schemas come from :mod:`mas_sidecar.models`, so the
-document cannot drift from what the routes accept.
+document cannot drift from what the routes accept. Every operation needs the agent's bearer
+token (:mod:`mas.sidecar_token`) except the probes (:data:`mas_sidecar.http.OPEN_PATHS`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 
 from mas.errors import ErrorCode
 from mas_sidecar import models
+from mas_sidecar.http import OPEN_PATHS
 
 _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, dict[str, str]]] = [
     ("post", "/v1/messages", "Send a message", models.SendMessage, {"202": "accepted: {id}"}),
@@ -84,6 +86,8 @@ def build_openapi() -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
         operation: dict[str, Any] = {"summary": summary, "responses": responses}
+        if path in OPEN_PATHS:
+            operation["security"] = []
         if "{id}" in path:
             operation["parameters"] = [
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -98,5 +102,16 @@ def build_openapi() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "mas sidecar", "version": "1"},
         "paths": paths,
-        "components": {"schemas": {"Error": _ERROR_SCHEMA}},
+        "security": [{"agentToken": []}],
+        "components": {
+            "schemas": {"Error": _ERROR_SCHEMA},
+            "securitySchemes": {
+                "agentToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the agent's token: $MAS_SIDECAR_TOKEN "
+                    "(401 unauthenticated_client without it)",
+                }
+            },
+        },
     }

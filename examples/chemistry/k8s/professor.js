@@ -1,7 +1,9 @@
 // The chemistry example's professor: a mas agent in plain Node.js (20+), no npm packages.
 //
 // It speaks HTTP to its sidecar ($MAS_SIDECAR_URL) with the built-in fetch, like an agent in any
-// language would: it publishes its metadata (PUT /v1/self), takes deliveries from the
+// language would, presenting its token on every request (Authorization: Bearer, from
+// $MAS_SIDECAR_TOKEN or the file $MAS_SIDECAR_TOKEN_FILE names: the sidecar serves no one else).
+// It publishes its metadata (PUT /v1/self), takes deliveries from the
 // server-sent-events stream (GET /v1/deliveries) and settles each one: a `homework.question`
 // gets a `homework.answer` reply (POST /v1/deliveries/{id}/reply) and an ack; a `homework.thanks`
 // note is acked; anything else is rejected (dead-lettered with the reason); a failure nacks it
@@ -16,7 +18,13 @@
 // folder into the ConfigMap that carries it into the cluster; `mas up` runs it from there too.
 "use strict";
 
+const fs = require("node:fs");
+
 const SIDECAR = (process.env.MAS_SIDECAR_URL || "http://127.0.0.1:8790").replace(/\/$/, "");
+const TOKEN = process.env.MAS_SIDECAR_TOKEN_FILE
+  ? fs.readFileSync(process.env.MAS_SIDECAR_TOKEN_FILE, "utf8").trim()
+  : process.env.MAS_SIDECAR_TOKEN || "";
+const AUTHORIZATION = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
 const OPENAI_URL = (process.env.OPENAI_BASE_URL || "https://api.openai.com/v1").replace(
   /\/$/,
   "",
@@ -160,7 +168,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function sidecar(method, path, body) {
   const response = await fetch(`${SIDECAR}${path}`, {
     method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    headers:
+      body === undefined ? AUTHORIZATION : { ...AUTHORIZATION, "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
@@ -201,7 +210,7 @@ async function handle(delivery) {
 /** Read the server-sent events of GET /v1/deliveries until the stream ends. */
 async function consume() {
   const response = await fetch(`${SIDECAR}/v1/deliveries`, {
-    headers: { Accept: "text/event-stream" },
+    headers: { ...AUTHORIZATION, Accept: "text/event-stream" },
   });
   if (!response.ok) throw new Error(`GET /v1/deliveries: HTTP ${response.status}`);
   const decoder = new TextDecoder();

@@ -16,6 +16,7 @@ from typing import IO
 
 from mas.local.display import Console
 from mas.local.processes import ChildProcess
+from mas.local.users import RunAs
 
 
 class AgentProcess(ChildProcess):
@@ -29,8 +30,9 @@ class AgentProcess(ChildProcess):
         cwd: Path,
         console: Console,
         prefix: str,
+        user: RunAs | None = None,
     ) -> None:
-        super().__init__(args, env=env, cwd=cwd)
+        super().__init__(args, env=env, cwd=cwd, user=user)
         self.console = console
         self.prefix = prefix
         self.started_at = 0.0
@@ -46,6 +48,7 @@ class AgentProcess(ChildProcess):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **self.user_options(),
         )
         self._pump = threading.Thread(
             target=self._copy_output,

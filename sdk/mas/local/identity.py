@@ -1,43 +1,95 @@
-"""Local mode's identities: a trust anchor per folder and credentials for each agent.
+"""Local mode's identities: a trust anchor held in memory and credentials for each agent.
 
-``mas up`` plays the operator's part: it keeps a trust anchor in ``<state>/identity/anchor``
-(reused across runs, so messages queued in an external Redis still verify), issues every agent
-a key pair and a token for its roles and capabilities, hands the directory to the agent's
-sidecar only (``MAS_CREDENTIALS_DIR``), and renews each token at half its lifetime; sidecars
-pick renewed tokens up without a restart. Used by :mod:`mas.local.supervisor`.
+``mas up`` plays the operator's part. It makes a new trust anchor at start and keeps its private
+key in its own memory only, never on disk, so no agent can mint identities; it issues every
+agent a key pair and a token for its roles and capabilities into that agent's credentials
+directory (a private directory of the run, handed to the agent's sidecars only,
+``MAS_CREDENTIALS_DIR``, and owned by the sidecars' user when ``mas up`` runs as root), and
+renews each token at half its lifetime; sidecars pick renewed tokens up without a restart.
+
+Only the anchor's *public* key outlives the run, in ``<state>/anchor.pub``: the next run trusts
+it too (if the file belongs to the user running it), so messages a run left queued in an
+external Redis still verify after a restart; nobody can sign with that key any more, since it
+died with its run. Earlier versions kept the anchor's and the agents' private keys in
+``<state>/identity``; that directory is removed. Used by
+:mod:`mas.local.supervisor`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from mas.credentials import Anchor, create_anchor, issue_agent_credentials, load_anchor
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from mas.credentials import (
+    PUBLIC_MODE,
+    Anchor,
+    add_trust,
+    issue_agent_credentials,
+    new_anchor,
+    write_atomic,
+)
+from mas.identity import KeyFormatError, load_public_key_pem, public_key_to_pem
+from mas.local.users import RunAs
 from mas.manifests import AgentManifest
 
 TOKEN_TTL_SECONDS = 3600
-ANCHOR_DIR = "anchor"
+ANCHOR_PUB_FILE = "anchor.pub"
+LEGACY_DIR = "identity"  # where earlier versions kept private keys on disk
+
+
+def credentials_dir(runtime_dir: Path, agent_id: str) -> Path:
+    """The credentials directory of ``agent_id``'s sidecars in the run's private directory."""
+    return runtime_dir / agent_id.replace("/", "_")
 
 
 class LocalIdentity:
-    """The anchor of one folder and the credential directories of its agents."""
+    """The run's anchor (in memory) and the credential directories of its agents.
 
-    def __init__(self, directory: Path, agents: list[AgentManifest]) -> None:
-        self.directory = directory
+    ``runtime_dir`` holds the credentials directories; ``state_dir`` keeps the anchor's public
+    key for the next run; ``owners`` says which user each agent's directory belongs to.
+    """
+
+    def __init__(
+        self,
+        runtime_dir: Path,
+        state_dir: Path,
+        agents: list[AgentManifest],
+        owners: Mapping[str, RunAs | None],
+    ) -> None:
+        self.runtime_dir = runtime_dir
+        self.state_dir = state_dir
         self._agents = {agent.agent_id: agent for agent in agents}
+        self._owners = dict(owners)
         self._anchor: Anchor | None = None
+        self._previous: Ed25519PublicKey | None = None
         self._renew_at: dict[str, float] = {}
 
     def credentials_dir(self, agent_id: str) -> Path:
-        return self.directory / agent_id.replace("/", "_")
+        return credentials_dir(self.runtime_dir, agent_id)
 
-    def issue_all(self) -> None:
-        """Create (or load) the anchor and issue every agent's credentials."""
-        anchor_dir = self.directory / ANCHOR_DIR
-        exists = (anchor_dir / "anchor.key").exists()
-        self._anchor = load_anchor(anchor_dir) if exists else create_anchor(anchor_dir)
+    def issue_all(self) -> bool:
+        """Make the anchor and issue every agent's credentials; True when private keys that
+        earlier versions left in the state directory were removed."""
+        legacy = self.state_dir / LEGACY_DIR
+        removed = (legacy / "anchor" / "anchor.key").is_file()
+        if removed:
+            shutil.rmtree(legacy)
+        pub_path = self.state_dir / ANCHOR_PUB_FILE
+        with contextlib.suppress(OSError, KeyFormatError):
+            if pub_path.stat().st_uid == os.geteuid():  # not planted by another user
+                self._previous = load_public_key_pem(pub_path.read_bytes())
+        self._anchor = new_anchor()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(pub_path, public_key_to_pem(self._anchor.public_key), PUBLIC_MODE)
         for agent_id in self._agents:
             self._issue(agent_id)
+        return removed
 
     def renew_due(self) -> list[str]:
         """Renew the tokens past half their lifetime; the agents renewed."""
@@ -51,12 +103,18 @@ class LocalIdentity:
         if self._anchor is None:
             raise RuntimeError("issue_all() first")
         spec = self._agents[agent_id].spec
+        user = self._owners.get(agent_id)
+        owner = user.owner if user is not None else None
+        directory = self.credentials_dir(agent_id)
         issue_agent_credentials(
             self._anchor,
-            self.credentials_dir(agent_id),
+            directory,
             agent_id=agent_id,
             roles=spec.roles,
             capabilities=spec.capabilities,
             ttl_seconds=TOKEN_TTL_SECONDS,
+            owner=owner,
         )
+        if self._previous is not None:
+            add_trust(directory, self._previous, owner)
         self._renew_at[agent_id] = time.time() + TOKEN_TTL_SECONDS / 2

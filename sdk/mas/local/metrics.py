@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from mas.sidecar_token import authorization
+
 SENT = "mas_messages_sent_total"
 DELIVERED = "mas_deliveries_total"
 
@@ -37,10 +39,14 @@ def message_counts(text: str) -> MessageCounts:
     return MessageCounts(sent=totals.get(SENT), delivered=totals.get(DELIVERED))
 
 
-def scrape(base_url: str, timeout: float = 0.5) -> MessageCounts:
-    """The counters of the sidecar at ``base_url``; unknown when it does not answer."""
+def scrape(base_url: str, token: str, timeout: float = 0.5) -> MessageCounts:
+    """The counters of the sidecar at ``base_url`` (asked with its agent's ``token``); unknown
+    when it does not answer."""
+    request = urllib.request.Request(
+        f"{base_url}/metrics", headers={"Authorization": authorization(token)}
+    )
     try:
-        with urllib.request.urlopen(f"{base_url}/metrics", timeout=timeout) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return message_counts(answer.read().decode("utf-8", errors="replace"))
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return MessageCounts()

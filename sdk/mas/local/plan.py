@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mas.manifests import AgentManifest
+from mas.manifests import CONTROL_PLANE_ENV, AgentManifest
 
 _PYTHON_NAMES = frozenset({"python", "python3"})
 
@@ -62,12 +62,13 @@ def sidecar_env(agent: AgentManifest, index: int) -> dict[str, str]:
 def agent_env(agent: AgentManifest, sidecar_url: str) -> dict[str, str]:
     """What the agent program gets on top of the inherited environment.
 
-    ``spec.env``, then the sidecar's URL and the agent id (which ``spec.env`` cannot override),
-    and unbuffered Python output so lines show up on the console as they are printed.
+    ``spec.env``, then the sidecar's URL and the agent id (``spec.env`` cannot set those, nor
+    the token, which the supervisor adds), and unbuffered Python output so lines show up on the
+    console as they are printed.
     """
     return {
         "PYTHONUNBUFFERED": "1",
-        **{var.name: var.value for var in agent.spec.env},
+        **{var.name: var.value for var in agent.spec.env if var.name not in CONTROL_PLANE_ENV},
         "MAS_SIDECAR_URL": sidecar_url,
         "MAS_AGENT_ID": agent.agent_id,
     }

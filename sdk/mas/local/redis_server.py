@@ -5,7 +5,14 @@ tests need no Redis install; any ``redis-server``-compatible binary can be named
 server runs in the foreground of a child process (not daemonized), so it can be stopped, or
 killed, by PID. Persistence is off unless ``append_only`` is asked for.
 
-Used by ``mas up`` (the embedded default) and by the test fixtures.
+The server's ``default`` user has a password (generated unless given), so no local process can
+connect without it. The password never appears on the server's command line, in its
+environment or on disk: the whole configuration (:func:`server_config`) goes to the server on
+its standard input (``valkey-server -``), as ``mas redis-server`` does too. :attr:`RedisServer.url`
+carries it.
+
+Used by ``mas up`` (the embedded default), ``mas redis-server`` (the configuration) and by the
+test fixtures.
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
+
+from mas.acl import generate_password
 
 
 class RedisServerError(RuntimeError):
@@ -44,6 +55,48 @@ def embedded_binary() -> str:
     return path
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the server is told; turned into Valkey configuration by :func:`server_config`."""
+
+    port: int
+    bind: str
+    data_dir: Path
+    append_only: bool
+    password: str
+    log_level: str = "notice"
+
+
+def _quote(value: str) -> str:
+    """``value`` as a double-quoted Valkey configuration argument (any byte survives)."""
+    out = []
+    for char in value:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char.isprintable() and char.isascii():
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode())
+    return '"' + "".join(out) + '"'
+
+
+def server_config(settings: ServerSettings) -> str:
+    """The Valkey configuration file text for ``settings`` (it contains the password)."""
+    lines = [
+        f"port {settings.port}",
+        f"bind {settings.bind}",
+        f"dir {_quote(str(settings.data_dir))}",
+        f"requirepass {_quote(settings.password)}",
+        f"appendonly {'yes' if settings.append_only else 'no'}",
+        'save ""',
+        "daemonize no",
+        "protected-mode yes",
+        'logfile ""',
+        f"loglevel {settings.log_level}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 class RedisServer:
     """A server process on ``127.0.0.1:<port>``; a context manager that starts and stops it."""
 
@@ -52,15 +105,19 @@ class RedisServer:
         binary: str | None = None,
         *,
         port: int | None = None,
+        password: str | None = None,
         append_only: bool = False,
         data_dir: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
-        """``extra_args`` are more server options (e.g. cluster mode), passed as they are."""
+        """``password`` is the ``default`` user's (generated when None; several servers that
+        form one cluster share one); ``extra_args`` are more server options (e.g. cluster
+        mode), passed on the command line as they are, so they must hold no secret."""
         self.binary = binary or embedded_binary()
         if shutil.which(self.binary) is None:
             raise RedisServerError(f"Redis server binary {self.binary!r} not found")
         self.port = port or free_port()
+        self.password = password or generate_password()
         self.append_only = append_only
         self.extra_args = tuple(extra_args)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -72,25 +129,35 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The administrator's URL (it carries the password: never print it as it is)."""
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and wait until it answers PING."""
-        args = [
-            self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--appendonly", "yes" if self.append_only else "no",
-            "--protected-mode", "yes",
-            "--loglevel", "warning",
-            *self.extra_args,
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        config = server_config(
+            ServerSettings(
+                port=self.port,
+                bind="127.0.0.1",
+                data_dir=self.data_dir,
+                append_only=self.append_only,
+                password=self.password,
+                log_level="warning",
+            )
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        # "-": the configuration comes on standard input, then the options of the command line.
+        self.process = subprocess.Popen(
+            [self.binary, "-", *self.extra_args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError), self.process.stdin as stdin:
+            stdin.write(config.encode())
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1
+        )
         deadline = time.monotonic() + timeout
         try:
             while True:

@@ -6,13 +6,29 @@ a process that fails is restarted with exponential back-off and counted, an agen
 is left completed, and a summary table is printed every few seconds and whenever a status
 changes. On SIGINT/SIGTERM (or after ``duration``) it stops agents, then sidecars, then Redis.
 
+What it keeps apart (see :mod:`mas.local.users`): the embedded Redis has a generated
+administrator password, which only ``mas up`` knows; each agent gets its own Redis user (held
+by its sidecars), its own identity (the trust anchor's key stays in ``mas up``'s memory) and its
+own API token, which its sidecars require of every caller. Credentials live in a private
+directory of the run, removed when it stops. Run as root, every agent program and its sidecars
+run as unprivileged users of their own, so the kernel keeps each agent from the others' and the
+sidecars' secrets (unless those users cannot reach the interpreter or the agents' folders: then
+everything runs as root, and it says why); run as anyone else, everything runs as that user.
+Which of these holds is the first thing it says.
+
 Used by the ``mas up`` command (:mod:`mas.cli`).
 """
 
 from __future__ import annotations
 
+import getpass
+import importlib.util
 import io
+import shutil
 import signal
+import sys
+import sysconfig
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,15 +51,40 @@ from mas.local.plan import ReplicaPlan, plan_replicas
 from mas.local.processes import ChildProcess, SidecarProcess
 from mas.local.redis_server import RedisServer, free_port
 from mas.local.restarts import Restarts
+from mas.local.users import (
+    DEFAULT_UID_BASE,
+    EXECUTE,
+    READ,
+    LocalUsers,
+    RunAs,
+    local_users,
+    unreachable,
+)
 from mas.manifests import AgentManifest
 from mas.policy.document import CompiledPolicy
 from mas.policy.publish import publish_policy
 from mas.registry import register_agent
+from mas.sidecar_token import TOKEN_ENV, new_token
 
 TABLE_EVERY = 5.0
 TICK = 0.2
 AGENT_GRACE = 10.0
 SIDECAR_READY_TIMEOUT = 15.0
+NOT_ROOT = (
+    "mas up runs as {user}, not root: agents run as your user and are not isolated from each "
+    "other, from the sidecars or from your files"
+)
+CANNOT_ISOLATE = (
+    "NOT ISOLATED: running as root, mas up would run each agent and its sidecars as users of "
+    "their own (uids from --uid-base {base}), but {problems}. So every process runs as root, "
+    "and agents are not isolated from each other, from the sidecars or from this machine. "
+    "Make those paths readable by others (chmod o+rx), or install mas in a virtual environment "
+    "that others can read, or choose another --uid-base"
+)
+ISOLATED = (
+    "agents and their sidecars run as users of their own (uids {first}-{last}): no agent can "
+    "read another's secrets or its sidecars'"
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +95,7 @@ class UpOptions:
     log_dir: Path
     redis_url: str | None = None
     duration: float | None = None
+    uid_base: int = DEFAULT_UID_BASE
 
 
 @dataclass
@@ -102,6 +144,36 @@ def describe_exit(code: int | None) -> str:
     return f"status {code}"
 
 
+def _installed() -> list[Path]:
+    """What every agent and sidecar process reads: this interpreter, the installed packages,
+    and the ``mas`` and ``mas_sidecar`` packages (in the source tree for an editable install)."""
+    paths = [Path(sys.executable), Path(sysconfig.get_paths()["purelib"])]
+    for package in ("mas", "mas_sidecar"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None:
+            paths.append(Path(spec.origin).parent)
+    return paths
+
+
+def _unreachable(user: RunAs, needs: list[tuple[Path, int]]) -> list[str]:
+    """What of ``needs`` (paths and the access wanted) ``user`` cannot reach: one description
+    each, the same for every user kept out the same way."""
+    return [
+        f"their users cannot reach {path} ({why})"
+        for path, access in needs
+        if (why := unreachable(path, user, access)) is not None
+    ]
+
+
+def _program(plan: ReplicaPlan) -> Path | None:
+    """The file ``plan``'s command runs, when it can be found (else the run says why)."""
+    command = plan.command[0]
+    if "/" in command:
+        return plan.cwd / command
+    found = shutil.which(command)
+    return Path(found) if found else None
+
+
 def _in_parallel(action: Callable[[ChildProcess], object], processes: list[ChildProcess]) -> None:
     if processes:
         with ThreadPoolExecutor(max_workers=len(processes)) as pool:
@@ -121,11 +193,21 @@ class Supervisor:
         self.options = options
         self.policy = policy
         self.agents = [agent for agent in agents if agent.spec.local is not None]
-        self.identity = LocalIdentity(options.log_dir.parent / "identity", agents)
+        self._index = {agent.agent_id: index for index, agent in enumerate(self.agents)}
+        # Each agent's API token: its sidecars require it, its program presents it.
+        self._tokens = {agent.agent_id: new_token() for agent in self.agents}
         self._agent_urls: dict[str, str] = {}
         ports: Iterator[int] = iter(free_port, None)
         self.plans = plan_replicas(agents, options.directory.resolve(), ports)
         self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
+        self._runtime = tempfile.TemporaryDirectory(prefix="mas-up-")
+        self.users, self._users_said = self._choose_users(local_users(options.uid_base))
+        self.identity = LocalIdentity(
+            Path(self._runtime.name),
+            options.log_dir.parent,
+            self.agents,
+            {agent_id: self.users.sidecar(index) for agent_id, index in self._index.items()},
+        )
         self.replicas: list[Replica] = []
         self.redis: RedisServer | None = None
         self.redis_url = options.redis_url or ""
@@ -152,24 +234,28 @@ class Supervisor:
         return 0
 
     def _start(self) -> None:
+        self.console.progress(self._users_said)
         if self.options.redis_url is None:
             self.redis = RedisServer()
             self.redis.start()
             self.redis_url = self.redis.url
             pid = self.redis.process.pid if self.redis.process else None
-            self.console.progress(f"redis ready at {self.redis_url} (pid {pid})")
+            self.console.progress(f"redis ready at {masked_url(self.redis_url)} (pid {pid})")
         else:
             self.console.progress(f"using redis at {masked_url(self.redis_url)}")
         self._publish_policy()
         self._register_agents()
         self._create_acl_users()
-        self.identity.issue_all()
-        self.console.progress(f"agent credentials issued in {self.identity.directory}")
+        if self.identity.issue_all():
+            self.console.progress(
+                f"removed the private keys earlier versions kept in {self.options.log_dir.parent}"
+            )
+        self.console.progress("agent credentials issued (the trust anchor stays in memory)")
         self.console.progress(f"sidecar logs in {self.options.log_dir}")
         for plan in self.plans:
             sidecar = self._sidecar(plan)
             # Start every sidecar before waiting for any: they become ready concurrently.
-            ChildProcess.start(sidecar)
+            sidecar.start(wait=False)
             self.replicas.append(Replica(plan, sidecar, sidecar_started_at=time.monotonic()))
         for replica in self.replicas:
             replica.sidecar.wait_ready(SIDECAR_READY_TIMEOUT)
@@ -180,6 +266,31 @@ class Supervisor:
         for replica in self.replicas:
             if not self.stopping.is_set():
                 self._start_agent(replica)
+
+    def _choose_users(self, wanted: LocalUsers) -> tuple[LocalUsers, str]:
+        """The users to run as, and what to say about it: ``wanted`` when they are free and
+        can reach what they need, else the invoking user's, saying why."""
+        if not wanted.isolated:
+            return wanted, NOT_ROOT.format(user=getpass.getuser())
+        runtime = Path(self._runtime.name)
+        runtime.chmod(0o711)  # each sidecar's user enters its own directory, lists none
+        problems = wanted.taken(len(self.agents))
+        for plan in self.plans:
+            index = self._index[plan.agent_id]
+            sidecar, agent = wanted.sidecar(index), wanted.agent(index)
+            assert sidecar is not None and agent is not None
+            needs = [(path, READ | EXECUTE) for path in _installed()]
+            problems += _unreachable(sidecar, [*needs, (runtime, EXECUTE)])
+            needs.append((plan.cwd, READ | EXECUTE))
+            program = _program(plan)
+            if program is not None:
+                needs.append((program, EXECUTE))
+            problems += _unreachable(agent, needs)
+        base = self.options.uid_base
+        if problems:
+            said = CANNOT_ISOLATE.format(base=base, problems="; ".join(dict.fromkeys(problems)))
+            return LocalUsers(None), said
+        return wanted, ISOLATED.format(first=base, last=base + 2 * len(self.agents) - 1)
 
     def _publish_policy(self) -> None:
         """Put the folder's gateway policies in force before any sidecar starts."""
@@ -229,25 +340,27 @@ class Supervisor:
         self.console.progress(f"{len(self._agent_urls)} least-privilege Redis users created")
 
     def _sidecar(self, plan: ReplicaPlan) -> SidecarProcess:
+        directory = self.identity.credentials_dir(plan.agent_id)
         return SidecarProcess(
             plan.agent_id,
             self._agent_urls.get(plan.agent_id, self.redis_url),
             port=plan.port,
-            env={
-                **plan.sidecar_env,
-                "MAS_CREDENTIALS_DIR": str(self.identity.credentials_dir(plan.agent_id)),
-            },
+            env={**plan.sidecar_env, "MAS_CREDENTIALS_DIR": str(directory)},
             log_path=self.options.log_dir / plan.log_file_name(),
+            token=self._tokens[plan.agent_id],
+            credentials_dir=directory,
+            user=self.users.sidecar(self._index[plan.agent_id]),
         )
 
     def _start_agent(self, replica: Replica) -> None:
         plan = replica.plan
         replica.agent = AgentProcess(
             plan.command,
-            env=plan.agent_env,
+            env={**plan.agent_env, TOKEN_ENV: self._tokens[plan.agent_id]},
             cwd=plan.cwd,
             console=self.console,
             prefix=plan.output_prefix,
+            user=self.users.agent(self._index[plan.agent_id]),
         )
         replica.agent.start()
         self.console.progress(f"agent {plan.label} started (pid {replica.agent.pid})")
@@ -288,7 +401,7 @@ class Supervisor:
             replica.sidecar = self._sidecar(replica.plan)
             replica.sidecar_started_at = now
             # Not waiting for readiness keeps supervising the others; the agent retries meanwhile.
-            ChildProcess.start(replica.sidecar)
+            replica.sidecar.start(wait=False)
             self.console.progress(
                 f"sidecar {replica.plan.label} restarted (pid {replica.sidecar.pid})"
             )
@@ -327,7 +440,9 @@ class Supervisor:
     def _print_table(self) -> None:
         for replica in self.replicas:
             if replica.sidecar.running():
-                replica.counts = scrape(replica.plan.sidecar_url)
+                replica.counts = scrape(
+                    replica.plan.sidecar_url, self._tokens[replica.plan.agent_id]
+                )
         self.console.table([replica.row() for replica in self.replicas])
 
     def _verify_audit_trails(self) -> None:
@@ -365,4 +480,5 @@ class Supervisor:
         if self.redis is not None:
             self.console.progress("stopping redis")
             self.redis.stop()
+        self._runtime.cleanup()  # the credentials of the run
         self.console.progress("stopped")
