@@ -3,10 +3,11 @@
 ``helm install`` of ``helm/mas`` (with the real Helm engine) brings up the operator and the
 embedded Redis; the healthcare example's Agents and GatewayPolicy are applied with kubectl; the
 tests then watch what a user would: pods with their sidecars (under the restricted Pod Security
-Standard), messages delivered, a denied message denied and audited, an SSN redacted at the
-receiver, a policy change in force without restarting a pod, an invalid Agent refused by the API
-server, an Agent mounting another agent's credentials refused by the operator, an Agent's Redis
-user gone with it, and ``helm upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind.
+Standard; each sidecar serving only the agent holding its token), messages delivered, a denied
+message denied and audited, an SSN redacted at the receiver, a policy change in force without
+restarting a pod, an invalid Agent refused by the API server, an Agent mounting another agent's
+credentials refused by the operator, an Agent's Redis user gone with it, and ``helm upgrade``,
+``rollback`` and ``uninstall`` leaving nothing behind.
 
 Redis is inspected from inside the Redis pod (``kubectl exec``), so the same tests run on the
 local host-network cluster and on kind. The tests of this module share one release and run in
@@ -190,20 +191,42 @@ def logs(cluster: E2ECluster, namespace: str, name: str) -> str:
     )
 
 
-def send_as(cluster: E2ECluster, namespace: str, name: str, message: dict[str, Any]) -> int:
-    """POST ``message`` to the agent's own sidecar from inside its agent container; the status."""
+def call_from(
+    cluster: E2ECluster,
+    namespace: str,
+    name: str,
+    path: str,
+    message: dict[str, Any] | None = None,
+    *,
+    port: int | None = None,
+    with_token: bool = True,
+) -> int:
+    """From inside the agent container of ``name``: a request to its own sidecar (or to the one
+    on ``port`` of the pod's loopback), with the token the container was given (unless not
+    ``with_token``), POSTing ``message`` if given; the status."""
     script = (
         "import json, os, sys, urllib.request, urllib.error\n"
-        "request = urllib.request.Request(os.environ['MAS_SIDECAR_URL'] + '/v1/messages',"
-        " data=sys.argv[1].encode(), headers={'Content-Type': 'application/json'})\n"
+        "base = os.environ['MAS_SIDECAR_URL'] if sys.argv[1] == '-' else"
+        " 'http://127.0.0.1:' + sys.argv[1]\n"
+        "body = sys.argv[3].encode() if sys.argv[3] != '-' else None\n"
+        "request = urllib.request.Request(base + sys.argv[2], data=body,"
+        " headers={'Content-Type': 'application/json'})\n"
+        "if sys.argv[4] == 'token':\n"
+        "    request.add_header('Authorization', 'Bearer ' + os.environ['MAS_SIDECAR_TOKEN'])\n"
         "try:\n    print(urllib.request.urlopen(request, timeout=10).status)\n"
         "except urllib.error.HTTPError as error:\n    print(error.code)\n"
     )
     out = cluster.kubectl(
         "exec", "-n", namespace, f"deployment/{name}", "-c", "agent", "--",
-        "python", "-c", script, json.dumps(message),
+        "python", "-c", script, "-" if port is None else str(port), path,
+        "-" if message is None else json.dumps(message), "token" if with_token else "none",
     )  # fmt: skip
     return int(out.strip())
+
+
+def send_as(cluster: E2ECluster, namespace: str, name: str, message: dict[str, Any]) -> int:
+    """POST ``message`` to the agent's own sidecar from inside its agent container; the status."""
+    return call_from(cluster, namespace, name, "/v1/messages", message)
 
 
 def test_the_operator_starts_and_publishes_the_policy(release: Release) -> None:
@@ -241,9 +264,18 @@ def test_agents_talk_through_their_sidecars_under_the_policy(
         (pod,) = pods_of(cluster, namespace, name)
         containers = {c["name"]: c for c in pod["spec"]["containers"]}
         assert set(containers) == {"agent", "mas-sidecar"}
-        agent_env = {e["name"] for e in containers["agent"].get("env", [])}
+        agent_env = {e["name"]: e for e in containers["agent"].get("env", [])}
         assert "MAS_SIDECAR_URL" in agent_env and "MAS_REDIS_URL" not in agent_env
-        assert "volumeMounts" not in containers["agent"], "no credentials, no API token"
+        # Its sidecar's API token, the one key of the credentials Secret it gets, as a value;
+        # no mount: no credentials, no Kubernetes API token.
+        assert agent_env["MAS_SIDECAR_TOKEN"]["valueFrom"] == {
+            "secretKeyRef": {"name": f"{name}-mas-credentials", "key": "api-token"}
+        }
+        assert json.dumps(containers["agent"]).count("secretKeyRef") == 1
+        assert "volumeMounts" not in containers["agent"]
+        sidecar_env = {e["name"]: e for e in containers["mas-sidecar"]["env"]}
+        assert sidecar_env["MAS_REDIS_URL_FILE"]["value"].endswith("/redis-url")
+        assert "secretKeyRef" not in json.dumps(containers["mas-sidecar"])  # secrets as files
         assert all(s["ready"] for s in pod["status"]["containerStatuses"])
         # The restricted Pod Security Standard, and the example still runs under it.
         assert pod["spec"]["securityContext"]["runAsUser"] == 65532
@@ -252,6 +284,18 @@ def test_agents_talk_through_their_sidecars_under_the_policy(
         assert agent_context["readOnlyRootFilesystem"] is True
         assert agent_context["allowPrivilegeEscalation"] is False
         assert agent_context["capabilities"] == {"drop": ["ALL"]}
+
+    # A sidecar serves its own agent only: not a caller without the token, and (where pods
+    # share the node's loopback) not another agent holding its own token.
+    assert call_from(cluster, namespace, "patient", "/v1/self") == 200
+    assert call_from(cluster, namespace, "patient", "/v1/self", with_token=False) == 401
+    if cluster.local:
+        doctor_port = agent(cluster, namespace, "doctor")["spec"]["sidecar"]["port"]
+        for with_token in (True, False):
+            status = call_from(
+                cluster, namespace, "patient", "/v1/state", port=doctor_port, with_token=with_token
+            )
+            assert status == 401
 
     # The scripted consultation: answers delivered, an SSN redacted, a card blocked, admin denied.
     wait_until(
