@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,12 +27,15 @@ from conftest import Sidecars
 
 from mas.acl import masked_url
 from mas.cli import main
+from mas.credentials import load_agent_credentials
 from mas.local.display import ReplicaRow, format_table
+from mas.local.identity import LocalIdentity
 from mas.local.metrics import message_counts
 from mas.local.plan import agent_command, plan_replicas
 from mas.local.processes import SidecarProcess
 from mas.local.restarts import Restarts
 from mas.local.supervisor import describe_exit
+from mas.local.users import EXECUTE, READ, LocalUsers, RunAs, unreachable
 from mas.manifests import parse_agent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +95,54 @@ def test_plan_gives_each_replica_its_sidecar_and_agent_env(tmp_path: Path) -> No
     assert second.log_file_name() == "default_worker-1.sidecar.log"
     assert plans[2].command == ["./run.sh"]
     assert plans[2].sidecar_env["MAS_CAPABILITIES"] == ""
+
+
+def test_the_anchor_stays_in_memory_and_the_next_run_trusts_its_public_key(
+    tmp_path: Path,
+) -> None:
+    agents = [parse_agent(manifest("worker", ["x"]), "test")]
+    state = tmp_path / "state"
+    legacy = state / "identity" / "anchor"  # where earlier versions kept the anchor's key
+    legacy.mkdir(parents=True)
+    (legacy / "anchor.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    first = LocalIdentity(tmp_path / "run-1", state, agents, {"default/worker": None})
+    assert first.issue_all()  # the earlier private keys are removed
+    second = LocalIdentity(tmp_path / "run-2", state, agents, {"default/worker": None})
+    assert not second.issue_all()
+
+    earlier = load_agent_credentials(first.credentials_dir("default/worker"))
+    now = load_agent_credentials(second.credentials_dir("default/worker"))
+    assert now.claims.kid != earlier.claims.kid  # a new anchor for every run
+    assert set(now.trusted_kids) == {now.claims.kid, earlier.claims.kid}
+    assert not (state / "identity").exists()
+    assert [p.name for p in state.iterdir()] == ["anchor.pub"]  # public: no private key
+    assert b"PRIVATE KEY" not in (state / "anchor.pub").read_bytes()
+
+
+def test_users_of_their_own_are_checked_for_what_they_can_reach_and_for_accounts() -> None:
+    user = RunAs(60100, 60100)
+    with tempfile.TemporaryDirectory() as name:  # in /tmp, which everyone may enter
+        top = Path(name)
+        closed, shared = top / "closed", top / "shared"
+        for directory, mode in ((closed, 0o700), (shared, 0o755)):
+            directory.mkdir()
+            (directory / "program").write_text("x")
+            (directory / "program").chmod(0o644)
+            directory.chmod(mode)
+        top.chmod(0o711)
+        (top / "secret").write_text("x")
+        (top / "secret").chmod(0o600)
+
+        assert unreachable(shared / "program", user, READ) is None
+        assert "cannot be entered" in str(unreachable(closed / "program", user, READ))
+        assert "is not open to it" in str(unreachable(top / "secret", user, READ))
+        assert "is not open to it" in str(unreachable(shared / "program", user, EXECUTE))
+        own = RunAs(os.geteuid(), os.getegid())  # the owner's bits apply to the owner
+        assert unreachable(closed / "program", own, READ) is None
+    assert LocalUsers(None).agent(0) is None and not LocalUsers(None).isolated
+    users = LocalUsers(60100)
+    assert (users.agent(2), users.sidecar(2)) == (RunAs(60104, 60104), RunAs(60105, 60105))
+    assert LocalUsers(0).taken(1)[0] == "user id 0 belongs to 'root'"
 
 
 def test_agent_command_only_replaces_a_leading_python() -> None:

@@ -2,8 +2,9 @@
 
 An agent program subclasses :class:`Agent`, registers a handler per message type with
 :meth:`Agent.on`, keeps typed state with :meth:`Agent.update_state` and calls :meth:`Agent.run`.
-Everything goes through the agent's own sidecar (``MAS_SIDECAR_URL``), which
-:class:`SidecarClient` speaks to directly for anything the :class:`Agent` class does not cover::
+Everything goes through the agent's own sidecar (``MAS_SIDECAR_URL``, presenting the agent's
+``MAS_SIDECAR_TOKEN``), which :class:`SidecarClient` speaks to directly for anything the
+:class:`Agent` class does not cover::
 
     class Ponger(Agent[Counter]):
         def __init__(self) -> None:

@@ -97,6 +97,9 @@ class Agent(Generic[StateT]):
         stop_timeout: float = 30.0,
         startup_timeout: float = 60.0,
     ) -> None:
+        """``sidecar_url`` and ``sidecar_token`` default to what the control plane gives the
+        agent process (``MAS_SIDECAR_URL``; ``MAS_SIDECAR_TOKEN`` or the file
+        ``MAS_SIDECAR_TOKEN_FILE`` names, see :class:`mas.SidecarClient`)."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._state_model = cast(type[StateT], state_model or EmptyState)
