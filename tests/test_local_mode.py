@@ -121,7 +121,7 @@ def test_the_anchor_stays_in_memory_and_the_next_run_trusts_its_public_key(
 
 def test_users_of_their_own_are_checked_for_what_they_can_reach_and_for_accounts() -> None:
     user = RunAs(60100, 60100)
-    with tempfile.TemporaryDirectory() as name:  # in /tmp, which everyone may enter
+    with tempfile.TemporaryDirectory() as name:  # where everyone may enter
         top = Path(name)
         closed, shared = top / "closed", top / "shared"
         for directory, mode in ((closed, 0o700), (shared, 0o755)):
