@@ -14,7 +14,7 @@ from conftest import Sidecars
 from policies import publish
 from waiting import eventually
 
-from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
+from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, AgentKeys
 
 ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")
@@ -37,8 +37,8 @@ async def alice_and_bob(
         rules=[{"name": "all", "action": "allow"}],
         dlp={"detectors": BLOCK_SSN_REDACT_EMAIL},
     )
-    alice = Api(http, sidecars.start("default/alice").url)
-    bob = Api(http, sidecars.start("default/bob").url)
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
     await alice.wait_for_revision(document.revision)
     return alice, bob
 
@@ -127,7 +127,7 @@ async def test_discovery_metadata_is_refused_where_blocked_and_redacted_where_re
 ) -> None:
     alice, _ = await alice_and_bob(sidecars, http, redis_client)
     doctor = Api(
-        http, sidecars.start("default/doctor", MAS_METADATA='{"contact": "doc@example.com"}').url
+        http, sidecars.start("default/doctor", MAS_METADATA='{"contact": "doc@example.com"}')
     )
 
     async def discovered() -> Any:
@@ -150,8 +150,8 @@ async def test_discovery_metadata_is_refused_where_blocked_and_redacted_where_re
     assert redacted_status == 200
     assert me["metadata"] == {"owner": "[REDACTED:email]", "v": 2}
     assert await discovered() == me["metadata"]
-    registry = str(redis_client.hgetall(REGISTRY_AGENTS))
-    assert "123456789" not in registry and "example.com" not in registry
+    stored = str(redis_client.get(AgentKeys("default/doctor").metadata))
+    assert "123456789" not in stored and "example.com" not in stored
     events = audit_events(redis_client, AgentKeys("default/doctor"))
     assert [(e["decision"], e["dlp"]) for e in events] == [
         ("metadata_blocked", [{"detector": "us_ssn", "action": "block",
@@ -169,7 +169,7 @@ async def test_metadata_waits_for_a_policy_and_is_withheld_once_a_new_one_blocks
         http,
         sidecars.start(
             "default/doctor", MAS_METADATA='{"note": "SSN 123456789"}', MAS_REGISTRY_TTL_MS="1500"
-        ).url,
+        ),
     )
 
     async def published() -> Any:
@@ -197,4 +197,4 @@ async def test_metadata_waits_for_a_policy_and_is_withheld_once_a_new_one_blocks
     assert before_policy == {}
     assert (refused_status, refused["error"]["code"]) == (503, "policy_unavailable")
     assert under_first == {"note": "SSN 123456789"}
-    assert "123456789" not in str(redis_client.hgetall(REGISTRY_AGENTS))
+    assert "123456789" not in str(redis_client.get(AgentKeys("default/doctor").metadata))
