@@ -19,6 +19,12 @@ from mas.local.processes import SidecarProcess
 from mas.sidecar_token import authorization
 
 
+def value_of(metrics: str, name: str) -> float:
+    """The value of an unlabelled metric in the text exposition format."""
+    [value] = [line.split()[1] for line in metrics.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
 class Api:
     """Raw calls to one sidecar, with its agent's token (or ``token``; ``""``: none)."""
 
@@ -71,6 +77,16 @@ class Api:
         status, listing = await self.call("GET", "/v1/dead-letters")
         assert status == 200, listing
         return list(listing["dead_letters"])
+
+    async def metric(self, name: str) -> float:
+        """The current value of an unlabelled metric of the sidecar."""
+        async with self.session.get(self.base_url + "/metrics", headers=self.headers) as answer:
+            assert answer.status == 200
+            return value_of(await answer.text(), name)
+
+    async def sender_streams(self) -> int:
+        """How many senders' streams the sidecar reads (its ``mas_sender_streams`` metric)."""
+        return int(await self.metric("mas_sender_streams"))
 
     async def send(self, to: str, type: str, payload: Any = None, **extra: Any) -> str:
         status, body = await self.call(

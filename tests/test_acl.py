@@ -4,6 +4,7 @@ do against a real server, and the whole message path run by sidecars under their
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import re
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -16,6 +17,8 @@ import pytest
 import redis
 from api import Api
 from conftest import Sidecars
+from hypothesis import given
+from hypothesis import strategies as st
 from policies import publish
 from test_signing import SIGNED, Identities
 from waiting import eventually
@@ -42,6 +45,7 @@ from mas.names import InvalidAgentIdError
 
 ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")
+ANYONE = AgentKeys("*")
 NoPermission = redis.exceptions.NoPermissionError
 SHARED_READ = {REGISTRY_AGENTS, REGISTRY_LEASES, POLICY_DOCUMENT, POLICY_REVISION}
 SHARED_WRITE = {REGISTRY_LEASES, POLICY_ENFORCERS}
@@ -91,9 +95,10 @@ def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
             if mode == "":  # read and write (a script's keys: its commands are checked apart)
                 assert key.startswith(ALICE.prefix) or commands == {"fcall"}, pattern
             elif mode == "%R":
-                assert key in SHARED_READ or key in {"mas:{*}:inbox", "mas:{*}:metadata"}, pattern
-                assert key != "mas:{*}:inbox" or commands == {"xlen"}, "inboxes: length only"
-                assert key != "mas:{*}:metadata" or commands == {"get"}, "metadata: read only"
+                own_stream, metadata = ANYONE.inbox(ALICE.agent_id), ANYONE.metadata
+                assert key in SHARED_READ or key in {own_stream, metadata}, pattern
+                assert key != own_stream or commands == {"xlen"}, "its stream: length only"
+                assert key != metadata or commands == {"get"}, "metadata: read only"
             else:
                 assert mode == "%W", pattern
                 assert key in SHARED_WRITE or key.startswith("mas:{*}:"), pattern
@@ -102,12 +107,54 @@ def test_full_access_is_limited_to_the_agents_own_prefix() -> None:
     assert not {"del", "xdel", "xtrim", "hdel", "pexpire", "expire"} & root_commands
 
 
-def test_other_agents_streams_are_append_only() -> None:
+def test_other_agents_keys_are_write_only_and_streams_carry_the_agents_own_id() -> None:
     for commands, patterns in parsed_rules("default/alice"):
         other = [p for p in patterns if "mas:{*}:" in p and not p.startswith("%R~")]
         if other and commands != {"fcall"}:  # a function's commands are checked one by one
             assert all(p.startswith("%W~") for p in other)
-            assert commands <= {"xadd", "pexpire"}
+            assert commands <= {"xadd", "sadd"}
+        for pattern in other:  # its own streams, or how a new sender makes itself known
+            key = pattern.partition("~")[2]
+            assert key.endswith(":default/alice") or key in {ANYONE.ring, ANYONE.senders}, key
+
+
+@st.composite
+def agent_ids(draw: st.DrawFn) -> str:
+    """Agent ids made to collide: short labels of few letters, often prefixes of each other."""
+    label = st.from_regex(r"\A[abi-n]([-abi-n]{0,3}[abin])?\Z")
+    return f"{draw(label)}/{draw(label)}"
+
+
+replicas = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,6}\Z")
+
+
+def writable_by(agent_id: str, key: str) -> bool:
+    """Whether a key pattern of ``agent_id``'s rules that reaches other agents' keys grants a
+    write of ``key`` (Redis glob: ids hold no glob character, so ``*`` is the only one)."""
+    return any(
+        fnmatch.fnmatchcase(key, pattern.partition("~")[2])
+        for _, patterns in parsed_rules(agent_id)
+        for pattern in patterns
+        if "mas:{*}:" in pattern and not pattern.startswith("%R~")
+    )
+
+
+@given(receiver=agent_ids(), sender=agent_ids(), other=agent_ids(), replica=replicas)
+def test_no_agent_can_write_another_senders_streams_whatever_the_names(
+    receiver: str, sender: str, other: str, replica: str
+) -> None:
+    keys = AgentKeys(receiver)
+    assert writable_by(sender, keys.inbox(sender))
+    assert writable_by(sender, keys.replies(replica, sender))
+    if other != sender:
+        assert not writable_by(sender, keys.inbox(other))
+        assert not writable_by(sender, keys.replies(replica, other))
+    shared = {keys.ring, keys.senders}
+    for key in (
+        keys.dlq, keys.state, keys.audit, keys.audit_heads, keys.seen, keys.seen_by_time,
+        keys.metadata, keys.ratelimit("in"), keys.reply_bell(replica),
+    ):  # fmt: skip
+        assert key not in shared and not writable_by(sender, key), key
 
 
 def test_user_names_are_stable_distinct_and_need_no_escaping_in_a_url() -> None:
@@ -187,27 +234,44 @@ def denied(call: Callable[[], object]) -> bool:
     return True
 
 
-def test_an_agent_user_appends_to_another_inbox_but_cannot_read_it(
+def test_an_agent_user_appends_to_its_own_stream_into_another_agent_and_reads_nothing(
     acl_users: AclUsers, redis_client: redis.Redis
 ) -> None:
     alice = acl_users.client("default/alice")
     acl_users.client("default/bob")
-    redis_client.xgroup_create(BOB.inbox, "mas", id="0", mkstream=True)
+    mine, carols = BOB.inbox("default/alice"), BOB.inbox("default/carol")
+    redis_client.xgroup_create(mine, "mas", id="0", mkstream=True)
+    redis_client.xadd(carols, {"e": "carol's"})
+    redis_client.xadd(BOB.replies("bob-0", "default/carol"), {"e": "carol's reply"})
     redis_client.hset(BOB.state, mapping={"doc": "{}", "rev": 1})
 
-    entry = alice.xadd(BOB.inbox, {"e": "hello"})
+    entry = alice.xadd(mine, {"e": "hello"})
+    assert alice.sadd(BOB.senders, "default/alice") == 1  # how bob finds her stream
+    alice.xadd(BOB.ring, {"n": "1"})
+    alice.xadd(BOB.replies("bob-0", "default/alice"), {"e": "a reply"})
 
-    assert redis_client.xrange(BOB.inbox)[0][0] == entry
-    assert alice.xlen(BOB.inbox) == 1  # the circuit breaker's backlog, not the contents
-    assert denied(lambda: alice.xrange(BOB.inbox))
-    assert denied(lambda: alice.xrevrange(BOB.inbox))
-    assert denied(lambda: alice.xread({BOB.inbox: "0-0"}))
-    assert denied(lambda: alice.xreadgroup("mas", "thief", {BOB.inbox: ">"}))
-    assert denied(lambda: alice.xpending(BOB.inbox, "mas"))
-    assert denied(lambda: alice.xautoclaim(BOB.inbox, "mas", "thief", 0))
-    assert denied(lambda: alice.xdel(BOB.inbox, entry))
-    assert denied(lambda: alice.xtrim(BOB.inbox, maxlen=0))
-    assert denied(lambda: alice.delete(BOB.inbox))
+    assert redis_client.xrange(mine)[0][0] == entry
+    assert alice.xlen(mine) == 1  # the circuit breaker's backlog, not the contents
+    assert denied(lambda: alice.xrange(mine))
+    assert denied(lambda: alice.xrevrange(mine))
+    assert denied(lambda: alice.xread({mine: "0-0"}))
+    assert denied(lambda: alice.xreadgroup("mas", "thief", {mine: ">"}))
+    assert denied(lambda: alice.xpending(mine, "mas"))
+    assert denied(lambda: alice.xautoclaim(mine, "mas", "thief", 0))
+    assert denied(lambda: alice.xdel(mine, entry))
+    assert denied(lambda: alice.delete(mine))
+    assert denied(lambda: alice.smembers(BOB.senders))
+    assert denied(lambda: alice.srem(BOB.senders, "default/carol"))
+    assert denied(lambda: alice.xrange(BOB.ring))
+    # another sender's streams: nothing at all, trimming and expiring included
+    for stream in (carols, BOB.replies("bob-0", "default/carol")):
+        assert denied(lambda stream=stream: alice.xadd(stream, {"e": "x"}))
+        assert denied(lambda stream=stream: alice.xadd(stream, {"e": "x"}, maxlen=0))
+        assert denied(lambda stream=stream: alice.xtrim(stream, maxlen=0))
+        assert denied(lambda stream=stream: alice.pexpire(stream, 1))
+        assert denied(lambda stream=stream: alice.xlen(stream))
+    assert denied(lambda: alice.pexpire(BOB.replies("bob-0", "default/alice"), 1))
+    assert denied(lambda: alice.xadd(BOB.reply_bell("bob-0"), {"e": "x"}))
     assert denied(lambda: alice.xrange(BOB.dlq))
     assert denied(lambda: alice.get(BOB.state))
     assert denied(lambda: alice.hgetall(BOB.state))
@@ -215,7 +279,24 @@ def test_an_agent_user_appends_to_another_inbox_but_cannot_read_it(
     assert denied(lambda: alice.hset(BOB.state, "doc", "{}"))
     assert denied(lambda: alice.xadd(BOB.audit, {"e": "forged"}))
     assert denied(lambda: alice.hset(BOB.audit_heads, "r", "1:x"))
-    assert redis_client.xlen(BOB.inbox) == 1
+    assert redis_client.xlen(mine) == 1
+    assert redis_client.xlen(carols) == 1
+
+
+@pytest.mark.parametrize(
+    ("sender", "other"),
+    [("a/b", "xa/b"), ("xa/b", "a/b"), ("a/b", "a/bx"), ("a/b", "a/b-c"), ("a-b/c", "a/b-c"),
+     ("in/in", "in/in-in"), ("b/in", "in/b")],
+)  # fmt: skip
+def test_names_that_end_alike_grant_no_write_into_each_others_streams(
+    acl_users: AclUsers, sender: str, other: str
+) -> None:
+    client = acl_users.client(sender)
+    for receiver in {AgentKeys("in/in"), AgentKeys("c/in"), AgentKeys(other)} - {AgentKeys(sender)}:
+        client.xadd(receiver.inbox(sender), {"e": "mine"})
+        assert denied(lambda r=receiver: client.xadd(r.inbox(other), {"e": "x"}))
+        assert denied(lambda r=receiver: client.xadd(r.replies("in", other), {"e": "x"}))
+        assert denied(lambda r=receiver: client.xlen(r.inbox(other)))
 
 
 def test_an_agent_user_cannot_write_the_policy_or_trust_keys_nor_administer(
@@ -254,8 +335,8 @@ redis.register_function('own', function(keys, args)
   return redis.call('HSET', keys[1], 'doc', args[1]) end)
 redis.register_function('steal', function(keys) return redis.call('XRANGE', keys[1], '-', '+')
   end)
-redis.register_function('sneak', function() return redis.call('XRANGE', '{BOB.inbox}', '-', '+')
-  end)
+redis.register_function('sneak', function() return redis.call('XRANGE', '{BOB.inbox("x/y")}', '-',
+  '+') end)
 redis.register_function('trim', function(keys) return redis.call('XTRIM', keys[1], 'MAXLEN', 0)
   end)
 redis.register_function('wipe', function(keys) return redis.call('DEL', keys[1]) end)
@@ -281,20 +362,23 @@ def test_functions_run_with_the_callers_rights_only(
     acl_users: AclUsers, redis_client: redis.Redis
 ) -> None:
     alice = acl_users.client("default/alice")
-    redis_client.xadd(BOB.inbox, {"e": "secret"})
+    mine = BOB.inbox("default/alice")
+    redis_client.xadd(mine, {"e": "secret"})
     redis_client.function_load(HOSTILE_LIBRARY, replace=True)  # what the admin might load
     refused = re.compile("perm|can't access|can't run", re.I)
     try:
         assert alice.fcall("own", 1, ALICE.state, "{}") == 1
-        # Another inbox may be a function's key (the writer appends that way), but every command
-        # it runs there is checked: appending and reading the length pass, nothing else does.
+        # Its stream into another agent may be a function's key (the writer appends that way),
+        # but every command it runs there is checked: appending and reading the length pass,
+        # nothing else does.
         for name in ("steal", "trim", "wipe"):
             with pytest.raises(redis.exceptions.ResponseError, match=refused):
-                alice.fcall(name, 1, BOB.inbox)
+                alice.fcall(name, 1, mine)
         with pytest.raises(redis.exceptions.ResponseError, match=refused):
             alice.fcall("sneak", 0)  # undeclared keys are checked too
         assert denied(lambda: alice.fcall("steal", 1, BOB.state))  # nor may it name other keys
-        assert redis_client.xlen(BOB.inbox) == 1
+        assert denied(lambda: alice.fcall("steal", 1, BOB.inbox("default/carol")))
+        assert redis_client.xlen(mine) == 1
     finally:
         redis_client.function_delete("hostile")
 
@@ -303,10 +387,10 @@ def test_own_keys_are_readable_and_reapplying_resets_the_password(
     acl_users: AclUsers, redis_client: redis.Redis
 ) -> None:
     first = redis.Redis.from_url(acl_users.url("default/alice", "first-password"))
-    redis_client.xadd(ALICE.inbox, {"e": "for alice"})
+    redis_client.xadd(ALICE.inbox("default/bob"), {"e": "for alice"})
 
-    assert [fields for _, fields in first.xrange(ALICE.inbox)] == [{b"e": b"for alice"}]
-    assert first.xlen(ALICE.inbox) == 1
+    assert [f for _, f in first.xrange(ALICE.inbox("default/bob"))] == [{b"e": b"for alice"}]
+    assert first.xlen(ALICE.inbox("default/bob")) == 1
     assert first.hget(REGISTRY_AGENTS, "default/bob") is None
     first.close()
 
@@ -466,11 +550,11 @@ async def test_signed_messages_and_the_replay_guard_work_under_least_privilege(
     bob = start(http, "default/bob", MAS_CREDENTIALS_DIR=str(identities.issue("default/bob")))
 
     message_id = await alice.send("bob", "hello", {"n": 1})
-    [(_, fields)] = redis_client.xrange(BOB.inbox)
+    [(_, fields)] = redis_client.xrange(BOB.inbox("default/alice"))
     events = bob.deliveries()
     delivery = await anext(events)
     assert await bob.answer(delivery["id"], "ack") == 204
-    redis_client.xadd(BOB.inbox, fields)  # a captured copy, re-injected
+    redis_client.xadd(BOB.inbox("default/alice"), fields)  # a captured copy, re-injected
     [dead] = await eventually(bob.dead_letters, "the replayed copy dead-lettered")
     await events.aclose()
 

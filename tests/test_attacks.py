@@ -25,6 +25,7 @@ import redis
 from api import Api
 from conftest import Sidecars
 from policies import publish
+from streams import append_as
 from test_acl import AclUsers
 from test_signing import Identities
 from waiting import eventually
@@ -59,9 +60,18 @@ class Compromised:
         )  # fmt: skip
         return sign_envelope(unsigned, self._key, self._token)
 
-    def append(self, stream: str, envelope: Envelope) -> None:
-        """XADD as this agent's own Redis user, around its sidecar's checks."""
-        self.redis.xadd(stream, envelope.to_entry())
+    def append(self, stream: str, envelope: Envelope, **options: Any) -> bytes:
+        """XADD as this agent's own Redis user, around its sidecar's checks (``options``: what
+        redis-py's ``xadd`` takes: an explicit ``id``, ``maxlen``...)."""
+        entry_id: bytes = self.redis.xadd(stream, envelope.to_entry(), **options)
+        return entry_id
+
+    def send(self, target: str, entry: Envelope | dict[bytes, bytes], **options: Any) -> bytes:
+        """Append to this agent's own stream into ``target`` and announce it, as its sidecar
+        does, but around its checks (``entry``: an envelope, or the fields of a captured
+        entry)."""
+        fields = entry.to_entry() if isinstance(entry, Envelope) else entry
+        return append_as(self.redis, self.agent_id, target, fields, **options)
 
 
 @dataclass
@@ -160,7 +170,7 @@ async def test_a_forged_reply_flag_does_not_skip_the_receivers_authorization(
         "default/alice", "admin.shutdown", {"now": True},
         is_reply=True, correlation_id=new_id(now_ms()),
     )  # fmt: skip
-    bob.append(ALICE.inbox, forged)
+    bob.send("default/alice", forged)
     what, letter = await outcome(alice)
 
     assert what == "dead-lettered", letter
@@ -231,7 +241,7 @@ async def test_a_compromised_replier_gets_one_reply_through_and_no_denied_one(
     alice = world.start("default/alice", replica="alice-0")
     asking, delivery = await ask(alice, world.start("default/bob"))
     bob = world.compromise("default/bob")
-    replies = ALICE.replies("alice-0")
+    replies = ALICE.replies("alice-0", "default/bob")
 
     def reply(type: str) -> Envelope:
         return bob.envelope(
@@ -245,7 +255,7 @@ async def test_a_compromised_replier_gets_one_reply_through_and_no_denied_one(
     bob.append(replies, second)  # after the one reply a request takes: an ordinary message
     status, answer = await asking
     as_message = reply("answer")
-    bob.append(ALICE.inbox, as_message)  # a "reply" in the inbox is a message like any other
+    bob.send("default/alice", as_message)  # a "reply" as a message is a message like any other
     what, letter = await outcome(alice)
 
     assert (status, answer["id"]) == (200, first.id)
@@ -342,3 +352,152 @@ def test_no_agent_can_make_the_server_run_code_of_its_own(
             attempt()
 
     assert redis_client.ping()  # nobody got BUSY
+
+
+# -- streams: a sender can harm only its own messages ---------------------------------------------
+
+ANYTHING = {"rules": [{"name": "anything", "action": "allow"}]}
+TEN_YEARS_MS = 10 * 365 * 86_400_000
+LAST_ID = "18446744073709551615-18446744073709551615"  # no entry can follow it
+NoPermission = redis.exceptions.NoPermissionError
+
+
+async def dead_letters(api: Api, count: int) -> list[dict[str, Any]] | None:
+    """``api``'s dead letters once there are ``count`` of them."""
+    letters = await api.dead_letters()
+    return letters if len(letters) >= count else None
+
+
+async def test_a_sender_that_future_dates_its_stream_delays_no_other_senders_message(
+    world: World,
+) -> None:
+    world.policy(**ANYTHING)
+    alice, carol = world.start("default/alice"), world.start("default/carol")
+    mallory = world.compromise("default/mallory")
+    future = f"{now_ms() + TEN_YEARS_MS}-0"
+    dated = mallory.envelope("default/alice", "note", {"n": "from the future"})
+
+    with pytest.raises(NoPermission):  # into the stream of another sender: not at all
+        mallory.append(ALICE.inbox("default/carol"), dated, id=future)
+    mallory.send("default/alice", dated, id=future)  # into its own: every later entry is dated
+    later = mallory.envelope("default/alice", "note", {"n": "after"})
+    mallory.send("default/alice", later)
+    sent = [await carol.send("alice", "note", {"n": n}) for n in range(3)]
+    delivered = await alice.collect(3)
+
+    assert [d["id"] for d in delivered] == sent
+    dead = await eventually(lambda: dead_letters(alice, 2), "mallory's two entries dead-lettered")
+    assert {d["message"]["id"] for d in dead} == {dated.id, later.id}  # its own messages only
+    assert {d["sender"] for d in dead} == {"default/mallory"}
+    assert all(d["reason"].startswith("unauthenticated: ") for d in dead)  # a token 10 y old
+
+
+async def test_a_sender_can_trim_or_expire_no_stream_but_its_own(
+    world: World, redis_client: redis.Redis
+) -> None:
+    world.policy(**ANYTHING)
+    alice = world.start("default/alice")  # not subscribed yet: what is sent waits for it
+    carol = world.start("default/carol")
+    mallory = world.compromise("default/mallory")
+    sent = [await carol.send("alice", "note", {"n": n}) for n in range(3)]
+    mallory.send("default/alice", mallory.envelope("default/alice", "note"))
+    carols, own = ALICE.inbox("default/carol"), ALICE.inbox("default/mallory")
+    filler = mallory.envelope("default/alice", "filler")
+
+    attacks = [
+        lambda: mallory.append(carols, filler, maxlen=0, approximate=False),
+        lambda: mallory.append(carols, filler, minid="18446744073709551615"),
+        lambda: mallory.redis.xtrim(carols, maxlen=0, approximate=False),
+        lambda: mallory.redis.xdel(carols, "0-1"),
+        lambda: mallory.redis.pexpire(carols, 1),
+        lambda: mallory.redis.delete(carols),
+        lambda: mallory.redis.pexpire(ALICE.senders, 1),
+        lambda: mallory.redis.pexpire(own, 1),
+    ]
+    for attack in attacks:
+        with pytest.raises(NoPermission):
+            attack()
+    mallory.append(own, filler, maxlen=0, approximate=False)  # its own stream: its own loss
+    delivered = await alice.collect(3)
+
+    assert [d["id"] for d in delivered] == sent
+    assert redis_client.xlen(own) == 0
+    assert await alice.dead_letters() == []
+
+
+async def test_a_replier_can_neither_drop_nor_answer_another_agents_reply_in_flight(
+    world: World, redis_client: redis.Redis
+) -> None:
+    world.policy(**ALICE_ASKS_BOB)
+    alice, bob = world.start("default/alice", replica="alice-0"), world.start("default/bob")
+    asking, delivery = await ask(alice, bob)
+    mallory = world.compromise("default/mallory")
+    bobs = ALICE.replies("alice-0", "default/bob")
+    forged = mallory.envelope(
+        "default/alice", "answer", is_reply=True, correlation_id=delivery["id"]
+    )
+
+    attacks = [
+        lambda: mallory.redis.pexpire(bobs, 1),
+        lambda: mallory.append(bobs, forged),
+        lambda: mallory.append(bobs, forged, maxlen=0, approximate=False),
+        lambda: mallory.redis.xtrim(bobs, maxlen=0, approximate=False),
+        lambda: mallory.redis.delete(bobs),
+        lambda: mallory.redis.pexpire(ALICE.replies("alice-0", "default/mallory"), 1),
+        lambda: mallory.redis.xadd(ALICE.reply_bell("alice-0"), {"n": "1"}),
+    ]
+    for attack in attacks:
+        with pytest.raises(NoPermission):
+            attack()
+    assert redis_client.pttl(bobs) > 0  # the requester set its expiry; nobody else may
+    answered = await bob.call("POST", f"/v1/deliveries/{delivery['id']}/reply", {"type": "a"})
+    status, reply = await asking
+
+    assert (status, reply["id"], reply["from"]) == (200, answered[1]["id"], "default/bob")
+
+
+async def test_another_agents_envelope_re_injected_through_the_attackers_stream_is_refused(
+    world: World, redis_client: redis.Redis
+) -> None:
+    world.policy(**ANYTHING)
+    alice = world.start("default/alice")  # not subscribed: the original is not read yet
+    carol = world.start("default/carol")
+    mallory = world.compromise("default/mallory")
+    sent = await carol.send("alice", "transfer", {"amount": 10})
+    [(_, captured)] = redis_client.xrange(ALICE.inbox("default/carol"))  # however it got it
+    mallory.send("default/alice", captured)
+    mallory.send("default/alice", captured)
+
+    [delivered] = await alice.collect(1)
+    dead = await eventually(lambda: dead_letters(alice, 2), "both copies dead-lettered")
+
+    assert delivered["id"] == sent
+    assert [d["message"]["id"] for d in dead] == [sent, sent]
+    assert {d["reason"] for d in dead} == {
+        "misaddressed: from default/carol in the stream of default/mallory"
+    }
+    assert {d["sender"] for d in dead} == {"default/mallory"}
+    assert audited(redis_client, ALICE) == ["refused_on_receive"] * 2
+
+
+async def test_a_trimmed_or_exhausted_ring_and_bogus_senders_delay_a_new_sender_only(
+    world: World, redis_client: redis.Redis
+) -> None:
+    world.policy(**ANYTHING)
+    alice = world.start("default/alice")
+    mallory = world.compromise("default/mallory")
+    mallory.redis.xadd(ALICE.ring, {"n": "1"}, maxlen=0, approximate=False)  # trimmed
+    mallory.redis.xadd(ALICE.ring, {"n": "1"}, id=LAST_ID)  # and no entry can follow
+    bogus = ["not an agent", "default/ghost", "*", "default/alice}:in:default/x"]
+    mallory.redis.sadd(ALICE.senders, *bogus)
+    carol = world.start("default/carol")  # a sender alice has never heard of
+
+    sent = [await carol.send("alice", "note", {"n": n}) for n in range(3)]  # all accepted
+    delivered = await alice.collect(3)  # found by the replicas' periodic look at the set
+
+    assert [d["id"] for d in delivered] == sent
+    await eventually(
+        lambda: redis_client.smembers(ALICE.senders) == {b"default/carol"}, "bogus names dropped"
+    )
+    assert not redis_client.exists(ALICE.inbox("default/ghost"))
+    assert await alice.dead_letters() == []

@@ -1,7 +1,8 @@
 """Crashes mid-stream: every message that got a 202 is delivered at least once.
 
-A sidecar or an agent is killed with SIGKILL while messages flow; afterwards every accepted id
-must have been delivered. Duplicates are allowed (at-least-once) and reported on the terminal.
+A sidecar or an agent is killed with SIGKILL while messages flow (from one sender, or from
+several, each with its own stream); afterwards every accepted id must have been delivered.
+Duplicates are allowed (at-least-once) and reported on the terminal.
 """
 
 from __future__ import annotations
@@ -103,6 +104,31 @@ async def test_killing_the_receivers_sidecar_loses_no_accepted_message(
 
     assert set(accepted) <= set(delivered)
     report(capsys, "receiver sidecar killed", delivered)
+
+
+async def test_killing_a_receiver_replica_loses_nothing_of_many_senders(
+    sidecars: Sidecars, http: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    senders = [Api(http, sidecars.start(f"default/sender-{n}")) for n in range(3)]
+    doomed = sidecars.start("default/bob", replica="bob-0", MAS_LEASE_MS="1000")
+    survivor = Api(http, sidecars.start("default/bob", replica="bob-1", MAS_LEASE_MS="1000"))
+    accepted = [
+        await sender.send("bob", "seq", {"n": n}) for n in range(TOTAL // 3) for sender in senders
+    ]
+    delivered: list[str] = []
+
+    doomed_consumer = asyncio.create_task(
+        consume_until(Api(http, doomed), set(accepted), delivered)
+    )
+    survivor_consumer = asyncio.create_task(consume_until(survivor, set(accepted), delivered))
+    while len(delivered) < TOTAL // 3:
+        await asyncio.sleep(0.005)
+    doomed.kill()  # its leases, in three senders' streams, run out and are reclaimed
+    await survivor_consumer
+    doomed_consumer.cancel()
+
+    assert set(accepted) <= set(delivered)
+    report(capsys, "one of two receiver replicas killed, three senders", delivered)
 
 
 AGENT_PROGRAM = """

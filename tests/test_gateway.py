@@ -14,6 +14,7 @@ import redis
 from api import Api
 from conftest import Sidecars
 from policies import policy, publish
+from streams import append_as
 from waiting import eventually
 
 from mas import audit
@@ -49,7 +50,7 @@ async def test_a_send_no_rule_allows_is_denied_with_the_reason_and_audited(
         "no rule allows default/alice to send 'delete-all' to default/bob"
         in body["error"]["message"]
     )
-    assert redis_client.xlen(BOB.inbox) == 1
+    assert redis_client.xlen(BOB.inbox(ALICE.agent_id)) == 1
     events = audit_events(redis_client, ALICE)
     assert [e["decision"] for e in events] == ["accepted", "denied"]
     assert events[0]["rule"] == "default/test/pings"
@@ -224,9 +225,9 @@ async def test_a_message_written_around_the_senders_sidecar_is_refused_by_the_re
     bob = Api(http, sidecars.start("default/bob"))
     await bob.wait_for_revision(document.revision)
     await carol.send("bob", "hello")
-    [(_, fields)] = redis_client.xrange(BOB.inbox)
+    [(_, fields)] = redis_client.xrange(BOB.inbox("default/carol"))
     forged = orjson.loads(fields[b"e"]) | {"sender": "default/mallory", "id": "01FORGED"}
-    redis_client.xadd(BOB.inbox, {"e": orjson.dumps(forged)})
+    append_as(redis_client, "default/mallory", "default/bob", {"e": orjson.dumps(forged)})
 
     [delivered] = await bob.collect(1)
 
@@ -308,7 +309,7 @@ async def test_dlp_blocks_naming_the_detector_never_the_value_and_redacts_before
     assert delivered["payload"]["text"] == "mail [REDACTED:email]"
     assert delivered["payload"]["call"] == "+1 415 555 0100"
     raw_inbox_and_audit = str(redis_client.xrange(ALICE.audit)) + str(
-        redis_client.xrange(BOB.inbox)
+        redis_client.xrange(BOB.inbox(ALICE.agent_id))
     )
     assert "jane.doe@example.com" not in raw_inbox_and_audit
     assert "4111 1111" not in raw_inbox_and_audit

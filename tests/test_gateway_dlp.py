@@ -12,6 +12,7 @@ import redis
 from api import Api
 from conftest import Sidecars
 from policies import publish
+from streams import waiting_for
 from waiting import eventually
 
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, AgentKeys
@@ -68,7 +69,7 @@ async def test_data_in_the_correlation_id_is_refused_even_where_the_policy_only_
     )
     assert ordinary_status == 202
     assert delivered["correlation_id"] == "order-123456789"
-    trail = str(redis_client.xrange(ALICE.audit)) + str(redis_client.xrange(BOB.inbox))
+    trail = str(redis_client.xrange(ALICE.audit)) + str(waiting_for(redis_client, BOB.agent_id))
     assert SSN not in trail and "jane@example.com" not in trail
     assert [e["decision"] for e in audit_events(redis_client, ALICE)] == [
         "dlp_blocked", "dlp_blocked", "accepted",
@@ -96,7 +97,7 @@ async def test_data_in_the_forwarded_trace_context_is_refused_or_redacted_per_th
         "traceparent": TRACEPARENT,
         "tracestate": "vendor=[REDACTED:email],other=1",
     }
-    inbox = str(redis_client.xrange(BOB.inbox))
+    inbox = str(waiting_for(redis_client, BOB.agent_id))
     assert "123.45.6789" not in inbox and "jane@example.com" not in inbox
     refused, accepted = audit_events(redis_client, ALICE)
     assert refused["dlp"] == [{"detector": "us_ssn", "action": "block", "path": "trace.tracestate"}]
@@ -119,7 +120,7 @@ async def test_a_message_type_holding_data_is_refused_and_audited_masked(
     [refused] = audit_events(redis_client, ALICE)
     assert refused["type"] == "[REDACTED:us_ssn]"
     assert SSN not in str(redis_client.xrange(ALICE.audit))
-    assert redis_client.xlen(BOB.inbox) == 0
+    assert waiting_for(redis_client, BOB.agent_id) == []
 
 
 async def test_discovery_metadata_is_refused_where_blocked_and_redacted_where_redacted(

@@ -28,10 +28,10 @@ from typing import Any
 
 import pytest
 import redis
+from streams import waiting_for
 from test_local_mode import QUICKSTART, MasUp
 
 import mas
-from mas.keys import AgentKeys
 from mas.local.users import DEFAULT_UID_BASE, EXECUTE, READ, RunAs, unreachable
 
 THIEF = r'''
@@ -190,7 +190,7 @@ def test_an_agent_can_neither_act_through_nor_read_another_agents_sidecar(
          for what in ("send", "state") for token in ("none", "own", "wrong")]
         + [("self", "none", 401, "unauthenticated_client"), ("self", "own", 200, "")]
     ), output  # fmt: skip
-    assert redis_client.xlen(AgentKeys("default/thief").inbox) == 0  # nothing was sent
+    assert waiting_for(redis_client, "default/thief") == []  # nothing was sent
 
 
 def run_processes(pid: int) -> dict[int, tuple[bytes, bytes]]:

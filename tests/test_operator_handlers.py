@@ -130,9 +130,9 @@ async def test_agent_gets_secret_acl_user_registry_entry_and_deployment(
     agent_client = redis.Redis.from_url(url)
     try:
         assert agent_client.ping()
-        agent_client.xadd(AgentKeys("team/worker").inbox, {"e": b"{}"})
+        agent_client.xadd(AgentKeys("team/other").inbox("team/worker"), {"e": b"{}"})
         with pytest.raises(redis.exceptions.NoPermissionError):
-            agent_client.xrange(AgentKeys("team/other").inbox)
+            agent_client.xrange(AgentKeys("team/other").inbox("team/worker"))
     finally:
         agent_client.close()
 
@@ -360,9 +360,9 @@ async def test_deleting_an_agent_removes_its_acl_user_and_registry_entry(
     try:
         assert acl_username("team/worker") in admin.acl_users()
         keys = AgentKeys("team/worker")
-        admin.xadd(keys.inbox, {"e": b"{}"})
+        admin.xadd(keys.inbox("team/other"), {"e": b"{}"})
         admin.hset(keys.state, "doc", "{}")
-        admin.hset(f"{keys.prefix}seen", "m1", "1-0")
+        admin.hset(keys.seen, "m1", "in:team/other 1-0")
         admin.hset("mas:{policy}:enforcers", "team/worker/pod-1", "r1")
         await eventually(
             lambda: (
@@ -383,7 +383,7 @@ async def test_deleting_an_agent_removes_its_acl_user_and_registry_entry(
         if policy == "Delete":
             assert remaining == []
         else:
-            assert remaining == sorted([keys.inbox, keys.state, f"{keys.prefix}seen"])
+            assert remaining == sorted([keys.inbox("team/other"), keys.state, keys.seen])
     finally:
         admin.close()
 

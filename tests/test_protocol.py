@@ -61,11 +61,16 @@ def test_agent_ids_that_are_not_dns_labels_are_rejected(bad: str) -> None:
 
 def test_all_keys_of_one_agent_share_one_cluster_slot() -> None:
     keys = AgentKeys("team-a/doctor")
-    all_keys = [keys.inbox, keys.dlq, keys.state, keys.replies("doctor-7f9c-0")]
+    all_keys = [
+        keys.inbox("team-b/nurse"), keys.senders, keys.ring, keys.dlq, keys.state,
+        keys.replies("doctor-7f9c-0", "team-b/nurse"), keys.reply_bell("doctor-7f9c-0"),
+        keys.seen, keys.seen_by_time, keys.ratelimit("shared"),
+    ]  # fmt: skip
 
     assert len({cluster_slot(k) for k in all_keys}) == 1
     assert all(k.startswith(keys.prefix) for k in all_keys)
-    assert cluster_slot(AgentKeys("team-a/nurse").inbox) != cluster_slot(keys.inbox)
+    nurse = AgentKeys("team-a/nurse")
+    assert cluster_slot(nurse.inbox("team-a/doctor")) != cluster_slot(keys.inbox("team-a/nurse"))
 
 
 def test_an_envelope_round_trips_through_a_stream_entry_without_its_attempt() -> None:

@@ -118,7 +118,8 @@ async def test_two_sidecars_exchange_messages_requests_and_acks_through_a_cluste
 
     client = redis.RedisCluster.from_url(cluster.url)
     try:
-        assert client.xlen(AgentKeys("default/bob").inbox) == 0  # acked entries are deleted
+        bob = AgentKeys("default/bob")
+        assert client.xlen(bob.inbox("default/alice")) == 0  # acked entries are deleted
         for agent in ("default/alice", "default/bob"):
             keys = AgentKeys(agent)
             report = verify(client.xrange(keys.audit), client.hgetall(keys.audit_heads))

@@ -47,7 +47,7 @@ async def test_concurrent_sends_share_batch_requests_and_each_gets_its_own_id(
 
     served = await requests_served(alice)
     assert len(set(ids)) == 200
-    assert redis_client.xlen(BOB.inbox) == 200
+    assert redis_client.xlen(BOB.inbox("default/alice")) == 200
     assert served.get(("/v1/messages/batch", "200"), 0) >= 1
     assert served.get(("/v1/messages", "202"), 0) + served[("/v1/messages/batch", "200")] < 50
 
@@ -85,7 +85,7 @@ async def test_each_coalesced_send_raises_the_error_a_single_send_would(
     assert isinstance(results[20], DlpBlockedError)
     assert isinstance(results[33], SidecarError) and results[33].code == "invalid_request"
     accepted = [r for r in results if isinstance(r, str)]
-    assert len(accepted) == 37 == redis_client.xlen(BOB.inbox)
+    assert len(accepted) == 37 == redis_client.xlen(BOB.inbox("default/alice"))
 
 
 async def test_concurrent_acks_share_requests_and_an_unknown_id_still_raises(
@@ -105,7 +105,7 @@ async def test_concurrent_acks_share_requests_and_an_unknown_id_still_raises(
     served = await requests_served(bob)
     assert results[:60] == [None] * 60
     assert isinstance(results[60], SidecarError) and results[60].code == "delivery_not_found"
-    assert redis_client.xlen(BOB.inbox) == 0
+    assert redis_client.xlen(BOB.inbox("default/alice")) == 0
     assert served.get(("/v1/deliveries/ack", "200"), 0) >= 1
     assert served.get(("/v1/deliveries/{id}/ack", "204"), 0) < 60
 

@@ -70,7 +70,7 @@ async def test_a_mixed_batch_answers_each_item_in_order_and_delivers_only_the_ac
     assert "4111" not in str(body)
     assert sorted(d["id"] for d in delivered) == sorted([results[0]["id"], results[4]["id"]])
     assert {d["id"]: d["correlation_id"] for d in delivered}[results[4]["id"]] == "c-4"
-    assert redis_client.xlen(BOB.inbox) == 0  # both acked, nothing else was written
+    assert redis_client.xlen(BOB.inbox(ALICE.agent_id)) == 0  # both acked, nothing else was written
     assert redis_client.xlen(BOB.dlq) == 0
 
 
@@ -112,7 +112,7 @@ async def test_a_malformed_batch_is_refused_naming_the_item_and_sends_nothing(
         assert (status, body["error"]["code"]) == (400, "invalid_request")
         assert body["error"]["message"].startswith("messages:")
     assert (not_an_object[0], not_an_object[1]["error"]["code"]) == (400, "invalid_json")
-    assert redis_client.xlen(BOB.inbox) == 0
+    assert redis_client.xlen(BOB.inbox(ALICE.agent_id)) == 0
 
 
 async def test_batch_ack_removes_exactly_the_given_deliveries_and_reports_unknown_ids(
@@ -134,10 +134,10 @@ async def test_batch_ack_removes_exactly_the_given_deliveries_and_reports_unknow
     assert (status, body) == (200, {"acked": [ids[0], ids[2]], "unknown": ["no-such-delivery"]})
     assert again == (200, {"acked": [], "unknown": [ids[2]]})
     assert (malformed[0], malformed[1]["error"]["code"]) == (400, "invalid_request")
-    assert redis_client.xlen(BOB.inbox) == 2
+    assert redis_client.xlen(BOB.inbox(ALICE.agent_id)) == 2
     assert await bob.answer(ids[1], "ack") == 204
     assert await bob.answer(ids[3], "ack") == 204
-    assert redis_client.xlen(BOB.inbox) == 0
+    assert redis_client.xlen(BOB.inbox(ALICE.agent_id)) == 0
 
 
 async def test_the_sdk_sends_and_acks_in_batches(
@@ -163,7 +163,7 @@ async def test_the_sdk_sends_and_acks_in_batches(
     assert isinstance(results[2], DlpBlockedError)
     assert sorted(acked) == sorted([results[0], results[3]])
     assert unknown == ["gone"]
-    assert redis_client.xlen(BOB.inbox) == 0
+    assert redis_client.xlen(BOB.inbox(ALICE.agent_id)) == 0
 
 
 async def test_a_full_batch_of_500_is_accepted_and_delivered_whole(
@@ -180,7 +180,7 @@ async def test_a_full_batch_of_500_is_accepted_and_delivered_whole(
     for status, body in batches:
         assert status == 200
         assert {r["status"] for r in body["results"]} == {202}
-    assert redis_client.xlen(BOB.inbox) == 1000
+    assert redis_client.xlen(BOB.inbox(ALICE.agent_id)) == 1000
     # The chain head is written once per pipeline, yet always names the last entry.
     trail = verify(redis_client.xrange(ALICE.audit), redis_client.hgetall(ALICE.audit_heads))
     assert trail.problems == [] and trail.entries == 1000

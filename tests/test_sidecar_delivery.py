@@ -149,12 +149,12 @@ async def test_acked_messages_are_removed_from_the_inbox(
     bob = Api(http, sidecars.start("default/bob"))
     for n in range(50):
         await alice.send("bob", "bulk", {"n": n})
-    assert redis_client.xlen(BOB.inbox) == 50
+    assert redis_client.xlen(BOB.inbox("default/alice")) == 50
 
     await bob.collect(50)
 
-    assert redis_client.xlen(BOB.inbox) == 0
-    assert redis_client.xpending(BOB.inbox, "mas")["pending"] == 0
+    assert redis_client.xlen(BOB.inbox("default/alice")) == 0
+    assert redis_client.xpending(BOB.inbox("default/alice"), "mas")["pending"] == 0
 
 
 async def test_an_entry_that_is_not_an_envelope_is_dead_lettered_whole(
@@ -162,7 +162,7 @@ async def test_an_entry_that_is_not_an_envelope_is_dead_lettered_whole(
 ) -> None:
     alice = Api(http, sidecars.start("default/alice"))
     bob = Api(http, sidecars.start("default/bob"))
-    redis_client.xadd(BOB.inbox, {"e": b"{not json", "extra": b"kept"})
+    redis_client.xadd(BOB.inbox("default/alice"), {"e": b"{not json", "extra": b"kept"})
     good = await alice.send("bob", "fine")
 
     [delivery] = await bob.collect(1)
@@ -171,7 +171,7 @@ async def test_an_entry_that_is_not_an_envelope_is_dead_lettered_whole(
     assert delivery["id"] == good
     [dead] = listing["dead_letters"]
     assert dead["reason"].startswith("malformed")
-    assert dead["message"] is None
+    assert (dead["message"], dead["sender"]) == (None, "default/alice")  # whose stream it was
     [(_, fields)] = redis_client.xrange(BOB.dlq)
     assert fields[b"extra"] == b"kept"
     status, body = await bob.call("POST", f"/v1/dead-letters/{dead['id']}/replay")
@@ -185,8 +185,8 @@ async def test_a_message_tampered_in_redis_to_another_target_is_dead_lettered(
     carol = Api(http, sidecars.start("default/carol"))
     bob = Api(http, sidecars.start("default/bob"))
     await carol.send("alice", "for-alice")
-    [(_, fields)] = redis_client.xrange(AgentKeys("default/alice").inbox)
-    redis_client.xadd(BOB.inbox, fields)
+    [(_, fields)] = redis_client.xrange(AgentKeys("default/alice").inbox("default/carol"))
+    redis_client.xadd(BOB.inbox("default/carol"), fields)
     await carol.send("bob", "for-bob")
 
     [delivery] = await bob.collect(1)

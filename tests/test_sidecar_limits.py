@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from api import Api
+from api import Api, value_of
 from conftest import Sidecars
 from waiting import GUARD_SECONDS, eventually
 
@@ -81,19 +81,6 @@ class RawClient:
             chunk = b""
         self.closed = not chunk
         self.received += chunk
-
-
-def value_of(metrics: str, name: str) -> float:
-    """The value of an unlabelled metric in the text exposition format."""
-    [value] = [line.split()[1] for line in metrics.splitlines() if line.startswith(name + " ")]
-    return float(value)
-
-
-async def metric(api: Api, name: str) -> float:
-    """The current value of an unlabelled metric of the sidecar."""
-    async with api.session.get(api.base_url + "/metrics", headers=api.headers) as answer:
-        assert answer.status == 200
-        return value_of(await answer.text(), name)
 
 
 async def subscribe(api: Api) -> tuple[asyncio.Task[None], asyncio.Queue[dict[str, Any]]]:
@@ -184,7 +171,7 @@ async def test_delivery_streams_over_the_cap_get_429_and_those_under_it_keep_wor
     refusals = [await bob.call("GET", "/v1/deliveries") for _ in range(20)]
     async with http.get(bob.base_url + "/v1/deliveries", headers=bob.headers) as refused:
         retry_after = refused.headers.get("Retry-After")
-    held = await metric(bob, "mas_subscribers")
+    held = await bob.metric("mas_subscribers")
     for n in range(4):
         await alice.send("bob", "still-delivered", {"n": n})
     received: list[int] = []
@@ -207,11 +194,11 @@ async def test_delivery_streams_over_the_cap_get_429_and_those_under_it_keep_wor
     first.cancel()  # its client goes away: the place is free again
 
     async def one_held() -> bool:
-        return await metric(bob, "mas_subscribers") == 1
+        return await bob.metric("mas_subscribers") == 1
 
     await eventually(one_held, "the place of the closed stream freed")
     third, _ = await subscribe(bob)
-    assert await metric(bob, "mas_subscribers") == 2
+    assert await bob.metric("mas_subscribers") == 2
     for task in (second, third):
         task.cancel()
 
@@ -226,7 +213,7 @@ async def test_connections_over_the_cap_are_answered_503_and_closed_the_others_s
     alice = Api(http, sidecar)
 
     async def only_this_one_open() -> bool:  # the start-up readiness checks have gone
-        return await metric(alice, "mas_http_connections") == 1
+        return await alice.metric("mas_http_connections") == 1
 
     await eventually(only_this_one_open, "no other connection open")
     held: list[RawClient] = []

@@ -180,8 +180,12 @@ async def test_replicas_of_one_agent_share_the_load(
 
     consumers = [asyncio.create_task(consume(n)) for n in range(2)]
     await asyncio.gather(*(event.wait() for event in subscribed))
-    sent = {await alice.send("bob", "job", {"n": n}) for n in range(60)}
-    await eventually(lambda: len(received[0]) + len(received[1]) == 60, "60 deliveries")
+    sent = {await alice.send("bob", "hello")}
+    await eventually(lambda: len(received[0]) + len(received[1]) == 1, "the first delivery")
+    for bob in bobs:  # one replica looks at a new sender at once, the others within seconds
+        await eventually(lambda bob=bob: bob.sender_streams(), "both replicas read alice's stream")
+    sent |= {await alice.send("bob", "job", {"n": n}) for n in range(60)}
+    await eventually(lambda: len(received[0]) + len(received[1]) == 61, "61 deliveries")
     for consumer in consumers:
         consumer.cancel()
 

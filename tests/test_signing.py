@@ -19,6 +19,7 @@ import redis
 from api import Api
 from conftest import Sidecars
 from policies import publish
+from streams import append_as
 from waiting import eventually
 
 from mas.credentials import Anchor, create_anchor, issue_agent_credentials
@@ -34,6 +35,7 @@ from mas.keys import AgentKeys
 from mas.local.processes import ProcessStartError, SidecarProcess
 
 BOB = AgentKeys("default/bob")
+ALICE = "default/alice"
 SIGNED = {"rules": [{"name": "all", "action": "allow"}], "signing": {"required": True}}
 
 
@@ -65,7 +67,13 @@ def signed_sidecar(sidecars: Sidecars, identities: Identities, agent_id: str) ->
 
 
 def inbox_envelopes(client: redis.Redis) -> list[tuple[bytes, dict[str, object]]]:
-    return [(entry_id, orjson.loads(f[b"e"])) for entry_id, f in client.xrange(BOB.inbox)]
+    return [(entry_id, orjson.loads(f[b"e"])) for entry_id, f in client.xrange(BOB.inbox(ALICE))]
+
+
+def refusals(client: redis.Redis) -> list[str]:
+    """The reasons alice's audit trail gives for what it refused on receive, in order."""
+    audit = [orjson.loads(f[b"e"]) for _, f in client.xrange(AgentKeys(ALICE).audit)]
+    return [e["reason"] for e in audit if e["decision"] == "refused_on_receive"]
 
 
 async def dead_letter_reasons(api: Api, count: int) -> list[str]:
@@ -105,17 +113,17 @@ async def test_tampered_forged_and_replayed_messages_are_refused_by_the_receiver
     for n in range(3):
         await alice.send("bob", "hello", {"n": n})
     (_, first), (second_id, second), (third_id, third) = inbox_envelopes(redis_client)
-    redis_client.xdel(BOB.inbox, second_id, third_id)
+    redis_client.xdel(BOB.inbox(ALICE), second_id, third_id)
 
     altered = second | {"payload": {"n": 1000}}
     forged = third | {"signature": third["signature"][:-4] + "AAAA"}
     mallory_token = (mallory_dir / "token").read_text().strip()
     impostor = first | {"id": "01IMPOSTOR000000000000000", "token": mallory_token}
     for envelope in (altered, forged, impostor):
-        redis_client.xadd(BOB.inbox, {"e": orjson.dumps(envelope)})
+        redis_client.xadd(BOB.inbox(ALICE), {"e": orjson.dumps(envelope)})
 
     [delivered] = await bob.collect(1)
-    redis_client.xadd(BOB.inbox, {"e": orjson.dumps(first)})  # replay of a delivered message
+    redis_client.xadd(BOB.inbox(ALICE), {"e": orjson.dumps(first)})  # replay of a delivered message
     reasons = await dead_letter_reasons(bob, 4)
 
     assert delivered["payload"] == {"n": 0}
@@ -141,9 +149,11 @@ async def test_an_expired_token_and_an_unsigned_message_are_refused(
     now = int(time.time() * 1000)
     base = Envelope(id="01EXPIRED0000000000000000", sender="default/alice",
                     target="default/bob", type="hello", created_at=now)  # fmt: skip
-    redis_client.xadd(BOB.inbox, sign_envelope(base, signing_key(key), expired).to_entry())
+    append_as(
+        redis_client, ALICE, BOB.agent_id, sign_envelope(base, signing_key(key), expired).to_entry()
+    )
     unsigned = base.model_copy(update={"id": "01UNSIGNED000000000000000"})
-    redis_client.xadd(BOB.inbox, unsigned.to_entry())
+    append_as(redis_client, ALICE, BOB.agent_id, unsigned.to_entry())
 
     consumer = asyncio.create_task(bob.collect(1))  # subscribed: the inbox is read
     reasons = await dead_letter_reasons(bob, 2)
@@ -178,7 +188,7 @@ async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
     sidecars: Sidecars, http: aiohttp.ClientSession, identities: Identities,
     redis_client: redis.Redis,
 ) -> None:  # fmt: skip
-    """Any agent may append to another's reply stream; forged replies must not answer."""
+    """Only the agent asked writes its reply stream; forged replies must not answer."""
     alice_dir = identities.issue("default/alice")
     alice = Api(
         http, sidecars.start("default/alice", replica="r1", MAS_CREDENTIALS_DIR=str(alice_dir))
@@ -191,7 +201,7 @@ async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
                                             "timeout_ms": 10_000})
     )  # fmt: skip
     [(_, request)] = await eventually(lambda: inbox_envelopes(redis_client), "the request")
-    replies = AgentKeys("default/alice").replies("r1")
+    replies = AgentKeys("default/alice").replies("r1", "default/bob")
 
     def reply(sender: str, payload: dict[str, str]) -> Envelope:
         return Envelope(
@@ -210,20 +220,21 @@ async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
         token = (directory / "token").read_text().strip()
         return sign_envelope(envelope, signing_key(key), token).to_entry()
 
-    # Unsigned, and signed by another agent than the one asked: both refused.
+    # Unsigned, and signed by another agent than the one asked: both refused; in the stream of
+    # the agent that was not asked, not even read.
     redis_client.xadd(replies, reply("default/bob", {"who": "forger"}).to_entry())
-    redis_client.xadd(replies, signed(reply("default/mallory", {"who": "mallory"}), mallory_dir))
-    await asyncio.sleep(0.5)
+    mallorys = signed(reply("default/mallory", {"who": "mallory"}), mallory_dir)
+    redis_client.xadd(replies, mallorys)
+    redis_client.xadd(AgentKeys("default/alice").replies("r1", "default/mallory"), mallorys)
+    await eventually(lambda: len(refusals(redis_client)) == 2, "both forged replies refused")
     assert not asking.done(), "no forged reply answers the request"
     redis_client.xadd(replies, signed(reply("default/bob", {"who": "bob"}), bob_dir))
     status, answer = await asking
     assert status == 200
     assert answer["payload"] == {"who": "bob"}
-    audit = [
-        orjson.loads(f[b"e"]) for _, f in redis_client.xrange(AgentKeys("default/alice").audit)
-    ]
-    refused = [e for e in audit if e["decision"] == "refused_on_receive"]
-    assert len(refused) == 1 and refused[0]["reason"].startswith("unauthenticated: ")
+    refused = refusals(redis_client)
+    assert len(refused) == 2 and refused[0].startswith("unauthenticated: ")
+    assert refused[1] == "misaddressed: from default/mallory in the stream of default/bob"
 
 
 async def test_a_sidecar_whose_token_expired_sends_nothing_and_is_not_ready_until_renewed(
@@ -262,7 +273,7 @@ async def test_a_sidecar_whose_token_expired_sends_nothing_and_is_not_ready_unti
     assert {r["error"]["code"] for r in batch[1]["results"]} == {"credentials_expired"}
     for status, body in (request, reply):
         assert (status, body["error"]["code"]) == (503, "credentials_expired")
-    assert redis_client.xlen(BOB.inbox) == 0  # nothing was written for bob to dead-letter
+    assert redis_client.xlen(BOB.inbox(ALICE)) == 0  # nothing was written for bob to dead-letter
     audit = redis_client.xrange(AgentKeys("default/alice").audit)
     decisions = [orjson.loads(fields[b"e"])["decision"] for _, fields in audit]
     assert decisions.count("credentials_expired") == 5
@@ -315,7 +326,8 @@ async def test_a_dead_letter_that_no_longer_authenticates_is_kept_and_its_sender
     stale = Envelope(id="01STALE000000000000000000", sender="default/alice",
                      target="default/bob", type="hello", payload={"n": 1},
                      created_at=int(time.time() * 1000))  # fmt: skip
-    redis_client.xadd(BOB.inbox, sign_envelope(stale, signing_key(key), expired).to_entry())
+    entry = sign_envelope(stale, signing_key(key), expired).to_entry()
+    append_as(redis_client, ALICE, "default/bob", entry)  # as alice's sidecar would have
     consumer = asyncio.create_task(bob.collect(1))  # subscribed: the inbox is read
     [reason] = await dead_letter_reasons(bob, 1)
     [dead] = await bob.dead_letters()
@@ -356,4 +368,4 @@ async def test_a_dead_letter_is_not_replayed_before_a_gateway_policy_is_loaded(
     status, body = await bob.call("POST", f"/v1/dead-letters/{dead_id.decode()}/replay")
 
     assert (status, body["error"]["code"]) == (503, "policy_unavailable")
-    assert redis_client.xlen(BOB.dlq) == 1 and redis_client.xlen(BOB.inbox) == 0
+    assert redis_client.xlen(BOB.dlq) == 1 and redis_client.xlen(BOB.inbox(ALICE)) == 0

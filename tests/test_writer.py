@@ -1,6 +1,8 @@
 """The sidecar's writer: concurrent submissions share one pipeline; the appends to one stream go
-as one function call, in submission order; *latest* commands go out once per pipeline with the
-last value; on a server without the functions a write fails whole and writes nothing."""
+as one function call, in submission order; a sender's stream into a target lists the sender in
+the target's senders set and rings its ring only the first time; a reply stream is written only
+while it exists; *latest* commands go out once per pipeline with the last value; on a server
+without the functions a write fails whole and writes nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from mas_sidecar.writer import APPENDS_PER_CALL, Append, Writer
+from mas.keys import AgentKeys
+from mas_sidecar.writer import APPENDS_PER_CALL, Append, Discovery, Writer
 
 
 @pytest.fixture
@@ -52,7 +55,8 @@ async def test_appends_to_one_stream_share_a_call_and_keep_their_order(
 
     after = {name: await calls(client, name) - before[name] for name in before}
     answers = [await future for future in futures]
-    assert answers == [[5, 0, 1]] * 5  # the inbox's length (asked for), none, HSET's answer
+    # the inbox's length (asked for), the audit entries its call appended, HSET's answer
+    assert answers == [[5, 5, 1]] * 5
     assert after == {"fcall": 2, "hset": 1, "xadd": 10}  # the XADDs ran inside the functions
     assert [f[b"e"] for _, f in await client.xrange("w:inbox")] == [b"0", b"1", b"2", b"3", b"4"]
     assert [f[b"n"] for _, f in await client.xrange("w:audit")] == [b"0", b"1", b"2", b"3", b"4"]
@@ -116,3 +120,38 @@ async def test_a_failed_append_fails_only_the_submissions_of_its_call(
     with pytest.raises(Exception, match="WRONGTYPE"):
         await bad
     assert await good == [1]
+
+
+async def test_a_senders_appends_list_it_once_and_ring_the_target_only_then(
+    client: aioredis.Redis,
+) -> None:
+    bob = AgentKeys("default/bob")
+    discovery = Discovery(bob.senders, bob.ring, "default/alice")
+    writer = Writer(client)
+
+    def send(n: int) -> asyncio.Future[list[object]]:
+        stream = bob.inbox("default/alice")
+        return writer.submit([Append(stream, ("e", n), measure=True, discovery=discovery)])
+
+    first = send(0)
+    await drain(writer)
+    later = [send(n) for n in (1, 2)]
+    await drain(writer)
+
+    assert await first == [1]
+    assert [await future for future in later] == [[3], [3]]  # one call: this sender's backlog
+    assert await client.smembers(bob.senders) == {b"default/alice"}
+    assert await client.xlen(bob.ring) == 1  # only when the sender was new
+
+
+async def test_a_reply_goes_only_into_a_reply_stream_that_exists(client: aioredis.Redis) -> None:
+    writer = Writer(client)
+    gone = writer.submit([Append("w:replies:r-0:default/bob", ("e", 1), existing_only=True)])
+    await client.xadd("w:replies:r-1:default/bob", {"created": 1}, maxlen=0, approximate=False)
+    kept = writer.submit([Append("w:replies:r-1:default/bob", ("e", 1), existing_only=True)])
+
+    await drain(writer)
+
+    assert (await gone, await kept) == ([0], [1])  # entries appended
+    assert not await client.exists("w:replies:r-0:default/bob")
+    assert await client.xlen("w:replies:r-1:default/bob") == 1

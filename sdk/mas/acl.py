@@ -5,44 +5,56 @@ The rules are built from the key schema (:mod:`mas.keys`) and from the commands 
 really sends; nothing grants ``@all``, a category, ``allkeys`` or any administrative command.
 Needs Redis ≥ 7.0 or Valkey ≥ 7.2 (ACL selectors and ``%R~`` / ``%W~`` key permissions).
 
-What the user of agent ``ns/name`` may do (``P`` is its own prefix ``mas:{ns/name}:``):
+What the user of agent ``ns/name`` may do (``P`` is its own prefix ``mas:{ns/name}:``, ``S``
+its id ``ns/name``):
 
-* **Its own keys** ``P*`` (inbox, dead letters, state, replay guard, shared rate-limit buckets,
-  audit chain, its replicas' reply streams): read and write with the stream, hash and sorted-set
-  commands the sidecar uses, and ``FCALL`` of the control plane's function library
-  (:mod:`mas.functions`: state store, replay guard, rate limiter, batched appends). It cannot
-  load or run code of its own (no ``EVAL``, ``EVALSHA``, ``SCRIPT`` or ``FUNCTION``). Redis checks
-  each command a function runs, and the keys it declares, against these same rules. Removing
-  data is narrower: ``XDEL`` only on the inbox, dead letters and reply streams, ``DEL`` only on
-  reply streams, ``HDEL``/``ZREM`` only on the replay guard, ``PEXPIRE`` only on rate-limit
-  buckets — so it cannot delete its own state or audit stream.
-* **Other agents' inboxes and reply streams**: ``XADD`` only, write-only (``%W~``) — it cannot
-  read a message in them; plus ``PEXPIRE`` on reply streams (the sender bounds the life of a
-  reply stream it writes to), and ``XLEN`` (read-only, the length only) on inboxes: the
-  circuit breaker reads a target's backlog back with each send. ``GET`` (read-only) on their
-  ``metadata`` key: what each agent publishes about itself, shown in discovery. The sidecar
-  appends through one function call per stream and pipeline (:mod:`mas_sidecar.writer`), so
-  ``FCALL`` may also name those streams as keys; Redis requires read-write access for a
-  function's declared keys, which grants nothing more here, because every command a function
-  runs is checked against these same rules — it can append to another inbox and read its
-  length, never read, trim with ``XTRIM`` or delete it (tested).
+* **Its own keys** ``P*`` (its senders' streams and their set and ring, dead letters, state,
+  replay guard, shared rate-limit buckets, audit chain, its replicas' reply streams): read and
+  write with the stream, hash, set and sorted-set commands the sidecar uses, and ``FCALL`` of
+  the control plane's function library (:mod:`mas.functions`: state store, replay guard, rate
+  limiter, batched appends, adopting new senders). It cannot load or run code of its own (no
+  ``EVAL``, ``EVALSHA``, ``SCRIPT`` or ``FUNCTION``). Redis checks each command a function
+  runs, and the keys it declares, against these same rules. Removing data is narrower:
+  ``XDEL`` only on its senders' streams, ring, dead letters and reply streams, ``DEL`` only on
+  reply streams, ``SREM`` only on its senders set, ``HDEL``/``ZREM`` only on the replay guard,
+  ``PEXPIRE`` only on rate-limit buckets and its reply streams — so it cannot delete its own
+  state or audit stream.
+* **Other agents: only what carries its own id.** ``XADD`` (write-only, ``%W~``) to
+  ``mas:{*}:in:S`` — its own stream into each other agent — and ``mas:{*}:replies:*:S`` — its
+  own reply stream to each replica that asks it —, and ``XLEN`` (the length only) of
+  ``mas:{*}:in:S``: the circuit breaker reads back this sender's backlog at the target. To be
+  found, it adds itself to a target's ``senders`` set (``SADD``, write-only) and appends to
+  its ``ring`` (``XADD``, write-only). It can read no message of any other agent, and write
+  none into a stream another sender writes: agent ids are two DNS labels joined by ``/``, with
+  no ``:``, braces or glob characters, so only the agent's own id ends one of these patterns
+  (tested over tricky names). ``GET`` (read-only) on other agents' ``metadata``: what each
+  agent publishes about itself, shown in discovery. The sidecar appends through one function
+  call per target and pipeline (:mod:`mas_sidecar.writer`), so ``FCALL`` may also name those
+  keys; Redis requires read-write access for a function's declared keys, which grants nothing
+  more here, because every command a function runs is checked against these same rules.
 * **Registry and policy**: read ``mas:{registry}:agents``, ``mas:{registry}:leases``,
   ``mas:{policy}:document`` and ``mas:{policy}:revision``. The registry's entries (the
   capabilities and roles authorization relies on) are the control plane's to write: a sidecar
   publishes what its agent says about itself in its own ``metadata`` key. Trust anchors are
   files, never in Redis; any other key is out of reach.
 
-Shared keys a sidecar can still write, and why (known limitations: an ACL grants a command on a
-whole key, it cannot name a hash field, a sorted-set member or a command argument):
+Known limits (an ACL grants a command on a whole key, it cannot name a hash field, a
+sorted-set member or a command argument), and what each can do:
 
+* ``XADD`` accepts ``MAXLEN`` / ``MINID`` and explicit entry ids, so a user can trim or
+  future-date every stream it may append to: its own streams into other agents (its own
+  messages only: each sender has its own stream, and the receiver takes from ``in:S`` only
+  envelopes of ``S``), any agent's ``ring`` (which delays the discovery of a new sender until
+  the receivers' periodic look at their ``senders`` set; nothing on the receive path uses ring
+  entry ids) and its own audit stream (which breaks its hash chain where ``mas audit verify``
+  detects it). ``SADD`` can list bogus senders in another agent's set: a receiver validates
+  each name and drops names without a stream, creating nothing.
 * ``mas:{registry}:leases`` (``ZADD``): each replica renews its agent's liveness lease. It
   could move another agent's deadline (make it look live or dead until that agent renews).
 * ``mas:{policy}:enforcers`` (``HSET``): each replica reports the policy revision it enforces.
   It could misreport another replica's revision; it cannot read or change the policy itself.
-* ``XADD`` accepts ``MAXLEN`` / ``MINID``, so a user able to append to a stream can also trim
-  it: another agent's inbox or reply stream, and its own audit stream. Trimming an audit stream
-  breaks its hash chain where ``mas audit verify`` detects it; trimming an inbox loses
-  undelivered messages. Only the sidecar holds the password, never the agent.
+
+Only the sidecar holds the password, never the agent.
 
 Used by the operator (one user per agent, rebuilt on every reconcile), ``mas up`` and the tests.
 """
@@ -55,6 +67,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis
 
 from mas.keys import (
+    INBOX,
     POLICY_DOCUMENT,
     POLICY_ENFORCERS,
     POLICY_REVISION,
@@ -65,13 +78,15 @@ from mas.keys import (
 from mas.names import InvalidAgentIdError, qualify
 
 USER_PREFIX = "mas-agent"
-ANY_AGENT = "mas:{*}:"  # the prefix pattern of every agent's keys
 
 # Commands on the agent's own keys (every one is checked against the key patterns as well).
 _OWN_COMMANDS = (
-    # inbox: consumer group, reads, leases, acks; dead letters, audit chain, reply streams
+    # its senders' streams: consumer groups, reads, leases, acks; the ring; dead letters, audit
+    # chain, reply streams
     "xgroup|create", "xadd", "xlen", "xrange", "xread", "xreadgroup", "xack", "xclaim",
     "xautoclaim", "xpending",
+    # its senders set (read, and listed again by a dead letter's replay)
+    "smembers", "sadd", "exists",
     # state, audit chain heads, replay guard, rate-limit buckets (mostly inside functions)
     "hget", "hmget", "hset", "zadd", "zrangebyscore", "zscore",
     # policy document and revision (read-only key patterns below); the agent's own metadata
@@ -105,6 +120,9 @@ def sidecar_acl_rules(agent_id: str) -> list[str]:
     """The ``ACL SETUSER`` rules of ``agent_id``'s sidecar, from ``reset`` (without password)."""
     _agent(agent_id)
     own = AgentKeys(agent_id).prefix
+    anyone = AgentKeys("*")  # the patterns of every agent's keys
+    mine_in = anyone.inbox(agent_id)  # this agent's stream into any other agent
+    mine_replies = anyone.replies("*", agent_id)  # its replies to any agent's replica
     return [
         "reset",
         "on",
@@ -115,17 +133,19 @@ def sidecar_acl_rules(agent_id: str) -> list[str]:
         f"%R~{POLICY_DOCUMENT}",
         f"%R~{POLICY_REVISION}",
         # removals on own keys, each only where the sidecar removes something
-        f"(+xdel ~{own}inbox ~{own}dlq ~{own}replies:*)",
+        f"(+xdel ~{own}{INBOX}* ~{own}ring ~{own}dlq ~{own}replies:*)",
         f"(+del ~{own}replies:*)",
+        f"(+srem ~{own}senders)",
         f"(+hdel +zrem ~{own}seen ~{own}seen-by-time)",
-        f"(+pexpire ~{own}ratelimit:* %W~{ANY_AGENT}replies:*)",
-        # other agents: append messages and replies; read an inbox's length, not its contents
-        f"(+xadd %W~{ANY_AGENT}inbox %W~{ANY_AGENT}replies:*)",
-        f"(+xlen %R~{ANY_AGENT}inbox)",
+        f"(+pexpire ~{own}ratelimit:* ~{own}replies:*)",
+        # other agents: append to the streams that carry this agent's own id; be discovered
+        f"(+xadd %W~{mine_in} %W~{mine_replies} %W~{anyone.ring})",
+        f"(+xlen %R~{mine_in})",
+        f"(+sadd %W~{anyone.senders})",
         # discovery: what other agents publish about themselves
-        f"(+get %R~{ANY_AGENT}metadata)",
-        # the writer's append function names those streams (its commands are checked as above)
-        f"(+fcall ~{ANY_AGENT}inbox ~{ANY_AGENT}replies:*)",
+        f"(+get %R~{anyone.metadata})",
+        # the writer's append function names those keys (its commands are checked as above)
+        f"(+fcall ~{mine_in} ~{anyone.senders} ~{anyone.ring} ~{mine_replies})",
         # shared entries this agent maintains (see the module docstring)
         f"(+hset %W~{POLICY_ENFORCERS})",
         f"(+zadd %W~{REGISTRY_LEASES})",

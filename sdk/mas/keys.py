@@ -4,12 +4,24 @@
 multi-key transactions and scripts over them work on a cluster as on a single server. Keys
 shared by all agents (the registry) carry their own fixed tag.
 
-    mas:{ns/name}:inbox            stream: messages to the agent, consumer group CONSUMER_GROUP
-    mas:{ns/name}:dlq              stream: dead letters (envelope + reason)
+    mas:{ns/name}:in:<sender>      stream: messages from one sender (its full id) to the agent,
+                                   consumer group CONSUMER_GROUP; only that sender writes it
+    mas:{ns/name}:senders          set: the agents that have written to the agent (each sender
+                                   adds itself)
+    mas:{ns/name}:ring             stream: content-free entries a sender appends when it adds
+                                   itself to ``senders``, so that a replica looks at once
+                                   (consumer group CONSUMER_GROUP)
+    mas:{ns/name}:dlq              stream: dead letters (envelope + reason + sender stream)
     mas:{ns/name}:state            hash: ``doc`` (JSON) and ``rev`` (integer)
-    mas:{ns/name}:replies:<replica> stream: replies awaited synchronously by one replica
+    mas:{ns/name}:replies:<replica>:<sender>  stream: replies from one sender to requests of
+                                   one replica; only that sender writes it, the replica
+                                   creates it and sets its expiry
+    mas:{ns/name}:replies:<replica>  stream: the replica's own bell that wakes its reply reader
     mas:{ns/name}:audit            stream: hash-chained audit entries of the agent's sidecars
     mas:{ns/name}:audit-heads      hash: replica -> "<seq>:<hash>" of its chain's last entry
+    mas:{ns/name}:seen             hash: replay guard, message id -> stream and entry of record
+    mas:{ns/name}:seen-by-time     sorted set: replay guard, message id -> forget-after (ms)
+    mas:{ns/name}:ratelimit:<name> hash: a token bucket shared by the agent's replicas
     mas:{ns/name}:metadata         string: JSON object the agent publishes in discovery
     mas:{registry}:agents          hash: agent id -> JSON {capabilities, roles} (control plane)
     mas:{registry}:leases          sorted set: agent id -> liveness deadline (ms)
@@ -17,7 +29,12 @@ shared by all agents (the registry) carry their own fixed tag.
     mas:{policy}:revision          string: its revision (sidecars poll this)
     mas:{policy}:enforcers         hash: "<agent id>/<replica>" -> revision it enforces
 
-Used by the sidecar, local mode and (later) the operator's ACL builder.
+A sender's streams end with its own id (``:in:<sender>``, ``:replies:<replica>:<sender>``), so
+its Redis user may write those and no other agent's (:mod:`mas.acl`). Agent ids are two DNS
+labels joined by ``/``: no ``:``, ``{``, ``}`` or glob characters, so no key of one sender ends
+like another's.
+
+Used by the sidecar, local mode, the control plane's ACL builder and the tests.
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ REGISTRY_LEASES = "mas:{registry}:leases"
 POLICY_DOCUMENT = "mas:{policy}:document"
 POLICY_REVISION = "mas:{policy}:revision"
 POLICY_ENFORCERS = "mas:{policy}:enforcers"
+INBOX = "in:"  # the kind of a sender's stream: ``<prefix>in:<sender>``
 
 
 @dataclass(frozen=True)
@@ -43,9 +61,17 @@ class AgentKeys:
         """Prefix shared by every key of the agent (the ACL key pattern is ``prefix*``)."""
         return f"mas:{{{self.agent_id}}}:"
 
+    def inbox(self, sender: str) -> str:
+        """The stream of ``sender``'s messages to this agent."""
+        return f"{self.prefix}{INBOX}{sender}"
+
     @property
-    def inbox(self) -> str:
-        return f"{self.prefix}inbox"
+    def senders(self) -> str:
+        return f"{self.prefix}senders"
+
+    @property
+    def ring(self) -> str:
+        return f"{self.prefix}ring"
 
     @property
     def dlq(self) -> str:
@@ -64,8 +90,24 @@ class AgentKeys:
         return f"{self.prefix}audit-heads"
 
     @property
+    def seen(self) -> str:
+        return f"{self.prefix}seen"
+
+    @property
+    def seen_by_time(self) -> str:
+        return f"{self.prefix}seen-by-time"
+
+    @property
     def metadata(self) -> str:
         return f"{self.prefix}metadata"
 
-    def replies(self, replica: str) -> str:
+    def ratelimit(self, name: str) -> str:
+        return f"{self.prefix}ratelimit:{name}"
+
+    def replies(self, replica: str, sender: str) -> str:
+        """The stream of ``sender``'s replies to requests of this agent's ``replica``."""
+        return f"{self.prefix}replies:{replica}:{sender}"
+
+    def reply_bell(self, replica: str) -> str:
+        """The stream that wakes ``replica``'s reply reader (only the agent writes it)."""
         return f"{self.prefix}replies:{replica}"

@@ -1,8 +1,8 @@
 """Builds the aiohttp application: components, routes, middleware and the lifespan.
 
 Start-up waits for Redis (retrying, so a sidecar may start before Redis) and for the control
-plane's function library on it, creates the consumer group, registers the agent and starts the
-background loops; shutdown stops the delivery
+plane's function library on it, creates the ring's consumer group and adopts the senders'
+streams, registers the agent and starts the background loops; shutdown stops the delivery
 streams, releases this replica's leases for the other replicas, and closes Redis.
 Used by :mod:`mas_sidecar.main` and by tests that serve the app in-process.
 """
@@ -79,11 +79,11 @@ async def _prepare(parts: Components) -> None:
     """Set up Redis state, waiting for Redis to come up if it is not there yet."""
     while True:
         try:
-            await parts.inbox.setup()
-            await parts.replies.setup()
-            await parts.audit.setup()
             missing = await functions_missing(parts.redis)
-            if missing is None:
+            if missing is None:  # setting up the inbox calls a function (mas_adopt)
+                await parts.inbox.setup()
+                await parts.replies.setup()
+                await parts.audit.setup()
                 await parts.policies.refresh()
                 await parts.registry.register()  # with the policy: it screens the metadata
                 return

@@ -1,8 +1,10 @@
 """Circuit breakers, one per target agent, on this sidecar's sends.
 
-A breaker opens after ``failure_threshold`` consecutive failed writes to the target's inbox,
-when the target's inbox backlog (read back with each write) exceeds ``backlog_threshold``, or,
-if the policy asks, while the target is not live. Open, it refuses sends for ``open_seconds``;
+A breaker opens after ``failure_threshold`` consecutive failed writes to the target, when this
+sender's backlog at the target — the length of its own stream into the target, read back with
+each write: its messages not yet acked there — exceeds ``backlog_threshold``, or, if the policy
+asks, while the target is not live. Another sender's backlog, or flood, opens no circuit of this
+sender's. Open, it refuses sends for ``open_seconds``;
 then it lets one probe through (half-open): success closes it, failure opens it again.
 Used by the gateway checks; its states feed the ``mas_circuit_state`` metric.
 """
@@ -58,7 +60,7 @@ class Breakers:
         return None
 
     def record(self, target: str, settings: CircuitBreaker, ok: bool, backlog: int = 0) -> None:
-        """The outcome of one write to ``target``'s inbox, with the backlog read back."""
+        """The outcome of one write to ``target``, with this sender's backlog read back."""
         now = time.monotonic()
         circuit = self._circuits.setdefault(target, _Circuit())
         if not ok:
@@ -66,7 +68,7 @@ class Breakers:
             if circuit.state is State.HALF_OPEN or circuit.failures >= settings.failure_threshold:
                 self._open(circuit, now, f"{circuit.failures} consecutive write failures")
         elif backlog > settings.backlog_threshold:
-            self._open(circuit, now, f"inbox backlog {backlog} > {settings.backlog_threshold}")
+            self._open(circuit, now, f"backlog {backlog} > {settings.backlog_threshold}")
         else:
             circuit.state, circuit.failures = State.CLOSED, 0
 

@@ -122,7 +122,7 @@ class Components:
                 metrics=metrics,
             ),
             replies=ReplyWaiter(
-                client, keys.replies(config.replica), metrics, check=gateway.check_receive_many
+                client, keys, config.replica, metrics, check=gateway.check_receive_many
             ),
             state=StateStore(client, keys.state),
             dead_letters=DeadLetters(client, keys, replay, gateway.replay_refusal),

@@ -18,6 +18,7 @@ sidecar runs on one server and on a cluster.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from mas.names import InvalidAgentIdError, namespace_of, qualify
 from mas.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.redis_client import cluster_url
+
+REPLICA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class SidecarConfig:
             port=port if port is not None else _int(env, "MAS_SIDECAR_PORT", 8790, 1, 65535),
             redis_url=url,
             redis_cluster=cluster,
-            replica=env.get("MAS_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            replica=_replica(env),
             capabilities=_list(env, "MAS_CAPABILITIES"),
             roles=_list(env, "MAS_ROLES"),
             policy_file=_path(env, "MAS_POLICY_FILE"),
@@ -148,6 +151,17 @@ def _api_token(env: Mapping[str, str]) -> str | None:
         return check_token(token)
     except ValueError as exc:
         raise ConfigError(f"{TOKEN_ENV}: {exc}") from None
+
+
+def _replica(env: Mapping[str, str]) -> str:
+    """``MAS_REPLICA_ID``, else ``<hostname>-<pid>``: letters, digits, ``.``, ``_`` and ``-``
+    (it ends the names of the replica's reply streams, which end with a sender's id)."""
+    replica = env.get("MAS_REPLICA_ID") or f"{socket.gethostname()}-{os.getpid()}"
+    if not REPLICA.match(replica):
+        raise ConfigError(
+            f"replica id {replica[:80]!r} must be 1-128 letters, digits, '.', '_' or '-'"
+        )
+    return replica
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

@@ -1,10 +1,11 @@
-"""The agent's dead-letter stream: list, replay into the inbox, delete.
+"""The agent's dead-letter stream: list, replay into the sender's stream, delete.
 
 Entries are written by :mod:`mas_sidecar.inbox` (the original entry's fields plus ``dl:*``
-fields). Replaying appends the original envelope to the inbox again (a new stream entry, so its
-attempts start over) as the replay guard's entry of record for its message id, and removes the
-dead letter, in one script. The envelope keeps its sender's signature and identity token, and
-nobody else can renew them: a dead letter that would no longer authenticate as a new entry (see
+fields, ``dl:sender`` naming the sender whose stream it came from). Replaying appends the
+original envelope to that sender's stream again (a new stream entry, so its attempts start over)
+as the replay guard's entry of record for its message id, and removes the dead letter, in one
+function call. The envelope keeps its sender's signature and identity token, and nobody else can
+renew them: a dead letter that would no longer authenticate as a new entry (see
 :meth:`~mas_sidecar.gateway.Gateway.replay_refusal`) is not replayed but kept, and the answer
 (``409 dead_letter_unauthenticated``) says that its sender must send it again. Used by the
 dead-letter routes.
@@ -24,7 +25,7 @@ from mas.errors import ErrorCode
 from mas.keys import AgentKeys
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError
-from mas_sidecar.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON
+from mas_sidecar.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER, sender_id
 from mas_sidecar.replay import ReplayGuard
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class DeadLetters:
         replay: ReplayGuard,
         refusal: Callable[[Envelope], str | None],
     ) -> None:
-        """``refusal``: why the receive checks would refuse an envelope entering the inbox now
+        """``refusal``: why the receive checks would refuse an envelope entering its stream now
         (:meth:`~mas_sidecar.gateway.Gateway.replay_refusal`), or None."""
         self._redis = client
         self._keys = keys
@@ -53,7 +54,7 @@ class DeadLetters:
         return [_document(entry_id, fields) for entry_id, fields in entries]
 
     async def replay(self, dead_letter_id: str) -> str:
-        """Put the message back in the inbox; its message id."""
+        """Put the message back in its sender's stream; its message id."""
         fields = await self._get(dead_letter_id)
         original = {k: v for k, v in fields.items() if not k.startswith(b"dl:")}
         try:
@@ -72,7 +73,15 @@ class DeadLetters:
                 f"cannot renew its sender's signature or identity token: {envelope.sender} "
                 "must send the message again (delete this dead letter once it has)",
             )
-        await self._replay.requeue(original, envelope.id, dead_letter_id=dead_letter_id)
+        # A dead letter written before senders had streams of their own names none: it goes
+        # back into the stream of the sender its envelope claims (checked again when read).
+        sender = sender_id(fields.get(DL_SENDER, envelope.sender.encode()))
+        if sender is None:
+            raise ApiError(
+                ErrorCode.INVALID_REQUEST,
+                f"dead letter {dead_letter_id} names no sender; it can only be deleted",
+            )
+        await self._replay.requeue(original, envelope.id, sender, dead_letter_id=dead_letter_id)
         return envelope.id
 
     async def delete(self, dead_letter_id: str) -> None:
@@ -102,6 +111,7 @@ def _document(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
     return {
         "id": entry_id.decode(),
         "message": message,
+        "sender": fields.get(DL_SENDER, b"").decode(errors="replace") or None,
         "reason": fields.get(DL_REASON, b"").decode(errors="replace"),
         "attempts": int(fields.get(DL_ATTEMPTS, b"0")),
         "failed_at": int(fields.get(DL_FAILED_AT, b"0")),

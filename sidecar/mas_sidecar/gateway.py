@@ -8,10 +8,11 @@ target's circuit breaker → sign with the agent's key (Ed25519; the token trave
 write of the message plus its audit entry. Every refusal is audited and answered with its own
 error code and a reason; nothing refused reaches Redis.
 
-Receive: authenticate (anchor → token → signature; required unless the sender's policy waives
-signing), refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization with the
-sender's policy and verified roles — so a forged, altered, replayed or unauthorized message
-written around the sender's sidecar is refused (the inbox dead-letters it) and audited.
+Receive: the envelope must come from its sender's own stream (``misaddressed`` otherwise),
+authenticate (anchor → token → signature; required unless the sender's policy waives signing),
+refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization with the sender's policy
+and verified roles — so a forged, altered, replayed, re-injected or unauthorized message written
+around the sender's sidecar is refused (the inbox dead-letters it) and audited.
 
 Replies are authorized too, and deny wins for them as for anything else. The one thing a reply
 gets that other messages do not: the reply to a synchronous request needs no allow rule, since
@@ -20,10 +21,14 @@ waiting for, from the agent it asked (its reply stream's reader says which, see
 :mod:`mas_sidecar.replies`). A reply to a plain message, or one that arrives in an inbox, is
 authorized like any message: setting ``is_reply`` grants nothing.
 
+Token expiry is judged at the time Redis accepted the entry (its id's timestamp), so messages
+that waited while this agent was down still verify after their token expired. Only the sender
+writes its stream, so only it can move that time, for its own messages.
+
 Dead-letter replay (:meth:`Gateway.replay_refusal`): the receiver cannot sign for the sender, so
-a dead letter goes back to the inbox only if it authenticates now, as a new inbox entry would;
-one that no longer does (its sender's token expired since, or was expired when it was signed)
-is refused, and its sender has to send it again.
+a dead letter goes back to its sender's stream only if it authenticates now, as a new entry
+would; one that no longer does (its sender's token expired since, or was expired when it was
+signed) is refused, and its sender has to send it again.
 
 Used by the outbox (send), the inbox (receive) and the dead-letter store (replay).
 """
@@ -40,6 +45,7 @@ from typing import Any, NoReturn
 from mas.envelope import ENTRY_FIELD, Envelope
 from mas.errors import ErrorCode
 from mas.identity import IdentityError, TokenClaims, UnsignedEnvelopeError, sign_envelope
+from mas.keys import AgentKeys
 from mas.policy.document import EffectivePolicy
 from mas.policy.rules import Decision, Party, authorize
 from mas_sidecar.audit_log import AuditLog, decision_event
@@ -52,13 +58,12 @@ from mas_sidecar.metrics import Metrics
 from mas_sidecar.policy_store import PolicyStore
 from mas_sidecar.ratelimit import RateLimiter
 from mas_sidecar.registry import Registry
-from mas_sidecar.replay import ReplayGuard, entry_time_ms
-from mas_sidecar.writer import NOTHING_LATEST, Append, Latest, Writer
+from mas_sidecar.replay import Read, ReplayGuard, entry_time_ms
+from mas_sidecar.writer import Append, Discovery, Writer
 
-# Replies to synchronous requests are read within milliseconds; these bounds only keep a dead
-# requester's reply stream from lingering.
+# Replies to synchronous requests are read within milliseconds; this bound only keeps a reply
+# stream whose replica stopped reading from growing (the replica sets the stream's expiry).
 REPLY_STREAM_MAXLEN = 10_000
-REPLY_STREAM_TTL_MS = 600_000
 DECISION_CACHE_SIZE = 4096
 REPLY_GRANT = "reply-to-request"  # the audit's ``rule`` for a reply no rule allows explicitly
 
@@ -77,17 +82,31 @@ _IDENTIFIERS = frozenset({"type", "correlation_id"})
 
 @dataclass(frozen=True)
 class Destination:
-    """Where an admitted envelope is written: a target's inbox, or a waiting replica's stream."""
+    """Where an admitted envelope is written: this sender's stream into the target (which also
+    makes the sender known to the target), or its reply stream to the replica that waits."""
 
     key: str
     inbox: bool
+    discovery: Discovery | None = None
 
-    def append(self, entry: bytes) -> tuple[Append, Latest]:
-        """The append of ``entry`` and, once per pipeline, a reply stream's expiry."""
+    @classmethod
+    def inbox_of(cls, target: str, sender: str) -> Destination:
+        """``sender``'s stream into ``target``."""
+        keys = AgentKeys(target)
+        return cls(keys.inbox(sender), True, Discovery(keys.senders, keys.ring, sender))
+
+    @classmethod
+    def replica_of(cls, requester: str, replica: str, sender: str) -> Destination:
+        """``sender``'s reply stream to ``requester``'s ``replica``."""
+        return cls(AgentKeys(requester).replies(replica, sender), False)
+
+    def append(self, entry: bytes) -> Append:
+        """The append of ``entry``. A reply goes only into a reply stream that exists: its
+        replica creates it (with an expiry) before it asks, so a reply to a replica that
+        stopped waiting long ago creates no key that never expires."""
         if self.inbox:
-            return Append(self.key, (ENTRY_FIELD, entry), measure=True), NOTHING_LATEST
-        expiry = ("PEXPIRE", self.key, REPLY_STREAM_TTL_MS)
-        return Append(self.key, (ENTRY_FIELD, entry), REPLY_STREAM_MAXLEN), {expiry[:2]: expiry}
+            return Append(self.key, (ENTRY_FIELD, entry), measure=True, discovery=self.discovery)
+        return Append(self.key, (ENTRY_FIELD, entry), REPLY_STREAM_MAXLEN, existing_only=True)
 
 
 class Gateway:
@@ -237,12 +256,12 @@ class Gateway:
     ) -> asyncio.Future[list[Any]]:
         """Hand the message and its audit entry to the writer; the breaker and the metrics
         learn the outcome when the pipeline answers."""
-        append, upkeep = destination.append(envelope.to_entry()[ENTRY_FIELD])
+        append = destination.append(envelope.to_entry()[ENTRY_FIELD])
         event = decision_event("accepted", envelope, **details)
         if policy.audit.payloads == "redacted" and self._policies.scanner is not None:
             event["payload"] = envelope.payload
         audit, head = self._audit.append(event)
-        done = self._writer.submit([append, audit], {**upkeep, **head})
+        done = self._writer.submit([append, audit], head)
         inbox, target, settings = destination.inbox, envelope.target, policy.circuit_breaker
 
         def written(future: asyncio.Future[list[Any]]) -> None:
@@ -250,7 +269,7 @@ class Gateway:
                 return
             failure = future.exception()
             if failure is None:
-                if inbox:  # the first answer is the inbox's length: the target's backlog
+                if inbox:  # the first answer: this sender's backlog at the target
                     self._breakers.record(target, settings, True, int(future.result()[0]))
                 self._metrics.decisions.labels("accepted").inc()
             elif isinstance(failure, REDIS_ERRORS):
@@ -275,26 +294,28 @@ class Gateway:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
         raise ApiError(code, reason, headers)
 
-    async def check_receive(self, envelope: Envelope, entry_id: bytes) -> str | None:
-        """Why the receiver refuses ``envelope`` (read from ``entry_id``), or None."""
-        [refusal] = await self.check_receive_many([(envelope, entry_id)])
-        return refusal
-
     async def check_receive_many(
         self,
-        items: Sequence[tuple[Envelope, bytes]],
+        reads: Sequence[Read],
         answers_request: Callable[[Envelope], bool] = lambda _: False,
     ) -> list[str | None]:
-        """Per entry read together (in stream order): why the receiver refuses it, or None.
+        """Per entry read together: why the receiver refuses it, or None.
 
         Each entry gets every check on its own; only the replay guard's Redis call is shared
-        by the batch (one script call instead of one round trip per message).
+        by the batch (one script call instead of one round trip per message). An envelope must
+        come from its sender's own stream: one of another agent, re-injected by the agent whose
+        stream it was read from, is refused (``misaddressed``) whatever its signature.
         ``answers_request(envelope)`` says whether an envelope is the reply a pending
         synchronous request of this replica waits for (it then needs no allow rule).
         """
-        refusals: list[str | None] = [None] * len(items)
+        refusals: list[str | None] = [None] * len(reads)
         verified: list[tuple[int, EffectivePolicy, TokenClaims | None]] = []
-        for index, (envelope, entry_id) in enumerate(items):
+        for index, (envelope, _, sender, entry_id) in enumerate(reads):
+            if envelope.sender != sender:
+                refusals[index] = await self._refuse_received(
+                    envelope, f"misaddressed: from {envelope.sender} in the stream of {sender}"
+                )
+                continue
             policy = self._policies.for_sender(envelope.sender)
             if policy is None:
                 refusals[index] = await self._refuse_received(
@@ -311,10 +332,10 @@ class Gateway:
             verified.append((index, policy, claims))
         signed = [index for index, _, claims in verified if claims is not None]
         replays = dict(
-            zip(signed, await self._replay.check_many([items[i] for i in signed]), strict=True)
+            zip(signed, await self._replay.check_many([reads[i] for i in signed]), strict=True)
         )
         for index, policy, claims in verified:
-            envelope = items[index][0]
+            envelope = reads[index].envelope
             replay = replays.get(index)
             if replay is not None:
                 refusals[index] = await self._refuse_received(envelope, f"replay: {replay}")
@@ -368,8 +389,7 @@ class Gateway:
         """The sender's verified claims; None for an unsigned message the policy tolerates.
 
         The token's validity is judged at ``at`` (seconds): on receive, the time Redis accepted
-        the entry, so messages that waited in the inbox while this agent was down still verify
-        after their token expired.
+        the entry (see the module docstring).
         """
         signed = envelope.signature is not None or envelope.token is not None
         if not signed and not required:

@@ -1,19 +1,46 @@
-"""The receiving half of the Streams bridge: this replica's leases on the agent's inbox.
+"""The receiving half of the Streams bridge: this replica's leases on its senders' streams.
 
-The inbox ``mas:{agent}:inbox`` has one consumer group; each replica is a consumer. Entries are read
-only while an agent is subscribed and fewer than ``max_inflight`` are leased; at most
-``max_subscribers`` delivery streams are open at once (each holds a connection and its buffers,
-so their number bounds the memory they take). A read entry is
-*leased*: it stays in the group's pending list until the agent acks it (XACK + XDEL, so acked
-entries do not accumulate). An entry idle for longer than the lease — its replica died, or the agent
-neither acked nor extended — is reclaimed with XAUTOCLAIM by any replica and delivered again with
-``attempt`` = the stream's delivery count. A nack makes the entry reclaimable after its delay
-(XCLAIM ... IDLE). Past ``max_attempts``, on expiry, on a malformed or misaddressed entry, when the
-receive-side gateway check refuses it, or when the agent rejects it, the entry moves to the
-dead-letter stream in the same MULTI as its XACK + XDEL, so nothing accepted is ever dropped.
+Each sender writes its messages to this agent into a stream of its own,
+``mas:{agent}:in:<sender>``, which only that sender's Redis user (and this agent's) may write
+(:mod:`mas.acl`): a compromised sender can trim, future-date or flood its own stream, so its own
+messages, and no other sender's. Every stream has one consumer group; each replica is a consumer.
 
-Used by the delivery routes (subscribe, next, ack/nack/extend/reject) and the app (background
-loops).
+**Discovery.** A sender's append to a target (one ``mas_append`` call, :mod:`mas.functions`)
+also adds the sender to the target's set ``mas:{agent}:senders`` and, when it was not there,
+appends a content-free entry to the target's ``mas:{agent}:ring``. The ring is read with the
+senders' streams, so one replica wakes at once: it acks and deletes the ring entries and looks
+at the set; every replica also looks at it every ``REFRESH_SECONDS``. A new name must be an agent
+id, and is adopted with ``mas_adopt``: the group is created on its stream when the stream
+exists, else the name is dropped from the set, so bogus names create nothing. Nothing on the
+receive path uses ring entries or their ids: trimming or future-dating the ring (any sender may
+append to it) only delays a new sender's discovery until the next look, and loses nothing.
+
+**Reading.** Entries are read only while an agent is subscribed and fewer than ``max_inflight``
+are leased: one ``XREADGROUP`` over the ring and every sender's stream, each stream taking an
+equal share of the room. With more streams than room, they are read in windows of as many
+streams as there is room, one entry each, in rotation; only after a whole rotation found nothing
+does one blocking read over all of them wait for the next message (entries it returns beyond the
+room are released at once, their delivery count set back, so they come again as first
+deliveries). At most ``max_subscribers`` delivery streams to the agent are open at once (each
+holds a connection and its buffers, so their number bounds the memory they take).
+
+**Leases.** A read entry is *leased*: it stays in its stream's pending list until the agent acks
+it (XACK + XDEL, so acked entries do not accumulate). An entry idle for longer than the lease —
+its replica died, or the agent neither acked nor extended — is reclaimed with XAUTOCLAIM by any
+replica and delivered again with ``attempt`` = the stream's delivery count. Each reclaim tick
+visits at most ``RECLAIM_STREAMS`` streams, and no more than there is room for leases —
+streams known to have entries due first (nacked, released, or reclaimed in full last time), at
+most half of the tick, then the others in rotation —, so with room for at least
+``RECLAIM_STREAMS`` leases a lease that ran out is taken over within the lease plus
+``ceil(streams / (RECLAIM_STREAMS / 2))`` ticks of ``min(lease / 4, 0.5 s)``. A nack makes the
+entry reclaimable after its delay (XCLAIM ... IDLE). Past ``max_attempts``, on expiry, on a
+malformed or misaddressed entry, when the receive-side gateway check refuses it (an envelope of
+another sender than the stream's among others), or when the agent rejects it, the entry moves
+to the dead-letter stream — with ``dl:sender``, whose stream it came from — in the same MULTI as
+its XACK + XDEL, so nothing accepted is ever dropped.
+
+Used by the delivery routes (subscribe, next, ack/nack/extend/reject), the dead-letter store
+(which sender a dead letter came from) and the app (background loops).
 """
 
 from __future__ import annotations
@@ -21,8 +48,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -30,24 +58,33 @@ import redis.exceptions
 
 from mas.envelope import Envelope, EnvelopeError
 from mas.errors import ErrorCode
-from mas.keys import CONSUMER_GROUP, AgentKeys
+from mas.keys import CONSUMER_GROUP, INBOX, AgentKeys
+from mas.names import InvalidAgentIdError, qualify
 from mas_sidecar.aio import wait_event
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.replay import Read
 
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Fields a dead letter carries beside the original entry's own (kept whole, whatever it was).
 DL_REASON, DL_ATTEMPTS, DL_FAILED_AT = b"dl:reason", b"dl:attempts", b"dl:failed_at"
+DL_SENDER = b"dl:sender"  # the agent whose stream the entry came from
+REFRESH_SECONDS = 2.0  # every replica looks at the senders set this often
+RECLAIM_STREAMS = 128  # streams one reclaim tick visits, at most
+ADOPT_PER_CALL = 256  # new senders per ``mas_adopt`` call
 _READ_BATCH = 100
 _BLOCK_MS = 1000
+
+Entry = tuple[str, bytes, dict[bytes, bytes], int]  # stream, entry id, fields, attempt
 
 
 @dataclass
 class Lease:
-    """One inbox entry leased to this replica."""
+    """One stream entry leased to this replica."""
 
+    stream: str
     entry_id: bytes
     envelope: Envelope
     deadline: float
@@ -55,8 +92,25 @@ class Lease:
     replied: bool = False  # the agent answered it (a synchronous request takes one reply)
 
 
+def sender_id(member: bytes) -> str | None:
+    """The agent id a member of a senders set names, or None when it names none."""
+    try:
+        name = member.decode()
+        return name if qualify(name) == name else None
+    except (UnicodeDecodeError, InvalidAgentIdError):
+        return None
+
+
+def _rotation(items: Sequence[str], turn: int, size: int) -> list[str]:
+    """``size`` items of ``items`` from position ``turn`` on, wrapping around."""
+    if not items:
+        return []
+    start = turn % len(items)
+    return [*items[start:], *items[:start]][:size]
+
+
 class Inbox:
-    """Leases of one replica on its agent's inbox."""
+    """Leases of one replica on its agent's senders' streams."""
 
     def __init__(
         self,
@@ -68,7 +122,7 @@ class Inbox:
         max_attempts: int,
         max_inflight: int,
         max_subscribers: int,
-        check: Callable[[list[tuple[Envelope, bytes]]], Awaitable[list[str | None]]],
+        check: Callable[[list[Read]], Awaitable[list[str | None]]],
         metrics: Metrics,
     ) -> None:
         self._redis = client
@@ -85,23 +139,62 @@ class Inbox:
         self._subscribers = 0
         self._wake = asyncio.Event()
         self._reclaim_now = asyncio.Event()
-        self._cursor: bytes | str = "0-0"
-        self._acks: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._acks: list[tuple[str, bytes, asyncio.Future[None]]] = []
         self._acking: asyncio.Task[None] | None = None
+        self._streams: dict[str, str] = {}  # adopted stream -> its sender
+        self._regroup = False
+        self._refresh_at = 0.0
+        self._read_turn = 0
+        self._empty_windows = 0  # window reads in a row that found nothing
+        self._reclaim_turn = 0
+        self._cursors: dict[str, bytes | str] = {}  # XAUTOCLAIM cursor per stream
+        self._due: dict[str, None] = {}  # streams with entries to reclaim soon, in order
 
     async def setup(self) -> None:
-        """Create the consumer group (and the stream) if they do not exist yet."""
+        """Create the ring's consumer group (and the ring) if missing, and adopt the streams
+        of the senders in the set."""
         try:
-            await self._redis.xgroup_create(self._keys.inbox, CONSUMER_GROUP, id="0", mkstream=True)
+            await self._redis.xgroup_create(self._keys.ring, CONSUMER_GROUP, id="0", mkstream=True)
         except redis.exceptions.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        """Look at the senders set: adopt the streams of new senders, forget those of senders
+        no longer listed (their stream is gone), drop names that are no agent id."""
+        self._refresh_at = time.monotonic() + REFRESH_SECONDS
+        members = await self._redis.smembers(self._keys.senders)
+        listed = {member: sender_id(member) for member in members}
+        names = {name for name in listed.values() if name is not None}
+        for stream in [s for s, sender in self._streams.items() if sender not in names]:
+            del self._streams[stream]
+        bogus = [member for member, name in listed.items() if name is None]
+        if bogus:
+            await self._redis.srem(self._keys.senders, *bogus)
+        known = set(self._streams.values())
+        new = sorted(names - known)
+        for start in range(0, len(new), ADOPT_PER_CALL):
+            chunk = new[start : start + ADOPT_PER_CALL]
+            streams = [self._keys.inbox(name) for name in chunk]
+            adopted = await self._redis.fcall(
+                "mas_adopt", 1 + len(chunk), self._keys.senders, *streams, *chunk
+            )
+            for name, stream, ok in zip(chunk, streams, adopted, strict=True):
+                if ok:
+                    self._streams[stream] = name
+                    log.info("reading the stream of sender %s", name)
+        self._metrics.sender_streams.set(len(self._streams))
+
+    def sender_of(self, stream: str) -> str:
+        """The sender whose stream ``stream`` is."""
+        return stream.removeprefix(f"{self._keys.prefix}{INBOX}")
 
     # -- subscribers ------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def subscription(self) -> Iterator[None]:
-        """While inside, this replica reads its inbox for the subscriber; ApiError
+        """While inside, this replica reads its senders' streams for the subscriber; ApiError
         ``too_many_subscribers`` when ``max_subscribers`` are subscribed already."""
         if self._subscribers >= self._max_subscribers:
             raise ApiError(
@@ -164,64 +257,151 @@ class Inbox:
     # -- background loops -------------------------------------------------------------------
 
     async def read_until(self, stop: asyncio.Event) -> None:
-        """Read new entries while there is a subscriber and room for more leases."""
+        """Read new entries while there is a subscriber and room for more leases; look at the
+        senders set every ``REFRESH_SECONDS`` all the same."""
         while not stop.is_set():
-            capacity = self._capacity()
-            if capacity <= 0:
-                self._wake.clear()
-                await wait_event(self._wake, 1)
-                continue
             try:
-                answer = await self._redis.xreadgroup(
-                    CONSUMER_GROUP,
-                    self._replica,
-                    {self._keys.inbox: ">"},
-                    count=min(capacity, _READ_BATCH),
-                    block=_BLOCK_MS,
-                )
-                for _stream, entries in answer or ():
-                    await self._lease([(entry_id, fields, 1) for entry_id, fields in entries])
+                if self._regroup:  # a stream lost its group: adopt every one again
+                    self._streams.clear()
+                    await self.setup()
+                    self._regroup = False
+                elif time.monotonic() >= self._refresh_at:
+                    await self.refresh()
+                capacity = self._capacity()
+                if capacity <= 0:
+                    self._wake.clear()
+                    await wait_event(self._wake, 1)
+                    continue
+                await self._read(capacity)
             except REDIS_ERRORS as exc:
                 await self._redis_failed("read", exc)
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("a stream lost its consumer group (%s); adopting them again", exc)
+                self._regroup = True
+
+    async def _read(self, capacity: int) -> None:
+        """One read of new entries: see the module docstring."""
+        streams = list(self._streams)
+        windows = math.ceil(len(streams) / capacity)
+        if windows <= 1 or self._empty_windows >= windows:
+            chosen = _rotation(streams, self._read_turn, len(streams))
+            count = max(1, min(_READ_BATCH, capacity // max(1, len(streams))))
+            block: int | None = _BLOCK_MS
+            self._empty_windows = 0
+        else:
+            chosen, count, block = _rotation(streams, self._read_turn, capacity), 1, None
+        self._read_turn += len(chosen)
+        answer = await self._redis.xreadgroup(
+            CONSUMER_GROUP,
+            self._replica,
+            {self._keys.ring: ">", **dict.fromkeys(chosen, ">")},
+            count=count,
+            block=block,
+        )
+        rang: list[bytes] = []
+        entries: list[Entry] = []
+        for stream, items in answer or ():
+            name = stream.decode()
+            if name == self._keys.ring:
+                rang += [entry_id for entry_id, _ in items]
+            else:
+                entries += [(name, entry_id, fields, 1) for entry_id, fields in items]
+        if block is None:
+            self._empty_windows = 0 if entries else self._empty_windows + 1
+        if len(entries) > capacity:
+            await self._release([(s, e) for s, e, _, _ in entries[capacity:]], unread=True)
+            entries = entries[:capacity]
+        if entries:
+            await self._lease(entries)
+        if rang:
+            await self._rung(rang)
+
+    async def _rung(self, entry_ids: list[bytes]) -> None:
+        """A sender announced itself: delete the ring's entries and look at the set now."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self._keys.ring, CONSUMER_GROUP, *entry_ids)
+            pipe.xdel(self._keys.ring, *entry_ids)
+            await pipe.execute()
+        await self.refresh()
 
     async def reclaim_until(self, stop: asyncio.Event) -> None:
         """Take over entries whose lease ran out, wherever they were leased."""
         interval = min(self.lease_ms / 4000, 0.5)
+        more = False
         while not stop.is_set():
-            self._reclaim_now.clear()
-            await wait_event(self._reclaim_now, interval)
+            if not more:
+                self._reclaim_now.clear()
+                await wait_event(self._reclaim_now, interval)
             self._forget_stale_leases()
+            more = False
             if self._capacity() <= 0:
                 continue
             try:
-                await self._reclaim_once()
+                more = await self._reclaim_once()
             except REDIS_ERRORS as exc:
                 await self._redis_failed("reclaim", exc)
 
-    async def _reclaim_once(self) -> None:
-        answer = await self._redis.xautoclaim(
-            self._keys.inbox,
-            CONSUMER_GROUP,
-            self._replica,
-            min_idle_time=self.lease_ms,
-            start_id=self._cursor,
-            count=self._capacity(),
-        )
-        self._cursor = answer[0]
-        claimed = [(entry_id, fields) for entry_id, fields in answer[1] if fields is not None]
-        if not claimed:
-            return
+    def _reclaim_streams(self, budget: int) -> list[str]:
+        """The ``budget`` streams (at most) of one reclaim tick: due ones first (at most half,
+        at least one), then the others in rotation."""
+        due = [stream for stream in self._due if stream in self._streams][: max(1, budget // 2)]
+        for stream in due:
+            del self._due[stream]
+        rest = [stream for stream in self._streams if stream not in due]
+        turn = _rotation(rest, self._reclaim_turn, budget - len(due))
+        self._reclaim_turn += len(turn)
+        return due + turn
+
+    async def _reclaim_once(self) -> bool:
+        """One reclaim tick; whether a stream gave all that was asked (more may wait)."""
+        capacity = self._capacity()
+        streams = self._reclaim_streams(min(RECLAIM_STREAMS, capacity)) if capacity > 0 else []
+        if not streams:
+            return False
+        count = capacity // len(streams)  # each at least 1: no more streams than room
         async with self._redis.pipeline(transaction=False) as pipe:
-            for entry_id, _fields in claimed:
-                pipe.xpending_range(self._keys.inbox, CONSUMER_GROUP, entry_id, entry_id, 1)
+            for stream in streams:
+                pipe.xautoclaim(
+                    stream, CONSUMER_GROUP, self._replica, min_idle_time=self.lease_ms,
+                    start_id=self._cursors.get(stream, "0-0"), count=count,
+                )  # fmt: skip
+            answers = await pipe.execute(raise_on_error=False)
+        claimed: list[tuple[str, bytes, dict[bytes, bytes]]] = []
+        more = False
+        for stream, answer in zip(streams, answers, strict=True):
+            if isinstance(answer, redis.exceptions.ResponseError):
+                if "NOGROUP" not in str(answer):
+                    raise answer
+                self._streams.pop(stream, None)  # gone: the next look at the set decides
+                self._refresh_at = 0.0
+                continue
+            self._cursors[stream] = answer[0]
+            if len(answer[1]) >= count:
+                self._due[stream] = None
+                more = True
+            claimed += [(stream, e, fields) for e, fields in answer[1] if fields is not None]
+        if not claimed:
+            return more
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, entry_id, _fields in claimed:
+                pipe.xpending_range(stream, CONSUMER_GROUP, entry_id, entry_id, 1)
             pending = await pipe.execute()
         await self._lease(
             [
-                (entry_id, fields, int(info[0]["times_delivered"]))
-                for (entry_id, fields), info in zip(claimed, pending, strict=True)
+                (stream, entry_id, fields, int(info[0]["times_delivered"]))
+                for (stream, entry_id, fields), info in zip(claimed, pending, strict=True)
                 if info  # else acked by its old holder in the meantime
             ]
         )
+        return more
+
+    def _reclaim_soon(self, stream: str) -> None:
+        """``stream`` has an entry to reclaim now: visit it first, from its start."""
+        self._cursors.pop(stream, None)
+        self._due[stream] = None
+        self._reclaim_now.set()
 
     def _forget_stale_leases(self) -> None:
         """Drop leases that ran out long ago (another replica has surely reclaimed them)."""
@@ -235,34 +415,37 @@ class Inbox:
         log.warning("inbox %s loop: Redis unavailable (%s); retrying", loop, exc)
         await asyncio.sleep(1)
 
-    async def _lease(self, entries: list[tuple[bytes, dict[bytes, bytes], int]]) -> None:
-        """Check entries read together (``(entry id, fields, attempt)``, in stream order), then
-        lease each one that passes and dead-letter the others."""
-        candidates: list[tuple[bytes, dict[bytes, bytes], Envelope]] = []
-        for entry_id, fields, attempt in entries:
+    async def _lease(self, entries: list[Entry]) -> None:
+        """Check entries read together, then lease each one that passes and dead-letter the
+        others."""
+        candidates: list[tuple[str, bytes, dict[bytes, bytes], Envelope]] = []
+        for stream, entry_id, fields, attempt in entries:
             try:
                 envelope = Envelope.from_entry(fields, attempt)
             except EnvelopeError as exc:
-                await self._dead_letter(entry_id, fields, f"malformed: {exc}", attempt)
+                await self._dead_letter(stream, entry_id, fields, f"malformed: {exc}", attempt)
                 continue
             if envelope.target != self._keys.agent_id:
-                await self._dead_letter(entry_id, fields, "misaddressed", attempt)
+                await self._dead_letter(stream, entry_id, fields, "misaddressed", attempt)
             elif attempt > self._max_attempts:
-                await self._dead_letter(entry_id, fields, "max_attempts_exceeded", attempt - 1)
+                await self._dead_letter(
+                    stream, entry_id, fields, "max_attempts_exceeded", attempt - 1
+                )
             elif envelope.is_expired(time.time_ns() // 1_000_000):
-                await self._dead_letter(entry_id, fields, "expired", attempt - 1)
+                await self._dead_letter(stream, entry_id, fields, "expired", attempt - 1)
             else:
-                candidates.append((entry_id, fields, envelope))
+                candidates.append((stream, entry_id, fields, envelope))
         if not candidates:
             return
-        refusals = await self._check([(envelope, entry_id) for entry_id, _, envelope in candidates])
-        for (entry_id, fields, envelope), refusal in zip(candidates, refusals, strict=True):
+        reads = [Read(envelope, s, self.sender_of(s), e) for s, e, _, envelope in candidates]
+        refusals = await self._check(reads)
+        for (stream, entry_id, fields, envelope), refusal in zip(candidates, refusals, strict=True):
             if refusal:
-                await self._dead_letter(entry_id, fields, refusal, envelope.attempt - 1)
+                await self._dead_letter(stream, entry_id, fields, refusal, envelope.attempt - 1)
                 continue
             previous = self.leases.get(envelope.id)
             self.leases[envelope.id] = Lease(
-                entry_id, envelope, time.monotonic() + self.lease_ms / 1000
+                stream, entry_id, envelope, time.monotonic() + self.lease_ms / 1000
             )
             if previous is None or previous.handed_out:
                 self._ready.put_nowait(envelope.id)
@@ -295,7 +478,7 @@ class Inbox:
     async def ack(self, message_id: str) -> None:
         """Done: XACK + XDEL in one MULTI, shared with the acks that arrive meanwhile."""
         lease = self._take(message_id)
-        await self._queue_acks([lease.entry_id])
+        await self._queue_acks([(lease.stream, lease.entry_id)])
         self._metrics.acks.inc()
 
     async def ack_many(self, message_ids: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -305,14 +488,14 @@ class Inbox:
         reported."""
         acked: list[str] = []
         unknown: list[str] = []
-        entries: list[bytes] = []
+        entries: list[tuple[str, bytes]] = []
         for message_id in dict.fromkeys(message_ids):
             lease = self.leases.pop(message_id, None)
             if lease is None:
                 unknown.append(message_id)
                 continue
             acked.append(message_id)
-            entries.append(lease.entry_id)
+            entries.append((lease.stream, lease.entry_id))
         if entries:
             self._metrics.inflight.set(len(self.leases))
             self._wake.set()  # room for more leases: a reader waiting for capacity reads now
@@ -320,31 +503,32 @@ class Inbox:
             self._metrics.acks.inc(len(entries))
         return acked, unknown
 
-    async def _queue_acks(self, entries: Sequence[bytes]) -> None:
-        """Queue ``entries`` for the next ack MULTI and wait until it went through."""
+    async def _queue_acks(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        """Queue ``entries`` (stream, entry id) for the next ack MULTI and wait until it went
+        through."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks.extend((entry_id, done) for entry_id in entries)
+        self._acks.extend((stream, entry_id, done) for stream, entry_id in entries)
         if self._acking is None or self._acking.done():
             self._acking = asyncio.create_task(self._flush_acks())
         await done
 
     async def _flush_acks(self) -> None:
-        """Send the queued acks, one MULTI (one XACK and one XDEL of all their entries) per
-        round trip, until none is left."""
+        """Send the queued acks, one MULTI (per stream, one XACK and one XDEL of its entries;
+        all streams of the agent share its slot) per round trip, until none is left."""
         while self._acks:
             batch, self._acks = self._acks, []
-            entries = [entry_id for entry_id, _ in batch]
             try:
                 async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.xack(self._keys.inbox, CONSUMER_GROUP, *entries)
-                    pipe.xdel(self._keys.inbox, *entries)
+                    for stream, entries in _by_stream((s, e) for s, e, _ in batch).items():
+                        pipe.xack(stream, CONSUMER_GROUP, *entries)
+                        pipe.xdel(stream, *entries)
                     await pipe.execute()
             except Exception as exc:  # each waiting request answers with it
-                for _, done in batch:
+                for _, _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for _, done in batch:
+            for _, _, done in batch:
                 if not done.done():
                     done.set_result(None)
 
@@ -353,12 +537,11 @@ class Inbox:
         lease = self._take(message_id)
         delay = min(delay_ms, self.lease_ms)
         await self._redis.xclaim(
-            self._keys.inbox, CONSUMER_GROUP, self._replica, 0, [lease.entry_id],
+            lease.stream, CONSUMER_GROUP, self._replica, 0, [lease.entry_id],
             idle=self.lease_ms - delay, justid=True,
         )  # fmt: skip
         self._metrics.nacks.inc()
-        self._cursor = "0-0"
-        asyncio.get_running_loop().call_later(delay / 1000, self._reclaim_now.set)
+        asyncio.get_running_loop().call_later(delay / 1000, self._reclaim_soon, lease.stream)
 
     async def extend(self, message_id: str) -> None:
         """Start the lease again (the agent needs more time)."""
@@ -370,7 +553,7 @@ class Inbox:
                 f"delivery {message_id[:64]!r} is not leased to this sidecar, or its lease ran out",
             )
         await self._redis.xclaim(
-            self._keys.inbox, CONSUMER_GROUP, self._replica, 0, [lease.entry_id], justid=True
+            lease.stream, CONSUMER_GROUP, self._replica, 0, [lease.entry_id], justid=True
         )
         lease.deadline = time.monotonic() + self.lease_ms / 1000
 
@@ -378,33 +561,64 @@ class Inbox:
         """Dead-letter now, on the agent's word."""
         lease = self._take(message_id)
         await self._dead_letter(
-            lease.entry_id, lease.envelope.to_entry(), f"rejected: {reason}", lease.envelope.attempt
+            lease.stream,
+            lease.entry_id,
+            lease.envelope.to_entry(),
+            f"rejected: {reason}",
+            lease.envelope.attempt,
         )
 
     async def release_all(self) -> int:
         """Make every lease reclaimable at once (clean shutdown: other replicas take over)."""
-        entries = [lease.entry_id for lease in self.leases.values()]
+        entries = [(lease.stream, lease.entry_id) for lease in self.leases.values()]
         self.leases.clear()
-        if entries:
-            await self._redis.xclaim(
-                self._keys.inbox, CONSUMER_GROUP, self._replica, 0, entries,
-                idle=self.lease_ms, justid=True,
-            )  # fmt: skip
+        await self._release(entries, unread=False)
         return len(entries)
 
+    async def _release(self, entries: Iterable[tuple[str, bytes]], *, unread: bool) -> None:
+        """Make ``entries`` (stream, entry id) of this replica reclaimable at once; ``unread``:
+        they were never checked nor handed out, so their delivery count goes back to 0 (the
+        replica that reclaims them delivers them as attempt 1)."""
+        by_stream = _by_stream(entries)
+        if not by_stream:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xclaim(
+                    stream, CONSUMER_GROUP, self._replica, 0, ids, idle=self.lease_ms,
+                    retrycount=0 if unread else None, justid=True,
+                )  # fmt: skip
+            await pipe.execute()
+        for stream in by_stream:
+            self._reclaim_soon(stream)
+
     async def _dead_letter(
-        self, entry_id: bytes, fields: dict[bytes, bytes], reason: str, attempts: int
+        self,
+        stream: str,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        reason: str,
+        attempts: int,
     ) -> None:
         record = {
             **fields,
             DL_REASON: reason.encode()[:1024],
             DL_ATTEMPTS: str(attempts).encode(),
             DL_FAILED_AT: str(time.time_ns() // 1_000_000).encode(),
+            DL_SENDER: self.sender_of(stream).encode(),
         }
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self._keys.dlq, record)
-            pipe.xack(self._keys.inbox, CONSUMER_GROUP, entry_id)
-            pipe.xdel(self._keys.inbox, entry_id)
+            pipe.xack(stream, CONSUMER_GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
             await pipe.execute()
         self._metrics.dead_letters.labels(reason.partition(":")[0]).inc()
-        log.info("dead-lettered inbox entry %s: %s", entry_id.decode(), reason)
+        log.info("dead-lettered entry %s of %s: %s", entry_id.decode(), stream, reason)
+
+
+def _by_stream(entries: Iterable[tuple[str, bytes]]) -> dict[str, list[bytes]]:
+    """Entry ids grouped by stream, in order."""
+    grouped: dict[str, list[bytes]] = {}
+    for stream, entry_id in entries:
+        grouped.setdefault(stream, []).append(entry_id)
+    return grouped

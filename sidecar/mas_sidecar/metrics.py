@@ -21,7 +21,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.messages_sent = Counter(
-            "mas_messages_sent", "Messages written to a target inbox", ["kind"], registry=r
+            "mas_messages_sent", "Messages written to a target", ["kind"], registry=r
         )
         self.deliveries = Counter(
             "mas_deliveries", "Messages handed to the agent (redeliveries included)", registry=r
@@ -37,6 +37,9 @@ class Metrics:
         )
         self.inflight = Gauge(
             "mas_inflight_deliveries", "Deliveries leased to this replica", registry=r
+        )
+        self.sender_streams = Gauge(
+            "mas_sender_streams", "Senders' streams this replica reads", registry=r
         )
         self.redis_errors = Counter(
             "mas_redis_errors", "Redis failures in background loops", ["loop"], registry=r

@@ -1,9 +1,10 @@
 """The sending half of the Streams bridge: address envelopes and hand them to the gateway.
 
-A message is accepted (202) only once it passed the gateway checks and Redis appended it to the
-target's inbox. A reply goes to the replica that waits for it (``mas:{sender}:replies:<replica>``)
-when the request was synchronous, else to the sender's inbox like any message. Used by the
-message and delivery routes.
+A message is accepted (202) only once it passed the gateway checks and Redis appended it to this
+agent's own stream into the target (``mas:{target}:in:<this agent>``). A reply goes to this
+agent's reply stream to the replica that waits for it
+(``mas:{requester}:replies:<replica>:<this agent>``) when the request was synchronous, else to
+the requester like any message. Used by the message and delivery routes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 from mas.envelope import Envelope
 from mas.errors import ErrorCode
 from mas.ids import new_id
-from mas.keys import AgentKeys
 from mas.names import InvalidAgentIdError, qualify
 from mas_sidecar.errors import ApiError
 from mas_sidecar.gateway import Destination, Gateway
@@ -83,7 +83,8 @@ class Outbox:
         return target
 
     async def send(self, envelope: Envelope, kind: str = "message") -> Envelope:
-        """Check ``envelope`` and append it to its target's inbox; the envelope as written."""
+        """Check ``envelope`` and append it to this agent's stream into its target; the envelope
+        as written."""
         written, done = await self.admit(envelope, kind)
         await done
         return written
@@ -91,10 +92,10 @@ class Outbox:
     async def admit(
         self, envelope: Envelope, kind: str = "message"
     ) -> tuple[Envelope, asyncio.Future[list[Any]]]:
-        """Check ``envelope`` and queue its append to the target's inbox (see
+        """Check ``envelope`` and queue its append to this agent's stream into the target (see
         :meth:`Gateway.admit`): the envelope as it will be written, and the write's future."""
         written, done = await self._gateway.admit(
-            envelope, Destination(AgentKeys(envelope.target).inbox, inbox=True)
+            envelope, Destination.inbox_of(envelope.target, self.agent_id)
         )
         counter = self._metrics.messages_sent.labels(kind)
         done.add_done_callback(lambda future: _count_if_written(future, counter.inc))
@@ -103,7 +104,7 @@ class Outbox:
     async def reply(self, original: Envelope, type: str, payload: Any) -> Envelope:
         """Answer ``original`` to its sender: to the waiting replica when it is a synchronous
         request (the one reply it takes needs no allow rule, a deny rule still refuses it),
-        else to the sender's inbox like any message, which the rules must allow."""
+        else to the sender like any message, which the rules must allow."""
         envelope = build_envelope(
             sender=self.agent_id,
             target=original.sender,
@@ -115,8 +116,7 @@ class Outbox:
         )
         if original.reply_to is None:
             return await self.send(envelope, "reply")
-        key = AgentKeys(original.sender).replies(original.reply_to)
-        destination = Destination(key, inbox=False)
+        destination = Destination.replica_of(original.sender, original.reply_to, self.agent_id)
         written = await self._gateway.send(envelope, destination, answers_request=True)
         self._metrics.messages_sent.labels("reply").inc()
         return written

@@ -53,7 +53,7 @@ class RateLimiter:
             if limit.scope == "replica":
                 wait = self._local.setdefault(limit, Bucket(limit.rate, limit.burst)).take(now)
             else:
-                key = f"{self._keys.prefix}ratelimit:{limit.name}"
+                key = self._keys.ratelimit(limit.name)
                 wait = float(
                     await self._redis.fcall("mas_bucket_take", 1, key, limit.rate, limit.burst)
                 )

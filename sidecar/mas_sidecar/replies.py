@@ -1,94 +1,172 @@
-"""Synchronous requests: futures waiting for replies on this replica's reply stream.
+"""Synchronous requests: futures waiting for replies on this replica's reply streams.
 
-The request route registers a future under the request's message id and its target, then
-sends; the reader loop resolves it when a reply with that correlation id arrives. Every agent
-may append to another's reply streams (that is how replies travel), so a reply passes the same
-receive checks as an inbox entry (signature, token, replay, authorization) and must come from
-the agent the request went to; anything else is refused, audited by the gateway and logged, and
-the request keeps waiting for the real reply. Only the reply a pending request waits for is
-spared the need for an allow rule (deny rules still apply), and only once: the first such reply
-resolves the request, any later one is an ordinary message that the rules must allow. A reply
-that comes after its request timed out is counted and logged (its requester already answered
-504). Used by the request route and the app's background tasks.
+Each agent that a replica asks answers into a stream of its own,
+``mas:{agent}:replies:<replica>:<target>``, which only that target's Redis user may write (and
+this agent's): a compromised agent can trim or future-date only its own replies, and expire
+nothing. This replica creates the stream (empty) and sets its expiry (``REPLY_STREAM_TTL_MS``,
+renewed once half of it is gone, so it always outlives the longest request) before its first
+request to the target; the replier only appends, and only to a stream that exists, so a reply
+to a replica that stopped asking long ago creates no key that never expires.
+
+The reader loop blocks on the reply streams of the targets of pending requests and of those
+asked in the last ``KEEP_SECONDS``, and on the replica's own bell,
+``mas:{agent}:replies:<replica>``: a request to a target whose stream is not read yet rings it,
+so the reader reads that stream too (from its start, so a reply that came first is not missed).
+
+The request route registers a future under the request's message id and its target, prepares
+the target's stream, then sends; the reader loop resolves the future when a reply with that
+correlation id arrives. A reply passes the same receive checks as a message (its sender's own
+stream, signature, token, replay, authorization) and must come from the agent the request went
+to; anything else is refused, audited by the gateway and logged, and the request keeps waiting
+for the real reply. Only the reply a pending request waits for is spared the need for an allow
+rule (deny rules still apply), and only once: the first such reply resolves the request, any
+later one is an ordinary message that the rules must allow. A reply that comes after its request
+timed out is counted and logged (its requester already answered 504). Used by the request route
+and the app's background tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 
 from mas.envelope import Envelope, EnvelopeError
+from mas.keys import AgentKeys
 from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.models import MAX_TIMEOUT_MS
+from mas_sidecar.replay import Read
 
 log = logging.getLogger(__name__)
-# The gateway's receive checks: per (envelope, entry id), why it is refused, or None; the
-# second argument says which envelopes answer a pending request.
-Check = Callable[
-    [Sequence[tuple[Envelope, bytes]], Callable[[Envelope], bool]], Awaitable[list[str | None]]
-]
+# The gateway's receive checks: per entry read, why it is refused, or None; the second argument
+# says which envelopes answer a pending request.
+Check = Callable[[Sequence[Read], Callable[[Envelope], bool]], Awaitable[list[str | None]]]
+REPLY_STREAM_TTL_MS = 2 * MAX_TIMEOUT_MS  # renewed at half: it outlives the longest request
+KEEP_SECONDS = 60.0  # a target's stream stays read this long after its last request
 
 
 class ReplyWaiter:
-    """Pending requests of one replica, resolved from its reply stream."""
+    """Pending requests of one replica, resolved from its reply streams."""
 
-    def __init__(self, client: aioredis.Redis, key: str, metrics: Metrics, check: Check) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: AgentKeys, replica: str, metrics: Metrics, check: Check
+    ) -> None:
         self._redis = client
-        self.key = key
+        self._keys = keys
+        self._replica = replica
+        self.bell = keys.reply_bell(replica)
         self._metrics = metrics
         self._check = check
         self._pending: dict[str, tuple[str, asyncio.Future[Envelope]]] = {}
+        self._read: dict[str, bytes | str] = {}  # reply stream read -> last entry id read
+        self._asked: dict[str, float] = {}  # target -> when it was last asked (monotonic)
+        self._renew_at: dict[str, float] = {}  # target -> when its stream's expiry is renewed
+        self._preparing: dict[str, asyncio.Future[None]] = {}
+        self._bell_read: bytes | str = "0-0"
 
     async def setup(self) -> None:
-        """Forget replies meant for an earlier process with the same replica id."""
-        await self._redis.delete(self.key)
+        """Forget the bell of an earlier process with the same replica id."""
+        await self._redis.delete(self.bell)
 
     def expect(self, message_id: str, target: str) -> asyncio.Future[Envelope]:
         """A future for the reply to request ``message_id``, which only ``target`` may send."""
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._pending[message_id] = (target, future)
+        self._asked[target] = time.monotonic()
         return future
 
     def forget(self, message_id: str) -> None:
         self._pending.pop(message_id, None)
 
+    async def prepare(self, target: str) -> None:
+        """Before asking ``target``: its reply stream exists, outlives the request, and is
+        read. One round trip for a target not read yet or whose expiry is due, else none."""
+        stream = self._keys.replies(self._replica, target)
+        if stream in self._read and time.monotonic() < self._renew_at.get(target, 0.0):
+            return
+        preparing = self._preparing.get(target)
+        if preparing is None:
+            preparing = self._preparing[target] = asyncio.ensure_future(
+                self._create(target, stream)
+            )
+            preparing.add_done_callback(lambda _: self._preparing.pop(target, None))
+        await asyncio.shield(preparing)
+
+    async def _create(self, target: str, stream: str) -> None:
+        new = stream not in self._read
+        if new:
+            self._read[stream] = "0-0"  # before the bell rings: the woken reader reads it
+        renew_at = time.monotonic() + REPLY_STREAM_TTL_MS / 2000
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if new:  # exists, empty: what came for a replica no longer waiting goes
+                    pipe.xadd(stream, {"created": "1"}, maxlen=0, approximate=False)
+                pipe.pexpire(stream, REPLY_STREAM_TTL_MS)
+                if new:
+                    pipe.xadd(self.bell, {"stream": stream}, maxlen=1, approximate=False)
+                await pipe.execute()
+        except BaseException:
+            if new:
+                self._read.pop(stream, None)
+            raise
+        self._renew_at[target] = renew_at
+
+    def _forget_idle_targets(self) -> None:
+        """Stop reading the streams of targets neither waited for nor asked for a while."""
+        waiting = {target for target, _ in self._pending.values()}
+        horizon = time.monotonic() - KEEP_SECONDS
+        for target in [t for t, at in self._asked.items() if at < horizon and t not in waiting]:
+            del self._asked[target]
+            self._renew_at.pop(target, None)
+            self._read.pop(self._keys.replies(self._replica, target), None)
+
     async def read_until(self, stop: asyncio.Event) -> None:
-        last: bytes | str = "0-0"
         while not stop.is_set():
+            self._forget_idle_targets()
+            streams = {self.bell: self._bell_read, **self._read}
             try:
-                answer = await self._redis.xread({self.key: last}, count=100, block=1000)
+                answer = await self._redis.xread(streams, count=100, block=1000)
             except REDIS_ERRORS as exc:
                 self._metrics.redis_errors.labels("replies").inc()
                 log.warning("reply loop: Redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(1)
                 continue
-            for _stream, entries in answer or ():
-                last = entries[-1][0]
-                await self._handle(entries)
-                await self._redis.xdel(self.key, *(entry_id for entry_id, _ in entries))
+            for raw, entries in answer or ():
+                stream = raw.decode()
+                if stream == self.bell:
+                    self._bell_read = entries[-1][0]
+                    continue
+                if stream in self._read:
+                    self._read[stream] = entries[-1][0]
+                await self._handle(stream, entries)
+                await self._redis.xdel(stream, *(entry_id for entry_id, _ in entries))
 
-    async def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        replies: list[tuple[Envelope, bytes]] = []
+    async def _handle(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        sender = stream.removeprefix(f"{self.bell}:")
+        replies: list[Read] = []
         for entry_id, fields in entries:
             try:
-                replies.append((Envelope.from_entry(fields), entry_id))
+                replies.append(Read(Envelope.from_entry(fields), stream, sender, entry_id))
             except EnvelopeError as exc:
-                log.warning("ignored a malformed reply: %s", exc)
+                log.warning("ignored a malformed reply in %s: %s", stream, exc)
         if not replies:
             return
         # Which envelopes may resolve a request is decided before the checks, in stream order:
         # a second reply to the same request in the same batch is not spared the rules.
         answering: set[int] = set()
         claimed: set[str] = set()
-        for envelope, _ in replies:
+        for read in replies:
+            envelope = read.envelope
             if envelope.correlation_id not in claimed and self._answers(envelope):
                 claimed.add(envelope.correlation_id or "")
                 answering.add(id(envelope))
         refusals = await self._check(replies, lambda envelope: id(envelope) in answering)
-        for (envelope, _), refusal in zip(replies, refusals, strict=True):
+        for read, refusal in zip(replies, refusals, strict=True):
+            envelope = read.envelope
             if refusal is not None:
                 log.warning("refused reply %s from %s: %s", envelope.id, envelope.sender, refusal)
             else:

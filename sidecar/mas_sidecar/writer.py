@@ -6,17 +6,19 @@ round trips, a message and its audit entry go out together, and audit entries re
 order their chain was computed.
 
 Within a pipeline, the appends to one stream go as one call of the ``mas_append`` function
-(:mod:`mas.functions`, up to
-``APPENDS_PER_CALL`` entries each, in submission order): a batch of 100 messages to one target
-costs one call for the inbox and one for the audit stream, not 200 commands whose packing and
-answers the sidecar would handle one by one. A call to an inbox answers its length, which every
-append in it gets (the circuit breaker reads the backlog from it); a call runs atomically, so
-its entries appear together.
+(:mod:`mas.functions`, up to ``APPENDS_PER_CALL`` entries each, in submission order): a batch
+of 100 messages to one target costs one call for this sender's stream into the target and one
+for the audit stream, not 200 commands whose packing and answers the sidecar would handle one by
+one. A call to a sender's stream into a target also adds the sender to the target's senders set
+(and, when it was not there yet, rings the target's ring, see :mod:`mas_sidecar.inbox`), and
+answers the stream's length, which every append in it gets: the circuit breaker reads from it
+this sender's backlog at the target. A call runs atomically, so its entries appear together,
+and a sender is never listed without its stream.
 
 A submission may also carry *latest* commands, keyed: writes of which only the last per key in a
-pipeline matters (the audit chain's head, a reply stream's expiry). Each key is sent once per
-pipeline, after the appends, with the last command submitted for it; every submitter of the key
-gets that one answer. Used by the send path and the audit log.
+pipeline matters (the audit chain's head). Each key is sent once per pipeline, after the appends,
+with the last command submitted for it; every submitter of the key gets that one answer. Used by
+the send path and the audit log.
 """
 
 from __future__ import annotations
@@ -40,14 +42,29 @@ APPENDS_PER_CALL = 256  # entries per function call: bounds how long one call ho
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """What a sender's appends to a target also name so that the target finds its stream: the
+    target's senders set and ring, and the sender's id."""
+
+    senders: str
+    ring: str
+    sender: str
+
+
+@dataclass(frozen=True)
 class Append:
     """One entry for ``stream``: its field/value pairs, flat; ``maxlen`` trims the stream to
-    about that many entries (0: never); ``measure`` asks for the stream's length (else 0)."""
+    about that many entries (0: never); ``measure`` asks for the stream's length (else the
+    number of entries its call appended); ``existing_only`` drops the entry when the stream
+    does not exist; ``discovery``: the stream is a sender's stream into a target. Appends to
+    one stream share these settings (but ``measure``, asked by any)."""
 
     stream: str
     fields: Sequence[Any]
     maxlen: int = 0
     measure: bool = False
+    existing_only: bool = False
+    discovery: Discovery | None = None
 
 
 class _Submission(NamedTuple):
@@ -68,8 +85,8 @@ class Writer:
         self, appends: Sequence[Append], latest: Latest = NOTHING_LATEST
     ) -> asyncio.Future[list[Any]]:
         """Queue ``appends`` and ``latest`` (see the module docstring); the answers: for each
-        append, its stream's length after its call (0 unless measured), then those of
-        ``latest`` in its order."""
+        append, its stream's length after its call when measured (else how many entries its
+        call appended), then those of ``latest`` in its order."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Submission(appends, latest, future))
         self._pending.set()
@@ -100,9 +117,7 @@ class Writer:
                 indexes.append(index)
             placed.append(indexes)
             latest.update(submission.latest)
-        commands = [
-            ("FCALL", "mas_append", 1, stream, *_arguments(appends)) for stream, appends in calls
-        ]
+        commands = [_call(appends) for _, appends in calls]
         try:
             answers = await self._pipeline([*commands, *latest.values()])
         except REDIS_ERRORS as exc:
@@ -130,9 +145,17 @@ class Writer:
         return answers
 
 
-def _arguments(appends: list[Append]) -> list[Any]:
-    """The function's arguments for ``appends`` to one stream."""
-    arguments: list[Any] = [int(any(append.measure for append in appends))]
+def _call(appends: list[Append]) -> Command:
+    """The function call that appends ``appends`` (all to one stream, in order)."""
+    first = appends[0]
+    keys: list[str] = [first.stream]
+    options = ("l" if any(append.measure for append in appends) else "") + (
+        "x" if first.existing_only else ""
+    )
+    arguments: list[Any] = [options]
+    if first.discovery is not None:
+        keys += (first.discovery.senders, first.discovery.ring)
+        arguments.append(first.discovery.sender)
     for append in appends:
         arguments += (len(append.fields) // 2, append.maxlen, *append.fields)
-    return arguments
+    return ("FCALL", "mas_append", len(keys), *keys, *arguments)

@@ -63,7 +63,8 @@ class CircuitBreaker(ResourceModel):
         default=10_000,
         ge=1,
         le=100_000_000,
-        description="Inbox backlog (pending messages) of a target that opens its circuit.",
+        description="Backlog of the sender's own messages at a target (not yet acked) that "
+        "opens its circuit to that target.",
     )
     open_seconds: float = Field(
         default=10.0,

@@ -125,6 +125,7 @@ async def send_request(request: web.Request) -> web.Response:
     )
     reply = parts.replies.expect(envelope.id, target)
     try:
+        await parts.replies.prepare(target)
         await parts.outbox.send(envelope, "request")
         await asyncio.wait({reply}, timeout=body.timeout_ms / 1000)
     finally:
