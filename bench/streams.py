@@ -8,7 +8,8 @@ measures, for ``--senders`` streams (default 1,000) into one receiver against on
   streams than room) and over one, from ``INFO commandstats``, and the client's round trip;
 * the server's time per reclaim tick (a pipeline of up to 128 ``XAUTOCLAIM``, one per stream);
 * the memory of an empty stream with its consumer group (what an acked sender's stream keeps),
-  and of a ``senders`` set member;
+  and of a ``senders`` set member, and what each replica adds to each stream it reads (a
+  consumer of its group);
 * the server's time per send (one ``mas_append`` call: ``SADD``, ``XADD``, ``XLEN``), and
   without the ``SADD`` (what a send cost before senders had streams of their own).
 
@@ -98,6 +99,10 @@ def measure(url: str, count: int) -> dict[str, Any]:
         "bytes_per_sender": (after - before) / count,
         "memory_usage_of_one_stream": client.memory_usage(streams[0]),
     }
+    _poll(client, streams)()  # a replica reads every stream once: it is a consumer of each
+    results["bytes_per_consumer_and_stream"] = (
+        int(client.info("memory")["used_memory"]) - after
+    ) / count
     window = streams[:100]  # a read in turn with room for 100 leases (MAS_MAX_INFLIGHT)
     for label, chosen in (("one", streams[:1]), ("window", window), ("all", streams)):
         poll = _poll(client, chosen)

@@ -23,7 +23,7 @@ from api import Api
 from conftest import Sidecars
 from policies import publish
 from streams import append_as
-from waiting import eventually
+from waiting import GUARD_SECONDS, eventually
 
 from mas.keys import CONSUMER_GROUP, AgentKeys
 from mas_sidecar.inbox import Inbox
@@ -100,8 +100,16 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 async def accept_all(reads: list[Read]) -> list[str | None]:
-    """The receive checks, passing everything (this test is about reads and leases)."""
+    """The receive checks, passing everything (these tests are about reads and leases)."""
     return [None] * len(reads)
+
+
+def bobs_inbox(client: aioredis.Redis, max_inflight: int) -> Inbox:
+    """Bob's inbox as one replica's sidecar holds it, in this process, checks passing all."""
+    return Inbox(
+        client, BOB, replica="r-0", lease_ms=60_000, max_attempts=5, max_inflight=max_inflight,
+        max_subscribers=1, check=accept_all, metrics=Metrics(),
+    )  # fmt: skip
 
 
 async def test_a_read_never_leases_more_than_the_room_and_what_it_gives_back_comes_again_first(
@@ -111,10 +119,7 @@ async def test_a_read_never_leases_more_than_the_room_and_what_it_gives_back_com
     for sender in senders:  # empty streams, listed: the inbox blocks on all five
         redis_client.xgroup_create(BOB.inbox(sender), CONSUMER_GROUP, id="0", mkstream=True)
         redis_client.sadd(BOB.senders, sender)
-    inbox = Inbox(
-        client, BOB, replica="r-0", lease_ms=60_000, max_attempts=5, max_inflight=2,
-        max_subscribers=1, check=accept_all, metrics=Metrics(),
-    )  # fmt: skip
+    inbox = bobs_inbox(client, max_inflight=2)
     await inbox.setup()
     stop = asyncio.Event()
     loops = [
@@ -130,20 +135,21 @@ async def test_a_read_never_leases_more_than_the_room_and_what_it_gives_back_com
     attempts: list[int] = []
     most = 0
     try:
-        with inbox.subscription():
-            await eventually(blocked, "the read blocked on all five streams")
-            with redis_client.pipeline(transaction=True) as pipe:  # five arrive at once
-                for sender in senders:
-                    envelope = build_envelope(
-                        sender=sender, target=BOB.agent_id, type="x", payload=0
-                    )
-                    pipe.xadd(BOB.inbox(sender), envelope.to_entry())
-                pipe.execute()
-            while len(attempts) < len(senders):
-                envelope = await inbox.next_delivery()
-                most = max(most, len(inbox.leases))
-                attempts.append(envelope.attempt)
-                await inbox.ack(envelope.id)
+        async with asyncio.timeout(GUARD_SECONDS):  # only against a hang
+            with inbox.subscription():
+                await eventually(blocked, "the read blocked on all five streams")
+                with redis_client.pipeline(transaction=True) as pipe:  # five arrive at once
+                    for sender in senders:
+                        envelope = build_envelope(
+                            sender=sender, target=BOB.agent_id, type="x", payload=0
+                        )
+                        pipe.xadd(BOB.inbox(sender), envelope.to_entry())
+                    pipe.execute()
+                while len(attempts) < len(senders):
+                    envelope = await inbox.next_delivery()
+                    most = max(most, len(inbox.leases))
+                    attempts.append(envelope.attempt)
+                    await inbox.ack(envelope.id)
     finally:
         stop.set()
         await asyncio.gather(*loops)
@@ -151,6 +157,36 @@ async def test_a_read_never_leases_more_than_the_room_and_what_it_gives_back_com
     assert most <= 2
     assert attempts == [1] * 5  # given back unread: a first delivery when taken again
     assert all(redis_client.xlen(BOB.inbox(sender)) == 0 for sender in senders)
+
+
+@pytest.mark.parametrize("loss", ["group", "stream"])
+async def test_a_stream_that_lost_its_group_or_was_deleted_is_read_again(
+    client: aioredis.Redis, redis_client: redis.Redis, loss: str
+) -> None:
+    def send(sender: str) -> str:
+        return raw_send(redis_client, sender, 0)
+
+    inbox = bobs_inbox(client, max_inflight=10)
+    first = send("team/s-0")
+    await inbox.setup()
+    stop = asyncio.Event()
+    reading = asyncio.create_task(inbox.read_until(stop))
+    try:
+        async with asyncio.timeout(GUARD_SECONDS):  # only against a hang
+            with inbox.subscription():
+                assert (await inbox.next_delivery()).id == first
+                await inbox.ack(first)
+                if loss == "group":  # an operator's mistake, or a server that lost it
+                    redis_client.xgroup_destroy(BOB.inbox("team/s-0"), CONSUMER_GROUP)
+                else:
+                    redis_client.delete(BOB.inbox("team/s-0"))
+                later = [send("team/s-0"), send("team/s-1")]
+                delivered = [(await inbox.next_delivery()).id for _ in later]
+    finally:
+        stop.set()
+        await reading
+
+    assert sorted(delivered) == sorted(later)
 
 
 async def test_nacked_and_expired_leases_come_again_from_each_senders_stream(

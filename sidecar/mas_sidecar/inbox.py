@@ -13,7 +13,9 @@ at the set; every replica also looks at it every ``REFRESH_SECONDS``. A new name
 id, and is adopted with ``mas_adopt``: the group is created on its stream when the stream
 exists, else the name is dropped from the set, so bogus names create nothing. Nothing on the
 receive path uses ring entries or their ids: trimming or future-dating the ring (any sender may
-append to it) only delays a new sender's discovery until the next look, and loses nothing.
+append to it) only delays a new sender's discovery until the next look, and loses nothing. When
+a read finds a stream without its group (deleted by hand, or evicted), every stream is adopted
+again.
 
 **Reading.** Entries are read only while an agent is subscribed and fewer than ``max_inflight``
 are leased: one ``XREADGROUP`` over the ring and every sender's stream, each stream taking an
@@ -168,7 +170,7 @@ class Inbox:
         listed = {member: sender_id(member) for member in members}
         names = {name for name in listed.values() if name is not None}
         for stream in [s for s, sender in self._streams.items() if sender not in names]:
-            del self._streams[stream]
+            self._forget(stream)
         bogus = [member for member, name in listed.items() if name is None]
         if bogus:
             await self._redis.srem(self._keys.senders, *bogus)
@@ -185,6 +187,12 @@ class Inbox:
                     self._streams[stream] = name
                     log.info("reading the stream of sender %s", name)
         self._metrics.sender_streams.set(len(self._streams))
+
+    def _forget(self, stream: str) -> None:
+        """Stop reading ``stream`` (its sender is no longer listed, or it lost its group)."""
+        self._streams.pop(stream, None)
+        self._cursors.pop(stream, None)
+        self._due.pop(stream, None)
 
     def sender_of(self, stream: str) -> str:
         """The sender whose stream ``stream`` is."""
@@ -262,7 +270,8 @@ class Inbox:
         while not stop.is_set():
             try:
                 if self._regroup:  # a stream lost its group: adopt every one again
-                    self._streams.clear()
+                    for stream in list(self._streams):
+                        self._forget(stream)
                     await self.setup()
                     self._regroup = False
                 elif time.monotonic() >= self._refresh_at:
@@ -276,7 +285,7 @@ class Inbox:
             except REDIS_ERRORS as exc:
                 await self._redis_failed("read", exc)
             except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 log.warning("a stream lost its consumer group (%s); adopting them again", exc)
                 self._regroup = True
@@ -346,7 +355,7 @@ class Inbox:
     def _reclaim_streams(self, budget: int) -> list[str]:
         """The ``budget`` streams (at most) of one reclaim tick: due ones first (at most half,
         at least one), then the others in rotation."""
-        due = [stream for stream in self._due if stream in self._streams][: max(1, budget // 2)]
+        due = list(self._due)[: max(1, budget // 2)]
         for stream in due:
             del self._due[stream]
         rest = [stream for stream in self._streams if stream not in due]
@@ -374,7 +383,7 @@ class Inbox:
             if isinstance(answer, redis.exceptions.ResponseError):
                 if "NOGROUP" not in str(answer):
                     raise answer
-                self._streams.pop(stream, None)  # gone: the next look at the set decides
+                self._forget(stream)  # gone: the next look at the set decides
                 self._refresh_at = 0.0
                 continue
             self._cursors[stream] = answer[0]
