@@ -12,6 +12,7 @@ docs/security.md lists the guarantees these tests prove.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -478,6 +479,47 @@ async def test_another_agents_envelope_re_injected_through_the_attackers_stream_
     }
     assert {d["sender"] for d in dead} == {"default/mallory"}
     assert audited(redis_client, ALICE) == ["refused_on_receive"] * 2
+
+
+async def test_the_mas_functions_let_a_sender_unlist_or_write_no_other_sender(
+    world: World, redis_client: redis.Redis
+) -> None:
+    """The functions a sender may call name the keys it may write; what each runs is checked
+    against its own rights, so none unlists, writes or re-records for it another sender."""
+    world.policy(**ANYTHING)
+    alice = world.start("default/alice")  # not subscribed yet: what is sent waits for it
+    carol = world.start("default/carol")
+    mallory = world.compromise("default/mallory")
+    sent = [await carol.send("alice", "note", {"n": n}) for n in range(3)]
+    own, carols = ALICE.inbox("default/mallory"), ALICE.inbox("default/carol")
+    guard = (ALICE.dlq, ALICE.seen, ALICE.seen_by_time, ALICE.senders)
+    requeue = (sent[0], "0-1", 1, "default/mallory", "in:default/mallory", "e", "x")
+    refused = re.compile("perm|can't access", re.I)
+
+    attacks = [
+        # adopting drops a listed name whose stream (here: its own) does not exist; unlisted,
+        # carol's stream would no longer be read
+        lambda: mallory.redis.fcall("mas_adopt", 2, ALICE.senders, own, "default/carol"),
+        # the batched append into carol's stream, and trimming it
+        lambda: mallory.redis.fcall("mas_append", 1, carols, "", 1, 0, "e", "x"),
+        lambda: mallory.redis.fcall("mas_append", 1, carols, "", 1, 1, "e", "x"),
+        # a requeue as alice's replay guard's entry of record (so a message of carol's would
+        # be refused as a replay), and the guard's check and record
+        lambda: mallory.redis.fcall("mas_seen_requeue", 5, own, *guard, *requeue),
+        lambda: mallory.redis.fcall(
+            "mas_seen_check", 2, ALICE.seen, ALICE.seen_by_time, sent[1], "x 1-1", 1, 1, "1"
+        ),
+    ]
+    for attack in attacks:
+        with pytest.raises(redis.exceptions.ResponseError, match=refused):
+            attack()
+    delivered = await alice.collect(3)
+
+    assert [d["id"] for d in delivered] == sent
+    assert b"default/carol" in redis_client.smembers(ALICE.senders)
+    records = redis_client.hmget(ALICE.seen, sent)  # each message's entry of record: carol's
+    assert all(record.startswith(b"in:default/carol ") for record in records), records
+    assert await alice.dead_letters() == []
 
 
 async def test_a_trimmed_or_exhausted_ring_and_bogus_senders_delay_a_new_sender_only(
