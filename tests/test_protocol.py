@@ -192,6 +192,20 @@ def test_sidecar_settings_come_from_arguments_then_environment() -> None:
             "MAS_MAX_SUBSCRIBERS=64 leaves no connection",
         ),
         ({"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "r", "MAS_BODY_TIMEOUT_MS": "0"}, "outside"),
+        (
+            {"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "redis+sentinel://s:26379"},
+            "ends with /<primary name>",
+        ),
+        (
+            {"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "redis+sentinel://s/m"}
+            | {"MAS_REDIS_CLUSTER": "1"},
+            "contradict",
+        ),
+        (
+            {"MAS_AGENT_ID": "a", "MAS_REDIS_URL": "redis+cluster://r"}
+            | {"MAS_REDIS_WAIT_REPLICAS": "1"},
+            "needs one primary",
+        ),
     ],
 )
 def test_bad_sidecar_settings_fail_at_start_with_a_clear_message(

@@ -6,7 +6,9 @@ in the operator's memo); bad values fail at start-up with :class:`ConfigError`, 
 =============================  ==================================================================
 variable                       meaning (default)
 =============================  ==================================================================
-MAS_REDIS_URL                  Redis URL the operator uses as administrator (required)
+MAS_REDIS_URL                  Redis URL the operator uses as administrator (required):
+                               ``redis://``, ``rediss://``, or ``redis+sentinel://`` naming the
+                               sentinels and the primary (:mod:`mas.sentinel`)
 MAS_REDIS_USERNAME             administrator user, overrides the URL's (``default``)
 MAS_REDIS_PASSWORD             administrator password, overrides the URL's (from a Secret)
 MAS_AGENT_REDIS_URL            Redis URL as the sidecars reach it, without credentials; each
@@ -47,6 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from mas import sentinel
 from mas.acl import masked_url
 from mas.envflags import env_flag
 
@@ -99,10 +102,16 @@ class OperatorConfig:
         if not url:
             raise ConfigError("MAS_REDIS_URL is required (the Redis the agents talk through)")
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        if parts.scheme not in ("redis", "rediss", *sentinel.SCHEMES) or not parts.hostname:
             raise ConfigError(
-                f"MAS_REDIS_URL must be redis://HOST:PORT or rediss://, not {masked_url(url)!r}"
+                "MAS_REDIS_URL must be redis://HOST:PORT, rediss:// or "
+                f"redis+sentinel://HOST:PORT,.../PRIMARY, not {masked_url(url)!r}"
             )
+        if sentinel.is_sentinel_url(url):
+            try:
+                sentinel.parse(url)
+            except ValueError as exc:
+                raise ConfigError(f"MAS_REDIS_URL: {exc}") from None
         admin_url = _with_credentials(
             url, env.get("MAS_REDIS_USERNAME"), env.get("MAS_REDIS_PASSWORD")
         )

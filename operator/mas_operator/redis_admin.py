@@ -7,6 +7,10 @@ one read per key instead of each reading the whole enforcers hash or policy docu
 in a status condition and kopf retries. The ACL rules, registry format and policy keys are the
 shared ones of :mod:`mas.acl`, :mod:`mas.registry` and :mod:`mas.policy.publish`, so the operator
 and ``mas up`` create the same users and publish the same documents.
+
+Under Sentinel (a ``redis+sentinel://`` URL, :mod:`mas.sentinel`) the client follows the
+primary; ACL users, which Redis does not replicate, are applied to (and removed from) the
+primary and every replica the sentinels know, so a promoted replica already has them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 import redis
 from pydantic import ValidationError
 
+from mas import sentinel
 from mas.acl import apply_acl_user, delete_acl_user, masked_url
 from mas.functions import ensure_functions
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
@@ -27,6 +32,7 @@ from mas.policy.publish import enforcers, publish_policy
 from mas.registry import forget_agent, register_agent
 
 _DELETE_BATCH = 500
+_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 3}
 T = TypeVar("T")
 
 
@@ -39,7 +45,8 @@ class RedisAdmin:
 
     def __init__(self, url: str) -> None:
         self._where = masked_url(url)
-        self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self._url = url
+        self._client = sentinel.client(url, **_TIMEOUTS)
         self._lock = threading.Lock()
         self._recent: dict[str, tuple[float, Any]] = {}
 
@@ -72,7 +79,7 @@ class RedisAdmin:
         the function library its sidecars call."""
         try:
             ensure_functions(self._client)
-            apply_acl_user(self._client, agent_id, password)
+            self._on_every_node(lambda node: apply_acl_user(node, agent_id, password))
             register_agent(self._client, agent_id, capabilities, roles)
         except redis.RedisError as exc:
             raise self._fail(f"cannot set up {agent_id}", exc) from None
@@ -81,7 +88,7 @@ class RedisAdmin:
         """Drop the agent's ACL user (disconnecting its sidecars) and registry entry; with
         ``delete_data`` also every key of the agent (streams, state, audit). Keys deleted."""
         try:
-            delete_acl_user(self._client, agent_id)
+            self._on_every_node(lambda node: delete_acl_user(node, agent_id))
             forget_agent(self._client, agent_id)
             if not delete_data:
                 return 0
@@ -97,6 +104,19 @@ class RedisAdmin:
             return deleted
         except redis.RedisError as exc:
             raise self._fail(f"cannot remove {agent_id}", exc) from None
+
+    def _on_every_node(self, act: Callable[[redis.Redis], None]) -> None:
+        """``act`` on the server, or under Sentinel on the primary and each replica."""
+        if not sentinel.is_sentinel_url(self._url):
+            act(self._client)
+            return
+        nodes = sentinel.data_nodes(self._url, **_TIMEOUTS)
+        try:
+            for node in nodes:
+                act(node)
+        finally:
+            for node in nodes:
+                node.close()
 
     def published_policy(self, max_age: float = 0) -> CompiledPolicy | None:
         """The document in force; None when there is none or it does not parse."""

@@ -93,8 +93,10 @@ _OWN_COMMANDS = (
     "get", "set",
     # the control plane's functions (mas.functions); TIME for the shared rate-limit bucket
     "fcall", "time",
-    # MULTI around ack / dead-lettering; PING for health checks
-    "multi", "exec", "ping",
+    # MULTI around ack / dead-lettering; PING for health checks; WAIT for replicas to confirm
+    # this connection's own writes (MAS_REDIS_WAIT_REPLICAS): it touches no key and can only
+    # hold up the connection that sends it
+    "multi", "exec", "ping", "wait",
 )  # fmt: skip
 
 

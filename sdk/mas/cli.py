@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 import redis
 
+from mas import sentinel
 from mas.acl import masked_url
 from mas.audit_commands import export_trail, tail_trail, verify_trail
 from mas.client import SidecarClient
@@ -155,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     redis_url.add_argument(
         "--redis-url",
         metavar="URL",
-        help="Redis holding the trail (default: $MAS_REDIS_URL, or the file $MAS_REDIS_URL_FILE "
-        "names)",
+        help="Redis holding the trail: redis://, or redis+sentinel://HOST:PORT,.../PRIMARY "
+        "(default: $MAS_REDIS_URL, or the file $MAS_REDIS_URL_FILE names)",
     )
     redis_url.add_argument("agent", metavar="AGENT", help="the agent's id, namespace/name")
     audit_actions = trail.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -276,7 +277,10 @@ def _audit(args: argparse.Namespace) -> int:
         agent_id = qualify(args.agent)
     except InvalidAgentIdError as exc:
         return _fail(str(exc), USAGE_ERROR)
-    client = redis.Redis.from_url(url)
+    try:
+        client = sentinel.client(url)
+    except ValueError as exc:
+        return _fail(str(exc), USAGE_ERROR)
     try:
         if args.action == "verify":
             return 0 if verify_trail(client, agent_id, sys.stdout) else TAMPERED

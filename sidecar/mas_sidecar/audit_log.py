@@ -20,7 +20,7 @@ from mas.audit import Chain
 from mas.envelope import Envelope
 from mas.keys import AgentKeys
 from mas_sidecar.inbox import REDIS_ERRORS
-from mas_sidecar.writer import Append, Latest, Writer
+from mas_sidecar.writer import Append, Latest, ReplicationTimeout, Writer
 
 
 def payload_digest(payload: Any) -> str:
@@ -102,6 +102,8 @@ class AuditLog:
         try:
             append, head = self.append(event)
             await self._writer.submit([append], head)
+        except ReplicationTimeout:
+            pass  # on the primary; a decision's answer does not wait for its replicas
         except REDIS_ERRORS:
             self.needs_resync()
             raise

@@ -27,7 +27,7 @@ from mas_sidecar.registry import Registry
 from mas_sidecar.replay import ReplayGuard
 from mas_sidecar.replies import ReplyWaiter
 from mas_sidecar.state_store import StateStore
-from mas_sidecar.writer import Writer
+from mas_sidecar.writer import Replication, Writer
 
 
 @dataclass
@@ -52,7 +52,12 @@ class Components:
     def build(cls, config: SidecarConfig, metrics: Metrics) -> Components:
         client = connect(config.redis_url, cluster=config.redis_cluster)
         keys = AgentKeys(config.agent_id)
-        writer = Writer(client)
+        writer = Writer(
+            client,
+            Replication(config.wait_replicas, config.wait_timeout_ms)
+            if config.wait_replicas
+            else None,
+        )
         policies = PolicyStore(
             client,
             agent_id=config.agent_id,

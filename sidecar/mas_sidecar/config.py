@@ -13,6 +13,14 @@ Redis Cluster: set ``MAS_REDIS_CLUSTER=true``, or give the URL the scheme ``redi
 (``rediss+cluster://`` for TLS), naming any one node; the sidecar then connects with a cluster
 client (:mod:`mas_sidecar.redis_client`). Every agent's keys share one hash slot, so the same
 sidecar runs on one server and on a cluster.
+
+Redis Sentinel: a ``redis+sentinel://user:password@host:port,host:port/<primary name>`` URL
+(:mod:`mas.sentinel`), in the same secret file; the sidecar follows the primary across
+failovers. ``MAS_REDIS_WAIT_REPLICAS=n`` makes every send wait until ``n`` replicas hold the
+message (``WAIT``, at most ``MAS_REDIS_WAIT_TIMEOUT_MS``) before it answers 202, so a failover
+cannot take back what was acknowledged (:mod:`mas_sidecar.writer`); it needs one primary (a
+plain or Sentinel URL), not a cluster, whose client would send the ``WAIT`` to other
+connections than the writes.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from mas import sentinel
 from mas.envflags import env_flag, env_secret
 from mas.names import InvalidAgentIdError, namespace_of, qualify
 from mas.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
@@ -61,6 +70,8 @@ class SidecarConfig:
     max_connections: int = 1024
     max_subscribers: int = 64
     registry_ttl_ms: int = 10_000
+    wait_replicas: int = 0  # 0: answer once the primary has the message
+    wait_timeout_ms: int = 1000
     log_level: str = "INFO"
 
     @property
@@ -91,6 +102,8 @@ class SidecarConfig:
                 "a Redis URL is required (MAS_REDIS_URL_FILE, MAS_REDIS_URL or --redis-url)"
             )
         url, cluster = cluster_url(url, _bool(env, "MAS_REDIS_CLUSTER"))
+        wait_replicas = _int(env, "MAS_REDIS_WAIT_REPLICAS", 0, 0, 100)
+        _check_topology(url, cluster, wait_replicas)
         max_connections = _int(env, "MAS_MAX_CONNECTIONS", 1024, 2, 65_536)
         max_subscribers = _int(env, "MAS_MAX_SUBSCRIBERS", 64, 1, 10_000)
         if max_subscribers >= max_connections:
@@ -119,8 +132,27 @@ class SidecarConfig:
             max_connections=max_connections,
             max_subscribers=max_subscribers,
             registry_ttl_ms=_int(env, "MAS_REGISTRY_TTL_MS", 10_000, 300, 3_600_000),
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=_int(env, "MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
             log_level=env.get("MAS_LOG_LEVEL", "INFO").upper(),
             api_token=_api_token(env),
+        )
+
+
+def _check_topology(url: str, cluster: bool, wait_replicas: int) -> None:
+    """ConfigError for a malformed Sentinel URL, a Sentinel URL with cluster mode, or
+    ``WAIT`` with a cluster."""
+    if sentinel.is_sentinel_url(url):
+        if cluster:
+            raise ConfigError("MAS_REDIS_CLUSTER=true and a redis+sentinel:// URL contradict")
+        try:
+            sentinel.parse(url)
+        except ValueError as exc:
+            raise ConfigError(f"Redis URL: {exc}") from None
+    if cluster and wait_replicas:
+        raise ConfigError(
+            "MAS_REDIS_WAIT_REPLICAS needs one primary (a redis:// or redis+sentinel:// URL); "
+            "with a Redis Cluster the WAIT would not follow the writes to their shards"
         )
 
 

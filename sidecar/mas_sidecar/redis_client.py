@@ -1,7 +1,11 @@
-"""The sidecar's Redis connection: one server, or a Redis Cluster.
+"""The sidecar's Redis connection: one server, a Redis Cluster, or a primary under Sentinel.
 
 A cluster is used when ``MAS_REDIS_CLUSTER`` is true or the URL's scheme is ``redis+cluster://``
 (``rediss+cluster://`` with TLS); the URL names any one node, the client discovers the others.
+A ``redis+sentinel://`` URL (:mod:`mas.sentinel`) names sentinels and a primary: every new
+connection asks the sentinels where the primary is, and a connection that finds its server
+demoted (``READONLY``, or a blocking read unblocked by the role change) is dropped, so after a
+failover the sidecar's retries reach the new primary.
 Every key of one agent carries its hash tag (:mod:`mas.keys`), so the sidecar's transactions
 and scripts each stay in one slot; the batched writes (:mod:`mas_sidecar.writer`), which touch
 several agents' keys, are non-transactional pipelines that the cluster client splits by node.
@@ -16,20 +20,16 @@ Called once per process by :mod:`mas_sidecar.components`.
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
 from redis.connection import HiredisRespSerializer
 
+from mas import sentinel
+from mas.sentinel import NO_CLIENT_SETINFO
+
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-# No CLIENT SETINFO on connect: least-privilege ACL users are not granted it. redis-py 8 says
-# so with ``driver_info=None`` (and deprecates the older ``lib_name``/``lib_version``).
-NO_CLIENT_SETINFO: dict[str, Any] = (
-    {"driver_info": None}
-    if importlib.util.find_spec("redis.driver_info")
-    else {"lib_name": None, "lib_version": None}
-)
 
 
 def cluster_url(url: str, cluster: bool) -> tuple[str, bool]:
@@ -52,7 +52,8 @@ class HiredisConnection(aioredis.Connection):  # type: ignore[misc]  # redis-py 
 
 def connect(url: str, *, cluster: bool = False) -> aioredis.Redis:
     """An asyncio client for ``url``: a ``RedisCluster`` when ``cluster`` (it offers the same
-    command methods, pipelines and scripts the sidecar uses)."""
+    command methods, pipelines and scripts the sidecar uses), the primary's client for a
+    Sentinel URL."""
     settings: dict[str, Any] = {
         "socket_connect_timeout": 2,
         "socket_timeout": 5,  # above the 1 s blocking reads
@@ -61,6 +62,15 @@ def connect(url: str, *, cluster: bool = False) -> aioredis.Redis:
     }
     if cluster:
         return aioredis.RedisCluster.from_url(url, **settings)
+    if sentinel.is_sentinel_url(url):
+        target = sentinel.parse(url)
+        sentinels = Sentinel(
+            list(target.sentinels), sentinel_kwargs=sentinel.sentinel_settings(settings)
+        )
+        primary: aioredis.Redis = sentinels.master_for(
+            target.service, **settings, **target.data_node_settings()
+        )
+        return primary
     if url.partition("://")[0].lower() == "redis":
         # Only plain TCP: a rediss:// or unix:// URL needs its own connection class, and
         # redis-py 8 lets an explicit class win over the URL's.

@@ -17,8 +17,17 @@ and a sender is never listed without its stream.
 
 A submission may also carry *latest* commands, keyed: writes of which only the last per key in a
 pipeline matters (the audit chain's head). Each key is sent once per pipeline, after the appends,
-with the last command submitted for it; every submitter of the key gets that one answer. Used by
-the send path and the audit log.
+with the last command submitted for it; every submitter of the key gets that one answer.
+
+With replicas to wait for (``MAS_REDIS_WAIT_REPLICAS``), each pipeline ends with ``WAIT n
+timeout`` on the same connection, so its answer says how many replicas hold everything the
+pipeline wrote. Fewer than ``n``: every submission of the batch fails with ``503
+replication_timeout``. Such a message was written and may still be delivered (a 202 promises
+delivery at least once, a 503 promises nothing either way); a client that sends it again sends
+a second message, with its own id. With ``n`` equal to the number of replicas, whichever
+replica Sentinel promotes holds every message that got a 202.
+
+Used by the send path and the audit log.
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
+from mas.errors import ErrorCode
 from mas_sidecar.aio import wait_event
+from mas_sidecar.errors import ApiError
 from mas_sidecar.inbox import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -67,6 +78,31 @@ class Append:
     discovery: Discovery | None = None
 
 
+class ReplicationTimeout(ApiError):
+    """Written to the primary, but fewer replicas than asked confirmed it in time."""
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many replicas must hold a batch before its submitters hear of success, and how
+    long the server waits for them."""
+
+    replicas: int
+    timeout_ms: int
+
+    def command(self) -> Command:
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+    def shortfall(self, acknowledged: int) -> ReplicationTimeout:
+        return ReplicationTimeout(
+            ErrorCode.REPLICATION_TIMEOUT,
+            f"written, but {acknowledged} of {self.replicas} replicas confirmed it within "
+            f"{self.timeout_ms} ms: it may still be delivered, or be lost in a failover; "
+            "sending it again sends a second message",
+            {"Retry-After": "1"},
+        )
+
+
 class _Submission(NamedTuple):
     appends: Sequence[Append]
     latest: Latest
@@ -76,8 +112,9 @@ class _Submission(NamedTuple):
 class Writer:
     """Batches submitted appends into pipelines, one at a time."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, replication: Replication | None = None) -> None:
         self._redis = client
+        self._replication = replication
         self._queue: list[_Submission] = []
         self._pending = asyncio.Event()
 
@@ -118,13 +155,20 @@ class Writer:
             placed.append(indexes)
             latest.update(submission.latest)
         commands = [_call(appends) for _, appends in calls]
+        waits = [self._replication.command()] if self._replication else []
         try:
-            answers = await self._pipeline([*commands, *latest.values()])
+            answers = await self._pipeline([*commands, *latest.values(), *waits])
         except REDIS_ERRORS as exc:
-            for submission in batch:
-                if not submission.future.done():
-                    submission.future.set_exception(exc)
+            _fail_all(batch, exc)
             return
+        if self._replication is not None:
+            acknowledged = answers.pop()
+            if isinstance(acknowledged, Exception) or acknowledged < self._replication.replicas:
+                if isinstance(acknowledged, Exception):
+                    log.error("WAIT failed: %s", acknowledged)
+                    acknowledged = 0
+                _fail_all(batch, self._replication.shortfall(acknowledged))
+                return
         shared = dict(zip(latest, answers[len(commands) :], strict=True))
         for (_, keys, future), indexes in zip(batch, placed, strict=True):
             if future.done():
@@ -143,6 +187,12 @@ class Writer:
                 pipe.execute_command(*command)
             answers: list[Any] = await pipe.execute(raise_on_error=False)
         return answers
+
+
+def _fail_all(batch: list[_Submission], failure: Exception) -> None:
+    for submission in batch:
+        if not submission.future.done():
+            submission.future.set_exception(failure)
 
 
 def _call(appends: list[Append]) -> Command:

@@ -1,0 +1,166 @@
+"""Redis Sentinel URLs: the primary of a replicated Redis, found by asking its sentinels.
+
+A Sentinel URL names the sentinels and the name under which they monitor the primary::
+
+    redis+sentinel://[user:password@]host:port[,host:port...]/<primary name>[/<db>]
+
+(``rediss+sentinel://`` for TLS to the data nodes). The user and password are those of the
+data nodes (an agent's ACL user, or the administrator), as in a ``redis://`` URL, so the same
+secret file carries either form and :func:`mas.acl.agent_redis_url` rewrites both. The
+sentinels themselves are asked only who the primary is (``SENTINEL MASTERS`` /
+``SENTINEL REPLICAS``), as their ``default`` user without a password: a deployment gives that
+user discovery and nothing else (:func:`discovery_acl`), so no client credential can
+reconfigure or fail over the sentinels.
+
+A client made here follows failovers: each new connection asks the sentinels for the primary,
+and a connection to a demoted primary (``READONLY``) is dropped and made again, so callers see
+a connection error, retry, and reach the new primary.
+
+ACL users are not replicated (``ACL SETUSER`` stays on the node it ran on), so the control
+plane applies them to every data node: :func:`data_nodes` lists the primary and its replicas.
+
+Used by the sidecar's client factory (:mod:`mas_sidecar.redis_client`), the operator's
+administrative connection, the ``mas`` CLI and the tests' Sentinel fixture.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS to data nodes
+DEFAULT_PORT = 26379
+# No CLIENT SETINFO on connect: least-privilege users (an agent's, a sentinel's discovery user)
+# are not granted it. redis-py 8 says so with ``driver_info=None`` (and deprecates the older
+# ``lib_name``/``lib_version``).
+NO_CLIENT_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if importlib.util.find_spec("redis.driver_info")
+    else {"lib_name": None, "lib_version": None}
+)
+# Sentinel commands a client needs to find the primary (redis-py's discovery uses the first
+# two); the ``default`` user of a sentinel gets these and nothing else.
+DISCOVERY_COMMANDS = (
+    "ping",
+    "sentinel|masters",
+    "sentinel|get-master-addr-by-name",
+    "sentinel|replicas",
+    "sentinel|slaves",
+    "sentinel|sentinels",
+)
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a Sentinel URL says."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    def data_node_settings(self) -> dict[str, Any]:
+        """Connection settings for the data nodes (credentials, database, TLS)."""
+        settings: dict[str, Any] = {"db": self.db}
+        if self.username:
+            settings["username"] = self.username
+        if self.password:
+            settings["password"] = self.password
+        if self.tls:
+            settings["ssl"] = True
+        return settings
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.partition("://")[0].lower() in SCHEMES
+
+
+def parse(url: str) -> SentinelTarget:
+    """The target of a ``redis+sentinel://`` URL; ValueError (without the password) when it is
+    not one or lacks a sentinel or the primary's name."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        raise ValueError("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
+    parts = urlsplit(f"redis://{rest}")
+    hosts = parts.netloc.rpartition("@")[2]
+    sentinels = tuple(_address(item) for item in hosts.split(",") if item)
+    path = [unquote(part) for part in parts.path.split("/") if part]
+    if not sentinels:
+        raise ValueError("a Sentinel URL names at least one sentinel (host:port)")
+    if not path or len(path) > 2:
+        raise ValueError("a Sentinel URL ends with /<primary name> or /<primary name>/<db>")
+    try:
+        db = int(path[1]) if len(path) == 2 else 0
+    except ValueError:
+        raise ValueError(f"database {path[1]!r} of a Sentinel URL is not a number") from None
+    return SentinelTarget(
+        sentinels=sentinels,
+        service=path[0],
+        db=db,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        tls=SCHEMES[scheme.lower()],
+    )
+
+
+def _address(item: str) -> tuple[str, int]:
+    host, sep, port = item.strip().rpartition(":")
+    if not sep:
+        return item.strip(), DEFAULT_PORT
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ValueError(f"sentinel address {item!r} is not host:port") from None
+
+
+def sentinel_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings for the connections to the sentinels: the socket timeouts of ``settings``, no
+    credentials, and no ``CLIENT SETINFO`` (their ``default`` user may only discover)."""
+    chosen = {name: value for name, value in settings.items() if name.startswith("socket_")}
+    return {**chosen, **NO_CLIENT_SETINFO}
+
+
+def client(url: str, **settings: Any) -> redis.Redis:
+    """A synchronous client of ``url``'s primary (a Sentinel URL) or server (any other URL)."""
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **settings)
+    target = parse(url)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_settings(settings))
+    primary: redis.Redis = sentinel.master_for(
+        target.service, **settings, **target.data_node_settings()
+    )
+    return primary
+
+
+def data_nodes(url: str, **settings: Any) -> list[redis.Redis]:
+    """Clients of every data node of ``url``: the primary and, for a Sentinel URL, each
+    replica the sentinels know and see up (for what is not replicated, such as ACL users)."""
+    if not is_sentinel_url(url):
+        return [redis.Redis.from_url(url, **settings)]
+    target = parse(url)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_settings(settings))
+    try:
+        host, port = sentinel.discover_master(target.service)
+        replicas = sentinel.discover_slaves(target.service)
+    finally:
+        for connection in sentinel.sentinels:
+            connection.close()
+    node_settings = {**settings, **target.data_node_settings()}
+    return [
+        redis.Redis(host=str(node_host), port=int(node_port), **node_settings)
+        for node_host, node_port in [(host, port), *replicas]
+    ]
+
+
+def discovery_acl() -> str:
+    """The ``user default`` line of a sentinel's configuration: no password, discovery only."""
+    return "user default on nopass resetchannels -@all " + " ".join(
+        f"+{command}" for command in DISCOVERY_COMMANDS
+    )
