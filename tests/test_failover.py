@@ -14,8 +14,8 @@ the test counts them (a 202'd message neither delivered nor left in bob's stream
 the figure, for the README; it asserts no number, since it depends on timing. In both runs the
 sidecars follow the new primary on their own.
 
-Also here: what a Sentinel URL says, and the ``503 replication_timeout`` answer of a send that
-fewer replicas confirmed than asked.
+Also here: what a Sentinel URL says, the operator applying ACL users to every data node, and
+the ``503 replication_timeout`` answer of a send that fewer replicas confirmed than asked.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from mas.envelope import ENTRY_FIELD
 from mas.functions import ensure_functions
 from mas.keys import AgentKeys
 from mas.policy.publish import publish_policy
+from mas_operator.config import OperatorConfig
+from mas_operator.redis_admin import RedisAdmin
 
 ALICE, BOB = "default/alice", "default/bob"
 SENDERS = 4  # concurrent sends, so that some are in flight when the primary dies
@@ -116,6 +118,31 @@ def admin(setup: LocalSentinels) -> Iterator[redis.Redis]:
     publish_policy(client, ALLOW_ALL)
     yield client
     client.close()
+
+
+def test_the_operator_applies_an_agents_acl_user_on_every_data_node(
+    setup: LocalSentinels,
+) -> None:
+    config = OperatorConfig.from_env(
+        {"MAS_REDIS_URL": setup.url(), "MAS_REDIS_PASSWORD": setup.password}
+    )
+    admin = RedisAdmin(config.redis_url)
+    user = acl_username("default/carol")
+
+    def users() -> list[bool]:
+        found = []
+        for node in setup.nodes:
+            with redis.Redis.from_url(node.url) as client:
+                found.append(client.acl_getuser(user) is not None)
+        return found
+
+    try:
+        admin.ensure_agent("default/carol", generate_password(), ["c"], [])
+        assert users() == [True, True]
+        admin.remove_agent("default/carol", delete_data=False)
+        assert users() == [False, False]
+    finally:
+        admin.close()
 
 
 def agent_url(setup: LocalSentinels, agent_id: str) -> str:

@@ -244,6 +244,13 @@ def test_sidecar_gets_redis_url_and_token_as_files_of_the_secret_and_its_setting
     assert security["capabilities"] == {"drop": ["ALL"]}
 
 
+def test_sidecars_wait_for_as_many_replicas_as_the_operator_is_told() -> None:
+    waiting = replace(SETTINGS, wait_replicas=2, wait_timeout_ms=500)
+    sidecar = containers(build(make_agent(), settings=waiting))["mas-sidecar"]
+    assert env_of(sidecar)["MAS_REDIS_WAIT_REPLICAS"] == "2"
+    assert env_of(sidecar)["MAS_REDIS_WAIT_TIMEOUT_MS"] == "500"
+
+
 def test_spec_sidecar_image_and_port_win() -> None:
     built = build(make_agent(sidecar={"image": "mine/sidecar:9", "port": 9100}), PERMISSIVE)
     by_name = containers(built)

@@ -218,12 +218,22 @@ def _credential_items(trust_kids: Sequence[str]) -> list[Manifest]:
     return items
 
 
-def _sidecar_container(agent: AgentManifest, image: str, trust_kids: Sequence[str]) -> Manifest:
+def _sidecar_container(
+    agent: AgentManifest, settings: OperatorConfig, trust_kids: Sequence[str]
+) -> Manifest:
     spec = agent.spec
     port = spec.sidecar.port
+    replication = (
+        [
+            {"name": "MAS_REDIS_WAIT_REPLICAS", "value": str(settings.wait_replicas)},
+            {"name": "MAS_REDIS_WAIT_TIMEOUT_MS", "value": str(settings.wait_timeout_ms)},
+        ]
+        if settings.wait_replicas
+        else []
+    )
     return {
         "name": SIDECAR_CONTAINER,
-        "image": spec.sidecar.image or image,
+        "image": spec.sidecar.image or settings.sidecar_image,
         "command": ["mas", "sidecar", "--agent-id", agent.agent_id, "--port", str(port)],
         "env": [
             {"name": "MAS_REDIS_URL_FILE", "value": f"{CREDENTIALS_DIR}/{REDIS_URL_FILE}"},
@@ -234,6 +244,7 @@ def _sidecar_container(agent: AgentManifest, image: str, trust_kids: Sequence[st
             {"name": "MAS_ROLES", "value": ",".join(spec.roles)},
             {"name": "MAS_MAX_ATTEMPTS", "value": str(spec.delivery.max_attempts)},
             {"name": "MAS_LEASE_MS", "value": str(spec.delivery.lease_seconds * 1000)},
+            *replication,
         ],
         "volumeMounts": [
             {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True}
@@ -354,7 +365,7 @@ def deployment(
     pod: Manifest = {
         "containers": [
             _agent_container(agent),
-            _sidecar_container(agent, settings.sidecar_image, trust_kids),
+            _sidecar_container(agent, settings, trust_kids),
         ],
         "volumes": volumes,
         "securityContext": _pod_security_context(agent),

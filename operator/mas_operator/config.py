@@ -15,6 +15,10 @@ MAS_AGENT_REDIS_URL            Redis URL as the sidecars reach it, without crede
                                agent's Secret gets it with the agent's ACL user (MAS_REDIS_URL
                                with its credentials removed)
 MAS_SIDECAR_IMAGE              default sidecar image (``mas:0.1.0``)
+MAS_REDIS_WAIT_REPLICAS        replicas every sidecar waits for before it answers 202 (``WAIT``;
+                               0: none), passed on to the sidecars; set it to the number of
+                               replicas under Sentinel so a failover keeps what got a 202
+MAS_REDIS_WAIT_TIMEOUT_MS      how long a sidecar's ``WAIT`` may take (1000)
 MAS_WATCH_NAMESPACES           comma-separated namespaces to watch (empty: all namespaces)
 MAS_OPERATOR_NAMESPACE         namespace of the trust anchor Secret and policy ConfigMap
                                (``mas-system``)
@@ -68,6 +72,8 @@ class OperatorConfig:
     redis_url: str
     agent_redis_url: str
     sidecar_image: str = "mas:0.1.0"
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
     namespaces: tuple[str, ...] = ()
     operator_namespace: str = "mas-system"
     anchor_secret: str = "mas-trust-anchor"
@@ -125,6 +131,8 @@ class OperatorConfig:
             redis_url=admin_url,
             agent_redis_url=agent_url,
             sidecar_image=env.get("MAS_SIDECAR_IMAGE", "").strip() or cls.sidecar_image,
+            wait_replicas=int(_number(env, "MAS_REDIS_WAIT_REPLICAS", 0, 0, 100)),
+            wait_timeout_ms=int(_number(env, "MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000)),
             namespaces=tuple(
                 ns.strip() for ns in env.get("MAS_WATCH_NAMESPACES", "").split(",") if ns.strip()
             ),
