@@ -5,9 +5,10 @@ e.g. Debian's ``redis-server``; a sentinel is the same binary with ``--sentinel`
 free ports and stopped by PID. The data nodes share one administrator password; a replica is
 pointed at the primary with ``CONFIG SET masterauth`` and ``REPLICAOF`` over the administrator
 connection, so the password is never on a command line. A sentinel needs a configuration file
-it can rewrite: it is written to a private temporary directory (mode 0600) and holds the
-administrator password (for the data nodes and the other sentinels); the sentinels' ``default``
-user may only discover the primary (:func:`mas.sentinel.discovery_acl`), as in the chart.
+it can rewrite: the chart's (:func:`mas.sentinel_command.sentinel_config`), written to a
+private temporary directory (mode 0600); it holds the administrator password (for the data
+nodes and the other sentinels), and the sentinels' ``default`` user may only discover the
+primary.
 
 :meth:`LocalSentinels.kill` SIGKILLs a data node; :meth:`LocalSentinels.rejoin` starts an
 empty server on its port and makes it a replica of the primary the sentinels name, as a
@@ -32,10 +33,9 @@ import redis
 from mas.acl import generate_password
 from mas.local.processes import ChildProcess
 from mas.local.redis_server import RedisServer, embedded_binary, free_port
-from mas.sentinel import discovery_acl
+from mas.sentinel_command import SentinelSettings, sentinel_config
 
 SERVICE = "mas"
-ADMIN_USER = "mas-admin"  # the sentinels' own administrator, used between sentinels
 DOWN_AFTER_MS = 1000  # how long a silent primary takes to be judged down
 FAILOVER_TIMEOUT_MS = 5000
 
@@ -94,24 +94,21 @@ class LocalSentinels:
         directory = Path(self._dir.name) / f"sentinel-{index}"
         directory.mkdir(mode=0o700)
         config = directory / "sentinel.conf"
-        lines = [
-            f"port {port}",
-            "bind 127.0.0.1",
-            "daemonize no",
-            f'dir "{directory}"',
-            'logfile ""',
-            f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2",
-            f'sentinel auth-pass {SERVICE} "{self.password}"',
-            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}",
-            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}",
-            discovery_acl(),
-            f"user {ADMIN_USER} on >{self.password} allchannels +@all",
-            f"sentinel sentinel-user {ADMIN_USER}",
-            f'sentinel sentinel-pass "{self.password}"',
-        ]
+        text = sentinel_config(
+            SentinelSettings(
+                port=port,
+                bind="127.0.0.1",
+                data_dir=directory,
+                primary_name=SERVICE,
+                primary=("127.0.0.1", primary_port),
+                password=self.password,
+                down_after_ms=DOWN_AFTER_MS,
+                failover_timeout_ms=FAILOVER_TIMEOUT_MS,
+            )
+        )
         descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
-            handle.write("\n".join(lines) + "\n")
+            handle.write(text)
         process = ChildProcess([self.binary, str(config), "--sentinel"], log_path=directory / "log")
         process.start()
         return process

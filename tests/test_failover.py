@@ -14,8 +14,9 @@ the test counts them (a 202'd message neither delivered nor left in bob's stream
 the figure, for the README; it asserts no number, since it depends on timing. In both runs the
 sidecars follow the new primary on their own.
 
-Also here: what a Sentinel URL says, the operator applying ACL users to every data node, and
-the ``503 replication_timeout`` answer of a send that fewer replicas confirmed than asked.
+Also here: what a Sentinel URL says, the operator applying ACL users to every data node, the
+chart's ``mas redis-server --sentinels`` and ``mas redis-sentinel`` joining a running setup,
+and the ``503 replication_timeout`` answer of a send that fewer replicas confirmed than asked.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ import pytest
 import redis
 from api import Api
 from conftest import ALLOW_ALL, Sidecars
-from sentinels import LocalSentinels
+from sentinels import SERVICE, LocalSentinels
 from waiting import eventually
 
 from mas import sentinel
@@ -42,6 +44,8 @@ from mas.acl import acl_username, agent_redis_url, apply_acl_user, generate_pass
 from mas.envelope import ENTRY_FIELD
 from mas.functions import ensure_functions
 from mas.keys import AgentKeys
+from mas.local.processes import ChildProcess
+from mas.local.redis_server import free_port
 from mas.policy.publish import publish_policy
 from mas_operator.config import OperatorConfig
 from mas_operator.redis_admin import RedisAdmin
@@ -143,6 +147,55 @@ def test_the_operator_applies_an_agents_acl_user_on_every_data_node(
         assert users() == [False, False]
     finally:
         admin.close()
+
+
+def test_mas_redis_server_and_mas_redis_sentinel_join_the_nodes_the_sentinels_know(
+    setup: LocalSentinels, tmp_path: Path
+) -> None:
+    sentinels = ",".join(f"127.0.0.1:{port}" for port in setup.sentinel_ports)
+    port, sentinel_port = free_port(), free_port()
+    common = ["--bind", "127.0.0.1", "--binary", setup.binary, "--sentinels", sentinels]
+    common += ["--primary-name", SERVICE, "--initial-primary", "127.0.0.1"]
+    env = {"MAS_REDIS_PASSWORD": setup.password}
+    for directory in ("node", "sentinel"):
+        (tmp_path / directory).mkdir()
+    mas = [sys.executable, "-m", "mas"]
+    node = ChildProcess(
+        [*mas, "redis-server", "--port", str(port), "--dir", str(tmp_path / "node"),
+         "--announce", "127.0.0.1", *common],
+        env=env, log_path=tmp_path / "node.log",
+    )  # fmt: skip
+    fourth = ChildProcess(
+        [*mas, "redis-sentinel", "--port", str(sentinel_port), "--dir", str(tmp_path / "sentinel"),
+         "--down-after-ms", "1000", *common],
+        env=env, log_path=tmp_path / "sentinel.log",
+    )  # fmt: skip
+    primary = setup.primary_port()
+    try:
+        node.start()
+        fourth.start()
+
+        def replicating() -> bool:
+            with (
+                contextlib.suppress(redis.RedisError),
+                redis.Redis(port=port, password=setup.password) as client,
+            ):
+                info = client.info("replication")
+                return bool(info["master_port"] == primary and info["master_link_status"] == "up")
+            return False
+
+        def sentinel_joined() -> bool:
+            with contextlib.suppress(redis.RedisError), redis.Redis(port=sentinel_port) as client:
+                state = client.sentinel_masters()[SERVICE]
+                return bool(state["port"] == primary and state["num-other-sentinels"] == 3)
+            return False
+
+        asyncio.run(eventually(replicating, "the new node replicating the primary"))
+        asyncio.run(eventually(sentinel_joined, "the fourth sentinel monitoring the primary"))
+        assert (tmp_path / "sentinel" / "sentinel.conf").stat().st_mode & 0o777 == 0o600
+    finally:
+        node.stop()
+        fourth.stop()
 
 
 def agent_url(setup: LocalSentinels, agent_id: str) -> str:

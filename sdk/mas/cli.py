@@ -28,7 +28,7 @@ import aiohttp
 import orjson
 import redis
 
-from mas import sentinel
+from mas import sentinel, sentinel_command
 from mas.acl import masked_url
 from mas.audit_commands import export_trail, tail_trail, verify_trail
 from mas.client import SidecarClient
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("-n", type=_positive_int, default=20, metavar="N", help="how many (20)")
     tail.add_argument("-f", "--follow", action="store_true", help="then wait for new ones")
     add_redis_server_parser(commands)
+    sentinel_command.add_parser(commands)
     return parser
 
 
@@ -318,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _audit(args)
     if args.command == "redis-server":
         return run_redis_server(args)
+    if args.command == "redis-sentinel":
+        return sentinel_command.run(args)
     if not args.sidecar:
         return _fail("no sidecar URL: pass --sidecar or set MAS_SIDECAR_URL", USAGE_ERROR)
     try:

@@ -9,6 +9,9 @@ is handed to the server on its standard input (``valkey-server -``), through a p
 before the exec; the configuration is :func:`mas.local.redis_server.server_config`, the same
 that ``mas up``'s embedded server gets.
 
+With ``--sentinels`` (the chart's Sentinel mode, :mod:`mas.sentinel_command`) the server
+starts as a replica of the primary the sentinels name, or of ``--initial-primary``.
+
 Called by :mod:`mas.cli` (``mas redis-server --port 6379 --dir /data``).
 """
 
@@ -20,6 +23,7 @@ import sys
 from pathlib import Path
 
 from mas.local.redis_server import RedisServerError, ServerSettings, embedded_binary, server_config
+from mas.sentinel_command import add_follow_arguments, follow_config
 
 PASSWORD_ENV = "MAS_REDIS_PASSWORD"
 _PIPE_LIMIT = 60_000  # stays under the smallest pipe buffer, so the write can never block
@@ -55,6 +59,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     server.add_argument(
         "--binary", metavar="PATH", help="another redis-server compatible binary (tests)"
     )
+    add_follow_arguments(server)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,11 +88,16 @@ def run(args: argparse.Namespace) -> int:
             password=password,
             log_level=args.loglevel,
         )
-    ).encode()
-    if len(config) > _PIPE_LIMIT:
+    )
+    try:
+        config += follow_config(args, password)
+    except ValueError as exc:
+        print(f"mas: error: {exc}", file=sys.stderr)
+        return 2
+    if len(config.encode()) > _PIPE_LIMIT:
         print("mas: error: the server configuration is too long", file=sys.stderr)
         return 2
-    return exec_with_config(binary, config)
+    return exec_with_config(binary, config.encode())
 
 
 def exec_with_config(binary: str, config: bytes) -> int:
