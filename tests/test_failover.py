@@ -21,6 +21,7 @@ and the ``503 replication_timeout`` answer of a send that fewer replicas confirm
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -47,6 +48,7 @@ from mas.keys import AgentKeys
 from mas.local.processes import ChildProcess
 from mas.local.redis_server import free_port
 from mas.policy.publish import publish_policy
+from mas.sentinel_command import follow_config
 from mas_operator.config import OperatorConfig
 from mas_operator.redis_admin import RedisAdmin
 
@@ -193,6 +195,15 @@ def test_mas_redis_server_and_mas_redis_sentinel_join_the_nodes_the_sentinels_kn
         asyncio.run(eventually(replicating, "the new node replicating the primary"))
         asyncio.run(eventually(sentinel_joined, "the fourth sentinel monitoring the primary"))
         assert (tmp_path / "sentinel" / "sentinel.conf").stat().st_mode & 0o777 == 0o600
+
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        restarted = argparse.Namespace(
+            sentinels=sentinels, primary_name=SERVICE, initial_primary="127.0.0.1",
+            announce="127.0.0.1", port=primary, data_dir=empty,
+        )  # fmt: skip
+        with pytest.raises(ValueError, match="restarted without its data"):
+            follow_config(restarted, setup.password)  # the primary, back before a failover
     finally:
         node.stop()
         fourth.stop()

@@ -21,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from mas import sentinel
 from mas_operator import config as operator_config
 from mas_operator.anchor import anchor_from_secret
 
@@ -42,8 +43,10 @@ EXTERNAL = {
         }
     }
 }
+SENTINEL = {"redis": {"sentinel": {"enabled": True}}}
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "sentinel": SENTINEL,
     "host-network": HOST_NETWORK,
     "external-redis": EXTERNAL,
     "watch-namespaces": {"watchNamespaces": ["a", "b"]},
@@ -229,6 +232,11 @@ def test_install_with_invalid_values_fails_naming_the_value(
         ({"redis": {"agentUrl": "redis://u:p@redis:6379"}}, "does not match pattern"),
         ({"operator": {"standalone": True, "replicas": 2}}, "operator.standalone"),
         ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
+        ({**HOST_NETWORK, **SENTINEL}, "redis.sentinel.enabled needs a pod network"),
+        (
+            {"redis": {"sentinel": {"enabled": True, "quorum": 4}}},
+            "quorum must not exceed redis.sentinel.sentinels",
+        ),
     ],
 )
 def test_inconsistent_values_fail_with_a_clear_message(
@@ -335,6 +343,8 @@ def test_default_settings_map_to_the_operator_defaults(chart: Any) -> None:
         "MAS_REDIS_URL": "redis://mas-redis.mas-system.svc:6379",
         "MAS_AGENT_REDIS_URL": "redis://mas-redis.mas-system.svc:6379",
         "MAS_SIDECAR_IMAGE": "mas:0.1.0",
+        "MAS_REDIS_WAIT_REPLICAS": "0",
+        "MAS_REDIS_WAIT_TIMEOUT_MS": "1000",
         "MAS_WATCH_NAMESPACES": "",
         "MAS_ANCHOR_SECRET": "mas-trust-anchor",
         "MAS_POLICY_CONFIGMAP": "mas-gateway-policy",
@@ -425,6 +435,57 @@ def test_pods_run_non_root_read_only_without_capabilities(chart: Any, scenario: 
             assert context["runAsNonRoot"] is True
             assert context["capabilities"] == {"drop": ["ALL"]}
             assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_sentinel_runs_a_primary_its_replicas_and_sentinels_behind_a_sentinel_url(
+    chart: Any,
+) -> None:
+    objects = render(chart, SENTINEL)
+    sets = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "StatefulSet"}
+    assert {name: spec["replicas"] for name, spec in sets.items()} == {
+        "mas-redis-node": 3,
+        "mas-redis-sentinel": 3,
+    }  # and no single embedded Redis
+    services = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "Service"}
+    assert {name: spec["clusterIP"] for name, spec in services.items()} == {
+        "mas-redis-node": "None",
+        "mas-redis-sentinel": "None",
+    }
+    env = env_values(container(objects, "Deployment"))
+    target = sentinel.parse(env["MAS_REDIS_URL"])
+    assert target.service == "mas"
+    assert target.sentinels == tuple(
+        (f"mas-redis-sentinel-{n}.mas-redis-sentinel.{NAMESPACE}.svc", 26379) for n in range(3)
+    )
+    assert env["MAS_AGENT_REDIS_URL"] == env["MAS_REDIS_URL"]
+    assert env["MAS_REDIS_WAIT_REPLICAS"] == "1"
+    settings = operator_config.OperatorConfig.from_env(
+        env | {"MAS_OPERATOR_NAMESPACE": NAMESPACE, "MAS_REDIS_PASSWORD": "secret"}
+    )
+    assert sentinel.parse(settings.redis_url).password == "secret"
+    assert settings.wait_replicas == 1
+    commands = {"mas-redis-node": "redis-server", "mas-redis-sentinel": "redis-sentinel"}
+    for name, command in commands.items():
+        [spec] = sets[name]["template"]["spec"]["containers"]
+        assert spec["command"] == ["mas", command]
+        args = dict(zip(spec["args"][::2], spec["args"][1::2], strict=True))
+        assert args["--initial-primary"] == f"mas-redis-node-0.mas-redis-node.{NAMESPACE}.svc"
+        assert args["--announce"] == f"$(POD_NAME).{name}.{NAMESPACE}.svc"
+        password = env_of(spec)["MAS_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert password["name"] == "mas-redis"
+
+
+@pytest.mark.parametrize(
+    ("values", "waits"),
+    [({}, "0"), (SENTINEL, "1"), ({"redis": {"waitReplicas": 2, **SENTINEL["redis"]}}, "2")],
+)
+def test_sidecars_wait_for_replicas_under_sentinel_unless_told_otherwise(
+    chart: Any, values: dict[str, Any], waits: str
+) -> None:
+    assert (
+        env_values(container(render(chart, values), "Deployment"))["MAS_REDIS_WAIT_REPLICAS"]
+        == waits
+    )
 
 
 def test_host_network_puts_pods_on_the_node_and_redis_on_loopback(chart: Any) -> None:

@@ -6,7 +6,9 @@ With ``redis.sentinel.enabled`` the chart runs data nodes (``mas redis-server`` 
 ``--sentinel``). Both ask the sentinels, at start, which node is the primary now
 (:func:`current_primary`); when none answers (the first start), the node named by
 ``--initial-primary`` is. So a restarted pod rejoins as a replica of whichever node the
-sentinels promoted, never as a second primary.
+sentinels promoted, never as a second primary. A primary that restarts before the sentinels
+noticed, and lost its data (no persistence), refuses to start: as the primary it would hand
+its empty data set to every replica; its pod restarts until the sentinels promote a replica.
 
 The administrator password comes from ``MAS_REDIS_PASSWORD``, as for ``mas redis-server``:
 a data node hands it to the server on standard input (``masterauth``, so a replica can
@@ -41,6 +43,7 @@ from mas.sentinel import DEFAULT_PORT, NO_CLIENT_SETINFO, discovery_acl
 PASSWORD_ENV = "MAS_REDIS_PASSWORD"
 ADMIN_USER = "mas-admin"  # the sentinels' own administrator, used between sentinels
 _LOOKUP_TIMEOUT = 2.0  # seconds per sentinel asked at start
+_DATA_FILES = ("appendonlydir", "appendonly.aof", "dump.rdb")  # what a server left in its dir
 
 
 @dataclass(frozen=True)
@@ -144,12 +147,17 @@ def follow_config(args: argparse.Namespace, password: str) -> str:
         return ""
     if not args.announce or not args.initial_primary:
         raise ValueError("--sentinels needs --announce and --initial-primary")
-    primary = current_primary(args.sentinels, args.primary_name)
-    if primary is None:
-        primary = (args.initial_primary, args.port)
-    if primary[0] == args.announce and primary[1] == args.port:
-        return ""
-    return replica_config(primary, password, args.announce)
+    named = current_primary(args.sentinels, args.primary_name)
+    primary = named or (args.initial_primary, args.port)
+    if primary != (args.announce, args.port):
+        return replica_config(primary, password, args.announce)
+    if named and not any((args.data_dir / name).exists() for name in _DATA_FILES):
+        raise ValueError(
+            "the sentinels name this node the primary, but it restarted without its data: "
+            "starting empty as the primary would empty its replicas too, so it waits for "
+            "the sentinels to promote a replica (turn persistence on to restart in place)"
+        )
+    return ""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -86,10 +86,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "mas.redisUrl" -}}
 {{- if not (include "mas.redisEmbedded" .) }}
 {{- $url := .Values.redis.external.url }}
-{{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" $url }}
+{{- if regexMatch "^[a-z+]+://[^/@]*:[^/@]*@" $url }}
 {{- fail "redis.external.url must not contain a password: put it in the Secret named by redis.external.existingSecret" }}
 {{- end }}
 {{- $url }}
+{{- else if include "mas.sentinelEnabled" . }}
+{{- include "mas.sentinelUrl" . }}
 {{- else if .Values.hostNetwork }}
 {{- printf "redis://127.0.0.1:%d" (int .Values.redis.port) }}
 {{- else }}
@@ -100,12 +102,12 @@ app.kubernetes.io/component: {{ .component }}
 {{/* The Redis URL the sidecars use (MAS_AGENT_REDIS_URL): redis.agentUrl, or the URL without its user. */}}
 {{- define "mas.agentRedisUrl" -}}
 {{- if .Values.redis.agentUrl }}
-{{- if regexMatch "^[a-z]+://[^/]*@" .Values.redis.agentUrl }}
+{{- if regexMatch "^[a-z+]+://[^/]*@" .Values.redis.agentUrl }}
 {{- fail "redis.agentUrl must not contain credentials: each agent gets its own ACL user" }}
 {{- end }}
 {{- .Values.redis.agentUrl }}
 {{- else }}
-{{- regexReplaceAll "^([a-z]+://)[^/@]*@" (include "mas.redisUrl" .) "${1}" }}
+{{- regexReplaceAll "^([a-z+]+://)[^/@]*@" (include "mas.redisUrl" .) "${1}" }}
 {{- end }}
 {{- end }}
 
