@@ -10,10 +10,11 @@ private temporary directory (mode 0600); it holds the administrator password (fo
 nodes and the other sentinels), and the sentinels' ``default`` user may only discover the
 primary.
 
-:meth:`LocalSentinels.kill` SIGKILLs a data node; :meth:`LocalSentinels.rejoin` starts an
-empty server on its port and makes it a replica of the primary the sentinels name, as a
-restarted pod does (a node that came back as a primary would only be demoted by the sentinels
-after their failover timeout).
+:meth:`LocalSentinels.kill` SIGKILLs a data node, :meth:`LocalSentinels.pause` stops one
+(a lagging replica); :meth:`LocalSentinels.rejoin` starts an empty server on a killed node's
+port and makes it a replica of the primary the sentinels name, as a restarted pod does (a node
+that came back as a primary would only be demoted by the sentinels after their failover
+timeout).
 
 Used by ``tests/test_failover.py``.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -142,6 +144,17 @@ class LocalSentinels:
         assert process is not None
         process.kill()
         process.wait()
+
+    def pause(self, port: int) -> None:
+        """SIGSTOP the data node on ``port``: it stops reading (a lagging replica)."""
+        process = self.node(port).process
+        assert process is not None
+        process.send_signal(signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        process = self.node(port).process
+        assert process is not None
+        process.send_signal(signal.SIGCONT)
 
     def rejoin(self, port: int) -> RedisServer:
         """A new, empty server on the killed node's ``port``, a replica of the primary the

@@ -6,7 +6,9 @@ which the test (as the control plane does) applies to every data node, since Red
 replicate ACL users. Four tasks send alice → bob as fast as the sidecar answers, bob acks every
 delivery; after 200 accepted messages the primary is killed, the sentinels promote the replica,
 the killed node comes back empty as a replica of the new primary, and sending goes on until
-100 more messages were accepted.
+100 more messages were accepted. Each run once with the replica in sync, and once with the
+replica lagging: SIGSTOPped before the kill while the primary accepts 300 more messages of
+64 KiB (SIGCONTed as the primary dies), as a slow network or a busy replica would lag.
 
 With ``MAS_REDIS_WAIT_REPLICAS=1`` (as many as there are replicas) every message that got a
 202 is delivered. Without it, the primary may have acknowledged messages it never passed on:
@@ -55,6 +57,10 @@ from mas_operator.redis_admin import RedisAdmin
 ALICE, BOB = "default/alice", "default/bob"
 SENDERS = 4  # concurrent sends, so that some are in flight when the primary dies
 BEFORE_KILL, AFTER_FAILOVER = 200, 100
+# A lagging replica: it stops reading while the primary accepts LAG messages of PAYLOAD_BYTES
+# (more than the loopback socket buffers hold, so some wait in the primary's memory), or, with
+# WAIT, until LAG_REFUSALS sends were refused for want of a replica.
+LAG, PAYLOAD_BYTES, LAG_REFUSALS = 300, 64 * 1024, 8
 BACKOFF_SECONDS = 0.05  # between a refused send and the next try (pacing, not a wait)
 
 
@@ -229,6 +235,7 @@ class Traffic:
 
     alice: Api
     bob: Api
+    payload: str
     accepted: set[str] = field(default_factory=set)
     delivered: set[str] = field(default_factory=set)
     refused: Counter[str] = field(default_factory=Counter)
@@ -238,9 +245,8 @@ class Traffic:
         while not stop.is_set():
             count += 1
             try:
-                status, body = await self.alice.call(
-                    "POST", "/v1/messages", {"to": "bob", "type": "tick", "payload": count}
-                )
+                message = {"to": "bob", "type": "tick", "payload": [count, self.payload]}
+                status, body = await self.alice.call("POST", "/v1/messages", message)
             except aiohttp.ClientError as exc:
                 status, body = 0, {"error": {"code": type(exc).__name__}}
             if status == 202:
@@ -292,24 +298,43 @@ def still_in_stream(admin: redis.Redis) -> set[str]:
     return {orjson.loads(fields[ENTRY_FIELD])["id"] for _, fields in entries}
 
 
-@pytest.mark.parametrize("wait_replicas", [1, 0], ids=["wait", "no-wait"])
+@pytest.mark.parametrize(
+    ("wait_replicas", "lagging"),
+    [(1, False), (0, False), (1, True), (0, True)],
+    ids=["wait", "no-wait", "wait-lagging-replica", "no-wait-lagging-replica"],
+)
 async def test_a_failover_loses_nothing_that_got_a_202_when_the_sidecar_waits_for_replicas(
     setup: LocalSentinels,
     admin: redis.Redis,
     tmp_path: Path,
     http: aiohttp.ClientSession,
+    *,
     wait_replicas: int,
+    lagging: bool,
 ) -> None:
     sidecars = Sidecars(setup.admin_url, tmp_path / "logs", admin=admin)
     settings = {"MAS_REDIS_WAIT_REPLICAS": str(wait_replicas), "MAS_LEASE_MS": "2000"}
     try:
         alice = Api(http, sidecars.start(ALICE, redis_url=agent_url(setup, ALICE), **settings))
         bob = Api(http, sidecars.start(BOB, redis_url=agent_url(setup, BOB), **settings))
-        traffic = Traffic(alice, bob)
+        traffic = Traffic(alice, bob, payload="x" * (PAYLOAD_BYTES if lagging else 16))
         async with running(traffic) as stop_senders:
             await eventually(lambda: len(traffic.accepted) >= BEFORE_KILL, "messages accepted")
             killed = setup.primary_port()
+            if lagging:  # the replica stops reading: what the primary accepts piles up
+                [replica] = [node.port for node in setup.nodes if node.port != killed]
+                setup.pause(replica)
+                behind = len(traffic.accepted) + LAG
+                await eventually(
+                    lambda: (
+                        len(traffic.accepted) >= behind
+                        or traffic.refused["replication_timeout"] >= LAG_REFUSALS
+                    ),
+                    "sends while the replica lags",
+                )
             setup.kill(killed)
+            if lagging:
+                setup.resume(replica)
             await eventually(lambda: setup.primary_port() != killed, "a replica promoted")
             await asyncio.to_thread(setup.rejoin, killed)
             resumed = len(traffic.accepted) + AFTER_FAILOVER
@@ -322,9 +347,9 @@ async def test_a_failover_loses_nothing_that_got_a_202_when_the_sidecar_waits_fo
             await eventually(lambda: not undelivered(), "every message left was delivered")
         lost = traffic.accepted - traffic.delivered
         print(
-            f"\nfailover with MAS_REDIS_WAIT_REPLICAS={wait_replicas}: "
-            f"{len(traffic.accepted)} messages got a 202, {len(lost)} of them lost; "
-            f"refused meanwhile: {dict(traffic.refused)}"
+            f"\nfailover with MAS_REDIS_WAIT_REPLICAS={wait_replicas}, replica "
+            f"{'lagging' if lagging else 'in sync'}: {len(traffic.accepted)} messages got a "
+            f"202, {len(lost)} of them lost; refused meanwhile: {dict(traffic.refused)}"
         )
         if wait_replicas:
             assert not lost
