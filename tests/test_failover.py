@@ -62,6 +62,7 @@ BEFORE_KILL, AFTER_FAILOVER = 200, 100
 # (more than the loopback socket buffers hold, so some wait in the primary's memory), or, with
 # WAIT, until LAG_REFUSALS sends were refused for want of a replica.
 LAG, PAYLOAD_BYTES, LAG_REFUSALS = 300, 64 * 1024, 8
+SMALL_PAYLOAD = "x" * 16
 BACKOFF_SECONDS = 0.05  # between a refused send and the next try (pacing, not a wait)
 
 
@@ -327,7 +328,7 @@ async def test_a_failover_loses_nothing_that_got_a_202_when_the_sidecar_waits_fo
     try:
         alice = Api(http, sidecars.start(ALICE, redis_url=agent_url(setup, ALICE), **settings))
         bob = Api(http, sidecars.start(BOB, redis_url=agent_url(setup, BOB), **settings))
-        traffic = Traffic(alice, bob, payload="x" * (PAYLOAD_BYTES if lagging else 16))
+        traffic = Traffic(alice, bob, payload="x" * PAYLOAD_BYTES if lagging else SMALL_PAYLOAD)
         async with running(traffic) as stop_senders:
             await eventually(lambda: len(traffic.accepted) >= BEFORE_KILL, "messages accepted")
             killed = setup.primary_port()
@@ -345,6 +346,7 @@ async def test_a_failover_loses_nothing_that_got_a_202_when_the_sidecar_waits_fo
             setup.kill(killed)
             if lagging:
                 setup.resume(replica)
+                traffic.payload = SMALL_PAYLOAD  # big ones only to fill the buffers
             await eventually(lambda: setup.primary_port() != killed, "a replica promoted")
             await asyncio.to_thread(setup.rejoin, killed)
             resumed = len(traffic.accepted) + AFTER_FAILOVER
