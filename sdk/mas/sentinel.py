@@ -43,8 +43,9 @@ NO_CLIENT_SETINFO: dict[str, Any] = (
     if importlib.util.find_spec("redis.driver_info")
     else {"lib_name": None, "lib_version": None}
 )
-# Sentinel commands a client needs to find the primary (redis-py's discovery uses the first
-# two); the ``default`` user of a sentinel gets these and nothing else.
+# Sentinel commands a client needs to find the primary (redis-py asks SENTINEL MASTERS and
+# SENTINEL SLAVES, ``mas redis-server`` GET-MASTER-ADDR-BY-NAME); the ``default`` user of a
+# sentinel gets these and nothing else.
 DISCOVERY_COMMANDS = (
     "ping",
     "sentinel|masters",
