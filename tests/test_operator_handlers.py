@@ -8,6 +8,7 @@ ACL users, registry entries, policy documents and deletions checked here are the
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from base64 import b64decode, b64encode
 from collections.abc import AsyncIterator
@@ -788,3 +789,38 @@ async def test_an_agent_does_not_adopt_a_credentials_secret_someone_else_planted
         planter.close()
     secret = harness.object(SECRETS, "team", "worker-mas-credentials")
     assert secret is not None and secret["data"] == planted["data"]
+
+
+async def test_users_the_operator_creates_and_deletes_outlast_a_restart_of_a_redis_with_an_acl_file(
+    harness: OperatorHarness, tmp_path: Path
+) -> None:
+    port, password, data = free_port(), generate_password(), tmp_path / "redis"
+    data.mkdir(mode=0o700)
+    binary = os.environ.get("MAS_TEST_REDIS_SERVER")
+
+    def server() -> RedisServer:
+        """The chart's embedded Redis on loopback: append-only file and ACL file kept."""
+        return RedisServer(
+            binary, port=port, password=password, append_only=True, acl_file=True, data_dir=data
+        )
+
+    with server():
+        harness.start(harness_config(f"redis://:{password}@127.0.0.1:{port}"))
+        await harness.create(AGENTS, agent_body())
+        await eventually(
+            lambda: (
+                (c := condition(harness.object(AGENTS, "team", "worker"), "RedisACLReady"))
+                and c["status"] == "True"
+            )
+        )
+        url = secret_files(harness, "team", "worker")["redis-url"].decode()
+    with server():
+        agent = redis.Redis.from_url(url)  # its sidecar's user and password, as before
+        assert agent.xlen(AgentKeys("team/worker").dlq) == 0
+        agent.close()
+        await harness.delete(AGENTS, "team", "worker")
+        await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
+    with server() as restarted:
+        admin = redis.Redis.from_url(restarted.url)
+        assert acl_username("team/worker") not in admin.acl_users()
+        admin.close()

@@ -6,7 +6,9 @@ one read per key instead of each reading the whole enforcers hash or policy docu
 :class:`RedisAdminError`, whose message never carries the URL's password; the handlers report it
 in a status condition and kopf retries. The ACL rules, registry format and policy keys are the
 shared ones of :mod:`mas.acl`, :mod:`mas.registry` and :mod:`mas.policy.publish`, so the operator
-and ``mas up`` create the same users and publish the same documents.
+and ``mas up`` create the same users and publish the same documents. After it creates or
+deletes a user it asks the server to save its users (``ACL SAVE``): the chart's embedded Redis
+keeps them in an ACL file on its volume, so they survive its restarts (:mod:`mas.acl_file`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import redis
 from pydantic import ValidationError
 
 from mas.acl import apply_acl_user, delete_acl_user, masked_url
+from mas.acl_file import save_acl_users
 from mas.functions import ensure_functions
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
 from mas.policy.document import CompiledPolicy
@@ -73,6 +76,7 @@ class RedisAdmin:
         try:
             ensure_functions(self._client)
             apply_acl_user(self._client, agent_id, password)
+            save_acl_users(self._client)
             register_agent(self._client, agent_id, capabilities, roles)
         except redis.RedisError as exc:
             raise self._fail(f"cannot set up {agent_id}", exc) from None
@@ -82,6 +86,7 @@ class RedisAdmin:
         ``delete_data`` also every key of the agent (streams, state, audit). Keys deleted."""
         try:
             delete_acl_user(self._client, agent_id)
+            save_acl_users(self._client)
             forget_agent(self._client, agent_id)
             if not delete_data:
                 return 0
