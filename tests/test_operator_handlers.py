@@ -37,9 +37,8 @@ from tests.operator_harness import (
     SECRETS,
     OperatorHarness,
     condition,
-    declare_resources,
+    emulated_api,
     harness_config,
-    write_kubeconfig,
 )
 from tests.waiting import eventually
 
@@ -48,11 +47,7 @@ from tests.waiting import eventually
 async def harness(
     kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[OperatorHarness]:
-    declare_resources(kmock)
-    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    async with aiohttp.ClientSession(base_url=str(kmock.url)) as session:
-        harness = OperatorHarness(kmock, session)
+    async with emulated_api(kmock, tmp_path / "kubeconfig", monkeypatch) as harness:
         try:
             yield harness
         finally:
