@@ -401,7 +401,7 @@ async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_ba
     assert down["reason"] == "RedisUnavailable"
     assert harness.object(SECRETS, "team", "worker-mas-credentials") is None
 
-    with RedisServer(port=port, password=password):
+    with RedisServer(port=port, password=password) as server:
         up = await eventually(
             lambda: (
                 (c := condition(harness.object(AGENTS, "team", "worker"), "RedisACLReady"))
@@ -411,6 +411,10 @@ async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_ba
         )
         assert up["reason"] == "UserApplied"
         assert harness.object(DEPLOYMENTS, "team", "worker") is not None
+        # The policy it could not publish at start-up is published once Redis answers.
+        admin = redis.Redis.from_url(server.url)
+        await eventually(lambda: admin.get(POLICY_REVISION), what="the policy published")
+        admin.close()
 
     await harness.delete(AGENTS, "team", "worker")
     await asyncio.sleep(2)
