@@ -127,20 +127,23 @@ class RedisServer:
         port: int | None = None,
         password: str | None = None,
         append_only: bool = False,
+        appendfsync: str = "everysec",
         acl_file: bool = False,
         data_dir: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         """``password`` is the ``default`` user's (generated when None; several servers that
-        form one cluster share one); ``acl_file`` keeps the ACL users in ``users.acl`` of
-        ``data_dir`` across restarts; ``extra_args`` are more server options (e.g. cluster
-        mode), passed on the command line as they are, so they must hold no secret."""
+        form one cluster share one); ``appendfsync`` says when the append-only file reaches the
+        disk; ``acl_file`` keeps the ACL users in ``users.acl`` of ``data_dir`` across
+        restarts; ``extra_args`` are more server options (e.g. cluster mode), passed on the
+        command line as they are, so they must hold no secret."""
         self.binary = binary or embedded_binary()
         if shutil.which(self.binary) is None:
             raise RedisServerError(f"Redis server binary {self.binary!r} not found")
         self.port = port or free_port()
         self.password = password or generate_password()
         self.append_only = append_only
+        self.appendfsync = appendfsync
         self.keeps_users = acl_file
         self.extra_args = tuple(extra_args)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -173,6 +176,7 @@ class RedisServer:
                 password=self.password,
                 log_level="warning",
                 acl_file=self.acl_file,
+                appendfsync=self.appendfsync,
             )
         )
         # "-": the configuration comes on standard input, then the options of the command line.
