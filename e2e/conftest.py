@@ -11,6 +11,11 @@
 ``MAS_E2E_HOST_NETWORK=1`` says an external cluster has no pod network (every pod on the host
 network, as on the local cluster, which is recognised by its kubeconfig path).
 
+The chart's embedded Redis claims a PersistentVolume. Where the cluster has a default
+StorageClass (kind has one) the claim uses it; the local cluster has no provisioner, so the
+``volumes`` fixture makes a hostPath PersistentVolume on this machine for each claim a test
+names, in a StorageClass of its own, and removes them at the end of the session.
+
 Other settings: ``MAS_E2E_IMAGE`` (default ``mas:0.1.0``), ``MAS_E2E_KUBECTL`` (kubectl binary
 for an external cluster; default ``kubectl`` on PATH), ``MAS_E2E_CACHE`` (cache directory).
 """
@@ -28,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from e2e.kube import E2ECluster
+from e2e.kube import E2ECluster, HostVolumes
 from e2e.util import HarnessError, tail
 
 E2E_IMAGE = os.environ.get("MAS_E2E_IMAGE", "mas:0.1.0")
@@ -131,3 +136,17 @@ def namespace(e2e_cluster: E2ECluster) -> Iterator[str]:
         time.sleep(0.3)
     yield name
     e2e_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def volumes(e2e_cluster: E2ECluster) -> Iterator[HostVolumes]:
+    """Storage for PersistentVolumeClaims: ``volumes.storage_class`` is the class to ask for
+    ("" where the cluster has a default one), and ``volumes.provide(namespace, claim)`` makes a
+    volume for that claim where the cluster cannot provision one."""
+    from e2e.cluster import LocalCluster  # noqa: PLC0415 - cheap, but only this fixture needs it
+
+    local = LocalCluster()
+    on_this_machine = local.kubeconfig.resolve() == e2e_cluster.kubeconfig.resolve()
+    volumes = HostVolumes(e2e_cluster, local.run_dir / "volumes" if on_this_machine else None)
+    yield volumes
+    volumes.remove_all()

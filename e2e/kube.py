@@ -1,10 +1,13 @@
 """``E2ECluster``: what an e2e test gets from the ``e2e_cluster`` fixture of ``e2e/conftest.py``
-(kubeconfig, kubectl, the image name, and helpers to apply manifests and wait for pods).
-Imported by the conftest and by tests for type hints."""
+(kubeconfig, kubectl, the image name, and helpers to apply manifests and wait for pods), and
+``HostVolumes``, the ``volumes`` fixture's PersistentVolumes for a cluster without a storage
+provisioner. Imported by the conftest and by tests for type hints."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -112,3 +115,85 @@ class E2ECluster:
         from kubernetes import config  # noqa: PLC0415 - only tests that want it pay the import
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+HOST_STORAGE_CLASS = "mas-e2e-hostpath"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+# The uid and gid of the mas image, which the chart's Redis runs as: a hostPath volume is not
+# given to the pod's fsGroup, so its directory belongs to them from the start.
+IMAGE_UID = 65532
+
+
+@dataclass
+class HostVolumes:
+    """PersistentVolumes for claims on a cluster whose node is this machine and that has no
+    default StorageClass (the local cluster): each a directory under ``root``, pre-bound to
+    its claim, in the StorageClass ``mas-e2e-hostpath`` (no provisioner, immediate binding).
+    Where the cluster has a default StorageClass, :meth:`provide` does nothing."""
+
+    cluster: E2ECluster
+    root: Path | None
+    made: list[str] = field(default_factory=list)
+
+    @property
+    def storage_class(self) -> str:
+        """The class claims should name ("": the cluster's default)."""
+        return "" if self._has_default_class() else HOST_STORAGE_CLASS
+
+    def _has_default_class(self) -> bool:
+        classes = json.loads(self.cluster.kubectl("get", "storageclasses", "-o", "json"))
+        return any(
+            (c["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
+            for c in classes["items"]
+        )
+
+    def provide(self, namespace: str, claim: str, size: str = "1Gi") -> None:
+        """A volume for the claim ``namespace/claim`` (made before it, or while it waits)."""
+        if self._has_default_class():
+            return
+        if self.root is None:
+            raise HarnessError(
+                "the cluster has no default StorageClass and its node is not this machine: "
+                "give it a provisioner (or a default class) for the chart's Redis claim"
+            )
+        name = f"mas-e2e-{namespace}-{claim}"[:253]
+        directory = self.root / name
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, mode=0o700)
+        os.chown(directory, IMAGE_UID, IMAGE_UID)
+        self.cluster.apply(
+            [
+                {
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": {"name": HOST_STORAGE_CLASS},
+                    "provisioner": "kubernetes.io/no-provisioner",
+                    "volumeBindingMode": "Immediate",
+                    "reclaimPolicy": "Retain",
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "capacity": {"storage": size},
+                        "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": HOST_STORAGE_CLASS,
+                        "claimRef": {"namespace": namespace, "name": claim},
+                        "hostPath": {"path": str(directory), "type": "Directory"},
+                    },
+                },
+            ]
+        )
+        self.made.append(name)
+
+    def remove_all(self) -> None:
+        """Delete the volumes made (their directories go with the cluster's run directory)."""
+        if self.made:
+            self.cluster.kubectl(
+                "delete", "persistentvolume", *self.made, "--ignore-not-found", "--wait=false",
+                check=False,
+            )  # fmt: skip
+        self.made.clear()

@@ -6,8 +6,10 @@ tests then watch what a user would: pods with their sidecars (under the restrict
 Standard; each sidecar serving only the agent holding its token), messages delivered, a denied
 message denied and audited, an SSN redacted at the receiver, a policy change in force without
 restarting a pod, an invalid Agent refused by the API server, an Agent mounting another agent's
-credentials refused by the operator, an Agent's Redis user gone with it, and ``helm upgrade``,
-``rollback`` and ``uninstall`` leaving nothing behind.
+credentials refused by the operator, an Agent's Redis user gone with it, Redis on its bound
+claim keeping every accepted message, the users and the policy when its pod is replaced, and
+``helm upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind but the trust anchor, the
+Redis password and the Redis data, which go when deleted as the chart's README says.
 
 Redis is inspected from inside the Redis pod (``kubectl exec``), so the same tests run on the
 local host-network cluster and on kind. The tests of this module share one release and run in
@@ -28,7 +30,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from e2e.kube import E2ECluster
+from e2e.kube import E2ECluster, HostVolumes
 from e2e.util import HarnessError
 from mas.local.redis_server import free_port
 
@@ -37,6 +39,8 @@ CHART = ROOT / "helm" / "mas"
 EXAMPLE = ROOT / "examples" / "healthcare" / "k8s"
 RELEASE = "mas"
 RELEASE_NAMESPACE = "mas-system"
+REDIS_CLAIM = f"data-{RELEASE}-redis-0"
+KEPT_SECRETS = ("mas-trust-anchor", f"{RELEASE}-redis")
 CRDS = (
     "agents.mas.dev",
     "gatewaypolicies.mas.dev",
@@ -88,22 +92,31 @@ class Release:
             "sh", "-c", f"REDIS_URL={url}; {script}",
         )  # fmt: skip
 
-    def acl_users(self) -> list[str]:
+    def redis(self, expression: str) -> str:
+        """``expression`` (no double quotes) evaluated in the Redis pod, where ``r`` is an
+        administrator client (decoding replies); what it printed."""
         code = (
-            "import os, redis; print(' '.join(redis.Redis.from_url(os.environ['U']).acl_users()))"
+            "import os, redis; r = redis.Redis.from_url(os.environ['U'], decode_responses=True); "
+            f"print({expression})"
         )
-        return self.in_redis_pod(f'U="$REDIS_URL" python -c "{code}"').split()
+        return self.in_redis_pod(f'U="$REDIS_URL" python -c "{code}"').strip()
+
+    def acl_users(self) -> list[str]:
+        return self.redis("' '.join(r.acl_users())").split()
 
     def audit(self, action: str, agent_id: str) -> str:
         return self.in_redis_pod(f'mas audit {action} {agent_id} --redis-url "$REDIS_URL"')
 
 
-def chart_values(cluster: E2ECluster, image: str) -> dict[str, Any]:
+def chart_values(cluster: E2ECluster, image: str, storage_class: str) -> dict[str, Any]:
     repository, _, tag = image.rpartition(":")
     values: dict[str, Any] = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "operator": {"statusIntervalSeconds": 2, "retrySeconds": 2},
-        "redis": {"port": 6379},
+        "redis": {
+            "port": 6379,
+            "embedded": {"persistence": {"storageClass": storage_class}},
+        },
     }
     if cluster.local:
         # Every pod shares the machine's loopback: take ports that are free right now.
@@ -115,8 +128,9 @@ def chart_values(cluster: E2ECluster, image: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def release(e2e_cluster: E2ECluster, mas_image: str) -> Iterator[Release]:
-    values = chart_values(e2e_cluster, mas_image)
+def release(e2e_cluster: E2ECluster, mas_image: str, volumes: HostVolumes) -> Iterator[Release]:
+    volumes.provide(RELEASE_NAMESPACE, REDIS_CLAIM)
+    values = chart_values(e2e_cluster, mas_image, volumes.storage_class)
     client = helm.Config(kubeconfig_path=str(e2e_cluster.kubeconfig), namespace=RELEASE_NAMESPACE)
     client.install(
         str(CHART),
@@ -142,7 +156,8 @@ def release(e2e_cluster: E2ECluster, mas_image: str) -> Iterator[Release]:
             )
         )
         client.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=180)
-        # Helm never deletes the CRDs of a chart's crds/ folder; the next run starts clean.
+        # Helm never deletes the CRDs of a chart's crds/ folder, nor the Secrets and the claim
+        # it keeps: the namespace goes with them, and the next run starts clean.
         e2e_cluster.kubectl("delete", "crd", *CRDS, "--ignore-not-found", check=False)
         e2e_cluster.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--wait=false", check=False)
 
@@ -233,8 +248,15 @@ def test_the_operator_starts_and_publishes_the_policy(release: Release) -> None:
     cluster = release.cluster
     operator = cluster.get("deployment", f"{RELEASE}-operator", RELEASE_NAMESPACE)
     assert operator["status"].get("availableReplicas") == 1
+    # The bootstrap hook made the anchor and the Redis password, and went once it succeeded.
     anchor = cluster.get("secret", "mas-trust-anchor", RELEASE_NAMESPACE)
-    assert set(anchor["data"]) == {"anchor.key"}
+    assert set(anchor["data"]) == {"anchor.key", "anchor.pub"}
+    assert anchor["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "password" in cluster.get("secret", f"{RELEASE}-redis", RELEASE_NAMESPACE)["data"]
+    assert not cluster.kubectl(
+        "get", "jobs,serviceaccounts", "-n", RELEASE_NAMESPACE, "-l",
+        "app.kubernetes.io/component=bootstrap", "-o", "name",
+    ).strip()  # fmt: skip
     configmap = wait_until(
         lambda: cluster.get("configmap", "mas-gateway-policy", RELEASE_NAMESPACE).get("data"),
         timeout=60,
@@ -461,6 +483,116 @@ def test_deleting_an_agent_removes_its_redis_user_and_objects(
         )
 
 
+WAITING = ["python", "-c", "import time; time.sleep(10**9)"]  # an agent that only holds its pod
+TAKE = """
+import asyncio, json, sys
+from mas import SidecarClient
+
+async def take(count):
+    taken = []
+    async with SidecarClient() as client:
+        async for delivery in client.deliveries():
+            taken.append(delivery["payload"]["n"])
+            await client.ack(delivery["id"])
+            if len(set(taken)) == count:  # at least once: a note may come twice
+                return taken
+
+print(json.dumps(asyncio.run(asyncio.wait_for(take(int(sys.argv[1])), 150))))
+"""
+
+
+def waiting_agents(namespace: str, cluster: E2ECluster, image: str) -> list[dict[str, Any]]:
+    """A ``sender`` allowed to send notes to a ``sink``; neither program takes deliveries."""
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "mas.dev/v1alpha1",
+            "kind": "GatewayPolicy",
+            "metadata": {"name": "notes", "namespace": namespace},
+            "spec": {
+                "rules": [
+                    {"name": "notes", "action": "allow", "from": {"agents": ["sender"]},
+                     "to": {"agents": ["sink"]}, "types": ["note"]}
+                ]
+            },
+        }
+    ]  # fmt: skip
+    for name in ("sender", "sink"):
+        spec: dict[str, Any] = {"image": image, "command": WAITING}
+        if cluster.local:
+            spec |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+        documents.append(
+            {
+                "apiVersion": "mas.dev/v1alpha1",
+                "kind": "Agent",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec,
+            }
+        )
+    return documents
+
+
+def redis_pod(cluster: E2ECluster) -> dict[str, Any]:
+    return cluster.get("pod", f"{RELEASE}-redis-0", RELEASE_NAMESPACE)
+
+
+def test_redis_keeps_accepted_messages_users_and_policy_when_its_pod_is_replaced(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    namespace, cluster = workspace, release.cluster
+    claim = cluster.get("persistentvolumeclaim", REDIS_CLAIM, RELEASE_NAMESPACE)
+    assert claim["status"]["phase"] == "Bound"
+    cluster.apply(waiting_agents(namespace, cluster, mas_image))
+    for name in ("sender", "sink"):
+        wait_until(
+            lambda name=name: (
+                condition(agent(cluster, namespace, name), "Ready").get("status") == "True"
+            ),
+            timeout=240,
+            what=f"Agent {name} Ready",
+        )
+    accepted = 5
+    for n in range(accepted):
+        note = {"to": "sink", "type": "note", "payload": {"n": n}}
+        assert send_as(cluster, namespace, "sender", note) == 202
+    users = {f"mas-agent.{namespace}.{name}" for name in ("sender", "sink")}
+    revision = release.redis("r.get('mas:{policy}:revision')")
+    before = redis_pod(cluster)["metadata"]["uid"]
+
+    # A clean replacement: SIGTERM, the append-only file flushed, a new pod on the same claim.
+    cluster.kubectl("delete", "pod", f"{RELEASE}-redis-0", "-n", RELEASE_NAMESPACE)
+    replaced_at = time.monotonic()
+    wait_until(
+        lambda: (
+            (pod := redis_pod(cluster))["metadata"]["uid"] != before
+            and all(c["ready"] for c in pod["status"].get("containerStatuses") or [{}])
+        ),
+        timeout=180,
+        what="a new Redis pod is ready",
+    )
+    # Kept, not recreated: the users and the policy are there as soon as the server is.
+    assert users <= set(release.acl_users())
+    assert release.redis("r.get('mas:{policy}:revision')") == revision != "None"
+
+    # The sidecars work again on their own: a new note is accepted, and every note is delivered.
+    wait_until(
+        lambda: send_as(cluster, namespace, "sender", {"to": "sink", "type": "note",
+                                                       "payload": {"n": accepted}}) == 202,
+        timeout=120,
+        what="the sender's sidecar accepts a message again",
+    )  # fmt: skip
+    working_again = time.monotonic() - replaced_at
+    out = cluster.kubectl(
+        "exec", "-n", namespace, "deployment/sink", "-c", "agent", "--",
+        "python", "-c", TAKE, str(accepted + 1), timeout=180,
+    )  # fmt: skip
+    taken = json.loads(out)
+    lost = accepted - len(set(range(accepted)) & set(taken))
+    print(f"Redis pod replaced: {lost} of {accepted} accepted messages lost; the sender's "
+          f"sidecar accepted again {working_again:.1f} s after the pod was deleted")  # fmt: skip
+    assert lost == 0
+    assert sorted(set(taken)) == list(range(accepted + 1))
+
+
 def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Release) -> None:
     cluster = release.cluster
 
@@ -490,7 +622,7 @@ def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Relea
     selector = f"app.kubernetes.io/instance={RELEASE}"
     kinds = (
         "deployments,statefulsets,services,secrets,configmaps,serviceaccounts,roles,"
-        "rolebindings,pods"
+        "rolebindings,pods,jobs,persistentvolumeclaims"
     )
 
     def leftovers() -> str:
@@ -507,4 +639,19 @@ def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Relea
         )
         return (namespaced + cluster_wide).strip()
 
+    # Kept: the trust anchor and the Redis password (no release owns them) and the Redis data.
+    assert secret_data("mas-trust-anchor") == anchor
+    assert secret_data(f"{RELEASE}-redis") == password
+    wait_until(
+        lambda: leftovers() == f"persistentvolumeclaim/{REDIS_CLAIM}",
+        timeout=120,
+        what="nothing of the release is left but the Redis data's claim",
+    )
+    # Deleted as the chart's README says, they go.
+    cluster.kubectl("delete", "secret", *KEPT_SECRETS, "-n", RELEASE_NAMESPACE)
+    cluster.kubectl("delete", "pvc", REDIS_CLAIM, "-n", RELEASE_NAMESPACE, "--wait=false")
     wait_until(lambda: not leftovers(), timeout=120, what="nothing of the release is left")
+    assert not cluster.kubectl(
+        "get", "secrets", "-n", RELEASE_NAMESPACE, "-o", "name", "--field-selector",
+        f"metadata.name={KEPT_SECRETS[0]}",
+    ).strip()  # fmt: skip

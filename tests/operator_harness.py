@@ -5,13 +5,14 @@ kubeconfig pointing at it, and runs the operator (``mas_operator.handlers.regist
 ``kopf.testing.KopfRunner`` in its own thread; the test's event loop keeps serving the emulator.
 kmock gives objects no uid, generation or resourceVersion, so the helpers here set them, and
 stand in for the Deployment controller where a test needs a rolled-out Deployment.
-Used by tests/test_operator_handlers.py.
+Used by tests/test_operator_handlers.py and tests/test_bootstrap.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 import kmock
 import kopf
+import pytest
 from kopf.testing import KopfRunner
 
 from mas_operator.config import OperatorConfig
@@ -62,6 +64,19 @@ def write_kubeconfig(path: Path, server: str) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+@contextlib.asynccontextmanager
+async def emulated_api(
+    emulator: kmock.KubernetesEmulator, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[OperatorHarness]:
+    """The emulator serving the operator's resources, ``KUBECONFIG`` (written to
+    ``kubeconfig``) pointing at it, and a harness on it whose operator is not started yet."""
+    declare_resources(emulator)
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(kubeconfig, str(emulator.url))))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    async with aiohttp.ClientSession(base_url=str(emulator.url)) as session:
+        yield OperatorHarness(emulator, session)
 
 
 def harness_config(redis_url: str, **overrides: Any) -> OperatorConfig:

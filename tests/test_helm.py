@@ -1,15 +1,14 @@
 """The Helm chart ``helm/mas``: lint, render, values schema and Kubernetes schema validation.
 
-Uses the real Helm engine through ``helm_python`` (offline: no cluster, ``lookup`` returns
-nothing) and ``kubernetes-validate`` for the rendered objects. Installing the chart into a cluster
-is the end-to-end suite's job.
+Uses the real Helm engine through ``helm_python`` (offline, as ``helm template`` renders for
+GitOps) and ``kubernetes-validate`` for the rendered objects: what an install creates, the
+bootstrap hook that makes the trust anchor and the Redis password in the cluster, and renders
+that are the same every time. Installing the chart into a cluster is the end-to-end suite's job.
 """
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ import yaml
 
 from mas import sentinel
 from mas_operator import config as operator_config
-from mas_operator.anchor import anchor_from_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "mas"
@@ -50,9 +48,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "host-network": HOST_NETWORK,
     "external-redis": EXTERNAL,
     "watch-namespaces": {"watchNamespaces": ["a", "b"]},
-    "persistence": {
-        "redis": {"embedded": {"persistence": {"enabled": True, "storageClass": "fast"}}}
-    },
+    "no-persistence": {"redis": {"embedded": {"persistence": {"enabled": False}}}},
     "everything-set": {
         **HOST_NETWORK,
         "agents": {"allowHostNetwork": True, "allowHostPath": True, "allowSidecarImage": True},
@@ -78,6 +74,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
 }
 Manifest = dict[str, Any]
+HOOK = "helm.sh/hook"
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +82,28 @@ def chart() -> Any:
     return helm.Chart.load(str(CHART))
 
 
-def render(chart: Any, values: dict[str, Any], *, name: str = "mas") -> list[Manifest]:
-    """The objects an install of ``values`` would create (templates only, CRDs aside)."""
+def render(
+    chart: Any, values: dict[str, Any], *, name: str = "mas", hooks: bool = False
+) -> list[Manifest]:
+    """The objects of the release an install of ``values`` creates (templates only, CRDs
+    aside), and with ``hooks`` the hook objects Helm runs before them too."""
     rendered = chart.render(values, name=name, namespace=NAMESPACE, is_install=True)
     objects: list[Manifest] = []
     for path, text in sorted(rendered.items()):
         if path.endswith("NOTES.txt"):
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return objects
+    return [o for o in objects if hooks or HOOK not in (o["metadata"].get("annotations") or {})]
+
+
+def hook_objects(chart: Any, values: dict[str, Any]) -> dict[str, Manifest]:
+    """``kind`` -> the bootstrap hook's object of that kind."""
+    hooks = [
+        o for o in render(chart, values, hooks=True) if HOOK in o["metadata"].get("annotations", {})
+    ]
+    found = {o["kind"]: o for o in hooks}
+    assert len(found) == len(hooks), "one hook object of each kind"
+    return found
 
 
 def only(objects: list[Manifest], kind: str) -> Manifest:
@@ -261,11 +271,15 @@ def test_default_install_runs_the_operator_with_an_embedded_redis(chart: Any) ->
         "Deployment/mas-operator",
         "Role/mas-operator",
         "RoleBinding/mas-operator",
-        "Secret/mas-redis",
-        "Secret/mas-trust-anchor",
         "Service/mas-redis",
         "ServiceAccount/mas-operator",
         "StatefulSet/mas-redis",
+    ]
+    assert sorted(f"{k}/{o['metadata']['name']}" for k, o in hook_objects(chart, {}).items()) == [
+        "Job/mas-bootstrap",
+        "Role/mas-bootstrap",
+        "RoleBinding/mas-bootstrap",
+        "ServiceAccount/mas-bootstrap",
     ]
     deployment = only(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
@@ -285,13 +299,12 @@ def test_default_install_runs_the_operator_with_an_embedded_redis(chart: Any) ->
     }
     statefulset = only(objects, "StatefulSet")
     assert statefulset["spec"]["replicas"] == 1
-    assert "volumeClaimTemplates" not in statefulset["spec"]
     redis = container(objects, "StatefulSet")
     assert redis["image"] == "mas:0.1.0"
     assert redis["command"] == ["mas", "redis-server"]
     assert redis["args"] == [
-        *("--port", "6379", "--bind", "0.0.0.0"),
-        *("--dir", "/data", "--appendonly", "no"),
+        *("--port", "6379", "--bind", "0.0.0.0", "--dir", "/data"),
+        *("--appendonly", "yes", "--appendfsync", "everysec", "--acl-file", "/data/users.acl"),
     ]
     service = only(objects, "Service")
     assert service["spec"]["ports"] == [
@@ -387,43 +400,53 @@ def test_agents_get_what_the_values_allow_and_a_host_network_cluster_needs(
     assert settings.allow_sidecar_image == ("MAS_ALLOW_SIDECAR_IMAGE" in allowed)
 
 
-def redis_secret(objects: list[Manifest]) -> Manifest:
-    return next(
-        o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "mas-redis"
-    )
+def bootstrap_args(chart: Any, values: dict[str, Any]) -> list[str]:
+    job = hook_objects(chart, values)["Job"]
+    (spec,) = job["spec"]["template"]["spec"]["containers"]
+    assert spec["command"] == ["mas-operator", "bootstrap"]
+    return list(spec["args"])
 
 
-def test_redis_password_comes_from_a_secret_never_a_literal(chart: Any) -> None:
-    objects = render(chart, {})
-    secret = redis_secret(objects)
-    password = base64.b64decode(secret["data"]["password"]).decode()
-    assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+def test_the_redis_password_is_made_by_the_bootstrap_job_and_read_from_its_secret(
+    chart: Any,
+) -> None:
+    objects = render(chart, {}, hooks=True)
+    assert [o for o in objects if o["kind"] == "Secret"] == [], "no Secret in any render"
+    assert bootstrap_args(chart, {}) == [
+        *("--namespace", NAMESPACE, "--anchor-secret", "mas-trust-anchor"),
+        *("--redis-secret", "mas-redis", "--redis-password-key", "password"),
+    ]
     reference = {"secretKeyRef": {"name": "mas-redis", "key": "password"}}
     for kind in ("Deployment", "StatefulSet"):
-        spec = container(objects, kind)
-        assert env_of(spec)["MAS_REDIS_PASSWORD"] == {
+        assert env_of(container(objects, kind))["MAS_REDIS_PASSWORD"] == {
             "name": "MAS_REDIS_PASSWORD",
             "valueFrom": reference,
         }
-        assert password not in json.dumps(spec)
-    again = redis_secret(render(chart, {}))["data"]["password"]
-    assert again != secret["data"]["password"], "a fresh install gets a fresh password"
 
 
-def test_an_existing_secret_replaces_the_generated_password(chart: Any) -> None:
-    values = {"redis": {"embedded": {"existingSecret": "mine", "passwordKey": "pw"}}}
-    objects = render(chart, values)
-    secrets = [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"]
-    assert secrets == ["mas-trust-anchor"]
-    reference = {"secretKeyRef": {"name": "mine", "key": "pw"}}
-    for kind in ("Deployment", "StatefulSet"):
-        assert env_of(container(objects, kind))["MAS_REDIS_PASSWORD"]["valueFrom"] == reference
+@pytest.mark.parametrize(
+    "values",
+    [{"redis": {"embedded": {"existingSecret": "mine", "passwordKey": "pw"}}}, EXTERNAL],
+    ids=["existing-secret", "external-redis"],
+)
+def test_a_given_password_secret_leaves_the_bootstrap_only_the_anchor(
+    chart: Any, values: dict[str, Any]
+) -> None:
+    args = bootstrap_args(chart, values)
+    assert args == ["--namespace", NAMESPACE, "--anchor-secret", "mas-trust-anchor"]
+    names = hook_objects(chart, values)["Role"]["rules"][1]["resourceNames"]
+    assert names == ["mas-trust-anchor"]
+    if values is not EXTERNAL:
+        reference = {"secretKeyRef": {"name": "mine", "key": "pw"}}
+        for kind in ("Deployment", "StatefulSet"):
+            spec = container(render(chart, values), kind)
+            assert env_of(spec)["MAS_REDIS_PASSWORD"]["valueFrom"] == reference
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_pods_run_non_root_read_only_without_capabilities(chart: Any, scenario: str) -> None:
-    objects = render(chart, SCENARIOS[scenario])
-    for workload in (o for o in objects if o["kind"] in ("Deployment", "StatefulSet")):
+    objects = render(chart, SCENARIOS[scenario], hooks=True)
+    for workload in (o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "Job")):
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == 65532
@@ -489,8 +512,8 @@ def test_sidecars_wait_for_replicas_under_sentinel_unless_told_otherwise(
 
 
 def test_host_network_puts_pods_on_the_node_and_redis_on_loopback(chart: Any) -> None:
-    objects = render(chart, {**HOST_NETWORK, "redis": {"port": 16379}})
-    for kind in ("Deployment", "StatefulSet"):
+    objects = render(chart, {**HOST_NETWORK, "redis": {"port": 16379}}, hooks=True)
+    for kind in ("Deployment", "StatefulSet", "Job"):
         pod = only(objects, kind)["spec"]["template"]["spec"]
         assert pod["hostNetwork"] is True
         assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
@@ -517,7 +540,6 @@ def test_external_redis_renders_no_embedded_redis(chart: Any) -> None:
         "Deployment",
         "Role",
         "RoleBinding",
-        "Secret",
         "ServiceAccount",
     }
     operator = container(objects, "Deployment")
@@ -564,22 +586,42 @@ def test_standalone_operator_gets_no_peering_object(chart: Any) -> None:
     assert env_values(container(objects, "Deployment"))["MAS_STANDALONE"] == "true"
 
 
-def test_persistence_adds_a_volume_claim_and_the_append_only_file(chart: Any) -> None:
-    values = {
-        "redis": {
-            "embedded": {"persistence": {"enabled": True, "size": "5Gi", "storageClass": "fast"}}
-        }
-    }
-    statefulset = only(render(chart, values), "StatefulSet")
-    claims = statefulset["spec"]["volumeClaimTemplates"]
-    assert [c["metadata"]["name"] for c in claims] == ["data"]
-    assert claims[0]["spec"]["storageClassName"] == "fast"
-    assert claims[0]["spec"]["resources"] == {"requests": {"storage": "5Gi"}}
+def test_redis_is_durable_by_default_on_a_volume_claim(chart: Any) -> None:
+    statefulset = only(render(chart, {}), "StatefulSet")
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"] == {"requests": {"storage": "1Gi"}}
+    assert "storageClassName" not in claim["spec"], "the cluster's default class"
     pod = statefulset["spec"]["template"]["spec"]
     assert "volumes" not in pod
     redis = pod["containers"][0]
-    assert redis["args"][-2:] == ["--appendonly", "yes"]
+    assert redis["args"][-6:] == [
+        *("--appendonly", "yes", "--appendfsync", "everysec"),
+        *("--acl-file", "/data/users.acl"),
+    ]
     assert redis["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+
+
+def test_persistence_settings_reach_the_claim_and_the_server(chart: Any) -> None:
+    persistence = {"size": "5Gi", "storageClass": "fast", "appendfsync": "always"}
+    values = {"redis": {"embedded": {"persistence": persistence}}}
+    statefulset = only(render(chart, values), "StatefulSet")
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert claim["spec"]["resources"] == {"requests": {"storage": "5Gi"}}
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendfsync") + 1] == "always"
+
+
+def test_without_persistence_redis_runs_on_an_empty_dir_only_when_asked(chart: Any) -> None:
+    statefulset = only(render(chart, SCENARIOS["no-persistence"]), "StatefulSet")
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+    pod = statefulset["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "data", "emptyDir": {}}]
+    assert pod["containers"][0]["args"][-4:] == [
+        *("--appendonly", "no", "--acl-file", "/data/users.acl")
+    ]
 
 
 def test_image_values_set_the_operator_sidecar_and_redis_images(chart: Any) -> None:
@@ -612,14 +654,16 @@ def test_several_operator_replicas_keep_peering(chart: Any) -> None:
 
 
 def test_object_names_follow_the_release_name(chart: Any) -> None:
-    objects = render(chart, {}, name="team")
+    objects = render(chart, {}, name="team", hooks=True)
     names = {o["metadata"]["name"] for o in objects if o["kind"] != "ClusterKopfPeering"}
     assert names == {
         "team-mas-operator",
         "team-mas-redis",
-        "mas-trust-anchor",  # named by operator.anchorSecret
+        "team-mas-bootstrap",
         "mas-gateway-policy",  # named by operator.policyConfigMap
     }
+    job_args = only(objects, "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--redis-secret team-mas-redis" in " ".join(job_args)
     env = env_values(container(objects, "Deployment"))
     assert env["MAS_REDIS_URL"] == "redis://team-mas-redis.mas-system.svc:6379"
 
@@ -704,7 +748,7 @@ def _validate(manifest: Manifest, version: str) -> None:
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_rendered_object_is_valid_kubernetes(chart: Any, scenario: str, version: str) -> None:
     custom = _crd_schemas(chart)
-    for manifest in render(chart, SCENARIOS[scenario]):
+    for manifest in render(chart, SCENARIOS[scenario], hooks=True):
         key = (manifest["apiVersion"], manifest["kind"])
         if key in custom:
             jsonschema.validate(manifest, custom[key])
@@ -725,13 +769,78 @@ def test_the_chart_crds_are_valid_kubernetes(chart: Any, version: str) -> None:
         _validate(crd, version)
 
 
-def test_the_chart_generates_the_trust_anchor_and_owns_the_policy_configmap(chart: Any) -> None:
-    objects = render(chart, {})
-    anchor = next(
-        o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "mas-trust-anchor"
-    )
-    assert anchor_from_secret(anchor).kid
-    assert set(anchor["data"]) == {"anchor.key"}
-    configmap = only(objects, "ConfigMap")
+def test_the_chart_owns_the_policy_configmap(chart: Any) -> None:
+    configmap = only(render(chart, {}), "ConfigMap")
     assert configmap["metadata"]["name"] == "mas-gateway-policy"
     assert "data" not in configmap, "the operator fills it; upgrades must not reset it"
+
+
+# -- a chart GitOps can own -----------------------------------------------------------------------
+
+# Template functions whose output changes from one render to the next, or depends on the cluster.
+UNSTABLE_FUNCTIONS = re.compile(
+    r"\b(lookup|rand\w*|genPrivateKey|genCA\w*|genSelfSignedCert\w*|genSignedCert\w*|"
+    r"uuidv4|now|date\w*|unixEpoch|htpasswd|bcrypt|encryptAES|shuffle)\b"
+)
+
+
+def test_no_template_uses_a_random_time_or_lookup_function() -> None:
+    found = []
+    for path in sorted((CHART / "templates").iterdir()):
+        text = re.sub(r"/\*.*?\*/", "", path.read_text(), flags=re.S)  # comments aside
+        for action in re.findall(r"\{\{(.*?)\}\}", text, flags=re.S):
+            found += [f"{path.name}: {name}" for name in UNSTABLE_FUNCTIONS.findall(action)]
+    assert found == []
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_render_is_byte_for_byte_the_same(chart: Any, scenario: str) -> None:
+    # What `helm template | kubectl apply` gives on every GitOps sync: install and upgrade
+    # renders too, so applying twice changes nothing.
+    values = SCENARIOS[scenario]
+    first = chart.render(values, name="mas", namespace=NAMESPACE, is_install=True)
+    again = helm.Chart.load(str(CHART)).render(
+        values, name="mas", namespace=NAMESPACE, is_install=True
+    )
+    upgrade = chart.render(values, name="mas", namespace=NAMESPACE, is_upgrade=True)
+    assert first == again == upgrade
+
+
+def test_the_bootstrap_hook_runs_before_the_release_with_the_least_rights(chart: Any) -> None:
+    hooks = hook_objects(chart, {})
+    weights = {
+        kind: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for kind, o in hooks.items()
+    }
+    assert weights["ServiceAccount"] < weights["RoleBinding"] < weights["Job"]
+    assert weights["Role"] < weights["RoleBinding"]
+    for hook in hooks.values():
+        annotations = hook["metadata"]["annotations"]
+        assert annotations[HOOK] == "pre-install,pre-upgrade"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        assert hook["metadata"]["namespace"] == NAMESPACE
+    assert hooks["Role"]["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["mas-trust-anchor", "mas-redis"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    assert hooks["RoleBinding"]["roleRef"]["name"] == "mas-bootstrap"
+    assert hooks["RoleBinding"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mas-bootstrap", "namespace": NAMESPACE}
+    ]
+    job = hooks["Job"]["spec"]
+    pod = job["template"]["spec"]
+    assert pod["serviceAccountName"] == "mas-bootstrap"
+    assert pod["restartPolicy"] == "Never"
+    assert job["backoffLimit"] == 3
+    assert pod["containers"][0]["image"] == "mas:0.1.0"
+    # The operator's own rights gain nothing: they are those of deploy/rbac.yaml.
+    assert only(render(chart, {}), "ClusterRole")["rules"] == _deploy_rbac()["ClusterRole"]["rules"]
+
+
+def test_without_rbac_the_bootstrap_gets_only_its_service_account(chart: Any) -> None:
+    values = {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "given"}}
+    assert sorted(hook_objects(chart, values)) == ["Job", "ServiceAccount"]

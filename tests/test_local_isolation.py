@@ -4,7 +4,8 @@ A folder holds a harmless ``victim`` agent and a ``thief`` agent whose program a
 everything within reach and reports each outcome as an ``ATTACK`` JSON line: it finds the other
 sidecars of its run by their (world-readable) command lines, posts and reads through them with
 no token and with its own, and tries to read every secret of the run: other processes'
-environments and the sidecars' credential files. The tests check its report and what is left
+environments, the sidecars' credential files and the embedded Redis's kept data (its ACL file
+and append-only files, in the state directory). The tests check its report and what is left
 in Redis, and look at every process ``mas up`` started: no secret on a command line or in an
 environment where it does not belong, an embedded Redis that refuses clients without its
 password, and no private key left on disk.
@@ -109,6 +110,17 @@ for pid in [os.getppid(), *(mate for mate in mates if mate != os.getpid())]:
             report(what="stolen", source=f"environ of {pid}", secret=line)
 report(what="own environ", readable=OWN_TOKEN in Path("/proc/self/environ").read_text())
 report(what="uid", uid=os.getuid())
+# The embedded Redis's data, kept in the state directory the tests put in this folder.
+kept = Path("state", "redis")
+for path in (kept / "users.acl", kept / "appendonlydir" / "appendonly.aof.manifest"):
+    try:
+        report(what="stolen", source=str(path), secret=path.read_text())
+    except OSError:
+        pass
+try:
+    report(what="stolen", source=str(kept), secret=os.listdir(kept))
+except OSError:
+    pass
 for run_dir in Path(tempfile.gettempdir()).glob("mas-up-*"):
     for agent in sidecars.values():
         for name in ("agent.key", "redis-url", "api-token", "token"):
@@ -162,8 +174,10 @@ def attacks(output: str) -> list[dict[str, Any]]:
 
 
 def run_thief(folder: Path, tmp_path: Path, env: dict[str, str] | None = None) -> str:
-    """``mas up`` on the attack folder until the thief has reported everything; the output."""
-    up = MasUp(str(folder), "--log-dir", str(tmp_path / "logs"), cwd=tmp_path, env=env)
+    """``mas up`` on the attack folder until the thief has reported everything; the output.
+    The state directory is in the folder, where the thief looks for the kept Redis data."""
+    args = ("--log-dir", str(tmp_path / "logs"), "--state-dir", str(folder / "state"))
+    up = MasUp(str(folder), *args, cwd=tmp_path, env=env)
     try:
         up.wait_for(r'ATTACK \{"what": "done"\}', timeout=120)
         up.process.send_signal(2)  # SIGINT
@@ -287,6 +301,7 @@ def test_as_root_an_agent_can_read_no_secret_of_another_agent_or_any_sidecar(
     report = attacks(output)
 
     assert [a for a in report if a["what"] == "stolen"] == [], output
+    assert (folder / "state" / "redis" / "users.acl").is_file()  # there, out of its reach
     assert "agents and their sidecars run as users of their own" in output
     assert {"what": "own environ", "readable": True} in report  # the reading itself works
     [uid] = [a["uid"] for a in report if a["what"] == "uid"]

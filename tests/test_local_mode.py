@@ -242,7 +242,8 @@ def final_table(output: str) -> dict[str, list[str]]:
 
 
 class MasUp:
-    """``mas up`` as a subprocess, its output collected line by line."""
+    """``mas up`` as a subprocess, its output collected line by line; as a context manager,
+    killed on the way out if it still runs."""
 
     def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
@@ -273,6 +274,18 @@ class MasUp:
                 break
             time.sleep(0.1)
         raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines))
+
+    def __enter__(self) -> MasUp:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+
+    def interrupt(self) -> tuple[int, str]:
+        """Stop it as Ctrl-C does; the status and the whole output."""
+        self.process.send_signal(signal.SIGINT)
+        return self.finish()
 
     def finish(self, timeout: float = 60.0) -> tuple[int, str]:
         """Wait for the exit; the status and the whole output."""
@@ -322,7 +335,9 @@ def test_quickstart_exchanges_messages_and_stops_after_duration(tmp_path: Path) 
     )
     assert re.search(r"audit trail of default/pinger: \d+ entries in 1 chain\(s\), intact", output)
     assert (log_dir / "default_ponger-0.sidecar.log").exists()
-    assert not (tmp_path / ".mas").exists()
+    # What outlives the run, in the state directory: the embedded Redis's data and the
+    # trust anchor's public key (the logs went to --log-dir).
+    assert sorted(p.name for p in (tmp_path / ".mas").iterdir()) == ["anchor.pub", "redis"]
     assert_no_survivors(output)
 
 

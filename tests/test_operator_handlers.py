@@ -8,6 +8,7 @@ ACL users, registry entries, policy documents and deletions checked here are the
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from base64 import b64decode, b64encode
 from collections.abc import AsyncIterator
@@ -36,9 +37,8 @@ from tests.operator_harness import (
     SECRETS,
     OperatorHarness,
     condition,
-    declare_resources,
+    emulated_api,
     harness_config,
-    write_kubeconfig,
 )
 from tests.waiting import eventually
 
@@ -47,11 +47,7 @@ from tests.waiting import eventually
 async def harness(
     kmock: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[OperatorHarness]:
-    declare_resources(kmock)
-    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", str(kmock.url))))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    async with aiohttp.ClientSession(base_url=str(kmock.url)) as session:
-        harness = OperatorHarness(kmock, session)
+    async with emulated_api(kmock, tmp_path / "kubeconfig", monkeypatch) as harness:
         try:
             yield harness
         finally:
@@ -405,7 +401,7 @@ async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_ba
     assert down["reason"] == "RedisUnavailable"
     assert harness.object(SECRETS, "team", "worker-mas-credentials") is None
 
-    with RedisServer(port=port, password=password):
+    with RedisServer(port=port, password=password) as server:
         up = await eventually(
             lambda: (
                 (c := condition(harness.object(AGENTS, "team", "worker"), "RedisACLReady"))
@@ -415,6 +411,10 @@ async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_ba
         )
         assert up["reason"] == "UserApplied"
         assert harness.object(DEPLOYMENTS, "team", "worker") is not None
+        # The policy it could not publish at start-up is published once Redis answers.
+        admin = redis.Redis.from_url(server.url)
+        await eventually(lambda: admin.get(POLICY_REVISION), what="the policy published")
+        admin.close()
 
     await harness.delete(AGENTS, "team", "worker")
     await asyncio.sleep(2)
@@ -788,3 +788,38 @@ async def test_an_agent_does_not_adopt_a_credentials_secret_someone_else_planted
         planter.close()
     secret = harness.object(SECRETS, "team", "worker-mas-credentials")
     assert secret is not None and secret["data"] == planted["data"]
+
+
+async def test_users_the_operator_creates_and_deletes_outlast_a_restart_of_a_redis_with_an_acl_file(
+    harness: OperatorHarness, tmp_path: Path
+) -> None:
+    port, password, data = free_port(), generate_password(), tmp_path / "redis"
+    data.mkdir(mode=0o700)
+    binary = os.environ.get("MAS_TEST_REDIS_SERVER")
+
+    def server() -> RedisServer:
+        """The chart's embedded Redis on loopback: append-only file and ACL file kept."""
+        return RedisServer(
+            binary, port=port, password=password, append_only=True, acl_file=True, data_dir=data
+        )
+
+    with server():
+        harness.start(harness_config(f"redis://:{password}@127.0.0.1:{port}"))
+        await harness.create(AGENTS, agent_body())
+        await eventually(
+            lambda: (
+                (c := condition(harness.object(AGENTS, "team", "worker"), "RedisACLReady"))
+                and c["status"] == "True"
+            )
+        )
+        url = secret_files(harness, "team", "worker")["redis-url"].decode()
+    with server():
+        agent = redis.Redis.from_url(url)  # its sidecar's user and password, as before
+        assert agent.xlen(AgentKeys("team/worker").dlq) == 0
+        agent.close()
+        await harness.delete(AGENTS, "team", "worker")
+        await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
+    with server() as restarted:
+        admin = redis.Redis.from_url(restarted.url)
+        assert acl_username("team/worker") not in admin.acl_users()
+        admin.close()

@@ -1,13 +1,15 @@
 """``mas redis-server``: the embedded Valkey the Helm chart runs, started for real on loopback.
 
 Each test runs ``python -m mas redis-server`` as a child process on a free loopback port with a
-password in ``MAS_REDIS_PASSWORD`` and talks to it with redis-py.
+password in ``MAS_REDIS_PASSWORD`` and talks to it with redis-py: the password, persistence of
+data (append-only file) and of ACL users (ACL file) across restarts, and who may read the files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from waiting import GUARD_SECONDS
 
+from mas.acl_file import acl_file_text, save_acl_users
 from mas.local.redis_server import RedisServer, ServerSettings, free_port, server_config
 
 PASSWORD = 'pa ss"wo\\rd-Ω'  # spaces, quotes, a backslash and non-ASCII survive the config
@@ -37,17 +40,19 @@ def _start(
     if password is not None:
         env["MAS_REDIS_PASSWORD"] = password
     command = [sys.executable, "-m", "mas", "redis-server", "--port", str(port)]
+    if os.environ.get("MAS_TEST_REDIS_SERVER"):  # the suite's other server, as conftest says
+        command += ["--binary", os.environ["MAS_TEST_REDIS_SERVER"]]
     command += ["--bind", "127.0.0.1", "--dir", str(data_dir), "--loglevel", "warning", *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], port: int) -> None:
+def _wait_ready(process: subprocess.Popen[bytes], port: int, password: str = PASSWORD) -> None:
     """Until the server serves commands: it accepts connections before it has loaded its data
     (answering ``LOADING``), so a restarted server is ready only once ``INFO`` says loaded."""
     deadline = time.monotonic() + GUARD_SECONDS
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read() if process.stderr else b""
-        with contextlib.suppress(redis.ConnectionError), _client(port, password=PASSWORD) as client:
+        with contextlib.suppress(redis.ConnectionError), _client(port, password=password) as client:
             if client.info("persistence")["loading"] == 0:
                 return
         time.sleep(0.02)
@@ -55,11 +60,13 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int) -> None:
 
 
 @contextlib.contextmanager
-def _server(data_dir: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def _server(
+    data_dir: Path, *extra: str, password: str = PASSWORD
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    process = _start(data_dir, port, *extra)
+    process = _start(data_dir, port, *extra, password=password)
     try:
-        _wait_ready(process, port)
+        _wait_ready(process, port, password)
         yield process, port
     finally:
         process.terminate()
@@ -118,6 +125,88 @@ def test_server_with_appendonly_keeps_data_across_restarts(tmp_path: Path) -> No
         client.close()
 
 
+def _run_persistent_server_once(data_dir: Path) -> tuple[str, ...]:
+    """Run a server with an append-only file and an ACL file in ``data_dir``, give it an agent's
+    user (saved) and an inbox entry, stop it; the options that start it so again."""
+    persistent = ("--appendonly", "yes", "--acl-file", str(data_dir / "users.acl"))
+    with _server(data_dir, *persistent) as (_, port):
+        admin = _client(port, password=PASSWORD)
+        assert admin.acl_setuser(
+            "mas-agent.ns.a", enabled=True, passwords=["+agent-secret"], commands=["+ping"]
+        )
+        assert save_acl_users(admin)
+        admin.xadd("mas:{ns/a}:inbox", {"m": "accepted"})
+        admin.close()
+    return persistent
+
+
+def test_acl_users_and_data_survive_a_restart_with_an_acl_file(tmp_path: Path) -> None:
+    persistent = _run_persistent_server_once(tmp_path)
+    with _server(tmp_path, *persistent) as (_, port):
+        agent = _client(port, username="mas-agent.ns.a", password="agent-secret")
+        assert agent.ping()
+        agent.close()
+        admin = _client(port, password=PASSWORD)
+        assert admin.xlen("mas:{ns/a}:inbox") == 1
+        admin.close()
+
+
+def test_with_an_acl_file_the_administrator_password_is_the_one_given_at_start(
+    tmp_path: Path,
+) -> None:
+    acl_file = tmp_path / "users.acl"
+    # A file without a default user would make the server passwordless: it is never used so.
+    acl_file.write_text("user someone on >x ~* +ping\n")
+    with _server(tmp_path, "--acl-file", str(acl_file)) as (_, port):
+        with pytest.raises(redis.AuthenticationError):
+            _client(port).ping()
+        admin = _client(port, password=PASSWORD)
+        assert save_acl_users(admin)
+        admin.close()
+    with _server(tmp_path, "--acl-file", str(acl_file), password="rotated") as (_, port):
+        for stale in (PASSWORD, ""):
+            with pytest.raises(redis.AuthenticationError):
+                _client(port, password=stale).ping()
+        with _client(port, password="rotated") as admin:
+            assert admin.ping()
+        with _client(port, username="someone", password="x") as kept:
+            assert kept.ping()
+    assert PASSWORD.encode() not in acl_file.read_bytes()
+    assert b"rotated" not in acl_file.read_bytes()
+
+
+def test_the_server_files_are_for_its_user_only(tmp_path: Path) -> None:
+    _run_persistent_server_once(tmp_path)
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert tmp_path / "users.acl" in written
+    assert any(path.parent.name == "appendonlydir" for path in written)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((tmp_path / "appendonlydir").stat().st_mode) == 0o700
+
+
+def test_without_an_acl_file_users_live_in_memory_and_saving_says_so(tmp_path: Path) -> None:
+    with _server(tmp_path) as (_, port), _client(port, password=PASSWORD) as admin:
+        assert save_acl_users(admin) is False
+
+
+def test_acl_file_text_replaces_only_the_default_user() -> None:
+    saved = (
+        "user default on nopass sanitize-payload ~* &* +@all\n"
+        "user mas-agent.ns.a on #abc ~mas:{ns/a}:* resetchannels -@all +xadd\n"
+        "\n"
+    )
+    text = acl_file_text(saved, "pw")
+    lines = text.splitlines()
+    assert lines[0] == (
+        "user default on #30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4"
+        " ~* &* +@all"
+    )
+    assert lines[1:] == ["user mas-agent.ns.a on #abc ~mas:{ns/a}:* resetchannels -@all +xadd"]
+    assert acl_file_text(text, "pw") == text
+    assert acl_file_text("", "pw") == lines[0] + "\n"
+
+
 @pytest.mark.parametrize("password", [None, ""])
 def test_server_refuses_to_start_without_a_password(tmp_path: Path, password: str | None) -> None:
     process = _start(tmp_path, free_port(), password=password)
@@ -139,6 +228,26 @@ def test_server_config_quotes_every_value() -> None:
     assert 'requirepass "a\\"b\\\\c\\x0a"' in text
     assert 'dir "/da ta"' in text
     assert "appendonly yes" in text
+    assert "appendfsync everysec" in text
+    assert "aclfile" not in text
+
+
+def test_server_config_with_an_acl_file_leaves_the_password_to_the_file() -> None:
+    settings = ServerSettings(
+        port=6379,
+        bind="127.0.0.1",
+        data_dir=Path("/data"),
+        append_only=True,
+        password="secret",
+        acl_file=Path("/data/users.acl"),
+        appendfsync="always",
+    )
+    text = server_config(settings)
+    assert 'aclfile "/data/users.acl"' in text
+    assert "appendfsync always" in text
+    assert "secret" not in text and "requirepass" not in text
+    with pytest.raises(ValueError, match="appendfsync"):
+        server_config(ServerSettings(**{**settings.__dict__, "appendfsync": "sometimes"}))
 
 
 def test_the_embedded_server_of_mas_up_refuses_strangers_and_shows_its_password_nowhere(

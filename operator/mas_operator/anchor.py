@@ -1,7 +1,8 @@
 """The operator's trust anchor, kept in a Secret of its own namespace.
 
 The anchor's Ed25519 key signs every agent's identity token; sidecars trust its public key. The
-Helm chart generates it (and keeps it across upgrades); the operator loads it at start-up, or
+Helm chart's bootstrap hook Job creates it once, before the operator starts
+(:mod:`mas_operator.bootstrap`, with :func:`anchor_secret`); the operator loads it at start-up, or
 creates it when the Secret does not exist (run without the chart; two replicas starting at
 once: the second one's create fails with 409 and it reads the first one's key), so
 tokens issued before a restart or by another replica still verify. Anchor rotation (trusting

@@ -30,6 +30,7 @@ Agents and GatewayPolicies before uninstalling the operator, or they wait for it
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -82,6 +83,8 @@ class Runtime:
     anchor: Anchor
     metrics: OperatorMetrics
     policy_lock: threading.Lock
+    # Set when the operator stops: background work (see start()) ends.
+    stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -593,8 +596,22 @@ def refresh_policy(
 # -- start-up and registration -------------------------------------------------------------------
 
 
+def publish_until_done(runtime: Runtime, logger: Any) -> None:
+    """Publish the policies every ``retry_seconds`` until it works or the operator stops."""
+    while not runtime.stopping.wait(runtime.config.retry_seconds):
+        try:
+            publish_all(runtime)
+        except (RedisAdminError, KubeError) as exc:
+            logger.warning("gateway policies not published yet: %s", exc)
+            continue
+        logger.info("gateway policies published")
+        return
+
+
 def start(config: OperatorConfig, metrics: OperatorMetrics, memo: Any, logger: Any) -> None:
-    """Connect, load (or create) the trust anchor, publish the policies once."""
+    """Connect, load (or create) the trust anchor, publish the policies: at once, or (Redis
+    not answering yet: the chart starts both together, and its Redis waits for its volume) in
+    the background as soon as Redis answers."""
     kube = KubeApi(load_client())
     anchor = load_or_create_anchor(
         kube, namespace=config.operator_namespace, name=config.anchor_secret
@@ -606,6 +623,9 @@ def start(config: OperatorConfig, metrics: OperatorMetrics, memo: Any, logger: A
         publish_all(runtime)
     except (RedisAdminError, KubeError) as exc:
         logger.error("gateway policies not published yet: %s", exc)
+        threading.Thread(
+            target=publish_until_done, args=(runtime, logger), name="publish", daemon=True
+        ).start()
 
 
 def register(
@@ -623,6 +643,7 @@ def register(
     def cleanup(memo: Any, **_: Any) -> None:
         runtime = getattr(memo, "runtime", None)
         if runtime is not None:
+            runtime.stopping.set()
             runtime.redis.close()
 
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):

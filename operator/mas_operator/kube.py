@@ -240,6 +240,17 @@ class KubeApi:
                 return None
             raise
 
+    def annotate_secret(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Add ``annotations`` to Secret ``namespace/name`` (a merge patch: nothing else)."""
+        self._call(
+            f"annotate secret {namespace}/{name}",
+            self._core.patch_namespaced_secret,
+            name,
+            namespace,
+            {"metadata": {"annotations": annotations}},
+            _content_type="application/merge-patch+json",
+        )
+
 
 def _group(api_version: Any) -> str:
     return str(api_version or "").rpartition("/")[0]

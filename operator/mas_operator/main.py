@@ -1,5 +1,8 @@
 """``mas-operator``: run the operator with its settings from the environment.
 
+``mas-operator bootstrap ...`` instead creates the trust anchor's and the Redis password's
+Secrets if absent, and exits (:mod:`mas_operator.bootstrap`, the Helm chart's hook Job).
+
 Builds :class:`~mas_operator.config.OperatorConfig`, registers the handlers of
 :mod:`mas_operator.handlers` in a fresh kopf registry, serves Prometheus metrics, and runs kopf:
 all namespaces or ``MAS_WATCH_NAMESPACES``, peering (one active replica) unless
@@ -10,16 +13,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 
 import kopf
 from prometheus_client import start_http_server
 
+from mas_operator import bootstrap
 from mas_operator.config import ConfigError, OperatorConfig
 from mas_operator.handlers import operator_settings, register
 from mas_operator.metrics import OperatorMetrics
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bootstrap"]:
+        return bootstrap.main(arguments[1:])
     try:
         config = OperatorConfig.from_env()
     except ConfigError as exc:

@@ -6,11 +6,13 @@ one read per key instead of each reading the whole enforcers hash or policy docu
 :class:`RedisAdminError`, whose message never carries the URL's password; the handlers report it
 in a status condition and kopf retries. The ACL rules, registry format and policy keys are the
 shared ones of :mod:`mas.acl`, :mod:`mas.registry` and :mod:`mas.policy.publish`, so the operator
-and ``mas up`` create the same users and publish the same documents.
+and ``mas up`` create the same users and publish the same documents. After it creates or
+deletes a user it asks the server to save its users (``ACL SAVE``): the chart's embedded Redis
+keeps them in an ACL file on its volume, so they survive its restarts (:mod:`mas.acl_file`).
 
 Under Sentinel (a ``redis+sentinel://`` URL, :mod:`mas.sentinel`) the client follows the
-primary; ACL users, which Redis does not replicate, are applied to (and removed from) the
-primary and every replica the sentinels know, so a promoted replica already has them.
+primary; ACL users, which Redis does not replicate, are applied to (and removed from, and saved
+on) the primary and every replica the sentinels know, so a promoted replica already has them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 
 from mas import sentinel
 from mas.acl import apply_acl_user, delete_acl_user, masked_url
+from mas.acl_file import save_acl_users
 from mas.functions import ensure_functions
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
 from mas.policy.document import CompiledPolicy
@@ -79,7 +82,7 @@ class RedisAdmin:
         the function library its sidecars call."""
         try:
             ensure_functions(self._client)
-            self._on_every_node(lambda node: apply_acl_user(node, agent_id, password))
+            self._on_every_node(lambda node: _set_user(node, agent_id, password))
             register_agent(self._client, agent_id, capabilities, roles)
         except redis.RedisError as exc:
             raise self._fail(f"cannot set up {agent_id}", exc) from None
@@ -88,7 +91,7 @@ class RedisAdmin:
         """Drop the agent's ACL user (disconnecting its sidecars) and registry entry; with
         ``delete_data`` also every key of the agent (streams, state, audit). Keys deleted."""
         try:
-            self._on_every_node(lambda node: delete_acl_user(node, agent_id))
+            self._on_every_node(lambda node: _drop_user(node, agent_id))
             forget_agent(self._client, agent_id)
             if not delete_data:
                 return 0
@@ -169,3 +172,13 @@ class RedisAdmin:
             return sorted(key.decode() for key in self._client.hkeys(REGISTRY_AGENTS))
         except redis.RedisError as exc:
             raise self._fail("cannot read the registry", exc) from None
+
+
+def _set_user(node: redis.Redis, agent_id: str, password: str) -> None:
+    apply_acl_user(node, agent_id, password)
+    save_acl_users(node)
+
+
+def _drop_user(node: redis.Redis, agent_id: str) -> None:
+    delete_acl_user(node, agent_id)
+    save_acl_users(node)

@@ -95,11 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive, metavar="S", help="stop S seconds after the agents started"
     )
     up.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        default=Path(".mas"),
+        help="what outlives a run: the embedded Redis's data (DIR/redis: messages not yet "
+        "delivered, agents' state, audit trails, Redis users) and the trust anchor's public key "
+        "(default .mas)",
+    )
+    up.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="run the embedded Redis on a temporary directory: start empty, keep nothing",
+    )
+    up.add_argument(
         "--log-dir",
         type=Path,
         metavar="DIR",
-        default=Path(".mas/logs"),
-        help="where sidecars log (default .mas/logs)",
+        help="where sidecars log (default: the state directory's logs/)",
     )
     up.add_argument(
         "--uid-base",
@@ -188,6 +201,8 @@ def _up(args: argparse.Namespace) -> int:
         redis_url = _redis_url(args)
     except (ManifestError, ValueError) as exc:
         return _fail(str(exc), USAGE_ERROR)
+    if args.ephemeral and redis_url:
+        return _fail("--ephemeral is for the embedded Redis, not with a Redis URL", USAGE_ERROR)
     if args.redis_url and urlsplit(args.redis_url).password:
         print(
             "mas: warning: the password in --redis-url shows on this command line to every local "
@@ -201,10 +216,12 @@ def _up(args: argparse.Namespace) -> int:
     )
     options = UpOptions(
         directory=args.directory,
-        log_dir=args.log_dir.resolve(),
+        log_dir=(args.log_dir or args.state_dir / "logs").resolve(),
+        state_dir=args.state_dir.resolve(),
         redis_url=redis_url,
         duration=args.duration,
         uid_base=args.uid_base,
+        ephemeral=args.ephemeral,
     )
     try:
         return Supervisor(agents, policy, options, sys.stdout).run()

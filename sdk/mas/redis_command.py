@@ -7,7 +7,11 @@ receives SIGTERM directly). The administrator password comes from the environmen
 ``MAS_REDIS_PASSWORD`` and never appears on a command line or on disk: the whole configuration
 is handed to the server on its standard input (``valkey-server -``), through a pipe filled
 before the exec; the configuration is :func:`mas.local.redis_server.server_config`, the same
-that ``mas up``'s embedded server gets.
+that ``mas up``'s embedded server gets. With ``--acl-file`` (the chart puts it on the data
+volume) the agents' ACL users survive restarts: the file's ``default`` user is rewritten from
+the password first (:mod:`mas.acl_file`). The server runs with umask 077, so its files (the
+append-only file holds every queued message, the ACL file the users' password hashes) are its
+own.
 
 With ``--sentinels`` (the chart's Sentinel mode, :mod:`mas.sentinel_command`) the server
 starts as a replica of the primary the sentinels name, or of ``--initial-primary``.
@@ -22,7 +26,15 @@ import os
 import sys
 from pathlib import Path
 
-from mas.local.redis_server import RedisServerError, ServerSettings, embedded_binary, server_config
+from mas.acl_file import prepare_acl_file
+from mas.local.redis_server import (
+    APPENDFSYNC,
+    SERVER_UMASK,
+    RedisServerError,
+    ServerSettings,
+    embedded_binary,
+    server_config,
+)
 from mas.sentinel_command import add_follow_arguments, follow_config
 
 PASSWORD_ENV = "MAS_REDIS_PASSWORD"
@@ -51,6 +63,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="keep an append-only file in --dir, so data survives restarts (no)",
     )
     server.add_argument(
+        "--appendfsync",
+        choices=APPENDFSYNC,
+        default="everysec",
+        help="when the append-only file reaches the disk: at every write (always), once a "
+        "second (everysec: a crash loses at most about a second of writes) or when the kernel "
+        "decides (no)",
+    )
+    server.add_argument(
+        "--acl-file",
+        type=Path,
+        metavar="PATH",
+        help="keep the ACL users in this file across restarts (its default user is rewritten "
+        f"from ${PASSWORD_ENV} at every start); without it they live in memory only",
+    )
+    server.add_argument(
         "--loglevel",
         choices=("debug", "verbose", "notice", "warning"),
         default="notice",
@@ -74,11 +101,21 @@ def run(args: argparse.Namespace) -> int:
     if not args.data_dir.is_dir():
         print(f"mas: error: --dir {args.data_dir} is not a directory", file=sys.stderr)
         return 2
+    if args.acl_file is not None and not args.acl_file.parent.is_dir():
+        print(f"mas: error: --acl-file {args.acl_file}: no such directory", file=sys.stderr)
+        return 2
     try:
         binary = args.binary or embedded_binary()
     except RedisServerError as exc:
         print(f"mas: error: {exc}", file=sys.stderr)
         return 1
+    os.umask(SERVER_UMASK)
+    if args.acl_file is not None:
+        try:
+            prepare_acl_file(args.acl_file, password)
+        except OSError as exc:
+            print(f"mas: error: --acl-file {args.acl_file}: {exc.strerror}", file=sys.stderr)
+            return 1
     config = server_config(
         ServerSettings(
             port=args.port,
@@ -87,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             append_only=args.appendonly == "yes",
             password=password,
             log_level=args.loglevel,
+            acl_file=args.acl_file,
+            appendfsync=args.appendfsync,
         )
     )
     try:

@@ -160,3 +160,25 @@ hostAliases:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* The bootstrap hook's ServiceAccount, Role, RoleBinding and Job. */}}
+{{- define "mas.bootstrapName" -}}
+{{- printf "%s-bootstrap" (include "mas.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Secret the bootstrap creates for the embedded Redis's password, or "" (none to create). */}}
+{{- define "mas.generatedRedisSecret" -}}
+{{- if and (include "mas.redisEmbedded" .) (not .Values.redis.embedded.existingSecret) }}
+{{- include "mas.redisName" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Annotations of the bootstrap hook's objects (call with the hook weight): created before the
+release's own objects at install and upgrade, replaced on the next run, deleted once it succeeded.
+*/}}
+{{- define "mas.bootstrapHook" -}}
+helm.sh/hook: pre-install,pre-upgrade
+helm.sh/hook-weight: {{ . | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end }}

