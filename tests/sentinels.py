@@ -164,12 +164,19 @@ class LocalSentinels:
         new = RedisServer(self.binary, port=port, password=self.password)
         self.nodes[self.nodes.index(old)] = new
         new.start()
-        primary = self.node(self.primary_port())
-        self._follow(new, primary.port)
-        self._until(
-            time.monotonic() + 60, lambda: self._replicas_online(primary), "the node to rejoin"
-        )
+        self._until(time.monotonic() + 60, lambda: self._in_sync(new), "the node to rejoin")
         return new
+
+    def _in_sync(self, node: RedisServer) -> bool:
+        """Whether ``node`` replicates the primary the sentinels name now; if it follows
+        another node (the sentinels were still switching), it is pointed at that one."""
+        primary = self.primary_port()
+        with redis.Redis.from_url(node.url) as client:
+            info = client.info("replication")
+        if info.get("master_port") != primary:
+            self._follow(node, primary)
+            return False
+        return info.get("master_link_status") == "up" and self._replicas_online(self.node(primary))
 
     def stop(self) -> None:
         for process in self._sentinels:
