@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
     REQUEST_TIMEOUT = "request_timeout"
     REDIS_UNAVAILABLE = "redis_unavailable"
+    NOT_READY = "not_ready"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -82,6 +83,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_CONNECTIONS: 503,
     ErrorCode.REQUEST_TIMEOUT: 504,
     ErrorCode.REDIS_UNAVAILABLE: 503,
+    ErrorCode.NOT_READY: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
