@@ -364,6 +364,31 @@ def test_sigint_stops_cleanly_after_a_sidecar_was_killed_and_restarted(tmp_path:
     assert_no_survivors(output)
 
 
+def test_a_killed_redis_is_restarted_provisioned_again_and_agents_work_again(
+    tmp_path: Path,
+) -> None:
+    up = MasUp(str(QUICKSTART), "--log-dir", str(tmp_path / "logs"), cwd=tmp_path)
+    try:
+        port, redis_pid = up.wait_for(r"redis ready at \S+:(\d+)/0 \(pid (\d+)\)").groups()
+        up.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ")
+        killed = time.monotonic()
+        os.kill(int(redis_pid), signal.SIGKILL)
+        up.wait_for(r"redis exited with signal SIGKILL; restarting in 1s")
+        up.wait_for(rf"redis restarted on :{port} \(pid \d+, restart 1\)")
+        provisioned = up.wait_for(r"redis provisioned again: ")
+        after = next(i for i, line in enumerate(up.lines) if provisioned[0] in line)
+        up.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ", after=after)
+        working_again = time.monotonic() - killed
+        up.process.send_signal(signal.SIGINT)
+        status, output = up.finish()
+    finally:
+        if up.process.poll() is None:
+            up.process.kill()
+    assert status == 0, output
+    assert_no_survivors(output)
+    print(f"\nRECOVERY mas-up redis SIGKILL: a ping answered again after {working_again:.2f}s")
+
+
 def test_failed_agents_are_restarted_with_backoff_and_counted(
     tmp_path: Path, redis_url: str
 ) -> None:
