@@ -13,12 +13,14 @@ ready again — is printed (``pytest -s``), never asserted on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,12 +29,19 @@ from api import Api
 from conftest import ALLOW_ALL
 from waiting import eventually
 
-from mas.acl import agent_redis_url, apply_acl_user, generate_password
-from mas.functions import ensure_functions
+from mas.acl import acl_username, agent_redis_url, apply_acl_user, generate_password
+from mas.functions import VERSION, ensure_functions
 from mas.local.processes import SidecarProcess
 from mas.local.redis_server import RedisServer
 from mas.policy.publish import publish_policy
-from mas.recovery import PROBE_SECONDS, Provisioned, ServerWatch, apply_repair
+from mas.recovery import (
+    PROBE_SECONDS,
+    Provisioned,
+    ServerFacts,
+    ServerWatch,
+    apply_repair,
+    plan_repair,
+)
 from mas.registry import register_agent
 
 SENDER, RECEIVER = "default/alice", "default/bob"
@@ -161,3 +170,66 @@ async def test_agents_work_again_after_the_server_restarts(
     )
     if server.append_only:
         assert lost == 0  # the append-only file keeps every accepted message
+
+
+async def test_readyz_names_a_loop_that_is_not_running_until_it_runs_again(
+    redis_url: str, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    password = generate_password()
+    with redis.Redis.from_url(redis_url) as admin:
+        apply_acl_user(admin, SENDER, password)
+        register_agent(admin, SENDER, [], [])
+        sidecar = SidecarProcess(
+            SENDER, agent_redis_url(redis_url, SENDER, password), log_path=tmp_path / "a.log"
+        )
+        sidecar.start()
+        try:
+            alice = Api(http, sidecar)
+            # The reply loop's XREAD refused: it fails, is restarted, fails again.
+            admin.execute_command("ACL", "SETUSER", acl_username(SENDER), "-xread")
+
+            async def loop_stopped() -> bool:
+                status, answer = await alice.call("GET", "/readyz")
+                return status == 503 and answer["error"] == {
+                    "code": "not_ready",
+                    "message": "background loops not running: replies",
+                    "reason": "loop_stopped",
+                }
+
+            await eventually(loop_stopped, "the reply loop reported as not running")
+            apply_acl_user(admin, SENDER, password)
+            await eventually(lambda: _ready(alice), "ready again")
+            assert await alice.metric("mas_recoveries_total") >= 1
+        finally:
+            sidecar.stop()
+
+
+def _facts(**changes: Any) -> ServerFacts:
+    healthy = ServerFacts(
+        run_id="a", functions_version=VERSION, missing_users=frozenset(),
+        policy_revision="r1", missing_entries=frozenset(),
+    )  # fmt: skip
+    return dataclasses.replace(healthy, **changes)
+
+
+def test_a_healthy_server_needs_no_repair_and_a_new_run_id_needs_everything() -> None:
+    assert not plan_repair(_facts(), _facts(), policy_revision="r1")
+    assert not plan_repair(None, _facts(), policy_revision="r1")
+    lost = _facts(
+        run_id="b", missing_users=frozenset({"ns/a"}), missing_entries=frozenset({"ns/a"})
+    )
+    repair = plan_repair(_facts(), lost, policy_revision="r1")
+    assert (repair.functions, repair.users, repair.policy, repair.entries) == (
+        True, frozenset({"ns/a"}), True, frozenset({"ns/a"}),
+    )  # fmt: skip
+    assert "run_id a -> b" in repair.why
+
+
+def test_only_what_is_missing_is_repaired() -> None:
+    no_library = plan_repair(_facts(), _facts(functions_version=None), policy_revision="r1")
+    assert no_library.functions and no_library.policy
+    users = plan_repair(_facts(), _facts(missing_users=frozenset({"ns/a"})), policy_revision="r1")
+    assert (users.functions, users.users, users.policy) == (False, frozenset({"ns/a"}), False)
+    stale = plan_repair(_facts(), _facts(policy_revision="r0"), policy_revision="r1")
+    assert (stale.functions, stale.users, stale.policy) == (False, frozenset(), True)
+    assert not plan_repair(_facts(), _facts(policy_revision=None), policy_revision=None)
