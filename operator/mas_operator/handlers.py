@@ -88,6 +88,7 @@ class Runtime:
     provisioned: dict[str, Provisioned] = default(default_factory=dict)
     watch: ServerWatch = default(default_factory=ServerWatch)
     stopping: threading.Event = default(default_factory=threading.Event)
+    published_revision: str | None = None  # of the policy document this operator published
 
 
 def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -510,6 +511,7 @@ def publish_all(runtime: Runtime) -> tuple[CompiledPolicy, list[PolicyVerdict]]:
                 document.revision,
                 len(document.policies),
             )
+        runtime.published_revision = document.revision
         runtime.kube.apply(policy_configmap(runtime.config, document), compare=("data",))
         runtime.metrics.invalid_policies.set(sum(1 for v in verdicts if not v.valid))
         return document, verdicts
@@ -609,10 +611,10 @@ def recover_server(runtime: Runtime) -> Repair:
     GatewayPolicies again). Agents not reconciled since the operator started come back through
     their own reconcile, which kopf retries while Redis is down."""
     agents = dict(runtime.provisioned)
-    published = runtime.watch.last.policy_revision if runtime.watch.last else None
+    published = runtime.published_revision
     facts, repair = runtime.redis.plan_repair(runtime.watch, agents, published)
     runtime.redis.repair(repair, agents)
-    if repair or facts.policy_revision is None:
+    if repair or published is None:  # none published yet: Redis was down at start-up
         publish_all(runtime)
     runtime.watch.repaired(facts, repair)
     if repair:
