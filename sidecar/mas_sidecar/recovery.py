@@ -146,11 +146,12 @@ class Recovery:
 
     async def _look(self) -> None:
         try:
-            if not self._lost:
-                self._lost = not await self._intact()
+            # Only ever set here while looking: a loop's alarm may come meanwhile.
+            if not self._lost and not await self._intact():
+                self._lost = True
             if self._lost:
+                self._lost = False  # an alarm during the set-up asks for another one
                 await self._restore()
-                self._lost = False
         except (redis.exceptions.RedisError, NotProvisioned) as exc:
             self._lost = True
             problem = problem_of(exc) or Problem(Reason.RECOVERING, f"setting up again: {exc}")
