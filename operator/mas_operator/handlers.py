@@ -23,6 +23,10 @@ what differs.
   are compiled into one document and published (Redis and a ConfigMap); an invalid one keeps
   its last good version in force and says why in its ``Valid`` condition. A timer per policy
   reports its revision, the agents it selects and the replicas enforcing it.
+* A recovery thread, started at start-up and stopped at clean-up: every second it probes Redis
+  (:mod:`mas.recovery`) and puts back what a restarted or replaced server lost — the function
+  library, the ACL users and registry entries of the agents reconciled, the policy (compiled
+  again) — within seconds rather than at the next reconcile.
 
 Both kinds carry the finalizer ``mas.dev/finalizer`` (kopf's timers need it too): delete
 Agents and GatewayPolicies before uninstalling the operator, or they wait for it.
