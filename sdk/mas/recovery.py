@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import redis
 
 from mas.acl import acl_username, apply_acl_user
+from mas.acl_file import save_acl_users
 from mas.functions import VERSION, ensure_functions
 from mas.keys import POLICY_REVISION, REGISTRY_AGENTS
 from mas.policy.document import CompiledPolicy
@@ -133,12 +134,16 @@ def apply_repair(
     agents: Mapping[str, Provisioned],
     policy: CompiledPolicy | None,
 ) -> None:
-    """Do ``repair`` (idempotent writes): the library, then the users, registry entries and
-    policy it names (of the agents in ``agents``; ``policy`` is the document to publish)."""
+    """Do ``repair`` (idempotent writes): the library, then the users (saved to the server's
+    ACL file when it keeps one), registry entries and policy it names (of the agents in
+    ``agents``; ``policy`` is the document to publish)."""
     if repair.functions:
         ensure_functions(client)
-    for agent_id in sorted(repair.users & agents.keys()):
+    users = sorted(repair.users & agents.keys())
+    for agent_id in users:
         apply_acl_user(client, agent_id, agents[agent_id].password)
+    if users:
+        save_acl_users(client)
     for agent_id in sorted(repair.entries & agents.keys()):
         wanted = agents[agent_id]
         register_agent(client, agent_id, wanted.capabilities, wanted.roles)
