@@ -282,6 +282,11 @@ class MasUp:
         if self.process.poll() is None:
             self.process.kill()
 
+    def pong_since(self, match: re.Match[str]) -> None:
+        """Wait for a pong of the quickstart printed after the line ``match`` is in."""
+        after = next(i for i, line in enumerate(self.lines) if match[0] in line)
+        self.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ", after=after)
+
     def interrupt(self) -> tuple[int, str]:
         """Stop it as Ctrl-C does; the status and the whole output."""
         self.process.send_signal(signal.SIGINT)
@@ -348,11 +353,8 @@ def test_sigint_stops_cleanly_after_a_sidecar_was_killed_and_restarted(tmp_path:
         up.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ")
         os.kill(sidecar_pid, signal.SIGKILL)
         up.wait_for(r"sidecar default/ponger-0 exited with signal SIGKILL; restarting in 1s")
-        restarted = up.wait_for(r"sidecar default/ponger-0 restarted \(pid \d+\)")
-        after = next(i for i, line in enumerate(up.lines) if restarted[0] in line)
-        up.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ", after=after)
-        up.process.send_signal(signal.SIGINT)
-        status, output = up.finish()
+        up.pong_since(up.wait_for(r"sidecar default/ponger-0 restarted \(pid \d+\)"))
+        status, output = up.interrupt()
     finally:
         if up.process.poll() is None:
             up.process.kill()
@@ -362,6 +364,27 @@ def test_sigint_stops_cleanly_after_a_sidecar_was_killed_and_restarted(tmp_path:
     assert output.index("stopping sidecars") < output.index("stopping redis")
     assert final_table(output)["default/ponger-0"][4] == "1"
     assert_no_survivors(output)
+
+
+def test_a_killed_redis_is_restarted_provisioned_again_and_agents_work_again(
+    tmp_path: Path,
+) -> None:
+    up = MasUp(str(QUICKSTART), "--log-dir", str(tmp_path / "logs"), cwd=tmp_path)
+    try:
+        port, redis_pid = up.wait_for(r"redis ready at \S+:(\d+)/0 \(pid (\d+)\)").groups()
+        up.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ")
+        killed = time.monotonic()
+        os.kill(int(redis_pid), signal.SIGKILL)
+        up.wait_for(r"redis exited with signal SIGKILL; restarting in 1s")
+        up.wait_for(rf"redis restarted on :{port} \(pid \d+, restart 1\)")
+        up.pong_since(up.wait_for(r"redis provisioned again: "))
+        working_again = time.monotonic() - killed
+        status, output = up.interrupt()
+    finally:
+        up.finish()  # kills it if a wait failed
+    assert status == 0, output
+    assert_no_survivors(output)
+    print(f"\nRECOVERY mas-up redis SIGKILL: a ping answered again after {working_again:.2f}s")
 
 
 def test_failed_agents_are_restarted_with_backoff_and_counted(

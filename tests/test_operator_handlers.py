@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from base64 import b64decode, b64encode
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ import redis
 
 from mas.acl import acl_username, generate_password
 from mas.credentials import parse_agent_credentials
+from mas.functions import VERSION
 from mas.identity import key_id, load_private_key_pem
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
 from mas.local.processes import ChildProcess, sidecar_args
@@ -190,15 +192,16 @@ class PodSidecar:
     async def __aenter__(self) -> PodSidecar:
         self.process.start()
 
-        async def ready() -> bool:
-            try:
-                async with aiohttp.ClientSession() as http, http.get(self.url + "/readyz") as got:
-                    return got.status == 200
-            except aiohttp.ClientConnectionError:  # not listening yet
-                return False
-
-        await eventually(ready, "the pod's sidecar ready")
+        await eventually(self.ready, "the pod's sidecar ready")
         return self
+
+    async def ready(self) -> bool:
+        """Whether the sidecar answers ``/readyz`` with 200."""
+        try:
+            async with aiohttp.ClientSession() as http, http.get(self.url + "/readyz") as got:
+                return got.status == 200
+        except aiohttp.ClientConnectionError:  # not listening yet
+            return False
 
     async def __aexit__(self, *exc: object) -> None:
         self.process.stop()
@@ -427,6 +430,64 @@ async def test_redis_down_is_reported_retried_and_blocks_deletion_until_it_is_ba
         admin = redis.Redis.from_url(server.url)
         assert acl_username("team/worker") not in admin.acl_users()
         admin.close()
+
+
+@pytest.mark.parametrize("append_only", [False, True], ids=["no-persistence", "append-only"])
+@pytest.mark.parametrize("operator", ["running", "restarted-while-down"])
+async def test_a_restarted_redis_is_provisioned_again_and_the_sidecar_recovers(
+    harness: OperatorHarness, tmp_path: Path, operator: str, append_only: bool
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    server = RedisServer(
+        os.environ.get("MAS_TEST_REDIS_SERVER"), append_only=append_only, data_dir=data
+    )
+    server.start()
+    try:
+        # Reconciles retry slowly: what comes back within seconds is the recovery's doing.
+        config = harness_config(server.url, retry_seconds=600)
+        harness.start(config)
+        allow = [{"name": "all", "action": "allow"}]
+        await harness.create(POLICIES, policy_body("open", rules=allow))
+        await harness.create(AGENTS, agent_body())
+        deployment = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+        async with PodSidecar(harness, deployment, tmp_path) as sidecar:
+            assert server.process is not None
+            if operator == "restarted-while-down":
+                await harness.stop()
+            server.process.kill()
+            server.process.wait()
+            if operator == "restarted-while-down":
+                harness.start(harness_config(server.url, retry_seconds=0.5))
+
+            async def down() -> bool:
+                return not await sidecar.ready()
+
+            await eventually(down, "the sidecar not ready while Redis is down")
+            broke = time.monotonic()
+            server.restart()
+            await eventually(sidecar.ready, "the sidecar ready again")
+            recovered = time.monotonic() - broke
+        with redis.Redis.from_url(server.url) as admin:
+            assert acl_username("team/worker") in admin.acl_users()
+            assert admin.hexists(REGISTRY_AGENTS, "team/worker")
+            assert admin.get(POLICY_REVISION) is not None
+            assert admin.fcall("mas_version", 0) == VERSION.encode()
+
+        def recoveries() -> float:
+            value = harness.metrics.registry.get_sample_value("mas_operator_redis_recoveries_total")
+            return value or 0.0
+
+        if operator == "running":  # else the agent comes back through its resumed reconcile
+            await eventually(recoveries, "provisioned again by the recovery (no reconcile ran)")
+        # The operator's runner holds sys.stdout: the figures go to the real one (pytest -s).
+        print(
+            f"\nRECOVERY operator={operator} append_only={append_only} "
+            f"ready_again_s={recovered:.2f} recoveries={recoveries():g}",
+            file=sys.__stdout__,
+        )
+    finally:
+        server.stop()
 
 
 async def test_an_invalid_policy_keeps_its_last_good_version_in_force(

@@ -23,6 +23,10 @@ what differs.
   are compiled into one document and published (Redis and a ConfigMap); an invalid one keeps
   its last good version in force and says why in its ``Valid`` condition. A timer per policy
   reports its revision, the agents it selects and the replicas enforcing it.
+* A recovery thread, started at start-up and stopped at clean-up: every second it probes Redis
+  (:mod:`mas.recovery`) and puts back what a restarted or replaced server lost — the function
+  library, the ACL users and registry entries of the agents reconciled, the policy (compiled
+  again) — within seconds rather than at the next reconcile.
 
 Both kinds carry the finalizer ``mas.dev/finalizer`` (kopf's timers need it too): delete
 Agents and GatewayPolicies before uninstalling the operator, or they wait for it.
@@ -30,12 +34,12 @@ Agents and GatewayPolicies before uninstalling the operator, or they wait for it
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from dataclasses import field as default
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -45,6 +49,7 @@ from mas.acl import acl_username
 from mas.credentials import Anchor
 from mas.manifests import AGENT_KIND, API_VERSION, AgentManifest, ManifestError, parse_agent
 from mas.policy.document import CompiledPolicy
+from mas.recovery import PROBE_SECONDS, Provisioned, Repair, ServerWatch
 from mas_operator import builders
 from mas_operator.anchor import load_or_create_anchor
 from mas_operator.config import OperatorConfig
@@ -83,8 +88,11 @@ class Runtime:
     anchor: Anchor
     metrics: OperatorMetrics
     policy_lock: threading.Lock
-    # Set when the operator stops: background work (see start()) ends.
-    stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
+    # What the operator keeps on Redis per agent, to put back on a server that lost it.
+    provisioned: dict[str, Provisioned] = default(default_factory=dict)
+    watch: ServerWatch = default(default_factory=ServerWatch)
+    stopping: threading.Event = default(default_factory=threading.Event)
+    published_revision: str | None = None  # of the policy document this operator published
 
 
 def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
@@ -171,6 +179,9 @@ def _apply_credentials(runtime: Runtime, agent: AgentManifest, owner_uid: str) -
     )
     runtime.redis.ensure_agent(
         agent.agent_id, plan.password, agent.spec.capabilities, agent.spec.roles
+    )
+    runtime.provisioned[agent.agent_id] = Provisioned(
+        plan.password, agent.spec.capabilities, agent.spec.roles
     )
     desired = builders.credentials_secret(agent=agent, owner_uid=owner_uid, files=plan.files)
     runtime.kube.apply(desired, compare=("type", "data"))
@@ -455,6 +466,7 @@ def delete_agent(
     namespace, name = meta.get("namespace") or "default", meta.get("name")
     agent_id = f"{namespace}/{name}"
     delete_data = (body.get("spec") or {}).get("deletionPolicy") == "Delete"
+    runtime.provisioned.pop(agent_id, None)
     try:
         deleted = runtime.redis.remove_agent(agent_id, delete_data=delete_data)
     except RedisAdminError as exc:
@@ -503,6 +515,7 @@ def publish_all(runtime: Runtime) -> tuple[CompiledPolicy, list[PolicyVerdict]]:
                 document.revision,
                 len(document.policies),
             )
+        runtime.published_revision = document.revision
         runtime.kube.apply(policy_configmap(runtime.config, document), compare=("data",))
         runtime.metrics.invalid_policies.set(sum(1 for v in verdicts if not v.valid))
         return document, verdicts
@@ -593,25 +606,43 @@ def refresh_policy(
             patch.status[field] = value
 
 
+# -- a restarted or replaced Redis -----------------------------------------------------------
+
+
+def recover_server(runtime: Runtime) -> Repair:
+    """Probe Redis and put back what it lost (:mod:`mas.recovery`): the library, the users and
+    registry entries of the agents reconciled so far, and the policy (compiled from the
+    GatewayPolicies again). Agents not reconciled since the operator started come back through
+    their own reconcile, which kopf retries while Redis is down."""
+    agents = dict(runtime.provisioned)
+    published = runtime.published_revision
+    facts, repair = runtime.redis.plan_repair(runtime.watch, agents, published)
+    runtime.redis.repair(repair, agents)
+    if repair or published is None:  # none published yet: Redis was down at start-up
+        publish_all(runtime)
+    runtime.watch.repaired(facts, repair)
+    if repair:
+        runtime.metrics.redis_recoveries.inc()
+        log.warning("Redis provisioned again: %s", repair.why)
+    return repair
+
+
+def _recover_until_stopped(runtime: Runtime) -> None:
+    """The recovery thread: :func:`recover_server` every ``PROBE_SECONDS`` until cleanup."""
+    while not runtime.stopping.wait(PROBE_SECONDS):
+        try:
+            recover_server(runtime)
+        except (RedisAdminError, KubeError) as exc:
+            log.debug("Redis recovery probe: %s", exc)
+
+
 # -- start-up and registration -------------------------------------------------------------------
 
 
-def publish_until_done(runtime: Runtime, logger: Any) -> None:
-    """Publish the policies every ``retry_seconds`` until it works or the operator stops."""
-    while not runtime.stopping.wait(runtime.config.retry_seconds):
-        try:
-            publish_all(runtime)
-        except (RedisAdminError, KubeError) as exc:
-            logger.warning("gateway policies not published yet: %s", exc)
-            continue
-        logger.info("gateway policies published")
-        return
-
-
 def start(config: OperatorConfig, metrics: OperatorMetrics, memo: Any, logger: Any) -> None:
-    """Connect, load (or create) the trust anchor, publish the policies: at once, or (Redis
-    not answering yet: the chart starts both together, and its Redis waits for its volume) in
-    the background as soon as Redis answers."""
+    """Connect, load (or create) the trust anchor, publish the policies, and start the recovery
+    thread, which also publishes them as soon as Redis answers if it does not yet (the chart
+    starts both together, and its Redis waits for its volume)."""
     kube = KubeApi(load_client())
     anchor = load_or_create_anchor(
         kube, namespace=config.operator_namespace, name=config.anchor_secret
@@ -623,9 +654,9 @@ def start(config: OperatorConfig, metrics: OperatorMetrics, memo: Any, logger: A
         publish_all(runtime)
     except (RedisAdminError, KubeError) as exc:
         logger.error("gateway policies not published yet: %s", exc)
-        threading.Thread(
-            target=publish_until_done, args=(runtime, logger), name="publish", daemon=True
-        ).start()
+    threading.Thread(
+        target=_recover_until_stopped, args=(runtime,), name="redis-recovery", daemon=True
+    ).start()
 
 
 def register(

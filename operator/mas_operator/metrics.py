@@ -34,3 +34,8 @@ class OperatorMetrics:
         self.redis_errors = Counter(
             "mas_operator_redis_errors", "Failed administrative Redis operations", registry=r
         )
+        self.redis_recoveries = Counter(
+            "mas_operator_redis_recoveries",
+            "Times a restarted or replaced Redis was provisioned again",
+            registry=r,
+        )

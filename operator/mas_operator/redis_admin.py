@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -32,6 +32,7 @@ from mas.functions import ensure_functions
 from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
 from mas.policy.document import CompiledPolicy
 from mas.policy.publish import enforcers, publish_policy
+from mas.recovery import Provisioned, Repair, ServerFacts, ServerWatch, apply_repair
 from mas.registry import forget_agent, register_agent
 
 _DELETE_BATCH = 500
@@ -120,6 +121,24 @@ class RedisAdmin:
         finally:
             for node in nodes:
                 node.close()
+
+    def plan_repair(
+        self, watch: ServerWatch, agents: Mapping[str, Provisioned], revision: str | None
+    ) -> tuple[ServerFacts, Repair]:
+        """Probe the server: what it lost of what the control plane keeps there (see
+        :mod:`mas.recovery`); ``revision``: of the policy published last."""
+        try:
+            return watch.plan(self._client, agents, policy_revision=revision)
+        except redis.RedisError as exc:
+            raise self._fail("cannot probe the server", exc) from None
+
+    def repair(self, repair: Repair, agents: Mapping[str, Provisioned]) -> None:
+        """Put back the library, users and registry entries ``repair`` names (the policy is
+        compiled and published by the caller)."""
+        try:
+            apply_repair(self._client, repair, agents, None)
+        except redis.RedisError as exc:
+            raise self._fail("cannot provision the server again", exc) from None
 
     def published_policy(self, max_age: float = 0) -> CompiledPolicy | None:
         """The document in force; None when there is none or it does not parse."""

@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     REQUEST_TIMEOUT = "request_timeout"
     REDIS_UNAVAILABLE = "redis_unavailable"
     REPLICATION_TIMEOUT = "replication_timeout"
+    NOT_READY = "not_ready"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -84,6 +85,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_TIMEOUT: 504,
     ErrorCode.REDIS_UNAVAILABLE: 503,
     ErrorCode.REPLICATION_TIMEOUT: 503,
+    ErrorCode.NOT_READY: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 

@@ -1,9 +1,11 @@
 """Builds the aiohttp application: components, routes, middleware and the lifespan.
 
-Start-up waits for Redis (retrying, so a sidecar may start before Redis) and for the control
-plane's function library on it, creates the ring's consumer group and adopts the senders'
-streams, registers the agent and starts the background loops; shutdown stops the delivery
-streams, releases this replica's leases for the other replicas, and closes Redis.
+Start-up serves at once and sets up on Redis in the background (:mod:`mas_sidecar.recovery`
+waits for Redis and the control plane's function library, creates the ring's consumer group,
+adopts the senders' streams and registers the agent, and does so again whenever the server was
+restarted or replaced); then the background loops start, supervised (:mod:`mas_sidecar.loops`).
+Shutdown stops the delivery streams and the loops, releases this replica's leases for the
+other replicas, and closes Redis.
 Used by :mod:`mas_sidecar.main` and by tests that serve the app in-process.
 """
 
@@ -14,11 +16,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
-import redis.exceptions
 from aiohttp import web
 
-from mas import functions
 from mas_sidecar.components import COMPONENTS, Components
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.http import API_TOKEN, BODY_TIMEOUT, METRICS_KEY, middleware
@@ -27,8 +26,6 @@ from mas_sidecar.metrics import Metrics
 from mas_sidecar.routes import agents, dead_letters, deliveries, messages, state, system
 
 log = logging.getLogger(__name__)
-_STARTUP_RETRY_SECONDS = 0.5
-_LOOP_STOP_SECONDS = 3.0  # longer than one blocking read (1 s)
 
 
 def build_app(config: SidecarConfig) -> web.Application:
@@ -50,58 +47,32 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     parts = app[COMPONENTS]
     if parts.credentials is not None:
         parts.credentials.load()  # no valid identity: refuse to start (CredentialsError)
-    await _prepare(parts)
-    stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(parts.inbox.read_until(stop), name="inbox-read"),
-        asyncio.create_task(parts.inbox.reclaim_until(stop), name="inbox-reclaim"),
-        asyncio.create_task(parts.replies.read_until(stop), name="replies"),
-        asyncio.create_task(parts.registry.renew_until(stop), name="registry"),
-        asyncio.create_task(parts.policies.watch_until(stop), name="policy"),
-        asyncio.create_task(parts.writer.run_until(stop), name="writer"),
-    ]
-    if parts.credentials is not None:
-        tasks.append(asyncio.create_task(parts.credentials.reload_until(stop), name="credentials"))
-    log.info("sidecar for %s (replica %s) ready", parts.config.agent_id, parts.config.replica)
+    loops = parts.loops
+    loops.start("recovery", parts.recovery.run_until)
+    starting = asyncio.create_task(_start_loops(parts), name="start-loops")
     yield
-    # Loops also watch ``stop``: redis-py can swallow a cancellation that lands mid-command.
-    stop.set()
-    for task in tasks:
-        task.cancel()
-    await asyncio.wait(tasks, timeout=_LOOP_STOP_SECONDS)
+    starting.cancel()
+    await loops.stop()
     with contextlib.suppress(*REDIS_ERRORS):
         released = await parts.inbox.release_all()
         log.info("released %d leases to the other replicas", released)
     await parts.redis.aclose()
 
 
-async def _prepare(parts: Components) -> None:
-    """Set up Redis state, waiting for Redis to come up if it is not there yet."""
-    while True:
-        try:
-            missing = await functions_missing(parts.redis)
-            if missing is None:  # setting up the inbox calls a function (mas_adopt)
-                await parts.inbox.setup()
-                await parts.replies.setup()
-                await parts.audit.setup()
-                await parts.policies.refresh()
-                await parts.registry.register()  # with the policy: it screens the metadata
-                return
-            log.warning("waiting for the control plane: %s", missing)
-        except REDIS_ERRORS as exc:
-            log.warning("waiting for Redis: %s", exc)
-        await asyncio.sleep(_STARTUP_RETRY_SECONDS)
-
-
-async def functions_missing(client: aioredis.Redis) -> str | None:
-    """Why the server cannot run this sidecar's functions (:mod:`mas.functions`), or None."""
-    try:
-        version = await client.fcall("mas_version", 0)
-    except redis.exceptions.ResponseError as exc:
-        return f"the server has no mas function library ({exc})"
-    if version.decode() != functions.VERSION:
-        return f"the server has mas functions {version.decode()}, this sidecar {functions.VERSION}"
-    return None
+async def _start_loops(parts: Components) -> None:
+    """Start the background loops once the sidecar is set up on the server (it serves
+    ``/readyz`` meanwhile, 503 with the reason)."""
+    await parts.recovery.set_up.wait()
+    loops = parts.loops
+    loops.start("inbox-read", parts.inbox.read_until)
+    loops.start("inbox-reclaim", parts.inbox.reclaim_until)
+    loops.start("replies", parts.replies.read_until)
+    loops.start("registry", parts.registry.renew_until)
+    loops.start("policy", parts.policies.watch_until)
+    loops.start("writer", parts.writer.run_until)
+    if parts.credentials is not None:
+        loops.start("credentials", parts.credentials.reload_until)
+    log.info("sidecar for %s (replica %s) ready", parts.config.agent_id, parts.config.replica)
 
 
 async def _stop_streams(app: web.Application) -> None:

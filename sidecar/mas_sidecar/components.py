@@ -18,10 +18,12 @@ from mas_sidecar.credentials import CredentialStore
 from mas_sidecar.dead_letters import DeadLetters
 from mas_sidecar.gateway import Gateway
 from mas_sidecar.inbox import Inbox
+from mas_sidecar.loops import Loops
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.outbox import Outbox
 from mas_sidecar.policy_store import PolicyStore
 from mas_sidecar.ratelimit import RateLimiter
+from mas_sidecar.recovery import Recovery
 from mas_sidecar.redis_client import connect
 from mas_sidecar.registry import Registry
 from mas_sidecar.replay import ReplayGuard
@@ -47,6 +49,8 @@ class Components:
     replies: ReplyWaiter
     state: StateStore
     dead_letters: DeadLetters
+    recovery: Recovery
+    loops: Loops
 
     @classmethod
     def build(cls, config: SidecarConfig, metrics: Metrics) -> Components:
@@ -97,6 +101,24 @@ class Components:
             writer=writer,
             metrics=metrics,
         )
+        inbox = Inbox(
+            client,
+            keys,
+            replica=config.replica,
+            lease_ms=config.lease_ms,
+            max_attempts=config.max_attempts,
+            max_inflight=config.max_inflight,
+            max_subscribers=config.max_subscribers,
+            check=gateway.check_receive_many,
+            metrics=metrics,
+        )
+        replies = ReplyWaiter(
+            client, keys, config.replica, metrics, check=gateway.check_receive_many
+        )
+        recovery = Recovery(
+            client, keys, inbox=inbox, replies=replies, audit=audit, policies=policies,
+            registry=registry, metrics=metrics,
+        )  # fmt: skip
         return cls(
             config=config,
             redis=client,
@@ -108,29 +130,20 @@ class Components:
             breakers=breakers,
             credentials=credentials,
             gateway=gateway,
-            inbox=Inbox(
-                client,
-                keys,
-                replica=config.replica,
-                lease_ms=config.lease_ms,
-                max_attempts=config.max_attempts,
-                max_inflight=config.max_inflight,
-                max_subscribers=config.max_subscribers,
-                check=gateway.check_receive_many,
-                metrics=metrics,
-            ),
+            inbox=inbox,
             outbox=Outbox(
                 agent_id=config.agent_id,
                 namespace=config.namespace,
                 registry=registry,
                 gateway=gateway,
                 metrics=metrics,
+                recovery=recovery,
             ),
-            replies=ReplyWaiter(
-                client, keys, config.replica, metrics, check=gateway.check_receive_many
-            ),
+            replies=replies,
             state=StateStore(client, keys.state),
             dead_letters=DeadLetters(client, keys, replay, gateway.replay_refusal),
+            recovery=recovery,
+            loops=Loops(metrics, recovery.alarm),
         )
 
 

@@ -35,6 +35,7 @@ from mas.errors import ErrorCode
 from mas.sidecar_token import SCHEME, presented
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.recovery import Problem, Reason, problem_of
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,16 @@ def json_response(
 
 
 def error_response(
-    code: ErrorCode, message: str, status: int, headers: Mapping[str, str] | None = None
+    code: ErrorCode,
+    message: str,
+    status: int,
+    headers: Mapping[str, str] | None = None,
+    reason: str | None = None,
 ) -> web.Response:
-    return json_response({"error": {"code": code.value, "message": message}}, status, headers)
+    error = {"code": code.value, "message": message}
+    if reason is not None:
+        error["reason"] = reason
+    return json_response({"error": error}, status, headers)
 
 
 async def read_json(request: web.Request, *, extra_depth: int = 0) -> Any:
@@ -161,12 +169,18 @@ def describe(exc: ValidationError) -> str:
 
 
 _INTERNAL = "internal error; see sidecar log"
-_NO_FUNCTIONS = "the Redis server lacks mas's functions, which the control plane loads; retry later"
 _AIOHTTP_CODES: dict[int, tuple[ErrorCode, str]] = {
     404: (ErrorCode.NOT_FOUND, "no such route; see /v1/openapi.json"),
     405: (ErrorCode.METHOD_NOT_ALLOWED, "this route does not take that method"),
     413: (ErrorCode.BODY_TOO_LARGE, "the body is larger than this sidecar accepts"),
 }
+
+
+def _unavailable(problem: Problem) -> web.Response:
+    return error_response(
+        ErrorCode.REDIS_UNAVAILABLE, f"{problem.message}; retry later", 503,
+        {"Retry-After": "1"}, problem.reason.value,
+    )  # fmt: skip
 
 
 async def _receive_body(request: web.Request) -> None:
@@ -215,7 +229,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         await _receive_body(request)
         response = await handler(request)
     except ApiError as exc:
-        response = error_response(exc.code, exc.message, exc.status, exc.headers)
+        response = error_response(exc.code, exc.message, exc.status, exc.headers, exc.reason)
         if exc.code is ErrorCode.BODY_TIMEOUT:
             response.force_close()  # the rest of the body is not waited for
     except web.HTTPException as exc:
@@ -223,19 +237,17 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         response = error_response(code, message, exc.status)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         log.warning("redis unavailable while serving %s: %s", route, exc)
-        response = error_response(
-            ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached; retry later", 503,
-            {"Retry-After": "1"},
-        )  # fmt: skip
+        response = _unavailable(
+            problem_of(exc) or Problem(Reason.REDIS_UNREACHABLE, f"Redis cannot be reached: {exc}")
+        )
     except redis.exceptions.ResponseError as exc:
-        if "function not found" not in str(exc).lower():
+        problem = problem_of(exc)
+        if problem is None:  # no sign of a lost or unprovisioned server: a bug
             log.exception("internal error while serving %s %s", request.method, route)
             response = error_response(ErrorCode.INTERNAL_ERROR, _INTERNAL, 500)
-        else:  # a new or restarted server the control plane has not provisioned yet
-            log.warning("the server lacks mas's functions while serving %s: %s", route, exc)
-            response = error_response(
-                ErrorCode.REDIS_UNAVAILABLE, _NO_FUNCTIONS, 503, {"Retry-After": "1"}
-            )
+        else:  # a new or restarted server, not (yet) provisioned again
+            log.warning("redis unavailable while serving %s: %s", route, exc)
+            response = _unavailable(problem)
     except Exception:
         log.exception("internal error while serving %s %s", request.method, route)
         response = error_response(ErrorCode.INTERNAL_ERROR, _INTERNAL, 500)

@@ -162,6 +162,12 @@ class Inbox:
                 raise
         await self.refresh()
 
+    async def restore(self) -> None:
+        """Set up again on a server that may have lost the groups: adopt every stream anew."""
+        for stream in list(self._streams):
+            self._forget(stream)
+        await self.setup()
+
     async def refresh(self) -> None:
         """Look at the senders set: adopt the streams of new senders, forget those of senders
         no longer listed (their stream is gone), drop names that are no agent id."""
@@ -270,9 +276,7 @@ class Inbox:
         while not stop.is_set():
             try:
                 if self._regroup:  # a stream lost its group: adopt every one again
-                    for stream in list(self._streams):
-                        self._forget(stream)
-                    await self.setup()
+                    await self.restore()
                     self._regroup = False
                 elif time.monotonic() >= self._refresh_at:
                     await self.refresh()

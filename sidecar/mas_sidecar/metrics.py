@@ -44,6 +44,13 @@ class Metrics:
         self.redis_errors = Counter(
             "mas_redis_errors", "Redis failures in background loops", ["loop"], registry=r
         )
+        self.loop_restarts = Counter(
+            "mas_loop_restarts", "Background loops restarted after they failed", ["loop"],
+            registry=r,
+        )  # fmt: skip
+        self.recoveries = Counter(
+            "mas_recoveries", "Set-ups done again on a restarted or replaced server", registry=r
+        )
         self.decisions = Counter(
             "mas_gateway_decisions",
             "Gateway decisions on messages (accepted, credentials_expired, denied, "

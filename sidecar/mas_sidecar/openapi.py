@@ -53,7 +53,7 @@ _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, dict[str, str]]] 
      {"200": "{id, namespace, replica, capabilities, metadata}: the metadata as published",
       "422": "dlp_blocked: the policy blocks data in it"}),
     ("get", "/healthz", "Liveness", None, {"200": "alive"}),
-    ("get", "/readyz", "Readiness (Redis reachable, identity token valid)", None,
+    ("get", "/readyz", "Readiness (set up on Redis, loops running, identity token valid)", None,
      {"200": "ready", "503": "not ready"}),
     ("get", "/metrics", "Prometheus metrics", None, {"200": "text exposition format"}),
 ]  # fmt: skip
@@ -68,6 +68,10 @@ _ERROR_SCHEMA: dict[str, Any] = {
             "properties": {
                 "code": {"type": "string", "enum": [code.value for code in ErrorCode]},
                 "message": {"type": "string"},
+                "reason": {
+                    "type": "string",
+                    "description": "why the sidecar is not ready (redis_unavailable, not_ready)",
+                },
             },
         }
     },

@@ -21,6 +21,7 @@ from mas.names import InvalidAgentIdError, qualify
 from mas_sidecar.errors import ApiError
 from mas_sidecar.gateway import Destination, Gateway
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.recovery import Recovery
 from mas_sidecar.registry import Registry
 
 
@@ -64,16 +65,20 @@ class Outbox:
 
     def __init__(
         self, *, agent_id: str, namespace: str, registry: Registry, gateway: Gateway,
-        metrics: Metrics,
+        metrics: Metrics, recovery: Recovery,
     ) -> None:  # fmt: skip
         self.agent_id = agent_id
+        self._recovery = recovery
         self._namespace = namespace
         self._registry = registry
         self._gateway = gateway
         self._metrics = metrics
 
     async def resolve(self, to: str) -> str:
-        """The full id of a registered target; ApiError for a malformed or unknown one."""
+        """The full id of a registered target; ApiError for a malformed or unknown one, and
+        ``redis_unavailable`` while the sidecar is not set up on the server (a half-provisioned
+        server could lose what it accepts, or not know the target yet)."""
+        self._recovery.check_writable()
         try:
             target = qualify(to, self._namespace)
         except InvalidAgentIdError as exc:
@@ -105,6 +110,7 @@ class Outbox:
         """Answer ``original`` to its sender: to the waiting replica when it is a synchronous
         request (the one reply it takes needs no allow rule, a deny rule still refuses it),
         else to the sender like any message, which the rules must allow."""
+        self._recovery.check_writable()
         envelope = build_envelope(
             sender=self.agent_id,
             target=original.sender,

@@ -90,6 +90,12 @@ class PolicyStore:
             if await wait_event(stop, POLL_SECONDS):
                 return
 
+    async def restore(self) -> None:
+        """Load the published policy again, even of the same revision, and report it: a new
+        server may hold no report (or no policy yet: the one in force stays)."""
+        self._seen = None
+        await self.refresh()
+
     async def refresh(self) -> None:
         """Load the published policy if its revision changed."""
         if self._file is not None:

@@ -72,6 +72,27 @@ class ReplyWaiter:
         """Forget the bell of an earlier process with the same replica id."""
         await self._redis.delete(self.bell)
 
+    async def restore(self) -> None:
+        """Set up again on a server that may have lost the reply streams: create those read
+        that are missing (a replier appends only to an existing stream) and read them, and the
+        bell, from their start."""
+        await self.setup()
+        self._bell_read = "0-0"
+        streams = list(self._read)
+        if not streams:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in streams:
+                pipe.exists(stream)
+            present = await pipe.execute()
+        missing = [stream for stream, there in zip(streams, present, strict=True) if not there]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream in missing:
+                self._read[stream] = "0-0"
+                pipe.xadd(stream, {"created": "1"}, maxlen=0, approximate=False)
+                pipe.pexpire(stream, REPLY_STREAM_TTL_MS)
+            await pipe.execute()
+
     def expect(self, message_id: str, target: str) -> asyncio.Future[Envelope]:
         """A future for the reply to request ``message_id``, which only ``target`` may send."""
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()

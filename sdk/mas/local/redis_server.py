@@ -210,6 +210,22 @@ class RedisServer:
         finally:
             client.close()
 
+    def running(self) -> bool:
+        """Whether the server process is running."""
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self, timeout: float = 10.0) -> int | None:
+        """Start the server again after its process ended, with the same port, password and
+        data directory; the exit status of the process that ended."""
+        code = None
+        if self.process is not None:
+            code = self.process.wait()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
+            self.process = None
+        self.start(timeout)
+        return code
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and remove its temporary data."""
         if self.process is not None and self.process.poll() is None:

@@ -65,7 +65,7 @@ from mas.local.metrics import MessageCounts, scrape
 from mas.local.plan import ReplicaPlan, plan_replicas
 from mas.local.processes import ChildProcess, SidecarProcess
 from mas.local.redis_data import RedisDataDir
-from mas.local.redis_server import RedisServer, free_port
+from mas.local.redis_server import RedisServer, RedisServerError, free_port
 from mas.local.restarts import Restarts
 from mas.local.users import (
     DEFAULT_UID_BASE,
@@ -79,6 +79,7 @@ from mas.local.users import (
 from mas.manifests import AgentManifest
 from mas.policy.document import CompiledPolicy
 from mas.policy.publish import publish_policy
+from mas.recovery import PROBE_SECONDS, Provisioned, ServerWatch, apply_repair
 from mas.registry import register_agent
 from mas.sidecar_token import TOKEN_ENV, new_token
 
@@ -232,6 +233,11 @@ class Supervisor:
         self.redis: RedisServer | None = None
         self._redis_data = RedisDataDir(options.state_dir)
         self.redis_url = options.redis_url or ""
+        self.redis_restarts = Restarts()
+        self._redis_started_at = 0.0
+        self._passwords: dict[str, str] = {}  # agent id -> its Redis user's password
+        self._watch = ServerWatch()
+        self._probe_at = 0.0
         self.stopping = threading.Event()
         self._last_table: tuple[tuple[str, int, int], ...] = ()
         self._table_at = 0.0
@@ -259,6 +265,7 @@ class Supervisor:
         if self.options.redis_url is None:
             self.redis = self._embedded_redis()
             self.redis.start()
+            self._redis_started_at = time.monotonic()
             self.redis_url = self.redis.url
             pid = self.redis.process.pid if self.redis.process else None
             self.console.progress(f"redis ready at {masked_url(self.redis_url)} (pid {pid})")
@@ -364,12 +371,14 @@ class Supervisor:
             for agent_id in agent_ids:
                 password = generate_password()
                 apply_acl_user(client, agent_id, password)
+                self._passwords[agent_id] = password
                 self._agent_urls[agent_id] = agent_redis_url(self.redis_url, agent_id, password)
             if self.redis is not None:
                 self._drop_users_of_others(client, {acl_username(a) for a in agent_ids})
             save_acl_users(client)
         except redis.ResponseError as exc:
             self._agent_urls.clear()
+            self._passwords.clear()
             self.console.progress(
                 f"cannot create Redis ACL users ({exc}): sidecars use the given Redis URL"
             )
@@ -423,12 +432,67 @@ class Supervisor:
                 return
             for agent_id in self.identity.renew_due():
                 self.console.progress(f"renewed the identity token of {agent_id}")
+            self._check_redis(now)
+            self._recover_server(now)
             for replica in self.replicas:
                 self._check_sidecar(replica, now)
                 self._check_agent(replica, now)
             self._maybe_print_table(now)
             self.stopping.wait(TICK)
         self.console.progress("stop requested")
+
+    def _check_redis(self, now: float) -> None:
+        """Restart the embedded server when its process ended: same port, password and data
+        directory (what it persisted comes back); :meth:`_recover_server` provisions it."""
+        server = self.redis
+        if server is None or server.running():
+            return
+        restarts = self.redis_restarts
+        if restarts.due_at is None:
+            code = server.process.poll() if server.process is not None else None
+            delay = restarts.failed(now, now - self._redis_started_at)
+            self.console.progress(
+                f"redis exited with {describe_exit(code)}; restarting in {delay:g}s "
+                "(sidecars answer 503 redis_unavailable meanwhile)"
+            )
+        elif restarts.is_due(now):
+            restarts.restarted()
+            self._redis_started_at = now
+            try:
+                server.restart()
+            except RedisServerError as exc:
+                self.console.progress(f"redis did not start again: {exc}")
+                return
+            pid = server.process.pid if server.process else None
+            self.console.progress(
+                f"redis restarted on :{server.port} (pid {pid}, restart {restarts.count})"
+            )
+
+    def _recover_server(self, now: float) -> None:
+        """Every ``PROBE_SECONDS``: put back what a restarted or replaced server lost (the
+        function library, the agents' users and registry entries, the policy)."""
+        if now < self._probe_at or not self.redis_url:
+            return
+        self._probe_at = now + PROBE_SECONDS
+        agents = {
+            agent.agent_id: Provisioned(
+                self._passwords[agent.agent_id], agent.spec.capabilities, agent.spec.roles
+            )
+            for agent in self.agents
+            if agent.agent_id in self._passwords
+        }
+        revision = self.policy.revision if self.policy is not None else None
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=1)
+        try:
+            facts, repair = self._watch.plan(client, agents, policy_revision=revision)
+            apply_repair(client, repair, agents, self.policy)
+        except redis.RedisError:
+            return  # down or restarting: the next look tries again
+        finally:
+            client.close()
+        self._watch.repaired(facts, repair)
+        if repair:
+            self.console.progress(f"redis provisioned again: {repair.why}")
 
     def _check_sidecar(self, replica: Replica, now: float) -> None:
         """Restart a sidecar that exited, whatever its status: its agent needs it."""

@@ -10,9 +10,11 @@ from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response
 from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.openapi import build_openapi
+from mas_sidecar.recovery import Problem, Reason, problem_of
 
 routes = web.RouteTableDef()
 _OPENAPI = build_openapi()
+_UNREACHABLE = Problem(Reason.REDIS_UNREACHABLE, "Redis cannot be reached")
 
 
 @routes.get("/healthz")
@@ -22,14 +24,23 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers and the agent's own identity token can sign messages."""
+    """Ready when Redis answers, the sidecar is set up on it, every background loop runs, and
+    the agent's own identity token can sign messages; else 503 with the code and ``reason``."""
     parts = components(request)
     try:
         await parts.redis.ping()
-    except REDIS_ERRORS:
+    except REDIS_ERRORS as exc:
         raise ApiError(
-            ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached", {"Retry-After": "1"}
-        ) from None
+            ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached", {"Retry-After": "1"},
+            reason=(problem_of(exc) or _UNREACHABLE).reason.value,
+        ) from None  # fmt: skip
+    parts.recovery.check_writable()
+    stopped = parts.loops.not_running()
+    if stopped:
+        raise ApiError(
+            ErrorCode.NOT_READY, f"background loops not running: {', '.join(stopped)}",
+            {"Retry-After": "1"}, reason="loop_stopped",
+        )  # fmt: skip
     unusable = parts.credentials.unusable() if parts.credentials is not None else None
     if unusable is not None:
         raise ApiError(ErrorCode.CREDENTIALS_EXPIRED, unusable, {"Retry-After": "1"})
