@@ -97,15 +97,10 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def run_until(directory: Path, cwd: Path, *done: str) -> str:
     """``mas up DIR``, stopped with SIGINT once each ``done`` pattern matched a line; the
     output. ``--duration`` only caps a run that never gets there."""
-    up = MasUp(str(directory), "--duration", SAFETY_CAP_S, "--log-dir", "logs", cwd=cwd)
-    try:
+    with MasUp(str(directory), "--duration", SAFETY_CAP_S, "--log-dir", "logs", cwd=cwd) as up:
         for pattern in done:
             up.wait_for(pattern, timeout=WAIT_S)
-        up.process.send_signal(signal.SIGINT)
-        status, output = up.finish()
-    finally:
-        if up.process.poll() is None:
-            up.process.kill()
+        status, output = up.interrupt()
     assert status == 0, output
     return output
 

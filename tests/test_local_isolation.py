@@ -177,14 +177,9 @@ def run_thief(folder: Path, tmp_path: Path, env: dict[str, str] | None = None) -
     """``mas up`` on the attack folder until the thief has reported everything; the output.
     The state directory is in the folder, where the thief looks for the kept Redis data."""
     args = ("--log-dir", str(tmp_path / "logs"), "--state-dir", str(folder / "state"))
-    up = MasUp(str(folder), *args, cwd=tmp_path, env=env)
-    try:
+    with MasUp(str(folder), *args, cwd=tmp_path, env=env) as up:
         up.wait_for(r'ATTACK \{"what": "done"\}', timeout=120)
-        up.process.send_signal(2)  # SIGINT
-        status, output = up.finish()
-    finally:
-        if up.process.poll() is None:
-            up.process.kill()
+        status, output = up.interrupt()
     assert status == 0, output
     return output
 
@@ -235,8 +230,7 @@ def environ_value(environ: bytes, name: str) -> str | None:
 def test_the_embedded_redis_refuses_strangers_and_no_process_shows_a_secret(
     tmp_path: Path,
 ) -> None:
-    up = MasUp(str(QUICKSTART), "--log-dir", str(tmp_path / "logs"), cwd=tmp_path)
-    try:
+    with MasUp(str(QUICKSTART), "--log-dir", str(tmp_path / "logs"), cwd=tmp_path) as up:
         port = int(up.wait_for(r"redis ready at redis://(?:\S*@)?127\.0\.0\.1:(\d+)/0")[1])
         up.wait_for(r"^pinger\[0\] \| ping \d+ -> pong ")
         stranger = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
@@ -252,11 +246,7 @@ def test_the_embedded_redis_refuses_strangers_and_no_process_shows_a_secret(
         }
         names = ("redis-url", "api-token")
         secrets = [(d / name).read_text().strip() for d in sidecar_dirs for name in names]
-        up.process.send_signal(2)  # SIGINT
-        status, output = up.finish()
-    finally:
-        if up.process.poll() is None:
-            up.process.kill()
+        status, output = up.interrupt()
 
     assert status == 0, output
     assert len(sidecar_dirs) == 2 and len(secrets) == 4
