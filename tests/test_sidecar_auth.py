@@ -38,6 +38,11 @@ def every_route() -> list[tuple[str, str]]:
     ]
 
 
+def made_up(character: str) -> str:
+    """A token character other than ``character``."""
+    return "B" if character == "A" else "A"
+
+
 async def test_every_route_but_the_probes_refuses_a_caller_without_the_agents_token(
     sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
 ) -> None:
@@ -47,7 +52,8 @@ async def test_every_route_but_the_probes_refuses_a_caller_without_the_agents_to
     callers = {
         "no token": Api(http, alice, token=""),
         "another agent's token": Api(http, alice, token=bob.token),
-        "a made-up token": Api(http, alice, token=alice.token[:-1] + "A"),
+        # One character changed, never to itself (a token ending in "A" stayed the same).
+        "a made-up token": Api(http, alice, token=alice.token[:-1] + made_up(alice.token[-1])),
     }
     for who, caller in callers.items():
         for method, path in every_route():
