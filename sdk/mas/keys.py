@@ -28,6 +28,12 @@ shared by all agents (the registry) carry their own fixed tag.
     mas:{policy}:document          string: the compiled gateway policy (JSON)
     mas:{policy}:revision          string: its revision (sidecars poll this)
     mas:{policy}:enforcers         hash: "<agent id>/<replica>" -> revision it enforces
+    mas:control:{ns/name}:audit-checkpoint  string: the last signed checkpoint of the agent's
+                                   audit trail (:mod:`mas.checkpoints`); only the control plane
+                                   writes it, and no sidecar may read it either: it starts
+                                   with ``mas:control:``, outside every agent's prefix, and
+                                   carries the agent's hash tag, so it shares the audit
+                                   stream's slot (cut and trim go in one transaction)
 
 A sender's streams end with its own id (``:in:<sender>``, ``:replies:<replica>:<sender>``), so
 its Redis user may write those and no other agent's (:mod:`mas.acl`). Agent ids are two DNS
@@ -48,6 +54,11 @@ POLICY_DOCUMENT = "mas:{policy}:document"
 POLICY_REVISION = "mas:{policy}:revision"
 POLICY_ENFORCERS = "mas:{policy}:enforcers"
 INBOX = "in:"  # the kind of a sender's stream: ``<prefix>in:<sender>``
+
+
+def audit_checkpoint(agent_id: str) -> str:
+    """The key of the last checkpoint of ``agent_id``'s audit trail (control plane only)."""
+    return f"mas:control:{{{agent_id}}}:audit-checkpoint"
 
 
 @dataclass(frozen=True)
