@@ -8,7 +8,8 @@ whose ``agents`` select it contribute their rules, rate limits, DLP detectors an
 
 Merging many policies stays predictable: rules are all evaluated (deny wins), every rate limit
 applies, a DLP detector takes the strictest action any policy gives it, signing is required if
-any policy requires it, discovery is restricted if any policy restricts it.
+any policy requires it, discovery is restricted if any policy restricts it. The ``audit``
+section (payloads and retention) comes whole from the first selecting policy that has one.
 
 Pure; used by local mode, the operator, and the sidecar's policy store.
 """
@@ -85,12 +86,36 @@ class Signing(ResourceModel):
     )
 
 
+class AuditRetention(ResourceModel):
+    """How much of an agent's audit trail stays in Redis. The control plane archives older
+    entries (with a signed checkpoint of where it cut) before it trims them, and only when it
+    has an archive; it cuts in batches, so Redis holds up to a batch more."""
+
+    entries: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000_000,
+        description="Keep at most this many of the newest entries in Redis.",
+    )
+    seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=10 * 366 * 86_400,
+        description="Keep entries in Redis for at most this many seconds.",
+    )
+
+
 class Audit(ResourceModel):
-    """How payloads appear in the audit trail: their SHA-256, or the DLP-redacted payload."""
+    """How payloads appear in the audit trail (their SHA-256, or the DLP-redacted payload), and
+    how much of the trail stays in Redis."""
 
     payloads: Literal["hash", "redacted"] = Field(
         default="hash",
         description="hash: record payloads as SHA-256 hashes; redacted: the DLP-redacted payload.",
+    )
+    retention: AuditRetention | None = Field(
+        default=None,
+        description="Archive, then trim from Redis, entries beyond this (default: keep all).",
     )
 
 
@@ -130,7 +155,10 @@ class GatewayPolicySpec(ResourceModel):
         default=None, description="When a sender stops sending to a struggling target."
     )
     signing: Signing | None = Field(default=None, description="Message signing requirement.")
-    audit: Audit | None = Field(default=None, description="How payloads appear in the audit trail.")
+    audit: Audit | None = Field(
+        default=None,
+        description="How payloads appear in the audit trail, and how much of it stays in Redis.",
+    )
     discovery: Discovery | None = Field(
         default=None, description="Whether discovery is restricted to reachable agents."
     )

@@ -1,0 +1,210 @@
+"""The control plane's keeper of audit trails: signed checkpoints, and archive-then-trim.
+
+One round for one agent (:func:`keep_trail`) — the operator runs one per Agent on a timer, and
+``mas up`` one per agent from a thread of its own:
+
+1. read the trail's last checkpoint (:mod:`mas.checkpoints`) from the key only the control
+   plane writes;
+2. ask the stream how many entries were ever removed from it (``XINFO STREAM``:
+   ``entries-added`` less ``length``, a count no sidecar can set), which only the control
+   plane's own cuts may explain;
+3. follow every replica's chain through the entries added since the checkpoint's head
+   (:class:`mas.audit.Follower`): the new head;
+4. with a retention (the agent's GatewayPolicy, ``audit.retention``) and an archive directory:
+   while the checkpointed entries past the retention make at least a batch, write them to a
+   segment of the archive (:mod:`mas.audit_archive`) with the checkpoint of their cut, then,
+   in one transaction, store that checkpoint and trim the stream exactly up to the cut;
+5. otherwise store the new checkpoint when the head moved.
+
+A round that finds a problem (entries removed past the cut, a chain that does not continue
+from the checkpoint, a count that does not add up) stores nothing: the last good checkpoint
+stays, so the evidence does too, and the round says what it found. An administrator who has
+dealt with the incident deletes the checkpoint key to start the trail's checkpoints afresh.
+
+Synchronous (the operator's handlers run in threads; ``mas up`` calls it from a thread); the
+caller owns the client and handles ``redis.RedisError``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from mas.audit import (
+    START,
+    Entry,
+    Follower,
+    Mark,
+    StreamId,
+    format_id,
+    parse_id,
+    removal_problem,
+)
+from mas.audit_archive import trail_directory, write_segment
+from mas.checkpoints import Checkpoint, CheckpointError, parse_checkpoint
+from mas.credentials import Anchor
+from mas.keys import AgentKeys, audit_checkpoint
+from mas.policy.document import AuditRetention
+
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one round does at most; the rest waits for the next round."""
+
+    read: int = 100_000  # entries checked, and entries archived, per round
+    segment: int = 10_000  # entries per archive segment
+    batch: int = 1_000  # the fewest entries worth a cut: Redis holds up to retention + batch
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a round left: the checkpoint in force (None before the first), the problem it
+    found, and how many entries it archived and trimmed."""
+
+    checkpoint: Checkpoint | None
+    problem: str | None = None
+    archived: int = 0
+
+
+def read_entries(
+    client: redis.Redis, stream: str, *, after: StreamId, upto: StreamId | None = None
+) -> Iterator[Entry]:
+    """The entries of ``stream`` after ``after`` (up to ``upto``), page by page."""
+    start = f"({format_id(after)}" if after != (0, 0) else "-"
+    end = format_id(upto) if upto is not None else "+"
+    while True:
+        page = client.xrange(stream, min=start, max=end, count=_PAGE)
+        yield from page
+        if len(page) < _PAGE:
+            return
+        start = b"(" + page[-1][0]
+
+
+def keep_trail(
+    client: redis.Redis,
+    agent_id: str,
+    anchor: Anchor,
+    *,
+    retention: AuditRetention | None,
+    archive: Path | None,
+    limits: Limits = Limits(),
+    now_ms: int | None = None,
+) -> Kept:
+    """One round for ``agent_id``'s trail (see the module docstring)."""
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    stream, key = AgentKeys(agent_id).audit, audit_checkpoint(agent_id)
+    raw = client.get(key)
+    previous: Checkpoint | None = None
+    if raw is not None:
+        try:
+            previous, _ = parse_checkpoint(raw, None)
+        except CheckpointError as exc:
+            return Kept(None, f"the stored checkpoint is unusable: {exc}")
+    if not client.exists(stream):
+        gone = None if previous is None else f"the audit stream is gone ({previous.label})"
+        return Kept(previous, gone)
+    cut = previous.cut if previous else START
+    info = client.xinfo_stream(stream)
+    removed = removal_problem(int(info["entries-added"]) - int(info["length"]), cut)
+    if removed is not None:
+        return Kept(previous, removed)
+    head, problem = _follow(
+        client, stream, previous.head if previous else START, cut=cut, info=info, limits=limits
+    )
+    if problem is not None:
+        return Kept(previous, problem)
+    if previous is None:
+        checkpoint = Checkpoint(agent_id, secrets.token_hex(8), 1, now, head, START)
+    elif head != previous.head:
+        checkpoint = previous.following(head=head, cut=cut, now_ms=now)
+    else:
+        checkpoint = previous
+    unsaved = checkpoint is not previous
+    archived = 0
+    while retention is not None and archive is not None and archived < limits.read:
+        due = _due(client, stream, checkpoint, retention=retention, limits=limits, now_ms=now)
+        if len(due) < limits.batch:
+            break
+        follower = Follower(checkpoint.cut)
+        for raw_id, fields in due:
+            follower.feed(raw_id, fields)
+        if follower.problems:
+            return Kept(previous, follower.problems[0], archived)
+        after = checkpoint.cut.at
+        checkpoint = checkpoint.following(head=checkpoint.head, cut=follower.mark(), now_ms=now)
+        signed = checkpoint.sign(anchor)
+        write_segment(trail_directory(archive, agent_id, checkpoint.trail), after, due, signed)
+        cut_id = checkpoint.cut.at
+        with client.pipeline(transaction=True) as pipe:
+            pipe.set(key, signed)
+            pipe.xtrim(stream, minid=f"{cut_id[0]}-{cut_id[1] + 1}", approximate=False)
+            pipe.execute()
+        previous, unsaved = checkpoint, False
+        archived += len(due)
+    if unsaved:
+        client.set(key, checkpoint.sign(anchor))
+    return Kept(checkpoint, None, archived)
+
+
+def _follow(
+    client: redis.Redis,
+    stream: str,
+    head: Mark,
+    *,
+    cut: Mark,
+    info: dict[str, Any],
+    limits: Limits,
+) -> tuple[Mark, str | None]:
+    """The trail's new head after the entries added since ``head``, or the first problem
+    found; ``info`` is the stream's ``XINFO STREAM``, taken before the entries are read, and
+    ``cut`` where the stream begins."""
+    follower = Follower(head)
+    newest = parse_id(info["last-generated-id"])
+    for raw_id, fields in read_entries(client, stream, after=head.at, upto=newest):
+        follower.feed(raw_id, fields)
+        if follower.problems:
+            return head, follower.problems[0]
+        if follower.fed >= limits.read:
+            return follower.mark(), None  # the rest next round; the count is checked then
+    mark = follower.mark()
+    held, counted = int(info["length"]), mark.total - cut.total
+    if held != counted:
+        return head, (
+            f"the stream holds {held} entries up to {format_id(newest)} where the chains count "
+            f"{counted} since the cut at {format_id(cut.at)}: entries were removed or added"
+        )
+    return mark, None
+
+
+def _due(
+    client: redis.Redis,
+    stream: str,
+    checkpoint: Checkpoint,
+    *,
+    retention: AuditRetention,
+    limits: Limits,
+    now_ms: int,
+) -> list[Entry]:
+    """The checkpointed entries just after the cut that ``retention`` no longer keeps in
+    Redis (one segment at most): beyond its number of entries, or older than its age."""
+    excess = 0
+    if retention.entries is not None:
+        excess = checkpoint.head.total - checkpoint.cut.total - retention.entries
+    if retention.seconds is None and excess < limits.batch:
+        return []
+    oldest = now_ms - retention.seconds * 1000 if retention.seconds is not None else 0
+    due: list[Entry] = []
+    entries = read_entries(client, stream, after=checkpoint.cut.at, upto=checkpoint.head.at)
+    for raw_id, fields in entries:
+        if len(due) >= limits.segment or (len(due) >= excess and parse_id(raw_id)[0] >= oldest):
+            break
+        due.append((raw_id, fields))
+    return due
