@@ -2,7 +2,10 @@
 
 Each decision becomes one hash-chained entry (:mod:`mas.audit`) in the agent's audit stream,
 plus an update of this replica's chain head (once per pipeline: the writer sends only the last),
-sent with the decision's own write when there is one (one round trip). Payloads are recorded as
+sent with the decision's own write when there is one (one round trip). That includes the
+receiving side: ``received`` for each message that passes the receive checks, which
+``mas audit verify --cross`` (:mod:`mas.audit_cross`) matches with its sender's ``accepted``
+(the messages read together share one write). Payloads are recorded as
 their SHA-256 or, when the policy asks and DLP ran, as the redacted payload — never as sent.
 Used by the gateway checks, and by the registry for the metadata an agent publishes.
 """
@@ -40,6 +43,8 @@ def decision_event(
         "type": envelope.type,
         "payload_sha256": payload_digest(envelope.payload),
     }
+    if envelope.is_reply:
+        event["reply"] = True
     if reason:
         event["reason"] = reason
     event.update(details)
@@ -98,10 +103,19 @@ class AuditLog:
 
     async def record(self, event: dict[str, Any]) -> None:
         """Append ``event`` on its own (a decision that writes nothing else)."""
+        await self.record_many([event])
+
+    async def record_many(self, events: list[dict[str, Any]]) -> None:
+        """Append ``events`` in one write (decisions that write nothing else)."""
+        if not events:
+            return
         await self.prepare()
         try:
-            append, head = self.append(event)
-            await self._writer.submit([append], head)
+            appends = []
+            for event in events:
+                append, head = self.append(event)
+                appends.append(append)
+            await self._writer.submit(appends, head)
         except ReplicationTimeout:
             pass  # on the primary; a decision's answer does not wait for its replicas
         except REDIS_ERRORS:

@@ -12,7 +12,9 @@ Receive: the envelope must come from its sender's own stream (``misaddressed`` o
 authenticate (anchor → token → signature; required unless the sender's policy waives signing),
 refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization with the sender's policy
 and verified roles — so a forged, altered, replayed, re-injected or unauthorized message written
-around the sender's sidecar is refused (the inbox dead-letters it) and audited.
+around the sender's sidecar is refused (the inbox dead-letters it) and audited. What passes is
+audited too (``received``, one write for the messages read together), for cross-verification
+with the sender's trail.
 
 Replies are authorized too, and deny wins for them as for anything else. The one thing a reply
 gets that other messages do not: the reply to a synchronous request needs no allow rule, since
@@ -343,6 +345,13 @@ class Gateway:
                 refusals[index] = await self._authorize_received(
                     envelope, policy, claims, answers_request(envelope)
                 )
+        await self._audit.record_many(
+            [
+                decision_event("received", reads[index].envelope)
+                for index, refusal in enumerate(refusals)
+                if refusal is None
+            ]
+        )
         return refusals
 
     async def _authorize_received(
