@@ -40,6 +40,7 @@ from mas.keys import (
     REGISTRY_AGENTS,
     REGISTRY_LEASES,
     AgentKeys,
+    audit_checkpoint,
 )
 from mas.names import InvalidAgentIdError
 
@@ -328,6 +329,24 @@ def test_an_agent_user_cannot_write_the_policy_or_trust_keys_nor_administer(
     assert denied(lambda: alice.publish("anything", "x"))
     assert redis_client.get(POLICY_REVISION) == revision
     assert {"flushall", "eval", POLICY_DOCUMENT} <= {d["object"] for d in acl_users.denials()}
+
+
+def test_no_agent_user_reaches_the_checkpoints_of_audit_trails(
+    acl_users: AclUsers, redis_client: redis.Redis
+) -> None:
+    alice = acl_users.client("default/alice")
+    own, other = audit_checkpoint("default/alice"), audit_checkpoint("default/bob")
+    redis_client.set(own, b"the control plane's")
+
+    for key in (own, other):
+        assert denied(partial(alice.get, key))
+        assert denied(partial(alice.set, key, "forged"))
+        assert denied(partial(alice.delete, key))
+        # nor through the functions it may call: they lend it no right
+        append = ("FCALL", "mas_append", 1, key, "0", 1, 0, "x", "y")
+        assert denied(partial(alice.execute_command, *append))
+    assert redis_client.get(own) == b"the control plane's"
+    assert denied(lambda: alice.xtrim(ALICE.audit, maxlen=0))  # only XADD's MAXLEN trims it
 
 
 HOSTILE_LIBRARY = f"""#!lua name=hostile

@@ -6,16 +6,19 @@ if it were allowed: it is refused, dead-lettered with the reason and audited, or
 A :class:`Compromised` agent holds what an attacker who owns a sidecar holds: the agent's
 private key and identity token (so it signs anything as that agent) and a Redis client logged
 in as the agent's own least-privilege ACL user (so it writes whatever that user may write).
-docs/security.md lists the guarantees these tests prove.
+The audit trail's tests play the agent rewriting its own trail with its Redis user, against
+the control plane's checkpoints (:mod:`mas.audit_keeper`). docs/security.md lists the
+guarantees these tests prove.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,16 @@ from test_acl import AclUsers
 from test_signing import Identities
 from waiting import eventually
 
+from mas.audit import F_REPLICA, GENESIS, START, Chain
+from mas.audit_commands import verify_trail
+from mas.audit_keeper import Kept, keep_trail
+from mas.checkpoints import parse_checkpoint
+from mas.cli import TAMPERED, main
+from mas.credentials import Anchor
 from mas.envelope import Envelope
-from mas.identity import load_private_key_pem, sign_envelope, signing_key
+from mas.identity import key_id, load_private_key_pem, sign_envelope, signing_key
 from mas.ids import new_id
-from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
+from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys, audit_checkpoint
 
 ALICE = AgentKeys("default/alice")
 
@@ -84,6 +93,7 @@ class World:
     identities: Identities
     users: AclUsers
     admin: redis.Redis
+    apis: dict[str, Api] = field(default_factory=dict)  # the honest sidecars started, by agent
 
     def policy(self, **spec: Any) -> str:
         """Publish a policy (signing required unless ``spec`` says otherwise); its revision."""
@@ -98,7 +108,8 @@ class World:
             MAS_CREDENTIALS_DIR=str(self.credentials(agent_id)),
             **settings,
         )
-        return Api(self.http, sidecar)
+        self.apis[agent_id] = Api(self.http, sidecar)
+        return self.apis[agent_id]
 
     def compromise(self, agent_id: str) -> Compromised:
         """What an attacker holds who owns ``agent_id``'s sidecar (running or not)."""
@@ -543,3 +554,127 @@ async def test_a_trimmed_or_exhausted_ring_and_bogus_senders_delay_a_new_sender_
     )
     assert not redis_client.exists(ALICE.inbox("default/ghost"))
     assert await alice.dead_letters() == []
+
+
+# -- the audit trail: tamper-evident against its own agent ----------------------------------------
+
+
+async def an_audited_exchange(world: World, count: int = 3) -> None:
+    """Alice asks bob ``count`` questions, bob takes each: entries in both trails."""
+    world.policy(**ALICE_ASKS_BOB)
+    alice, bob = world.start("default/alice"), world.start("default/bob")
+    for n in range(count):
+        await alice.send("bob", "question", {"n": n})
+    await bob.collect(count)
+
+
+def checkpoint(world: World, agent_id: str) -> Kept:
+    """A round of the control plane's audit keeper (no retention)."""
+    return keep_trail(world.admin, agent_id, world.identities.anchor, retention=None, archive=None)
+
+
+def verdict(world: World, agent_id: str) -> tuple[bool, str]:
+    """``mas audit verify`` with the anchor's public key: intact?, and what it says."""
+    out = io.StringIO()
+    anchor = world.identities.anchor
+    intact = verify_trail(world.admin, agent_id, out, trust={anchor.kid: anchor.public_key})
+    return intact, out.getvalue()
+
+
+def trim_everything(attacker: Compromised, keys: AgentKeys) -> list[bytes]:
+    """What an agent's own Redis user can do to its trail: trim it to nothing (an XADD with
+    MAXLEN 0) and set every chain head back to the start; the replicas whose heads it reset
+    (named in its entries)."""
+    replicas = list(dict.fromkeys(f[F_REPLICA] for _, f in attacker.redis.xrange(keys.audit)))
+    attacker.redis.xadd(keys.audit, {"x": "y"}, maxlen=0, approximate=False)
+    for replica in replicas:
+        attacker.redis.hset(keys.audit_heads, replica, f"0:{GENESIS}")
+    return replicas
+
+
+async def test_an_agent_that_trims_its_own_trail_is_found(world: World) -> None:
+    await an_audited_exchange(world)
+    assert checkpoint(world, "default/alice").problem is None
+    stored = world.admin.get(audit_checkpoint("default/alice"))
+
+    trim_everything(world.compromise("default/alice"), ALICE)
+    intact, said = verdict(world, "default/alice")
+    kept = checkpoint(world, "default/alice")
+
+    assert not intact, said
+    assert re.search(r"TAMPERED checkpoint #1 \(.*\) counts 3 entries up to entry", said)
+    assert "the trail 0: entries below it were removed" in said
+    assert re.search(
+        r"TAMPERED \d+ entries were removed from the stream, and the control "
+        r"plane made no cut",
+        said,
+    )
+    assert kept.problem is not None and "trimmed by someone else" in kept.problem
+    assert world.admin.get(audit_checkpoint("default/alice")) == stored  # the evidence stays
+
+
+async def test_an_agent_that_rewrites_its_own_trail_from_scratch_is_found(
+    world: World, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await an_audited_exchange(world)
+    checkpoint(world, "default/alice")
+    alice = world.compromise("default/alice")
+
+    for replica in trim_everything(alice, ALICE):  # then a fresh chain, as long as the old one
+        chain = Chain(replica.decode())
+        for n in range(3):
+            alice.redis.xadd(ALICE.audit, chain.append({"decision": "nothing", "n": n}))
+        alice.redis.hset(ALICE.audit_heads, replica, chain.head_value)
+    status = main(
+        ["audit", "verify", "default/alice", "--redis-url", redis_url,
+         "--trust", str(world.identities.root / "anchor")]
+    )  # fmt: skip
+    said = capsys.readouterr().out
+
+    assert status == TAMPERED, said
+    assert "entries #1..#3, covered by checkpoint #1" in said
+    assert re.search(r"\(replica [^,]+, #1\): out of order: comes after #3", said)
+    assert "NOT intact" in said
+    assert checkpoint(world, "default/alice").problem is not None
+
+
+async def test_a_trail_trimmed_before_any_checkpoint_is_found_by_the_stream(
+    world: World,
+) -> None:
+    await an_audited_exchange(world)
+
+    trim_everything(world.compromise("default/alice"), ALICE)
+    intact, said = verdict(world, "default/alice")
+
+    assert not intact, said
+    assert "no checkpoint yet" in said
+    assert "the control plane made no cut: the trail was trimmed by someone else" in said
+    assert checkpoint(world, "default/alice").problem is not None  # and it will not vouch
+
+
+async def test_no_agent_reaches_a_checkpoint_and_a_forged_one_is_refused(world: World) -> None:
+    await an_audited_exchange(world, count=1)
+    checkpoint(world, "default/alice")
+    alice = world.compromise("default/alice")
+    own, other = audit_checkpoint("default/alice"), audit_checkpoint("default/bob")
+    agent_key = load_private_key_pem(
+        (world.credentials("default/alice") / "agent.key").read_bytes()
+    )
+    genuine, _ = parse_checkpoint(world.admin.get(own), None)
+    forged = replace(genuine, number=2, head=START).sign(Anchor.of(agent_key))
+
+    attempts = [
+        lambda: alice.redis.set(own, forged),
+        lambda: alice.redis.get(own),
+        lambda: alice.redis.delete(own),
+        lambda: alice.redis.set(other, forged),
+        lambda: alice.redis.xtrim(ALICE.audit, maxlen=0),
+    ]
+    for attempt in attempts:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    world.admin.set(own, forged)  # as if someone with the server's admin rights wrote it
+    intact, said = verdict(world, "default/alice")
+
+    assert not intact
+    assert f"signed by key {key_id(agent_key.public_key())}, which is not a trusted anchor" in said

@@ -36,7 +36,9 @@ its id ``ns/name``):
   ``mas:{policy}:document`` and ``mas:{policy}:revision``. The registry's entries (the
   capabilities and roles authorization relies on) are the control plane's to write: a sidecar
   publishes what its agent says about itself in its own ``metadata`` key. Trust anchors are
-  files, never in Redis; any other key is out of reach.
+  files, never in Redis; the control plane's signed checkpoints of audit trails
+  (``mas:control:{ns/name}:audit-checkpoint``, outside every agent's prefix) and any other key
+  are out of reach, for reading and writing.
 
 Known limits (an ACL grants a command on a whole key, it cannot name a hash field, a
 sorted-set member or a command argument), and what each can do:

@@ -1,85 +1,259 @@
 """``mas audit verify | tail | export``: read an agent's audit trail straight from Redis.
 
-These are operator tools: they take a Redis URL with read access to the agent's keys (the
-sidecars' own credentials cannot read other agents' audit trails). Output is JSON lines, one
-entry each: ``{"id", "replica", "seq", "hash", "event"}``. Called by :mod:`mas.cli`.
+These are operator tools: they take a Redis URL with read access to the agent's keys and to
+the control plane's checkpoints (the sidecars' own credentials reach neither). Output of
+``tail`` and ``export`` is JSON lines, one entry each (:func:`mas.audit_archive.entry_document`).
+
+``verify`` checks the hash chains against the control plane's last checkpoint
+(:mod:`mas.checkpoints`: its signature too, given the anchor's public key) and the stream's own
+count of the entries removed from it; with the archive directory, the whole trail since it
+began, segment by segment; with ``--cross``, the messages in the trail against the trails of
+the agents it exchanged them with (:mod:`mas.audit_cross`). Called by :mod:`mas.cli`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, TextIO
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
 
 import orjson
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from mas.audit import F_EVENT, F_HASH, F_REPLICA, F_SEQ, verify
-from mas.keys import AgentKeys
+from mas.audit import START, Entry, Mark, format_id, parse_id, verify
+from mas.audit_archive import ArchiveError, entry_document, read_segments, trail_directory
+from mas.audit_cross import RECEIVED, SENT, Trail, cross_check, records
+from mas.audit_keeper import read_entries
+from mas.checkpoints import Checkpoint, CheckpointError, parse_checkpoint
+from mas.envelope import ENTRY_FIELD
+from mas.identity import key_id, load_public_key_pem
+from mas.keys import AgentKeys, audit_checkpoint
 
-_PAGE = 1000
-
-
-def _entries(client: redis.Redis, keys: AgentKeys) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
-    start: bytes | str = "-"
-    while True:
-        page = client.xrange(keys.audit, min=start, count=_PAGE)
-        yield from page
-        if len(page) < _PAGE:
-            return
-        start = b"(" + page[-1][0]
+SHOWN_PROBLEMS = 50  # a rewritten trail can break at every entry: the first ones tell
 
 
-def entry_document(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    event: Any
+def load_trust(paths: Sequence[Path]) -> dict[str, Ed25519PublicKey]:
+    """Anchor public keys by key id, from PEM files and directories of ``*.pub`` files (an
+    anchor directory, or an agent credentials directory's ``trust/``); KeyFormatError or
+    OSError when one cannot be read."""
+    keys = {}
+    for path in paths:
+        files = sorted(path.glob("*.pub")) if path.is_dir() else [path]
+        for file in files:
+            key = load_public_key_pem(file.read_bytes())
+            keys[key_id(key)] = key
+    return keys
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What Redis (and the archive, when given) holds of one agent's trail."""
+
+    checkpoint: Checkpoint | None
+    entries: list[Entry]  # in stream order, the archive's first
+    begins_after: Mark  # where ``entries`` begin
+    marks: list[tuple[str, Mark]]  # the checkpoints' marks the entries must pass
+    problems: list[str]  # about the checkpoints themselves
+    said: list[str]  # what the checkpoints and archive tell, for the report
+
+
+def _checkpoint(
+    client: redis.Redis, agent_id: str, trust: dict[str, Ed25519PublicKey] | None
+) -> tuple[Checkpoint | None, list[str], list[str]]:
+    """The trail's last checkpoint (None when there is none or it cannot be trusted), the
+    problems with it, and what to say about it."""
+    raw = client.get(audit_checkpoint(agent_id))
+    if raw is None:
+        return (
+            None,
+            [],
+            [
+                "no checkpoint yet: the control plane has not checkpointed this trail, so it "
+                "cannot tell a trail its own agent rewrote from the real one"
+            ],
+        )
     try:
-        event = orjson.loads(fields.get(F_EVENT, b"null"))
-    except orjson.JSONDecodeError:
-        event = fields.get(F_EVENT, b"").decode(errors="replace")
-    return {
-        "id": entry_id.decode(),
-        "replica": fields.get(F_REPLICA, b"").decode(errors="replace"),
-        "seq": int(fields.get(F_SEQ, b"0") or 0),
-        "hash": fields.get(F_HASH, b"").decode(errors="replace"),
-        "event": event,
-    }
+        checkpoint, kid = parse_checkpoint(raw, trust)
+    except CheckpointError as exc:
+        return None, [f"the control plane's checkpoint cannot be used: {exc}"], []
+    if checkpoint.agent != agent_id:
+        return None, [f"the checkpoint stored for {agent_id} is {checkpoint.agent}'s"], []
+    signed = (
+        f"signed by anchor {kid}, verified"
+        if trust is not None
+        else f"signed by anchor {kid}, NOT verified (pass --trust with the anchor's public key)"
+    )
+    said = [
+        f"checked against {checkpoint.label}: {checkpoint.head.total} entries up to "
+        f"{format_id(checkpoint.head.at)}; {signed}"
+    ]
+    if checkpoint.cut.total:
+        said.append(
+            f"its first {checkpoint.cut.total} entries (up to {format_id(checkpoint.cut.at)}) "
+            "were archived, then trimmed from Redis"
+        )
+    return checkpoint, [], said
 
 
-def verify_trail(client: redis.Redis, agent_id: str, out: TextIO) -> bool:
+def stored_trail(
+    client: redis.Redis,
+    agent_id: str,
+    *,
+    trust: dict[str, Ed25519PublicKey] | None,
+    archive: Path | None,
+) -> Stored:
+    """Read ``agent_id``'s trail (see :class:`Stored`); ArchiveError for an unreadable
+    segment."""
+    checkpoint, problems, said = _checkpoint(client, agent_id, trust)
+    redis_entries = list(read_entries(client, AgentKeys(agent_id).audit, after=START.at))
+    if checkpoint is None:
+        return Stored(None, redis_entries, START, [], problems, said)
+    marks = [(checkpoint.label, checkpoint.head)]
+    if archive is None or not checkpoint.cut.total:
+        return Stored(checkpoint, redis_entries, checkpoint.cut, marks, problems, said)
+    archived: list[Entry] = []
+    directory = trail_directory(archive, agent_id, checkpoint.trail)
+    segments = [s for s in read_segments(directory) if s.after < checkpoint.cut.at]
+    for segment in segments:
+        try:
+            cut_by, _ = parse_checkpoint(segment.checkpoint, trust)
+        except CheckpointError as exc:
+            problems.append(f"{segment.path}: its checkpoint cannot be used: {exc}")
+            continue
+        archived += segment.entries
+        marks.append((f"{cut_by.label}, archived in {segment.path.name}", cut_by.cut))
+    marks.append((f"{checkpoint.label} (its cut)", checkpoint.cut))
+    said.append(f"{len(archived)} entries read from {len(segments)} segment(s) in {directory}")
+    return Stored(checkpoint, archived + redis_entries, START, marks, problems, said)
+
+
+def verify_trail(
+    client: redis.Redis,
+    agent_id: str,
+    out: TextIO,
+    *,
+    trust: dict[str, Ed25519PublicKey] | None = None,
+    archive: Path | None = None,
+) -> bool:
     """Print the verification report; True when the trail is intact."""
     keys = AgentKeys(agent_id)
-    report = verify(_entries(client, keys), client.hgetall(keys.audit_heads))
-    for problem in report.problems:
+    try:
+        stored = stored_trail(client, agent_id, trust=trust, archive=archive)
+    except (ArchiveError, OSError) as exc:
+        print(f"TAMPERED the archive cannot be read: {exc}", file=out)
+        return False
+    removed = None
+    if client.exists(keys.audit):
+        info = client.xinfo_stream(keys.audit)
+        removed = int(info["entries-added"]) - int(info["length"])
+    report = verify(
+        stored.entries,
+        client.hgetall(keys.audit_heads),
+        start=stored.begins_after,
+        marks=stored.marks,
+        removed=removed,
+        cut=stored.checkpoint.cut if stored.checkpoint else START,
+    )
+    problems = stored.problems + report.problems
+    for problem in problems[:SHOWN_PROBLEMS]:
         print(f"TAMPERED {problem}", file=out)
-    verdict = "intact" if report.ok else f"NOT intact: {len(report.problems)} problem(s)"
+    if len(problems) > SHOWN_PROBLEMS:
+        print(f"TAMPERED ... and {len(problems) - SHOWN_PROBLEMS} more problems", file=out)
+    verdict = "intact" if not problems else f"NOT intact: {len(problems)} problem(s)"
     print(
         f"audit trail of {agent_id}: {report.entries} entries in {report.chains} chain(s), "
         f"{verdict}",
         file=out,
     )
+    for line in stored.said:
+        print(f"  {line}", file=out)
+    if stored.checkpoint is not None:
+        head = stored.checkpoint.head.at
+        newer = sum(1 for entry_id, _ in stored.entries if parse_id(entry_id) > head)
+        print(
+            f"  {newer} entries after {format_id(head)} are not covered by a checkpoint yet "
+            "(until the next one, their own agent could still have rewritten them)",
+            file=out,
+        )
+    return not problems
+
+
+def _dead_letters(client: redis.Redis, agent_id: str) -> frozenset[str]:
+    ids = set()
+    for _, fields in read_entries(client, AgentKeys(agent_id).dlq, after=START.at):
+        try:
+            ids.add(str(orjson.loads(fields[ENTRY_FIELD])["id"]))
+        except (KeyError, TypeError, orjson.JSONDecodeError):
+            continue
+    return frozenset(ids)
+
+
+def _trail(
+    client: redis.Redis,
+    agent_id: str,
+    trust: dict[str, Ed25519PublicKey] | None,
+    archive: Path | None,
+) -> Trail:
+    stored = stored_trail(client, agent_id, trust=trust, archive=archive)
+    return Trail(records(stored.entries), stored.begins_after.at, _dead_letters(client, agent_id))
+
+
+def cross_verify(
+    client: redis.Redis,
+    agent_id: str,
+    out: TextIO,
+    *,
+    trust: dict[str, Ed25519PublicKey] | None = None,
+    archive: Path | None = None,
+) -> bool:
+    """Print the cross-verification of ``agent_id``'s messages with its peers' trails; True
+    when nothing is amiss. ArchiveError for an unreadable segment."""
+    own = _trail(client, agent_id, trust, archive)
+    peers = {
+        peer: own if peer == agent_id else _trail(client, peer, trust, archive)
+        for peer in sorted(
+            {r.target for r in own.records if r.decision == SENT}
+            | {r.sender for r in own.records if r.decision == RECEIVED}
+        )
+    }
+    report = cross_check(agent_id, own, peers)
+    for mismatch in report.mismatches[:SHOWN_PROBLEMS]:
+        print(f"MISMATCH {mismatch}", file=out)
+    if len(report.mismatches) > SHOWN_PROBLEMS:
+        print(f"MISMATCH ... and {len(report.mismatches) - SHOWN_PROBLEMS} more", file=out)
+    verdict = "consistent" if report.ok else f"{len(report.mismatches)} mismatch(es)"
+    others = len(peers) - (agent_id in peers)
+    print(f"messages of {agent_id} against {others} other trail(s): {verdict}", file=out)
+    for outcome, count in sorted(report.counts.items()):
+        print(f"  {outcome}: {count}", file=out)
     return report.ok
 
 
-def export_trail(client: redis.Redis, agent_id: str, out: TextIO) -> int:
-    """Write every entry as a JSON line; how many."""
+def _write(out: TextIO, entries: Iterable[Entry]) -> int:
     count = 0
-    for entry_id, fields in _entries(client, AgentKeys(agent_id)):
+    for entry_id, fields in entries:
         out.write(orjson.dumps(entry_document(entry_id, fields)).decode() + "\n")
         count += 1
     return count
+
+
+def export_trail(client: redis.Redis, agent_id: str, out: TextIO) -> int:
+    """Write every entry in Redis as a JSON line; how many."""
+    return _write(out, read_entries(client, AgentKeys(agent_id).audit, after=START.at))
 
 
 def tail_trail(client: redis.Redis, agent_id: str, out: TextIO, *, last: int, follow: bool) -> None:
     """The ``last`` entries, then (with ``follow``) new ones as they come, until interrupted."""
     keys = AgentKeys(agent_id)
     entries = list(reversed(client.xrevrange(keys.audit, count=last)))
-    for entry_id, fields in entries:
-        out.write(orjson.dumps(entry_document(entry_id, fields)).decode() + "\n")
+    _write(out, entries)
     out.flush()
     cursor: bytes | str = entries[-1][0] if entries else "$"
     while follow:
         answer = client.xread({keys.audit: cursor}, count=100, block=1000)
         for _stream, new in answer or ():
-            for entry_id, fields in new:
-                cursor = entry_id
-                out.write(orjson.dumps(entry_document(entry_id, fields)).decode() + "\n")
+            cursor = new[-1][0]
+            _write(out, new)
         out.flush()

@@ -8,7 +8,7 @@ issues an agent's credentials into a directory and shows a token's claims
 an agent's audit trail (:mod:`mas.audit_commands`); ``mas redis-server`` becomes the Helm
 chart's embedded Valkey (:mod:`mas.redis_command`). User errors (an invalid manifest, a missing
 option) print one line and exit with status 2; failures at run time exit with 1; a trail that
-fails verification exits with 3.
+fails verification exits with 3, trails that disagree about messages (``--cross``) with 4.
 
 The console script ``mas`` (see ``pyproject.toml``) calls :func:`main`.
 """
@@ -27,10 +27,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mas import sentinel, sentinel_command
 from mas.acl import masked_url
-from mas.audit_commands import export_trail, tail_trail, verify_trail
+from mas.audit_archive import ArchiveError
+from mas.audit_commands import cross_verify, export_trail, load_trust, tail_trail, verify_trail
 from mas.client import SidecarClient
 from mas.credentials import (
     create_anchor,
@@ -40,7 +42,7 @@ from mas.credentials import (
 )
 from mas.envflags import env_secret
 from mas.errors import MasError
-from mas.identity import IdentityError
+from mas.identity import IdentityError, KeyFormatError
 from mas.local.processes import ProcessStartError
 from mas.local.redis_server import RedisServerError
 from mas.local.supervisor import Supervisor, UpOptions
@@ -54,6 +56,7 @@ from mas.redis_command import run as run_redis_server
 USAGE_ERROR = 2
 RUN_ERROR = 1
 TAMPERED = 3  # ``mas audit verify`` found an altered, removed or reordered entry
+MISMATCHED = 4  # ``mas audit verify --cross``: trails disagree about messages
 
 
 def _positive(text: str) -> float:
@@ -174,7 +177,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     redis_url.add_argument("agent", metavar="AGENT", help="the agent's id, namespace/name")
     audit_actions = trail.add_subparsers(dest="action", required=True, metavar="ACTION")
-    audit_actions.add_parser("verify", parents=[redis_url], help="check the hash chains")
+    check = audit_actions.add_parser(
+        "verify", parents=[redis_url], help="check the hash chains against the checkpoints"
+    )
+    check.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="the trust anchor's public key (a PEM file, or a directory of *.pub files), to "
+        "check the checkpoints' signatures with (repeatable)",
+    )
+    check.add_argument(
+        "--archive",
+        type=Path,
+        metavar="DIR",
+        help="the control plane's audit archive: verify the whole trail, across its cuts",
+    )
+    check.add_argument(
+        "--cross",
+        action="store_true",
+        help="also check its messages against the trails of the agents it exchanged them with",
+    )
     audit_actions.add_parser("export", parents=[redis_url], help="every entry as JSON lines")
     tail = audit_actions.add_parser("tail", parents=[redis_url], help="the last entries")
     tail.add_argument("-n", type=_positive_int, default=20, metavar="N", help="how many (20)")
@@ -295,13 +320,19 @@ def _audit(args: argparse.Namespace) -> int:
         agent_id = qualify(args.agent)
     except InvalidAgentIdError as exc:
         return _fail(str(exc), USAGE_ERROR)
+    trust = None
+    if args.action == "verify" and args.trust:
+        try:
+            trust = load_trust(args.trust)
+        except (KeyFormatError, OSError) as exc:
+            return _fail(f"--trust: {exc}", USAGE_ERROR)
     try:
         client = sentinel.client(url)
     except ValueError as exc:
         return _fail(str(exc), USAGE_ERROR)
     try:
         if args.action == "verify":
-            return 0 if verify_trail(client, agent_id, sys.stdout) else TAMPERED
+            return _verify(client, agent_id, args, trust)
         if args.action == "export":
             export_trail(client, agent_id, sys.stdout)
         else:
@@ -314,6 +345,25 @@ def _audit(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
+
+
+def _verify(
+    client: redis.Redis,
+    agent_id: str,
+    args: argparse.Namespace,
+    trust: dict[str, Ed25519PublicKey] | None,
+) -> int:
+    """``mas audit verify``: the trail, then (with ``--cross``) its messages; the status."""
+    intact = verify_trail(client, agent_id, sys.stdout, trust=trust, archive=args.archive)
+    if not args.cross:
+        return 0 if intact else TAMPERED
+    try:
+        consistent = cross_verify(client, agent_id, sys.stdout, trust=trust, archive=args.archive)
+    except (ArchiveError, OSError) as exc:
+        return _fail(f"cannot read the archive: {exc}", RUN_ERROR)
+    if not intact:
+        return TAMPERED
+    return 0 if consistent else MISMATCHED
 
 
 def _sidecar(argv: Sequence[str]) -> int:
