@@ -49,6 +49,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "external-redis": EXTERNAL,
     "watch-namespaces": {"watchNamespaces": ["a", "b"]},
     "no-persistence": {"redis": {"embedded": {"persistence": {"enabled": False}}}},
+    "audit-archive": {
+        "operator": {"audit": {"archive": {"enabled": True, "storageClass": "fast"}}}
+    },
     "everything-set": {
         **HOST_NETWORK,
         "agents": {"allowHostNetwork": True, "allowHostPath": True, "allowSidecarImage": True},
@@ -340,6 +343,7 @@ def test_operator_config_accepts_the_rendered_environment(chart: Any) -> None:
         EXTERNAL,
         {"watchNamespaces": ["a", "b"]},
         {"operator": {"statusIntervalSeconds": 0.5}},
+        {"operator": {"audit": {"checkpointSeconds": 5, "archive": {"enabled": True}}}},
     ):
         env = env_values(container(render(chart, values), "Deployment"))
         settings = operator_config.OperatorConfig.from_env(
@@ -372,6 +376,8 @@ def test_default_settings_map_to_the_operator_defaults(chart: Any) -> None:
         "MAS_ALLOW_HOST_NETWORK": "false",
         "MAS_ALLOW_HOST_PATH": "false",
         "MAS_ALLOW_SIDECAR_IMAGE": "false",
+        "MAS_AUDIT_CHECKPOINT_SECONDS": "60",
+        "MAS_AUDIT_ARCHIVE_DIR": "",
     }
 
 
@@ -622,6 +628,30 @@ def test_without_persistence_redis_runs_on_an_empty_dir_only_when_asked(chart: A
     assert pod["containers"][0]["args"][-4:] == [
         *("--appendonly", "no", "--acl-file", "/data/users.acl")
     ]
+
+
+def test_an_audit_archive_mounts_a_kept_claim_on_the_operator(chart: Any) -> None:
+    values = {"operator": {"audit": {"archive": {"enabled": True, "size": "50Gi"}}}}
+    objects = render(chart, values)
+    claim = only(objects, "PersistentVolumeClaim")
+    operator = only(objects, "Deployment")["spec"]["template"]["spec"]
+
+    assert claim["metadata"]["name"] == "mas-audit-archive"
+    assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert claim["spec"]["resources"] == {"requests": {"storage": "50Gi"}}
+    assert {
+        "name": "audit-archive",
+        "persistentVolumeClaim": {"claimName": "mas-audit-archive"},
+    } in (operator["volumes"])
+    mount = {"name": "audit-archive", "mountPath": "/var/lib/mas/audit-archive"}
+    assert mount in operator["containers"][0]["volumeMounts"]
+    env = env_values(operator["containers"][0])
+    assert env["MAS_AUDIT_ARCHIVE_DIR"] == "/var/lib/mas/audit-archive"
+    given = {"operator": {"audit": {"archive": {"enabled": True, "existingClaim": "mine"}}}}
+    objects = render(chart, given)
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    claims = [v for v in only(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]]
+    assert {"name": "audit-archive", "persistentVolumeClaim": {"claimName": "mine"}} in claims
 
 
 def test_image_values_set_the_operator_sidecar_and_redis_images(chart: Any) -> None:

@@ -8,6 +8,7 @@ ACL users, registry entries, policy documents and deletions checked here are the
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import sys
 import time
@@ -23,10 +24,18 @@ import pytest
 import redis
 
 from mas.acl import acl_username, generate_password
+from mas.audit import Chain
+from mas.audit_commands import verify_trail
 from mas.credentials import parse_agent_credentials
 from mas.functions import VERSION
 from mas.identity import key_id, load_private_key_pem
-from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
+from mas.keys import (
+    POLICY_DOCUMENT,
+    POLICY_REVISION,
+    REGISTRY_AGENTS,
+    AgentKeys,
+    audit_checkpoint,
+)
 from mas.local.processes import ChildProcess, sidecar_args
 from mas.local.redis_server import RedisServer, free_port
 from mas.sidecar_token import TOKEN_ENV, authorization
@@ -363,6 +372,7 @@ async def test_deleting_an_agent_removes_its_acl_user_and_registry_entry(
         admin.hset(keys.state, "doc", "{}")
         admin.hset(keys.seen, "m1", "in:team/other 1-0")
         admin.hset("mas:{policy}:enforcers", "team/worker/pod-1", "r1")
+        admin.set(audit_checkpoint("team/worker"), b"{}")
         await eventually(
             lambda: (
                 "mas.dev/finalizer"
@@ -383,6 +393,51 @@ async def test_deleting_an_agent_removes_its_acl_user_and_registry_entry(
             assert remaining == []
         else:
             assert remaining == sorted([keys.inbox("team/other"), keys.state, keys.seen])
+        assert admin.exists(audit_checkpoint("team/worker")) == (policy != "Delete")
+    finally:
+        admin.close()
+
+
+async def test_the_operator_checkpoints_audit_trails_archives_and_trims_past_retention(
+    harness: OperatorHarness, empty_redis: str, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    harness.start(harness_config(empty_redis, audit_checkpoint_seconds=0.3, audit_archive=archive))
+    await harness.create(POLICIES, policy_body("keep-200", audit={"retention": {"entries": 200}}))
+    await harness.create(AGENTS, agent_body())
+    admin = redis.Redis.from_url(empty_redis)
+    keys, chain = AgentKeys("team/worker"), Chain("worker-0")
+    try:
+        with admin.pipeline(transaction=True) as pipe:  # all at once, as one batch of a sidecar
+            for n in range(1500):
+                pipe.xadd(keys.audit, chain.append({"decision": "accepted", "n": n}))
+            pipe.hset(keys.audit_heads, chain.replica, chain.head_value)
+            pipe.execute()
+
+        def audit_status(**expected: Any) -> dict[str, Any] | None:
+            worker = harness.object(AGENTS, "team", "worker") or {}
+            found = dict((worker.get("status") or {}).get("audit") or {})
+            return found if found and expected.items() <= found.items() else None
+
+        kept = await eventually(lambda: audit_status(archivedEntries=1300), "1300 archived")
+        out = io.StringIO()
+        intact = verify_trail(
+            admin, "team/worker", out, trust=anchor_public_keys(harness), archive=archive
+        )
+
+        assert (kept["intact"], kept["entries"]) == (True, 1500)
+        assert "past the retention are archived, then trimmed" in kept["message"]
+        assert admin.xlen(keys.audit) == 200
+        assert intact, out.getvalue()
+        assert "1300 entries read from 1 segment(s)" in out.getvalue()
+
+        worker = redis.Redis.from_url(secret_files(harness, "team", "worker")["redis-url"].decode())
+        worker.xadd(keys.audit, {"x": "y"}, maxlen=0, approximate=False)  # its own user
+        worker.close()
+        broken = await eventually(lambda: audit_status(intact=False), "the trail found trimmed")
+
+        assert "trimmed by someone else" in broken["message"]
+        assert broken["checkpoint"] == kept["checkpoint"]  # the last good one stays
     finally:
         admin.close()
 

@@ -22,7 +22,8 @@ Both containers run under Kubernetes' *restricted* Pod Security Standard: non-ro
 privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root filesystem
 (the agent's may be writable: ``spec.securityContext``). :func:`refusals` is what a spec may not
 ask for (another agent's credentials, the node's filesystem or network, the operator's service
-account, ...); :func:`deployment` builds nothing from a spec it refuses.
+account, ...); :func:`deployment` builds nothing from a spec it refuses. The status builders
+(conditions, readiness, :func:`audit_status`) turn what the handlers observed into ``status``.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ import json
 import re
 from base64 import b64encode
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from mas.audit_keeper import Kept
 from mas.credentials import AGENT_KEY_FILE, API_TOKEN_FILE, REDIS_URL_FILE, TOKEN_FILE, TRUST_DIR
 from mas.manifests import AGENT_KIND, API_VERSION, CONTROL_PLANE_ENV, NON_ROOT_ID, AgentManifest
+from mas.policy.document import AuditRetention
 from mas.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV
 from mas_operator.config import OperatorConfig
 
@@ -601,3 +605,33 @@ def agent_ready(
     if updated != replicas or available != replicas:
         return False, f"{updated} replicas updated and {available} available, {replicas} wanted"
     return True, f"{replicas} of {replicas} replicas available"
+
+
+def audit_status(kept: Kept, *, retention: AuditRetention | None, archiving: bool) -> Manifest:
+    """``status.audit`` of an Agent after a round of the audit keeper (``archiving``: the
+    operator has an archive directory)."""
+    checkpoint = kept.checkpoint
+    status: Manifest = {"intact": kept.problem is None}
+    if checkpoint is not None:
+        taken = datetime.fromtimestamp(checkpoint.taken_at_ms / 1000, UTC)
+        status |= {
+            "checkpoint": checkpoint.number,
+            "checkpointedAt": taken.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "entries": checkpoint.head.total,
+            "archivedEntries": checkpoint.cut.total,
+        }
+    if kept.problem is not None:
+        message = f"NOT intact: {kept.problem}; the last good checkpoint is kept as evidence"
+    elif checkpoint is None:
+        message = "no audit entries yet"
+    elif retention is None:
+        message = "checkpointed; no audit retention in its policy: every entry stays in Redis"
+    elif not archiving:
+        message = (
+            "checkpointed; its policy sets an audit retention, but the operator has no archive "
+            "(MAS_AUDIT_ARCHIVE_DIR), so nothing is trimmed"
+        )
+    else:
+        message = "checkpointed; entries past the retention are archived, then trimmed"
+    status["message"] = message
+    return status

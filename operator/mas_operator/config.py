@@ -39,6 +39,12 @@ MAS_ALLOW_HOST_NETWORK         ``true``: Agents may set ``spec.hostNetwork`` (fa
 MAS_ALLOW_HOST_PATH            ``true``: Agents may mount ``hostPath`` volumes (false)
 MAS_ALLOW_SIDECAR_IMAGE        ``true``: Agents may choose another ``spec.sidecar.image`` than
                                MAS_SIDECAR_IMAGE (false)
+MAS_AUDIT_CHECKPOINT_SECONDS   how often each agent's audit trail is checkpointed (60; 1 to
+                               86400): until the next checkpoint, an agent could still rewrite
+                               its newest entries
+MAS_AUDIT_ARCHIVE_DIR          directory (a mounted volume) where audit entries are archived
+                               before a GatewayPolicy's ``audit.retention`` trims them from
+                               Redis; empty: no archive, and nothing is trimmed
 =============================  ==================================================================
 
 The ``MAS_ALLOW_*`` settings open what :func:`mas_operator.builders.refusals` refuses by default:
@@ -51,6 +57,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from mas import sentinel
@@ -90,6 +97,8 @@ class OperatorConfig:
     allow_host_network: bool = False
     allow_host_path: bool = False
     allow_sidecar_image: bool = False
+    audit_checkpoint_seconds: float = 60.0
+    audit_archive: Path | None = None
 
     def __repr__(self) -> str:
         return (
@@ -153,6 +162,8 @@ class OperatorConfig:
             allow_host_network=_flag(env, "MAS_ALLOW_HOST_NETWORK"),
             allow_host_path=_flag(env, "MAS_ALLOW_HOST_PATH"),
             allow_sidecar_image=_flag(env, "MAS_ALLOW_SIDECAR_IMAGE"),
+            audit_checkpoint_seconds=_number(env, "MAS_AUDIT_CHECKPOINT_SECONDS", 60, 1, 86_400),
+            audit_archive=_directory(env, "MAS_AUDIT_ARCHIVE_DIR"),
         )
 
 
@@ -182,6 +193,17 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {raw}")
     return value
+
+
+def _directory(env: Mapping[str, str], name: str) -> Path | None:
+    """An absolute directory path, or None when the variable is empty."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_absolute():
+        raise ConfigError(f"{name} must be an absolute path, not {raw!r}")
+    return path
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

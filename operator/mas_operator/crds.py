@@ -113,6 +113,27 @@ class Condition(ResourceModel):
     )
 
 
+class AuditStatus(ResourceModel):
+    """How the operator finds the agent's audit trail at its last checkpoint."""
+
+    intact: bool = Field(description="Whether the trail continues the last good checkpoint.")
+    checkpoint: int | None = Field(
+        default=None, ge=1, description="Number of the last signed checkpoint of the trail."
+    )
+    checkpointed_at: datetime | None = Field(
+        default=None, description="When the control plane took that checkpoint."
+    )
+    entries: int | None = Field(
+        default=None, ge=0, description="Entries that checkpoint covers since the trail began."
+    )
+    archived_entries: int | None = Field(
+        default=None, ge=0, description="Of those, entries archived and trimmed from Redis."
+    )
+    message: str | None = Field(
+        default=None, max_length=32768, description="What the operator found, or why not."
+    )
+
+
 class AgentStatus(ResourceModel):
     """``status`` of an ``Agent``, written by the operator."""
 
@@ -133,6 +154,9 @@ class AgentStatus(ResourceModel):
     )
     token_expires_at: datetime | None = Field(
         default=None, description="When the agent's identity token expires (renewed before)."
+    )
+    audit: AuditStatus | None = Field(
+        default=None, description="The audit trail at the operator's last checkpoint of it."
     )
 
 

@@ -17,6 +17,10 @@ what differs.
   files), recreates a Deployment or Secret deleted by hand, and reports ``Ready`` (the current
   generation's replicas are available) and ``PolicyApplied`` (its sidecars report the revision
   in force).
+* A second timer per ``Agent`` (``MAS_AUDIT_CHECKPOINT_SECONDS``): a signed checkpoint of its
+  audit trail, and, past its GatewayPolicy's ``audit.retention``, entries archived to
+  ``MAS_AUDIT_ARCHIVE_DIR`` and then trimmed (:mod:`mas.audit_keeper`); ``status.audit`` says
+  whether the trail is intact. A trail found rewritten keeps its last good checkpoint.
 * ``Agent`` deleted: the finalizer drops the ACL user and registry entry, and the agent's keys
   when ``deletionPolicy: Delete``; the Secret and Deployment go with their owner reference.
 * ``GatewayPolicy`` created, changed, deleted (a finalizer) or found at start-up: all policies
@@ -48,7 +52,7 @@ import kopf
 from mas.acl import acl_username
 from mas.credentials import Anchor
 from mas.manifests import AGENT_KIND, API_VERSION, AgentManifest, ManifestError, parse_agent
-from mas.policy.document import CompiledPolicy
+from mas.policy.document import CompiledPolicy, effective_policy
 from mas.recovery import PROBE_SECONDS, Provisioned, Repair, ServerWatch
 from mas_operator import builders
 from mas_operator.anchor import load_or_create_anchor
@@ -480,6 +484,39 @@ def delete_agent(
     )
 
 
+def keep_audit(
+    *, meta: Mapping[str, Any], status: Mapping[str, Any], memo: Any, patch: kopf.Patch, **_: Any
+) -> None:
+    """Checkpoint the agent's audit trail, archive and trim what its policy's retention no
+    longer keeps in Redis, and report ``status.audit``."""
+    runtime = _runtime(memo)
+    agent_id = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+    archive = runtime.config.audit_archive
+    try:
+        document = runtime.redis.published_policy(max_age=_shared_age(runtime))
+        retention = effective_policy(document, agent_id).audit.retention if document else None
+        kept = runtime.redis.keep_audit(
+            agent_id, runtime.anchor, retention=retention, archive=archive
+        )
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        log.warning("cannot checkpoint the audit trail of %s: %s", agent_id, exc)
+        return
+    except OSError as exc:
+        runtime.metrics.audit_rounds.labels("archive_failed").inc()
+        log.error("cannot archive the audit trail of %s in %s: %s", agent_id, archive, exc)
+        fresh = dict(status.get("audit") or {"intact": True})
+        fresh["message"] = f"cannot write the archive ({exc}), so nothing is trimmed"
+    else:
+        fresh = builders.audit_status(kept, retention=retention, archiving=archive is not None)
+        runtime.metrics.audit_rounds.labels("tampered" if kept.problem else "intact").inc()
+        runtime.metrics.audit_archived.inc(kept.archived)
+        if kept.problem and (status.get("audit") or {}).get("message") != fresh["message"]:
+            log.error("the audit trail of %s is NOT intact: %s", agent_id, kept.problem)
+    if status.get("audit") != fresh:
+        patch.status["audit"] = fresh
+
+
 # -- GatewayPolicy -------------------------------------------------------------------------------
 
 
@@ -685,3 +722,6 @@ def register(
     interval = config.status_interval_seconds
     kopf.timer(*AGENTS, registry=registry, id="status", interval=interval)(refresh_agent)
     kopf.timer(*POLICIES, registry=registry, id="status", interval=interval)(refresh_policy)
+    kopf.timer(*AGENTS, registry=registry, id="audit", interval=config.audit_checkpoint_seconds)(
+        keep_audit
+    )

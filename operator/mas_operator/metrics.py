@@ -31,6 +31,17 @@ class OperatorMetrics:
         self.invalid_policies = Gauge(
             "mas_operator_invalid_policies", "GatewayPolicies that fail validation", registry=r
         )
+        self.audit_rounds = Counter(
+            "mas_operator_audit_rounds",
+            "Rounds of the audit keeper by outcome (intact, tampered, archive_failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.audit_archived = Counter(
+            "mas_operator_audit_archived_entries",
+            "Audit entries archived, then trimmed from Redis",
+            registry=r,
+        )
         self.redis_errors = Counter(
             "mas_operator_redis_errors", "Failed administrative Redis operations", registry=r
         )

@@ -1,4 +1,5 @@
-"""The operator's administrative Redis connection: ACL users, registry, policy, agent data.
+"""The operator's administrative Redis connection: ACL users, registry, policy, agent data,
+audit checkpoints.
 
 Every call is short and synchronous (kopf runs the handlers in worker threads). The status
 timers of every Agent and GatewayPolicy read the same few keys; they pass ``max_age`` and share
@@ -20,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -28,9 +30,17 @@ from pydantic import ValidationError
 from mas import sentinel
 from mas.acl import apply_acl_user, delete_acl_user, masked_url
 from mas.acl_file import save_acl_users
+from mas.audit_keeper import Kept, keep_trail
+from mas.credentials import Anchor
 from mas.functions import ensure_functions
-from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, REGISTRY_AGENTS, AgentKeys
-from mas.policy.document import CompiledPolicy
+from mas.keys import (
+    POLICY_DOCUMENT,
+    POLICY_REVISION,
+    REGISTRY_AGENTS,
+    AgentKeys,
+    audit_checkpoint,
+)
+from mas.policy.document import AuditRetention, CompiledPolicy
 from mas.policy.publish import enforcers, publish_policy
 from mas.recovery import Provisioned, Repair, ServerFacts, ServerWatch, apply_repair
 from mas.registry import forget_agent, register_agent
@@ -90,13 +100,14 @@ class RedisAdmin:
 
     def remove_agent(self, agent_id: str, *, delete_data: bool) -> int:
         """Drop the agent's ACL user (disconnecting its sidecars) and registry entry; with
-        ``delete_data`` also every key of the agent (streams, state, audit). Keys deleted."""
+        ``delete_data`` also every key of the agent (streams, state, audit) and the control
+        plane's checkpoint of its audit trail (its archive stays). Keys deleted."""
         try:
             self._on_every_node(lambda node: _drop_user(node, agent_id))
             forget_agent(self._client, agent_id)
             if not delete_data:
                 return 0
-            deleted = 0
+            deleted = int(self._client.unlink(audit_checkpoint(agent_id)))
             batch: list[bytes] = []
             for key in self._client.scan_iter(match=f"{AgentKeys(agent_id).prefix}*", count=500):
                 batch.append(key)
@@ -139,6 +150,22 @@ class RedisAdmin:
             apply_repair(self._client, repair, agents, None)
         except redis.RedisError as exc:
             raise self._fail("cannot provision the server again", exc) from None
+
+    def keep_audit(
+        self,
+        agent_id: str,
+        anchor: Anchor,
+        *,
+        retention: AuditRetention | None,
+        archive: Path | None,
+    ) -> Kept:
+        """One round of the control plane's keeper of ``agent_id``'s audit trail: checkpoint,
+        and archive-then-trim past ``retention`` (:func:`mas.audit_keeper.keep_trail`); OSError
+        when the archive cannot be written."""
+        try:
+            return keep_trail(self._client, agent_id, anchor, retention=retention, archive=archive)
+        except redis.RedisError as exc:
+            raise self._fail(f"cannot checkpoint the audit trail of {agent_id}", exc) from None
 
     def published_policy(self, max_age: float = 0) -> CompiledPolicy | None:
         """The document in force; None when there is none or it does not parse."""

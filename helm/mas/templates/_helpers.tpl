@@ -60,6 +60,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-redis" (include "mas.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The claim the operator archives audit entries on: the given one, or "<fullname>-audit-archive". */}}
+{{- define "mas.auditArchiveClaim" -}}
+{{- .Values.operator.audit.archive.existingClaim | default (printf "%s-audit-archive" (include "mas.fullname" .)) }}
+{{- end }}
+
 {{/* "true" when the chart runs its own Redis (no redis.external.url). */}}
 {{- define "mas.redisEmbedded" -}}
 {{- if not .Values.redis.external.url }}true{{ end }}
