@@ -339,6 +339,12 @@ def test_quickstart_exchanges_messages_and_stops_after_duration(tmp_path: Path) 
         re.MULTILINE,
     )
     assert re.search(r"audit trail of default/pinger: \d+ entries in 1 chain\(s\), intact", output)
+    # checkpointed by mas up as the control plane, signed by the anchor in its memory
+    assert re.search(
+        r"checked against checkpoint #\d+ \(.*\): \d+ entries up to \d+-\d+; signed by "
+        r"anchor \S+, verified",
+        output,
+    )
     assert (log_dir / "default_ponger-0.sidecar.log").exists()
     # What outlives the run, in the state directory: the embedded Redis's data and the
     # trust anchor's public key (the logs went to --log-dir).

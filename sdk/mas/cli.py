@@ -118,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="where sidecars log (default: the state directory's logs/)",
     )
     up.add_argument(
+        "--audit-archive",
+        type=Path,
+        metavar="DIR",
+        help="where audit entries are archived before a policy's audit.retention trims them "
+        "from Redis (default: the state directory's audit/)",
+    )
+    up.add_argument(
+        "--checkpoint-every",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="seconds between signed checkpoints of every audit trail (default 10)",
+    )
+    up.add_argument(
         "--uid-base",
         type=_uid,
         default=DEFAULT_UID_BASE,
@@ -247,6 +261,8 @@ def _up(args: argparse.Namespace) -> int:
         duration=args.duration,
         uid_base=args.uid_base,
         ephemeral=args.ephemeral,
+        audit_archive=(args.audit_archive or args.state_dir / "audit").resolve(),
+        checkpoint_every=args.checkpoint_every,
     )
     try:
         return Supervisor(agents, policy, options, sys.stdout).run()

@@ -73,6 +73,13 @@ class LocalIdentity:
     def credentials_dir(self, agent_id: str) -> Path:
         return credentials_dir(self.runtime_dir, agent_id)
 
+    @property
+    def anchor(self) -> Anchor:
+        """The run's trust anchor (it also signs the audit checkpoints)."""
+        if self._anchor is None:
+            raise RuntimeError("issue_all() first")
+        return self._anchor
+
     def issue_all(self) -> bool:
         """Make the anchor and issue every agent's credentials; True when private keys that
         earlier versions left in the state directory were removed."""
@@ -100,14 +107,13 @@ class LocalIdentity:
         return due
 
     def _issue(self, agent_id: str) -> None:
-        if self._anchor is None:
-            raise RuntimeError("issue_all() first")
+        anchor = self.anchor
         spec = self._agents[agent_id].spec
         user = self._owners.get(agent_id)
         owner = user.owner if user is not None else None
         directory = self.credentials_dir(agent_id)
         issue_agent_credentials(
-            self._anchor,
+            anchor,
             directory,
             agent_id=agent_id,
             roles=spec.roles,

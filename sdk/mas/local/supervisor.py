@@ -23,6 +23,11 @@ sidecars' secrets (unless those users cannot reach the interpreter or the agents
 everything runs as root, and it says why); run as anyone else, everything runs as that user.
 Which of these holds is the first thing it says.
 
+It also plays the control plane's part in the audit trails, as the operator does: every
+``checkpoint_every`` seconds a signed checkpoint of each agent's trail (the anchor in its
+memory signs it), entries past the policy's retention archived to ``audit_archive`` and then
+trimmed (:mod:`mas.audit_keeper`); at the end, a last checkpoint and each trail verified.
+
 Used by the ``mas up`` command (:mod:`mas.cli`).
 """
 
@@ -57,6 +62,7 @@ from mas.acl import (
 )
 from mas.acl_file import save_acl_users
 from mas.audit_commands import verify_trail
+from mas.audit_keeper import keep_trail
 from mas.functions import ensure_functions
 from mas.local.agent_process import AgentProcess
 from mas.local.display import Console, ReplicaRow
@@ -77,7 +83,7 @@ from mas.local.users import (
     unreachable,
 )
 from mas.manifests import AgentManifest
-from mas.policy.document import CompiledPolicy
+from mas.policy.document import CompiledPolicy, effective_policy
 from mas.policy.publish import publish_policy
 from mas.recovery import PROBE_SECONDS, Provisioned, ServerWatch, apply_repair
 from mas.registry import register_agent
@@ -117,6 +123,8 @@ class UpOptions:
     uid_base: int = DEFAULT_UID_BASE
     # The embedded Valkey on a temporary directory: the run starts empty and leaves nothing.
     ephemeral: bool = False
+    audit_archive: Path | None = None  # where audit entries go before a retention trims them
+    checkpoint_every: float = 10.0  # seconds between checkpoints of every audit trail
 
 
 @dataclass
@@ -239,6 +247,8 @@ class Supervisor:
         self._watch = ServerWatch()
         self._probe_at = 0.0
         self.stopping = threading.Event()
+        self._audit_keeper: threading.Thread | None = None
+        self._audit_said: dict[str, str | None] = {}
         self._last_table: tuple[tuple[str, int, int], ...] = ()
         self._table_at = 0.0
 
@@ -295,6 +305,10 @@ class Supervisor:
                 f"sidecar {replica.plan.label} ready on :{replica.plan.port} "
                 f"(pid {replica.sidecar.pid})"
             )
+        self._audit_keeper = threading.Thread(
+            target=self._keep_audit_trails, name="mas-audit-keeper", daemon=True
+        )
+        self._audit_keeper.start()
         for replica in self.replicas:
             if not self.stopping.is_set():
                 self._start_agent(replica)
@@ -555,15 +569,61 @@ class Supervisor:
                 )
         self.console.table([replica.row() for replica in self.replicas])
 
+    def _keep_audit_trails(self) -> None:
+        """The control plane's part in every agent's audit trail, as the operator plays it on
+        Kubernetes: a round of the audit keeper per agent every ``checkpoint_every`` seconds."""
+        while not self.stopping.wait(self.options.checkpoint_every):
+            self._audit_round()
+
+    def _audit_round(self) -> None:
+        """Checkpoint every trail; archive and trim past its policy's retention
+        (:mod:`mas.audit_keeper`); say when a trail is found rewritten."""
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        try:
+            for agent_id in dict.fromkeys(plan.agent_id for plan in self.plans):
+                policy = effective_policy(self.policy, agent_id) if self.policy else None
+                kept = keep_trail(
+                    client,
+                    agent_id,
+                    self.identity.anchor,
+                    retention=policy.audit.retention if policy else None,
+                    archive=self.options.audit_archive,
+                )
+                if kept.archived:
+                    self.console.progress(
+                        f"archived {kept.archived} audit entries of {agent_id} in "
+                        f"{self.options.audit_archive}"
+                    )
+                if kept.problem != self._audit_said.get(agent_id):
+                    self._audit_said[agent_id] = kept.problem
+                    if kept.problem:
+                        self.console.progress(
+                            f"the audit trail of {agent_id} is NOT intact: {kept.problem}"
+                        )
+        except (redis.RedisError, OSError) as exc:
+            self.console.progress(f"could not checkpoint the audit trails: {exc}")
+        finally:
+            client.close()
+
     def _verify_audit_trails(self) -> None:
-        """Say, per agent, whether its audit trail is intact (``mas audit verify``'s check)."""
-        if not self.redis_url:
+        """A last checkpoint, then say, per agent, whether its audit trail is intact
+        (``mas audit verify``'s check, with the anchor's key and the archive)."""
+        if not self.redis_url or self._audit_keeper is None:
             return
+        self._audit_keeper.join()
+        self._audit_round()
+        anchor = self.identity.anchor
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         try:
             for agent_id in dict.fromkeys(plan.agent_id for plan in self.plans):
                 out = io.StringIO()
-                verify_trail(client, agent_id, out)
+                verify_trail(
+                    client,
+                    agent_id,
+                    out,
+                    trust={anchor.kid: anchor.public_key},
+                    archive=self.options.audit_archive,
+                )
                 for line in out.getvalue().splitlines():
                     self.console.progress(line)
         except redis.RedisError as exc:
@@ -572,7 +632,9 @@ class Supervisor:
             client.close()
 
     def _stop(self) -> None:
-        """Agents first (SIGTERM, SIGKILL after a grace period), then sidecars, then Redis."""
+        """Agents first (SIGTERM, SIGKILL after a grace period), then sidecars, then the audit
+        keeper (after a last checkpoint), then Redis."""
+        self.stopping.set()
         if self.replicas:
             self._print_table()
         agents: list[ChildProcess] = [r.agent for r in self.replicas if r.agent is not None]
