@@ -41,6 +41,7 @@ from mas.keys import (
     REGISTRY_LEASES,
     AgentKeys,
     audit_checkpoint,
+    audit_keeper,
 )
 from mas.names import InvalidAgentIdError
 
@@ -338,7 +339,7 @@ def test_no_agent_user_reaches_the_checkpoints_of_audit_trails(
     own, other = audit_checkpoint("default/alice"), audit_checkpoint("default/bob")
     redis_client.set(own, b"the control plane's")
 
-    for key in (own, other):
+    for key in (own, other, audit_keeper("default/alice")):
         assert denied(partial(alice.get, key))
         assert denied(partial(alice.set, key, "forged"))
         assert denied(partial(alice.delete, key))

@@ -22,7 +22,7 @@ from mas.audit_cross import Record, Trail, cross_check, records
 from mas.audit_keeper import Kept, Limits, keep_trail
 from mas.envelope import ENTRY_FIELD
 from mas.ids import new_id
-from mas.keys import AgentKeys
+from mas.keys import AgentKeys, audit_keeper
 from mas.policy.document import AuditRetention
 
 world = test_attacks.world  # the fixture: sidecars as their agents' own users, attackers
@@ -88,6 +88,21 @@ async def test_the_keeper_follows_a_trail_checkpoint_after_checkpoint(world: Wor
     intact, said = verified(world, "default/alice")
     assert intact, said
     assert "checked against checkpoint #2" in said and "signed by anchor" in said
+
+
+async def test_one_round_at_a_time_keeps_a_trail(world: World) -> None:
+    await exchange(world, 2)
+    first = keep(world, "default/alice").checkpoint
+    await exchange(world, 2)
+    world.admin.set(audit_keeper("default/alice"), "another round", px=60_000)
+
+    busy = keep(world, "default/alice").checkpoint
+    world.admin.delete(audit_keeper("default/alice"))
+    after = keep(world, "default/alice").checkpoint
+
+    assert first is not None and busy == first
+    assert after is not None and (after.number, after.head.total) == (2, 4)
+    assert not world.admin.exists(audit_keeper("default/alice"))  # a round lets go
 
 
 async def test_past_its_retention_a_trail_is_archived_trimmed_and_verified_across(

@@ -21,8 +21,10 @@ from the checkpoint, a count that does not add up) stores nothing: the last good
 stays, so the evidence does too, and the round says what it found. An administrator who has
 dealt with the incident deletes the checkpoint key to start the trail's checkpoints afresh.
 
-Synchronous (the operator's handlers run in threads; ``mas up`` calls it from a thread); the
-caller owns the client and handles ``redis.RedisError``.
+One round at a time per trail: a round holds ``mas:control:{ns/name}:audit-keeper`` while it
+runs (a second control plane, or a second round, leaves the trail alone meanwhile). Synchronous
+(the operator's handlers run in threads; ``mas up`` calls it from a thread); the caller owns
+the client and handles ``redis.RedisError``.
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ from mas.audit import (
 from mas.audit_archive import trail_directory, write_segment
 from mas.checkpoints import Checkpoint, CheckpointError, parse_checkpoint
 from mas.credentials import Anchor
-from mas.keys import AgentKeys, audit_checkpoint
+from mas.keys import AgentKeys, audit_checkpoint, audit_keeper
 from mas.policy.document import AuditRetention
 
 _PAGE = 1000
+HOLD_MS = 300_000  # a round holds its trail this long at most (one that died lets go then)
 
 
 @dataclass(frozen=True)
@@ -100,14 +103,51 @@ def keep_trail(
 ) -> Kept:
     """One round for ``agent_id``'s trail (see the module docstring)."""
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    lock, token = audit_keeper(agent_id), secrets.token_hex(8)
+    if not client.set(lock, token, nx=True, px=HOLD_MS):
+        return _stored(client, agent_id)  # another round is at work on this trail
+    try:
+        kept = _stored(client, agent_id)
+        if kept.problem is not None:
+            return kept
+        return _round(
+            client,
+            agent_id,
+            anchor,
+            kept.checkpoint,
+            retention=retention,
+            archive=archive,
+            limits=limits,
+            now=now,
+        )
+    finally:
+        if client.get(lock) == token.encode():
+            client.delete(lock)
+
+
+def _stored(client: redis.Redis, agent_id: str) -> Kept:
+    """The trail's last checkpoint as stored (or why it cannot be used)."""
+    raw = client.get(audit_checkpoint(agent_id))
+    if raw is None:
+        return Kept(None)
+    try:
+        return Kept(parse_checkpoint(raw, None)[0])
+    except CheckpointError as exc:
+        return Kept(None, f"the stored checkpoint is unusable: {exc}")
+
+
+def _round(
+    client: redis.Redis,
+    agent_id: str,
+    anchor: Anchor,
+    previous: Checkpoint | None,
+    *,
+    retention: AuditRetention | None,
+    archive: Path | None,
+    limits: Limits,
+    now: int,
+) -> Kept:
     stream, key = AgentKeys(agent_id).audit, audit_checkpoint(agent_id)
-    raw = client.get(key)
-    previous: Checkpoint | None = None
-    if raw is not None:
-        try:
-            previous, _ = parse_checkpoint(raw, None)
-        except CheckpointError as exc:
-            return Kept(None, f"the stored checkpoint is unusable: {exc}")
     if not client.exists(stream):
         gone = None if previous is None else f"the audit stream is gone ({previous.label})"
         return Kept(previous, gone)

@@ -34,6 +34,8 @@ shared by all agents (the registry) carry their own fixed tag.
                                    with ``mas:control:``, outside every agent's prefix, and
                                    carries the agent's hash tag, so it shares the audit
                                    stream's slot (cut and trim go in one transaction)
+    mas:control:{ns/name}:audit-keeper  string: held (with an expiry) by the control plane's
+                                   round on that trail, so that two never run at once
 
 A sender's streams end with its own id (``:in:<sender>``, ``:replies:<replica>:<sender>``), so
 its Redis user may write those and no other agent's (:mod:`mas.acl`). Agent ids are two DNS
@@ -59,6 +61,11 @@ INBOX = "in:"  # the kind of a sender's stream: ``<prefix>in:<sender>``
 def audit_checkpoint(agent_id: str) -> str:
     """The key of the last checkpoint of ``agent_id``'s audit trail (control plane only)."""
     return f"mas:control:{{{agent_id}}}:audit-checkpoint"
+
+
+def audit_keeper(agent_id: str) -> str:
+    """The key a control plane's round on ``agent_id``'s audit trail holds while it runs."""
+    return f"mas:control:{{{agent_id}}}:audit-keeper"
 
 
 @dataclass(frozen=True)
