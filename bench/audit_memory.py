@@ -1,0 +1,183 @@
+"""``python -m bench.audit_memory``: Redis memory per acked message, audit retention off and on.
+
+Both settings run in one process, one after the other, each on an emptied database of the same
+server: one sender and one sink sidecar with every gateway check on (:func:`bench.deploy.
+start_mode`, mode ``on``: signed, DLP, audit), ``--messages`` one-way messages sent in batches,
+every one acked by the sink. With retention on, this process plays the control plane: every
+``--every`` seconds a round of the audit keeper (:func:`mas.audit_keeper.keep_trail`) for both
+agents, keeping ``--keep`` entries in Redis and archiving the rest to a directory of the run.
+After the last ack (and, with retention, a last round) it reads the server's ``used_memory``
+and the ``MEMORY USAGE`` of the two audit streams; the difference from before the first message,
+divided by the messages, is the figure. Memory the server keeps per message either way (the
+replay guard's record of each message id, for its window) is in both figures; the audit
+streams' share is reported apart. The ratio compares the two settings of the same run.
+
+Prints a Markdown table for docs/benchmarks.md and, with ``--json``, writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from bench import deploy, load
+from mas.audit_keeper import keep_trail
+from mas.credentials import load_anchor
+from mas.keys import AgentKeys
+from mas.local.redis_server import RedisServer
+from mas.policy.document import AuditRetention
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.audit_memory", description=__doc__)
+    parser.add_argument("--messages", type=int, default=100_000, help="one-way messages")
+    parser.add_argument("--keep", type=int, default=10_000, help="audit entries kept in Redis")
+    parser.add_argument("--every", type=float, default=1.0, help="seconds between keeper rounds")
+    parser.add_argument("--batch", type=int, default=100, help="messages per batch send")
+    parser.add_argument("--window", type=int, default=4, help="batch sends in flight")
+    parser.add_argument("--redis-server", help="server binary (default: the embedded Valkey)")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    return parser.parse_args(argv)
+
+
+def _progress(text: str) -> None:
+    print(f"[bench.audit_memory] {text}", flush=True)
+
+
+async def _keeper(
+    url: str,
+    workdir: Path,
+    agents: list[str],
+    retention: AuditRetention,
+    *,
+    every: float,
+    stop: asyncio.Event,
+) -> int:
+    """Rounds of the audit keeper until ``stop``, then a last one; entries archived."""
+    anchor = load_anchor(workdir / "anchor")
+    client = redis.Redis.from_url(url)
+
+    def round_() -> int:
+        done = 0
+        for agent_id in agents:
+            kept = keep_trail(
+                client, agent_id, anchor, retention=retention, archive=workdir / "archive"
+            )
+            if kept.problem is not None:
+                raise RuntimeError(f"{agent_id}: {kept.problem}")
+            done += kept.archived
+        return done
+
+    archived = 0
+    try:
+        while not stop.is_set():
+            archived += await asyncio.to_thread(round_)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+        return archived + await asyncio.to_thread(round_)
+    finally:
+        client.close()
+
+
+def _memory(client: redis.Redis, agents: list[str]) -> tuple[int, int]:
+    """The server's ``used_memory`` and the audit streams' ``MEMORY USAGE``, in bytes."""
+    streams = sum(
+        int(client.memory_usage(AgentKeys(agent).audit, samples=0) or 0) for agent in agents
+    )
+    return int(client.info("memory")["used_memory"]), streams
+
+
+async def _setting(
+    url: str, workdir: Path, args: argparse.Namespace, retention: AuditRetention | None
+) -> dict[str, Any]:
+    client = redis.Redis.from_url(url)
+    fleet = deploy.Fleet(url, workdir)
+    try:
+        deploy.publish(url, cluster=False)
+        senders, sink = deploy.start_mode(fleet, "on", 1)
+        agents = [senders[0].agent_id, sink.agent_id]
+        before, _ = _memory(client, agents)
+        keeper, stop = None, asyncio.Event()
+        if retention is not None:
+            keeper = asyncio.create_task(
+                _keeper(url, workdir, agents, retention, every=args.every, stop=stop)
+            )
+        started = time.perf_counter()
+        rate = await load.one_way(senders, sink, args.messages, args.window, batch=args.batch)
+        stop.set()
+        archived = await keeper if keeper is not None else 0
+        elapsed = time.perf_counter() - started
+        after, streams = _memory(client, agents)
+        lengths = [int(client.xlen(AgentKeys(agent).audit)) for agent in agents]
+    finally:
+        fleet.stop()
+        client.close()
+    archive_bytes = sum(p.stat().st_size for p in (workdir / "archive").rglob("*") if p.is_file())
+    return {
+        "retention": retention.entries if retention is not None else None,
+        "messages": args.messages,
+        "msgs_per_s": rate,
+        "seconds": elapsed,
+        "bytes_per_message": (after - before) / args.messages,
+        "audit_bytes_per_message": streams / args.messages,
+        "audit_entries_in_redis": lengths,
+        "archived_entries": archived,
+        "archive_bytes": archive_bytes,
+    }
+
+
+def table(off: dict[str, Any], on: dict[str, Any]) -> str:
+    rows = [
+        "| audit retention | Redis bytes per acked message | of which audit streams "
+        "| audit entries left in Redis (sender, sink) | archived | archive on disk | msg/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in (off, on):
+        keep = result["retention"]
+        rows.append(
+            f"| {'off' if keep is None else f'{keep:,} entries'} "
+            f"| {result['bytes_per_message']:,.0f} | {result['audit_bytes_per_message']:,.0f} "
+            f"| {', '.join(f'{n:,}' for n in result['audit_entries_in_redis'])} "
+            f"| {result['archived_entries']:,} | {result['archive_bytes'] / 1e6:,.1f} MB "
+            f"| {result['msgs_per_s']:,.0f} |"
+        )
+    ratio = on["bytes_per_message"] / off["bytes_per_message"]
+    audit_ratio = on["audit_bytes_per_message"] / off["audit_bytes_per_message"]
+    rows.append("")
+    rows.append(
+        f"Retention on / off, same run: {ratio:.2f} times the Redis memory per acked message, "
+        f"{audit_ratio:.3f} times the audit streams' memory."
+    )
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    results: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="mas-bench-audit-") as tmp,
+        RedisServer(args.redis_server) as server,
+    ):
+        for name, retention in (("off", None), ("on", AuditRetention(entries=args.keep))):
+            _progress(f"retention {name}: {args.messages:,} messages")
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            results[name] = asyncio.run(_setting(server.url, workdir, args, retention))
+            _progress(f"retention {name}: {results[name]['bytes_per_message']:,.0f} B/message")
+    print(table(results["off"], results["on"]))
+    if args.json:
+        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
