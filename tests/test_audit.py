@@ -234,7 +234,7 @@ def test_segments_are_read_back_in_stream_order(tmp_path: Path) -> None:
     segments = read_segments(directory)
 
     assert directory == tmp_path / "default" / "alice" / "t1"
-    assert [(s.after, s.entries, s.checkpoint) for s in segments] == [
+    assert [(s.after, list(s.entries()), s.checkpoint) for s in segments] == [
         ((0, 0), entries[:3], b'{"last": 1}'),
         ((3, 0), entries[3:], b'{"last": 2}'),
     ]

@@ -429,7 +429,7 @@ async def test_the_operator_checkpoints_audit_trails_archives_and_trims_past_ret
         assert "past the retention are archived, then trimmed" in kept["message"]
         assert admin.xlen(keys.audit) == 200
         assert intact, out.getvalue()
-        assert "1300 entries read from 1 segment(s)" in out.getvalue()
+        assert "the entries before it read from 1 segment(s)" in out.getvalue()
 
         worker = redis.Redis.from_url(secret_files(harness, "team", "worker")["redis-url"].decode())
         worker.xadd(keys.audit, {"x": "y"}, maxlen=0, approximate=False)  # its own user

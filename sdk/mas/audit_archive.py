@@ -22,7 +22,8 @@ Used by ``mas audit export`` / ``tail`` (the entry format), the control plane
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,12 +88,28 @@ def trail_directory(root: Path, agent_id: str, trail: str) -> Path:
 
 @dataclass(frozen=True)
 class Segment:
-    """Entries one cut removed from Redis, and the signed checkpoint made with the cut."""
+    """Entries one cut removed from Redis (read from the file as they are iterated), and the
+    signed checkpoint made with the cut."""
 
     path: Path
     after: StreamId
-    entries: list[Entry]
     checkpoint: bytes
+
+    def entries(self) -> Iterator[Entry]:
+        """The segment's entries, in stream order; ArchiveError at a line that is no entry."""
+        with self.path.open("rb") as lines:
+            previous: bytes | None = None
+            for number, line in enumerate(lines):
+                if previous is not None:
+                    yield _entry(previous, self.path, number)
+                previous = line
+
+
+def _entry(line: bytes, path: Path, number: int) -> Entry:
+    try:
+        return entry_fields(orjson.loads(line))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ArchiveError(f"{path}:{number}: not an audit entry") from None
 
 
 def write_segment(
@@ -108,7 +125,8 @@ def write_segment(
 
 
 def read_segments(directory: Path) -> list[Segment]:
-    """The segments in ``directory`` in stream order (none when it does not exist)."""
+    """The segments in ``directory`` in stream order (none when it does not exist);
+    ArchiveError for an empty one."""
     if not directory.is_dir():
         return []
     segments = []
@@ -117,18 +135,9 @@ def read_segments(directory: Path) -> list[Segment]:
             after = parse_id(path.name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)])
         except ValueError:
             continue  # not a segment of ours
-        segments.append(_read_segment(path, after))
+        with path.open("rb") as lines:
+            last = deque(lines, maxlen=1)  # the checkpoint
+        if not last or not last[0].strip():
+            raise ArchiveError(f"{path}: empty")
+        segments.append(Segment(path, after, last[0].rstrip(b"\n")))
     return sorted(segments, key=lambda segment: segment.after)
-
-
-def _read_segment(path: Path, after: StreamId) -> Segment:
-    lines = path.read_bytes().splitlines()
-    if not lines:
-        raise ArchiveError(f"{path}: empty")
-    entries = []
-    for number, line in enumerate(lines[:-1], start=1):
-        try:
-            entries.append(entry_fields(orjson.loads(line)))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise ArchiveError(f"{path}:{number}: not an audit entry") from None
-    return Segment(path, after, entries, lines[-1])

@@ -13,7 +13,9 @@ the agents it exchanged them with (:mod:`mas.audit_cross`). Called by :mod:`mas.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -22,16 +24,17 @@ import orjson
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from mas.audit import START, Entry, Mark, format_id, parse_id, verify
+from mas.audit import START, Entry, Mark, StreamId, format_id, parse_id, verify
 from mas.audit_archive import ArchiveError, entry_document, read_segments, trail_directory
 from mas.audit_cross import RECEIVED, SENT, Trail, cross_check, records
-from mas.audit_keeper import read_entries
+from mas.audit_keeper import holding_trail, read_entries
 from mas.checkpoints import Checkpoint, CheckpointError, parse_checkpoint
 from mas.envelope import ENTRY_FIELD
 from mas.identity import key_id, load_public_key_pem
 from mas.keys import AgentKeys, audit_checkpoint
 
 SHOWN_PROBLEMS = 50  # a rewritten trail can break at every entry: the first ones tell
+HOLD_WAIT = 60.0  # seconds to wait for a round of the control plane to finish with a trail
 
 
 def load_trust(paths: Sequence[Path]) -> dict[str, Ed25519PublicKey]:
@@ -52,7 +55,7 @@ class Stored:
     """What Redis (and the archive, when given) holds of one agent's trail."""
 
     checkpoint: Checkpoint | None
-    entries: list[Entry]  # in stream order, the archive's first
+    entries: Iterable[Entry]  # in stream order, the archive's first; read once, as they come
     begins_after: Mark  # where ``entries`` begin
     marks: list[tuple[str, Mark]]  # the checkpoints' marks the entries must pass
     problems: list[str]  # about the checkpoints themselves
@@ -104,29 +107,32 @@ def stored_trail(
     trust: dict[str, Ed25519PublicKey] | None,
     archive: Path | None,
 ) -> Stored:
-    """Read ``agent_id``'s trail (see :class:`Stored`); ArchiveError for an unreadable
-    segment."""
+    """Read ``agent_id``'s trail (see :class:`Stored`); ArchiveError for an archive segment that
+    cannot be read (also while its entries are iterated)."""
     checkpoint, problems, said = _checkpoint(client, agent_id, trust)
-    redis_entries = list(read_entries(client, AgentKeys(agent_id).audit, after=START.at))
+    redis_entries = read_entries(client, AgentKeys(agent_id).audit, after=START.at)
     if checkpoint is None:
         return Stored(None, redis_entries, START, [], problems, said)
     marks = [(checkpoint.label, checkpoint.head)]
     if archive is None or not checkpoint.cut.total:
         return Stored(checkpoint, redis_entries, checkpoint.cut, marks, problems, said)
-    archived: list[Entry] = []
     directory = trail_directory(archive, agent_id, checkpoint.trail)
-    segments = [s for s in read_segments(directory) if s.after < checkpoint.cut.at]
-    for segment in segments:
+    segments = []
+    for segment in read_segments(directory):
+        if segment.after >= checkpoint.cut.at:
+            continue  # written by a cut that did not complete: its entries are still in Redis
         try:
             cut_by, _ = parse_checkpoint(segment.checkpoint, trust)
         except CheckpointError as exc:
             problems.append(f"{segment.path}: its checkpoint cannot be used: {exc}")
             continue
-        archived += segment.entries
+        segments.append(segment)
         marks.append((f"{cut_by.label}, archived in {segment.path.name}", cut_by.cut))
     marks.append((f"{checkpoint.label} (its cut)", checkpoint.cut))
-    said.append(f"{len(archived)} entries read from {len(segments)} segment(s) in {directory}")
-    return Stored(checkpoint, archived + redis_entries, START, marks, problems, said)
+    said.append(f"the entries before it read from {len(segments)} segment(s) in {directory}")
+    archived = itertools.chain.from_iterable(segment.entries() for segment in segments)
+    entries = itertools.chain(archived, redis_entries)
+    return Stored(checkpoint, entries, START, marks, problems, said)
 
 
 def verify_trail(
@@ -137,25 +143,38 @@ def verify_trail(
     trust: dict[str, Ed25519PublicKey] | None = None,
     archive: Path | None = None,
 ) -> bool:
-    """Print the verification report; True when the trail is intact."""
+    """Print the verification report; True when the trail is intact. TrailHeldError when the
+    control plane holds the trail for longer than :data:`HOLD_WAIT` seconds."""
     keys = AgentKeys(agent_id)
-    try:
-        stored = stored_trail(client, agent_id, trust=trust, archive=archive)
-    except (ArchiveError, OSError) as exc:
-        print(f"TAMPERED the archive cannot be read: {exc}", file=out)
-        return False
-    removed = None
-    if client.exists(keys.audit):
-        info = client.xinfo_stream(keys.audit)
-        removed = int(info["entries-added"]) - int(info["length"])
-    report = verify(
-        stored.entries,
-        client.hgetall(keys.audit_heads),
-        start=stored.begins_after,
-        marks=stored.marks,
-        removed=removed,
-        cut=stored.checkpoint.cut if stored.checkpoint else START,
-    )
+    head: StreamId | None = None
+    newer = 0  # entries after the checkpoint's head
+
+    def counted(entries: Iterable[Entry]) -> Iterator[Entry]:
+        nonlocal newer
+        for entry in entries:
+            if head is not None and parse_id(entry[0]) > head:
+                newer += 1
+            yield entry
+
+    with _holding(client, agent_id):
+        removed = None
+        if client.exists(keys.audit):
+            info = client.xinfo_stream(keys.audit)
+            removed = int(info["entries-added"]) - int(info["length"])
+        try:
+            stored = stored_trail(client, agent_id, trust=trust, archive=archive)
+            head = stored.checkpoint.head.at if stored.checkpoint else None
+            report = verify(
+                counted(stored.entries),
+                client.hgetall(keys.audit_heads),
+                start=stored.begins_after,
+                marks=stored.marks,
+                removed=removed,
+                cut=stored.checkpoint.cut if stored.checkpoint else START,
+            )
+        except (ArchiveError, OSError) as exc:
+            print(f"TAMPERED the archive cannot be read: {exc}", file=out)
+            return False
     problems = stored.problems + report.problems
     for problem in problems[:SHOWN_PROBLEMS]:
         print(f"TAMPERED {problem}", file=out)
@@ -169,15 +188,30 @@ def verify_trail(
     )
     for line in stored.said:
         print(f"  {line}", file=out)
-    if stored.checkpoint is not None:
-        head = stored.checkpoint.head.at
-        newer = sum(1 for entry_id, _ in stored.entries if parse_id(entry_id) > head)
+    if head is not None:
         print(
             f"  {newer} entries after {format_id(head)} are not covered by a checkpoint yet "
-            "(until the next one, their own agent could still have rewritten them)",
+            "(until the next one, entries its agent appended cannot be told from its sidecar's)",
             file=out,
         )
     return not problems
+
+
+class TrailHeldError(RuntimeError):
+    """The control plane's keeper held the trail all the time verification waited for it."""
+
+
+@contextlib.contextmanager
+def _holding(client: redis.Redis, agent_id: str) -> Iterator[None]:
+    """Hold the trail while it is read, so that no cut of the control plane runs meanwhile
+    (a cut in the middle of a read would look like entries gone missing)."""
+    with holding_trail(client, agent_id, wait=HOLD_WAIT) as held:
+        if not held:
+            raise TrailHeldError(
+                f"the control plane has been working on the audit trail of {agent_id} for "
+                f"{HOLD_WAIT:g} seconds; try again"
+            )
+        yield
 
 
 def _dead_letters(client: redis.Redis, agent_id: str) -> frozenset[str]:
@@ -196,8 +230,10 @@ def _trail(
     trust: dict[str, Ed25519PublicKey] | None,
     archive: Path | None,
 ) -> Trail:
-    stored = stored_trail(client, agent_id, trust=trust, archive=archive)
-    return Trail(records(stored.entries), stored.begins_after.at, _dead_letters(client, agent_id))
+    with _holding(client, agent_id):
+        stored = stored_trail(client, agent_id, trust=trust, archive=archive)
+        found = records(stored.entries)
+    return Trail(found, stored.begins_after.at, _dead_letters(client, agent_id))
 
 
 def cross_verify(
@@ -209,7 +245,8 @@ def cross_verify(
     archive: Path | None = None,
 ) -> bool:
     """Print the cross-verification of ``agent_id``'s messages with its peers' trails; True
-    when nothing is amiss. ArchiveError for an unreadable segment."""
+    when nothing is amiss. ArchiveError for an unreadable segment, TrailHeldError as for
+    :func:`verify_trail`."""
     own = _trail(client, agent_id, trust, archive)
     peers = {
         peer: own if peer == agent_id else _trail(client, peer, trust, archive)

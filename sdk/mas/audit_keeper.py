@@ -22,13 +22,15 @@ stays, so the evidence does too, and the round says what it found. An administra
 dealt with the incident deletes the checkpoint key to start the trail's checkpoints afresh.
 
 One round at a time per trail: a round holds ``mas:control:{ns/name}:audit-keeper`` while it
-runs (a second control plane, or a second round, leaves the trail alone meanwhile). Synchronous
+runs (a second control plane, or a second round, leaves the trail alone meanwhile), and so does
+``mas audit verify`` while it reads the trail (:func:`holding_trail`). Synchronous
 (the operator's handlers run in threads; ``mas up`` calls it from a thread); the caller owns
 the client and handles ``redis.RedisError``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Iterator
@@ -103,13 +105,10 @@ def keep_trail(
 ) -> Kept:
     """One round for ``agent_id``'s trail (see the module docstring)."""
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    lock, token = audit_keeper(agent_id), secrets.token_hex(8)
-    if not client.set(lock, token, nx=True, px=HOLD_MS):
-        return _stored(client, agent_id)  # another round is at work on this trail
-    try:
+    with holding_trail(client, agent_id) as held:
         kept = _stored(client, agent_id)
-        if kept.problem is not None:
-            return kept
+        if not held or kept.problem is not None:
+            return kept  # held: another round is at work on this trail
         return _round(
             client,
             agent_id,
@@ -120,8 +119,23 @@ def keep_trail(
             limits=limits,
             now=now,
         )
+
+
+@contextlib.contextmanager
+def holding_trail(client: redis.Redis, agent_id: str, *, wait: float = 0) -> Iterator[bool]:
+    """Hold ``agent_id``'s trail, so that no round of the keeper cuts it meanwhile: whether it
+    was free (or became free within ``wait`` seconds). A round holds it while it runs;
+    ``mas audit verify`` while it reads the trail."""
+    lock, token = audit_keeper(agent_id), secrets.token_hex(8)
+    deadline = time.monotonic() + wait
+    held = bool(client.set(lock, token, nx=True, px=HOLD_MS))
+    while not held and time.monotonic() < deadline:
+        time.sleep(0.1)
+        held = bool(client.set(lock, token, nx=True, px=HOLD_MS))
+    try:
+        yield held
     finally:
-        if client.get(lock) == token.encode():
+        if held and client.get(lock) == token.encode():
             client.delete(lock)
 
 

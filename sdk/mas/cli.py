@@ -32,7 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from mas import sentinel, sentinel_command
 from mas.acl import masked_url
 from mas.audit_archive import ArchiveError
-from mas.audit_commands import cross_verify, export_trail, load_trust, tail_trail, verify_trail
+from mas.audit_commands import (
+    TrailHeldError,
+    cross_verify,
+    export_trail,
+    load_trust,
+    tail_trail,
+    verify_trail,
+)
 from mas.client import SidecarClient
 from mas.credentials import (
     create_anchor,
@@ -356,6 +363,8 @@ def _audit(args: argparse.Namespace) -> int:
     except redis.RedisError as exc:
         where = masked_url(url)
         return _fail(f"cannot read the audit trail at {where}: {exc}", RUN_ERROR)
+    except TrailHeldError as exc:
+        return _fail(str(exc), RUN_ERROR)
     except KeyboardInterrupt:
         pass
     finally:

@@ -61,7 +61,7 @@ from mas.acl import (
     masked_url,
 )
 from mas.acl_file import save_acl_users
-from mas.audit_commands import verify_trail
+from mas.audit_commands import TrailHeldError, verify_trail
 from mas.audit_keeper import keep_trail
 from mas.functions import ensure_functions
 from mas.local.agent_process import AgentProcess
@@ -626,7 +626,7 @@ class Supervisor:
                 )
                 for line in out.getvalue().splitlines():
                     self.console.progress(line)
-        except redis.RedisError as exc:
+        except (redis.RedisError, TrailHeldError) as exc:
             self.console.progress(f"could not verify the audit trails: {exc}")
         finally:
             client.close()
