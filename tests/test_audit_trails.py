@@ -19,7 +19,7 @@ from mas.audit import F_EVENT, F_REPLICA, F_SEQ
 from mas.audit_archive import read_segments, trail_directory
 from mas.audit_commands import cross_verify, verify_trail
 from mas.audit_cross import Record, Trail, cross_check, records
-from mas.audit_keeper import Kept, Limits, keep_trail
+from mas.audit_keeper import Kept, Limits, cut_batch, keep_trail
 from mas.envelope import ENTRY_FIELD
 from mas.ids import new_id
 from mas.keys import AgentKeys, audit_keeper
@@ -292,13 +292,30 @@ def test_what_a_trimmed_trail_no_longer_holds_is_not_checked() -> None:
 
 
 def test_records_are_read_from_audit_entries() -> None:
-    event = {"decision": "received", "message_id": "m1", "from": "ns/a", "to": "ns/b",
-             "payload_sha256": "d", "reply": True}  # fmt: skip
-    fields = {F_EVENT: orjson.dumps(event), F_REPLICA: b"b-0", F_SEQ: b"7"}
-    other = {F_EVENT: b'{"decision": "metadata_published"}', F_REPLICA: b"b-0", F_SEQ: b"8"}
+    receipt = {"decision": "received", "to": "ns/b", "messages": [
+        {"message_id": "m1", "from": "ns/a", "type": "t", "payload_sha256": "d", "reply": True},
+        {"message_id": "m2", "from": "ns/c", "type": "t", "payload_sha256": "d"},
+    ]}  # fmt: skip
+    sent = {"decision": "accepted", "message_id": "m3", "from": "ns/b", "to": "ns/a",
+            "payload_sha256": "d"}  # fmt: skip
+    entries = [
+        (b"5-1", {F_EVENT: orjson.dumps(receipt), F_REPLICA: b"b-0", F_SEQ: b"7"}),
+        (b"5-2", {F_EVENT: b'{"decision": "metadata_published"}', F_REPLICA: b"b-0", F_SEQ: b"8"}),
+        (b"5-3", {F_EVENT: orjson.dumps(sent), F_REPLICA: b"b-0", F_SEQ: b"9"}),
+        (b"5-4", {F_EVENT: b"not json", F_REPLICA: b"b-0", F_SEQ: b"10"}),
+    ]
 
-    found = records([(b"5-1", fields), (b"5-2", other)])
+    found = records(entries)
 
     assert found == [
-        record("m1", "received", 7, replica="b-0", reply=True, entry=(5, 1)),
+        record("m1", "received", 7, target="ns/b", replica="b-0", reply=True, entry=(5, 1)),
+        record("m2", "received", 7, sender="ns/c", target="ns/b", replica="b-0", entry=(5, 1)),
+        record("m3", "accepted", 9, sender="ns/b", target="ns/a", replica="b-0", entry=(5, 3)),
     ]
+
+
+def test_a_cut_takes_a_tenth_of_a_retention_in_entries_at_most_a_full_batch() -> None:
+    assert cut_batch(AuditRetention(entries=50_000), Limits()) == 1_000
+    assert cut_batch(AuditRetention(entries=200, seconds=60), Limits()) == 20
+    assert cut_batch(AuditRetention(entries=5), Limits()) == 1
+    assert cut_batch(AuditRetention(seconds=60), Limits()) == 1_000

@@ -2,9 +2,10 @@
 say they received, and the other way round.
 
 A sender's sidecar records ``accepted`` for every message it writes; a receiver's sidecar
-records ``received`` for every message that passes its receive checks (each time it reads it:
-a redelivery is recorded again) or ``refused_on_receive``. Each record carries the message id,
-sender, target and the payload's SHA-256, so two trails can be compared message by message.
+records ``received`` for the messages read together that pass its receive checks (each time it
+reads one: a redelivery is recorded again), ``refused_on_receive`` for each it refuses. Each
+message's record carries its id, sender, target and the payload's SHA-256, so two trails can
+be compared message by message.
 
 Checked for agent ``A`` (:func:`cross_check`):
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -87,7 +89,8 @@ class CrossReport:
 
 
 def records(entries: Iterable[Entry]) -> list[Record]:
-    """The message records among ``entries`` (other entries and malformed ones skipped)."""
+    """The message records among ``entries`` (other entries and malformed ones skipped): one
+    per ``accepted`` or ``refused_on_receive`` entry, one per message of a ``received`` one."""
     found = []
     for raw_id, fields in entries:
         try:
@@ -95,22 +98,29 @@ def records(entries: Iterable[Entry]) -> list[Record]:
             decision = event["decision"]
             if decision not in (SENT, RECEIVED, REFUSED):
                 continue
-            found.append(
-                Record(
-                    message_id=str(event["message_id"]),
-                    sender=str(event["from"]),
-                    target=str(event["to"]),
-                    digest=str(event.get("payload_sha256", "")),
-                    decision=decision,
-                    reply=bool(event.get("reply", False)),
-                    entry=parse_id(raw_id),
-                    replica=fields[F_REPLICA].decode(),
-                    seq=int(fields[F_SEQ]),
-                )
-            )
+            where = (parse_id(raw_id), fields[F_REPLICA].decode(), int(fields[F_SEQ]))
+            messages = event["messages"] if decision == RECEIVED else [event]
+            found += [_record(message, decision, event["to"], where) for message in messages]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
             continue
     return found
+
+
+def _record(
+    message: Mapping[str, Any], decision: str, target: str, where: tuple[StreamId, str, int]
+) -> Record:
+    entry, replica, seq = where
+    return Record(
+        message_id=str(message["message_id"]),
+        sender=str(message["from"]),
+        target=str(target),
+        digest=str(message.get("payload_sha256", "")),
+        decision=decision,
+        reply=bool(message.get("reply", False)),
+        entry=entry,
+        replica=replica,
+        seq=seq,
+    )
 
 
 def cross_check(agent_id: str, own: Trail, peers: Mapping[str, Trail]) -> CrossReport:

@@ -3,9 +3,9 @@
 Each decision becomes one hash-chained entry (:mod:`mas.audit`) in the agent's audit stream,
 plus an update of this replica's chain head (once per pipeline: the writer sends only the last),
 sent with the decision's own write when there is one (one round trip). That includes the
-receiving side: ``received`` for each message that passes the receive checks, which
-``mas audit verify --cross`` (:mod:`mas.audit_cross`) matches with its sender's ``accepted``
-(the messages read together share one write). Payloads are recorded as
+receiving side: one ``received`` entry for the messages read together that pass the receive
+checks (:func:`receipt_event`), which ``mas audit verify --cross`` (:mod:`mas.audit_cross`)
+matches with their senders' ``accepted``. Payloads are recorded as
 their SHA-256 or, when the policy asks and DLP ran, as the redacted payload — never as sent.
 Used by the gateway checks, and by the registry for the metadata an agent publishes.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -49,6 +50,29 @@ def decision_event(
         event["reason"] = reason
     event.update(details)
     return event
+
+
+def receipt_event(agent_id: str, envelopes: Sequence[Envelope]) -> dict[str, Any]:
+    """The audit record of the messages to ``agent_id`` that passed the receive checks
+    together: one entry for the batch, each message as its id, sender, type and payload
+    digest (``reply`` when it is one)."""
+    messages = []
+    for envelope in envelopes:
+        message: dict[str, Any] = {
+            "message_id": envelope.id,
+            "from": envelope.sender,
+            "type": envelope.type,
+            "payload_sha256": payload_digest(envelope.payload),
+        }
+        if envelope.is_reply:
+            message["reply"] = True
+        messages.append(message)
+    return {
+        "at": time.time_ns() // 1_000_000,
+        "decision": "received",
+        "to": agent_id,
+        "messages": messages,
+    }
 
 
 def metadata_event(
@@ -103,19 +127,10 @@ class AuditLog:
 
     async def record(self, event: dict[str, Any]) -> None:
         """Append ``event`` on its own (a decision that writes nothing else)."""
-        await self.record_many([event])
-
-    async def record_many(self, events: list[dict[str, Any]]) -> None:
-        """Append ``events`` in one write (decisions that write nothing else)."""
-        if not events:
-            return
         await self.prepare()
         try:
-            appends = []
-            for event in events:
-                append, head = self.append(event)
-                appends.append(append)
-            await self._writer.submit(appends, head)
+            append, head = self.append(event)
+            await self._writer.submit([append], head)
         except ReplicationTimeout:
             pass  # on the primary; a decision's answer does not wait for its replicas
         except REDIS_ERRORS:

@@ -13,8 +13,8 @@ authenticate (anchor → token → signature; required unless the sender's polic
 refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization with the sender's policy
 and verified roles — so a forged, altered, replayed, re-injected or unauthorized message written
 around the sender's sidecar is refused (the inbox dead-letters it) and audited. What passes is
-audited too (``received``, one write for the messages read together), for cross-verification
-with the sender's trail.
+audited too (one ``received`` entry for the messages read together), for cross-verification
+with the senders' trails.
 
 Replies are authorized too, and deny wins for them as for anything else. The one thing a reply
 gets that other messages do not: the reply to a synchronous request needs no allow rule, since
@@ -50,7 +50,7 @@ from mas.identity import IdentityError, TokenClaims, UnsignedEnvelopeError, sign
 from mas.keys import AgentKeys
 from mas.policy.document import EffectivePolicy
 from mas.policy.rules import Decision, Party, authorize
-from mas_sidecar.audit_log import AuditLog, decision_event
+from mas_sidecar.audit_log import AuditLog, decision_event, receipt_event
 from mas_sidecar.breaker import Breakers
 from mas_sidecar.credentials import CredentialStore
 from mas_sidecar.dlp import redaction
@@ -345,13 +345,11 @@ class Gateway:
                 refusals[index] = await self._authorize_received(
                     envelope, policy, claims, answers_request(envelope)
                 )
-        await self._audit.record_many(
-            [
-                decision_event("received", reads[index].envelope)
-                for index, refusal in enumerate(refusals)
-                if refusal is None
-            ]
-        )
+        passed = [
+            reads[index].envelope for index, refusal in enumerate(refusals) if refusal is None
+        ]
+        if passed:
+            await self._audit.record(receipt_event(self.agent_id, passed))
         return refusals
 
     async def _authorize_received(
