@@ -11,9 +11,10 @@ One round for one agent (:func:`keep_trail`) — the operator runs one per Agent
 3. follow every replica's chain through the entries added since the checkpoint's head
    (:class:`mas.audit.Follower`): the new head;
 4. with a retention (the agent's GatewayPolicy, ``audit.retention``) and an archive directory:
-   while the checkpointed entries past the retention make at least a batch, write them to a
-   segment of the archive (:mod:`mas.audit_archive`) with the checkpoint of their cut, then,
-   in one transaction, store that checkpoint and trim the stream exactly up to the cut;
+   while the checkpointed entries past the retention make at least a batch (:func:`cut_batch`),
+   write them to a segment of the archive (:mod:`mas.audit_archive`) with the checkpoint of
+   their cut, then, in one transaction, store that checkpoint and trim the stream exactly up
+   to the cut;
 5. otherwise store the new checkpoint when the head moved.
 
 A round that finds a problem (entries removed past the cut, a chain that does not continue
@@ -66,7 +67,9 @@ class Limits:
 
     read: int = 100_000  # entries checked, and entries archived, per round
     segment: int = 10_000  # entries per archive segment
-    batch: int = 1_000  # the fewest entries worth a cut: Redis holds up to retention + batch
+    batch: int = 1_000  # the fewest entries worth a cut (a tenth of a retention in entries,
+    # when that is less): Redis holds up to the retention plus that, and the archive gets no
+    # segment of a handful of entries every round
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ def _round(
     archived = 0
     while retention is not None and archive is not None and archived < limits.read:
         due = _due(client, stream, checkpoint, retention=retention, limits=limits, now_ms=now)
-        if len(due) < limits.batch:
+        if len(due) < cut_batch(retention, limits):
             break
         follower = Follower(checkpoint.cut)
         for raw_id, fields in due:
@@ -238,6 +241,13 @@ def _follow(
     return mark, None
 
 
+def cut_batch(retention: AuditRetention, limits: Limits) -> int:
+    """The fewest entries a cut takes under ``retention``."""
+    if retention.entries is None:
+        return limits.batch
+    return max(1, min(limits.batch, retention.entries // 10))
+
+
 def _due(
     client: redis.Redis,
     stream: str,
@@ -252,7 +262,7 @@ def _due(
     excess = 0
     if retention.entries is not None:
         excess = checkpoint.head.total - checkpoint.cut.total - retention.entries
-    if retention.seconds is None and excess < limits.batch:
+    if retention.seconds is None and excess < cut_batch(retention, limits):
         return []
     oldest = now_ms - retention.seconds * 1000 if retention.seconds is not None else 0
     due: list[Entry] = []

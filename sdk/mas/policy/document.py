@@ -89,7 +89,9 @@ class Signing(ResourceModel):
 class AuditRetention(ResourceModel):
     """How much of an agent's audit trail stays in Redis. The control plane archives older
     entries (with a signed checkpoint of where it cut) before it trims them, and only when it
-    has an archive; it cuts in batches, so Redis holds up to a batch more."""
+    has an archive; it cuts in batches (a tenth of ``entries``, at most 1,000 entries), so
+    Redis holds up to a batch more. A receiver's entry records a whole batch of messages it
+    read together (up to 100)."""
 
     entries: int | None = Field(
         default=None,
