@@ -39,14 +39,17 @@ from mas.keys import AgentKeys
 from mas.local.redis_server import RedisServer
 from mas.policy.document import AuditRetention
 
+BATCH, WINDOW = 100, 4  # messages per batch send, batch sends in flight (as python -m bench)
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.audit_memory", description=__doc__)
-    parser.add_argument("--messages", type=int, default=100_000, help="one-way messages")
-    parser.add_argument("--keep", type=int, default=1_000, help="audit entries kept in Redis")
-    parser.add_argument("--every", type=float, default=1.0, help="seconds between keeper rounds")
-    parser.add_argument("--batch", type=int, default=100, help="messages per batch send")
-    parser.add_argument("--window", type=int, default=4, help="batch sends in flight")
+    for flag, kind, default, what in (
+        ("--messages", int, 100_000, "one-way messages, sent in two halves"),
+        ("--keep", int, 1_000, "audit entries each trail keeps in Redis with retention on"),
+        ("--every", float, 1.0, "seconds between rounds of the audit keeper"),
+    ):
+        parser.add_argument(flag, type=kind, default=default, help=f"{what} ({default:,})")
     parser.add_argument("--redis-server", help="server binary (default: the embedded Valkey)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     return parser.parse_args(argv)
@@ -121,7 +124,7 @@ async def _setting(
                 keeper = asyncio.create_task(
                     _keeper(url, workdir, agents, retention, every=args.every, stop=stop)
                 )
-            rates.append(await load.one_way(senders, sink, half, args.window, batch=args.batch))
+            rates.append(await load.one_way(senders, sink, half, WINDOW, batch=BATCH))
             stop.set()
             archived += await keeper if keeper is not None else 0
             memory.append(_memory(client, agents))

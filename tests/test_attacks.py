@@ -35,7 +35,7 @@ from test_signing import Identities
 from waiting import eventually
 
 from mas.audit import F_REPLICA, GENESIS, START, Chain
-from mas.audit_commands import verify_trail
+from mas.audit_commands import Evidence, verify_trail
 from mas.audit_keeper import Kept, keep_trail
 from mas.checkpoints import parse_checkpoint
 from mas.cli import TAMPERED, main
@@ -577,7 +577,7 @@ def verdict(world: World, agent_id: str) -> tuple[bool, str]:
     """``mas audit verify`` with the anchor's public key: intact?, and what it says."""
     out = io.StringIO()
     anchor = world.identities.anchor
-    intact = verify_trail(world.admin, agent_id, out, trust={anchor.kid: anchor.public_key})
+    intact = verify_trail(world.admin, agent_id, out, Evidence({anchor.kid: anchor.public_key}))
     return intact, out.getvalue()
 
 

@@ -17,7 +17,7 @@ from test_attacks import ALICE_ASKS_BOB, World
 
 from mas.audit import F_EVENT, F_REPLICA, F_SEQ
 from mas.audit_archive import read_segments, trail_directory
-from mas.audit_commands import cross_verify, verify_trail
+from mas.audit_commands import Evidence, cross_verify, verify_trail
 from mas.audit_cross import Record, Trail, cross_check, records
 from mas.audit_keeper import Kept, Limits, cut_batch, keep_trail
 from mas.envelope import ENTRY_FIELD
@@ -65,13 +65,13 @@ def keep(
 def verified(world: World, agent_id: str, archive: Path | None = None) -> tuple[bool, str]:
     out = io.StringIO()
     anchor = world.identities.anchor
-    trust = {anchor.kid: anchor.public_key}
-    return verify_trail(world.admin, agent_id, out, trust=trust, archive=archive), out.getvalue()
+    evidence = Evidence({anchor.kid: anchor.public_key}, archive)
+    return verify_trail(world.admin, agent_id, out, evidence), out.getvalue()
 
 
 def crossed(world: World, agent_id: str, archive: Path | None = None) -> tuple[bool, str]:
     out = io.StringIO()
-    return cross_verify(world.admin, agent_id, out, archive=archive), out.getvalue()
+    return cross_verify(world.admin, agent_id, out, Evidence(archive=archive)), out.getvalue()
 
 
 async def test_the_keeper_follows_a_trail_checkpoint_after_checkpoint(world: World) -> None:

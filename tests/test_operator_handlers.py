@@ -25,7 +25,7 @@ import redis
 
 from mas.acl import acl_username, generate_password
 from mas.audit import Chain
-from mas.audit_commands import verify_trail
+from mas.audit_commands import Evidence, verify_trail
 from mas.credentials import parse_agent_credentials
 from mas.functions import VERSION
 from mas.identity import key_id, load_private_key_pem
@@ -422,7 +422,7 @@ async def test_the_operator_checkpoints_audit_trails_archives_and_trims_past_ret
         kept = await eventually(lambda: audit_status(archivedEntries=1300), "1300 archived")
         out = io.StringIO()
         intact = verify_trail(
-            admin, "team/worker", out, trust=anchor_public_keys(harness), archive=archive
+            admin, "team/worker", out, Evidence(anchor_public_keys(harness), archive)
         )
 
         assert (kept["intact"], kept["entries"]) == (True, 1500)

@@ -114,23 +114,18 @@ class Condition(ResourceModel):
 
 
 class AuditStatus(ResourceModel):
-    """How the operator finds the agent's audit trail at its last checkpoint."""
+    """How the operator finds the agent's audit trail at its last checkpoint (every field
+    but ``intact`` absent before the first)."""
 
     intact: bool = Field(description="Whether the trail continues the last good checkpoint.")
-    checkpoint: int | None = Field(
-        default=None, ge=1, description="Number of the last signed checkpoint of the trail."
-    )
-    checkpointed_at: datetime | None = Field(
-        default=None, description="When the control plane took that checkpoint."
-    )
-    entries: int | None = Field(
-        default=None, ge=0, description="Entries that checkpoint covers since the trail began."
-    )
-    archived_entries: int | None = Field(
-        default=None, ge=0, description="Of those, entries archived and trimmed from Redis."
-    )
     message: str | None = Field(
         default=None, max_length=32768, description="What the operator found, or why not."
+    )
+    checkpoint: int | None = Field(None, ge=1, description="Number of that signed checkpoint.")
+    checkpointed_at: datetime | None = Field(None, description="When it was taken.")
+    entries: int | None = Field(None, ge=0, description="Entries it covers since the trail began.")
+    archived_entries: int | None = Field(
+        None, ge=0, description="Of those, entries archived and trimmed from Redis."
     )
 
 

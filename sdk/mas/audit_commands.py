@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -51,6 +51,16 @@ def load_trust(paths: Sequence[Path]) -> dict[str, Ed25519PublicKey]:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What verification reads besides Redis: the anchor keys that must have signed the
+    checkpoints (None: signatures are not checked, and the report says so), and the control
+    plane's archive directory (None: the trail is verified from its last cut)."""
+
+    trust: Mapping[str, Ed25519PublicKey] | None = None
+    archive: Path | None = None
+
+
+@dataclass(frozen=True)
 class Stored:
     """What Redis (and the archive, when given) holds of one agent's trail."""
 
@@ -63,7 +73,7 @@ class Stored:
 
 
 def _checkpoint(
-    client: redis.Redis, agent_id: str, trust: dict[str, Ed25519PublicKey] | None
+    client: redis.Redis, agent_id: str, trust: Mapping[str, Ed25519PublicKey] | None
 ) -> tuple[Checkpoint | None, list[str], list[str]]:
     """The trail's last checkpoint (None when there is none or it cannot be trusted), the
     problems with it, and what to say about it."""
@@ -100,15 +110,10 @@ def _checkpoint(
     return checkpoint, [], said
 
 
-def stored_trail(
-    client: redis.Redis,
-    agent_id: str,
-    *,
-    trust: dict[str, Ed25519PublicKey] | None,
-    archive: Path | None,
-) -> Stored:
+def stored_trail(client: redis.Redis, agent_id: str, evidence: Evidence) -> Stored:
     """Read ``agent_id``'s trail (see :class:`Stored`); ArchiveError for an archive segment that
     cannot be read (also while its entries are iterated)."""
+    trust, archive = evidence.trust, evidence.archive
     checkpoint, problems, said = _checkpoint(client, agent_id, trust)
     redis_entries = read_entries(client, AgentKeys(agent_id).audit, after=START.at)
     if checkpoint is None:
@@ -136,12 +141,7 @@ def stored_trail(
 
 
 def verify_trail(
-    client: redis.Redis,
-    agent_id: str,
-    out: TextIO,
-    *,
-    trust: dict[str, Ed25519PublicKey] | None = None,
-    archive: Path | None = None,
+    client: redis.Redis, agent_id: str, out: TextIO, evidence: Evidence = Evidence()
 ) -> bool:
     """Print the verification report; True when the trail is intact. TrailHeldError when the
     control plane holds the trail for longer than :data:`HOLD_WAIT` seconds."""
@@ -162,7 +162,7 @@ def verify_trail(
             info = client.xinfo_stream(keys.audit)
             removed = int(info["entries-added"]) - int(info["length"])
         try:
-            stored = stored_trail(client, agent_id, trust=trust, archive=archive)
+            stored = stored_trail(client, agent_id, evidence)
             head = stored.checkpoint.head.at if stored.checkpoint else None
             report = verify(
                 counted(stored.entries),
@@ -188,7 +188,7 @@ def verify_trail(
     )
     for line in stored.said:
         print(f"  {line}", file=out)
-    if head is not None:
+    if head is not None and newer:
         print(
             f"  {newer} entries after {format_id(head)} are not covered by a checkpoint yet "
             "(until the next one, entries its agent appended cannot be told from its sidecar's)",
@@ -224,32 +224,22 @@ def _dead_letters(client: redis.Redis, agent_id: str) -> frozenset[str]:
     return frozenset(ids)
 
 
-def _trail(
-    client: redis.Redis,
-    agent_id: str,
-    trust: dict[str, Ed25519PublicKey] | None,
-    archive: Path | None,
-) -> Trail:
+def _trail(client: redis.Redis, agent_id: str, evidence: Evidence) -> Trail:
     with _holding(client, agent_id):
-        stored = stored_trail(client, agent_id, trust=trust, archive=archive)
+        stored = stored_trail(client, agent_id, evidence)
         found = records(stored.entries)
     return Trail(found, stored.begins_after.at, _dead_letters(client, agent_id))
 
 
 def cross_verify(
-    client: redis.Redis,
-    agent_id: str,
-    out: TextIO,
-    *,
-    trust: dict[str, Ed25519PublicKey] | None = None,
-    archive: Path | None = None,
+    client: redis.Redis, agent_id: str, out: TextIO, evidence: Evidence = Evidence()
 ) -> bool:
     """Print the cross-verification of ``agent_id``'s messages with its peers' trails; True
     when nothing is amiss. ArchiveError for an unreadable segment, TrailHeldError as for
     :func:`verify_trail`."""
-    own = _trail(client, agent_id, trust, archive)
+    own = _trail(client, agent_id, evidence)
     peers = {
-        peer: own if peer == agent_id else _trail(client, peer, trust, archive)
+        peer: own if peer == agent_id else _trail(client, peer, evidence)
         for peer in sorted(
             {r.target for r in own.records if r.decision == SENT}
             | {r.sender for r in own.records if r.decision == RECEIVED}

@@ -33,6 +33,7 @@ from mas import sentinel, sentinel_command
 from mas.acl import masked_url
 from mas.audit_archive import ArchiveError
 from mas.audit_commands import (
+    Evidence,
     TrailHeldError,
     cross_verify,
     export_trail,
@@ -379,11 +380,12 @@ def _verify(
     trust: dict[str, Ed25519PublicKey] | None,
 ) -> int:
     """``mas audit verify``: the trail, then (with ``--cross``) its messages; the status."""
-    intact = verify_trail(client, agent_id, sys.stdout, trust=trust, archive=args.archive)
+    evidence = Evidence(trust, args.archive)
+    intact = verify_trail(client, agent_id, sys.stdout, evidence)
     if not args.cross:
         return 0 if intact else TAMPERED
     try:
-        consistent = cross_verify(client, agent_id, sys.stdout, trust=trust, archive=args.archive)
+        consistent = cross_verify(client, agent_id, sys.stdout, evidence)
     except (ArchiveError, OSError) as exc:
         return _fail(f"cannot read the archive: {exc}", RUN_ERROR)
     if not intact:

@@ -38,14 +38,9 @@ def decision_event(
     event: dict[str, Any] = {
         "at": time.time_ns() // 1_000_000,
         "decision": decision,
-        "message_id": envelope.id,
-        "from": envelope.sender,
         "to": envelope.target,
-        "type": envelope.type,
-        "payload_sha256": payload_digest(envelope.payload),
+        **_message(envelope),
     }
-    if envelope.is_reply:
-        event["reply"] = True
     if reason:
         event["reason"] = reason
     event.update(details)
@@ -54,25 +49,27 @@ def decision_event(
 
 def receipt_event(agent_id: str, envelopes: Sequence[Envelope]) -> dict[str, Any]:
     """The audit record of the messages to ``agent_id`` that passed the receive checks
-    together: one entry for the batch, each message as its id, sender, type and payload
-    digest (``reply`` when it is one)."""
-    messages = []
-    for envelope in envelopes:
-        message: dict[str, Any] = {
-            "message_id": envelope.id,
-            "from": envelope.sender,
-            "type": envelope.type,
-            "payload_sha256": payload_digest(envelope.payload),
-        }
-        if envelope.is_reply:
-            message["reply"] = True
-        messages.append(message)
+    together: one entry for the batch."""
     return {
         "at": time.time_ns() // 1_000_000,
         "decision": "received",
         "to": agent_id,
-        "messages": messages,
+        "messages": [_message(envelope) for envelope in envelopes],
     }
+
+
+def _message(envelope: Envelope) -> dict[str, Any]:
+    """What an audit record says of a message: its id, sender, type, payload digest, and
+    ``reply`` when it is one."""
+    message: dict[str, Any] = {
+        "message_id": envelope.id,
+        "from": envelope.sender,
+        "type": envelope.type,
+        "payload_sha256": payload_digest(envelope.payload),
+    }
+    if envelope.is_reply:
+        message["reply"] = True
+    return message
 
 
 def metadata_event(

@@ -61,7 +61,7 @@ from mas.acl import (
     masked_url,
 )
 from mas.acl_file import save_acl_users
-from mas.audit_commands import TrailHeldError, verify_trail
+from mas.audit_commands import Evidence, TrailHeldError, verify_trail
 from mas.audit_keeper import keep_trail
 from mas.functions import ensure_functions
 from mas.local.agent_process import AgentProcess
@@ -617,13 +617,8 @@ class Supervisor:
         try:
             for agent_id in dict.fromkeys(plan.agent_id for plan in self.plans):
                 out = io.StringIO()
-                verify_trail(
-                    client,
-                    agent_id,
-                    out,
-                    trust={anchor.kid: anchor.public_key},
-                    archive=self.options.audit_archive,
-                )
+                evidence = Evidence({anchor.kid: anchor.public_key}, self.options.audit_archive)
+                verify_trail(client, agent_id, out, evidence)
                 for line in out.getvalue().splitlines():
                     self.console.progress(line)
         except (redis.RedisError, TrailHeldError) as exc:
