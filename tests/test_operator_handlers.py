@@ -431,6 +431,7 @@ async def test_the_operator_checkpoints_audit_trails_archives_and_trims_past_ret
         assert intact, out.getvalue()
         assert "the entries before it read from 1 segment(s)" in out.getvalue()
 
+        await eventually(lambda: harness.object(SECRETS, "team", "worker-mas-credentials"))
         worker = redis.Redis.from_url(secret_files(harness, "team", "worker")["redis-url"].decode())
         worker.xadd(keys.audit, {"x": "y"}, maxlen=0, approximate=False)  # its own user
         worker.close()
