@@ -20,9 +20,11 @@ from mas.audit_archive import read_segments, trail_directory
 from mas.audit_commands import Evidence, cross_verify, verify_trail
 from mas.audit_cross import Record, Trail, cross_check, records
 from mas.audit_keeper import Kept, Limits, cut_batch, keep_trail
+from mas.checkpoints import parse_checkpoint
+from mas.credentials import new_anchor
 from mas.envelope import ENTRY_FIELD
 from mas.ids import new_id
-from mas.keys import AgentKeys, audit_keeper
+from mas.keys import AgentKeys, audit_checkpoint, audit_keeper
 from mas.policy.document import AuditRetention
 
 world = test_attacks.world  # the fixture: sidecars as their agents' own users, attackers
@@ -103,6 +105,18 @@ async def test_one_round_at_a_time_keeps_a_trail(world: World) -> None:
     assert first is not None and busy == first
     assert after is not None and (after.number, after.head.total) == (2, 4)
     assert not world.admin.exists(audit_keeper("default/alice"))  # a round lets go
+
+
+async def test_a_new_anchor_signs_the_checkpoint_again_at_its_first_round(world: World) -> None:
+    await exchange(world, 1)
+    keep(world, "default/alice")
+    successor = new_anchor()  # mas up has a new one every run
+
+    kept = keep_trail(world.admin, "default/alice", successor, retention=None, archive=None)
+    stored = world.admin.get(audit_checkpoint("default/alice"))
+
+    assert kept.checkpoint is not None and kept.problem is None
+    assert parse_checkpoint(stored, {successor.kid: successor.public_key})[0] == kept.checkpoint
 
 
 async def test_verification_waits_for_a_round_of_the_control_plane(world: World) -> None:
@@ -199,7 +213,7 @@ async def test_cross_verification_finds_a_message_written_around_the_senders_tra
     await exchange(world, 1)
     alice = world.compromise("default/alice")
     forged = alice.envelope("default/bob", "question", {"n": "unaudited"})
-    alice.append(BOB.inbox, forged)  # signed with alice's own key: bob accepts it
+    alice.send("default/bob", forged)  # signed with alice's own key: bob accepts it
     await world.apis["default/bob"].collect(1)
 
     consistent, said = crossed(world, "default/bob")
@@ -216,10 +230,10 @@ async def test_cross_verification_finds_a_message_its_receiver_dropped(world: Wo
     world.apis["default/bob"].sidecar.stop()  # nothing reads bob's inbox meanwhile
     alice = world.apis["default/alice"]
     sent = [await alice.send("bob", "question", {"n": n}) for n in range(3)]
-    bob = world.compromise("default/bob")
-    entries = bob.redis.xrange(BOB.inbox)
+    bob, from_alice = world.compromise("default/bob"), BOB.inbox("default/alice")
+    entries = bob.redis.xrange(from_alice)
     dropped = next(i for i, f in entries if orjson.loads(f[ENTRY_FIELD])["id"] == sent[1])
-    bob.redis.xdel(BOB.inbox, dropped)  # its own Redis user may delete from its own inbox
+    bob.redis.xdel(from_alice, dropped)  # its own Redis user may delete from its own streams
     await world.start("default/bob").collect(2)
 
     consistent, said = crossed(world, "default/alice")

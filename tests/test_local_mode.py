@@ -115,8 +115,11 @@ def test_the_anchor_stays_in_memory_and_the_next_run_trusts_its_public_key(
     assert now.claims.kid != earlier.claims.kid  # a new anchor for every run
     assert set(now.trusted_kids) == {now.claims.kid, earlier.claims.kid}
     assert not (state / "identity").exists()
-    assert [p.name for p in state.iterdir()] == ["anchor.pub"]  # public: no private key
+    assert sorted(p.name for p in state.iterdir()) == ["anchor.pub", "anchors"]  # public keys
     assert b"PRIVATE KEY" not in (state / "anchor.pub").read_bytes()
+    # every run's anchor signed the audit checkpoints of its run: verification trusts them all
+    assert set(second.audit_trust()) == {now.claims.kid, earlier.claims.kid}
+    assert sorted(p.stem for p in (state / "anchors").iterdir()) == sorted(second.audit_trust())
 
 
 def test_users_of_their_own_are_checked_for_what_they_can_reach_and_for_accounts() -> None:
@@ -347,8 +350,9 @@ def test_quickstart_exchanges_messages_and_stops_after_duration(tmp_path: Path) 
     )
     assert (log_dir / "default_ponger-0.sidecar.log").exists()
     # What outlives the run, in the state directory: the embedded Redis's data and the
-    # trust anchor's public key (the logs went to --log-dir).
-    assert sorted(p.name for p in (tmp_path / ".mas").iterdir()) == ["anchor.pub", "redis"]
+    # trust anchor's public key, also among every run's (the logs went to --log-dir).
+    kept = sorted(p.name for p in (tmp_path / ".mas").iterdir())
+    assert kept == ["anchor.pub", "anchors", "redis"]
     assert_no_survivors(output)
 
 

@@ -11,6 +11,7 @@ same state directory is refused while the first one runs.
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -141,6 +142,10 @@ def test_a_note_accepted_before_a_stop_is_delivered_by_the_next_run_and_ephemera
     (folder / "send").unlink()
     second = run_until(folder, tmp_path, r"^receiver\[0\] \| got accepted before the stop")
     assert "receiver[0] | received so far: 0" in second
+    for agent in ("sender", "receiver"):  # trails of two runs, checkpointed by both anchors
+        assert re.search(
+            rf"audit trail of default/{agent}: \d+ entries in \d+ chain\(s\), intact", second
+        )
 
     before = kept_files(tmp_path / ".mas")
     ephemeral = run_until(

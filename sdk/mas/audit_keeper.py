@@ -15,7 +15,8 @@ One round for one agent (:func:`keep_trail`) — the operator runs one per Agent
    write them to a segment of the archive (:mod:`mas.audit_archive`) with the checkpoint of
    their cut, then, in one transaction, store that checkpoint and trim the stream exactly up
    to the cut;
-5. otherwise store the new checkpoint when the head moved.
+5. otherwise store the new checkpoint when the head moved (or the stored one was signed by
+   another anchor: ``mas up`` has a new one each run, and an operator's may be replaced).
 
 A round that finds a problem (entries removed past the cut, a chain that does not continue
 from the checkpoint, a count that does not add up) stores nothing: the last good checkpoint
@@ -109,7 +110,7 @@ def keep_trail(
     """One round for ``agent_id``'s trail (see the module docstring)."""
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     with holding_trail(client, agent_id) as held:
-        kept = _stored(client, agent_id)
+        kept, signer = _stored(client, agent_id)
         if not held or kept.problem is not None:
             return kept  # held: another round is at work on this trail
         return _round(
@@ -117,6 +118,7 @@ def keep_trail(
             agent_id,
             anchor,
             kept.checkpoint,
+            resign=signer != anchor.kid,
             retention=retention,
             archive=archive,
             limits=limits,
@@ -142,15 +144,17 @@ def holding_trail(client: redis.Redis, agent_id: str, *, wait: float = 0) -> Ite
             client.delete(lock)
 
 
-def _stored(client: redis.Redis, agent_id: str) -> Kept:
-    """The trail's last checkpoint as stored (or why it cannot be used)."""
+def _stored(client: redis.Redis, agent_id: str) -> tuple[Kept, str | None]:
+    """The trail's last checkpoint as stored (or why it cannot be used), and the id of the
+    key that signed it."""
     raw = client.get(audit_checkpoint(agent_id))
     if raw is None:
-        return Kept(None)
+        return Kept(None), None
     try:
-        return Kept(parse_checkpoint(raw, None)[0])
+        checkpoint, kid = parse_checkpoint(raw, None)
     except CheckpointError as exc:
-        return Kept(None, f"the stored checkpoint is unusable: {exc}")
+        return Kept(None, f"the stored checkpoint is unusable: {exc}"), None
+    return Kept(checkpoint), kid
 
 
 def _round(
@@ -159,6 +163,7 @@ def _round(
     anchor: Anchor,
     previous: Checkpoint | None,
     *,
+    resign: bool,
     retention: AuditRetention | None,
     archive: Path | None,
     limits: Limits,
@@ -184,7 +189,7 @@ def _round(
         checkpoint = previous.following(head=head, cut=cut, now_ms=now)
     else:
         checkpoint = previous
-    unsaved = checkpoint is not previous
+    unsaved = checkpoint is not previous or resign  # resign: signed by another anchor
     archived = 0
     while retention is not None and archive is not None and archived < limits.read:
         due = _due(client, stream, checkpoint, retention=retention, limits=limits, now_ms=now)

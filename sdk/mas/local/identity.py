@@ -10,8 +10,10 @@ renews each token at half its lifetime; sidecars pick renewed tokens up without 
 Only the anchor's *public* key outlives the run, in ``<state>/anchor.pub``: the next run trusts
 it too (if the file belongs to the user running it), so messages a run left queued in an
 external Redis still verify after a restart; nobody can sign with that key any more, since it
-died with its run. Earlier versions kept the anchor's and the agents' private keys in
-``<state>/identity``; that directory is removed. Used by
+died with its run. Every run's public key is also kept in ``<state>/anchors/<kid>.pub``: each
+signed the audit checkpoints of its run, which the state directory's Redis and the audit
+archive keep (:meth:`LocalIdentity.audit_trust`). Earlier versions kept the anchor's and the
+agents' private keys in ``<state>/identity``; that directory is removed. Used by
 :mod:`mas.local.supervisor`.
 """
 
@@ -34,12 +36,13 @@ from mas.credentials import (
     new_anchor,
     write_atomic,
 )
-from mas.identity import KeyFormatError, load_public_key_pem, public_key_to_pem
+from mas.identity import KeyFormatError, key_id, load_public_key_pem, public_key_to_pem
 from mas.local.users import RunAs
 from mas.manifests import AgentManifest
 
 TOKEN_TTL_SECONDS = 3600
 ANCHOR_PUB_FILE = "anchor.pub"
+ANCHORS_DIR = "anchors"  # every run's anchor public key: they signed the audit checkpoints
 LEGACY_DIR = "identity"  # where earlier versions kept private keys on disk
 
 
@@ -93,10 +96,25 @@ class LocalIdentity:
                 self._previous = load_public_key_pem(pub_path.read_bytes())
         self._anchor = new_anchor()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(pub_path, public_key_to_pem(self._anchor.public_key), PUBLIC_MODE)
+        public = public_key_to_pem(self._anchor.public_key)
+        write_atomic(pub_path, public, PUBLIC_MODE)
+        (self.state_dir / ANCHORS_DIR).mkdir(exist_ok=True)
+        write_atomic(self.state_dir / ANCHORS_DIR / f"{self._anchor.kid}.pub", public, PUBLIC_MODE)
         for agent_id in self._agents:
             self._issue(agent_id)
         return removed
+
+    def audit_trust(self) -> dict[str, Ed25519PublicKey]:
+        """The public keys of this run's anchor and of every earlier run's kept in the state
+        directory (files of the user running ``mas up`` only): what signed the checkpoints of
+        the audit trails its Redis keeps across runs, and of their archive."""
+        keys = {self.anchor.kid: self.anchor.public_key}
+        for path in sorted((self.state_dir / ANCHORS_DIR).glob("*.pub")):
+            with contextlib.suppress(OSError, KeyFormatError):
+                if path.stat().st_uid == os.geteuid():  # not planted by another user
+                    key = load_public_key_pem(path.read_bytes())
+                    keys[key_id(key)] = key
+        return keys
 
     def renew_due(self) -> list[str]:
         """Renew the tokens past half their lifetime; the agents renewed."""

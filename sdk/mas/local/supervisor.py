@@ -612,12 +612,12 @@ class Supervisor:
             return
         self._audit_keeper.join()
         self._audit_round()
-        anchor = self.identity.anchor
+        trust = self.identity.audit_trust()
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         try:
             for agent_id in dict.fromkeys(plan.agent_id for plan in self.plans):
                 out = io.StringIO()
-                evidence = Evidence({anchor.kid: anchor.public_key}, self.options.audit_archive)
+                evidence = Evidence(trust, self.options.audit_archive)
                 verify_trail(client, agent_id, out, evidence)
                 for line in out.getvalue().splitlines():
                     self.console.progress(line)
