@@ -103,7 +103,7 @@ def e2e_cluster() -> Iterator[E2ECluster]:
     try:
         yield E2ECluster(
             local.kubeconfig, str(local.kubectl_path()), E2E_IMAGE, local=True,
-            timings=dict(timings.values),
+            timings=dict(timings.values), docker_host=local.docker.host,
         )  # fmt: skip
     finally:
         if os.environ.get("MAS_E2E_KEEP") == "1":

@@ -29,6 +29,8 @@ class E2ECluster:
     ``local`` is True for the from-source cluster: there every pod must set
     ``hostNetwork: true`` (there is no pod network), every pod shares the machine's loopback
     (so ports must not collide), and services such as Redis are reached at 127.0.0.1.
+    ``docker_host`` is the socket of the Docker daemon that runs the node's containers, when the
+    harness runs it (the local cluster): then a container can be killed as a crash would.
     """
 
     kubeconfig: Path
@@ -36,6 +38,7 @@ class E2ECluster:
     image: str
     local: bool
     timings: dict[str, float] = field(default_factory=dict)
+    docker_host: str | None = None
 
     def kubectl(
         self,
@@ -109,6 +112,23 @@ class E2ECluster:
             f"pod {namespace}/{name} is {pod.get('status', {}).get('phase')}, wanted "
             f"{'/'.join(phases)}\n{self.describe('pod', name, namespace)}\nlogs:\n{logs}"
         )
+
+    def kill_container(self, pod: str, namespace: str, container: str) -> None:
+        """SIGKILL ``container`` of ``pod`` through the node's Docker daemon: no SIGTERM, no
+        shutdown of its own, as when the process crashes (the kubelet then restarts it)."""
+        if self.docker_host is None:
+            raise HarnessError("killing a container needs the harness's own Docker daemon")
+        from e2e.dockerd import docker_client  # noqa: PLC0415 - only the local cluster has it
+
+        statuses = self.get("pod", pod, namespace)["status"]["containerStatuses"]
+        runtime_id = next(s["containerID"] for s in statuses if s["name"] == container)
+        proc = subprocess.run(
+            [docker_client(), "--host", self.docker_host, "kill", "--signal", "KILL",
+             runtime_id.removeprefix("docker://")],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise HarnessError(f"docker kill of {namespace}/{pod}/{container}: {tail(proc.stderr)}")
 
     def api_client(self) -> Any:
         """A ``kubernetes.client.ApiClient`` for this cluster."""

@@ -18,6 +18,7 @@ file order; the last one uninstalls it. Run by ``python -m pytest e2e``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -79,6 +80,8 @@ class Release:
     cluster: E2ECluster
     helm: Any
     values: dict[str, Any]
+    name: str = RELEASE
+    namespace: str = RELEASE_NAMESPACE
 
     @property
     def redis_port(self) -> int:
@@ -88,7 +91,7 @@ class Release:
         """Run a shell ``script`` in the Redis pod; ``$REDIS_URL`` is the admin URL."""
         url = f'redis://:"$MAS_REDIS_PASSWORD"@127.0.0.1:{self.redis_port}'
         return self.cluster.kubectl(
-            "exec", "-n", RELEASE_NAMESPACE, f"{RELEASE}-redis-0", "--",
+            "exec", "-n", self.namespace, f"{self.name}-redis-0", "--",
             "sh", "-c", f"REDIS_URL={url}; {script}",
         )  # fmt: skip
 
@@ -100,6 +103,9 @@ class Release:
             f"print({expression})"
         )
         return self.in_redis_pod(f'U="$REDIS_URL" python -c "{code}"').strip()
+
+    def redis_pod(self) -> dict[str, Any]:
+        return self.cluster.get("pod", f"{self.name}-redis-0", self.namespace)
 
     def acl_users(self) -> list[str]:
         return self.redis("' '.join(r.acl_users())").split()
@@ -127,39 +133,39 @@ def chart_values(cluster: E2ECluster, image: str, storage_class: str) -> dict[st
     return values
 
 
+@contextlib.contextmanager
+def installed(
+    cluster: E2ECluster, values: dict[str, Any], name: str, namespace: str
+) -> Iterator[Release]:
+    """The chart installed as release ``name`` in ``namespace`` with ``values``, until the end
+    of the block; then uninstalled, and its namespace and the CRDs deleted."""
+    client = helm.Config(kubeconfig_path=str(cluster.kubeconfig), namespace=namespace)
+    client.install(
+        str(CHART), name, values, namespace=namespace, create_namespace=True, wait="watcher",
+        timeout=300,
+    )  # fmt: skip
+    try:
+        yield Release(cluster, client, values, name, namespace)
+    finally:
+        # Shown by pytest when a test failed: what the operator saw.
+        print(
+            cluster.kubectl(
+                "logs", "-n", namespace, f"deployment/{name}-operator", "--tail=80", check=False
+            )
+        )
+        client.uninstall(name, ignore_not_found=True, wait="watcher", timeout=180)
+        # Helm never deletes the CRDs of a chart's crds/ folder, nor the Secrets and the claim
+        # it keeps: the namespace goes with them, and the next run starts clean.
+        cluster.kubectl("delete", "crd", *CRDS, "--ignore-not-found", check=False)
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 @pytest.fixture(scope="module")
 def release(e2e_cluster: E2ECluster, mas_image: str, volumes: HostVolumes) -> Iterator[Release]:
     volumes.provide(RELEASE_NAMESPACE, REDIS_CLAIM)
     values = chart_values(e2e_cluster, mas_image, volumes.storage_class)
-    client = helm.Config(kubeconfig_path=str(e2e_cluster.kubeconfig), namespace=RELEASE_NAMESPACE)
-    client.install(
-        str(CHART),
-        RELEASE,
-        values,
-        namespace=RELEASE_NAMESPACE,
-        create_namespace=True,
-        wait="watcher",
-        timeout=300,
-    )
-    try:
-        yield Release(e2e_cluster, client, values)
-    finally:
-        # Shown by pytest when a test failed: what the operator saw.
-        print(
-            e2e_cluster.kubectl(
-                "logs",
-                "-n",
-                RELEASE_NAMESPACE,
-                f"deployment/{RELEASE}-operator",
-                "--tail=80",
-                check=False,
-            )
-        )
-        client.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=180)
-        # Helm never deletes the CRDs of a chart's crds/ folder, nor the Secrets and the claim
-        # it keeps: the namespace goes with them, and the next run starts clean.
-        e2e_cluster.kubectl("delete", "crd", *CRDS, "--ignore-not-found", check=False)
-        e2e_cluster.kubectl("delete", "namespace", RELEASE_NAMESPACE, "--wait=false", check=False)
+    with installed(e2e_cluster, values, RELEASE, RELEASE_NAMESPACE) as chart:
+        yield chart
 
 
 @pytest.fixture
@@ -488,16 +494,16 @@ TAKE = """
 import asyncio, json, sys
 from mas import SidecarClient
 
-async def take(count):
+async def take(wanted):
     taken = []
     async with SidecarClient() as client:
         async for delivery in client.deliveries():
             taken.append(delivery["payload"]["n"])
             await client.ack(delivery["id"])
-            if len(set(taken)) == count:  # at least once: a note may come twice
+            if wanted <= set(taken):  # at least once: a note may come twice
                 return taken
 
-print(json.dumps(asyncio.run(asyncio.wait_for(take(int(sys.argv[1])), 150))))
+print(json.dumps(asyncio.run(asyncio.wait_for(take(set(json.loads(sys.argv[1]))), 150))))
 """
 
 
@@ -531,17 +537,13 @@ def waiting_agents(namespace: str, cluster: E2ECluster, image: str) -> list[dict
     return documents
 
 
-def redis_pod(cluster: E2ECluster) -> dict[str, Any]:
-    return cluster.get("pod", f"{RELEASE}-redis-0", RELEASE_NAMESPACE)
+def note(n: int) -> dict[str, Any]:
+    return {"to": "sink", "type": "note", "payload": {"n": n}}
 
 
-def test_redis_keeps_accepted_messages_users_and_policy_when_its_pod_is_replaced(
-    release: Release, workspace: str, mas_image: str
-) -> None:
-    namespace, cluster = workspace, release.cluster
-    claim = cluster.get("persistentvolumeclaim", REDIS_CLAIM, RELEASE_NAMESPACE)
-    assert claim["status"]["phase"] == "Bound"
-    cluster.apply(waiting_agents(namespace, cluster, mas_image))
+def agents_ready(cluster: E2ECluster, namespace: str, image: str) -> None:
+    """The ``waiting_agents`` applied in ``namespace``, and Ready."""
+    cluster.apply(waiting_agents(namespace, cluster, image))
     for name in ("sender", "sink"):
         wait_until(
             lambda name=name: (
@@ -550,47 +552,108 @@ def test_redis_keeps_accepted_messages_users_and_policy_when_its_pod_is_replaced
             timeout=240,
             what=f"Agent {name} Ready",
         )
-    accepted = 5
-    for n in range(accepted):
-        note = {"to": "sink", "type": "note", "payload": {"n": n}}
-        assert send_as(cluster, namespace, "sender", note) == 202
-    users = {f"mas-agent.{namespace}.{name}" for name in ("sender", "sink")}
-    revision = release.redis("r.get('mas:{policy}:revision')")
-    before = redis_pod(cluster)["metadata"]["uid"]
 
-    # A clean replacement: SIGTERM, the append-only file flushed, a new pod on the same claim.
-    cluster.kubectl("delete", "pod", f"{RELEASE}-redis-0", "-n", RELEASE_NAMESPACE)
-    replaced_at = time.monotonic()
+
+@dataclass
+class Survived:
+    """What one fault of Redis did to the notes the sender's sidecar accepted just before it."""
+
+    fault: str
+    accepted: int
+    lost: int
+    working_again_s: float  # from the fault until the sender's sidecar accepts a note again
+
+    def __str__(self) -> str:
+        return (
+            f"Redis {self.fault}: {self.lost} of {self.accepted} accepted messages lost; the "
+            f"sender's sidecar accepted again {self.working_again_s:.1f} s after the fault"
+        )
+
+
+def through_a_fault(
+    release: Release, namespace: str, fault: str, act: Callable[[], None], *, first: int,
+    kept: bool,
+) -> Survived:  # fmt: skip
+    """Five notes accepted (numbered from ``first``), then ``act`` breaks Redis; once the
+    sender's sidecar accepts a sixth, the sink takes every note Redis ``kept`` (or only the
+    sixth) and what is missing of the five is counted lost."""
+    cluster, accepted = release.cluster, 5
+    before = list(range(first, first + accepted))
+    for n in before:
+        assert send_as(cluster, namespace, "sender", note(n)) == 202
+    broke = time.monotonic()
+    act()
+    after = first + accepted
+    wait_until(
+        lambda: send_as(cluster, namespace, "sender", note(after)) == 202,
+        timeout=120,
+        what="the sender's sidecar accepts a message again",
+    )
+    working_again = time.monotonic() - broke
+    wanted = [*before, after] if kept else [after]
+    out = cluster.kubectl(
+        "exec", "-n", namespace, "deployment/sink", "-c", "agent", "--",
+        "python", "-c", TAKE, json.dumps(wanted), timeout=180,
+    )  # fmt: skip
+    taken = set(json.loads(out))
+    survived = Survived(fault, accepted, len(set(before) - taken), working_again)
+    print(survived)
+    return survived
+
+
+def replace_redis_pod(release: Release) -> None:
+    """Delete the Redis pod (SIGTERM: the server stops cleanly) and wait for its successor."""
+    before = release.redis_pod()["metadata"]["uid"]
+    release.cluster.kubectl("delete", "pod", f"{release.name}-redis-0", "-n", release.namespace)
     wait_until(
         lambda: (
-            (pod := redis_pod(cluster))["metadata"]["uid"] != before
+            (pod := release.redis_pod())["metadata"]["uid"] != before
             and all(c["ready"] for c in pod["status"].get("containerStatuses") or [{}])
         ),
         timeout=180,
         what="a new Redis pod is ready",
     )
-    # Kept, not recreated: the users and the policy are there as soon as the server is.
-    assert users <= set(release.acl_users())
-    assert release.redis("r.get('mas:{policy}:revision')") == revision != "None"
 
-    # The sidecars work again on their own: a new note is accepted, and every note is delivered.
-    wait_until(
-        lambda: send_as(cluster, namespace, "sender", {"to": "sink", "type": "note",
-                                                       "payload": {"n": accepted}}) == 202,
-        timeout=120,
-        what="the sender's sidecar accepts a message again",
-    )  # fmt: skip
-    working_again = time.monotonic() - replaced_at
-    out = cluster.kubectl(
-        "exec", "-n", namespace, "deployment/sink", "-c", "agent", "--",
-        "python", "-c", TAKE, str(accepted + 1), timeout=180,
-    )  # fmt: skip
-    taken = json.loads(out)
-    lost = accepted - len(set(range(accepted)) & set(taken))
-    print(f"Redis pod replaced: {lost} of {accepted} accepted messages lost; the sender's "
-          f"sidecar accepted again {working_again:.1f} s after the pod was deleted")  # fmt: skip
-    assert lost == 0
-    assert sorted(set(taken)) == list(range(accepted + 1))
+
+def test_redis_keeps_accepted_messages_users_and_policy_when_its_pod_is_replaced_or_killed(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    namespace, cluster = workspace, release.cluster
+    claim = cluster.get("persistentvolumeclaim", REDIS_CLAIM, RELEASE_NAMESPACE)
+    assert claim["status"]["phase"] == "Bound"
+    agents_ready(cluster, namespace, mas_image)
+    users = {f"mas-agent.{namespace}.{name}" for name in ("sender", "sink")}
+    revision = release.redis("r.get('mas:{policy}:revision')")
+
+    def replaced() -> None:
+        replace_redis_pod(release)
+        # Kept, not recreated: the users and the policy are there as soon as the server is.
+        assert users <= set(release.acl_users())
+        assert release.redis("r.get('mas:{policy}:revision')") == revision != "None"
+
+    survived = through_a_fault(release, namespace, "pod replaced", replaced, first=0, kept=True)
+    assert survived.lost == 0
+
+    if cluster.docker_host is None:
+        return  # a crash needs the node's container runtime (the local cluster's)
+
+    def killed() -> None:
+        # The append-only file reaches the disk every second (appendfsync everysec): what was
+        # accepted longer ago than that survives a crash, which the README promises.
+        time.sleep(2)
+        restarts = release.redis_pod()["status"]["containerStatuses"][0]["restartCount"]
+        cluster.kill_container(f"{release.name}-redis-0", release.namespace, "redis")
+        wait_until(
+            lambda: (
+                (status := release.redis_pod()["status"]["containerStatuses"][0])["ready"]
+                and status["restartCount"] > restarts
+            ),
+            timeout=180,
+            what="the kubelet restarts the killed Redis",
+        )
+
+    survived = through_a_fault(release, namespace, "SIGKILLed", killed, first=10, kept=True)
+    assert survived.lost == 0
 
 
 def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Release) -> None:
@@ -655,3 +718,34 @@ def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Relea
         "get", "secrets", "-n", RELEASE_NAMESPACE, "-o", "name", "--field-selector",
         f"metadata.name={KEPT_SECRETS[0]}",
     ).strip()  # fmt: skip
+
+
+@pytest.fixture
+def release_without_persistence(e2e_cluster: E2ECluster, mas_image: str) -> Iterator[Release]:
+    """A second release (after the first is gone) whose Redis keeps nothing: an emptyDir."""
+    values = chart_values(e2e_cluster, mas_image, storage_class="")
+    values["redis"]["embedded"]["persistence"] = {"enabled": False}
+    with installed(e2e_cluster, values, "ephemeral", "mas-ephemeral") as chart:
+        yield chart
+
+
+def test_without_persistence_a_replaced_redis_is_provisioned_again_and_agents_work_on(
+    release_without_persistence: Release, namespace: str, mas_image: str
+) -> None:
+    release, cluster = release_without_persistence, release_without_persistence.cluster
+    agents_ready(cluster, namespace, mas_image)
+    users = {f"mas-agent.{namespace}.{name}" for name in ("sender", "sink")}
+
+    def replaced() -> None:
+        replace_redis_pod(release)
+        # The new server starts empty; the operator notices and provisions it again.
+        wait_until(
+            lambda: users <= set(release.acl_users()),
+            timeout=60,
+            what="the operator re-creates the agents' Redis users",
+        )
+
+    survived = through_a_fault(release, namespace, "pod replaced without persistence", replaced,
+                               first=0, kept=False)  # fmt: skip
+    assert survived.lost == survived.accepted  # as the README says: the server kept nothing
+    assert release.redis("r.get('mas:{policy}:revision')") != "None"

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -344,10 +345,14 @@ async def test_a_failover_loses_nothing_that_got_a_202_when_the_sidecar_waits_fo
                     "sends while the replica lags",
                 )
             setup.kill(killed)
+            killed_at = time.monotonic()
             if lagging:
                 setup.resume(replica)
                 traffic.payload = SMALL_PAYLOAD  # big ones only to fill the buffers
             await eventually(lambda: setup.primary_port() != killed, "a replica promoted")
+            promoted = len(traffic.accepted)
+            await eventually(lambda: len(traffic.accepted) > promoted, "a send accepted again")
+            accepting_again = time.monotonic() - killed_at
             await asyncio.to_thread(setup.rejoin, killed)
             resumed = len(traffic.accepted) + AFTER_FAILOVER
             await eventually(lambda: len(traffic.accepted) >= resumed, "sends after failover")
@@ -363,7 +368,8 @@ async def test_a_failover_loses_nothing_that_got_a_202_when_the_sidecar_waits_fo
             f"\nfailover with MAS_REDIS_WAIT_REPLICAS={wait_replicas}, replica "
             f"{'lagging' if lagging else 'in sync'}: {len(traffic.accepted)} messages got a "
             f"202, {len(lost)} of them lost ({len(dead)} dead-lettered); refused meanwhile: "
-            f"{dict(traffic.refused)}"
+            f"{dict(traffic.refused)}; sends accepted again {accepting_again:.1f} s after the "
+            f"kill"
         )
         if wait_replicas:
             assert not lost
