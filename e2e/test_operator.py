@@ -168,15 +168,21 @@ def release(e2e_cluster: E2ECluster, mas_image: str, volumes: HostVolumes) -> It
         yield chart
 
 
-@pytest.fixture
-def workspace(release: Release, namespace: str) -> Iterator[str]:
-    """A namespace whose Agents and GatewayPolicies are deleted (their finalizers run) while the
-    operator still runs; the namespace itself goes afterwards."""
-    yield namespace
-    release.cluster.kubectl(
+def emptied(cluster: E2ECluster, namespace: str) -> None:
+    """Delete the Agents and GatewayPolicies of ``namespace`` (their finalizers run: call it
+    while the operator still runs)."""
+    cluster.kubectl(
         "delete", "agents,gatewaypolicies", "--all", "-n", namespace, "--wait=true",
         "--timeout=120s", check=False, timeout=150,
     )  # fmt: skip
+
+
+@pytest.fixture
+def workspace(release: Release, namespace: str) -> Iterator[str]:
+    """A namespace whose Agents and GatewayPolicies are deleted while the operator still runs;
+    the namespace itself goes afterwards."""
+    yield namespace
+    emptied(release.cluster, namespace)
 
 
 def healthcare(namespace: str, cluster: E2ECluster, image: str) -> list[dict[str, Any]]:
@@ -725,14 +731,25 @@ def release_without_persistence(e2e_cluster: E2ECluster, mas_image: str) -> Iter
     """A second release (after the first is gone) whose Redis keeps nothing: an emptyDir."""
     values = chart_values(e2e_cluster, mas_image, storage_class="")
     values["redis"]["embedded"]["persistence"] = {"enabled": False}
-    with installed(e2e_cluster, values, "ephemeral", "mas-ephemeral") as chart:
+    # A release name with the chart's in it: objects are named "<release>-redis" etc.
+    with installed(e2e_cluster, values, "mas-ephemeral", "mas-ephemeral") as chart:
         yield chart
 
 
+@pytest.fixture
+def workspace_without_persistence(
+    release_without_persistence: Release, namespace: str
+) -> Iterator[str]:
+    """``workspace``, for the release without persistence."""
+    yield namespace
+    emptied(release_without_persistence.cluster, namespace)
+
+
 def test_without_persistence_a_replaced_redis_is_provisioned_again_and_agents_work_on(
-    release_without_persistence: Release, namespace: str, mas_image: str
+    release_without_persistence: Release, workspace_without_persistence: str, mas_image: str
 ) -> None:
     release, cluster = release_without_persistence, release_without_persistence.cluster
+    namespace = workspace_without_persistence
     agents_ready(cluster, namespace, mas_image)
     users = {f"mas-agent.{namespace}.{name}" for name in ("sender", "sink")}
 
