@@ -1,6 +1,6 @@
 """A Redis Cluster of a few primaries on loopback, started and stopped by PID.
 
-Each node is a :class:`~mas.local.redis_server.RedisServer` started with ``--cluster-enabled
+Each node is a :class:`~mas_cli.local.redis_server.RedisServer` started with ``--cluster-enabled
 yes`` (Debian's Redis, or the embedded Valkey binary: both support cluster mode) on a free
 port. The slots are split evenly and the nodes joined with ``CLUSTER ADDSLOTSRANGE`` /
 ``CLUSTER MEET`` from Python, so no ``redis-cli`` is needed; :meth:`LocalCluster.start` returns
@@ -19,8 +19,8 @@ from types import TracebackType
 
 import redis
 
-from mas.acl import generate_password
-from mas.local.redis_server import RedisServer, embedded_binary, free_port
+from mas_cli.local.redis_server import RedisServer, embedded_binary, free_port
+from mas_core.acl import generate_password
 
 SLOTS = 16384
 
