@@ -25,10 +25,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 from urllib.parse import quote
 
 import redis
@@ -117,7 +119,32 @@ def server_config(settings: ServerSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-class RedisServer:
+class ServerProcesses(ABC):
+    """Server processes that a ``with`` block starts on entry and stops on exit: one
+    :class:`RedisServer`, or several (the benchmarks' Redis Cluster)."""
+
+    @abstractmethod
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the processes and wait until they serve."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the processes."""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(ServerProcesses):
     """A server process on ``127.0.0.1:<port>``; a context manager that starts and stops it."""
 
     def __init__(
@@ -241,15 +268,3 @@ class RedisServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
