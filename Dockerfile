@@ -1,5 +1,6 @@
-# The mas image: the `mas` distribution (console scripts `mas`, `mas-operator`; `mas sidecar`
-# runs the sidecar) in a virtual environment, plus the examples in /opt/mas/examples.
+# The mas image: the `mas` distribution with every extra (`mas[all]`: console scripts `mas`,
+# `mas-operator`; `mas sidecar` runs the sidecar, `mas redis-server` the chart's Valkey) in a
+# virtual environment, plus the examples in /opt/mas/examples.
 #
 #   docker build -t mas:0.1.0 .
 #
@@ -14,21 +15,27 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 # pyproject.toml is listed so the COPY has a source when there is no wheelhouse/.
 COPY pyproject.toml wheelhous[e] /wheels/
 COPY pyproject.toml README.md constraints.txt /src/
-# The dependencies get their own layer, rebuilt only when pyproject.toml or the lock changes.
+# The dependencies (the SDK's and those of the extras sidecar, operator and local, which make
+# `all`) get their own layer, rebuilt only when pyproject.toml or the lock changes.
 RUN set -eu; \
     if ls /wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels; fi; \
     python3 -m venv /opt/venv; \
     python3 -c 'import tomllib; d = tomllib.load(open("/src/pyproject.toml", "rb")); \
-print("\n".join(d["project"]["dependencies"] + d["build-system"]["requires"]))' \
+extras = d["project"]["optional-dependencies"]; \
+image = [r for e in ("sidecar", "operator", "local") for r in extras[e] if not r.startswith("mas[")]; \
+print("\n".join(d["project"]["dependencies"] + image + d["build-system"]["requires"]))' \
         > /tmp/requirements.txt; \
     /opt/venv/bin/python -m pip install "$@" -c /src/constraints.txt -r /tmp/requirements.txt
+COPY core/ /src/core/
 COPY sdk/ /src/sdk/
+COPY control/ /src/control/
 COPY sidecar/ /src/sidecar/
 COPY operator/ /src/operator/
+COPY cli/ /src/cli/
 RUN set -eu; \
     /opt/venv/bin/python -m pip install --no-deps --no-build-isolation /src; \
     /opt/venv/bin/python -m pip uninstall -y -q setuptools pip; \
-    /opt/venv/bin/python -c 'import mas, mas_sidecar'
+    /opt/venv/bin/python -c 'import mas, mas_cli.main, mas_operator.main, mas_sidecar.main'
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="mas" \

@@ -27,10 +27,13 @@ lock:
 image:
 	docker build -t $(IMAGE) .
 
-# Wheels for the Python of the image's base: run this with that Python (python:3.12-slim → 3.12).
+# Wheels for the Python of the image's base: run this with that Python (python:3.12-slim → 3.12);
+# the SDK's dependencies and those of the extras the image installs (see the Dockerfile).
 wheelhouse:
 	$(PYTHON) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
-	print("\n".join(d["project"]["dependencies"] + d["build-system"]["requires"]))' \
+	extras = d["project"]["optional-dependencies"]; \
+	image = [r for e in ("sidecar", "operator", "local") for r in extras[e] if not r.startswith("mas[")]; \
+	print("\n".join(d["project"]["dependencies"] + image + d["build-system"]["requires"]))' \
 	  > wheelhouse.requirements.txt
 	$(PYTHON) -m pip wheel --wheel-dir wheelhouse -c constraints.txt -r wheelhouse.requirements.txt
 	rm -f wheelhouse.requirements.txt

@@ -4,8 +4,8 @@ Both settings run in one process, one after the other, each on an emptied databa
 server: one sender and one sink sidecar with every gateway check on (:func:`bench.deploy.
 start_mode`, mode ``on``: signed, DLP, audit), ``--messages`` one-way messages sent in batches,
 every one acked by the sink. With retention on, this process plays the control plane: every
-``--every`` seconds a round of the audit keeper (:func:`mas.audit_keeper.keep_trail`) for both
-agents, keeping ``--keep`` entries in Redis and archiving the rest to a directory of the run.
+``--every`` seconds a round of the audit keeper (:func:`mas_control.audit_keeper.keep_trail`) for
+both agents, keeping ``--keep`` entries in Redis and archiving the rest to a directory of the run.
 The messages go in two halves; after each (and, with retention, a last round) it reads the
 server's ``used_memory`` and the ``MEMORY USAGE`` of the two audit streams. The difference from
 before the first message, divided by the messages, is the figure; the second half alone shows
@@ -33,11 +33,11 @@ import orjson
 import redis
 
 from bench import deploy, load
-from mas.audit_keeper import keep_trail
-from mas.credentials import load_anchor
-from mas.keys import AgentKeys
-from mas.local.redis_server import RedisServer
-from mas.policy.document import AuditRetention
+from mas_cli.local.redis_server import RedisServer
+from mas_control.audit_keeper import keep_trail
+from mas_core.identity.credentials import load_anchor
+from mas_core.keys import AgentKeys
+from mas_core.policy.document import AuditRetention
 
 BATCH, WINDOW = 100, 4  # messages per batch send, batch sends in flight (as python -m bench)
 

@@ -27,7 +27,7 @@ from bench import deploy, load, raw, report
 from bench.cluster import LocalCluster, cluster_binary
 from bench.dlp_bench import dlp_adversarial_results, dlp_results
 from bench.procstat import cpu_seconds, load_average, memory_mb
-from mas.local.redis_server import RedisServer
+from mas_cli.local.redis_server import RedisServer
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

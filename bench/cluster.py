@@ -1,6 +1,7 @@
 """A Redis Cluster of a few primaries on loopback, started and stopped by PID.
 
-Each node is a :class:`~mas.local.redis_server.RedisServer` started with ``--cluster-enabled
+A context manager like one server (:class:`~mas_cli.local.redis_server.ServerProcesses`):
+each node is a :class:`~mas_cli.local.redis_server.RedisServer` started with ``--cluster-enabled
 yes`` (Debian's Redis, or the embedded Valkey binary: both support cluster mode) on a free
 port. The slots are split evenly and the nodes joined with ``CLUSTER ADDSLOTSRANGE`` /
 ``CLUSTER MEET`` from Python, so no ``redis-cli`` is needed; :meth:`LocalCluster.start` returns
@@ -15,12 +16,11 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from types import TracebackType
 
 import redis
 
-from mas.acl import generate_password
-from mas.local.redis_server import RedisServer, embedded_binary, free_port
+from mas_cli.local.redis_server import RedisServer, ServerProcesses, embedded_binary, free_port
+from mas_core.acl import generate_password
 
 SLOTS = 16384
 
@@ -37,7 +37,7 @@ def cluster_binary() -> str | None:
     return shutil.which("redis-server")
 
 
-class LocalCluster:
+class LocalCluster(ServerProcesses):
     """``shards`` primaries (no replicas) on ``127.0.0.1``; a context manager."""
 
     def __init__(self, shards: int = 3, binary: str | None = None) -> None:
@@ -97,18 +97,6 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _node_args(bus_port: int) -> list[str]:

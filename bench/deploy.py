@@ -20,13 +20,11 @@ from pathlib import Path
 
 import redis
 
-from mas.credentials import create_anchor, issue_agent_credentials, load_anchor
-from mas.functions import ensure_functions
-from mas.local.processes import SidecarProcess
-from mas.policy.dlp import BUILTIN_DETECTORS
-from mas.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
-from mas.policy.publish import publish_policy
-from mas.registry import register_agent
+from mas_cli.local.processes import SidecarProcess
+from mas_control.provision import ensure_functions, publish_policy, register_agent
+from mas_core.identity.credentials import create_anchor, issue_agent_credentials, load_anchor
+from mas_core.policy.dlp import BUILTIN_DETECTORS
+from mas_core.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
 
 SINK_CAPABILITY = "bench-sink"
 _DLP_ACTIONS = {

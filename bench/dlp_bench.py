@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from mas.policy.dlp import BUILTIN_DETECTORS, DlpAction, DlpPolicy
+from mas_core.policy.dlp import BUILTIN_DETECTORS, DlpAction, DlpPolicy
 from mas_sidecar.dlp import DlpScanner
 
 _LINES = (

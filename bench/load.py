@@ -13,8 +13,9 @@
 * :func:`round_trip`: sequential ``POST /v1/requests``; the sink agent replies to each delivery
   and acks it. Latencies per request, after a short warm-up.
 
-Each function takes the sidecar processes themselves (:class:`mas.local.processes.SidecarProcess`):
-a client talks to a sidecar with that sidecar's URL and API token, as its agent would.
+Each function takes the sidecar processes themselves
+(:class:`mas_cli.local.processes.SidecarProcess`): a client talks to a sidecar with that sidecar's
+URL and API token, as its agent would.
 
 Used by :mod:`bench.cli`; the payload is :func:`payload` (about 200 bytes of JSON).
 """
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 
 from mas.client import SidecarClient
-from mas.local.processes import SidecarProcess
+from mas_cli.local.processes import SidecarProcess
 
 _TEXT = "Sensor 12 reported a nominal reading; the next calibration is due next week."
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bench import deploy, load
-from mas.local.redis_server import RedisServer
+from mas_cli.local.redis_server import RedisServer
 
 
 def _summarize(path: Path, top: int) -> str:

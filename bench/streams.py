@@ -27,9 +27,9 @@ from typing import Any
 
 import redis
 
-from mas.functions import ensure_functions
-from mas.keys import CONSUMER_GROUP, AgentKeys
-from mas.local.redis_server import RedisServer
+from mas_cli.local.redis_server import RedisServer
+from mas_control.provision import ensure_functions
+from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_sidecar.inbox import RECLAIM_STREAMS
 
 RECEIVER = AgentKeys("bench/receiver")

@@ -132,11 +132,17 @@ def _image_python(docker: DockerDaemon, image: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
+IMAGE_EXTRAS = ("sidecar", "operator", "local")  # what the image installs: mas[all]
+
+
 def project_requirements() -> list[str]:
-    """The runtime dependencies of pyproject.toml, plus setuptools to build the project."""
+    """The runtime dependencies of pyproject.toml and of the extras the image installs, plus
+    setuptools to build the project."""
     data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     build = data.get("build-system", {}).get("requires", ["setuptools"])
-    return [*data["project"]["dependencies"], *build]
+    extras = data["project"]["optional-dependencies"]
+    image = [r for e in IMAGE_EXTRAS for r in extras[e] if not r.startswith("mas[")]
+    return [*data["project"]["dependencies"], *image, *build]
 
 
 def _missing_for_target(house: Path, python_full: str) -> list[str]:

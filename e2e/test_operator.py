@@ -33,7 +33,7 @@ import yaml
 
 from e2e.kube import E2ECluster, HostVolumes
 from e2e.util import HarnessError
-from mas.local.redis_server import free_port
+from mas_cli.local.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "mas"

@@ -15,8 +15,8 @@ import aiohttp
 import orjson
 from waiting import GUARD_SECONDS, eventually
 
-from mas.local.processes import SidecarProcess
-from mas.sidecar_token import authorization
+from mas_cli.local.processes import SidecarProcess
+from mas_core.sidecar_token import authorization
 
 
 def value_of(metrics: str, name: str) -> float:

@@ -16,13 +16,11 @@ import pytest
 import redis
 from hypothesis import settings
 
-from mas.functions import ensure_functions
-from mas.local.processes import SidecarProcess
-from mas.local.redis_server import RedisServer
-from mas.policy.document import GatewayPolicySpec, Signing, compile_policies
-from mas.policy.publish import publish_policy
-from mas.policy.rules import Rule
-from mas.registry import register_agent
+from mas_cli.local.processes import SidecarProcess
+from mas_cli.local.redis_server import RedisServer
+from mas_control.provision import ensure_functions, publish_policy, register_agent
+from mas_core.policy.document import GatewayPolicySpec, Signing, compile_policies
+from mas_core.policy.rules import Rule
 
 
 @pytest.fixture(scope="session")

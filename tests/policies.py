@@ -6,8 +6,8 @@ from typing import Any
 
 import redis
 
-from mas.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
-from mas.policy.publish import publish_policy
+from mas_control.provision import publish_policy
+from mas_core.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
 
 
 def policy(**spec: Any) -> CompiledPolicy:

@@ -5,7 +5,7 @@ e.g. Debian's ``redis-server``; a sentinel is the same binary with ``--sentinel`
 free ports and stopped by PID. The data nodes share one administrator password; a replica is
 pointed at the primary with ``CONFIG SET masterauth`` and ``REPLICAOF`` over the administrator
 connection, so the password is never on a command line. A sentinel needs a configuration file
-it can rewrite: the chart's (:func:`mas.sentinel_command.sentinel_config`), written to a
+it can rewrite: the chart's (:func:`mas_cli.sentinel_command.sentinel_config`), written to a
 private temporary directory (mode 0600); it holds the administrator password (for the data
 nodes and the other sentinels), and the sentinels' ``default`` user may only discover the
 primary.
@@ -32,10 +32,10 @@ from urllib.parse import quote
 
 import redis
 
-from mas.acl import generate_password
-from mas.local.processes import ChildProcess
-from mas.local.redis_server import RedisServer, embedded_binary, free_port
-from mas.sentinel_command import SentinelSettings, sentinel_config
+from mas_cli.local.processes import ChildProcess
+from mas_cli.local.redis_server import RedisServer, embedded_binary, free_port
+from mas_cli.sentinel_command import SentinelSettings, sentinel_config
+from mas_core.acl import generate_password
 
 SERVICE = "mas"
 DOWN_AFTER_MS = 1000  # how long a silent primary takes to be judged down

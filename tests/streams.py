@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from mas.keys import AgentKeys
+from mas_core.keys import AgentKeys
 
 
 def append_as(

@@ -23,17 +23,17 @@ from policies import publish
 from test_signing import SIGNED, Identities
 from waiting import eventually
 
-from mas import audit, functions
-from mas.acl import (
+from mas_control.provision import apply_acl_user, delete_acl_user
+from mas_core import functions
+from mas_core.acl import (
     acl_username,
     agent_redis_url,
-    apply_acl_user,
-    delete_acl_user,
     generate_password,
     masked_url,
     sidecar_acl_rules,
 )
-from mas.keys import (
+from mas_core.audit import chain as audit
+from mas_core.keys import (
     POLICY_DOCUMENT,
     POLICY_ENFORCERS,
     POLICY_REVISION,
@@ -43,7 +43,7 @@ from mas.keys import (
     audit_checkpoint,
     audit_keeper,
 )
-from mas.names import InvalidAgentIdError
+from mas_core.names import InvalidAgentIdError
 
 ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")

@@ -7,7 +7,7 @@ A :class:`Compromised` agent holds what an attacker who owns a sidecar holds: th
 private key and identity token (so it signs anything as that agent) and a Redis client logged
 in as the agent's own least-privilege ACL user (so it writes whatever that user may write).
 The audit trail's tests play the agent rewriting its own trail with its Redis user, against
-the control plane's checkpoints (:mod:`mas.audit_keeper`). docs/security.md lists the
+the control plane's checkpoints (:mod:`mas_control.audit_keeper`). docs/security.md lists the
 guarantees these tests prove.
 """
 
@@ -34,16 +34,17 @@ from test_acl import AclUsers
 from test_signing import Identities
 from waiting import eventually
 
-from mas.audit import F_REPLICA, GENESIS, START, Chain
-from mas.audit_commands import Evidence, verify_trail
-from mas.audit_keeper import Kept, keep_trail
-from mas.checkpoints import parse_checkpoint
-from mas.cli import TAMPERED, main
-from mas.credentials import Anchor
-from mas.envelope import Envelope
-from mas.identity import key_id, load_private_key_pem, sign_envelope, signing_key
-from mas.ids import new_id
-from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys, audit_checkpoint
+from mas_cli.audit_trails import Evidence, verify_trail
+from mas_cli.main import main
+from mas_cli.options import TAMPERED
+from mas_control.audit_keeper import Kept, keep_trail
+from mas_core.audit.chain import F_REPLICA, GENESIS, START, Chain
+from mas_core.audit.checkpoints import parse_checkpoint
+from mas_core.envelope import Envelope
+from mas_core.identity.credentials import Anchor
+from mas_core.identity.tokens import key_id, load_private_key_pem, sign_envelope, signing_key
+from mas_core.ids import new_id
+from mas_core.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys, audit_checkpoint
 
 ALICE = AgentKeys("default/alice")
 

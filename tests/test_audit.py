@@ -10,16 +10,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mas.audit import F_EVENT, START, Chain, Follower, Mark, verify
-from mas.audit_archive import (
+from mas_core.audit.archive import (
     entry_document,
     entry_fields,
     read_segments,
     trail_directory,
     write_segment,
 )
-from mas.checkpoints import Checkpoint, CheckpointError, parse_checkpoint
-from mas.credentials import new_anchor
+from mas_core.audit.chain import F_EVENT, START, Chain, Follower, Mark, verify
+from mas_core.audit.checkpoints import Checkpoint, CheckpointError, parse_checkpoint
+from mas_core.identity.credentials import new_anchor
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 

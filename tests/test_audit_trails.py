@@ -15,17 +15,17 @@ import orjson
 import test_attacks
 from test_attacks import ALICE_ASKS_BOB, World
 
-from mas.audit import F_EVENT, F_REPLICA, F_SEQ
-from mas.audit_archive import read_segments, trail_directory
-from mas.audit_commands import Evidence, cross_verify, verify_trail
-from mas.audit_cross import Record, Trail, cross_check, records
-from mas.audit_keeper import Kept, Limits, cut_batch, keep_trail
-from mas.checkpoints import parse_checkpoint
-from mas.credentials import new_anchor
-from mas.envelope import ENTRY_FIELD
-from mas.ids import new_id
-from mas.keys import AgentKeys, audit_checkpoint, audit_keeper
-from mas.policy.document import AuditRetention
+from mas_cli.audit_cross import Record, Trail, cross_check, records
+from mas_cli.audit_trails import Evidence, cross_verify, verify_trail
+from mas_control.audit_keeper import Kept, Limits, cut_batch, keep_trail
+from mas_core.audit.archive import read_segments, trail_directory
+from mas_core.audit.chain import F_EVENT, F_REPLICA, F_SEQ
+from mas_core.audit.checkpoints import parse_checkpoint
+from mas_core.envelope import ENTRY_FIELD
+from mas_core.identity.credentials import new_anchor
+from mas_core.ids import new_id
+from mas_core.keys import AgentKeys, audit_checkpoint, audit_keeper
+from mas_core.policy.document import AuditRetention
 
 world = test_attacks.world  # the fixture: sidecars as their agents' own users, attackers
 ALICE, BOB = AgentKeys("default/alice"), AgentKeys("default/bob")

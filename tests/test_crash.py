@@ -19,7 +19,7 @@ import pytest
 from api import Api
 from conftest import Sidecars
 
-from mas.local.processes import ChildProcess, SidecarProcess
+from mas_cli.local.processes import ChildProcess, SidecarProcess
 
 TOTAL = 300
 

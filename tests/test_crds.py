@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from kubernetes_validate.utils import all_versions
 from pydantic import BaseModel, ValidationError
 
-from mas.manifests import AgentManifest, GatewayPolicyManifest
+from mas_core.manifests import AgentManifest, GatewayPolicyManifest
 from mas_operator.crds import (
     CrdSchemaError,
     agent_crd,

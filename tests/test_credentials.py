@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from waiting import eventually
 
-from mas.credentials import (
+from mas_core.envelope import Envelope
+from mas_core.identity.credentials import (
     AGENT_KEY_FILE,
     ANCHOR_KEY_FILE,
     TOKEN_FILE,
@@ -29,11 +30,10 @@ from mas.credentials import (
     load_anchor,
     write_atomic,
 )
-from mas.envelope import Envelope
-from mas.identity import TokenVerifier, key_id, private_key_to_pem, sign_envelope
+from mas_core.identity.tokens import TokenVerifier, key_id, private_key_to_pem, sign_envelope
 from mas_sidecar.credentials import CredentialStore
 
-MAS = [sys.executable, "-c", "import sys; from mas.cli import main; sys.exit(main())"]
+MAS = [sys.executable, "-c", "import sys; from mas_cli.main import main; sys.exit(main())"]
 AGENT = "team-a/alice"
 
 

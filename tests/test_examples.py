@@ -38,7 +38,8 @@ from test_local_mode import MasUp, assert_no_survivors, final_table
 from waiting import eventually
 
 from mas.client import SidecarClient
-from mas.manifests import load_directory, parse_agent, parse_policy
+from mas_cli.manifest_files import load_directory
+from mas_core.manifests import parse_agent, parse_policy
 from mas_operator.builders import refusals
 from mas_operator.config import OperatorConfig
 from mas_operator.crds import agent_crd, gateway_policy_crd

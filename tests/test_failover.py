@@ -44,15 +44,14 @@ from conftest import ALLOW_ALL, Sidecars
 from sentinels import SERVICE, LocalSentinels
 from waiting import eventually
 
-from mas import sentinel
-from mas.acl import acl_username, agent_redis_url, apply_acl_user, generate_password, masked_url
-from mas.envelope import ENTRY_FIELD
-from mas.functions import ensure_functions
-from mas.keys import AgentKeys
-from mas.local.processes import ChildProcess
-from mas.local.redis_server import free_port
-from mas.policy.publish import publish_policy
-from mas.sentinel_command import follow_config
+from mas_cli.local.processes import ChildProcess
+from mas_cli.local.redis_server import free_port
+from mas_cli.sentinel_command import follow_config
+from mas_control.provision import apply_acl_user, ensure_functions, publish_policy
+from mas_core import redis_clients, sentinel
+from mas_core.acl import acl_username, agent_redis_url, generate_password, masked_url
+from mas_core.envelope import ENTRY_FIELD
+from mas_core.keys import AgentKeys
 from mas_operator.config import OperatorConfig
 from mas_operator.redis_admin import RedisAdmin
 
@@ -128,7 +127,7 @@ def setup() -> Iterator[LocalSentinels]:
 
 @pytest.fixture
 def admin(setup: LocalSentinels) -> Iterator[redis.Redis]:
-    client = sentinel.client(setup.admin_url)
+    client = redis_clients.client(setup.admin_url)
     ensure_functions(client)
     publish_policy(client, ALLOW_ALL)
     yield client
@@ -170,7 +169,7 @@ def test_mas_redis_server_and_mas_redis_sentinel_join_the_nodes_the_sentinels_kn
     env = {"MAS_REDIS_PASSWORD": setup.password}
     for directory in ("node", "sentinel"):
         (tmp_path / directory).mkdir()
-    mas = [sys.executable, "-m", "mas"]
+    mas = [sys.executable, "-m", "mas_cli"]
     node = ChildProcess(
         [*mas, "redis-server", "--port", str(port), "--dir", str(tmp_path / "node"),
          "--announce", "127.0.0.1", *common],
@@ -222,7 +221,7 @@ def agent_url(setup: LocalSentinels, agent_id: str) -> str:
     """``agent_id``'s own URL, its ACL user applied to every data node (the control plane's
     job: ``ACL SETUSER`` is not replicated)."""
     password = generate_password()
-    nodes = sentinel.data_nodes(setup.admin_url)
+    nodes = redis_clients.data_nodes(setup.admin_url)
     try:
         for node in nodes:
             apply_acl_user(node, agent_id, password)

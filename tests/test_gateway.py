@@ -17,9 +17,9 @@ from policies import policy, publish
 from streams import append_as
 from waiting import eventually
 
-from mas import audit
-from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, AgentKeys
-from mas.local.processes import SidecarProcess
+from mas_cli.local.processes import SidecarProcess
+from mas_core.audit import chain as audit
+from mas_core.keys import POLICY_DOCUMENT, POLICY_REVISION, AgentKeys
 
 BOB = AgentKeys("default/bob")
 ALICE = AgentKeys("default/alice")
@@ -256,7 +256,7 @@ async def test_the_audit_chain_verifies_and_an_edit_in_redis_is_found(
     redis_client.xadd(ALICE.audit, tampered)
     report = audit.verify(redis_client.xrange(ALICE.audit), redis_client.hgetall(ALICE.audit_heads))
     cli = subprocess.run(
-        [sys.executable, "-m", "mas", "audit", "verify", "alice", "--redis-url",
+        [sys.executable, "-m", "mas_cli", "audit", "verify", "alice", "--redis-url",
          sidecars.redis_url],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -393,7 +393,7 @@ async def test_audit_export_and_tail_print_json_lines(
 
     def mas(*args: str) -> list[dict[str, object]]:
         done = subprocess.run(
-            [sys.executable, "-m", "mas", "audit", *args, "alice", "--redis-url",
+            [sys.executable, "-m", "mas_cli", "audit", *args, "alice", "--redis-url",
              sidecars.redis_url],
             capture_output=True, text=True, check=True,
         )  # fmt: skip

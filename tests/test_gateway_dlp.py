@@ -15,7 +15,7 @@ from policies import publish
 from streams import waiting_for
 from waiting import eventually
 
-from mas.keys import POLICY_DOCUMENT, POLICY_REVISION, AgentKeys
+from mas_core.keys import POLICY_DOCUMENT, POLICY_REVISION, AgentKeys
 
 ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")

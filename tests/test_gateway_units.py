@@ -6,15 +6,15 @@ import time
 
 import pytest
 
-from mas.policy.dlp import DlpAction, DlpPolicy
-from mas.policy.document import (
+from mas_core.policy.dlp import DlpAction, DlpPolicy
+from mas_core.policy.document import (
     CircuitBreaker,
     GatewayPolicySpec,
     compile_policies,
     effective_policy,
     merge_dlp,
 )
-from mas.policy.rules import Party, Rule, ScopedRule, authorize, may_message
+from mas_core.policy.rules import Party, Rule, ScopedRule, authorize, may_message
 from mas_sidecar.breaker import Breakers, State
 from mas_sidecar.ratelimit import Bucket
 

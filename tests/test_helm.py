@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mas import sentinel
+from mas_core import sentinel
 from mas_operator import config as operator_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mas.envelope import ENTRY_FIELD, Envelope, EnvelopeError
-from mas.identity import (
+from mas_core.envelope import ENTRY_FIELD, Envelope, EnvelopeError
+from mas_core.identity.tokens import (
     EnvelopeSignatureError,
     IdentityError,
     KeyFormatError,
@@ -38,7 +38,7 @@ from mas.identity import (
     verify_envelope,
     verify_token,
 )
-from mas.names import InvalidAgentIdError
+from mas_core.names import InvalidAgentIdError
 
 NOW = 1_800_000_000.0
 ANCHOR = generate_private_key()

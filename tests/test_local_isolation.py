@@ -33,7 +33,7 @@ from streams import waiting_for
 from test_local_mode import QUICKSTART, MasUp
 
 import mas
-from mas.local.users import DEFAULT_UID_BASE, EXECUTE, READ, RunAs, unreachable
+from mas_cli.local.users import DEFAULT_UID_BASE, EXECUTE, READ, RunAs, unreachable
 
 THIEF = r'''
 """A hostile agent: acts through, reads from and steals from whatever it can reach."""

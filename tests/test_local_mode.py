@@ -25,22 +25,22 @@ from pathlib import Path
 import pytest
 from conftest import Sidecars
 
-from mas.acl import masked_url
-from mas.cli import main
-from mas.credentials import load_agent_credentials
-from mas.local.display import ReplicaRow, format_table
-from mas.local.identity import LocalIdentity
-from mas.local.metrics import message_counts
-from mas.local.plan import agent_command, plan_replicas
-from mas.local.processes import SidecarProcess
-from mas.local.restarts import Restarts
-from mas.local.supervisor import describe_exit
-from mas.local.users import EXECUTE, READ, LocalUsers, RunAs, unreachable
-from mas.manifests import parse_agent
+from mas_cli.local.display import ReplicaRow, format_table
+from mas_cli.local.issuer import LocalIdentity
+from mas_cli.local.metrics import message_counts
+from mas_cli.local.plan import agent_command, plan_replicas
+from mas_cli.local.processes import SidecarProcess
+from mas_cli.local.restarts import Restarts
+from mas_cli.local.supervisor import describe_exit
+from mas_cli.local.users import EXECUTE, READ, LocalUsers, RunAs, unreachable
+from mas_cli.main import main
+from mas_core.acl import masked_url
+from mas_core.identity.credentials import load_agent_credentials
+from mas_core.manifests import parse_agent
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "examples" / "quickstart"
-MAS = [sys.executable, "-c", "import sys; from mas.cli import main; sys.exit(main())"]
+MAS = [sys.executable, "-c", "import sys; from mas_cli.main import main; sys.exit(main())"]
 
 
 def manifest(name: str, command: list[str], **spec: object) -> dict[str, object]:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from test_local_mode import MasUp, assert_no_survivors
 
-from mas.acl import acl_username
-from mas.local.users import DEFAULT_UID_BASE, READ, RunAs, unreachable
+from mas_cli.local.users import DEFAULT_UID_BASE, READ, RunAs, unreachable
+from mas_core.acl import acl_username
 
 SENDER = """
 import asyncio

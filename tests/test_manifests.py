@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mas.manifests import ManifestError, load_agents, load_directory
+from mas_cli.manifest_files import load_agents, load_directory
+from mas_core.manifests import ManifestError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
 

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import all_versions
 
-from mas.manifests import AgentManifest
+from mas_core.manifests import AgentManifest
 from mas_operator.builders import (
     CREDENTIALS_DIR,
     RESTRICTED_VOLUME_TYPES,
@@ -204,7 +204,8 @@ def test_secret_is_mounted_only_in_the_sidecar_read_only() -> None:
     assert len(secret_volumes) == 1
     volume = secret_volumes[0]
     assert volume["secret"]["secretName"] == "worker-mas-credentials"
-    # The layout of mas.credentials: agent.key, token, redis-url, api-token, trust/<kid>.pub.
+    # The layout of mas_core.identity.credentials: agent.key, token, redis-url, api-token,
+    # trust/<kid>.pub.
     assert volume["secret"]["items"] == [
         {"key": "agent.key", "path": "agent.key"},
         {"key": "token", "path": "token"},

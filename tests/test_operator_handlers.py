@@ -23,22 +23,22 @@ import kmock
 import pytest
 import redis
 
-from mas.acl import acl_username, generate_password
-from mas.audit import Chain
-from mas.audit_commands import Evidence, verify_trail
-from mas.credentials import parse_agent_credentials
-from mas.functions import VERSION
-from mas.identity import key_id, load_private_key_pem
-from mas.keys import (
+from mas_cli.audit_trails import Evidence, verify_trail
+from mas_cli.local.processes import ChildProcess, sidecar_args
+from mas_cli.local.redis_server import RedisServer, free_port
+from mas_core.acl import acl_username, generate_password
+from mas_core.audit.chain import Chain
+from mas_core.functions import VERSION
+from mas_core.identity.credentials import parse_agent_credentials
+from mas_core.identity.tokens import key_id, load_private_key_pem
+from mas_core.keys import (
     POLICY_DOCUMENT,
     POLICY_REVISION,
     REGISTRY_AGENTS,
     AgentKeys,
     audit_checkpoint,
 )
-from mas.local.processes import ChildProcess, sidecar_args
-from mas.local.redis_server import RedisServer, free_port
-from mas.sidecar_token import TOKEN_ENV, authorization
+from mas_core.sidecar_token import TOKEN_ENV, authorization
 from tests.operator_harness import (
     AGENTS,
     CONFIGMAPS,

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from mas.credentials import Anchor
-from mas.identity import generate_private_key, key_id
-from mas.manifests import parse_agent
-from mas.policy.document import GatewayPolicySpec, compile_policies
-from mas.policy.rules import Rule
+from mas_core.identity.credentials import Anchor
+from mas_core.identity.tokens import generate_private_key, key_id
+from mas_core.manifests import parse_agent
+from mas_core.policy.document import GatewayPolicySpec, compile_policies
+from mas_core.policy.rules import Rule
 from mas_operator.builders import credentials_secret
 from mas_operator.config import ConfigError, OperatorConfig
 from mas_operator.credentials import plan_credentials, read_existing, token_due

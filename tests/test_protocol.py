@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from mas.envelope import ENTRY_FIELD, Envelope, EnvelopeError
-from mas.ids import id_time_ms, new_id
-from mas.keys import AgentKeys
-from mas.names import InvalidAgentIdError, qualify
-from mas.sidecar_token import new_token
+from mas_core.envelope import ENTRY_FIELD, Envelope, EnvelopeError
+from mas_core.ids import id_time_ms, new_id
+from mas_core.keys import AgentKeys
+from mas_core.names import InvalidAgentIdError, qualify
+from mas_core.sidecar_token import new_token
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.http import MAX_JSON_DEPTH, too_deep

@@ -2,8 +2,8 @@
 on their own.
 
 Each test runs its own server (the embedded Valkey, or ``MAS_TEST_REDIS_SERVER``), two sidecars
-with least-privilege ACL users, and the control plane's recovery (:mod:`mas.recovery`, as the
-operator and ``mas up`` run it) in a thread. It sends messages that get a 202, breaks the
+with least-privilege ACL users, and the control plane's recovery (:mod:`mas_control.recovery`, as
+the operator and ``mas up`` run it) in a thread. It sends messages that get a 202, breaks the
 server, sends more once the sidecars are ready again, and receives: every message accepted
 after the fault is delivered, and every one accepted before it too where the server persists
 them (append-only file). What a test measures — messages lost, seconds until both sidecars are
@@ -29,12 +29,10 @@ from api import Api
 from conftest import ALLOW_ALL
 from waiting import eventually
 
-from mas.acl import acl_username, agent_redis_url, apply_acl_user, generate_password
-from mas.functions import VERSION, ensure_functions
-from mas.local.processes import SidecarProcess
-from mas.local.redis_server import RedisServer
-from mas.policy.publish import publish_policy
-from mas.recovery import (
+from mas_cli.local.processes import SidecarProcess
+from mas_cli.local.redis_server import RedisServer
+from mas_control.provision import apply_acl_user, ensure_functions, publish_policy, register_agent
+from mas_control.recovery import (
     PROBE_SECONDS,
     Provisioned,
     ServerFacts,
@@ -42,7 +40,8 @@ from mas.recovery import (
     apply_repair,
     plan_repair,
 )
-from mas.registry import register_agent
+from mas_core.acl import acl_username, agent_redis_url, generate_password
+from mas_core.functions import VERSION
 
 SENDER, RECEIVER = "default/alice", "default/bob"
 MESSAGES = 20  # accepted before the fault, and as many after

@@ -20,11 +20,10 @@ from api import Api
 from conftest import Sidecars
 from policies import policy
 
-from mas.audit import verify
-from mas.credentials import create_anchor, issue_agent_credentials, load_anchor
-from mas.functions import ensure_functions
-from mas.keys import AgentKeys
-from mas.policy.publish import publish_policy
+from mas_control.provision import ensure_functions, publish_policy
+from mas_core.audit.chain import verify
+from mas_core.identity.credentials import create_anchor, issue_agent_credentials, load_anchor
+from mas_core.keys import AgentKeys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cluster import LocalCluster, cluster_binary

@@ -1,6 +1,6 @@
 """``mas redis-server``: the embedded Valkey the Helm chart runs, started for real on loopback.
 
-Each test runs ``python -m mas redis-server`` as a child process on a free loopback port with a
+Each test runs ``python -m mas_cli redis-server`` as a child process on a free loopback port with a
 password in ``MAS_REDIS_PASSWORD`` and talks to it with redis-py: the password, persistence of
 data (append-only file) and of ACL users (ACL file) across restarts, and who may read the files.
 """
@@ -22,8 +22,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from waiting import GUARD_SECONDS
 
-from mas.acl_file import acl_file_text, save_acl_users
-from mas.local.redis_server import RedisServer, ServerSettings, free_port, server_config
+from mas_cli.local.redis_server import RedisServer, ServerSettings, free_port, server_config
+from mas_control.acl_file import acl_file_text, save_acl_users
 
 PASSWORD = 'pa ss"wo\\rd-Ω'  # spaces, quotes, a backslash and non-ASCII survive the config
 
@@ -39,7 +39,7 @@ def _start(
     env = {k: v for k, v in os.environ.items() if k != "MAS_REDIS_PASSWORD"}
     if password is not None:
         env["MAS_REDIS_PASSWORD"] = password
-    command = [sys.executable, "-m", "mas", "redis-server", "--port", str(port)]
+    command = [sys.executable, "-m", "mas_cli", "redis-server", "--port", str(port)]
     if os.environ.get("MAS_TEST_REDIS_SERVER"):  # the suite's other server, as conftest says
         command += ["--binary", os.environ["MAS_TEST_REDIS_SERVER"]]
     command += ["--bind", "127.0.0.1", "--dir", str(data_dir), "--loglevel", "warning", *extra]

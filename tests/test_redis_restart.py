@@ -23,11 +23,10 @@ from api import Api
 from conftest import ALLOW_ALL, Sidecars
 from waiting import eventually
 
-from mas.acl import agent_redis_url, apply_acl_user, generate_password
-from mas.acl_file import save_acl_users
-from mas.functions import ensure_functions
-from mas.local.redis_server import RedisServer
-from mas.policy.publish import publish_policy
+from mas_cli.local.redis_server import RedisServer
+from mas_control.acl_file import save_acl_users
+from mas_control.provision import apply_acl_user, ensure_functions, publish_policy
+from mas_core.acl import agent_redis_url, generate_password
 
 ACCEPTED = 20
 

@@ -10,9 +10,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from mas.envelope import Envelope
-from mas.ids import new_id
-from mas.keys import CONSUMER_GROUP, AgentKeys
+from mas_core.envelope import Envelope
+from mas_core.ids import new_id
+from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_sidecar.replay import Read, ReplayError, ReplayGuard, entry_time_ms
 
 BOB = AgentKeys("team-b/bob")

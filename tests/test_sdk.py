@@ -26,9 +26,9 @@ from mas import (
     SidecarClient,
     UnknownAgentError,
 )
-from mas.local.processes import ChildProcess, SidecarProcess
-from mas.local.redis_server import free_port
-from mas.sidecar_token import new_token
+from mas_cli.local.processes import ChildProcess, SidecarProcess
+from mas_cli.local.redis_server import free_port
+from mas_core.sidecar_token import new_token
 
 if TYPE_CHECKING:
     from conftest import Sidecars

@@ -19,7 +19,7 @@ from test_sidecar_batch import pings_only
 from mas.client import SidecarClient
 from mas.coalesce import Coalescer
 from mas.errors import DlpBlockedError, ForbiddenError, SidecarError
-from mas.keys import AgentKeys
+from mas_core.keys import AgentKeys
 
 BOB = AgentKeys("default/bob")
 

@@ -25,7 +25,7 @@ from policies import publish
 from streams import append_as
 from waiting import GUARD_SECONDS, eventually
 
-from mas.keys import CONSUMER_GROUP, AgentKeys
+from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_sidecar.inbox import Inbox
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.outbox import build_envelope

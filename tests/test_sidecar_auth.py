@@ -22,8 +22,8 @@ from waiting import eventually
 
 from mas.client import SidecarClient
 from mas.errors import SidecarError
-from mas.local.processes import ChildProcess, sidecar_args
-from mas.local.redis_server import free_port
+from mas_cli.local.processes import ChildProcess, sidecar_args
+from mas_cli.local.redis_server import free_port
 from mas_sidecar.openapi import build_openapi
 
 PROBES = {"/healthz", "/readyz"}

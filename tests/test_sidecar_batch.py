@@ -14,10 +14,10 @@ from api import Api
 from conftest import Sidecars
 from policies import publish
 
-from mas.audit import verify
 from mas.client import SidecarClient
 from mas.errors import DlpBlockedError, ForbiddenError
-from mas.keys import AgentKeys
+from mas_core.audit.chain import verify
+from mas_core.keys import AgentKeys
 
 ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")

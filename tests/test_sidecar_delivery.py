@@ -10,7 +10,7 @@ from api import Api
 from conftest import Sidecars
 from waiting import eventually
 
-from mas.keys import AgentKeys
+from mas_core.keys import AgentKeys
 
 BOB = AgentKeys("default/bob")
 

@@ -17,11 +17,11 @@ from conftest import Sidecars
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mas.errors import ErrorCode
-from mas.functions import ensure_functions
-from mas.local.processes import SidecarProcess
-from mas.local.redis_server import RedisServer
-from mas.sidecar_token import authorization
+from mas_cli.local.processes import SidecarProcess
+from mas_cli.local.redis_server import RedisServer
+from mas_control.provision import ensure_functions
+from mas_core.error_codes import ErrorCode
+from mas_core.sidecar_token import authorization
 
 CODES = {code.value for code in ErrorCode}
 

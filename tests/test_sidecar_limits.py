@@ -17,8 +17,8 @@ from api import Api, value_of
 from conftest import Sidecars
 from waiting import GUARD_SECONDS, eventually
 
-from mas.local.processes import SidecarProcess
-from mas.sidecar_token import authorization
+from mas_cli.local.processes import SidecarProcess
+from mas_core.sidecar_token import authorization
 
 HEAD = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\n\r\n"
 

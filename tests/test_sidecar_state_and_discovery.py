@@ -10,7 +10,7 @@ from api import Api
 from conftest import ALLOW_ALL, Sidecars
 from waiting import eventually
 
-from mas.keys import REGISTRY_LEASES
+from mas_core.keys import REGISTRY_LEASES
 
 
 async def test_state_starts_empty_and_each_write_bumps_the_revision(

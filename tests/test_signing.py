@@ -22,17 +22,17 @@ from policies import publish
 from streams import append_as
 from waiting import eventually
 
-from mas.credentials import Anchor, create_anchor, issue_agent_credentials
-from mas.envelope import Envelope
-from mas.identity import (
+from mas_cli.local.processes import ProcessStartError, SidecarProcess
+from mas_core.envelope import Envelope
+from mas_core.identity.credentials import Anchor, create_anchor, issue_agent_credentials
+from mas_core.identity.tokens import (
     generate_private_key,
     issue_token,
     load_private_key_pem,
     sign_envelope,
     signing_key,
 )
-from mas.keys import AgentKeys
-from mas.local.processes import ProcessStartError, SidecarProcess
+from mas_core.keys import AgentKeys
 
 BOB = AgentKeys("default/bob")
 ALICE = "default/alice"
@@ -340,7 +340,7 @@ async def test_a_dead_letter_that_no_longer_authenticates_is_kept_and_its_sender
     status, body = await bob.call("POST", f"/v1/dead-letters/{dead['id']}/replay")
     cli = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-c", "import sys; from mas.cli import main; sys.exit(main())",
+        [sys.executable, "-c", "import sys; from mas_cli.main import main; sys.exit(main())",
          "dead-letters", "replay", dead["id"], "--sidecar", bob.base_url],
         env={**os.environ, "MAS_SIDECAR_TOKEN": bob.token},  # as the agent's environment has it
         capture_output=True, text=True, timeout=60, check=False,

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from mas.keys import AgentKeys
+from mas_core.keys import AgentKeys
 from mas_sidecar.writer import APPENDS_PER_CALL, Append, Discovery, Writer
 
 

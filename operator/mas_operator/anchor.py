@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from base64 import b64decode, b64encode
 
-from mas.credentials import ANCHOR_KEY_FILE, ANCHOR_PUB_FILE, Anchor, new_anchor
-from mas.identity import (
+from mas_core.identity.credentials import ANCHOR_KEY_FILE, ANCHOR_PUB_FILE, Anchor, new_anchor
+from mas_core.identity.tokens import (
     KeyFormatError,
     load_private_key_pem,
     private_key_to_pem,

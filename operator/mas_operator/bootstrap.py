@@ -31,8 +31,8 @@ import sys
 from base64 import b64encode
 from collections.abc import Sequence
 
-from mas.acl import generate_password
-from mas.credentials import new_anchor
+from mas_core.acl import generate_password
+from mas_core.identity.credentials import new_anchor
 from mas_operator.anchor import AnchorError, anchor_from_secret, anchor_secret
 from mas_operator.kube import KubeApi, KubeError, Manifest, load_client
 

@@ -12,8 +12,8 @@ What an agent runs as:
   ``api-token`` (the token the agent presents to its sidecar's API);
 * an ``apps/v1/Deployment`` ``<name>`` whose pods run the agent container next to the policing
   sidecar. Only the sidecar mounts the Secret: every file above, read-only, at
-  :data:`CREDENTIALS_DIR` (the layout of :mod:`mas.credentials`; the Redis URL and the API token
-  named by ``MAS_REDIS_URL_FILE`` and ``MAS_SIDECAR_TOKEN_FILE``, never in an environment
+  :data:`CREDENTIALS_DIR` (the layout of :mod:`mas_core.identity.credentials`; the Redis URL and the
+  API token named by ``MAS_REDIS_URL_FILE`` and ``MAS_SIDECAR_TOKEN_FILE``, never in an environment
   variable). The agent container gets ``MAS_SIDECAR_URL``, ``MAS_AGENT_ID`` and the one key
   ``api-token`` as ``MAS_SIDECAR_TOKEN`` (a ``secretKeyRef``: the kubelet hands it that value
   and nothing else of the Secret), never a Redis credential or a key.
@@ -36,11 +36,23 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from mas.audit_keeper import Kept
-from mas.credentials import AGENT_KEY_FILE, API_TOKEN_FILE, REDIS_URL_FILE, TOKEN_FILE, TRUST_DIR
-from mas.manifests import AGENT_KIND, API_VERSION, CONTROL_PLANE_ENV, NON_ROOT_ID, AgentManifest
-from mas.policy.document import AuditRetention
-from mas.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV
+from mas_control.audit_keeper import Kept
+from mas_core.identity.credentials import (
+    AGENT_KEY_FILE,
+    API_TOKEN_FILE,
+    REDIS_URL_FILE,
+    TOKEN_FILE,
+    TRUST_DIR,
+)
+from mas_core.manifests import (
+    AGENT_KIND,
+    API_VERSION,
+    CONTROL_PLANE_ENV,
+    NON_ROOT_ID,
+    AgentManifest,
+)
+from mas_core.policy.document import AuditRetention
+from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV
 from mas_operator.config import OperatorConfig
 
 Manifest = dict[str, Any]
@@ -156,7 +168,7 @@ def credentials_secret(
 ) -> Manifest:
     """The agent's credentials Secret.
 
-    ``files`` maps a path in the credentials directory of :mod:`mas.credentials`
+    ``files`` maps a path in the credentials directory of :mod:`mas_core.identity.credentials`
     (``agent.key``, ``token``, ``trust/<kid>.pub``, ``redis-url``, ``api-token``, optionally
     ``agent.pub``) to its content. In the Secret, ``trust/<kid>.pub`` becomes the key
     ``trust.<kid>.pub`` (see :func:`trust_secret_key`).

@@ -8,7 +8,7 @@ variable                       meaning (default)
 =============================  ==================================================================
 MAS_REDIS_URL                  Redis URL the operator uses as administrator (required):
                                ``redis://``, ``rediss://``, or ``redis+sentinel://`` naming the
-                               sentinels and the primary (:mod:`mas.sentinel`)
+                               sentinels and the primary (:mod:`mas_core.sentinel`)
 MAS_REDIS_USERNAME             administrator user, overrides the URL's (``default``)
 MAS_REDIS_PASSWORD             administrator password, overrides the URL's (from a Secret)
 MAS_AGENT_REDIS_URL            Redis URL as the sidecars reach it, without credentials; each
@@ -60,9 +60,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from mas import sentinel
-from mas.acl import masked_url
-from mas.envflags import env_flag
+from mas_core import sentinel
+from mas_core.acl import masked_url
+from mas_core.envflags import env_flag
 
 
 class ConfigError(ValueError):

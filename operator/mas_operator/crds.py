@@ -1,7 +1,7 @@
 """The ``Agent`` and ``GatewayPolicy`` CustomResourceDefinitions, generated from the models.
 
-The pydantic models in :mod:`mas.manifests` and :mod:`mas.policy` validate these resources in
-local mode and in the operator; this module turns their JSON schema into the *structural*
+The pydantic models in :mod:`mas_core.manifests` and :mod:`mas_core.policy` validate these resources
+in local mode and in the operator; this module turns their JSON schema into the *structural*
 OpenAPI v3 schema Kubernetes wants (``apiextensions.k8s.io/v1``, no CEL, so Kubernetes 1.20 and
 later): every ``$ref`` inlined, ``title`` dropped, ``X | None`` as ``nullable``, maps as
 ``additionalProperties``, free-form objects as ``x-kubernetes-preserve-unknown-fields``, and
@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from mas.manifests import (
+from mas_core.manifests import (
     AGENT_KIND,
     GROUP,
     POLICY_KIND,
@@ -34,7 +34,7 @@ from mas.manifests import (
     AgentManifest,
     GatewayPolicyManifest,
 )
-from mas.schema import ResourceModel
+from mas_core.schema import ResourceModel
 
 Schema = dict[str, Any]
 

@@ -5,9 +5,9 @@ read back from its Secret); its identity token is reissued only when due: missin
 unreadable, past half its lifetime, signed by another anchor, or carrying other roles or
 capabilities than the spec. So a reconcile that changes nothing produces byte-identical Secret
 data, and the Secret is not rewritten. The files themselves are
-:func:`mas.credentials.credential_files`, the same ones ``mas up`` writes to disk. Pure except
-for fresh randomness (new keys, passwords, API tokens); the clock comes in as ``now``. Used by
-:mod:`mas_operator.handlers` (reconcile and rotation timer).
+:func:`mas_core.identity.credentials.credential_files`, the same ones ``mas up`` writes to disk.
+Pure except for fresh randomness (new keys, passwords, API tokens); the clock comes in as ``now``.
+Used by :mod:`mas_operator.handlers` (reconcile and rotation timer).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mas.acl import agent_redis_url, generate_password
-from mas.credentials import (
+from mas_core.acl import agent_redis_url, generate_password
+from mas_core.identity.credentials import (
     AGENT_KEY_FILE,
     API_TOKEN_FILE,
     REDIS_URL_FILE,
@@ -30,15 +30,15 @@ from mas.credentials import (
     credential_files,
     parse_agent_credentials,
 )
-from mas.identity import (
+from mas_core.identity.tokens import (
     KeyFormatError,
     TokenClaims,
     generate_private_key,
     issue_token,
     load_private_key_pem,
 )
-from mas.manifests import AgentManifest
-from mas.sidecar_token import check_token, new_token
+from mas_core.manifests import AgentManifest
+from mas_core.sidecar_token import check_token, new_token
 
 Manifest = Mapping[str, object]
 

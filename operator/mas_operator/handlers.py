@@ -19,8 +19,8 @@ what differs.
   in force).
 * A second timer per ``Agent`` (``MAS_AUDIT_CHECKPOINT_SECONDS``): a signed checkpoint of its
   audit trail, and, past its GatewayPolicy's ``audit.retention``, entries archived to
-  ``MAS_AUDIT_ARCHIVE_DIR`` and then trimmed (:mod:`mas.audit_keeper`); ``status.audit`` says
-  whether the trail is intact. A trail found rewritten keeps its last good checkpoint.
+  ``MAS_AUDIT_ARCHIVE_DIR`` and then trimmed (:mod:`mas_control.audit_keeper`); ``status.audit``
+  says whether the trail is intact. A trail found rewritten keeps its last good checkpoint.
 * ``Agent`` deleted: the finalizer drops the ACL user and registry entry, and the agent's keys
   when ``deletionPolicy: Delete``; the Secret and Deployment go with their owner reference.
 * ``GatewayPolicy`` created, changed, deleted (a finalizer) or found at start-up: all policies
@@ -28,9 +28,9 @@ what differs.
   its last good version in force and says why in its ``Valid`` condition. A timer per policy
   reports its revision, the agents it selects and the replicas enforcing it.
 * A recovery thread, started at start-up and stopped at clean-up: every second it probes Redis
-  (:mod:`mas.recovery`) and puts back what a restarted or replaced server lost — the function
-  library, the ACL users and registry entries of the agents reconciled, the policy (compiled
-  again) — within seconds rather than at the next reconcile.
+  (:mod:`mas_control.recovery`) and puts back what a restarted or replaced server lost — the
+  function library, the ACL users and registry entries of the agents reconciled, the policy
+  (compiled again) — within seconds rather than at the next reconcile.
 
 Both kinds carry the finalizer ``mas.dev/finalizer`` (kopf's timers need it too): delete
 Agents and GatewayPolicies before uninstalling the operator, or they wait for it.
@@ -49,11 +49,11 @@ from typing import Any, NoReturn
 
 import kopf
 
-from mas.acl import acl_username
-from mas.credentials import Anchor
-from mas.manifests import AGENT_KIND, API_VERSION, AgentManifest, ManifestError, parse_agent
-from mas.policy.document import CompiledPolicy, effective_policy
-from mas.recovery import PROBE_SECONDS, Provisioned, Repair, ServerWatch
+from mas_control.recovery import PROBE_SECONDS, Provisioned, Repair, ServerWatch
+from mas_core.acl import acl_username
+from mas_core.identity.credentials import Anchor
+from mas_core.manifests import AGENT_KIND, API_VERSION, AgentManifest, ManifestError, parse_agent
+from mas_core.policy.document import CompiledPolicy, effective_policy
 from mas_operator import builders
 from mas_operator.anchor import load_or_create_anchor
 from mas_operator.config import OperatorConfig
@@ -647,8 +647,8 @@ def refresh_policy(
 
 
 def recover_server(runtime: Runtime) -> Repair:
-    """Probe Redis and put back what it lost (:mod:`mas.recovery`): the library, the users and
-    registry entries of the agents reconciled so far, and the policy (compiled from the
+    """Probe Redis and put back what it lost (:mod:`mas_control.recovery`): the library, the users
+    and registry entries of the agents reconciled so far, and the policy (compiled from the
     GatewayPolicies again). Agents not reconciled since the operator started come back through
     their own reconcile, which kopf retries while Redis is down."""
     agents = dict(runtime.provisioned)

@@ -4,7 +4,7 @@ Each policy is validated with the same model ``mas up`` and the CRD use (schema,
 regular expressions compiled with RE2). A policy that fails keeps its **last good version in
 force**: the entry of the same name in the document published before, if any, so a typo never
 opens or closes traffic by itself; its status says exactly what is wrong. The compiled document
-is what :func:`mas.policy.document.compile_policies` makes for ``mas up``.
+is what :func:`mas_core.policy.document.compile_policies` makes for ``mas up``.
 
 Also counts, for a policy's status, which registered agents it selects and how many sidecar
 replicas enforce the current revision. Pure; used by :mod:`mas_operator.handlers`.
@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mas.manifests import API_VERSION, POLICY_KIND, ManifestError, parse_policy
-from mas.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
-from mas.policy.rules import glob_match
+from mas_core.manifests import API_VERSION, POLICY_KIND, ManifestError, parse_policy
+from mas_core.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
+from mas_core.policy.rules import glob_match
 
 
 @dataclass(frozen=True)

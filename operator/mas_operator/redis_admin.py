@@ -6,12 +6,13 @@ timers of every Agent and GatewayPolicy read the same few keys; they pass ``max_
 one read per key instead of each reading the whole enforcers hash or policy document. Errors become
 :class:`RedisAdminError`, whose message never carries the URL's password; the handlers report it
 in a status condition and kopf retries. The ACL rules, registry format and policy keys are the
-shared ones of :mod:`mas.acl`, :mod:`mas.registry` and :mod:`mas.policy.publish`, so the operator
-and ``mas up`` create the same users and publish the same documents. After it creates or
-deletes a user it asks the server to save its users (``ACL SAVE``): the chart's embedded Redis
-keeps them in an ACL file on its volume, so they survive its restarts (:mod:`mas.acl_file`).
+shared ones of :mod:`mas_core.acl`, :mod:`mas_core.registry_entries` and
+:mod:`mas_control.provision`, so the operator and ``mas up`` create the same users and publish the
+same documents. After it creates or deletes a user it asks the server to save its users (``ACL
+SAVE``): the chart's embedded Redis keeps them in an ACL file on its volume, so they survive its
+restarts (:mod:`mas_control.acl_file`).
 
-Under Sentinel (a ``redis+sentinel://`` URL, :mod:`mas.sentinel`) the client follows the
+Under Sentinel (a ``redis+sentinel://`` URL, :mod:`mas_core.redis_clients`) the client follows the
 primary; ACL users, which Redis does not replicate, are applied to (and removed from, and saved
 on) the primary and every replica the sentinels know, so a promoted replica already has them.
 """
@@ -27,23 +28,29 @@ from typing import Any, TypeVar
 import redis
 from pydantic import ValidationError
 
-from mas import sentinel
-from mas.acl import apply_acl_user, delete_acl_user, masked_url
-from mas.acl_file import save_acl_users
-from mas.audit_keeper import Kept, keep_trail
-from mas.credentials import Anchor
-from mas.functions import ensure_functions
-from mas.keys import (
+from mas_control.acl_file import save_acl_users
+from mas_control.audit_keeper import Kept, keep_trail
+from mas_control.provision import (
+    apply_acl_user,
+    delete_acl_user,
+    enforcers,
+    ensure_functions,
+    forget_agent,
+    publish_policy,
+    register_agent,
+)
+from mas_control.recovery import Provisioned, Repair, ServerFacts, ServerWatch, apply_repair
+from mas_core import redis_clients, sentinel
+from mas_core.acl import masked_url
+from mas_core.identity.credentials import Anchor
+from mas_core.keys import (
     POLICY_DOCUMENT,
     POLICY_REVISION,
     REGISTRY_AGENTS,
     AgentKeys,
     audit_checkpoint,
 )
-from mas.policy.document import AuditRetention, CompiledPolicy
-from mas.policy.publish import enforcers, publish_policy
-from mas.recovery import Provisioned, Repair, ServerFacts, ServerWatch, apply_repair
-from mas.registry import forget_agent, register_agent
+from mas_core.policy.document import AuditRetention, CompiledPolicy
 
 _DELETE_BATCH = 500
 _TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 3}
@@ -60,7 +67,7 @@ class RedisAdmin:
     def __init__(self, url: str) -> None:
         self._where = masked_url(url)
         self._url = url
-        self._client = sentinel.client(url, **_TIMEOUTS)
+        self._client = redis_clients.client(url, **_TIMEOUTS)
         self._lock = threading.Lock()
         self._recent: dict[str, tuple[float, Any]] = {}
 
@@ -109,7 +116,7 @@ class RedisAdmin:
                 return 0
             deleted = int(self._client.unlink(audit_checkpoint(agent_id)))
             batch: list[bytes] = []
-            for key in self._client.scan_iter(match=f"{AgentKeys(agent_id).prefix}*", count=500):
+            for key in self._client.scan_iter(match=AgentKeys(agent_id).every_key, count=500):
                 batch.append(key)
                 if len(batch) >= _DELETE_BATCH:
                     deleted += int(self._client.unlink(*batch))
@@ -125,7 +132,7 @@ class RedisAdmin:
         if not sentinel.is_sentinel_url(self._url):
             act(self._client)
             return
-        nodes = sentinel.data_nodes(self._url, **_TIMEOUTS)
+        nodes = redis_clients.data_nodes(self._url, **_TIMEOUTS)
         try:
             for node in nodes:
                 act(node)
@@ -137,7 +144,7 @@ class RedisAdmin:
         self, watch: ServerWatch, agents: Mapping[str, Provisioned], revision: str | None
     ) -> tuple[ServerFacts, Repair]:
         """Probe the server: what it lost of what the control plane keeps there (see
-        :mod:`mas.recovery`); ``revision``: of the policy published last."""
+        :mod:`mas_control.recovery`); ``revision``: of the policy published last."""
         try:
             return watch.plan(self._client, agents, policy_revision=revision)
         except redis.RedisError as exc:
@@ -160,8 +167,8 @@ class RedisAdmin:
         archive: Path | None,
     ) -> Kept:
         """One round of the control plane's keeper of ``agent_id``'s audit trail: checkpoint,
-        and archive-then-trim past ``retention`` (:func:`mas.audit_keeper.keep_trail`); OSError
-        when the archive cannot be written."""
+        and archive-then-trim past ``retention`` (:func:`mas_control.audit_keeper.keep_trail`);
+        OSError when the archive cannot be written."""
         try:
             return keep_trail(self._client, agent_id, anchor, retention=retention, archive=archive)
         except redis.RedisError as exc:

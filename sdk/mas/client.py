@@ -2,7 +2,7 @@
 
 Agent programs normally use :class:`mas.Agent`, which drives this client; it is also usable on
 its own (scripts, tests, other frameworks). Every request carries the agent's token
-(``Authorization: Bearer``, see :mod:`mas.sidecar_token`), which the control plane gives the
+(``Authorization: Bearer``, see :mod:`mas_core.sidecar_token`), which the control plane gives the
 agent as ``MAS_SIDECAR_TOKEN`` (or a file named by ``MAS_SIDECAR_TOKEN_FILE``). Every error
 answer of the sidecar is raised as the matching :class:`mas.errors.SidecarError`; failures to
 reach the sidecar at all surface as ``aiohttp.ClientError`` or ``TimeoutError``.
@@ -21,9 +21,10 @@ import aiohttp
 import orjson
 
 from mas.coalesce import Coalescer
-from mas.envflags import env_secret
-from mas.errors import ErrorCode, MasError, SidecarError, sidecar_error
-from mas.sidecar_token import TOKEN_ENV, authorization
+from mas.errors import MasError, SidecarError, sidecar_error
+from mas_core.envflags import env_secret
+from mas_core.error_codes import ErrorCode
+from mas_core.sidecar_token import TOKEN_ENV, authorization
 
 _JSON = {"Content-Type": "application/json"}
 COALESCED_BATCH = 100  # calls per shared request, at most

@@ -1,10 +1,10 @@
 """This replica's audit chain: turns decisions into audit entries for the writer.
 
-Each decision becomes one hash-chained entry (:mod:`mas.audit`) in the agent's audit stream,
-plus an update of this replica's chain head (once per pipeline: the writer sends only the last),
-sent with the decision's own write when there is one (one round trip). That includes the
+Each decision becomes one hash-chained entry (:mod:`mas_core.audit.chain`) in the agent's audit
+stream, plus an update of this replica's chain head (once per pipeline: the writer sends only the
+last), sent with the decision's own write when there is one (one round trip). That includes the
 receiving side: one ``received`` entry for the messages read together that pass the receive
-checks (:func:`receipt_event`), which ``mas audit verify --cross`` (:mod:`mas.audit_cross`)
+checks (:func:`receipt_event`), which ``mas audit verify --cross`` (:mod:`mas_cli.audit_cross`)
 matches with their senders' ``accepted``. Payloads are recorded as
 their SHA-256 or, when the policy asks and DLP ran, as the redacted payload — never as sent.
 Used by the gateway checks, and by the registry for the metadata an agent publishes.
@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from mas.audit import Chain
-from mas.envelope import Envelope
-from mas.keys import AgentKeys
+from mas_core.audit.chain import Chain
+from mas_core.envelope import Envelope
+from mas_core.keys import AgentKeys
 from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.writer import Append, Latest, ReplicationTimeout, Writer
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 
-from mas.policy.document import CircuitBreaker
+from mas_core.policy.document import CircuitBreaker
 
 
 class State(IntEnum):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from mas.keys import AgentKeys
+from mas_core.keys import AgentKeys
 from mas_sidecar.audit_log import AuditLog
 from mas_sidecar.breaker import Breakers
 from mas_sidecar.config import SidecarConfig

@@ -6,7 +6,7 @@ start-up with :class:`~mas_sidecar.errors.ConfigError`, never later.
 Secrets come from files where the control plane can put them there: the Redis URL (which carries
 the agent's ACL password) from ``MAS_REDIS_URL_FILE`` (or ``MAS_REDIS_URL``, or ``--redis-url``),
 the API token its agent must present from ``MAS_SIDECAR_TOKEN_FILE`` (or ``MAS_SIDECAR_TOKEN``);
-see :func:`mas.envflags.env_secret`. A sidecar without a token refuses to start, unless
+see :func:`mas_core.envflags.env_secret`. A sidecar without a token refuses to start, unless
 ``MAS_SIDECAR_INSECURE_NO_TOKEN=true`` says that any local process may use it.
 
 Redis Cluster: set ``MAS_REDIS_CLUSTER=true``, or give the URL the scheme ``redis+cluster://``
@@ -15,7 +15,7 @@ client (:mod:`mas_sidecar.redis_client`). Every agent's keys share one hash slot
 sidecar runs on one server and on a cluster.
 
 Redis Sentinel: a ``redis+sentinel://user:password@host:port,host:port/<primary name>`` URL
-(:mod:`mas.sentinel`), in the same secret file; the sidecar follows the primary across
+(:mod:`mas_core.sentinel`), in the same secret file; the sidecar follows the primary across
 failovers. ``MAS_REDIS_WAIT_REPLICAS=n`` makes every send wait until ``n`` replicas hold the
 message (``WAIT``, at most ``MAS_REDIS_WAIT_TIMEOUT_MS``) before it answers 202, so a failover
 cannot take back what was acknowledged (:mod:`mas_sidecar.writer`); it needs one primary (a
@@ -35,10 +35,10 @@ from typing import Any
 
 import orjson
 
-from mas import sentinel
-from mas.envflags import env_flag, env_secret
-from mas.names import InvalidAgentIdError, namespace_of, qualify
-from mas.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
+from mas_core import sentinel
+from mas_core.envflags import env_flag, env_secret
+from mas_core.names import InvalidAgentIdError, namespace_of, qualify
+from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.redis_client import cluster_url
 

@@ -1,8 +1,8 @@
 """The agent's credentials in this sidecar: loaded from ``MAS_CREDENTIALS_DIR``, hot-reloaded.
 
-The directory (layout in :mod:`mas.credentials`) is mounted into the sidecar only; the agent
-process never sees it. :meth:`CredentialStore.reload_until` polls the files' modification times
-every second; when they change it loads the whole set and checks it (token verifies with a
+The directory (layout in :mod:`mas_core.identity.credentials`) is mounted into the sidecar only; the
+agent process never sees it. :meth:`CredentialStore.reload_until` polls the files' modification
+times every second; when they change it loads the whole set and checks it (token verifies with a
 trusted anchor, matches the agent key and this agent's id) before swapping it in. A half-written
 or invalid set is logged (without key material) and the last good set stays in force, so a token
 renewal or anchor rotation never needs a restart and never leaves the sidecar without identity.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from mas.credentials import (
+from mas_core.identity.credentials import (
     AGENT_KEY_FILE,
     TOKEN_FILE,
     TRUST_DIR,
@@ -34,7 +34,7 @@ from mas.credentials import (
     CredentialsError,
     load_agent_credentials,
 )
-from mas.identity import DEFAULT_LEEWAY_S, TokenClaims, TokenVerifier, signing_key
+from mas_core.identity.tokens import DEFAULT_LEEWAY_S, TokenClaims, TokenVerifier, signing_key
 from mas_sidecar.aio import wait_event
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class CredentialStore:
 
     @property
     def signing_key(self) -> SigningKey:
-        """The agent's private key, as :func:`~mas.identity.sign_envelope` takes it."""
+        """The agent's private key, as :func:`~mas_core.identity.tokens.sign_envelope` takes it."""
         if self._signing_key is None:
             raise CredentialsError("no credentials are loaded")
         return self._signing_key

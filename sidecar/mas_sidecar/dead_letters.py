@@ -20,9 +20,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from mas.envelope import Envelope, EnvelopeError
-from mas.errors import ErrorCode
-from mas.keys import AgentKeys
+from mas_core.envelope import Envelope, EnvelopeError
+from mas_core.error_codes import ErrorCode
+from mas_core.keys import AgentKeys
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError
 from mas_sidecar.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER, sender_id

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mas.envelope import Envelope
+from mas_core.envelope import Envelope
 
 
 def message_document(envelope: Envelope) -> dict[str, Any]:

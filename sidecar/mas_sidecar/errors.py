@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mas.errors import HTTP_STATUS, ErrorCode
+from mas_core.error_codes import HTTP_STATUS, ErrorCode
 
 
 class SidecarError(Exception):

@@ -44,12 +44,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from mas.envelope import ENTRY_FIELD, Envelope
-from mas.errors import ErrorCode
-from mas.identity import IdentityError, TokenClaims, UnsignedEnvelopeError, sign_envelope
-from mas.keys import AgentKeys
-from mas.policy.document import EffectivePolicy
-from mas.policy.rules import Decision, Party, authorize
+from mas_core.envelope import ENTRY_FIELD, Envelope
+from mas_core.error_codes import ErrorCode
+from mas_core.identity.tokens import (
+    IdentityError,
+    TokenClaims,
+    UnsignedEnvelopeError,
+    sign_envelope,
+)
+from mas_core.keys import AgentKeys
+from mas_core.policy.document import EffectivePolicy
+from mas_core.policy.rules import Decision, Party, authorize
 from mas_sidecar.audit_log import AuditLog, decision_event, receipt_event
 from mas_sidecar.breaker import Breakers
 from mas_sidecar.credentials import CredentialStore
@@ -209,7 +214,7 @@ class Gateway:
     def _authorize(
         self, policy: EffectivePolicy, sender: Party, target: Party, message_type: str
     ) -> Decision:
-        """:func:`~mas.policy.rules.authorize`, remembered per policy revision: the decision
+        """:func:`~mas_core.policy.rules.authorize`, remembered per policy revision: the decision
         depends only on the sender's policy (revision and sender id), both parties and the
         type, so repeated traffic skips the glob matching."""
         key = (policy.revision, sender, target, message_type)

@@ -9,7 +9,7 @@ that trickles its body is answered ``408 body_timeout`` and its connection close
 holding a handler forever (the other connection bounds are in :mod:`mas_sidecar.server`).
 
 Before anything else, the middleware checks that the request carries the agent's token
-(``API_TOKEN``, see :mod:`mas.sidecar_token`): the API listens on a loopback that other local
+(``API_TOKEN``, see :mod:`mas_core.sidecar_token`): the API listens on a loopback that other local
 processes share (every process of the machine in local mode, every pod with ``hostNetwork``),
 so the token, not the address, is what makes a caller the sidecar's own agent. Only the probes
 (``OPEN_PATHS``) answer without it; the comparison takes the same time whatever the token
@@ -31,8 +31,8 @@ import redis.exceptions
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from mas.errors import ErrorCode
-from mas.sidecar_token import SCHEME, presented
+from mas_core.error_codes import ErrorCode
+from mas_core.sidecar_token import SCHEME, presented
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.recovery import Problem, Reason, problem_of

@@ -2,10 +2,11 @@
 
 Each sender writes its messages to this agent into a stream of its own,
 ``mas:{agent}:in:<sender>``, which only that sender's Redis user (and this agent's) may write
-(:mod:`mas.acl`): a compromised sender can trim, future-date or flood its own stream, so its own
-messages, and no other sender's. Every stream has one consumer group; each replica is a consumer.
+(:mod:`mas_core.acl`): a compromised sender can trim, future-date or flood its own stream, so its
+own messages, and no other sender's. Every stream has one consumer group; each replica is a
+consumer.
 
-**Discovery.** A sender's append to a target (one ``mas_append`` call, :mod:`mas.functions`)
+**Discovery.** A sender's append to a target (one ``mas_append`` call, :mod:`mas_core.functions`)
 also adds the sender to the target's set ``mas:{agent}:senders`` and, when it was not there,
 appends a content-free entry to the target's ``mas:{agent}:ring``. The ring is read with the
 senders' streams, so one replica wakes at once: it acks and deletes the ring entries and looks
@@ -58,10 +59,10 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from mas.envelope import Envelope, EnvelopeError
-from mas.errors import ErrorCode
-from mas.keys import CONSUMER_GROUP, INBOX, AgentKeys
-from mas.names import InvalidAgentIdError, qualify
+from mas_core.envelope import Envelope, EnvelopeError
+from mas_core.error_codes import ErrorCode
+from mas_core.keys import CONSUMER_GROUP, AgentKeys
+from mas_core.names import InvalidAgentIdError, qualify
 from mas_sidecar.aio import wait_event
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
@@ -202,7 +203,7 @@ class Inbox:
 
     def sender_of(self, stream: str) -> str:
         """The sender whose stream ``stream`` is."""
-        return stream.removeprefix(f"{self._keys.prefix}{INBOX}")
+        return self._keys.inbox_sender(stream)
 
     # -- subscribers ------------------------------------------------------------------------
 

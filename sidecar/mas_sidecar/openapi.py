@@ -2,7 +2,7 @@
 
 Served on ``GET /v1/openapi.json``; request schemas come from :mod:`mas_sidecar.models`, so the
 document cannot drift from what the routes accept. Every operation needs the agent's bearer
-token (:mod:`mas.sidecar_token`) except the probes (:data:`mas_sidecar.http.OPEN_PATHS`).
+token (:mod:`mas_core.sidecar_token`) except the probes (:data:`mas_sidecar.http.OPEN_PATHS`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mas.errors import ErrorCode
+from mas_core.error_codes import ErrorCode
 from mas_sidecar import models
 from mas_sidecar.http import OPEN_PATHS
 

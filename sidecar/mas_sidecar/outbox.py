@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mas.envelope import Envelope
-from mas.errors import ErrorCode
-from mas.ids import new_id
-from mas.names import InvalidAgentIdError, qualify
+from mas_core.envelope import Envelope
+from mas_core.error_codes import ErrorCode
+from mas_core.ids import new_id
+from mas_core.names import InvalidAgentIdError, qualify
 from mas_sidecar.errors import ApiError
 from mas_sidecar.gateway import Destination, Gateway
 from mas_sidecar.metrics import Metrics

@@ -20,9 +20,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from mas.errors import ErrorCode
-from mas.keys import POLICY_DOCUMENT, POLICY_ENFORCERS, POLICY_REVISION
-from mas.policy.document import CompiledPolicy, EffectivePolicy, effective_policy
+from mas_core.error_codes import ErrorCode
+from mas_core.keys import POLICY_DOCUMENT, POLICY_ENFORCERS, POLICY_REVISION
+from mas_core.policy.document import CompiledPolicy, EffectivePolicy, effective_policy
 from mas_sidecar.aio import wait_event
 from mas_sidecar.dlp import DlpScanner
 from mas_sidecar.errors import ApiError

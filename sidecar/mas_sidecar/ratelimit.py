@@ -2,7 +2,7 @@
 
 ``replica`` scope keeps the bucket in this process (no Redis round trip); ``agent`` scope keeps
 it in Redis under the agent's hash tag, updated by one call of the ``mas_bucket_take`` function
-(:mod:`mas.functions`) with the server's clock, so all replicas share it. Used by the gateway
+(:mod:`mas_core.functions`) with the server's clock, so all replicas share it. Used by the gateway
 checks on the send path.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from mas.keys import AgentKeys
-from mas.policy.document import RateLimit
+from mas_core.keys import AgentKeys
+from mas_core.policy.document import RateLimit
 
 
 @dataclass

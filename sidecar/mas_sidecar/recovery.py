@@ -15,7 +15,7 @@ Until the set-up is done, :attr:`Recovery.problem` says why (a :class:`Reason`, 
 readable, and a message): ``/readyz`` answers 503 with it and sends are refused with
 ``503 redis_unavailable`` (:meth:`Recovery.check_writable`), so no message gets a 202 that a
 half-provisioned server would then lose. A sidecar's Redis user may not run ``INFO``, so it
-does not compare the server's ``run_id`` (the control plane does, :mod:`mas.recovery`): a
+does not compare the server's ``run_id`` (the control plane does, :mod:`mas_control.recovery`): a
 restarted server always closes its connections, which the probe notices.
 
 Used by the app's lifespan (the loop), the readiness route and the outbox.
@@ -31,9 +31,9 @@ from enum import StrEnum
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from mas import functions
-from mas.errors import ErrorCode
-from mas.keys import CONSUMER_GROUP, AgentKeys
+from mas_core import functions
+from mas_core.error_codes import ErrorCode
+from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_sidecar.aio import wait_event
 from mas_sidecar.audit_log import AuditLog
 from mas_sidecar.errors import ApiError, NotProvisioned
@@ -83,7 +83,7 @@ def problem_of(exc: BaseException) -> Problem | None:
 
 
 async def functions_missing(client: aioredis.Redis) -> str | None:
-    """Why the server cannot run this sidecar's functions (:mod:`mas.functions`), or None."""
+    """Why the server cannot run this sidecar's functions (:mod:`mas_core.functions`), or None."""
     try:
         version = await client.fcall("mas_version", 0)
     except redis.exceptions.ResponseError as exc:

@@ -2,11 +2,11 @@
 
 A cluster is used when ``MAS_REDIS_CLUSTER`` is true or the URL's scheme is ``redis+cluster://``
 (``rediss+cluster://`` with TLS); the URL names any one node, the client discovers the others.
-A ``redis+sentinel://`` URL (:mod:`mas.sentinel`) names sentinels and a primary: every new
+A ``redis+sentinel://`` URL (:mod:`mas_core.sentinel`) names sentinels and a primary: every new
 connection asks the sentinels where the primary is, and a connection that finds its server
 demoted (``READONLY``, or a blocking read unblocked by the role change) is dropped, so after a
 failover the sidecar's retries reach the new primary.
-Every key of one agent carries its hash tag (:mod:`mas.keys`), so the sidecar's transactions
+Every key of one agent carries its hash tag (:mod:`mas_core.keys`), so the sidecar's transactions
 and scripts each stay in one slot; the batched writes (:mod:`mas_sidecar.writer`), which touch
 several agents' keys, are non-transactional pipelines that the cluster client splits by node.
 
@@ -26,8 +26,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.connection import HiredisRespSerializer
 
-from mas import sentinel
-from mas.sentinel import NO_CLIENT_SETINFO
+from mas_core import sentinel
+from mas_core.redis_clients import NO_CLIENT_SETINFO, sentinel_settings
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -64,9 +64,7 @@ def connect(url: str, *, cluster: bool = False) -> aioredis.Redis:
         return aioredis.RedisCluster.from_url(url, **settings)
     if sentinel.is_sentinel_url(url):
         target = sentinel.parse(url)
-        sentinels = Sentinel(
-            list(target.sentinels), sentinel_kwargs=sentinel.sentinel_settings(settings)
-        )
+        sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_settings(settings))
         primary: aioredis.Redis = sentinels.master_for(
             target.service, **settings, **target.data_node_settings()
         )

@@ -3,7 +3,7 @@
 An agent is *registered* while its entry is in ``mas:{registry}:agents`` (messages to it are
 accepted, even while it is down: they wait in its inbox) and *live* while its lease in
 ``mas:{registry}:leases`` lies in the future. The entry — the capabilities and roles that
-authorization relies on — is written by the control plane only (:mod:`mas.registry`); a
+authorization relies on — is written by the control plane only (:mod:`mas_core.registry_entries`); a
 sidecar cannot write it. Every replica renews the lease every third of its TTL, so an agent
 whose replicas all died leaves discovery by itself, and publishes the agent's metadata in the
 agent's own key. An entry or metadata that does not parse grants nothing and hides nothing
@@ -33,9 +33,9 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from mas.errors import ErrorCode
-from mas.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
-from mas.registry import RegistryEntry, parse_entry
+from mas_core.error_codes import ErrorCode
+from mas_core.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
+from mas_core.registry_entries import RegistryEntry, parse_entry
 from mas_sidecar.aio import wait_event
 from mas_sidecar.audit_log import AuditLog, metadata_event
 from mas_sidecar.dlp import PartsResult

@@ -8,7 +8,7 @@ refused before it gets here (``misaddressed``, :mod:`mas_sidecar.gateway`); what
 sender replaying its own messages, or a copy written by the receiver itself.
 :class:`ReplayGuard` runs on every lease of a stream entry (after the signature check) and
 decides with one script call per read batch (:meth:`ReplayGuard.check_many`, the
-``mas_seen_check`` function of :mod:`mas.functions`), not one round trip per message.
+``mas_seen_check`` function of :mod:`mas_core.functions`), not one round trip per message.
 
 Design: the guard remembers **which stream entry** first carried each message id — the stream
 (by its name after the agent's prefix, e.g. ``in:ns/sender``) and the entry id, since entry ids
@@ -57,8 +57,8 @@ from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
-from mas.envelope import Envelope
-from mas.keys import AgentKeys
+from mas_core.envelope import Envelope
+from mas_core.keys import AgentKeys
 from mas_sidecar.errors import SidecarError
 
 DEFAULT_WINDOW_MS = 300_000
@@ -102,7 +102,7 @@ class ReplayGuard:
         """What the guard records for an entry: ``"<stream> <entry id>"``, the stream by its
         name after the agent's prefix."""
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        return f"{stream.removeprefix(self._keys.prefix)} {entry}"
+        return f"{self._keys.name_of(stream)} {entry}"
 
     async def check(self, read: Read) -> None:
         """Accept ``read``, or raise :class:`ReplayError`."""
@@ -160,6 +160,6 @@ class ReplayGuard:
         names = [stream, keys.dlq, keys.seen, keys.seen_by_time, keys.senders]
         new_id = await self._redis.fcall(
             "mas_seen_requeue", len(names), *names, message_id, dead_letter_id, self.window_ms,
-            sender, stream.removeprefix(keys.prefix), *pairs,
+            sender, keys.name_of(stream), *pairs,
         )  # fmt: skip
         return str(new_id.decode())

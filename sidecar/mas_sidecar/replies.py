@@ -34,8 +34,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 
-from mas.envelope import Envelope, EnvelopeError
-from mas.keys import AgentKeys
+from mas_core.envelope import Envelope, EnvelopeError
+from mas_core.keys import AgentKeys
 from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.models import MAX_TIMEOUT_MS
@@ -167,7 +167,7 @@ class ReplyWaiter:
                 await self._redis.xdel(stream, *(entry_id for entry_id, _ in entries))
 
     async def _handle(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        sender = stream.removeprefix(f"{self.bell}:")
+        sender = self._keys.reply_sender(self._replica, stream)
         replies: list[Read] = []
         for entry_id, fields in entries:
             try:

@@ -36,7 +36,7 @@ from typing import cast
 import orjson
 from aiohttp import web
 
-from mas.errors import HTTP_STATUS, ErrorCode
+from mas_core.error_codes import HTTP_STATUS, ErrorCode
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.http import METRICS_KEY
 from mas_sidecar.metrics import Metrics

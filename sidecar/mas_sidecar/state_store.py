@@ -2,7 +2,7 @@
 
 ``mas:{agent}:state`` is a hash of ``doc`` (JSON object) and ``rev`` (integer, 0 before the
 first write). Writes go through one call of the ``mas_state_cas`` function
-(:mod:`mas.functions`), which checks the expected revision and writes atomically, so
+(:mod:`mas_core.functions`), which checks the expected revision and writes atomically, so
 concurrent replicas never lose an update silently: the loser gets ``revision_conflict``. Used by
 the state routes.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from mas.errors import ErrorCode
+from mas_core.error_codes import ErrorCode
 from mas_sidecar.errors import ApiError
 
 _PATCH_RETRIES = 20

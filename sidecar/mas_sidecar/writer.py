@@ -6,7 +6,7 @@ round trips, a message and its audit entry go out together, and audit entries re
 order their chain was computed.
 
 Within a pipeline, the appends to one stream go as one call of the ``mas_append`` function
-(:mod:`mas.functions`, up to ``APPENDS_PER_CALL`` entries each, in submission order): a batch
+(:mod:`mas_core.functions`, up to ``APPENDS_PER_CALL`` entries each, in submission order): a batch
 of 100 messages to one target costs one call for this sender's stream into the target and one
 for the audit stream, not 200 commands whose packing and answers the sidecar would handle one by
 one. A call to a sender's stream into a target also adds the sender to the target's senders set
@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
-from mas.errors import ErrorCode
+from mas_core.error_codes import ErrorCode
 from mas_sidecar.aio import wait_event
 from mas_sidecar.errors import ApiError
 from mas_sidecar.inbox import REDIS_ERRORS

@@ -90,7 +90,7 @@ from typing import Any
 import orjson
 import re2
 
-from mas.policy.dlp import re2_options
+from mas_core.policy.dlp import re2_options
 
 Span = tuple[int, int]
 # What a key tells of the values under it: the kinds of data they may be because of it, of

@@ -1,6 +1,6 @@
 """The DLP scanner: finds sensitive data in a JSON payload and blocks, redacts or logs it.
 
-:class:`DlpScanner` compiles a :class:`~mas.policy.dlp.DlpPolicy` once; :meth:`DlpScanner.scan`
+:class:`DlpScanner` compiles a :class:`~mas_core.policy.dlp.DlpPolicy` once; :meth:`DlpScanner.scan`
 then walks a payload iteratively (any depth, no recursion) and checks every string value, every
 object key and, for the detectors where a number can be the data (a card number sent as an
 integer, an SSN under an ``ssn`` key), integers as their decimal text, and floats below 10**16
@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 import re2
 
-from mas.policy.dlp import DlpAction, DlpPolicy, compile_pattern, re2_options
+from mas_core.policy.dlp import DlpAction, DlpPolicy, compile_pattern, re2_options
 from mas_sidecar.dlp.detectors import (
     BUILTINS,
     NO_CONTEXT,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mas.errors import ErrorCode
-from mas.policy.rules import Party, may_message
+from mas_core.error_codes import ErrorCode
+from mas_core.policy.rules import Party, may_message
 from mas_sidecar.components import Components, components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body

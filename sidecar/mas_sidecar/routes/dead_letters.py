@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mas.errors import ErrorCode
+from mas_core.error_codes import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response

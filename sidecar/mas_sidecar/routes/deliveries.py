@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from mas.errors import ErrorCode
+from mas_core.error_codes import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.documents import message_document, sse_event
 from mas_sidecar.errors import ApiError

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mas.envelope import Envelope
-from mas.errors import HTTP_STATUS, ErrorCode
+from mas_core.envelope import Envelope
+from mas_core.error_codes import HTTP_STATUS, ErrorCode
 from mas_sidecar.components import Components, components
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError

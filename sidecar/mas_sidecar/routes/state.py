@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mas.errors import ErrorCode
+from mas_core.error_codes import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body

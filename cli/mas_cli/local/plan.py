@@ -1,0 +1,113 @@
+"""What ``mas up`` runs: for each agent replica, its sidecar and its program, with their env.
+
+Pure functions from manifests to :class:`ReplicaPlan` values; no process is started here (that
+is :mod:`mas_cli.local.supervisor`), so what runs with which settings is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mas_core.manifests import CONTROL_PLANE_ENV, AgentManifest
+
+_PYTHON_NAMES = frozenset({"python", "python3"})
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """One replica of one agent: a sidecar and an agent program, started together."""
+
+    agent_id: str
+    name: str
+    index: int
+    port: int
+    sidecar_env: dict[str, str]
+    command: list[str]
+    agent_env: dict[str, str]
+    cwd: Path
+
+    @property
+    def sidecar_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """``<agent id>-<index>``, as progress lines name the replica."""
+        return f"{self.agent_id}-{self.index}"
+
+    @property
+    def output_prefix(self) -> str:
+        """``<name>[<index>]``, prefixed to the program's output lines."""
+        return f"{self.name}[{self.index}]"
+
+    def log_file_name(self) -> str:
+        """The sidecar's log file name inside the log directory."""
+        return f"{self.agent_id.replace('/', '_')}-{self.index}.sidecar.log"
+
+
+def sidecar_env(agent: AgentManifest, index: int) -> dict[str, str]:
+    """The ``MAS_*`` settings of replica ``index``'s sidecar."""
+    return {
+        "MAS_REPLICA_ID": f"{agent.metadata.name}-{index}",
+        "MAS_CAPABILITIES": ",".join(agent.spec.capabilities),
+        "MAS_ROLES": ",".join(agent.spec.roles),
+        "MAS_MAX_ATTEMPTS": str(agent.spec.delivery.max_attempts),
+        "MAS_LEASE_MS": str(agent.spec.delivery.lease_seconds * 1000),
+    }
+
+
+def agent_env(agent: AgentManifest, sidecar_url: str) -> dict[str, str]:
+    """What the agent program gets on top of the inherited environment.
+
+    ``spec.env``, then the sidecar's URL and the agent id (``spec.env`` cannot set those, nor
+    the token, which the supervisor adds), and unbuffered Python output so lines show up on the
+    console as they are printed.
+    """
+    return {
+        "PYTHONUNBUFFERED": "1",
+        **{var.name: var.value for var in agent.spec.env if var.name not in CONTROL_PLANE_ENV},
+        "MAS_SIDECAR_URL": sidecar_url,
+        "MAS_AGENT_ID": agent.agent_id,
+    }
+
+
+def agent_command(command: list[str]) -> list[str]:
+    """``spec.local.command``, with a leading ``python``/``python3`` replaced by this interpreter.
+
+    The agent then sees the packages installed alongside ``mas`` even when that environment is
+    not activated in the shell.
+    """
+    if command and command[0] in _PYTHON_NAMES:
+        return [sys.executable, *command[1:]]
+    return list(command)
+
+
+def plan_replicas(
+    agents: list[AgentManifest], directory: Path, ports: Iterator[int]
+) -> list[ReplicaPlan]:
+    """Every replica of every agent, in manifest order, taking sidecar ports from ``ports``.
+
+    Agents without ``spec.local`` are skipped (the manifest loader already rejects them).
+    """
+    plans = []
+    for agent in agents:
+        if agent.spec.local is None:
+            continue
+        for index in range(agent.spec.replicas):
+            port = next(ports)
+            plans.append(
+                ReplicaPlan(
+                    agent_id=agent.agent_id,
+                    name=agent.metadata.name,
+                    index=index,
+                    port=port,
+                    sidecar_env=sidecar_env(agent, index),
+                    command=agent_command(agent.spec.local.command),
+                    agent_env=agent_env(agent, f"http://127.0.0.1:{port}"),
+                    cwd=directory,
+                )
+            )
+    return plans

@@ -1,0 +1,59 @@
+"""``mas up DIR``: read a directory of manifests, compile its policies, run the supervisor.
+
+Reads the ``Agent`` and ``GatewayPolicy`` manifests (:mod:`mas_cli.manifest_files`) and hands
+them to :class:`mas_cli.local.supervisor.Supervisor`, which runs everything until the agents
+finish, ``--duration`` ends or a signal comes. Called by :mod:`mas_cli.main`; needs the
+``local`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from urllib.parse import urlsplit
+
+from mas_cli.local.processes import ProcessStartError
+from mas_cli.local.redis_server import RedisServerError
+from mas_cli.local.supervisor import Supervisor, UpOptions
+from mas_cli.manifest_files import load_directory
+from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, redis_url
+from mas_core.manifests import ManifestError
+from mas_core.policy.document import compile_policies
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        agents, policies = load_directory(args.directory)
+        url = redis_url(args)
+    except (ManifestError, ValueError) as exc:
+        return fail(str(exc), USAGE_ERROR)
+    if args.ephemeral and url:
+        return fail("--ephemeral is for the embedded Redis, not with a Redis URL", USAGE_ERROR)
+    if args.redis_url and urlsplit(args.redis_url).password:
+        print(
+            "mas: warning: the password in --redis-url shows on this command line to every local "
+            "process, the agents included; name a file holding the URL in MAS_REDIS_URL_FILE",
+            file=sys.stderr,
+        )
+    policy = (
+        compile_policies((p.metadata.namespace, p.metadata.name, p.spec) for p in policies)
+        if policies
+        else None
+    )
+    options = UpOptions(
+        directory=args.directory,
+        log_dir=(args.log_dir or args.state_dir / "logs").resolve(),
+        state_dir=args.state_dir.resolve(),
+        redis_url=url,
+        duration=args.duration,
+        uid_base=args.uid_base,
+        ephemeral=args.ephemeral,
+        audit_archive=(args.audit_archive or args.state_dir / "audit").resolve(),
+        checkpoint_every=args.checkpoint_every,
+    )
+    try:
+        return Supervisor(agents, policy, options, sys.stdout).run()
+    except RedisServerError as exc:
+        return fail(str(exc), RUN_ERROR)
+    except ProcessStartError as exc:
+        return fail(f"{exc} (sidecar logs in {options.log_dir})", RUN_ERROR)

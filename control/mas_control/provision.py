@@ -1,0 +1,102 @@
+"""What the control plane writes on the agents' Redis for them: their ACL users, the function
+library, the compiled gateway policy and their registry entries.
+
+Every write here is idempotent, so the control plane repeats it whenever it may have been
+lost (:mod:`mas_control.recovery`):
+
+* ACL users (:func:`apply_acl_user`, :func:`delete_acl_user`): one per agent, with the rules of
+  :func:`mas_core.acl.sidecar_acl_rules` and the password in the agent's Secret;
+* the function library (:func:`ensure_functions`): :data:`mas_core.functions.LIBRARY`, loaded
+  with the administrative user unless the server has this version;
+* the policy (:func:`publish_policy`): the document and its revision in one MULTI; sidecars
+  poll the revision and pick it up within a second; :func:`enforcers` reads which revision
+  each sidecar replica reports;
+* registry entries (:func:`register_agent`, :func:`forget_agent`): what the control plane vouches
+  for about an agent (:mod:`mas_core.registry_entries`), written before its sidecars start.
+
+Used by the operator (``mas_operator.redis_admin``), ``mas up``'s supervisor, the benchmarks
+and the test harnesses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from mas_core.acl import acl_username, sidecar_acl_rules
+from mas_core.functions import LIBRARY, VERSION
+from mas_core.keys import (
+    POLICY_DOCUMENT,
+    POLICY_ENFORCERS,
+    POLICY_REVISION,
+    REGISTRY_AGENTS,
+    REGISTRY_LEASES,
+)
+from mas_core.policy.document import CompiledPolicy
+from mas_core.registry_entries import entry_document
+
+
+def apply_acl_user(client: redis.Redis, agent_id: str, password: str) -> None:
+    """Create or reset ``agent_id``'s ACL user with ``password`` (the only one it accepts).
+
+    Idempotent: ``reset`` first drops every earlier rule and password.
+    """
+    if not password:
+        raise ValueError("an ACL user needs a non-empty password")
+    client.execute_command(
+        "ACL", "SETUSER", acl_username(agent_id), *sidecar_acl_rules(agent_id), f">{password}"
+    )
+
+
+def delete_acl_user(client: redis.Redis, agent_id: str) -> None:
+    """Remove ``agent_id``'s ACL user (and disconnect its clients); no error when absent."""
+    client.execute_command("ACL", "DELUSER", acl_username(agent_id))
+
+
+def ensure_functions(client: redis.Redis | redis.RedisCluster) -> bool:
+    """Load the library with an administrative client unless the server has this version (on
+    a cluster: on every primary); whether it loaded. Call it before sidecars start and whenever
+    the server may have lost it."""
+    try:
+        if client.fcall("mas_version", 0) == VERSION.encode():
+            return False
+    except redis.ResponseError:
+        pass  # no such function yet
+    client.function_load(LIBRARY, replace=True)
+    return True
+
+
+def publish_policy(client: redis.Redis, document: CompiledPolicy) -> None:
+    """Make ``document`` the policy in force."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(POLICY_DOCUMENT, document.to_json())
+        pipe.set(POLICY_REVISION, document.revision)
+        pipe.execute()
+
+
+def enforcers(client: redis.Redis) -> dict[str, str]:
+    """``agent/replica`` -> the revision that sidecar enforces."""
+    return {k.decode(): v.decode() for k, v in client.hgetall(POLICY_ENFORCERS).items()}
+
+
+def register_agent(
+    client: redis.Redis, agent_id: str, capabilities: Sequence[str], roles: Sequence[str]
+) -> None:
+    """Write ``agent_id``'s entry (no lease: its sidecars take that)."""
+    client.hset(REGISTRY_AGENTS, agent_id, entry_document(capabilities, roles))
+
+
+def forget_agent(client: redis.Redis, agent_id: str) -> None:
+    """Remove ``agent_id``'s entry, lease and its replicas' policy reports."""
+    reports = [
+        field
+        for field, _ in client.hscan_iter(POLICY_ENFORCERS, match=f"{agent_id}/*")
+        if field.decode().rpartition("/")[0] == agent_id
+    ]
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hdel(REGISTRY_AGENTS, agent_id)
+        pipe.zrem(REGISTRY_LEASES, agent_id)
+        if reports:
+            pipe.hdel(POLICY_ENFORCERS, *reports)
+        pipe.execute()

@@ -1,0 +1,347 @@
+"""The ``Agent`` and ``GatewayPolicy`` manifests (``mas.dev/v1alpha1``): models and validation.
+
+The same YAML describes an agent to the Kubernetes operator (as a custom resource) and to local
+mode (``mas up DIR``), which also reads ``spec.local``. Every model forbids unknown fields, so a
+typo is an error rather than a silently ignored setting. Any problem is raised as one
+:class:`ManifestError` naming the file and the field path.
+
+Used by the operator (custom resources, and the CRDs' schemas), local mode and the ``mas``
+command (which read them from YAML files: :mod:`mas_cli.manifest_files`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, Field, ValidationError
+
+from mas_core.names import DEFAULT_NAMESPACE, LABEL, is_label
+from mas_core.policy.document import GatewayPolicySpec
+from mas_core.schema import ResourceModel
+from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV
+
+GROUP = "mas.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+AGENT_KIND = "Agent"
+POLICY_KIND = "GatewayPolicy"
+MAX_LOCAL_REPLICAS = 20
+
+_CAPABILITY = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+ModelT = TypeVar("ModelT", bound=ResourceModel)
+
+
+class ManifestError(ValueError):
+    """A manifest file cannot be read, or a document in it is not a valid ``Agent``."""
+
+
+def _label(value: str) -> str:
+    if not is_label(value):
+        raise ValueError(
+            "must be a DNS-1123 label: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+def _capability(value: str) -> str:
+    if not _CAPABILITY.match(value):
+        raise ValueError(
+            "must be 1-63 characters of lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError(
+            "must consist of letters, digits, '_', '-' and '.', not start with a digit"
+        )
+    return value
+
+
+# The validators give friendly messages; the same regular expressions are also published in the
+# JSON schema (``pattern``), from which the Kubernetes CRDs are generated.
+Label = Annotated[
+    str,
+    AfterValidator(_label),
+    Field(json_schema_extra={"pattern": LABEL.pattern, "maxLength": 63}),
+]
+Capability = Annotated[
+    str,
+    AfterValidator(_capability),
+    Field(json_schema_extra={"pattern": _CAPABILITY.pattern, "maxLength": 63}),
+]
+EnvName = Annotated[
+    str, AfterValidator(_env_name), Field(json_schema_extra={"pattern": _ENV_NAME.pattern})
+]
+_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class ObjectMeta(ResourceModel):
+    """``metadata``: the agent's name and namespace (``default`` when omitted)."""
+
+    name: Label = Field(
+        description="The resource's name, a DNS-1123 label (an agent's id is namespace/name)."
+    )
+    namespace: Label = Field(
+        default=DEFAULT_NAMESPACE, description="The namespace; default when omitted."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Kubernetes labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Kubernetes annotations.")
+
+
+# What the control plane sets in the agent's environment; ``spec.env`` entries of these names
+# are dropped (they would point the agent at another sidecar, or hand it the wrong token).
+CONTROL_PLANE_ENV = frozenset({"MAS_SIDECAR_URL", "MAS_AGENT_ID", TOKEN_ENV, TOKEN_FILE_ENV})
+
+
+class EnvVar(ResourceModel):
+    """One ``spec.env`` entry, given to the agent process; MAS_SIDECAR_URL, MAS_AGENT_ID,
+    MAS_SIDECAR_TOKEN and MAS_SIDECAR_TOKEN_FILE are set by the control plane instead."""
+
+    name: EnvName = Field(
+        description="Variable name: letters, digits, '_', '-' and '.', not starting with a digit."
+    )
+    value: str = Field(default="", description="Variable value; empty when omitted.")
+
+
+class Delivery(ResourceModel):
+    """``spec.delivery``: how the agent's sidecar redelivers and dead-letters messages."""
+
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Deliveries of one message before it is dead-lettered.",
+    )
+    lease_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="Seconds a replica holds a delivered message before it is redelivered.",
+    )
+
+
+class LocalSpec(ResourceModel):
+    """``spec.local``: how ``mas up`` runs the agent (the command runs in the manifest's DIR)."""
+
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        description="The agent's command line for mas up, run from the manifest's folder.",
+    )
+
+
+class HostAlias(ResourceModel):
+    """One ``spec.hostAliases`` entry: an ``/etc/hosts`` line in the agent's pod."""
+
+    ip: str = Field(min_length=1, description="IP address of the host entry.")
+    hostnames: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Hostnames for the IP address."
+    )
+
+
+class SidecarSpec(ResourceModel):
+    """``spec.sidecar``: the policing sidecar container next to the agent."""
+
+    port: int = Field(
+        default=8790,
+        ge=1024,
+        le=65535,
+        description="Port of the sidecar's HTTP API on the pod's loopback interface.",
+    )
+    image: str | None = Field(
+        default=None, description="Sidecar container image; the operator's default when omitted."
+    )
+
+
+NON_ROOT_ID = 65532  # the uid and gid agent containers run as unless the spec says otherwise
+_MAX_ID = 2_147_483_647
+
+
+class SecurityContext(ResourceModel):
+    """``spec.securityContext``: who the agent container runs as, within Kubernetes' *restricted*
+    Pod Security Standard.
+
+    Only what cannot loosen that standard can be set: the container never runs as root, never
+    gains privileges or capabilities, and keeps the runtime's default seccomp profile whatever
+    this says.
+    """
+
+    run_as_user: int = Field(
+        default=NON_ROOT_ID,
+        ge=1,
+        le=_MAX_ID,
+        description="User id of the agent's processes; never 0 (root).",
+    )
+    run_as_group: int = Field(
+        default=NON_ROOT_ID, ge=0, le=_MAX_ID, description="Primary group id of those processes."
+    )
+    fs_group: int | None = Field(
+        default=None,
+        ge=0,
+        le=_MAX_ID,
+        description="Group that owns the pod's volumes and may write them; none when omitted.",
+    )
+    read_only_root_filesystem: bool = Field(
+        default=True,
+        description="Mount the agent container's root filesystem read-only; mount an emptyDir "
+        "volume where the agent writes files, or set false.",
+    )
+
+
+class AgentSpec(ResourceModel):
+    """``spec``: what the agent can do and how it runs.
+
+    The pod-template fields (``serviceAccountName`` to ``securityContext``), ``sidecar`` and
+    ``deletionPolicy`` are used by the Kubernetes operator; local mode ignores them.
+    """
+
+    capabilities: list[Capability] = Field(
+        default_factory=list,
+        description="Capability names published in discovery; policy rules can target them.",
+    )
+    roles: list[Label] = Field(
+        default_factory=list,
+        description="Roles carried in the agent's identity token; policy rules match senders "
+        "by them.",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_LOCAL_REPLICAS,
+        description="Number of replicas sharing the agent's inbox.",
+    )
+    image: str | None = Field(
+        default=None, description="Agent container image (Kubernetes only; ignored locally)."
+    )
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Entrypoint of the agent container (Kubernetes only); default: the image's.",
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        description="Arguments of the agent container (Kubernetes only); default: the image's.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Environment variables given to the agent process."
+    )
+    delivery: Delivery = Field(
+        default_factory=Delivery,
+        description="How the sidecar redelivers and dead-letters messages.",
+    )
+    local: LocalSpec | None = Field(
+        default=None, description="How mas up runs the agent locally (ignored by the operator)."
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=_SUBDOMAIN,
+        description="Service account of the agent's pods; the namespace's default when omitted.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the agent's pods must be scheduled on."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Kubernetes tolerations of the agent's pods (core/v1 Toleration objects).",
+    )
+    resources: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Compute resources of the agent container (core/v1 ResourceRequirements).",
+    )
+    volumes: list[dict[str, Any]] = Field(
+        default_factory=list, description="Extra pod volumes (core/v1 Volume objects)."
+    )
+    volume_mounts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Mounts of those volumes in the agent container (core/v1 VolumeMount).",
+    )
+    host_network: bool = Field(
+        default=False, description="Run the agent's pods in the node's network namespace."
+    )
+    host_aliases: list[HostAlias] = Field(
+        default_factory=list, description="Extra /etc/hosts entries of the agent's pods."
+    )
+    security_context: SecurityContext = Field(
+        default_factory=SecurityContext,
+        description="Who the agent container runs as (restricted Pod Security Standard).",
+    )
+    sidecar: SidecarSpec = Field(
+        default_factory=SidecarSpec, description="Settings of the policing sidecar container."
+    )
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description="Retain keeps the agent's streams and state in Redis when the Agent is "
+        "deleted; Delete removes them.",
+    )
+
+
+class AgentManifest(ResourceModel):
+    """One ``Agent`` document."""
+
+    api_version: Literal["mas.dev/v1alpha1"] = Field(
+        description="The API version: mas.dev/v1alpha1."
+    )
+    kind: Literal["Agent"] = Field(description="The kind: Agent.")
+    metadata: ObjectMeta = Field(description="The agent's name and namespace.")
+    spec: AgentSpec = Field(
+        default_factory=AgentSpec, description="What the agent can do and how it runs."
+    )
+
+    @property
+    def agent_id(self) -> str:
+        """The full ``namespace/name`` id."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(document)"
+
+
+def parse_agent(document: Any, source: str) -> AgentManifest:
+    """Validate one parsed YAML document as an ``Agent``; ``source`` names it in errors."""
+    return _parse(AgentManifest, document, source)
+
+
+def _parse(model: type[ModelT], document: Any, source: str) -> ModelT:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise ManifestError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    message = message.removeprefix("Value error, ")
+    more = len(errors) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {_field_path(first['loc'])}: {message}{suffix}"
+
+
+class GatewayPolicyManifest(ResourceModel):
+    """One ``GatewayPolicy`` document."""
+
+    api_version: Literal["mas.dev/v1alpha1"] = Field(
+        description="The API version: mas.dev/v1alpha1."
+    )
+    kind: Literal["GatewayPolicy"] = Field(description="The kind: GatewayPolicy.")
+    metadata: ObjectMeta = Field(description="The policy's name and namespace.")
+    spec: GatewayPolicySpec = Field(
+        default_factory=GatewayPolicySpec,
+        description="Which senders the policy applies to and what it enforces on them.",
+    )
+
+
+def parse_policy(document: Any, source: str) -> GatewayPolicyManifest:
+    """Validate one parsed YAML document as a ``GatewayPolicy``."""
+    return _parse(GatewayPolicyManifest, document, source)
