@@ -416,6 +416,7 @@ class Agent(Generic[StateT]):
                     async for document in deliveries:
                         delay = _RECONNECT_INITIAL_S
                         received = loop.time()
+                        self._keeper().delivered_again(str(document.get("id")))
                         await self._slots.acquire()
                         task = asyncio.create_task(self._handle(client, document, received))
                         self._running.add(task)

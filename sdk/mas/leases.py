@@ -9,10 +9,11 @@ are still running in one request (``POST /v1/deliveries/extend``), and stops ren
 delivery as soon as its handler returns or raises.
 
 A lease that cannot be renewed is lost: the sidecar answers that it no longer holds it (it ran
-out, or another replica took it over), or the sidecar cannot be reached on a second try shortly
-after the first. Then the keeper sets the message's ``lease_lost`` event and cancels the
-handler's task (``asyncio.CancelledError`` at the handler's current ``await``); the agent
-neither acks nor nacks that message, which is, or will be, another delivery's.
+out, or another replica took it over), the sidecar cannot be reached on a second try shortly
+after the first, or the same message is delivered to this agent again while its handler runs.
+Then the keeper sets the message's ``lease_lost`` event and cancels the handler's task
+(``asyncio.CancelledError`` at the handler's current ``await``); the agent neither acks nor
+nacks that message, which is, or will be, another delivery's.
 
 Used by :class:`mas.Agent` (one keeper each) and :meth:`mas.AgentMessage.extend`.
 """
@@ -93,6 +94,13 @@ class LeaseKeeper:
         finally:
             if self._held.get(lease.id) is lease:
                 del self._held[lease.id]
+
+    def delivered_again(self, message_id: str) -> None:
+        """The sidecar delivered ``message_id`` again while a handler still holds it (its
+        lease ran out and this replica's sidecar took it over): that handler's lease is lost."""
+        lease = self._held.get(message_id)
+        if lease is not None:
+            lease.lose("it was delivered again")
 
     async def aclose(self) -> None:
         """Stop renewing."""
