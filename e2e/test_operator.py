@@ -7,9 +7,11 @@ Standard; each sidecar serving only the agent holding its token), messages deliv
 message denied and audited, an SSN redacted at the receiver, a policy change in force without
 restarting a pod, an invalid Agent refused by the API server, an Agent mounting another agent's
 credentials refused by the operator, an Agent's Redis user gone with it, Redis on its bound
-claim keeping every accepted message, the users and the policy when its pod is replaced, and
-``helm upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind but the trust anchor, the
-Redis password and the Redis data, which go when deleted as the chart's README says.
+claim keeping every accepted message, the users and the policy when its pod is replaced, a
+handler running for three leases run once across an agent's replicas (the SDK renews its
+lease), and ``helm upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind but the
+trust anchor, the Redis password and the Redis data, which go when deleted as the chart's
+README says.
 
 Redis is inspected from inside the Redis pod (``kubectl exec``), so the same tests run on the
 local host-network cluster and on kind. The tests of this module share one release and run in
@@ -660,6 +662,92 @@ def test_redis_keeps_accepted_messages_users_and_policy_when_its_pod_is_replaced
 
     survived = through_a_fault(release, namespace, "SIGKILLed", killed, first=10, kept=True)
     assert survived.lost == 0
+
+
+THINKER = """
+import asyncio, os
+from mas import Agent, AgentMessage
+
+class Thinker(Agent):
+    @Agent.on("think")
+    async def think(self, message: AgentMessage) -> None:
+        print("started", message.id, message.attempt, os.environ["HOSTNAME"], flush=True)
+        await asyncio.sleep(6)  # an LLM call as long as three leases of 2 s
+        print("finished", message.id, flush=True)
+
+Thinker().run()
+"""
+
+
+def test_a_handler_running_three_leases_runs_once_across_the_agents_replicas(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    """The SDK renews the lease of a running handler: no replica gets the message meanwhile.
+    (Two replicas on kind; one on the local host-network cluster, where two replicas' sidecars
+    would want the same host port.)"""
+    namespace, cluster = workspace, release.cluster
+    replicas = 1 if cluster.local else 2
+    thinker: dict[str, Any] = {
+        "image": mas_image, "command": ["python", "-c", THINKER], "replicas": replicas,
+        "delivery": {"leaseSeconds": 2},
+    }  # fmt: skip
+    sender: dict[str, Any] = {"image": mas_image, "command": WAITING}
+    if cluster.local:
+        thinker |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+        sender |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+    policy = {
+        "apiVersion": "mas.dev/v1alpha1", "kind": "GatewayPolicy",
+        "metadata": {"name": "thinking", "namespace": namespace},
+        "spec": {"rules": [{"name": "think", "action": "allow", "from": {"agents": ["sender"]},
+                            "to": {"agents": ["thinker"]}, "types": ["think"]}]},
+    }  # fmt: skip
+    cluster.apply(
+        [
+            policy,
+            *(
+                {"apiVersion": "mas.dev/v1alpha1", "kind": "Agent",
+                 "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+                for name, spec in (("thinker", thinker), ("sender", sender))
+            ),
+        ]
+    )  # fmt: skip
+    for name in ("thinker", "sender"):
+        wait_until(
+            lambda name=name: (
+                condition(agent(cluster, namespace, name), "Ready").get("status") == "True"
+            ),
+            timeout=240,
+            what=f"Agent {name} Ready",
+        )
+    wait_until(
+        lambda: len(pods_of(cluster, namespace, "thinker")) == replicas,
+        timeout=240,
+        what=f"{replicas} thinker pods",
+    )
+    for n in range(3):
+        message = {"to": "thinker", "type": "think", "payload": {"n": n}}
+        assert send_as(cluster, namespace, "sender", message) == 202
+
+    def lines() -> list[list[str]]:
+        return [
+            line.split()
+            for pod in pods_of(cluster, namespace, "thinker")
+            for line in cluster.kubectl(
+                "logs", "-n", namespace, pod["metadata"]["name"], "-c", "agent", check=False
+            ).splitlines()
+            if line.startswith(("started ", "finished "))
+        ]
+
+    wait_until(
+        lambda: sum(line[0] == "finished" for line in lines()) >= 3,
+        timeout=180,
+        what="three handlers finished",
+    )
+    time.sleep(2)  # one lease more: room for a second run that must not come
+    started = [line for line in lines() if line[0] == "started"]
+    print(f"{len(started)} runs for 3 messages on {replicas} replicas: {started}")
+    assert len({line[1] for line in started}) == len(started) == 3
+    assert [line[2] for line in started] == ["1", "1", "1"]
 
 
 def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Release) -> None:

@@ -212,3 +212,75 @@ async def test_a_stopped_replica_hands_its_leases_to_another_at_once(
     [delivery] = await second.collect(1)
 
     assert (delivery["id"], delivery["attempt"]) == (message_id, 2)
+
+
+async def test_a_delivery_event_says_how_long_its_lease_is(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="1234"))
+    await alice.send("bob", "work")
+
+    [delivery] = await bob.collect(1)
+
+    assert delivery["lease_ms"] == 1234
+
+
+async def test_batch_extend_renews_the_leases_held_and_reports_the_others(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="1000"))
+    sent = [await alice.send("bob", "work", {"n": n}) for n in range(3)]
+    held = [delivery["id"] for delivery in await bob.collect(3, ack=False)]
+    assert sorted(held) == sorted(sent)
+    assert await bob.answer(held[2], "ack") == 204
+
+    status, body = await bob.call(
+        "POST", "/v1/deliveries/extend", {"ids": [held[0], "nonexistent", held[1], held[0]]}
+    )
+
+    assert status == 200
+    assert body == {"extended": [held[0], held[1]], "unknown": ["nonexistent"]}
+    assert await bob.metric("mas_lease_extensions_total") == 2
+    status, body = await bob.call("POST", "/v1/deliveries/extend", {"ids": []})
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
+
+
+async def test_extending_a_lease_that_ran_out_is_refused(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob", MAS_LEASE_MS="300"))
+    await alice.send("bob", "work")
+    [delivery] = await bob.collect(1, ack=False)  # and unsubscribed: nothing is reclaimed
+    await asyncio.sleep(0.3)  # the lease runs out
+
+    status, body = await bob.call("POST", "/v1/deliveries/extend", {"ids": [delivery["id"]]})
+    single = await bob.call("POST", f"/v1/deliveries/{delivery['id']}/extend")
+
+    assert (status, body) == (200, {"extended": [], "unknown": [delivery["id"]]})
+    assert (single[0], single[1]["error"]["code"]) == (404, "delivery_not_found")
+
+
+async def test_the_agent_records_completed_messages_for_a_while(
+    sidecars: Sidecars, http: aiohttp.ClientSession, redis_client: redis.Redis
+) -> None:
+    bob = Api(http, sidecars.start("default/bob"))
+
+    before = await bob.call("GET", "/v1/state/completed/m-1")
+    recorded = await bob.call("PUT", "/v1/state/completed/m-1", {"ttl_ms": 60_000})
+    after = await bob.call("GET", "/v1/state/completed/m-1")
+    await bob.call("PUT", "/v1/state/completed/m-2", {"ttl_ms": 1})
+
+    assert before == (200, {"id": "m-1", "completed": False})
+    assert recorded == (204, None)
+    assert after == (200, {"id": "m-1", "completed": True})
+    assert 0 < redis_client.pttl(BOB.completed("m-1")) <= 60_000
+    await eventually(
+        lambda: not redis_client.exists(BOB.completed("m-2")), "the record of m-2 expired"
+    )
+    assert (await bob.call("GET", "/v1/state/completed/m-2"))[1]["completed"] is False
+    status, body = await bob.call("PUT", "/v1/state/completed/m-3", {"ttl_ms": 0})
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
+    assert (await bob.call("GET", "/v1/state"))[1] == {"state": {}, "revision": 0}

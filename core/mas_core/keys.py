@@ -13,6 +13,8 @@ shared by all agents (the registry) carry their own fixed tag.
                                    (consumer group CONSUMER_GROUP)
     mas:{ns/name}:dlq              stream: dead letters (envelope + reason + sender stream)
     mas:{ns/name}:state            hash: ``doc`` (JSON) and ``rev`` (integer)
+    mas:{ns/name}:completed:<id>   string with an expiry: the agent handled message ``id``
+                                   (idempotent handlers record it before they ack)
     mas:{ns/name}:replies:<replica>:<sender>  stream: replies from one sender to requests of
                                    one replica; only that sender writes it, the replica
                                    creates it and sets its expiry
@@ -115,6 +117,10 @@ class AgentKeys:
     @property
     def state(self) -> str:
         return f"{self.prefix}state"
+
+    def completed(self, message_id: str) -> str:
+        """The record that the agent handled ``message_id`` (kept for a while, then expires)."""
+        return f"{self.prefix}completed:{message_id}"
 
     @property
     def audit(self) -> str:

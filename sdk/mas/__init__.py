@@ -22,8 +22,10 @@ Everything goes through the agent's own sidecar (``MAS_SIDECAR_URL``, presenting
 from mas.agent import Agent, AgentInfo
 from mas.client import SidecarClient
 from mas.errors import (
+    CircuitOpenError,
     DlpBlockedError,
     ForbiddenError,
+    LeaseLostError,
     MasError,
     RateLimitedError,
     RequestTimeoutError,
@@ -32,16 +34,20 @@ from mas.errors import (
     UnknownAgentError,
 )
 from mas.message import AgentMessage
+from mas.retry import Retry
 
 __all__ = [
     "Agent",
     "AgentInfo",
     "AgentMessage",
+    "CircuitOpenError",
     "DlpBlockedError",
     "ForbiddenError",
+    "LeaseLostError",
     "MasError",
     "RateLimitedError",
     "RequestTimeoutError",
+    "Retry",
     "RevisionConflictError",
     "SidecarClient",
     "SidecarError",

@@ -5,10 +5,20 @@ Agent programs subclass :class:`Agent`, register handlers with :meth:`Agent.on` 
 subscribes to deliveries, runs handlers concurrently and settles each delivery by the outcome:
 
 - the handler returns: ack;
-- the handler raises: the exception is logged and the delivery nacked with a backoff delay, so
-  it comes back with ``attempt`` + 1 (the sidecar dead-letters it after its attempt limit);
+- the handler raises, or runs past its ``timeout`` (it is cancelled): the delivery is nacked
+  with a backoff delay, so it comes back with ``attempt`` + 1 (the sidecar dead-letters it after
+  its attempt limit, ``MAS_MAX_ATTEMPTS``);
 - the payload fails the handler's model, or no handler exists for the type: reject, which
-  dead-letters the message at once with the reason.
+  dead-letters the message at once with the reason;
+- the delivery's lease is lost while the handler runs (:mod:`mas.leases`): the handler is
+  cancelled, ``message.lease_lost`` is set, and the delivery is neither acked nor nacked (it is
+  delivered again, maybe elsewhere).
+
+While a handler runs, its lease is renewed (all running handlers' leases in one request every
+third of the lease), so a handler may think for minutes without its message being delivered a
+second time. A handler registered with ``idempotent=True`` is run at most once per message
+while its record lasts: the agent records the message as handled before it acks it, and a
+message redelivered after that (the agent died between the two) is acked without running.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, cast
 
 import aiohttp
@@ -28,8 +38,10 @@ from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import TypeVar
 
 from mas.client import SidecarClient
-from mas.errors import MasError, RevisionConflictError
+from mas.errors import LeaseLostError, MasError, RevisionConflictError
+from mas.leases import LeaseKeeper
 from mas.message import AgentMessage
+from mas.retry import RetryOption
 
 logger = logging.getLogger("mas.agent")
 
@@ -40,6 +52,7 @@ _MAX_REASON_CHARS = 1000
 _MAX_STATE_RETRIES = 20
 _RECONNECT_INITIAL_S = 0.1
 _RECONNECT_MAX_S = 5.0
+DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0  # seconds an idempotent handler remembers a message
 # What a lost connection to the sidecar looks like; the delivery loop rides these out.
 _SIDECAR_ERRORS = (MasError, aiohttp.ClientError, TimeoutError)
 
@@ -62,10 +75,14 @@ class AgentInfo(BaseModel):
 
 @dataclass(frozen=True)
 class _Handler:
-    """A registered handler: the method's name (resolved per instance) and its payload model."""
+    """A registered handler: its message type, the method's name (resolved per instance), its
+    payload model, its timeout (seconds) and, when idempotent, how long (ms) it remembers."""
 
-    attribute: str
+    message_type: str
     model: type[BaseModel] | None
+    timeout: float | None
+    remember_ms: int | None
+    attribute: str = ""
 
 
 def nack_delay_ms(attempt: int) -> int:
@@ -108,6 +125,7 @@ class Agent(Generic[StateT]):
         self._stop_timeout = stop_timeout
         self._startup_timeout = startup_timeout
         self._client: SidecarClient | None = None
+        self._leases: LeaseKeeper | None = None
         self._id: str | None = None
         self._state: StateT | None = None
         self._revision = 0
@@ -123,26 +141,53 @@ class Agent(Generic[StateT]):
             for attribute, value in vars(klass).items():
                 if not inspect.isfunction(value):
                     continue
-                mark: tuple[str, type[BaseModel] | None] | None = getattr(
-                    value, _HANDLER_MARK, None
-                )
+                mark: _Handler | None = getattr(value, _HANDLER_MARK, None)
                 if mark is not None:
-                    handlers[mark[0]] = _Handler(attribute, mark[1])
+                    handlers[mark.message_type] = replace(mark, attribute=attribute)
         cls._handlers = handlers
 
     @staticmethod
     def on(
-        message_type: str, *, model: type[BaseModel] | None = None
+        message_type: str,
+        *,
+        model: type[BaseModel] | None = None,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL,
     ) -> Callable[[HandlerT], HandlerT]:
         """Register the decorated method as the handler of ``message_type`` messages.
 
         With ``model`` the handler is called as ``handler(self, message, payload)``, the payload
         validated into ``model`` (a payload that fails is dead-lettered); without, as
         ``handler(self, message)``. A subclass may register its own handler for a type.
+
+        The delivery's lease is renewed while the handler runs, however long. ``timeout``
+        (seconds) bounds that: a handler still running then is cancelled
+        (``asyncio.CancelledError`` at its current ``await``) and the message nacked, to come
+        back after a backoff with ``attempt`` + 1 and be dead-lettered after the sidecar's
+        ``MAS_MAX_ATTEMPTS``, as when the handler raises. :meth:`AgentMessage.extend` gives a
+        running handler more time.
+
+        ``idempotent``: before running, the agent asks its sidecar whether the message was
+        handled already, and acks it without running if so; after the handler returned, it
+        records the message as handled (for ``idempotency_ttl`` seconds, a day by default)
+        before it acks. So a message redelivered because the agent died between its side
+        effects and its ack does not run again. (A handler that dies *before* returning runs
+        again: at-least-once.)
         """
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if idempotency_ttl <= 0:
+            raise ValueError("idempotency_ttl must be positive")
+        mark = _Handler(
+            message_type,
+            model,
+            timeout,
+            max(1, int(idempotency_ttl * 1000)) if idempotent else None,
+        )
 
         def register(handler: HandlerT) -> HandlerT:
-            setattr(handler, _HANDLER_MARK, (message_type, model))
+            setattr(handler, _HANDLER_MARK, mark)
             return handler
 
         return register
@@ -183,6 +228,7 @@ class Agent(Generic[StateT]):
             raise MasError("the agent is already started")
         client = SidecarClient(self._sidecar_url, token=self._sidecar_token)
         self._client = client
+        self._leases = LeaseKeeper(client)
         try:
             self._id = str((await self._first_contact(client))["id"])
             await self._reload_state()
@@ -229,6 +275,8 @@ class Agent(Generic[StateT]):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._leases is not None:
+            await self._leases.aclose()
         try:
             await self.on_stop()
         finally:
@@ -252,10 +300,16 @@ class Agent(Generic[StateT]):
         *,
         correlation_id: str | None = None,
         ttl_ms: int | None = None,
+        retry: RetryOption = None,
     ) -> str:
-        """Send a message to agent ``to`` (``name`` or ``namespace/name``); its id."""
+        """Send a message to agent ``to`` (``name`` or ``namespace/name``); its id.
+
+        ``retry`` (off by default): send again after a :class:`mas.errors.RateLimitedError` or
+        :class:`mas.errors.CircuitOpenError` — a :class:`mas.retry.Retry`, or a number of more
+        tries (see :meth:`mas.SidecarClient.send`).
+        """
         return await self._sidecar().send(
-            to, type, payload, correlation_id=correlation_id, ttl_ms=ttl_ms
+            to, type, payload, correlation_id=correlation_id, ttl_ms=ttl_ms, retry=retry
         )
 
     async def request(
@@ -265,12 +319,16 @@ class Agent(Generic[StateT]):
         payload: Any = None,
         *,
         timeout: float = 30.0,  # noqa: ASYNC109 - the sidecar waits, not a local await
+        retry: RetryOption = None,
     ) -> AgentMessage:
         """Send a message and wait up to ``timeout`` seconds for the reply.
 
-        Raises :class:`mas.errors.RequestTimeoutError` when none arrives in time.
+        Raises :class:`mas.errors.RequestTimeoutError` when none arrives in time. ``retry`` as
+        for :meth:`send`.
         """
-        reply = await self._sidecar().request(to, type, payload, timeout_ms=int(timeout * 1000))
+        reply = await self._sidecar().request(
+            to, type, payload, timeout_ms=int(timeout * 1000), retry=retry
+        )
         return AgentMessage.from_reply(reply)
 
     async def update_state(self, changes: dict[str, Any] | StateT) -> None:
@@ -350,14 +408,17 @@ class Agent(Generic[StateT]):
     async def _consume(self) -> None:
         """Take deliveries for as long as the agent runs, resubscribing when the stream drops."""
         client = self._sidecar()
+        loop = asyncio.get_running_loop()
         delay = _RECONNECT_INITIAL_S
         while True:
             try:
                 async with contextlib.aclosing(client.deliveries()) as deliveries:
                     async for document in deliveries:
                         delay = _RECONNECT_INITIAL_S
+                        received = loop.time()
+                        self._keeper().delivered_again(str(document.get("id")))
                         await self._slots.acquire()
-                        task = asyncio.create_task(self._handle(client, document))
+                        task = asyncio.create_task(self._handle(client, document, received))
                         self._running.add(task)
                         task.add_done_callback(self._running.discard)
                 logger.warning("the sidecar ended the delivery stream; resubscribing")
@@ -368,16 +429,20 @@ class Agent(Generic[StateT]):
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RECONNECT_MAX_S)
 
-    async def _handle(self, client: SidecarClient, document: dict[str, Any]) -> None:
+    async def _handle(
+        self, client: SidecarClient, document: dict[str, Any], received: float
+    ) -> None:
         try:
             message = AgentMessage.from_delivery(document, client)
-            await self._dispatch(client, message)
+            await self._dispatch(client, message, received)
         except _SIDECAR_ERRORS as exc:
             logger.warning("could not settle delivery %s: %s", document.get("id"), exc)
         finally:
             self._slots.release()
 
-    async def _dispatch(self, client: SidecarClient, message: AgentMessage) -> None:
+    async def _dispatch(
+        self, client: SidecarClient, message: AgentMessage, received: float
+    ) -> None:
         """Run the handler for ``message`` and settle the delivery by its outcome."""
         handler = self._handlers.get(message.type)
         if handler is None:
@@ -392,21 +457,90 @@ class Agent(Generic[StateT]):
                 reason = f"payload of {message.type!r} is invalid: {validation_summary(exc)}"
                 await client.reject(message.id, reason[:_MAX_REASON_CHARS])
                 return
-        try:
-            await method(*arguments)
-        except Exception:
-            delay_ms = nack_delay_ms(message.attempt)
-            logger.exception(
-                "handler %s failed on message %s (type %r, attempt %d); redelivering in %d ms",
-                handler.attribute,
-                message.id,
-                message.type,
-                message.attempt,
-                delay_ms,
-            )
-            await client.nack(message.id, delay_ms)
+        if not await self._still_leased(message, received):
             return
+        if handler.remember_ms is not None and await client.is_completed(message.id):
+            logger.info(
+                "message %s (type %r) was handled already: acking it without running %s",
+                message.id, message.type, handler.attribute,
+            )  # fmt: skip
+            await client.ack(message.id)
+            return
+        if not await self._run(handler, method, arguments, message):
+            return
+        if handler.remember_ms is not None:
+            await client.record_completed(message.id, handler.remember_ms)
         await client.ack(message.id)
+
+    async def _still_leased(self, message: AgentMessage, received: float) -> bool:
+        """Whether the delivery is still this replica's: one that waited for a free handler
+        slot past its first renewal is renewed now, and left alone if its lease is gone."""
+        waited = asyncio.get_running_loop().time() - received
+        if waited < message._lease.lease_ms / 3000:
+            return True
+        try:
+            await message.extend()
+        except LeaseLostError:
+            logger.warning("delivery %s lost its lease while it waited for a handler", message.id)
+            return False
+        return True
+
+    async def _run(
+        self,
+        handler: _Handler,
+        method: Callable[..., Awaitable[None]],
+        arguments: list[Any],
+        message: AgentMessage,
+    ) -> bool:
+        """Run the handler with its lease renewed, within its timeout; whether it succeeded.
+        One that failed or timed out is nacked here; one whose lease was lost is left alone."""
+        lease = message._lease
+        task = asyncio.current_task()
+        deadline = asyncio.timeout(handler.timeout)
+        lease.task, lease.deadline = task, deadline
+        try:
+            with self._keeper().holding(lease):
+                async with deadline:
+                    await method(*arguments)
+        except asyncio.CancelledError:
+            if task is None or not lease.lost.is_set():
+                raise
+            task.uncancel()
+            return False
+        except Exception as exc:
+            if not lease.lost.is_set():
+                await self._failed(handler, message, exc, timed_out=deadline.expired())
+            return False
+        finally:
+            lease.task = lease.deadline = None
+        if lease.lost.is_set():  # the handler went on after its cancellation
+            if task is not None and task.cancelling():
+                task.uncancel()
+            return False
+        return True
+
+    async def _failed(
+        self, handler: _Handler, message: AgentMessage, exc: Exception, *, timed_out: bool
+    ) -> None:
+        """Log a handler's failure (or timeout) and nack its message with a backoff."""
+        delay_ms = nack_delay_ms(message.attempt)
+        what = (message.id, message.type, message.attempt, delay_ms)
+        if timed_out:
+            logger.error(
+                "handler %s ran past its timeout of %g s on message %s (type %r, attempt %d);"
+                " redelivering in %d ms", handler.attribute, handler.timeout, *what,
+            )  # fmt: skip
+        else:
+            logger.error(
+                "handler %s failed on message %s (type %r, attempt %d); redelivering in %d ms",
+                handler.attribute, *what, exc_info=exc,
+            )  # fmt: skip
+        await self._sidecar().nack(message.id, delay_ms)
+
+    def _keeper(self) -> LeaseKeeper:
+        if self._leases is None:
+            raise MasError("the agent is not started")
+        return self._leases
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -22,6 +22,7 @@ import orjson
 
 from mas.coalesce import Coalescer
 from mas.errors import MasError, SidecarError, sidecar_error
+from mas.retry import RetryOption, retrying
 from mas_core.envflags import env_secret
 from mas_core.error_codes import ErrorCode
 from mas_core.sidecar_token import TOKEN_ENV, authorization
@@ -96,14 +97,21 @@ class SidecarClient:
         *,
         correlation_id: str | None = None,
         ttl_ms: int | None = None,
+        retry: RetryOption = None,
     ) -> str:
-        """Send a message to ``to``; the id of the accepted message."""
+        """Send a message to ``to``; the id of the accepted message.
+
+        ``retry`` (off by default): a :class:`mas.retry.Retry`, or a number of more tries, to
+        send again after :class:`mas.errors.RateLimitedError` or
+        :class:`mas.errors.CircuitOpenError` (nothing was sent then), waiting their
+        ``retry_after``; other errors are raised at once.
+        """
         body: dict[str, Any] = {"to": to, "type": type, "payload": payload}
         if correlation_id is not None:
             body["correlation_id"] = correlation_id
         if ttl_ms is not None:
             body["ttl_ms"] = ttl_ms
-        return await self._sends.call(body)
+        return await retrying(lambda: self._sends.call(body), retry)
 
     async def _send_one(self, body: dict[str, Any]) -> str:
         answer = await self._call("POST", "/v1/messages", body)
@@ -138,20 +146,35 @@ class SidecarClient:
             else:
                 error = item["error"]
                 results.append(
-                    sidecar_error(int(item["status"]), str(error["code"]), str(error["message"]))
+                    sidecar_error(
+                        int(item["status"]),
+                        str(error["code"]),
+                        str(error["message"]),
+                        retry_after=_seconds(error.get("retry_after")),
+                    )
                 )
         return results
 
     async def request(
-        self, to: str, type: str, payload: Any = None, *, timeout_ms: int = 30000
+        self,
+        to: str,
+        type: str,
+        payload: Any = None,
+        *,
+        timeout_ms: int = 30000,
+        retry: RetryOption = None,
     ) -> dict[str, Any]:
         """Send a message and wait for its reply; the reply document.
 
         Raises :class:`mas.errors.RequestTimeoutError` when no reply comes within ``timeout_ms``.
+        ``retry`` as for :meth:`send` (a request refused by a rate limit or an open circuit was
+        not sent; a timed-out one is not tried again).
         """
         body = {"to": to, "type": type, "payload": payload, "timeout_ms": timeout_ms}
         http_timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000 + self.timeout)
-        return await self._call("POST", "/v1/requests", body, http_timeout=http_timeout)
+        return await retrying(
+            lambda: self._call("POST", "/v1/requests", body, http_timeout=http_timeout), retry
+        )
 
     # Deliveries
 
@@ -205,8 +228,16 @@ class SidecarClient:
         await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/nack", {"delay_ms": delay_ms})
 
     async def extend(self, delivery_id: str) -> None:
-        """Start the delivery's lease again (for long-running work)."""
+        """Start the delivery's lease again (for long-running work); a
+        :class:`mas.errors.SidecarError` ``delivery_not_found`` when it is lost."""
         await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/extend")
+
+    async def extend_many(self, delivery_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Start the leases of 1 to 1000 deliveries again in one request
+        (``POST /v1/deliveries/extend``); ``(extended, unknown)``: the ids whose lease started
+        again, and those not leased to the sidecar any more (answered, ran out, taken over)."""
+        answer = await self._call("POST", "/v1/deliveries/extend", {"ids": list(delivery_ids)})
+        return [str(i) for i in answer["extended"]], [str(i) for i in answer["unknown"]]
 
     async def reject(self, delivery_id: str, reason: str) -> None:
         """Dead-letter the delivery now, keeping ``reason`` with it."""
@@ -242,6 +273,15 @@ class SidecarClient:
             "PATCH", "/v1/state", {"state": changes}, headers=_if_match(revision)
         )
         return _state_of(answer)
+
+    async def is_completed(self, message_id: str) -> bool:
+        """Whether the agent recorded ``message_id`` as handled (:meth:`record_completed`)."""
+        answer = await self._call("GET", f"/v1/state/completed/{_seg(message_id)}")
+        return bool(answer["completed"])
+
+    async def record_completed(self, message_id: str, ttl_ms: int) -> None:
+        """Record that the agent handled ``message_id``, for ``ttl_ms`` (idempotent handling)."""
+        await self._call("PUT", f"/v1/state/completed/{_seg(message_id)}", {"ttl_ms": ttl_ms})
 
     # Discovery and self
 
@@ -345,12 +385,24 @@ def _state_of(answer: dict[str, Any]) -> tuple[dict[str, Any], int]:
     return dict(answer["state"]), int(answer["revision"])
 
 
+def _seconds(value: object) -> float | None:
+    """A ``Retry-After`` in seconds (HTTP-dates, which the sidecar never sends, count as none)."""
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
 async def _error_from(response: aiohttp.ClientResponse) -> SidecarError:
     """The exception for an error answer, from its error document when it has one."""
     raw = await response.read()
     try:
         error = orjson.loads(raw)["error"]
-        return sidecar_error(response.status, str(error["code"]), str(error["message"]))
+        return sidecar_error(
+            response.status, str(error["code"]), str(error["message"]),
+            retry_after=_seconds(response.headers.get("Retry-After")),
+        )  # fmt: skip
     except (orjson.JSONDecodeError, KeyError, TypeError):
         text = raw[:200].decode("utf-8", "replace")
         return SidecarError(

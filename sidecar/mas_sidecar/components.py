@@ -140,7 +140,7 @@ class Components:
                 recovery=recovery,
             ),
             replies=replies,
-            state=StateStore(client, keys.state),
+            state=StateStore(client, keys),
             dead_letters=DeadLetters(client, keys, replay, gateway.replay_refusal),
             recovery=recovery,
             loops=Loops(metrics, recovery.alarm),

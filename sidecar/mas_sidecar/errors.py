@@ -3,7 +3,7 @@
     SidecarError            base of everything the sidecar raises on purpose
     ├── ConfigError         bad settings at start-up (the process exits with a message)
     ├── NotProvisioned      the server lacks what the control plane provides (its functions)
-    └── ApiError            a request fails with a stable error code (see mas.errors.ErrorCode)
+    └── ApiError            a request fails with a stable code (mas_core.error_codes.ErrorCode)
 
 Routes and components raise :class:`ApiError`; the HTTP middleware turns it into the
 ``{"error": {"code", "message"}}`` answer with the code's status (and ``reason``, when the

@@ -558,18 +558,55 @@ class Inbox:
         asyncio.get_running_loop().call_later(delay / 1000, self._reclaim_soon, lease.stream)
 
     async def extend(self, message_id: str) -> None:
-        """Start the lease again (the agent needs more time)."""
-        lease = self.leases.get(message_id)
-        if lease is None or lease.deadline < time.monotonic():
-            self.leases.pop(message_id, None)
+        """Start the lease again (the agent needs more time); ApiError ``delivery_not_found``
+        when it is not leased here any more."""
+        extended, _ = await self.extend_many([message_id])
+        if not extended:
             raise ApiError(
                 ErrorCode.DELIVERY_NOT_FOUND,
                 f"delivery {message_id[:64]!r} is not leased to this sidecar, or its lease ran out",
             )
-        await self._redis.xclaim(
-            lease.stream, CONSUMER_GROUP, self._replica, 0, [lease.entry_id], justid=True
-        )
-        lease.deadline = time.monotonic() + self.lease_ms / 1000
+
+    async def extend_many(self, message_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Start the lease of every delivery of ``message_ids`` again, one XCLAIM per stream in
+        one round trip; ``(extended, unknown)`` ids, in the order given (an id given twice
+        counts once). Unknown: not leased here, its lease ran out, or its entry left the pending
+        list (taken over and acked elsewhere); such a lease is dropped."""
+        started = time.monotonic()
+        wanted = list(dict.fromkeys(message_ids))
+        held: dict[str, Lease] = {}
+        for message_id in wanted:
+            lease = self.leases.get(message_id)
+            if lease is not None and lease.deadline < started:
+                del self.leases[message_id]  # ran out: another replica may have it already
+            elif lease is not None:
+                held[message_id] = lease
+        by_stream = _by_stream((lease.stream, lease.entry_id) for lease in held.values())
+        claimed: set[tuple[str, bytes]] = set()
+        if by_stream:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for stream, entry_ids in by_stream.items():
+                    pipe.xclaim(stream, CONSUMER_GROUP, self._replica, 0, entry_ids, justid=True)
+                answers = await pipe.execute()
+            for stream, answer in zip(by_stream, answers, strict=True):
+                claimed.update((stream, entry_id) for entry_id in answer)
+        # Redis restarted the lease after ``started``: the local deadline errs on the early side.
+        deadline = started + self.lease_ms / 1000
+        extended: list[str] = []
+        for message_id, lease in held.items():
+            if self.leases.get(message_id) is not lease:
+                continue  # answered meanwhile
+            if (lease.stream, lease.entry_id) in claimed:
+                lease.deadline = deadline
+                extended.append(message_id)
+            else:
+                del self.leases[message_id]
+        self._metrics.inflight.set(len(self.leases))
+        self._metrics.lease_extensions.inc(len(extended))
+        if len(extended) < len(held):
+            self._wake.set()  # room for another lease
+        kept = set(extended)
+        return extended, [message_id for message_id in wanted if message_id not in kept]
 
     async def reject(self, message_id: str, reason: str) -> None:
         """Dead-letter now, on the agent's word."""

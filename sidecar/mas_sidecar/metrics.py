@@ -29,6 +29,9 @@ class Metrics:
         self.redeliveries = Counter("mas_redeliveries", "Deliveries with attempt > 1", registry=r)
         self.acks = Counter("mas_acks", "Deliveries acknowledged by the agent", registry=r)
         self.nacks = Counter("mas_nacks", "Deliveries refused by the agent", registry=r)
+        self.lease_extensions = Counter(
+            "mas_lease_extensions", "Delivery leases extended by the agent", registry=r
+        )
         self.dead_letters = Counter(
             "mas_dead_letters", "Messages moved to the dead-letter stream", ["reason"], registry=r
         )

@@ -15,6 +15,7 @@ MAX_TIMEOUT_MS = 300_000
 MAX_TTL_MS = 7 * 24 * 3600 * 1000
 MAX_BATCH_MESSAGES = 500
 MAX_BATCH_ACKS = 1000
+MAX_COMPLETED_TTL_MS = 30 * 24 * 3600 * 1000
 
 
 class _Body(BaseModel):
@@ -59,6 +60,16 @@ class AckBatch(_Body):
         list[Annotated[str, Field(min_length=1, max_length=128)]],
         Field(min_length=1, max_length=MAX_BATCH_ACKS),
     ]
+
+
+class ExtendBatch(AckBatch):
+    """``POST /v1/deliveries/extend``: 1 to 1000 delivery ids."""
+
+
+class Completed(_Body):
+    """``PUT /v1/state/completed/{id}``: how long to remember that the message was handled."""
+
+    ttl_ms: Annotated[int, Field(ge=1, le=MAX_COMPLETED_TTL_MS)]
 
 
 class Reject(_Body):

@@ -3,8 +3,13 @@
 ``mas:{agent}:state`` is a hash of ``doc`` (JSON object) and ``rev`` (integer, 0 before the
 first write). Writes go through one call of the ``mas_state_cas`` function
 (:mod:`mas_core.functions`), which checks the expected revision and writes atomically, so
-concurrent replicas never lose an update silently: the loser gets ``revision_conflict``. Used by
-the state routes.
+concurrent replicas never lose an update silently: the loser gets ``revision_conflict``.
+
+Beside the document, the agent records which messages it handled, one key with an expiry per
+message (``mas:{agent}:completed:<id>``): what an SDK handler marked idempotent checks before
+it runs and records before it acks, so a message redelivered after that is acked without
+running again. One key each (not a part of the document) keeps the document small and lets
+Redis forget each record on time. Used by the state routes.
 """
 
 from __future__ import annotations
@@ -15,17 +20,27 @@ import orjson
 import redis.asyncio as aioredis
 
 from mas_core.error_codes import ErrorCode
+from mas_core.keys import AgentKeys
 from mas_sidecar.errors import ApiError
 
 _PATCH_RETRIES = 20
 
 
 class StateStore:
-    """Read, replace and merge-patch one agent's state document."""
+    """Read, replace and merge-patch one agent's state document; record handled messages."""
 
-    def __init__(self, client: aioredis.Redis, key: str) -> None:
+    def __init__(self, client: aioredis.Redis, keys: AgentKeys) -> None:
         self._redis = client
-        self._key = key
+        self._keys = keys
+        self._key = keys.state
+
+    async def completed(self, message_id: str) -> bool:
+        """Whether the agent recorded ``message_id`` as handled (and the record has not expired)."""
+        return bool(await self._redis.exists(self._keys.completed(message_id)))
+
+    async def complete(self, message_id: str, ttl_ms: int) -> None:
+        """Record ``message_id`` as handled, for ``ttl_ms`` (recording it again restarts it)."""
+        await self._redis.set(self._keys.completed(message_id), b"1", px=ttl_ms)
 
     async def read(self) -> tuple[dict[str, Any], int]:
         doc, rev = await self._redis.hmget(self._key, ["doc", "rev"])

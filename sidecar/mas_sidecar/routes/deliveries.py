@@ -1,4 +1,8 @@
-"""``GET /v1/deliveries`` (server-sent events) and the agent's answers to each delivery."""
+"""``GET /v1/deliveries`` (server-sent events) and the agent's answers to each delivery.
+
+Each delivery event carries the message (:func:`mas_sidecar.documents.message_document`) and
+``lease_ms``, this sidecar's lease: the SDK renews a running handler's lease at a fraction of it.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from mas_sidecar.components import components
 from mas_sidecar.documents import message_document, sse_event
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
-from mas_sidecar.models import AckBatch, Nack, Reject, Reply
+from mas_sidecar.models import AckBatch, ExtendBatch, Nack, Reject, Reply
 from mas_sidecar.server import connection_closed
 
 routes = web.RouteTableDef()
@@ -46,8 +50,11 @@ async def deliveries(request: web.Request) -> web.StreamResponse:
             waiting.cancel()
             # A burst that is ready goes out in one write (one syscall, one read for the agent).
             batch = [] if envelope is None else [envelope, *inbox.ready_deliveries(BURST - 1)]
+            lease = {"lease_ms": inbox.lease_ms}
             chunk = (
-                b"".join(sse_event(e, orjson.dumps(message_document(e))) for e in batch)
+                b"".join(
+                    sse_event(e, orjson.dumps({**message_document(e), **lease})) for e in batch
+                )
                 or b": keepalive\n\n"
             )
             try:
@@ -69,6 +76,15 @@ async def ack_many(request: web.Request) -> web.Response:
     body = await read_body(request, AckBatch)
     acked, unknown = await components(request).inbox.ack_many(body.ids)
     return json_response({"acked": acked, "unknown": unknown})
+
+
+@routes.post("/v1/deliveries/extend")
+async def extend_many(request: web.Request) -> web.Response:
+    """Start the lease of many deliveries again in one request (one Redis round trip); ids not
+    leased here any more are reported, not refused."""
+    body = await read_body(request, ExtendBatch)
+    extended, unknown = await components(request).inbox.extend_many(body.ids)
+    return json_response({"extended": extended, "unknown": unknown})
 
 
 @routes.post("/v1/deliveries/{id}/ack")

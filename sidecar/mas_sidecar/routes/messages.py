@@ -61,9 +61,13 @@ def _error_result(code: ErrorCode, message: str) -> dict[str, Any]:
 
 
 def _failure(exc: Exception) -> dict[str, Any]:
-    """A batch item's result for what stopped it: what a single send would have answered."""
+    """A batch item's result for what stopped it: what a single send would have answered
+    (``Retry-After`` as the error's ``retry_after``, in seconds)."""
     if isinstance(exc, ApiError):
-        return _error_result(exc.code, exc.message)
+        result = _error_result(exc.code, exc.message)
+        if "Retry-After" in exc.headers:
+            result["error"]["retry_after"] = int(exc.headers["Retry-After"])
+        return result
     if isinstance(exc, REDIS_ERRORS):
         log.warning("redis unavailable while sending a batch item: %s", exc)
         return _error_result(ErrorCode.REDIS_UNAVAILABLE, "Redis cannot be reached; retry later")

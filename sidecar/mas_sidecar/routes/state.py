@@ -1,4 +1,6 @@
-"""``GET``, ``PUT`` and ``PATCH /v1/state``: the agent's persisted state, with revisions."""
+"""``GET``, ``PUT`` and ``PATCH /v1/state``: the agent's persisted state, with revisions; and
+``GET``/``PUT /v1/state/completed/{id}``: the record of messages it handled (for idempotent
+handlers, see :mod:`mas_sidecar.state_store`)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from mas_core.error_codes import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
-from mas_sidecar.models import StateBody
+from mas_sidecar.models import Completed, StateBody
 
 routes = web.RouteTableDef()
+MAX_MESSAGE_ID = 128
 
 
 def expected_revision(request: web.Request) -> int | None:
@@ -50,3 +53,27 @@ async def patch_state(request: web.Request) -> web.Response:
     body = await read_body(request, StateBody)
     state, revision = await components(request).state.patch(body.state, expected)
     return _answer(state, revision)
+
+
+def _message_id(request: web.Request) -> str:
+    message_id = request.match_info["id"]
+    if len(message_id) > MAX_MESSAGE_ID:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST, f"a message id has at most {MAX_MESSAGE_ID} characters"
+        )
+    return message_id
+
+
+@routes.get("/v1/state/completed/{id}")
+async def get_completed(request: web.Request) -> web.Response:
+    message_id = _message_id(request)
+    completed = await components(request).state.completed(message_id)
+    return json_response({"id": message_id, "completed": completed})
+
+
+@routes.put("/v1/state/completed/{id}")
+async def put_completed(request: web.Request) -> web.Response:
+    message_id = _message_id(request)
+    body = await read_body(request, Completed)
+    await components(request).state.complete(message_id, body.ttl_ms)
+    return web.Response(status=204)
