@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from mas_core.policy.dlp import BUILTIN_DETECTORS, DlpAction, DlpPolicy
-from mas_sidecar.dlp import DlpScanner
+from mas_sidecar.checks.dlp import DlpScanner
 
 _LINES = (
     "Thanks, I looked at the report from 2024-11-23 and the numbers look fine to me.",

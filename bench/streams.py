@@ -1,6 +1,6 @@
 """``python -m bench.streams``: what one stream per sender costs a receiver, on a real server.
 
-With many senders, a receiver reads one stream per sender (:mod:`mas_sidecar.inbox`). This
+With many senders, a receiver reads one stream per sender (:mod:`mas_sidecar.streams.inbox`). This
 measures, for ``--senders`` streams (default 1,000) into one receiver against one stream:
 
 * the server's time per ``XREADGROUP`` poll over all of them (the receiver's read when nothing or
@@ -30,7 +30,7 @@ import redis
 from mas_cli.local.redis_server import RedisServer
 from mas_control.provision import ensure_functions
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
-from mas_sidecar.inbox import RECLAIM_STREAMS
+from mas_sidecar.streams.inbox import RECLAIM_STREAMS
 
 RECEIVER = AgentKeys("bench/receiver")
 CALLS = 300

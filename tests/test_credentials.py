@@ -31,7 +31,7 @@ from mas_core.identity.credentials import (
     write_atomic,
 )
 from mas_core.identity.tokens import TokenVerifier, key_id, private_key_to_pem, sign_envelope
-from mas_sidecar.credentials import CredentialStore
+from mas_sidecar.checks.credentials import CredentialStore
 
 MAS = [sys.executable, "-c", "import sys; from mas_cli.main import main; sys.exit(main())"]
 AGENT = "team-a/alice"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from mas_core.policy.dlp import BUILTIN_DETECTORS, CustomDetector, DlpAction, DlpPolicy
-from mas_sidecar.dlp import DlpScanner, Finding
+from mas_sidecar.checks.dlp import DlpScanner, Finding
 
 BLOCK, REDACT, LOG = DlpAction.BLOCK, DlpAction.REDACT, DlpAction.LOG
 

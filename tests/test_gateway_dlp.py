@@ -194,7 +194,7 @@ async def test_metadata_waits_for_a_policy_and_is_withheld_once_a_new_one_blocks
 
     async def withheld() -> bool:
         # Discovery shows {} once the policy is in force; the stored copy is rewritten at the
-        # next lease renewal (see mas_sidecar.registry), so both are waited for.
+        # next lease renewal (see mas_sidecar.streams.registry), so both are waited for.
         return await published() == {} and b"123456789" not in (redis_client.get(stored) or b"")
 
     await eventually(withheld, "the metadata withheld once the policy blocks it")

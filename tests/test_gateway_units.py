@@ -15,8 +15,8 @@ from mas_core.policy.document import (
     merge_dlp,
 )
 from mas_core.policy.rules import Party, Rule, ScopedRule, authorize, may_message
-from mas_sidecar.breaker import Breakers, State
-from mas_sidecar.ratelimit import Bucket
+from mas_sidecar.checks.breaker import Breakers, State
+from mas_sidecar.checks.ratelimit import Bucket
 
 
 def rule(**fields: object) -> ScopedRule:

@@ -17,8 +17,8 @@ from mas_sidecar.config import SidecarConfig
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.http import MAX_JSON_DEPTH, too_deep
 from mas_sidecar.openapi import build_openapi
-from mas_sidecar.outbox import build_envelope
-from mas_sidecar.state_store import merge_patch
+from mas_sidecar.streams.outbox import build_envelope
+from mas_sidecar.streams.state_store import merge_patch
 
 TOKEN = new_token()
 

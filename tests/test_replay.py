@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from mas_core.envelope import Envelope
 from mas_core.ids import new_id
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
-from mas_sidecar.replay import Read, ReplayError, ReplayGuard, entry_time_ms
+from mas_sidecar.checks.replay import Read, ReplayError, ReplayGuard, entry_time_ms
 
 BOB = AgentKeys("team-b/bob")
 ALICE = "team-a/alice"

@@ -26,10 +26,10 @@ from streams import append_as
 from waiting import GUARD_SECONDS, eventually
 
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
-from mas_sidecar.inbox import Inbox
+from mas_sidecar.checks.replay import Read
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.outbox import build_envelope
-from mas_sidecar.replay import Read
+from mas_sidecar.streams.inbox import Inbox
+from mas_sidecar.streams.outbox import build_envelope
 
 BOB = AgentKeys("default/bob")
 

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from mas_core.keys import AgentKeys
-from mas_sidecar.writer import APPENDS_PER_CALL, Append, Discovery, Writer
+from mas_sidecar.streams.writer import APPENDS_PER_CALL, Append, Discovery, Writer
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ its id ``ns/name``):
   no ``:``, braces or glob characters, so only the agent's own id ends one of these patterns
   (tested over tricky names). ``GET`` (read-only) on other agents' ``metadata``: what each
   agent publishes about itself, shown in discovery. The sidecar appends through one function
-  call per target and pipeline (:mod:`mas_sidecar.writer`), so ``FCALL`` may also name those
+  call per target and pipeline (:mod:`mas_sidecar.streams.writer`), so ``FCALL`` may also name those
   keys; Redis requires read-write access for a function's declared keys, which grants nothing
   more here, because every command a function runs is checked against these same rules.
 * **Registry and policy**: read ``mas:{registry}:agents``, ``mas:{registry}:leases``,

@@ -30,7 +30,7 @@ Functions (KEYS; ARGV):
   adds itself and appends (one ``mas_append``) is never removed.
 * ``mas_seen_check`` (seen, seen-by-time; five per entry: message id, its record — stream and
   entry id —, entry ms, forget-after ms, ``"1"`` to record): per entry, the record kept for its
-  message before, or false (see :mod:`mas_sidecar.replay`).
+  message before, or false (see :mod:`mas_sidecar.checks.replay`).
 * ``mas_seen_requeue`` (the sender's stream, dead letters, seen, seen-by-time, senders set;
   message id, dead letter id, window ms, the sender's id, the stream's name in records, the
   entry's pairs): append a replayed dead letter to its sender's stream as the entry of record

@@ -6,12 +6,9 @@ Layers, outermost first (a module imports only from layers below it):
     app         wires components into the aiohttp application (lifespan, routes, middleware)
     routes/*    HTTP handlers: parse, check, write, answer
     http        JSON bodies, error answers, request metrics (middleware)
-    outbox      addresses messages and replies, hands them to the gateway
-    gateway     the checks on send (authorize, rate limit, DLP, breaker, sign, audit) and
-                receive (authenticate, replay, authorize)
-    policy_store, credentials, replay, ratelimit, breaker, dlp/, audit_log
-                what the gateway checks with
-    inbox, replies, writer, registry, state_store, dead_letters
-                the Redis Streams bridge and the agent's keys
+    checks/     the gateway checks on send and receive (gateway, policy_store, ratelimit,
+                breaker, dlp/, replay, credentials, audit_log)
+    streams/    the Redis Streams bridge and the agent's keys (outbox, writer, inbox, replies,
+                dead_letters, state_store, registry)
     config, errors, metrics, aio
 """

@@ -11,25 +11,25 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from mas_core.keys import AgentKeys
-from mas_sidecar.audit_log import AuditLog
-from mas_sidecar.breaker import Breakers
+from mas_sidecar.checks.audit_log import AuditLog
+from mas_sidecar.checks.breaker import Breakers
+from mas_sidecar.checks.credentials import CredentialStore
+from mas_sidecar.checks.gateway import Gateway
+from mas_sidecar.checks.policy_store import PolicyStore
+from mas_sidecar.checks.ratelimit import RateLimiter
+from mas_sidecar.checks.replay import ReplayGuard
 from mas_sidecar.config import SidecarConfig
-from mas_sidecar.credentials import CredentialStore
-from mas_sidecar.dead_letters import DeadLetters
-from mas_sidecar.gateway import Gateway
-from mas_sidecar.inbox import Inbox
 from mas_sidecar.loops import Loops
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.outbox import Outbox
-from mas_sidecar.policy_store import PolicyStore
-from mas_sidecar.ratelimit import RateLimiter
 from mas_sidecar.recovery import Recovery
 from mas_sidecar.redis_client import connect
-from mas_sidecar.registry import Registry
-from mas_sidecar.replay import ReplayGuard
-from mas_sidecar.replies import ReplyWaiter
-from mas_sidecar.state_store import StateStore
-from mas_sidecar.writer import Replication, Writer
+from mas_sidecar.streams.dead_letters import DeadLetters
+from mas_sidecar.streams.inbox import Inbox
+from mas_sidecar.streams.outbox import Outbox
+from mas_sidecar.streams.registry import Registry
+from mas_sidecar.streams.replies import ReplyWaiter
+from mas_sidecar.streams.state_store import StateStore
+from mas_sidecar.streams.writer import Replication, Writer
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mas_sidecar.dlp import Finding
+from mas_sidecar.checks.dlp import Finding
 
 
 class Metrics:

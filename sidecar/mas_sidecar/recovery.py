@@ -35,13 +35,14 @@ from mas_core import functions
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_sidecar.aio import wait_event
-from mas_sidecar.audit_log import AuditLog
+from mas_sidecar.checks.audit_log import AuditLog
+from mas_sidecar.checks.policy_store import PolicyStore
 from mas_sidecar.errors import ApiError, NotProvisioned
-from mas_sidecar.inbox import REDIS_ERRORS, Inbox
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.policy_store import PolicyStore
-from mas_sidecar.registry import Registry
-from mas_sidecar.replies import ReplyWaiter
+from mas_sidecar.streams.errors import REDIS_ERRORS
+from mas_sidecar.streams.inbox import Inbox
+from mas_sidecar.streams.registry import Registry
+from mas_sidecar.streams.replies import ReplyWaiter
 
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 1.0  # how often the server is looked at: the longest a lost one goes unnoticed

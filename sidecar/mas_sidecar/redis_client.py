@@ -7,8 +7,8 @@ connection asks the sentinels where the primary is, and a connection that finds 
 demoted (``READONLY``, or a blocking read unblocked by the role change) is dropped, so after a
 failover the sidecar's retries reach the new primary.
 Every key of one agent carries its hash tag (:mod:`mas_core.keys`), so the sidecar's transactions
-and scripts each stay in one slot; the batched writes (:mod:`mas_sidecar.writer`), which touch
-several agents' keys, are non-transactional pipelines that the cluster client splits by node.
+and scripts each stay in one slot; the batched writes (:mod:`mas_sidecar.streams.writer`), which
+touch several agents' keys, are non-transactional pipelines that the cluster client splits by node.
 
 Commands to one server are packed by hiredis (C), as redis-py's synchronous client does when
 hiredis is installed; its asyncio connection packs in Python, which cost the send path a few

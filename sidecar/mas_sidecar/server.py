@@ -18,7 +18,7 @@ sidecar's memory or leaving its agent without service for longer than a known ti
   arrive after its head (``408 body_timeout``). What is left of a body the sidecar refused (408,
   413) is read and dropped for that long again at most (aiohttp's lingering close), then the
   connection is closed.
-* **Delivery streams**: :meth:`mas_sidecar.inbox.Inbox.subscription` caps them
+* **Delivery streams**: :meth:`mas_sidecar.streams.inbox.Inbox.subscription` caps them
   (``429 too_many_subscribers``); :func:`connection_closed` lets a stream notice at once that
   its client went away, so its place is free again without waiting for the next write.
 

@@ -7,8 +7,8 @@ backtrack catastrophically). Every model forbids unknown fields, and a custom pa
 cannot compile, or that matches an empty string, is rejected here with RE2's own message, so an
 invalid policy never reaches a sidecar.
 
-Used by the sidecar's DLP scanner (``mas_sidecar.dlp``) and embedded in the full gateway policy,
-which the Kubernetes operator validates with the same models.
+Used by the sidecar's DLP scanner (``mas_sidecar.checks.dlp``) and embedded in the full gateway
+policy, which the Kubernetes operator validates with the same models.
 """
 
 from __future__ import annotations

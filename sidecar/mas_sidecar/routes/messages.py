@@ -16,9 +16,9 @@ from mas_sidecar.components import Components, components
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response, read_body
-from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.models import SendBatch, SendMessage, SendRequest
-from mas_sidecar.outbox import build_envelope
+from mas_sidecar.streams.errors import REDIS_ERRORS
+from mas_sidecar.streams.outbox import build_envelope
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

@@ -1,6 +1,6 @@
 """``GET``, ``PUT`` and ``PATCH /v1/state``: the agent's persisted state, with revisions; and
 ``GET``/``PUT /v1/state/completed/{id}``: the record of messages it handled (for idempotent
-handlers, see :mod:`mas_sidecar.state_store`)."""
+handlers, see :mod:`mas_sidecar.streams.state_store`)."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from mas_core.error_codes import ErrorCode
 from mas_sidecar.components import components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.http import json_response
-from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.openapi import build_openapi
 from mas_sidecar.recovery import Problem, Reason, problem_of
+from mas_sidecar.streams.errors import REDIS_ERRORS
 
 routes = web.RouteTableDef()
 _OPENAPI = build_openapi()

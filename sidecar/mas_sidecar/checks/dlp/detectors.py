@@ -71,7 +71,7 @@ digit groups that fail Luhn) is the worst case, about 0.2-1 µs per candidate or
 text that is nothing but real findings costs about as much per finding (each is also redacted).
 Custom patterns from the policy are RE2, which is linear by construction.
 
-Used by the scanner (``mas_sidecar.dlp.scanner``).
+Used by the scanner (``mas_sidecar.checks.dlp.scanner``).
 """
 
 from __future__ import annotations

@@ -36,10 +36,10 @@ import redis.asyncio as aioredis
 
 from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.keys import AgentKeys
-from mas_sidecar.inbox import REDIS_ERRORS
+from mas_sidecar.checks.replay import Read
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.models import MAX_TIMEOUT_MS
-from mas_sidecar.replay import Read
+from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 # The gateway's receive checks: per entry read, why it is refused, or None; the second argument

@@ -64,13 +64,13 @@ from mas_core.error_codes import ErrorCode
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_core.names import InvalidAgentIdError, qualify
 from mas_sidecar.aio import wait_event
+from mas_sidecar.checks.replay import Read
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.replay import Read
+from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Fields a dead letter carries beside the original entry's own (kept whole, whatever it was).
 DL_REASON, DL_ATTEMPTS, DL_FAILED_AT = b"dl:reason", b"dl:attempts", b"dl:failed_at"
 DL_SENDER = b"dl:sender"  # the agent whose stream the entry came from

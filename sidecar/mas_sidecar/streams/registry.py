@@ -31,17 +31,17 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
 from mas_core.registry_entries import RegistryEntry, parse_entry
 from mas_sidecar.aio import wait_event
-from mas_sidecar.audit_log import AuditLog, metadata_event
-from mas_sidecar.dlp import PartsResult
+from mas_sidecar.checks.audit_log import AuditLog, metadata_event
+from mas_sidecar.checks.dlp import PartsResult
+from mas_sidecar.checks.policy_store import PolicyStore
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.policy_store import PolicyStore
+from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 ENTRY_CACHE_SECONDS = 5.0  # how long a capability or role change takes to reach other senders
@@ -142,7 +142,7 @@ class Registry:
         while not await wait_event(stop, self._ttl_ms / 3000):
             try:
                 await self.register()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 self._metrics.redis_errors.labels("registry").inc()
                 log.warning("could not renew the discovery lease: %s", exc)
 

@@ -4,7 +4,7 @@ A signature proves who wrote an envelope, not that this is the first time it arr
 may append to a stream could append a captured envelope again. Each sender has its own stream
 into each receiver (``mas:{receiver}:in:<sender>``, written by that sender only), and the
 receiver takes from it only envelopes of that sender, so a copy of another agent's envelope is
-refused before it gets here (``misaddressed``, :mod:`mas_sidecar.gateway`); what is left is a
+refused before it gets here (``misaddressed``, :mod:`mas_sidecar.checks.gateway`); what is left is a
 sender replaying its own messages, or a copy written by the receiver itself.
 :class:`ReplayGuard` runs on every lease of a stream entry (after the signature check) and
 decides with one script call per read batch (:meth:`ReplayGuard.check_many`, the

@@ -24,10 +24,10 @@ from mas_core.error_codes import ErrorCode
 from mas_core.keys import POLICY_DOCUMENT, POLICY_ENFORCERS, POLICY_REVISION
 from mas_core.policy.document import CompiledPolicy, EffectivePolicy, effective_policy
 from mas_sidecar.aio import wait_event
-from mas_sidecar.dlp import DlpScanner
+from mas_sidecar.checks.dlp import DlpScanner
 from mas_sidecar.errors import ApiError
-from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25

@@ -1,12 +1,12 @@
 """The agent's dead-letter stream: list, replay into the sender's stream, delete.
 
-Entries are written by :mod:`mas_sidecar.inbox` (the original entry's fields plus ``dl:*``
+Entries are written by :mod:`mas_sidecar.streams.inbox` (the original entry's fields plus ``dl:*``
 fields, ``dl:sender`` naming the sender whose stream it came from). Replaying appends the
 original envelope to that sender's stream again (a new stream entry, so its attempts start over)
 as the replay guard's entry of record for its message id, and removes the dead letter, in one
 function call. The envelope keeps its sender's signature and identity token, and nobody else can
 renew them: a dead letter that would no longer authenticate as a new entry (see
-:meth:`~mas_sidecar.gateway.Gateway.replay_refusal`) is not replayed but kept, and the answer
+:meth:`~mas_sidecar.checks.gateway.Gateway.replay_refusal`) is not replayed but kept, and the answer
 (``409 dead_letter_unauthenticated``) says that its sender must send it again. Used by the
 dead-letter routes.
 """
@@ -23,10 +23,10 @@ import redis.asyncio as aioredis
 from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import AgentKeys
+from mas_sidecar.checks.replay import ReplayGuard
 from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError
-from mas_sidecar.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER, sender_id
-from mas_sidecar.replay import ReplayGuard
+from mas_sidecar.streams.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER, sender_id
 
 log = logging.getLogger(__name__)
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -43,7 +43,7 @@ class DeadLetters:
         refusal: Callable[[Envelope], str | None],
     ) -> None:
         """``refusal``: why the receive checks would refuse an envelope entering its stream now
-        (:meth:`~mas_sidecar.gateway.Gateway.replay_refusal`), or None."""
+        (:meth:`~mas_sidecar.checks.gateway.Gateway.replay_refusal`), or None."""
         self._redis = client
         self._keys = keys
         self._replay = replay

@@ -10,17 +10,17 @@ error code and a reason; nothing refused reaches Redis.
 
 Receive: the envelope must come from its sender's own stream (``misaddressed`` otherwise),
 authenticate (anchor → token → signature; required unless the sender's policy waives signing),
-refuse replays (:mod:`mas_sidecar.replay`), and re-check authorization with the sender's policy
-and verified roles — so a forged, altered, replayed, re-injected or unauthorized message written
-around the sender's sidecar is refused (the inbox dead-letters it) and audited. What passes is
-audited too (one ``received`` entry for the messages read together), for cross-verification
-with the senders' trails.
+refuse replays (:mod:`mas_sidecar.checks.replay`), and re-check authorization with the sender's
+policy and verified roles — so a forged, altered, replayed, re-injected or unauthorized message
+written around the sender's sidecar is refused (the inbox dead-letters it) and audited. What
+passes is audited too (one ``received`` entry for the messages read together), for
+cross-verification with the senders' trails.
 
 Replies are authorized too, and deny wins for them as for anything else. The one thing a reply
 gets that other messages do not: the reply to a synchronous request needs no allow rule, since
 the request it answers was allowed — but only the one reply that the requesting replica is
 waiting for, from the agent it asked (its reply stream's reader says which, see
-:mod:`mas_sidecar.replies`). A reply to a plain message, or one that arrives in an inbox, is
+:mod:`mas_sidecar.streams.replies`). A reply to a plain message, or one that arrives in an inbox, is
 authorized like any message: setting ``is_reply`` grants nothing.
 
 Token expiry is judged at the time Redis accepted the entry (its id's timestamp), so messages
@@ -55,18 +55,18 @@ from mas_core.identity.tokens import (
 from mas_core.keys import AgentKeys
 from mas_core.policy.document import EffectivePolicy
 from mas_core.policy.rules import Decision, Party, authorize
-from mas_sidecar.audit_log import AuditLog, decision_event, receipt_event
-from mas_sidecar.breaker import Breakers
-from mas_sidecar.credentials import CredentialStore
-from mas_sidecar.dlp import redaction
+from mas_sidecar.checks.audit_log import AuditLog, decision_event, receipt_event
+from mas_sidecar.checks.breaker import Breakers
+from mas_sidecar.checks.credentials import CredentialStore
+from mas_sidecar.checks.dlp import redaction
+from mas_sidecar.checks.policy_store import PolicyStore
+from mas_sidecar.checks.ratelimit import RateLimiter
+from mas_sidecar.checks.replay import Read, ReplayGuard, entry_time_ms
 from mas_sidecar.errors import ApiError
-from mas_sidecar.inbox import REDIS_ERRORS
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.policy_store import PolicyStore
-from mas_sidecar.ratelimit import RateLimiter
-from mas_sidecar.registry import Registry
-from mas_sidecar.replay import Read, ReplayGuard, entry_time_ms
-from mas_sidecar.writer import Append, Discovery, Writer
+from mas_sidecar.streams.errors import REDIS_ERRORS
+from mas_sidecar.streams.registry import Registry
+from mas_sidecar.streams.writer import Append, Discovery, Writer
 
 # Replies to synchronous requests are read within milliseconds; this bound only keeps a reply
 # stream whose replica stopped reading from growing (the replica sets the stream's expiry).

@@ -15,7 +15,7 @@ lengths of its elder siblings' own serializations, taken only in containers a ma
 the search for the next match resumes where the walk has got to, so the gate passes over the
 serialization about once more in all, one search per hot region. Each string the walk reaches
 goes only through the detectors whose locator (a tighter pattern than the gate, see
-``mas_sidecar.dlp.detectors``) hits that string: one ``re2.Set`` pass over it, whatever its
+``mas_sidecar.checks.dlp.detectors``) hits that string: one ``re2.Set`` pass over it, whatever its
 length, so a long string that only looks like data (IBAN-like prefixes, ``api_key=`` without a
 value) costs about what clean text does. The detectors it lets through are linear with a small
 constant; the detectors module says how. Custom patterns are RE2 and run on every string, so
@@ -49,7 +49,7 @@ import orjson
 import re2
 
 from mas_core.policy.dlp import DlpAction, DlpPolicy, compile_pattern, re2_options
-from mas_sidecar.dlp.detectors import (
+from mas_sidecar.checks.dlp.detectors import (
     BUILTINS,
     NO_CONTEXT,
     Context,

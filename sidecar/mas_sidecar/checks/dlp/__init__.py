@@ -5,6 +5,6 @@ path uses :class:`DlpScanner` with the DLP section of the gateway policy on ever
 message the receiver reads, and the registry on the metadata an agent publishes.
 """
 
-from mas_sidecar.dlp.scanner import DlpScanner, Finding, PartsResult, ScanResult, redaction
+from mas_sidecar.checks.dlp.scanner import DlpScanner, Finding, PartsResult, ScanResult, redaction
 
 __all__ = ["DlpScanner", "Finding", "PartsResult", "ScanResult", "redaction"]

@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 from mas_core.audit.chain import Chain
 from mas_core.envelope import Envelope
 from mas_core.keys import AgentKeys
-from mas_sidecar.inbox import REDIS_ERRORS
-from mas_sidecar.writer import Append, Latest, ReplicationTimeout, Writer
+from mas_sidecar.streams.errors import REDIS_ERRORS
+from mas_sidecar.streams.writer import Append, Latest, ReplicationTimeout, Writer
 
 
 def payload_digest(payload: Any) -> str:

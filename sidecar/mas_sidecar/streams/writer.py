@@ -10,7 +10,7 @@ Within a pipeline, the appends to one stream go as one call of the ``mas_append`
 of 100 messages to one target costs one call for this sender's stream into the target and one
 for the audit stream, not 200 commands whose packing and answers the sidecar would handle one by
 one. A call to a sender's stream into a target also adds the sender to the target's senders set
-(and, when it was not there yet, rings the target's ring, see :mod:`mas_sidecar.inbox`), and
+(and, when it was not there yet, rings the target's ring, see :mod:`mas_sidecar.streams.inbox`), and
 answers the stream's length, which every append in it gets: the circuit breaker reads from it
 this sender's backlog at the target. A call runs atomically, so its entries appear together,
 and a sender is never listed without its stream.
@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 from mas_core.error_codes import ErrorCode
 from mas_sidecar.aio import wait_event
 from mas_sidecar.errors import ApiError
-from mas_sidecar.inbox import REDIS_ERRORS
+from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 Command = tuple[Any, ...]

@@ -18,11 +18,11 @@ from mas_core.envelope import Envelope
 from mas_core.error_codes import ErrorCode
 from mas_core.ids import new_id
 from mas_core.names import InvalidAgentIdError, qualify
+from mas_sidecar.checks.gateway import Destination, Gateway
 from mas_sidecar.errors import ApiError
-from mas_sidecar.gateway import Destination, Gateway
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.recovery import Recovery
-from mas_sidecar.registry import Registry
+from mas_sidecar.streams.registry import Registry
 
 
 def _count_if_written(future: asyncio.Future[Any], count: Callable[[], None]) -> None:
