@@ -13,10 +13,10 @@ from mas_core.ids import id_time_ms, new_id
 from mas_core.keys import AgentKeys
 from mas_core.names import InvalidAgentIdError, qualify
 from mas_core.sidecar_token import new_token
+from mas_sidecar.api.http import MAX_JSON_DEPTH, too_deep
+from mas_sidecar.api.openapi import build_openapi
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.errors import ConfigError
-from mas_sidecar.http import MAX_JSON_DEPTH, too_deep
-from mas_sidecar.openapi import build_openapi
 from mas_sidecar.streams.outbox import build_envelope
 from mas_sidecar.streams.state_store import merge_patch
 

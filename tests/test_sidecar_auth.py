@@ -24,7 +24,7 @@ from mas.client import SidecarClient
 from mas.errors import SidecarError
 from mas_cli.local.processes import ChildProcess, sidecar_args
 from mas_cli.local.redis_server import free_port
-from mas_sidecar.openapi import build_openapi
+from mas_sidecar.api.openapi import build_openapi
 
 PROBES = {"/healthz", "/readyz"}
 

@@ -11,7 +11,7 @@ the agent container as an environment variable taken from that one Secret key. B
 it with :func:`mas_core.envflags.env_secret`: ``MAS_SIDECAR_TOKEN``, or ``MAS_SIDECAR_TOKEN_FILE``
 naming a file that holds it.
 
-Used by the sidecar (:mod:`mas_sidecar.config`, :mod:`mas_sidecar.http`), the SDK
+Used by the sidecar (:mod:`mas_sidecar.config`, :mod:`mas_sidecar.api.http`), the SDK
 (:mod:`mas.client`), local mode and the operator.
 """
 

@@ -3,9 +3,11 @@
 Layers, outermost first (a module imports only from layers below it):
 
     main        command line, event loop, process lifetime
-    app         wires components into the aiohttp application (lifespan, routes, middleware)
-    routes/*    HTTP handlers: parse, check, write, answer
-    http        JSON bodies, error answers, request metrics (middleware)
+    api/        the HTTP API: application and server, routes, request models, documents,
+                error answers, OpenAPI
+    components  wires the parts below together, once per process
+    recovery    sets the sidecar up on the server, and again after the server lost it
+    loops       supervises the background loops
     checks/     the gateway checks on send and receive (gateway, policy_store, ratelimit,
                 breaker, dlp/, replay, credentials, audit_log)
     streams/    the Redis Streams bridge and the agent's keys (outbox, writer, inbox, replies,

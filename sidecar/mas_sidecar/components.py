@@ -1,6 +1,10 @@
 """The sidecar's components, built once per process and shared by routes and background tasks.
 
-Used by :mod:`mas_sidecar.app` (builds them) and the routes (look them up on the app).
+Wiring only: :meth:`Components.build` connects to Redis and builds the checks
+(:mod:`mas_sidecar.checks`), the Streams bridge (:mod:`mas_sidecar.streams`), the set-up
+(:mod:`mas_sidecar.recovery`) and the background loops (:mod:`mas_sidecar.loops`) with the parts
+each needs. Used by :mod:`mas_sidecar.api.app` (builds them, keeps them on the application) and
+the routes (:func:`mas_sidecar.api.http.components` looks them up).
 """
 
 from __future__ import annotations
@@ -8,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from mas_core.keys import AgentKeys
 from mas_sidecar.checks.audit_log import AuditLog
@@ -137,7 +140,7 @@ class Components:
                 registry=registry,
                 gateway=gateway,
                 metrics=metrics,
-                recovery=recovery,
+                check_writable=recovery.check_writable,
             ),
             replies=replies,
             state=StateStore(client, keys),
@@ -145,10 +148,3 @@ class Components:
             recovery=recovery,
             loops=Loops(metrics, recovery.alarm),
         )
-
-
-COMPONENTS = web.AppKey("components", Components)
-
-
-def components(request: web.Request) -> Components:
-    return request.app[COMPONENTS]

@@ -11,10 +11,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mas_sidecar.app import build_app
+from mas_sidecar.api.app import build_app
+from mas_sidecar.api.server import serve
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.errors import ConfigError
-from mas_sidecar.server import serve
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -8,7 +8,8 @@ function call. The envelope keeps its sender's signature and identity token, and
 renew them: a dead letter that would no longer authenticate as a new entry (see
 :meth:`~mas_sidecar.checks.gateway.Gateway.replay_refusal`) is not replayed but kept, and the answer
 (``409 dead_letter_unauthenticated``) says that its sender must send it again. Used by the
-dead-letter routes.
+dead-letter routes, which answer each :class:`DeadLetter` as
+:func:`~mas_sidecar.api.documents.dead_letter_document`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -24,12 +25,25 @@ from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import AgentKeys
 from mas_sidecar.checks.replay import ReplayGuard
-from mas_sidecar.documents import message_document
 from mas_sidecar.errors import ApiError
 from mas_sidecar.streams.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER, sender_id
 
 log = logging.getLogger(__name__)
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One entry of the dead-letter stream: its message (None when the entry holds no valid
+    one), the sender whose stream it came from (None when the entry does not say), why it
+    failed, after how many attempts, and when (ms)."""
+
+    id: str
+    envelope: Envelope | None
+    sender: str | None
+    reason: str
+    attempts: int
+    failed_at: int
 
 
 class DeadLetters:
@@ -49,14 +63,15 @@ class DeadLetters:
         self._replay = replay
         self._refusal = refusal
 
-    async def list(self, limit: int) -> list[dict[str, Any]]:
+    async def list(self, limit: int) -> list[DeadLetter]:
+        """The first ``limit`` dead letters, oldest first."""
         entries = await self._redis.xrange(self._keys.dlq, count=limit)
-        return [_document(entry_id, fields) for entry_id, fields in entries]
+        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
 
     async def replay(self, dead_letter_id: str) -> str:
         """Put the message back in its sender's stream; its message id."""
         fields = await self._get(dead_letter_id)
-        original = {k: v for k, v in fields.items() if not k.startswith(b"dl:")}
+        original = _original(fields)
         try:
             envelope = Envelope.from_entry(original)
         except EnvelopeError:
@@ -102,17 +117,21 @@ def _not_found(dead_letter_id: str) -> ApiError:
     return ApiError(ErrorCode.DEAD_LETTER_NOT_FOUND, f"no dead letter {dead_letter_id[:64]!r}")
 
 
-def _document(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    original = {k: v for k, v in fields.items() if not k.startswith(b"dl:")}
+def _original(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The fields of the original entry, without the ``dl:*`` ones the inbox added."""
+    return {k: v for k, v in fields.items() if not k.startswith(b"dl:")}
+
+
+def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
     try:
-        message: dict[str, Any] | None = message_document(Envelope.from_entry(original))
+        envelope: Envelope | None = Envelope.from_entry(_original(fields))
     except EnvelopeError:
-        message = None
-    return {
-        "id": entry_id.decode(),
-        "message": message,
-        "sender": fields.get(DL_SENDER, b"").decode(errors="replace") or None,
-        "reason": fields.get(DL_REASON, b"").decode(errors="replace"),
-        "attempts": int(fields.get(DL_ATTEMPTS, b"0")),
-        "failed_at": int(fields.get(DL_FAILED_AT, b"0")),
-    }
+        envelope = None
+    return DeadLetter(
+        id=entry_id.decode(),
+        envelope=envelope,
+        sender=fields.get(DL_SENDER, b"").decode(errors="replace") or None,
+        reason=fields.get(DL_REASON, b"").decode(errors="replace"),
+        attempts=int(fields.get(DL_ATTEMPTS, b"0")),
+        failed_at=int(fields.get(DL_FAILED_AT, b"0")),
+    )

@@ -21,7 +21,6 @@ from mas_core.names import InvalidAgentIdError, qualify
 from mas_sidecar.checks.gateway import Destination, Gateway
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.recovery import Recovery
 from mas_sidecar.streams.registry import Registry
 
 
@@ -65,10 +64,12 @@ class Outbox:
 
     def __init__(
         self, *, agent_id: str, namespace: str, registry: Registry, gateway: Gateway,
-        metrics: Metrics, recovery: Recovery,
+        metrics: Metrics, check_writable: Callable[[], None],
     ) -> None:  # fmt: skip
+        """``check_writable`` raises while the sidecar is not set up on the server
+        (:meth:`~mas_sidecar.recovery.Recovery.check_writable`)."""
         self.agent_id = agent_id
-        self._recovery = recovery
+        self._check_writable = check_writable
         self._namespace = namespace
         self._registry = registry
         self._gateway = gateway
@@ -78,7 +79,7 @@ class Outbox:
         """The full id of a registered target; ApiError for a malformed or unknown one, and
         ``redis_unavailable`` while the sidecar is not set up on the server (a half-provisioned
         server could lose what it accepts, or not know the target yet)."""
-        self._recovery.check_writable()
+        self._check_writable()
         try:
             target = qualify(to, self._namespace)
         except InvalidAgentIdError as exc:
@@ -110,7 +111,7 @@ class Outbox:
         """Answer ``original`` to its sender: to the waiting replica when it is a synchronous
         request (the one reply it takes needs no allow rule, a deny rule still refuses it),
         else to the sender like any message, which the rules must allow."""
-        self._recovery.check_writable()
+        self._check_writable()
         envelope = build_envelope(
             sender=self.agent_id,
             target=original.sender,

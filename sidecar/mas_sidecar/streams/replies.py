@@ -38,13 +38,13 @@ from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.keys import AgentKeys
 from mas_sidecar.checks.replay import Read
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.models import MAX_TIMEOUT_MS
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 # The gateway's receive checks: per entry read, why it is refused, or None; the second argument
 # says which envelopes answer a pending request.
 Check = Callable[[Sequence[Read], Callable[[Envelope], bool]], Awaitable[list[str | None]]]
+MAX_TIMEOUT_MS = 300_000  # the longest a synchronous request waits for its reply
 REPLY_STREAM_TTL_MS = 2 * MAX_TIMEOUT_MS  # renewed at half: it outlives the longest request
 KEEP_SECONDS = 60.0  # a target's stream stays read this long after its last request
 

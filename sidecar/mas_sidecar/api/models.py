@@ -1,6 +1,6 @@
 """Request bodies of the HTTP API, as strict pydantic models (no type coercion, no extra keys).
 
-Their JSON schemas also feed :mod:`mas_sidecar.openapi`. Used by the routes.
+Their JSON schemas also feed :mod:`mas_sidecar.api.openapi`. Used by the routes.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mas_sidecar.streams.replies import MAX_TIMEOUT_MS
+
 MessageType = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,128}$")]
 AgentRef = Annotated[str, Field(min_length=1, max_length=127)]
-MAX_TIMEOUT_MS = 300_000
 MAX_TTL_MS = 7 * 24 * 3600 * 1000
 MAX_BATCH_MESSAGES = 500
 MAX_BATCH_ACKS = 1000

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
-from mas_sidecar.components import components
+from mas_sidecar.api.documents import dead_letter_document
+from mas_sidecar.api.http import components, json_response
 from mas_sidecar.errors import ApiError
-from mas_sidecar.http import json_response
 
 routes = web.RouteTableDef()
 MAX_LIMIT = 1000
@@ -19,7 +19,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(ErrorCode.INVALID_REQUEST, f"limit must be an integer in 1..{MAX_LIMIT}")
     entries = await components(request).dead_letters.list(int(raw))
-    return json_response({"dead_letters": entries})
+    return json_response({"dead_letters": [dead_letter_document(entry) for entry in entries]})
 
 
 @routes.post("/v1/dead-letters/{id}/replay")

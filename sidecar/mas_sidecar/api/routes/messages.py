@@ -12,11 +12,11 @@ from aiohttp import web
 
 from mas_core.envelope import Envelope
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
-from mas_sidecar.components import Components, components
-from mas_sidecar.documents import message_document
+from mas_sidecar.api.documents import message_document
+from mas_sidecar.api.http import components, json_response, read_body
+from mas_sidecar.api.models import SendBatch, SendMessage, SendRequest
+from mas_sidecar.components import Components
 from mas_sidecar.errors import ApiError
-from mas_sidecar.http import json_response, read_body
-from mas_sidecar.models import SendBatch, SendMessage, SendRequest
 from mas_sidecar.streams.errors import REDIS_ERRORS
 from mas_sidecar.streams.outbox import build_envelope
 

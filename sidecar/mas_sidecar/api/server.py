@@ -14,7 +14,7 @@ sidecar's memory or leaving its agent without service for longer than a known ti
   it). So an idle keep-alive connection and a client trickling its headers byte by byte are
   both cut off; a request being handled (a delivery stream, a request waiting for its reply) is
   not idle.
-* **Bodies**: the middleware in :mod:`mas_sidecar.http` gives a body ``body_timeout_ms`` to
+* **Bodies**: the middleware in :mod:`mas_sidecar.api.http` gives a body ``body_timeout_ms`` to
   arrive after its head (``408 body_timeout``). What is left of a body the sidecar refused (408,
   413) is read and dropped for that long again at most (aiohttp's lingering close), then the
   connection is closed.
@@ -37,8 +37,8 @@ import orjson
 from aiohttp import web
 
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
+from mas_sidecar.api.http import METRICS_KEY
 from mas_sidecar.config import SidecarConfig
-from mas_sidecar.http import METRICS_KEY
 from mas_sidecar.metrics import Metrics
 
 LISTEN_HOST = "127.0.0.1"  # the API trusts its caller: never listen beyond loopback

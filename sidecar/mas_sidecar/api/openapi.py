@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 description of the HTTP API, built from the request models.
 
-Served on ``GET /v1/openapi.json``; request schemas come from :mod:`mas_sidecar.models`, so the
+Served on ``GET /v1/openapi.json``; request schemas come from :mod:`mas_sidecar.api.models`, so the
 document cannot drift from what the routes accept. Every operation needs the agent's bearer
-token (:mod:`mas_core.sidecar_token`) except the probes (:data:`mas_sidecar.http.OPEN_PATHS`).
+token (:mod:`mas_core.sidecar_token`) except the probes (:data:`mas_sidecar.api.http.OPEN_PATHS`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from mas_core.error_codes import ErrorCode
-from mas_sidecar import models
-from mas_sidecar.http import OPEN_PATHS
+from mas_sidecar.api import models
+from mas_sidecar.api.http import OPEN_PATHS
 
 _OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, dict[str, str]]] = [
     ("post", "/v1/messages", "Send a message", models.SendMessage, {"202": "accepted: {id}"}),

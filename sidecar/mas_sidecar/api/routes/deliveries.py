@@ -1,6 +1,6 @@
 """``GET /v1/deliveries`` (server-sent events) and the agent's answers to each delivery.
 
-Each delivery event carries the message (:func:`mas_sidecar.documents.message_document`) and
+Each delivery event carries the message (:func:`mas_sidecar.api.documents.message_document`) and
 ``lease_ms``, this sidecar's lease: the SDK renews a running handler's lease at a fraction of it.
 """
 
@@ -14,12 +14,11 @@ import orjson
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
-from mas_sidecar.components import components
-from mas_sidecar.documents import message_document, sse_event
+from mas_sidecar.api.documents import message_document, sse_event
+from mas_sidecar.api.http import components, json_response, read_body
+from mas_sidecar.api.models import AckBatch, ExtendBatch, Nack, Reject, Reply
+from mas_sidecar.api.server import connection_closed
 from mas_sidecar.errors import ApiError
-from mas_sidecar.http import json_response, read_body
-from mas_sidecar.models import AckBatch, ExtendBatch, Nack, Reject, Reply
-from mas_sidecar.server import connection_closed
 
 routes = web.RouteTableDef()
 KEEPALIVE_SECONDS = 15.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mas_core.envelope import Envelope
+from mas_sidecar.streams.dead_letters import DeadLetter
 
 
 def message_document(envelope: Envelope) -> dict[str, Any]:
@@ -22,6 +23,19 @@ def message_document(envelope: Envelope) -> dict[str, Any]:
         "correlation_id": envelope.correlation_id,
         "created_at": envelope.created_at,
         "trace": envelope.trace,
+    }
+
+
+def dead_letter_document(dead_letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as ``GET /v1/dead-letters`` lists it."""
+    envelope = dead_letter.envelope
+    return {
+        "id": dead_letter.id,
+        "message": None if envelope is None else message_document(envelope),
+        "sender": dead_letter.sender,
+        "reason": dead_letter.reason,
+        "attempts": dead_letter.attempts,
+        "failed_at": dead_letter.failed_at,
     }
 
 

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from mas_sidecar.components import COMPONENTS, Components
+from mas_sidecar.api.http import API_TOKEN, BODY_TIMEOUT, COMPONENTS, METRICS_KEY, middleware
+from mas_sidecar.api.routes import agents, dead_letters, deliveries, messages, state, system
+from mas_sidecar.components import Components
 from mas_sidecar.config import SidecarConfig
-from mas_sidecar.http import API_TOKEN, BODY_TIMEOUT, METRICS_KEY, middleware
 from mas_sidecar.metrics import Metrics
-from mas_sidecar.routes import agents, dead_letters, deliveries, messages, state, system
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@
 ``{"error": {"code", "message"}}`` document, so no input can take the process down. It also
 bounds how long a body may take to arrive (``BODY_TIMEOUT``, ``MAS_BODY_TIMEOUT_MS``): a client
 that trickles its body is answered ``408 body_timeout`` and its connection closed, instead of
-holding a handler forever (the other connection bounds are in :mod:`mas_sidecar.server`).
+holding a handler forever (the other connection bounds are in :mod:`mas_sidecar.api.server`).
 
 Before anything else, the middleware checks that the request carries the agent's token
 (``API_TOKEN``, see :mod:`mas_core.sidecar_token`): the API listens on a loopback that other local
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from mas_core.error_codes import ErrorCode
 from mas_core.sidecar_token import SCHEME, presented
+from mas_sidecar.components import Components
 from mas_sidecar.errors import ApiError
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.recovery import Problem, Reason, problem_of
@@ -43,6 +44,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 METRICS_KEY = web.AppKey("metrics", Metrics)
+COMPONENTS = web.AppKey("components", Components)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # seconds
 # The token requests must present (bytes, for the comparison); None serves every caller.
 API_TOKEN: web.AppKey[bytes | None] = web.AppKey("api_token")
@@ -51,6 +53,11 @@ _JSON_TYPES = ("application/json",)
 MAX_JSON_DEPTH = 64  # far beyond real payloads; well below what the JSON encoders can nest
 # A JSON string (skipped whole) or one bracket.
 _JSON_STRUCTURE = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]', re.DOTALL)
+
+
+def components(request: web.Request) -> Components:
+    """The sidecar's components, as the app built them."""
+    return request.app[COMPONENTS]
 
 
 def json_response(

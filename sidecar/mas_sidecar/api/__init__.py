@@ -1,0 +1,14 @@
+"""The sidecar's HTTP API on 127.0.0.1: everything that speaks HTTP, and nothing else does.
+
+    app         builds the aiohttp application: components, routes, middleware, lifespan
+    server      serves it, every connection bounded in number and in time
+    http        the app's keys, JSON bodies in and out, and the middleware (token, body
+                timeout, error answers, request metrics)
+    routes/     the handlers, one module per resource: parse, call the bridge, answer
+    models      request bodies (strict pydantic models)
+    documents   the JSON documents of messages and dead letters
+    openapi     the OpenAPI description served on /v1/openapi.json
+
+The routes call the Streams bridge (:mod:`mas_sidecar.streams`) and the checks
+(:mod:`mas_sidecar.checks`), which never import this package. Used by :mod:`mas_sidecar.main`.
+"""
