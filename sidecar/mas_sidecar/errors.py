@@ -1,52 +1,51 @@
 """The sidecar's exception tree.
 
-    SidecarError            base of everything the sidecar raises on purpose
+    SidecarFailure          base of everything the sidecar raises on purpose
     ├── ConfigError         bad settings at start-up (the process exits with a message)
     ├── NotProvisioned      the server lacks what the control plane provides (its functions)
-    └── ApiError            a request fails with a stable code (mas_core.error_codes.ErrorCode)
+    └── Refusal             the sidecar refuses what it was asked, with a stable code
+                            (mas_core.error_codes.ErrorCode), a reason and when to retry
 
-Routes and components raise :class:`ApiError`; the HTTP middleware turns it into the
-``{"error": {"code", "message"}}`` answer with the code's status (and ``reason``, when the
-error carries one: why the sidecar is not ready, see :mod:`mas_sidecar.recovery`).
+The checks (:mod:`mas_sidecar.checks`), the Streams bridge (:mod:`mas_sidecar.streams`) and the
+set-up (:mod:`mas_sidecar.recovery`) raise :class:`Refusal` and know nothing of HTTP; only the API
+turns a refusal into an answer (:mod:`mas_sidecar.api.errors`). The base is not called
+``SidecarError``: that is the SDK's name for an error answer as an agent sees it
+(``mas.errors.SidecarError``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from mas_core.error_codes import HTTP_STATUS, ErrorCode
+from mas_core.error_codes import ErrorCode
 
 
-class SidecarError(Exception):
+class SidecarFailure(Exception):
     """Base of the sidecar's own exceptions."""
 
 
-class ConfigError(SidecarError):
+class ConfigError(SidecarFailure):
     """A setting is missing or invalid."""
 
 
-class NotProvisioned(SidecarError):
+class NotProvisioned(SidecarFailure):
     """The server lacks the control plane's function library (or has another version)."""
 
 
-class ApiError(SidecarError):
-    """A request fails with ``code``; ``headers`` are added to the answer (e.g. Retry-After);
-    ``reason`` is a machine-readable detail of the code (e.g. why Redis is unavailable)."""
+class Refusal(SidecarFailure):
+    """The sidecar refuses what it was asked: ``code`` says why (stable), ``reason`` in words;
+    ``retry_after`` is how many seconds to wait before the same request may pass (None: waiting
+    does not help); ``detail`` is a machine-readable detail of the code (why Redis is
+    unavailable, see :class:`mas_sidecar.recovery.Reason`)."""
 
     def __init__(
         self,
         code: ErrorCode,
-        message: str,
-        headers: Mapping[str, str] | None = None,
+        reason: str,
+        retry_after: float | None = None,
         *,
-        reason: str | None = None,
+        detail: str | None = None,
     ) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(f"{code}: {reason}")
         self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
         self.reason = reason
-
-    @property
-    def status(self) -> int:
-        return HTTP_STATUS[self.code]
+        self.retry_after = retry_after
+        self.detail = detail

@@ -37,7 +37,7 @@ from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.audit_log import AuditLog
 from mas_sidecar.checks.policy_store import PolicyStore
-from mas_sidecar.errors import ApiError, NotProvisioned
+from mas_sidecar.errors import NotProvisioned, Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.streams.errors import REDIS_ERRORS
 from mas_sidecar.streams.inbox import Inbox
@@ -128,14 +128,15 @@ class Recovery:
         self._wake.set()
 
     def check_writable(self) -> None:
-        """ApiError ``redis_unavailable`` (with the reason) while the sidecar cannot work."""
+        """Refuse with ``redis_unavailable`` (the reason as its detail) while the sidecar cannot
+        work."""
         problem = self.problem
         if problem is not None:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.REDIS_UNAVAILABLE,
                 f"{problem.message}; retry later",
-                {"Retry-After": "1"},
-                reason=problem.reason.value,
+                1,
+                detail=problem.reason.value,
             )
 
     async def run_until(self, stop: asyncio.Event) -> None:

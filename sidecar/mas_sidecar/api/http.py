@@ -1,8 +1,10 @@
-"""HTTP plumbing shared by every route: JSON bodies, error answers and request metrics.
+"""HTTP plumbing shared by every route: the app's keys, JSON bodies, error answers and request
+metrics.
 
 ``read_body`` parses and validates a request body into a pydantic model, raising
-:class:`~mas_sidecar.errors.ApiError` with a stable code for each way a body can be wrong; the
-``middleware`` turns every failure (ours, aiohttp's, Redis's, or a bug) into the
+:class:`~mas_sidecar.api.errors.ApiError` with a stable code for each way a body can be wrong;
+the ``middleware`` turns every failure (an ``ApiError``, a check's or the bridge's
+:class:`~mas_sidecar.errors.Refusal`, aiohttp's, Redis's, or a bug) into the
 ``{"error": {"code", "message"}}`` document, so no input can take the process down. It also
 bounds how long a body may take to arrive (``BODY_TIMEOUT``, ``MAS_BODY_TIMEOUT_MS``): a client
 that trickles its body is answered ``408 body_timeout`` and its connection closed, instead of
@@ -14,6 +16,8 @@ processes share (every process of the machine in local mode, every pod with ``ho
 so the token, not the address, is what makes a caller the sidecar's own agent. Only the probes
 (``OPEN_PATHS``) answer without it; the comparison takes the same time whatever the token
 presented, and the body of a refused request is never read.
+
+Used by :mod:`mas_sidecar.api.app` (the middleware and the keys) and by every route.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from pydantic import BaseModel, ValidationError
 
 from mas_core.error_codes import ErrorCode
 from mas_core.sidecar_token import SCHEME, presented
+from mas_sidecar.api.errors import ApiError
 from mas_sidecar.components import Components
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.recovery import Problem, Reason, problem_of
+from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +241,17 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         _check_token(request, route)
         await _receive_body(request)
         response = await handler(request)
-    except ApiError as exc:
-        response = error_response(exc.code, exc.message, exc.status, exc.headers, exc.reason)
-        if exc.code is ErrorCode.BODY_TIMEOUT:
+    except (ApiError, Refusal) as exc:
+        error = ApiError.of(exc)
+        response = error_response(
+            error.code, error.message, error.status, error.headers, error.reason
+        )
+        if error.code is ErrorCode.BODY_TIMEOUT:
             response.force_close()  # the rest of the body is not waited for
     except web.HTTPException as exc:
         code, message = _AIOHTTP_CODES.get(exc.status, (ErrorCode.INVALID_REQUEST, exc.reason))
         response = error_response(code, message, exc.status)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except REDIS_ERRORS as exc:
         log.warning("redis unavailable while serving %s: %s", route, exc)
         response = _unavailable(
             problem_of(exc) or Problem(Reason.REDIS_UNREACHABLE, f"Redis cannot be reached: {exc}")

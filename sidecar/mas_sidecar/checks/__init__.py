@@ -13,4 +13,8 @@
 
 The message path calls the gateway only (:mod:`mas_sidecar.streams.outbox` on send, the inbox
 and the reply reader on receive); the other modules are what it checks with.
+
+A check that refuses raises :class:`~mas_sidecar.errors.Refusal` (code, reason, when to retry);
+only :mod:`mas_sidecar.api` turns it into an HTTP answer. Nothing here imports the API or
+aiohttp (pyproject.toml's import-linter contracts).
 """

@@ -38,7 +38,6 @@ Used by the outbox (send), the inbox (receive) and the dead-letter store (replay
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ from mas_sidecar.checks.dlp import redaction
 from mas_sidecar.checks.policy_store import PolicyStore
 from mas_sidecar.checks.ratelimit import RateLimiter
 from mas_sidecar.checks.replay import Read, ReplayGuard, entry_time_ms
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.streams.errors import REDIS_ERRORS
 from mas_sidecar.streams.registry import Registry
@@ -298,8 +297,7 @@ class Gateway:
     ) -> NoReturn:
         self._metrics.decisions.labels(decision).inc()
         await self._audit.record(decision_event(decision, envelope, reason=reason, **details))
-        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
-        raise ApiError(code, reason, headers)
+        raise Refusal(code, reason, retry_after)
 
     async def check_receive_many(
         self,
@@ -386,10 +384,10 @@ class Gateway:
         """
         policy = self._policies.for_sender(envelope.sender)
         if policy is None:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.POLICY_UNAVAILABLE,
                 f"no gateway policy for {envelope.sender} is loaded yet; replay later",
-                {"Retry-After": "1"},
+                1,
             )
         try:
             self._authenticate(envelope, time.time(), policy.signing_required)

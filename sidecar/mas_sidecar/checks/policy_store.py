@@ -25,7 +25,7 @@ from mas_core.keys import POLICY_DOCUMENT, POLICY_ENFORCERS, POLICY_REVISION
 from mas_core.policy.document import CompiledPolicy, EffectivePolicy, effective_policy
 from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.dlp import DlpScanner
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
@@ -64,10 +64,10 @@ class PolicyStore:
     def enforced(self) -> EffectivePolicy:
         """What applies to this agent's sends; ``policy_unavailable`` before a policy loads."""
         if self.own is None:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.POLICY_UNAVAILABLE,
                 "no gateway policy is loaded yet, so nothing may be sent (default deny)",
-                {"Retry-After": "1"},
+                1,
             )
         return self.own
 

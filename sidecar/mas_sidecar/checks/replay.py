@@ -59,12 +59,12 @@ import redis.asyncio as aioredis
 
 from mas_core.envelope import Envelope
 from mas_core.keys import AgentKeys
-from mas_sidecar.errors import SidecarError
+from mas_sidecar.errors import SidecarFailure
 
 DEFAULT_WINDOW_MS = 300_000
 
 
-class ReplayError(SidecarError):
+class ReplayError(SidecarFailure):
     """A stream entry replays a message; ``reason`` is ``duplicate`` or ``outside_window``."""
 
     def __init__(self, reason: str, message: str) -> None:

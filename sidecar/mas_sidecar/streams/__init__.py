@@ -11,4 +11,8 @@
 
 The routes of :mod:`mas_sidecar.api` call the bridge; the bridge calls the gateway checks
 (:mod:`mas_sidecar.checks`) on every message it sends or leases.
+
+A request the bridge cannot serve raises :class:`~mas_sidecar.errors.Refusal` (code, reason,
+when to retry); only :mod:`mas_sidecar.api` turns it into an HTTP answer. Nothing here imports
+the API or aiohttp (pyproject.toml's import-linter contracts).
 """

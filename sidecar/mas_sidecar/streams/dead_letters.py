@@ -25,7 +25,7 @@ from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import AgentKeys
 from mas_sidecar.checks.replay import ReplayGuard
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.streams.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER, sender_id
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,14 @@ class DeadLetters:
         try:
             envelope = Envelope.from_entry(original)
         except EnvelopeError:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.INVALID_REQUEST,
                 f"dead letter {dead_letter_id} holds no valid message; it can only be deleted",
             ) from None
         refusal = self._refusal(envelope)
         if refusal is not None:
             log.info("dead letter %s not replayed: %s", dead_letter_id, refusal)
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.DEAD_LETTER_UNAUTHENTICATED,
                 f"dead letter {dead_letter_id} would be refused again ({refusal}); a replay "
                 f"cannot renew its sender's signature or identity token: {envelope.sender} "
@@ -92,7 +92,7 @@ class DeadLetters:
         # back into the stream of the sender its envelope claims (checked again when read).
         sender = sender_id(fields.get(DL_SENDER, envelope.sender.encode()))
         if sender is None:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.INVALID_REQUEST,
                 f"dead letter {dead_letter_id} names no sender; it can only be deleted",
             )
@@ -113,8 +113,8 @@ class DeadLetters:
         raise _not_found(dead_letter_id)
 
 
-def _not_found(dead_letter_id: str) -> ApiError:
-    return ApiError(ErrorCode.DEAD_LETTER_NOT_FOUND, f"no dead letter {dead_letter_id[:64]!r}")
+def _not_found(dead_letter_id: str) -> Refusal:
+    return Refusal(ErrorCode.DEAD_LETTER_NOT_FOUND, f"no dead letter {dead_letter_id[:64]!r}")
 
 
 def _original(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:

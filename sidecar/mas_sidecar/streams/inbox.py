@@ -65,7 +65,7 @@ from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_core.names import InvalidAgentIdError, qualify
 from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.replay import Read
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
@@ -209,14 +209,14 @@ class Inbox:
 
     @contextlib.contextmanager
     def subscription(self) -> Iterator[None]:
-        """While inside, this replica reads its senders' streams for the subscriber; ApiError
+        """While inside, this replica reads its senders' streams for the subscriber; Refusal
         ``too_many_subscribers`` when ``max_subscribers`` are subscribed already."""
         if self._subscribers >= self._max_subscribers:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.TOO_MANY_SUBSCRIBERS,
                 f"this sidecar serves at most {self._max_subscribers} delivery streams at once "
                 "(MAS_MAX_SUBSCRIBERS); one stream is enough to receive every delivery",
-                {"Retry-After": "1"},
+                1,
             )
         self._subscribers += 1
         self._metrics.subscribers.set(self._subscribers)
@@ -470,7 +470,7 @@ class Inbox:
     def _take(self, message_id: str) -> Lease:
         lease = self.leases.pop(message_id, None)
         if lease is None:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.DELIVERY_NOT_FOUND,
                 f"delivery {message_id[:64]!r} is not leased to this sidecar "
                 "(already answered, lease expired, or unknown)",
@@ -480,10 +480,10 @@ class Inbox:
         return lease
 
     def lease(self, message_id: str) -> Lease:
-        """A current lease; ApiError ``delivery_not_found`` otherwise."""
+        """A current lease; Refusal ``delivery_not_found`` otherwise."""
         lease = self.leases.get(message_id)
         if lease is None:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.DELIVERY_NOT_FOUND,
                 f"delivery {message_id[:64]!r} is not leased to this sidecar",
             )
@@ -558,11 +558,11 @@ class Inbox:
         asyncio.get_running_loop().call_later(delay / 1000, self._reclaim_soon, lease.stream)
 
     async def extend(self, message_id: str) -> None:
-        """Start the lease again (the agent needs more time); ApiError ``delivery_not_found``
+        """Start the lease again (the agent needs more time); Refusal ``delivery_not_found``
         when it is not leased here any more."""
         extended, _ = await self.extend_many([message_id])
         if not extended:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.DELIVERY_NOT_FOUND,
                 f"delivery {message_id[:64]!r} is not leased to this sidecar, or its lease ran out",
             )

@@ -19,7 +19,7 @@ from mas_core.error_codes import ErrorCode
 from mas_core.ids import new_id
 from mas_core.names import InvalidAgentIdError, qualify
 from mas_sidecar.checks.gateway import Destination, Gateway
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.streams.registry import Registry
 
@@ -76,16 +76,16 @@ class Outbox:
         self._metrics = metrics
 
     async def resolve(self, to: str) -> str:
-        """The full id of a registered target; ApiError for a malformed or unknown one, and
+        """The full id of a registered target; Refusal for a malformed or unknown one, and
         ``redis_unavailable`` while the sidecar is not set up on the server (a half-provisioned
         server could lose what it accepts, or not know the target yet)."""
         self._check_writable()
         try:
             target = qualify(to, self._namespace)
         except InvalidAgentIdError as exc:
-            raise ApiError(ErrorCode.INVALID_AGENT_ID, str(exc)) from None
+            raise Refusal(ErrorCode.INVALID_AGENT_ID, str(exc)) from None
         if not await self._registry.is_registered(target):
-            raise ApiError(ErrorCode.UNKNOWN_AGENT, f"no agent {target!r} is registered")
+            raise Refusal(ErrorCode.UNKNOWN_AGENT, f"no agent {target!r} is registered")
         return target
 
     async def send(self, envelope: Envelope, kind: str = "message") -> Envelope:

@@ -39,7 +39,7 @@ from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.audit_log import AuditLog, metadata_event
 from mas_sidecar.checks.dlp import PartsResult
 from mas_sidecar.checks.policy_store import PolicyStore
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
@@ -90,7 +90,7 @@ class Registry:
             await pipe.execute()
 
     async def set_metadata(self, metadata: dict[str, Any]) -> None:
-        """Publish ``metadata`` as the DLP policy in force lets it out; ApiError when the
+        """Publish ``metadata`` as the DLP policy in force lets it out; Refusal when the
         policy blocks it (or none is in force yet), and then what was published stays."""
         self._policies.enforced()
         published, result = self._screen(metadata)
@@ -100,7 +100,7 @@ class Registry:
                 "metadata_blocked", self.agent_id, metadata, reason=result.refusal, dlp=findings
             )
             await self._audit.record(event)
-            raise ApiError(ErrorCode.DLP_BLOCKED, result.refusal)
+            raise Refusal(ErrorCode.DLP_BLOCKED, result.refusal)
         self._wanted, self.metadata = metadata, published
         self._screened_under = self._policies.revision
         await self.register()

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import AgentKeys
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 
 _PATCH_RETRIES = 20
 
@@ -52,7 +52,7 @@ class StateStore:
             "mas_state_cas", 1, self._key, "" if expected is None else expected, orjson.dumps(state)
         )
         if not ok:
-            raise ApiError(
+            raise Refusal(
                 ErrorCode.REVISION_CONFLICT,
                 f"state is at revision {revision}, not {expected}; read it again and retry",
             )
@@ -65,17 +65,17 @@ class StateStore:
         for _ in range(_PATCH_RETRIES):
             state, revision = await self.read()
             if expected is not None and expected != revision:
-                raise ApiError(
+                raise Refusal(
                     ErrorCode.REVISION_CONFLICT,
                     f"state is at revision {revision}, not {expected}; read it again and retry",
                 )
             merged = merge_patch(state, changes)
             try:
                 return merged, await self.replace(merged, revision)
-            except ApiError:
+            except Refusal:
                 if expected is not None:
                     raise
-        raise ApiError(ErrorCode.REVISION_CONFLICT, "state kept changing under this patch; retry")
+        raise Refusal(ErrorCode.REVISION_CONFLICT, "state kept changing under this patch; retry")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -42,7 +42,7 @@ import redis.asyncio as aioredis
 
 from mas_core.error_codes import ErrorCode
 from mas_sidecar.aio import wait_event
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Append:
     discovery: Discovery | None = None
 
 
-class ReplicationTimeout(ApiError):
+class ReplicationTimeout(Refusal):
     """Written to the primary, but fewer replicas than asked confirmed it in time."""
 
 
@@ -99,7 +99,7 @@ class Replication:
             f"written, but {acknowledged} of {self.replicas} replicas confirmed it within "
             f"{self.timeout_ms} ms: it may still be delivered, or be lost in a failover; "
             "sending it again sends a second message",
-            {"Retry-After": "1"},
+            1,
         )
 
 

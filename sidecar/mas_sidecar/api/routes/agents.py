@@ -6,10 +6,10 @@ from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
 from mas_core.policy.rules import Party, may_message
+from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response, read_body
 from mas_sidecar.api.models import Metadata
 from mas_sidecar.components import Components
-from mas_sidecar.errors import ApiError
 
 routes = web.RouteTableDef()
 MAX_CAPABILITY_FILTERS = 32

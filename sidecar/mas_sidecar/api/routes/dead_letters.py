@@ -6,8 +6,8 @@ from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
 from mas_sidecar.api.documents import dead_letter_document
+from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response
-from mas_sidecar.errors import ApiError
 
 routes = web.RouteTableDef()
 MAX_LIMIT = 1000

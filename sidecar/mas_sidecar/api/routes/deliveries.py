@@ -15,10 +15,10 @@ from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
 from mas_sidecar.api.documents import message_document, sse_event
+from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response, read_body
 from mas_sidecar.api.models import AckBatch, ExtendBatch, Nack, Reject, Reply
 from mas_sidecar.api.server import connection_closed
-from mas_sidecar.errors import ApiError
 
 routes = web.RouteTableDef()
 KEEPALIVE_SECONDS = 15.0

@@ -13,10 +13,11 @@ from aiohttp import web
 from mas_core.envelope import Envelope
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
 from mas_sidecar.api.documents import message_document
+from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response, read_body
 from mas_sidecar.api.models import SendBatch, SendMessage, SendRequest
 from mas_sidecar.components import Components
-from mas_sidecar.errors import ApiError
+from mas_sidecar.errors import Refusal
 from mas_sidecar.streams.errors import REDIS_ERRORS
 from mas_sidecar.streams.outbox import build_envelope
 
@@ -63,10 +64,11 @@ def _error_result(code: ErrorCode, message: str) -> dict[str, Any]:
 def _failure(exc: Exception) -> dict[str, Any]:
     """A batch item's result for what stopped it: what a single send would have answered
     (``Retry-After`` as the error's ``retry_after``, in seconds)."""
-    if isinstance(exc, ApiError):
-        result = _error_result(exc.code, exc.message)
-        if "Retry-After" in exc.headers:
-            result["error"]["retry_after"] = int(exc.headers["Retry-After"])
+    if isinstance(exc, ApiError | Refusal):
+        error = ApiError.of(exc)
+        result = _error_result(error.code, error.message)
+        if "Retry-After" in error.headers:
+            result["error"]["retry_after"] = int(error.headers["Retry-After"])
         return result
     if isinstance(exc, REDIS_ERRORS):
         log.warning("redis unavailable while sending a batch item: %s", exc)

@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
+from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response, read_body
 from mas_sidecar.api.models import Completed, StateBody
-from mas_sidecar.errors import ApiError
 
 routes = web.RouteTableDef()
 MAX_MESSAGE_ID = 128

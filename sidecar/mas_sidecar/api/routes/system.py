@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
+from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response
 from mas_sidecar.api.openapi import build_openapi
-from mas_sidecar.errors import ApiError
 from mas_sidecar.recovery import Problem, Reason, problem_of
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
