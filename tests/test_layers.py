@@ -2,7 +2,8 @@
 
 * ``lint-imports`` keeps the contracts of ``pyproject.toml`` (``[tool.importlinter]``): the core
   imports no other part of mas, the SDK and the control plane only the core, the sidecar and the
-  operator nothing above them, and the SDK no server package.
+  operator nothing above them, the SDK no server package, and inside the sidecar only ``api/``
+  speaks HTTP.
 * ``pip install mas`` is the agent SDK alone: its requirements name no server package, and
   ``from mas import Agent`` works, an agent constructed, in a process where every package of the
   extras (and every other part of mas) refuses to load.

@@ -10,10 +10,15 @@ Every key of one agent carries its hash tag (:mod:`mas_core.keys`), so the sidec
 and scripts each stay in one slot; the batched writes (:mod:`mas_sidecar.streams.writer`), which
 touch several agents' keys, are non-transactional pipelines that the cluster client splits by node.
 
-Commands to one server are packed by hiredis (C), as redis-py's synchronous client does when
-hiredis is installed; its asyncio connection packs in Python, which cost the send path a few
-microseconds per message (two commands each). TLS and Unix-socket URLs choose their own
-connection classes and keep redis-py's packing, as does the cluster client.
+Commands to one server over plain TCP are packed by hiredis (C) straight from their arguments
+(:class:`HiredisConnection`, with redis-py's ``HiredisRespSerializer``). redis-py's own asyncio
+connection packs with hiredis too (from 8.2 on), but passes every argument through its Python
+encoder first, which doubles the cost of packing (about 5 µs instead of 2.5 µs a command; a send
+is two commands). ``HiredisRespSerializer`` is not part of redis-py's documented API, so the
+``sidecar`` extra keeps redis below its next major version (pyproject.toml), and
+tests/test_redis_client.py checks that every type of value the sidecar sends reads back as
+redis-py's encoder would store it. TLS and Unix-socket URLs choose their own connection classes
+and keep redis-py's packing, as does the cluster client.
 
 Called once per process by :mod:`mas_sidecar.components`.
 """

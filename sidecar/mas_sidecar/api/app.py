@@ -6,7 +6,7 @@ adopts the senders' streams and registers the agent, and does so again whenever 
 restarted or replaced); then the background loops start, supervised (:mod:`mas_sidecar.loops`).
 Shutdown stops the delivery streams and the loops, releases this replica's leases for the
 other replicas, and closes Redis.
-Used by :mod:`mas_sidecar.main` and by tests that serve the app in-process.
+Used by :mod:`mas_sidecar.main`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pure builders of the JSON documents the API answers with, from envelopes and stream entries.
+"""Pure builders of the JSON documents the API answers with, from envelopes and dead letters.
 
 Used by the delivery stream, the request route and the dead-letter routes, so a message looks
 the same wherever an agent sees it.

@@ -5,8 +5,9 @@ the message dead-lettered by the receiver: ``503 credentials_expired`` instead) 
 policy rules → rate limits → DLP (block, redact, log) over everything of the message that the
 receiver reads and the agent chose (payload, type, correlation id, trace context) → the
 target's circuit breaker → sign with the agent's key (Ed25519; the token travels along) → one
-write of the message plus its audit entry. Every refusal is audited and answered with its own
-error code and a reason; nothing refused reaches Redis.
+write of the message plus its audit entry. Every refusal is audited and raised as a
+:class:`~mas_sidecar.errors.Refusal` with its own error code, a reason and, where waiting helps,
+how long to wait (the API answers it); nothing refused reaches Redis.
 
 Receive: the envelope must come from its sender's own stream (``misaddressed`` otherwise),
 authenticate (anchor → token → signature; required unless the sender's policy waives signing),
