@@ -6,12 +6,13 @@ tests then watch what a user would: pods with their sidecars (under the restrict
 Standard; each sidecar serving only the agent holding its token), messages delivered, a denied
 message denied and audited, an SSN redacted at the receiver, a policy change in force without
 restarting a pod, an invalid Agent refused by the API server, an Agent mounting another agent's
-credentials refused by the operator, an Agent's Redis user gone with it, Redis on its bound
-claim keeping every accepted message, the users and the policy when its pod is replaced, a
-handler running for three leases run once across an agent's replicas (the SDK renews its
-lease), and ``helm upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind but the
-trust anchor, the Redis password and the Redis data, which go when deleted as the chart's
-README says.
+credentials refused by the operator, hand edits of an Agent's Deployment and Secret taken back
+by the operator's server-side apply, an Agent's Redis user gone with it, Redis on its bound
+claim keeping every accepted message, the users and the policy when its pod is replaced or its
+server is SIGKILLed, a Redis without persistence provisioned again, a handler running for
+three leases run once across an agent's replicas (the SDK renews its lease), and ``helm
+upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind but the trust anchor, the Redis
+password and the Redis data, which go when deleted as the chart's README says.
 
 Redis is inspected from inside the Redis pod (``kubectl exec``), so the same tests run on the
 local host-network cluster and on kind. The tests of this module share one release and run in
@@ -465,6 +466,82 @@ def test_the_operator_refuses_an_agent_that_mounts_another_agents_credentials(
     assert not cluster.kubectl(
         "get", "deployment", "thief", "-n", namespace, "--ignore-not-found"
     ).strip()
+
+
+def field_managers(cluster: E2ECluster, kind: str, name: str, namespace: str) -> set[str]:
+    """``manager/operation`` of each entry of the object's managedFields."""
+    from kubernetes import client  # noqa: PLC0415 - as E2ECluster.api_client
+
+    api = cluster.api_client()
+    read = (
+        client.AppsV1Api(api).read_namespaced_deployment
+        if kind == "deployment"
+        else client.CoreV1Api(api).read_namespaced_secret
+    )
+    entries = read(name, namespace).metadata.managed_fields or ()
+    return {f"{entry.manager}/{entry.operation}" for entry in entries}
+
+
+def test_hand_edits_of_an_agents_deployment_and_secret_are_taken_back(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    namespace = workspace
+    cluster = release.cluster
+    doctor = next(
+        d for d in healthcare(namespace, cluster, mas_image) if d["metadata"]["name"] == "doctor"
+    )
+    cluster.apply(doctor)
+    secret_name = "doctor-mas-credentials"
+    built = wait_until(
+        lambda: cluster.get("deployment", "doctor", namespace), timeout=60, what="the Deployment"
+    )
+    issued = wait_until(
+        lambda: cluster.get("secret", secret_name, namespace), timeout=60, what="the Secret"
+    )
+    for kind, name in (("deployment", "doctor"), ("secret", secret_name)):
+        assert "mas-operator/Apply" in field_managers(cluster, kind, name, namespace)
+    assert "mas.dev/applied" not in (built["metadata"].get("annotations") or {})
+    trust_key = next(key for key in issued["data"] if key.startswith("trust."))
+
+    cluster.kubectl("scale", "deployment", "doctor", "-n", namespace, "--replicas=3")
+    cluster.kubectl(
+        "label", "deployment", "doctor", "-n", namespace, "--overwrite",
+        "mas.dev/agent=someone-else", "team=blue",
+    )  # fmt: skip
+    edit = {
+        "metadata": {"annotations": {"note": "kept"}},
+        "data": {trust_key: "bm90IHRoZSBhbmNob3I="},
+    }
+    cluster.kubectl(
+        "patch", "secret", secret_name, "-n", namespace, "--type=merge", "-p", json.dumps(edit)
+    )
+
+    def taken_back() -> bool:
+        deployment = cluster.get("deployment", "doctor", namespace)
+        secret = cluster.get("secret", secret_name, namespace)
+        return (
+            deployment["spec"]["replicas"] == 1
+            and deployment["metadata"]["labels"]["mas.dev/agent"] == "doctor"
+            and secret["data"] == issued["data"]
+        )
+
+    wait_until(taken_back, timeout=60, what="the operator's fields applied again")
+    deployment = cluster.get("deployment", "doctor", namespace)
+    secret = cluster.get("secret", secret_name, namespace)
+    assert deployment["metadata"]["labels"]["team"] == "blue"
+    assert (secret["metadata"].get("annotations") or {}).get("note") == "kept"
+    assert deployment["spec"]["template"] == built["spec"]["template"]
+
+    # A round that changes nothing writes nothing: the Secret is applied before the Deployment
+    # in every status round, so once a new scaling is taken back, one went by.
+    version = secret["metadata"]["resourceVersion"]
+    cluster.kubectl("scale", "deployment", "doctor", "-n", namespace, "--replicas=2")
+    wait_until(
+        lambda: cluster.get("deployment", "doctor", namespace)["spec"]["replicas"] == 1,
+        timeout=60,
+        what="the scaling taken back",
+    )
+    assert cluster.get("secret", secret_name, namespace)["metadata"]["resourceVersion"] == version
 
 
 def test_deleting_an_agent_removes_its_redis_user_and_objects(

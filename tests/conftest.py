@@ -8,14 +8,16 @@ database.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import redis
 from hypothesis import settings
 
+from mas import Agent
 from mas_cli.local.processes import SidecarProcess
 from mas_cli.local.redis_server import RedisServer
 from mas_control.provision import ensure_functions, publish_policy, register_agent
@@ -134,3 +136,18 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         connector=connector, timeout=aiohttp.ClientTimeout(total=30)
     ) as session:
         yield session
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Callable[[Agent[Any]], Any]]:
+    """Starts agents for a test and stops those still running at its end."""
+    agents: list[Agent[Any]] = []
+
+    async def start(agent: Agent[Any]) -> Any:
+        await agent.start()
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in reversed(agents):
+        await agent.stop()

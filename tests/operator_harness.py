@@ -5,6 +5,8 @@ kubeconfig pointing at it, and runs the operator (``mas_operator.handlers.regist
 ``kopf.testing.KopfRunner`` in its own thread; the test's event loop keeps serving the emulator.
 kmock gives objects no uid, generation or resourceVersion, so the helpers here set them, and
 stand in for the Deployment controller where a test needs a rolled-out Deployment.
+:class:`ServerSideApplyEmulator` teaches kmock the server-side apply the operator writes with;
+a test module selects it with ``pytestmark = pytest.mark.kmock(cls=ServerSideApplyEmulator)``.
 Used by tests/test_operator_handlers.py and tests/test_bootstrap.py.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import kmock
 import kopf
 import pytest
@@ -34,6 +37,96 @@ CONFIGMAPS = "v1/configmaps"
 DEPLOYMENTS = "apps/v1/deployments"
 ALL_VERBS = {"list", "watch", "get", "patch", "create", "update", "delete"}
 OPERATOR_NAMESPACE = "mas-system"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def applied(current: Any, previous: Any, config: Any) -> Any:
+    """What server-side apply makes of ``current`` when a field manager whose last applied
+    configuration was ``previous`` applies ``config``: every field of ``config`` set (maps
+    merged key by key, lists and scalars taken whole), the fields of ``previous`` that
+    ``config`` no longer has removed, and everything else (other writers' fields) kept.
+
+    The API server merges lists of named items (containers, volumes, ...) item by item and
+    tracks each field's managers; one applier beside writers that do not apply, as here, needs
+    neither."""
+    if not isinstance(current, Mapping) or not isinstance(config, Mapping):
+        return config
+    before = previous if isinstance(previous, Mapping) else {}
+    result = {key: value for key, value in current.items() if key in config or key not in before}
+    for key, value in config.items():
+        result[key] = applied(current.get(key), before.get(key), value)
+    return result
+
+
+def replacing_patch(current: Any, desired: Any) -> Any:
+    """A JSON merge patch (RFC 7386) that turns ``current`` into ``desired``: keys of
+    ``current`` that ``desired`` lacks become null, lists and scalars are taken as they are."""
+    if not isinstance(current, Mapping) or not isinstance(desired, Mapping):
+        return desired
+    patch: dict[str, Any] = {key: None for key in current if key not in desired}
+    for key, value in desired.items():
+        patch[key] = replacing_patch(current.get(key), value)
+    return patch
+
+
+@attrs.define(kw_only=True)
+class ServerSideApplyEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator that also serves server-side apply: a ``PATCH`` of an object as
+    ``application/apply-patch+yaml`` with a ``fieldManager`` and ``force=true``.
+
+    An apply creates the object when there is none; otherwise it changes it as :func:`applied`
+    says, after checking the resourceVersion the configuration may carry (409 when it differs).
+    Either way it becomes the emulator's own create or merge patch, so watchers see it.
+    """
+
+    _configs: dict[tuple[Any, ...], Any] = attrs.field(factory=dict, init=False)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        content_type = request.headers.get("Content-Type", "")
+        if (
+            request.method != kmock.method.PATCH
+            or not content_type.startswith(APPLY_PATCH)
+            or request.resource is None
+            or request.name is None
+        ):
+            return await super()._handle(request)
+        manager = request.params.get("fieldManager")
+        if not manager or request.params.get("force") != "true":
+            raise kmock.KubernetesError(
+                status=422, reason="Invalid", message="apply needs a fieldManager and force"
+            )
+        key = (request.resource, request.namespace, request.name)
+        config = dict(request.data)
+        metadata = dict(config.get("metadata") or {})
+        version = metadata.pop("resourceVersion", None)
+        config["metadata"] = metadata
+        try:
+            current: kmock.Object | None = self.objects[key]
+        except KeyError:
+            current = None
+        if current is None or current.deleted:
+            self._configs[(*key, manager)] = config
+            return await self._handle_as(
+                request, method=kmock.method.POST, action=kmock.action.CREATE, data=config
+            )
+        stored = current.raw
+        if version is not None and version != stored["metadata"].get("resourceVersion"):
+            raise kmock.KubernetesError(
+                status=409, reason="Conflict", message="the object has been modified"
+            )
+        previous = self._configs.get((*key, manager))
+        self._configs[(*key, manager)] = config
+        change = replacing_patch(stored, applied(stored, previous, config))
+        return await self._handle_as(request, data=change)
+
+    async def _handle_as(
+        self, request: kmock.Request, **changes: Any
+    ) -> aiohttp.web.StreamResponse:
+        """Serve ``request`` with ``changes``; kmock's reactions find a request by identity in
+        the request log, so the changed one takes its place there too."""
+        changed = attrs.evolve(request, **changes)
+        self._requests[self._requests.index(request)] = changed
+        return await super()._handle(changed)
 
 
 def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
@@ -108,6 +201,10 @@ class OperatorHarness:
         self.metrics = OperatorMetrics()
 
     def start(self, config: OperatorConfig) -> None:
+        assert isinstance(self.emulator, ServerSideApplyEmulator), (
+            "the operator writes with server-side apply: "
+            "pytestmark = pytest.mark.kmock(cls=ServerSideApplyEmulator)"
+        )
         registry = kopf.OperatorRegistry()
         register(registry, config, self.metrics)
         args = ["run", "--standalone", "--verbose"]
@@ -174,6 +271,10 @@ class OperatorHarness:
                 },
             },
         )
+
+    async def edit(self, resource: str, namespace: str, name: str, patch: Any) -> None:
+        """A change by hand: a merge patch, as ``kubectl patch --type=merge`` sends."""
+        await self._patch(resource, namespace, name, patch)
 
     async def _patch(
         self, resource: str, namespace: str, name: str, patch: Any, subresource: str = ""

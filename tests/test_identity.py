@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -31,7 +33,9 @@ from mas_core.identity.tokens import (
     load_private_key_pem,
     load_public_key_pem,
     private_key_to_pem,
+    public_jwk,
     public_key_to_pem,
+    raw_public_bytes,
     sign_envelope,
     signing_input,
     signing_key,
@@ -265,6 +269,80 @@ def test_claims_reprs_hold_no_key_material() -> None:
         assert token not in text
         assert public_x not in text
         assert "PRIVATE" not in text
+
+
+# -- compatibility and algorithm confusion ------------------------------------------------------
+
+# Issued by the hand-written encoder with the fixed keys below at LEGACY_NOW; any new encoder or
+# verifier must still accept it (tokens live across a rolling upgrade of sidecars and operator).
+LEGACY_ANCHOR = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+LEGACY_AGENT = Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
+LEGACY_NOW = 1_800_000_000
+LEGACY_TOKEN = (
+    "eyJhbGciOiJFZERTQSIsImtpZCI6IjFJRzJ0TUg3SjJ3Ykpabk8iLCJ0eXAiOiJKV1QifQ"
+    ".eyJjYXBhYmlsaXRpZXMiOlsiZGlhZ25vc2UiLCJ0cmlhZ2UiXSwiY25mIjp7Imp3ayI6eyJjcnYiOiJFZDI1NTE5Iiwia3"
+    "R5IjoiT0tQIiwieCI6IktheTY0VUc4eXZDeUxocVUwMDBMeHpZZVVtMExfaExJbDVTOGt5S1diZGMifX0sImV4cCI6MTgwMD"
+    "AwMDYwMCwiaWF0IjoxODAwMDAwMDAwLCJpc3MiOiJtYXMiLCJyb2xlcyI6WyJjbGluaWNpYW4iXSwic3ViIjoidGVhbS1hL2"
+    "FsaWNlIn0"
+    ".AWq-JdaLMHSXIzYVXvlbP9vEvfp63dDMov5PN_LtoQT-uWTFxRPscVG2mrSsJtWTg0UQJWbDtMs3Xpkgc2OZDQ"
+)
+
+
+def test_a_token_issued_by_an_earlier_release_still_verifies() -> None:
+    anchors = {key_id(LEGACY_ANCHOR.public_key()): LEGACY_ANCHOR.public_key()}
+
+    claims = TokenVerifier(anchors).verify(LEGACY_TOKEN, now=LEGACY_NOW + 10)
+
+    assert claims.to_dict() == {
+        "sub": "team-a/alice",
+        "roles": ["clinician"],
+        "capabilities": ["diagnose", "triage"],
+        "agent_kid": key_id(LEGACY_AGENT.public_key()),
+        "iss": "mas",
+        "iat": LEGACY_NOW,
+        "exp": LEGACY_NOW + 600,
+        "kid": "1IG2tMH7J2wbJZnO",
+    }
+    assert bytes(claims.agent_key) == raw_public_bytes(LEGACY_AGENT.public_key())
+
+
+def _hs256(header: dict[str, Any], secret: bytes) -> str:
+    """A token over GOOD_CLAIMS whose signature is an HMAC-SHA256 keyed with ``secret``."""
+    signing = f"{b64url_encode(json.dumps(header).encode())}."
+    signing += b64url_encode(json.dumps(GOOD_CLAIMS).encode())
+    return f"{signing}.{b64url_encode(hmac.digest(secret, signing.encode(), hashlib.sha256))}"
+
+
+def _unsigned(alg: str) -> str:
+    signing = f"{b64url_encode(json.dumps(GOOD_HEADER | {'alg': alg}).encode())}."
+    return signing + b64url_encode(json.dumps(GOOD_CLAIMS).encode()) + "."
+
+
+_ANCHOR_PUBLIC = ANCHOR.public_key()
+_PUBLIC_SECRETS = [  # every spelling of the anchor's public key an attacker might HMAC with
+    public_key_to_pem(_ANCHOR_PUBLIC),
+    raw_public_bytes(_ANCHOR_PUBLIC),
+    json.dumps(public_jwk(_ANCHOR_PUBLIC)).encode(),
+    public_jwk(_ANCHOR_PUBLIC)["x"].encode(),
+]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [*(_unsigned(alg) for alg in ("none", "None", "NONE", "")),
+     *(_hs256(GOOD_HEADER | {"alg": alg}, secret)
+       for alg in ("HS256", "EdDSA") for secret in _PUBLIC_SECRETS),
+     *(resign(GOOD_HEADER | {"alg": alg}, GOOD_CLAIMS)
+       for alg in ("RS256", "ES256", "PS256", "Ed25519", "Ed448", "eddsa", "EdDSA "))],
+)  # fmt: skip
+def test_algorithm_confusion_is_refused(token: str) -> None:
+    verifier = TokenVerifier(ANCHORS)
+
+    with pytest.raises(MalformedTokenError) as refused:
+        verifier.verify(token, now=NOW + 10)
+    assert len(verifier) == 0
+    assert token not in str(refused.value) + repr(refused.value)
+    assert token.split(".")[1] not in str(refused.value)
 
 
 # -- the verifier's cache -----------------------------------------------------------------------

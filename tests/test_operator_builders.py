@@ -23,12 +23,9 @@ from mas_operator.builders import (
     BuildError,
     PodRefused,
     agent_labels,
-    agent_ready,
-    condition,
     credentials_secret,
     deployment,
     refusals,
-    set_condition,
     spec_hash,
 )
 from mas_operator.config import OperatorConfig
@@ -639,90 +636,3 @@ def test_ordinary_volumes_are_accepted() -> None:
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "code", "mountPath": "/app"}],
     )
     assert refusals(agent, SETTINGS) == []
-
-
-# -- conditions ---------------------------------------------------------------------------------
-
-
-def ready(status: bool, now: str, reason: str = "Available") -> dict[str, Any]:
-    return condition(type="Ready", status=status, reason=reason, message="m", generation=3, now=now)
-
-
-def test_condition_follows_api_conventions() -> None:
-    assert ready(True, "2024-05-01T10:00:00Z") == {
-        "type": "Ready",
-        "status": "True",
-        "reason": "Available",
-        "message": "m",
-        "lastTransitionTime": "2024-05-01T10:00:00Z",
-        "observedGeneration": 3,
-    }
-    assert ready(False, "2024-05-01T10:00:00Z")["status"] == "False"
-
-
-def test_set_condition_keeps_the_transition_time_while_the_status_holds() -> None:
-    other = {"type": "CredentialsIssued", "status": "True", "lastTransitionTime": "t0"}
-    first = set_condition([other], ready(False, "t1", "RolloutInProgress"))
-    assert first == [other, ready(False, "t1", "RolloutInProgress")]
-    same = set_condition(first, ready(False, "t2", "ReplicasUnavailable"))
-    assert same[1]["lastTransitionTime"] == "t1"
-    assert same[1]["reason"] == "ReplicasUnavailable"
-    flipped = set_condition(same, ready(True, "t3"))
-    assert flipped[1]["lastTransitionTime"] == "t3"
-    assert flipped[0] == other
-    assert first[1]["lastTransitionTime"] == "t1"  # inputs are not modified
-
-
-# -- readiness ----------------------------------------------------------------------------------
-
-
-def status(**fields: Any) -> dict[str, Any]:
-    return {
-        "observedGeneration": 4,
-        "replicas": 2,
-        "updatedReplicas": 2,
-        "readyReplicas": 2,
-        "availableReplicas": 2,
-        **fields,
-    }
-
-
-def test_ready_when_every_replica_is_updated_and_available() -> None:
-    ok, why = agent_ready(deployment_status=status(), deployment_generation=4, replicas=2)
-    assert ok
-    assert "2 of 2" in why
-
-
-@pytest.mark.parametrize(
-    ("fields", "generation", "words"),
-    [
-        ({"observedGeneration": 3}, 4, "generation 4"),
-        ({}, 5, "generation 5"),
-        ({"updatedReplicas": 1, "replicas": 3}, 4, "1 of 2 replicas updated"),
-        ({"replicas": 3}, 4, "old replicas"),
-        ({"availableReplicas": 1}, 4, "1 of 2 replicas available"),
-        ({"availableReplicas": None}, 4, "0 of 2 replicas available"),
-        (
-            {"conditions": [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]},
-            4,
-            "stuck",
-        ),
-    ],
-)
-def test_not_ready(fields: dict[str, Any], generation: int, words: str) -> None:
-    ok, why = agent_ready(
-        deployment_status=status(**fields), deployment_generation=generation, replicas=2
-    )
-    assert not ok
-    assert words in why
-
-
-def test_not_ready_before_the_first_status() -> None:
-    ok, _ = agent_ready(deployment_status={}, deployment_generation=1, replicas=1)
-    assert not ok
-
-
-def test_not_ready_when_the_agent_was_just_scaled() -> None:
-    ok, why = agent_ready(deployment_status=status(), deployment_generation=4, replicas=3)
-    assert not ok
-    assert "2 of 3" in why

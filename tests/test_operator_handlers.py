@@ -47,11 +47,14 @@ from tests.operator_harness import (
     POLICIES,
     SECRETS,
     OperatorHarness,
+    ServerSideApplyEmulator,
     condition,
     emulated_api,
     harness_config,
 )
 from tests.waiting import eventually
+
+pytestmark = pytest.mark.kmock(cls=ServerSideApplyEmulator)
 
 
 @pytest.fixture
@@ -667,6 +670,55 @@ async def test_a_deployment_or_secret_deleted_by_hand_comes_back(
     ).claims
     assert claims.roles == ("analyst",)
     assert f"//{acl_username('team/worker')}:" in files["redis-url"].decode()
+
+
+async def test_hand_edits_of_the_deployment_and_secret_are_taken_back_and_others_kept(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    built = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    issued = await eventually(lambda: harness.object(SECRETS, "team", "worker-mas-credentials"))
+    trust_key = next(key for key in issued["data"] if key.startswith("trust."))
+
+    await harness.edit(
+        DEPLOYMENTS,
+        "team",
+        "worker",
+        {
+            "metadata": {"labels": {"mas.dev/agent": "someone-else", "team": "blue"}},
+            "spec": {
+                "replicas": 5,
+                "template": {"spec": {"containers": [{"name": "agent", "image": "evil:1"}]}},
+            },
+        },
+    )
+    await harness.edit(
+        SECRETS,
+        "team",
+        "worker-mas-credentials",
+        {
+            "metadata": {"annotations": {"note": "kept"}},
+            "data": {trust_key: b64encode(b"not the anchor").decode()},
+        },
+    )
+
+    def taken_back() -> bool:
+        deployment = harness.object(DEPLOYMENTS, "team", "worker") or {}
+        secret = harness.object(SECRETS, "team", "worker-mas-credentials") or {}
+        return (
+            deployment.get("spec") == built["spec"]
+            and secret.get("data") == issued["data"]
+            and deployment["metadata"]["labels"]["mas.dev/agent"] == "worker"
+        )
+
+    await eventually(taken_back, what="the operator's fields applied again")
+    deployment = harness.object(DEPLOYMENTS, "team", "worker")
+    secret = harness.object(SECRETS, "team", "worker-mas-credentials")
+    assert deployment is not None and secret is not None
+    assert deployment["metadata"]["labels"]["team"] == "blue"
+    assert secret["metadata"]["annotations"] == {"note": "kept"}
+    assert "annotations" not in built["metadata"]
 
 
 # -- what an Agent author may not get in a pod ---------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pure parts of the operator: settings, credential planning, policy compilation, patches."""
+"""Pure parts of the operator: settings, credential planning, policy compilation, owners."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mas_core.policy.rules import Rule
 from mas_operator.builders import credentials_secret
 from mas_operator.config import ConfigError, OperatorConfig
 from mas_operator.credentials import plan_credentials, read_existing, token_due
-from mas_operator.kube import NotOwnedError, applied_hash, ensure_controlled, replacing_patch
+from mas_operator.kube import NotOwnedError, ensure_controlled
 from mas_operator.policies import compile_cluster, enforcement
 
 NOW = 1_800_000_000.0
@@ -224,24 +224,7 @@ def test_enforcement_counts_selected_agents_and_their_current_replicas() -> None
     assert enforcement(document, "team/absent", enforcers={}, registered=[]).selected_agents == 0
 
 
-# -- patches -----------------------------------------------------------------------------------
-
-
-def test_replacing_patch_nulls_what_the_desired_object_dropped() -> None:
-    current = {"nodeSelector": {"a": "1", "b": "2"}, "replicas": 2, "strategy": {"type": "X"}}
-    desired = {"nodeSelector": {"a": "1"}, "replicas": 3}
-    assert replacing_patch(current, desired) == {
-        "strategy": None,
-        "nodeSelector": {"b": None, "a": "1"},
-        "replicas": 3,
-    }
-    assert replacing_patch(None, desired) == desired
-
-
-def test_applied_hash_changes_with_owned_fields_only() -> None:
-    base = {"metadata": {"name": "x", "labels": {"a": "1"}}, "data": {"k": "v"}, "other": 1}
-    assert applied_hash(base, ("data",)) == applied_hash({**base, "other": 2}, ("data",))
-    assert applied_hash(base, ("data",)) != applied_hash({**base, "data": {"k": "w"}}, ("data",))
+# -- owners ------------------------------------------------------------------------------------
 
 
 def test_only_objects_an_agent_of_that_name_controls_are_updated() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,21 +117,6 @@ async def dead_letters_of(sidecar: SidecarProcess, count: int) -> list[dict[str,
     async with sidecar.client() as client:
         letters: list[dict[str, Any]] = await eventually(enough, f"{count} dead letters")
         return letters
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[Callable[[Agent[Any]], Any]]:
-    """Starts agents for a test and stops those still running at its end."""
-    agents: list[Agent[Any]] = []
-
-    async def start(agent: Agent[Any]) -> Any:
-        await agent.start()
-        agents.append(agent)
-        return agent
-
-    yield start
-    for agent in reversed(agents):
-        await agent.stop()
 
 
 async def test_handler_receives_message_sent_by_another_agent(

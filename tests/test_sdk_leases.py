@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,21 +77,6 @@ async def acks_of(api: Api, count: int) -> bool:
 def counted(metrics: str, prefix: str) -> float:
     """The sum of the samples whose line starts with ``prefix`` (labels included)."""
     return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[Callable[[Agent[Any]], Any]]:
-    """Starts agents for a test and stops those still running at its end."""
-    agents: list[Agent[Any]] = []
-
-    async def start(agent: Agent[Any]) -> Any:
-        await agent.start()
-        agents.append(agent)
-        return agent
-
-    yield start
-    for agent in reversed(agents):
-        await agent.stop()
 
 
 async def test_a_handler_running_three_leases_runs_once_while_a_second_replica_waits(

@@ -8,7 +8,7 @@ exceptions carry that ``retry_after``; ``retry=`` sends again after it, and only
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -38,21 +38,6 @@ class Inbox(Agent):
     @Agent.on("note")
     async def note(self, message: AgentMessage) -> None:
         self.notes.append(message)
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[Callable[[Agent[Any]], Any]]:
-    """Starts agents for a test and stops those still running at its end."""
-    agents: list[Agent[Any]] = []
-
-    async def start(agent: Agent[Any]) -> Any:
-        await agent.start()
-        agents.append(agent)
-        return agent
-
-    yield start
-    for agent in reversed(agents):
-        await agent.stop()
 
 
 async def sender_under(

@@ -22,8 +22,8 @@ Both containers run under Kubernetes' *restricted* Pod Security Standard: non-ro
 privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root filesystem
 (the agent's may be writable: ``spec.securityContext``). :func:`refusals` is what a spec may not
 ask for (another agent's credentials, the node's filesystem or network, the operator's service
-account, ...); :func:`deployment` builds nothing from a spec it refuses. The status builders
-(conditions, readiness, :func:`audit_status`) turn what the handlers observed into ``status``.
+account, ...); :func:`deployment` builds nothing from a spec it refuses. The status is built
+in :mod:`mas_operator.status`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ import json
 import re
 from base64 import b64encode
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from mas_control.audit_keeper import Kept
 from mas_core.identity.credentials import (
     AGENT_KEY_FILE,
     API_TOKEN_FILE,
@@ -51,7 +49,6 @@ from mas_core.manifests import (
     NON_ROOT_ID,
     AgentManifest,
 )
-from mas_core.policy.document import AuditRetention
 from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV
 from mas_operator.config import OperatorConfig
 
@@ -542,108 +539,3 @@ def _field(node: Any, *path: str) -> Any:
             return None
         node = node.get(key)
     return node
-
-
-# -- status -------------------------------------------------------------------------------------
-
-
-def condition(
-    *, type: str, status: bool, reason: str, message: str, generation: int, now: str
-) -> Manifest:
-    """One status condition (Kubernetes API conventions); ``now`` is an RFC 3339 time."""
-    return {
-        "type": type,
-        "status": "True" if status else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": now,
-        "observedGeneration": generation,
-    }
-
-
-def set_condition(
-    conditions: Sequence[Mapping[str, Any]], new: Mapping[str, Any]
-) -> list[Manifest]:
-    """``conditions`` with ``new`` in place of the condition of its type (appended if none).
-
-    The old ``lastTransitionTime`` is kept when the status did not change. The input is not
-    modified.
-    """
-    result: list[Manifest] = []
-    replaced = False
-    for old in conditions:
-        if old.get("type") != new["type"]:
-            result.append(dict(old))
-            continue
-        merged = dict(new)
-        if old.get("status") == new["status"] and old.get("lastTransitionTime"):
-            merged["lastTransitionTime"] = old["lastTransitionTime"]
-        if not replaced:
-            result.append(merged)
-        replaced = True
-    if not replaced:
-        result.append(dict(new))
-    return result
-
-
-def agent_ready(
-    *, deployment_status: Mapping[str, Any], deployment_generation: int, replicas: int
-) -> tuple[bool, str]:
-    """Whether the agent's Deployment has rolled out and serves ``replicas`` replicas.
-
-    ``deployment_status`` is the Deployment's ``status`` and ``deployment_generation`` its
-    ``metadata.generation``; ``replicas`` is the Agent's ``spec.replicas``. Ready needs the
-    Deployment controller to have observed the current generation and every replica to be
-    updated and available, with no old replica left. The string says why, for people.
-    """
-    observed = int(deployment_status.get("observedGeneration") or 0)
-    if observed < deployment_generation:
-        return False, (
-            f"the Deployment controller has not yet observed generation {deployment_generation} "
-            f"(observed {observed})"
-        )
-    for cond in deployment_status.get("conditions") or ():
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return False, f"the rollout is stuck: {cond.get('message') or 'deadline exceeded'}"
-    updated = int(deployment_status.get("updatedReplicas") or 0)
-    available = int(deployment_status.get("availableReplicas") or 0)
-    total = int(deployment_status.get("replicas") or 0)
-    if updated < replicas:
-        return False, f"rollout in progress: {updated} of {replicas} replicas updated"
-    if total > updated:
-        return False, f"rollout in progress: {total - updated} old replicas pending termination"
-    if available < replicas:
-        return False, f"{available} of {replicas} replicas available"
-    if updated != replicas or available != replicas:
-        return False, f"{updated} replicas updated and {available} available, {replicas} wanted"
-    return True, f"{replicas} of {replicas} replicas available"
-
-
-def audit_status(kept: Kept, *, retention: AuditRetention | None, archiving: bool) -> Manifest:
-    """``status.audit`` of an Agent after a round of the audit keeper (``archiving``: the
-    operator has an archive directory)."""
-    checkpoint = kept.checkpoint
-    status: Manifest = {"intact": kept.problem is None}
-    if checkpoint is not None:
-        taken = datetime.fromtimestamp(checkpoint.taken_at_ms / 1000, UTC)
-        status |= {
-            "checkpoint": checkpoint.number,
-            "checkpointedAt": taken.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "entries": checkpoint.head.total,
-            "archivedEntries": checkpoint.cut.total,
-        }
-    if kept.problem is not None:
-        message = f"NOT intact: {kept.problem}; the last good checkpoint is kept as evidence"
-    elif checkpoint is None:
-        message = "no audit entries yet"
-    elif retention is None:
-        message = "checkpointed; no audit retention in its policy: every entry stays in Redis"
-    elif not archiving:
-        message = (
-            "checkpointed; its policy sets an audit retention, but the operator has no archive "
-            "(MAS_AUDIT_ARCHIVE_DIR), so nothing is trimmed"
-        )
-    else:
-        message = "checkpointed; entries past the retention are archived, then trimmed"
-    status["message"] = message
-    return status

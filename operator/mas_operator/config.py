@@ -1,7 +1,8 @@
 """The operator's settings: one typed object built from ``MAS_*`` environment variables.
 
 Read once at start-up by :mod:`mas_operator.main` (and by the kopf startup handler, which keeps it
-in the operator's memo); bad values fail at start-up with :class:`ConfigError`, never later.
+in the operator's memo) with the parser the sidecar uses too (:mod:`mas.settings`); bad values
+fail at start-up with :class:`ConfigError` naming the variable, never later.
 
 =============================  ==================================================================
 variable                       meaning (default)
@@ -62,14 +63,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from mas_core import sentinel
 from mas_core.acl import masked_url
-from mas_core.envflags import env_flag
+from mas_core.settings import EnvSettings
 
 
 class ConfigError(ValueError):
     """An operator setting is missing or invalid."""
-
-
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -113,12 +111,13 @@ class OperatorConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorConfig:
-        url = env.get("MAS_REDIS_URL", "").strip()
+        read = EnvSettings(env, ConfigError)
+        url = read.raw("MAS_REDIS_URL")
         if not url:
-            raise ConfigError("MAS_REDIS_URL is required (the Redis the agents talk through)")
+            read.fail("MAS_REDIS_URL is required (the Redis the agents talk through)")
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", *sentinel.SCHEMES) or not parts.hostname:
-            raise ConfigError(
+            read.fail(
                 "MAS_REDIS_URL must be redis://HOST:PORT, rediss:// or "
                 f"redis+sentinel://HOST:PORT,.../PRIMARY, not {masked_url(url)!r}"
             )
@@ -126,44 +125,39 @@ class OperatorConfig:
             try:
                 sentinel.parse(url)
             except ValueError as exc:
-                raise ConfigError(f"MAS_REDIS_URL: {exc}") from None
+                read.fail(f"MAS_REDIS_URL: {exc}")
         admin_url = _with_credentials(
             url, env.get("MAS_REDIS_USERNAME"), env.get("MAS_REDIS_PASSWORD")
         )
-        agent_url = env.get("MAS_AGENT_REDIS_URL", "").strip() or _with_credentials(url, "", "")
+        agent_url = read.raw("MAS_AGENT_REDIS_URL") or _with_credentials(url, "", "")
         if urlsplit(agent_url).password is not None:
-            raise ConfigError("MAS_AGENT_REDIS_URL must not carry credentials")
-        level = env.get("MAS_LOG_LEVEL", "INFO").upper()
-        if level not in _LOG_LEVELS:
-            raise ConfigError(f"MAS_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+            read.fail("MAS_AGENT_REDIS_URL must not carry credentials")
         return cls(
             redis_url=admin_url,
             agent_redis_url=agent_url,
-            sidecar_image=env.get("MAS_SIDECAR_IMAGE", "").strip() or cls.sidecar_image,
-            wait_replicas=int(_number(env, "MAS_REDIS_WAIT_REPLICAS", 0, 0, 100)),
-            wait_timeout_ms=int(_number(env, "MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000)),
-            namespaces=tuple(
-                ns.strip() for ns in env.get("MAS_WATCH_NAMESPACES", "").split(",") if ns.strip()
+            sidecar_image=read.text("MAS_SIDECAR_IMAGE", cls.sidecar_image),
+            wait_replicas=read.integer("MAS_REDIS_WAIT_REPLICAS", 0, 0, 100),
+            wait_timeout_ms=read.integer("MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
+            namespaces=read.items("MAS_WATCH_NAMESPACES"),
+            operator_namespace=read.text("MAS_OPERATOR_NAMESPACE", cls.operator_namespace),
+            anchor_secret=read.text("MAS_ANCHOR_SECRET", cls.anchor_secret),
+            policy_configmap=read.text("MAS_POLICY_CONFIGMAP", cls.policy_configmap),
+            token_ttl_seconds=read.integer("MAS_TOKEN_TTL_SECONDS", 3600, 60, 86_400),
+            status_interval_seconds=read.number("MAS_STATUS_INTERVAL_SECONDS", 10, 0.2, 3600),
+            retry_seconds=read.number("MAS_RETRY_SECONDS", 10, 0.1, 3600),
+            health_port=read.integer("MAS_HEALTH_PORT", 8080, 0, 65535),
+            metrics_port=read.integer("MAS_METRICS_PORT", 9090, 0, 65535),
+            peering_name=read.text("MAS_PEERING_NAME", cls.peering_name),
+            standalone=read.flag("MAS_STANDALONE"),
+            log_level=read.log_level(),
+            operator_service_account=read.text(
+                "MAS_OPERATOR_SERVICE_ACCOUNT", cls.operator_service_account
             ),
-            operator_namespace=env.get("MAS_OPERATOR_NAMESPACE", "").strip()
-            or cls.operator_namespace,
-            anchor_secret=env.get("MAS_ANCHOR_SECRET", "").strip() or cls.anchor_secret,
-            policy_configmap=env.get("MAS_POLICY_CONFIGMAP", "").strip() or cls.policy_configmap,
-            token_ttl_seconds=int(_number(env, "MAS_TOKEN_TTL_SECONDS", 3600, 60, 86_400)),
-            status_interval_seconds=_number(env, "MAS_STATUS_INTERVAL_SECONDS", 10, 0.2, 3600),
-            retry_seconds=_number(env, "MAS_RETRY_SECONDS", 10, 0.1, 3600),
-            health_port=int(_number(env, "MAS_HEALTH_PORT", 8080, 0, 65535)),
-            metrics_port=int(_number(env, "MAS_METRICS_PORT", 9090, 0, 65535)),
-            peering_name=env.get("MAS_PEERING_NAME", "").strip() or cls.peering_name,
-            standalone=_flag(env, "MAS_STANDALONE"),
-            log_level=level,
-            operator_service_account=env.get("MAS_OPERATOR_SERVICE_ACCOUNT", "").strip()
-            or cls.operator_service_account,
-            allow_host_network=_flag(env, "MAS_ALLOW_HOST_NETWORK"),
-            allow_host_path=_flag(env, "MAS_ALLOW_HOST_PATH"),
-            allow_sidecar_image=_flag(env, "MAS_ALLOW_SIDECAR_IMAGE"),
-            audit_checkpoint_seconds=_number(env, "MAS_AUDIT_CHECKPOINT_SECONDS", 60, 1, 86_400),
-            audit_archive=_directory(env, "MAS_AUDIT_ARCHIVE_DIR"),
+            allow_host_network=read.flag("MAS_ALLOW_HOST_NETWORK"),
+            allow_host_path=read.flag("MAS_ALLOW_HOST_PATH"),
+            allow_sidecar_image=read.flag("MAS_ALLOW_SIDECAR_IMAGE"),
+            audit_checkpoint_seconds=read.number("MAS_AUDIT_CHECKPOINT_SECONDS", 60, 1, 86_400),
+            audit_archive=read.path("MAS_AUDIT_ARCHIVE_DIR", absolute=True),
         )
 
 
@@ -180,34 +174,3 @@ def _with_credentials(url: str, username: str | None, password: str | None) -> s
     else:
         userinfo = ""
     return urlunsplit(parts._replace(netloc=f"{userinfo}{host}"))
-
-
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {raw}")
-    return value
-
-
-def _directory(env: Mapping[str, str], name: str) -> Path | None:
-    """An absolute directory path, or None when the variable is empty."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    path = Path(raw)
-    if not path.is_absolute():
-        raise ConfigError(f"{name} must be an absolute path, not {raw!r}")
-    return path
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    try:
-        return env_flag(env, name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None

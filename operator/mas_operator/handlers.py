@@ -3,8 +3,9 @@
 ``register(registry, config)`` adds every handler to a kopf registry; :mod:`mas_operator.main`
 runs it, the tests run it under ``kopf.testing.KopfRunner``. Handlers are synchronous (kopf runs
 them in worker threads) and idempotent: each reconcile rebuilds the desired objects from the
-spec and what exists (the agent's key, password and still-valid token are kept), and writes only
-what differs.
+spec and what exists (the agent's key, password and still-valid token are kept), applies them
+(:meth:`mas_operator.kube.KubeApi.apply`) and patches the status fields that differ, built by
+:mod:`mas_operator.status`.
 
 * ``Agent`` created, changed or found at start-up: its Redis ACL user and registry entry, its
   credentials Secret, its Deployment; conditions ``RedisACLReady`` and ``CredentialsIssued``.
@@ -13,10 +14,11 @@ what differs.
   ``Ready=False`` with reason ``Forbidden`` and nothing at all is applied for that generation:
   the pods of the last accepted spec, if any, keep running as they are. An Agent named like a
   Deployment or Secret it does not own gets reason ``NameTaken`` and leaves that object alone.
-* A timer per ``Agent``: renews the token at half its lifetime (sidecars reload the mounted
-  files), recreates a Deployment or Secret deleted by hand, and reports ``Ready`` (the current
-  generation's replicas are available) and ``PolicyApplied`` (its sidecars report the revision
-  in force).
+* A timer per ``Agent``: applies its Secret and Deployment again, so what was deleted or
+  changed by hand comes back (server-side apply as ``mas-operator``; nothing is written when
+  nothing differs), renews the token at half its lifetime (sidecars reload the mounted files),
+  and reports ``Ready`` (the current generation's replicas are available) and
+  ``PolicyApplied`` (its sidecars report the revision in force).
 * A second timer per ``Agent`` (``MAS_AUDIT_CHECKPOINT_SECONDS``): a signed checkpoint of its
   audit trail, and, past its GatewayPolicy's ``audit.retention``, entries archived to
   ``MAS_AUDIT_ARCHIVE_DIR`` and then trimmed (:mod:`mas_control.audit_keeper`); ``status.audit``
@@ -41,13 +43,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from dataclasses import field as default
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import kopf
+from pydantic import BaseModel
 
 from mas_control.recovery import PROBE_SECONDS, Provisioned, Repair, ServerWatch
 from mas_core.acl import acl_username
@@ -57,10 +60,12 @@ from mas_core.policy.document import CompiledPolicy, effective_policy
 from mas_operator import builders
 from mas_operator.anchor import load_or_create_anchor
 from mas_operator.config import OperatorConfig
-from mas_operator.credentials import plan_credentials, read_existing, token_due
+from mas_operator.crds import AgentStatus, Condition
+from mas_operator.credentials import plan_credentials, read_existing
 from mas_operator.kube import (
     KubeApi,
     KubeError,
+    Manifest,
     NotOwnedError,
     ensure_controlled,
     load_client,
@@ -74,6 +79,22 @@ from mas_operator.policies import (
     enforcement,
 )
 from mas_operator.redis_admin import RedisAdmin, RedisAdminError
+from mas_operator.status import (
+    AgentObserved,
+    agent_not_ready,
+    agent_provisioned,
+    agent_ready,
+    agent_reconciled,
+    agent_redis_unavailable,
+    agent_refreshed,
+    audit_status,
+    audit_unarchived,
+    moment,
+    policy_reconciled,
+    policy_refreshed,
+    read_conditions,
+    status_patch,
+)
 
 AGENTS = ("mas.dev", "v1alpha1", "agents")
 POLICIES = ("mas.dev", "v1alpha1", "gatewaypolicies")
@@ -115,8 +136,8 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     return settings
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -124,30 +145,9 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def _conditions(status: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [dict(c) for c in status.get("conditions") or ()]
-
-
-def _set(
-    conditions: list[dict[str, Any]],
-    type: str,
-    ok: bool,
-    reason: str,
-    message: str,
-    *,
-    generation: int,
-) -> list[dict[str, Any]]:
-    new = builders.condition(
-        type=type, status=ok, reason=reason, message=message, generation=generation, now=_now()
-    )
-    return builders.set_condition(conditions, new)
-
-
-def _changed(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
-    def strip(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in items]
-
-    return strip(old) != strip(new)
+def _report(patch: kopf.Patch, status: Mapping[str, Any], fresh: BaseModel) -> None:
+    """Patch the fields of ``fresh`` (a status model) that differ from ``status``."""
+    patch.status.update(status_patch(status, fresh))
 
 
 def parse_agent_body(body: Mapping[str, Any]) -> AgentManifest:
@@ -165,9 +165,12 @@ def parse_agent_body(body: Mapping[str, Any]) -> AgentManifest:
 # -- Agent ---------------------------------------------------------------------------------------
 
 
-def _apply_credentials(runtime: Runtime, agent: AgentManifest, owner_uid: str) -> str:
-    """The agent's ACL user, registry entry and Secret (its token renewed when due); when the
-    token in force expires (RFC 3339)."""
+def _apply_credentials(
+    runtime: Runtime, agent: AgentManifest, owner_uid: str, *, provision: bool
+) -> datetime:
+    """Apply the agent's credentials Secret (its token renewed when due) and, with
+    ``provision`` or when the Secret's password or token changes, its ACL user and registry
+    entry; when the token in force expires."""
     secret = runtime.kube.get_secret(agent.metadata.namespace, builders.secret_name(agent))
     if secret is not None:
         # Before its key or password is trusted: a Secret someone else made is not adopted.
@@ -181,17 +184,25 @@ def _apply_credentials(runtime: Runtime, agent: AgentManifest, owner_uid: str) -
         ttl_seconds=runtime.config.token_ttl_seconds,
         now=time.time(),
     )
-    runtime.redis.ensure_agent(
-        agent.agent_id, plan.password, agent.spec.capabilities, agent.spec.roles
-    )
-    runtime.provisioned[agent.agent_id] = Provisioned(
-        plan.password, agent.spec.capabilities, agent.spec.roles
-    )
+    if provision or plan.reissued or plan.password != existing.password:
+        runtime.redis.ensure_agent(
+            agent.agent_id, plan.password, agent.spec.capabilities, agent.spec.roles
+        )
+        runtime.provisioned[agent.agent_id] = Provisioned(
+            plan.password, agent.spec.capabilities, agent.spec.roles
+        )
     desired = builders.credentials_secret(agent=agent, owner_uid=owner_uid, files=plan.files)
-    runtime.kube.apply(desired, compare=("type", "data"))
+    runtime.kube.apply(desired, secret)
     if plan.reissued:
         runtime.metrics.token_renewals.inc()
-    return datetime.fromtimestamp(plan.claims.exp, UTC).isoformat().replace("+00:00", "Z")
+    return moment(plan.claims.exp)
+
+
+def _apply_deployment(runtime: Runtime, desired: builders.Manifest) -> tuple[Manifest, bool]:
+    """Apply the agent's Deployment; the object as stored, and whether it had to be created."""
+    meta = desired["metadata"]
+    current = runtime.kube.get_deployment(meta["namespace"], meta["name"])
+    return runtime.kube.apply(desired, current), current is None
 
 
 def reconcile_agent(
@@ -206,11 +217,19 @@ def reconcile_agent(
 ) -> None:
     runtime = _runtime(memo)
     generation = int(meta.get("generation") or 0)
-    conditions = _conditions(status)
+    conditions = read_conditions(status)
     try:
         agent = parse_agent_body(body)
     except ManifestError as exc:
-        _invalid(runtime, patch, conditions, "InvalidSpec", str(exc), generation=generation)
+        _not_ready(
+            runtime,
+            patch,
+            status,
+            conditions=conditions,
+            reason="InvalidSpec",
+            message=str(exc),
+            generation=generation,
+        )
     owner_uid = str(meta.get("uid") or "")
     try:
         # Built first: a spec that cannot or may not become a Deployment gets nothing at all.
@@ -220,79 +239,80 @@ def reconcile_agent(
             f"refused: {exc}; nothing of generation {generation} is applied, and the pods of "
             "the last accepted spec, if any, keep running as they are"
         )
-        _invalid(runtime, patch, conditions, "Forbidden", message, generation=generation)
-    except builders.BuildError as exc:
-        _invalid(runtime, patch, conditions, "InvalidSpec", str(exc), generation=generation)
-    try:
-        expires = _apply_credentials(runtime, agent, owner_uid)
-    except NotOwnedError as exc:
-        _name_taken(runtime, patch, conditions, exc, generation=generation)
-    except KubeError as exc:
-        runtime.metrics.reconciles.labels("Agent", "retry").inc()
-        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
-    except RedisAdminError as exc:
-        runtime.metrics.redis_errors.inc()
-        runtime.metrics.reconciles.labels("Agent", "retry").inc()
-        conditions = _set(
-            conditions, "RedisACLReady", False, "RedisUnavailable", str(exc), generation=generation
-        )
-        patch.status["conditions"] = conditions
-        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
-    conditions = _set(
-        conditions,
-        "RedisACLReady",
-        True,
-        "UserApplied",
-        f"ACL user {acl_username(agent.agent_id)} reaches only the agent's own keys",
-        generation=generation,
-    )
-    conditions = _set(
-        conditions,
-        "CredentialsIssued",
-        True,
-        "Issued",
-        f"identity token valid until {expires}",
-        generation=generation,
-    )
-    try:
-        runtime.kube.apply(deployment, compare=("spec",))
-    except NotOwnedError as exc:
-        _name_taken(runtime, patch, conditions, exc, generation=generation)
-    except KubeError as exc:
-        patch.status["conditions"] = conditions
-        runtime.metrics.reconciles.labels("Agent", "retry").inc()
-        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
-    if not any(c.get("type") == "Ready" for c in conditions) or _ready_is_stale(
-        conditions, generation
-    ):
-        conditions = _set(
-            conditions,
-            "Ready",
-            False,
-            "RollingOut",
-            "waiting for the Deployment",
+        _not_ready(
+            runtime,
+            patch,
+            status,
+            conditions=conditions,
+            reason="Forbidden",
+            message=message,
             generation=generation,
         )
-    patch.status["conditions"] = conditions
-    patch.status["observedGeneration"] = generation
-    patch.status["tokenExpiresAt"] = expires
+    except builders.BuildError as exc:
+        _not_ready(
+            runtime,
+            patch,
+            status,
+            conditions=conditions,
+            reason="InvalidSpec",
+            message=str(exc),
+            generation=generation,
+        )
+    try:
+        expires = _apply_credentials(runtime, agent, owner_uid, provision=True)
+    except NotOwnedError as exc:
+        _name_taken(runtime, patch, status, exc, conditions=conditions, generation=generation)
+    except KubeError as exc:
+        _retry(runtime, exc)
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        down = agent_redis_unavailable(conditions, str(exc), generation=generation, now=_now())
+        _report(patch, status, down)
+        _retry(runtime, exc)
+    conditions = agent_provisioned(
+        conditions,
+        acl_user=acl_username(agent.agent_id),
+        token_expires_at=expires,
+        generation=generation,
+        now=_now(),
+    )
+    try:
+        _apply_deployment(runtime, deployment)
+    except NotOwnedError as exc:
+        _name_taken(runtime, patch, status, exc, conditions=conditions, generation=generation)
+    except KubeError as exc:
+        _report(patch, status, AgentStatus(conditions=conditions))
+        _retry(runtime, exc)
+    fresh = agent_reconciled(
+        conditions, token_expires_at=expires, generation=generation, now=_now()
+    )
+    _report(patch, status, fresh)
     runtime.metrics.reconciles.labels("Agent", "applied").inc()
     logger.info("applied %s: Secret, ACL user, registry entry, Deployment", agent.agent_id)
 
 
-def _invalid(
+def _retry(runtime: Runtime, exc: Exception) -> NoReturn:
+    """The Agent's reconcile failed on the way (the API server or Redis): kopf retries it."""
+    runtime.metrics.reconciles.labels("Agent", "retry").inc()
+    raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
+
+
+def _not_ready(
     runtime: Runtime,
     patch: kopf.Patch,
-    conditions: list[dict[str, Any]],
+    status: Mapping[str, Any],
+    *,
+    conditions: list[Condition],
     reason: str,
     message: str,
-    *,
     generation: int,
 ) -> NoReturn:
     """Report a spec that is invalid (``InvalidSpec``) or refused (``Forbidden``); kopf retries
     only when the Agent changes, or when the operator restarts (perhaps with other settings)."""
-    patch.status["conditions"] = _set(
-        conditions, "Ready", False, reason, message, generation=generation
+    _report(
+        patch,
+        status,
+        agent_not_ready(conditions, reason, message, generation=generation, now=_now()),
     )
     outcome = "refused" if reason == "Forbidden" else "invalid"
     runtime.metrics.reconciles.labels("Agent", outcome).inc()
@@ -302,16 +322,16 @@ def _invalid(
 def _name_taken(
     runtime: Runtime,
     patch: kopf.Patch,
-    conditions: list[dict[str, Any]],
+    status: Mapping[str, Any],
     exc: NotOwnedError,
     *,
+    conditions: list[Condition],
     generation: int,
 ) -> NoReturn:
     """Report an object in the way; retried, since its owner may remove it."""
     message = f"{exc}; rename the Agent or remove that object"
-    patch.status["conditions"] = _set(
-        conditions, "Ready", False, "NameTaken", message, generation=generation
-    )
+    taken = agent_not_ready(conditions, "NameTaken", message, generation=generation, now=_now())
+    _report(patch, status, taken)
     runtime.metrics.reconciles.labels("Agent", "retry").inc()
     raise kopf.TemporaryError(message, delay=runtime.config.retry_seconds) from None
 
@@ -333,11 +353,6 @@ def _shared_age(runtime: Runtime) -> float:
     return runtime.config.status_interval_seconds / 2
 
 
-def _ready_is_stale(conditions: list[dict[str, Any]], generation: int) -> bool:
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    return ready is not None and int(ready.get("observedGeneration") or 0) < generation
-
-
 def refresh_agent(
     *,
     body: Mapping[str, Any],
@@ -347,7 +362,8 @@ def refresh_agent(
     patch: kopf.Patch,
     **_: Any,
 ) -> None:
-    """Renew the token when due; report Ready and PolicyApplied."""
+    """Apply the Secret (renewing the token when due) and the Deployment again, which puts
+    back what was deleted or changed by hand; report Ready and PolicyApplied."""
     runtime = _runtime(memo)
     generation = int(meta.get("generation") or 0)
     if status.get("observedGeneration") != generation:
@@ -360,106 +376,53 @@ def refresh_agent(
         # refused spec gets no Deployment, token or status from here either.
         return
     try:
-        _refresh_agent(
-            runtime,
-            agent,
-            desired,
-            meta=meta,
-            status=status,
-            patch=patch,
-            generation=generation,
-        )
+        seen = _observe_agent(runtime, agent, desired, str(meta.get("uid") or ""))
     except KubeError as exc:
         log.warning("cannot refresh the status of %s: %s", agent.agent_id, exc)
+        return
+    conditions = read_conditions(status)
+    _report(patch, status, agent_refreshed(conditions, seen, generation=generation, now=_now()))
 
 
-def _refresh_agent(
-    runtime: Runtime,
-    agent: AgentManifest,
-    desired: builders.Manifest,
-    *,
-    meta: Mapping[str, Any],
-    status: Mapping[str, Any],
-    patch: kopf.Patch,
-    generation: int,
-) -> None:
-    conditions = _conditions(status)
-    before = [dict(c) for c in conditions]
-    namespace = agent.metadata.namespace
-    secret = runtime.kube.get_secret(namespace, builders.secret_name(agent))
-    existing = read_existing(secret, anchor=runtime.anchor, agent_id=agent.agent_id)
-    if token_due(
-        existing.claims,
-        agent=agent,
-        ttl_seconds=runtime.config.token_ttl_seconds,
-        now=time.time(),
-    ):
-        try:
-            expires = _apply_credentials(runtime, agent, str(meta.get("uid") or ""))
-        except RedisAdminError as exc:
-            runtime.metrics.redis_errors.inc()
-            log.warning("cannot renew the token of %s: %s", agent.agent_id, exc)
-        else:
-            patch.status["tokenExpiresAt"] = expires
-    deployment = runtime.kube.get_deployment(namespace, agent.metadata.name)
-    if deployment is None:
-        # Level-based: a Deployment deleted by hand comes back (its Secret does through the
-        # token check above, which finds no token).
-        runtime.kube.apply(desired, compare=("spec",))
+def _observe_agent(
+    runtime: Runtime, agent: AgentManifest, desired: builders.Manifest, owner_uid: str
+) -> AgentObserved:
+    """Apply the agent's Secret and Deployment; what the status refresh reports."""
+    try:
+        expires: datetime | None = _apply_credentials(runtime, agent, owner_uid, provision=False)
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        log.warning("cannot renew the token of %s: %s", agent.agent_id, exc)
+        expires = None
+    deployment, created = _apply_deployment(runtime, desired)
+    if created:
         ready, why = False, "the Deployment was missing; it has been created again"
         ready_replicas = 0
     else:
         dep_status = deployment.get("status") or {}
-        ready, why = builders.agent_ready(
+        ready, why = agent_ready(
             deployment_status=dep_status,
             deployment_generation=int((deployment.get("metadata") or {}).get("generation") or 0),
             replicas=agent.spec.replicas,
         )
         ready_replicas = int(dep_status.get("readyReplicas") or 0)
-    conditions = _set(
-        conditions,
-        "Ready",
-        ready,
-        "Available" if ready else "RollingOut",
-        why,
-        generation=generation,
+    seen = AgentObserved(
+        replicas=agent.spec.replicas,
+        ready_replicas=ready_replicas,
+        ready=ready,
+        ready_message=why,
+        token_expires_at=expires,
+        policy_revision=None,
+        enforcing=0,
     )
     try:
-        document_revision = runtime.redis.revision(max_age=_shared_age(runtime))
+        revision = runtime.redis.revision(max_age=_shared_age(runtime))
         enforcing = agent_enforcing_replicas(
-            agent.agent_id,
-            document_revision or "",
-            runtime.redis.enforcers(max_age=_shared_age(runtime)),
+            agent.agent_id, revision or "", runtime.redis.enforcers(max_age=_shared_age(runtime))
         )
     except RedisAdminError as exc:
-        conditions = _set(
-            conditions, "PolicyApplied", False, "RedisUnavailable", str(exc), generation=generation
-        )
-    else:
-        applied = document_revision is not None and enforcing >= agent.spec.replicas
-        if document_revision is None:
-            message = "no gateway policy has been published"
-        else:
-            message = (
-                f"{enforcing} of {agent.spec.replicas} sidecars enforce revision "
-                f"{document_revision}"
-            )
-        conditions = _set(
-            conditions,
-            "PolicyApplied",
-            applied,
-            "Enforced" if applied else "Pending",
-            message,
-            generation=generation,
-        )
-        if applied and status.get("policyRevision") != document_revision:
-            patch.status["policyRevision"] = document_revision
-    if _changed(before, conditions):
-        patch.status["conditions"] = conditions
-    if status.get("replicas") != agent.spec.replicas:
-        patch.status["replicas"] = agent.spec.replicas
-    if status.get("readyReplicas") != ready_replicas:
-        patch.status["readyReplicas"] = ready_replicas
+        return replace(seen, redis_error=str(exc))
+    return replace(seen, policy_revision=revision, enforcing=enforcing)
 
 
 def delete_agent(
@@ -505,16 +468,14 @@ def keep_audit(
     except OSError as exc:
         runtime.metrics.audit_rounds.labels("archive_failed").inc()
         log.error("cannot archive the audit trail of %s in %s: %s", agent_id, archive, exc)
-        fresh = dict(status.get("audit") or {"intact": True})
-        fresh["message"] = f"cannot write the archive ({exc}), so nothing is trimmed"
+        fresh = audit_unarchived(status, str(exc))
     else:
-        fresh = builders.audit_status(kept, retention=retention, archiving=archive is not None)
+        fresh = audit_status(kept, retention=retention, archiving=archive is not None)
         runtime.metrics.audit_rounds.labels("tampered" if kept.problem else "intact").inc()
         runtime.metrics.audit_archived.inc(kept.archived)
-        if kept.problem and (status.get("audit") or {}).get("message") != fresh["message"]:
+        if kept.problem and (status.get("audit") or {}).get("message") != fresh.message:
             log.error("the audit trail of %s is NOT intact: %s", agent_id, kept.problem)
-    if status.get("audit") != fresh:
-        patch.status["audit"] = fresh
+    _report(patch, status, AgentStatus(audit=fresh))
 
 
 # -- GatewayPolicy -------------------------------------------------------------------------------
@@ -553,7 +514,9 @@ def publish_all(runtime: Runtime) -> tuple[CompiledPolicy, list[PolicyVerdict]]:
                 len(document.policies),
             )
         runtime.published_revision = document.revision
-        runtime.kube.apply(policy_configmap(runtime.config, document), compare=("data",))
+        config = runtime.config
+        current = runtime.kube.get_config_map(config.operator_namespace, config.policy_configmap)
+        runtime.kube.apply(policy_configmap(config, document), current)
         runtime.metrics.invalid_policies.set(sum(1 for v in verdicts if not v.valid))
         return document, verdicts
 
@@ -575,32 +538,15 @@ def reconcile_policy(
         raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
     key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
     verdict = next((v for v in verdicts if v.key == key), None)
-    conditions = _conditions(status)
-    if verdict is None or verdict.valid:
-        conditions = _set(
-            conditions,
-            "Valid",
-            True,
-            "Compiled",
-            f"in revision {document.revision}",
-            generation=generation,
-        )
-        patch.status["error"] = None
-        outcome = "applied"
-    else:
-        kept = (
-            "its last good version stays in force"
-            if verdict.in_force
-            else "it was never valid, so it is not in force"
-        )
-        conditions = _set(
-            conditions, "Valid", False, "Invalid", f"{verdict.error}; {kept}", generation=generation
-        )
-        patch.status["error"] = verdict.error
-        outcome = "invalid"
-    patch.status["conditions"] = conditions
-    patch.status["observedGeneration"] = generation
-    patch.status["revision"] = document.revision
+    fresh = policy_reconciled(
+        read_conditions(status),
+        verdict,
+        revision=document.revision,
+        generation=generation,
+        now=_now(),
+    )
+    _report(patch, status, fresh)
+    outcome = "applied" if verdict is None or verdict.valid else "invalid"
     runtime.metrics.reconciles.labels("GatewayPolicy", outcome).inc()
 
 
@@ -633,14 +579,12 @@ def refresh_policy(
         return
     key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
     reach = enforcement(document, key, enforcers=reports, registered=registered)
-    fresh: MutableMapping[str, Any] = {
-        "revision": document.revision,
-        "selectedAgents": reach.selected_agents,
-        "enforcedBy": reach.enforcing_replicas,
-    }
-    for field, value in fresh.items():
-        if status.get(field) != value:
-            patch.status[field] = value
+    fresh = policy_refreshed(
+        revision=document.revision,
+        selected_agents=reach.selected_agents,
+        enforced_by=reach.enforcing_replicas,
+    )
+    _report(patch, status, fresh)
 
 
 # -- a restarted or replaced Redis -----------------------------------------------------------

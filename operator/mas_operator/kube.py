@@ -2,16 +2,16 @@
 
 A thin layer over the ``kubernetes`` client (configured in-cluster, or from ``KUBECONFIG``) that
 returns manifests as dicts and turns API errors into :class:`KubeError`. ``apply`` is
-create-or-update: an object is updated (its owned fields replaced by a merge patch) only when
-the operator's part of it differs, so a reconcile that changes nothing writes nothing, and never
-when another controller, or none, owns it (:class:`NotOwnedError`). kopf
-itself watches the custom resources and patches their status; this client is for everything
-else. Used by :mod:`mas_operator.handlers`.
+server-side apply as the field manager ``mas-operator``: the API server creates the object or
+sets the operator's fields on it, taking back any the operator set that someone changed by hand,
+and writes nothing when nothing differs; it never touches an object another controller, or none,
+owns (:class:`NotOwnedError`). kopf itself watches the custom resources and patches their
+status; this client is for everything else. Used by :mod:`mas_operator.handlers`,
+:mod:`mas_operator.anchor` and :mod:`mas_operator.bootstrap`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -23,7 +23,8 @@ import kubernetes
 Manifest = dict[str, Any]
 GROUP = "mas.dev"
 VERSION = "v1alpha1"
-APPLIED_ANNOTATION = "mas.dev/applied"
+FIELD_MANAGER = "mas-operator"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class KubeError(RuntimeError):
@@ -118,6 +119,14 @@ class KubeApi:
             namespace,
         )
 
+    def get_config_map(self, namespace: str, name: str) -> Manifest | None:
+        return self._call(
+            f"read configmap {namespace}/{name}",
+            self._core.read_namespaced_config_map,
+            name,
+            namespace,
+        )
+
     def list_gateway_policies(self, namespaces: tuple[str, ...]) -> list[Manifest]:
         """Every GatewayPolicy in ``namespaces`` (all namespaces when empty)."""
         if not namespaces:
@@ -144,86 +153,57 @@ class KubeApi:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def apply(self, desired: Manifest, *, compare: tuple[str, ...]) -> Manifest:
-        """Create ``desired`` (a Secret, ConfigMap or Deployment), or update the existing one
-        when its labels, owner references or the top-level fields in ``compare`` changed.
+    def apply(self, desired: Manifest, current: Manifest | None) -> Manifest:
+        """Server-side apply ``desired`` (a Secret, ConfigMap or Deployment with its apiVersion
+        and kind) as the field manager :data:`FIELD_MANAGER`; the object as stored after it.
 
-        Changes are found by a hash of the desired fields kept in the annotation
-        :data:`APPLIED_ANNOTATION` (the API server adds defaults, so the stored object never
-        equals the desired one). The update is a JSON merge patch that replaces each field in
-        ``compare`` as a whole (see :func:`replacing_patch`), carries the resourceVersion it was
-        computed from (a concurrent change is a 409 :class:`KubeError`, and kopf retries) and
-        leaves other metadata (other labels and annotations, finalizers) alone: an object a Helm
-        release created keeps the labels Helm needs.
+        ``current`` is the object as the caller just read it (None: there is none). When it
+        exists it must be controlled by the controller owner ``desired`` names, if any
+        (:class:`NotOwnedError`), and the apply carries its resourceVersion: a change made since
+        the read is a 409 :class:`KubeError` (kopf retries). The API server then sets every field
+        of ``desired`` (``force``: a field someone else set by hand is taken back), removes
+        those the operator applied last time and no longer does, and keeps what others own
+        beside them (other labels and annotations, finalizers, defaults): an object a Helm
+        release created keeps the labels Helm needs. Nothing changes when nothing differs.
         """
         kind = desired["kind"]
-        namespace = desired["metadata"]["namespace"]
-        name = desired["metadata"]["name"]
-        read, create, patch = self._methods(kind)
-        digest = applied_hash(desired, compare)
-        metadata = dict(desired["metadata"])
-        metadata["annotations"] = {
-            **(metadata.get("annotations") or {}),
-            APPLIED_ANNOTATION: digest,
-        }
-        current = self._call(f"read {kind} {namespace}/{name}", read, name, namespace)
-        owner = next(
-            (r for r in metadata.get("ownerReferences") or () if r.get("controller")), None
-        )
-        if current is not None and owner is not None:
-            ensure_controlled(current, owner)
-        if current is None:
-            wanted = {**desired, "metadata": metadata}
-            created = self._call(f"create {kind} {namespace}/{name}", create, namespace, wanted)
-            return created or wanted
-        meta = current.get("metadata") or {}
-        if (meta.get("annotations") or {}).get(APPLIED_ANNOTATION) == digest:
-            return current
-        body: Manifest = {
-            "metadata": {
-                "resourceVersion": meta.get("resourceVersion"),
-                "labels": metadata.get("labels") or {},
-                "ownerReferences": metadata.get("ownerReferences"),
-                "annotations": {APPLIED_ANNOTATION: digest},
-            }
-        }
-        body.update({key: replacing_patch(current.get(key), desired.get(key)) for key in compare})
-        updated = self._call(
-            f"update {kind} {namespace}/{name}",
+        metadata = desired["metadata"]
+        what = f"{kind} {metadata['namespace']}/{metadata['name']}"
+        patch = self._patcher(kind)
+        body = desired
+        if current is not None:
+            owner = next(
+                (r for r in metadata.get("ownerReferences") or () if r.get("controller")), None
+            )
+            if owner is not None:
+                ensure_controlled(current, owner)
+            version = (current.get("metadata") or {}).get("resourceVersion")
+            if version:
+                body = {**desired, "metadata": {**metadata, "resourceVersion": version}}
+        applied = self._call(
+            f"apply {what}",
             patch,
-            name,
-            namespace,
+            metadata["name"],
+            metadata["namespace"],
             body,
-            _content_type="application/merge-patch+json",
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY_PATCH,
         )
-        if updated is None:
-            raise KubeError(404, f"update {kind} {namespace}/{name}: it was deleted meanwhile")
-        return updated
+        if applied is None:
+            raise KubeError(404, f"apply {what}: it was deleted meanwhile")
+        return applied
 
-    def _methods(self, kind: str) -> tuple[Any, Any, Any]:
-        """Read, create and patch of ``kind``."""
-        if kind == "Secret":
-            core = self._core
-            return (
-                core.read_namespaced_secret,
-                core.create_namespaced_secret,
-                core.patch_namespaced_secret,
-            )
-        if kind == "ConfigMap":
-            core = self._core
-            return (
-                core.read_namespaced_config_map,
-                core.create_namespaced_config_map,
-                core.patch_namespaced_config_map,
-            )
-        if kind == "Deployment":
-            apps = self._apps
-            return (
-                apps.read_namespaced_deployment,
-                apps.create_namespaced_deployment,
-                apps.patch_namespaced_deployment,
-            )
-        raise ValueError(f"cannot apply a {kind}")
+    def _patcher(self, kind: str) -> Any:
+        """The patch method of ``kind``."""
+        methods = {
+            "Secret": self._core.patch_namespaced_secret,
+            "ConfigMap": self._core.patch_namespaced_config_map,
+            "Deployment": self._apps.patch_namespaced_deployment,
+        }
+        if kind not in methods:
+            raise ValueError(f"cannot apply a {kind}")
+        return methods[kind]
 
     def create_secret(self, secret: Manifest) -> Manifest | None:
         """Create ``secret``; None when one of that name exists already (409)."""
@@ -275,27 +255,3 @@ def ensure_controlled(current: Mapping[str, Any], owner: Mapping[str, Any]) -> N
         held = "not controlled by any owner"
     what = f"{current.get('kind') or 'object'} {meta.get('namespace')}/{meta.get('name')}"
     raise NotOwnedError(409, f"{what} exists and is {held}, not {wanted[1]} {wanted[2]}")
-
-
-def replacing_patch(current: Any, desired: Any) -> Any:
-    """A JSON merge patch (RFC 7386) that turns ``current`` into ``desired`` wherever it is
-    applied: keys of ``current`` that ``desired`` lacks become null (the API server then
-    defaults them again, as a PUT would), lists and scalars are taken as they are."""
-    if not isinstance(current, Mapping) or not isinstance(desired, Mapping):
-        return desired
-    patch: dict[str, Any] = {key: None for key in current if key not in desired}
-    for key, value in desired.items():
-        patch[key] = replacing_patch(current.get(key), value)
-    return patch
-
-
-def applied_hash(desired: Mapping[str, Any], compare: tuple[str, ...]) -> str:
-    """A hash of what the operator sets on an object: labels, owners and ``compare`` fields."""
-    meta = desired["metadata"]
-    owned = {
-        "labels": meta.get("labels") or {},
-        "ownerReferences": meta.get("ownerReferences") or [],
-        **{key: desired.get(key) for key in compare},
-    }
-    text = json.dumps(owned, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -1,12 +1,14 @@
 """The sidecar's settings: one typed object built from the command line and ``MAS_*`` variables.
 
-Used by :mod:`mas_sidecar.main`; every component receives the parts it needs. Bad values fail at
-start-up with :class:`~mas_sidecar.errors.ConfigError`, never later.
+Used by :mod:`mas_sidecar.main`; every component receives the parts it needs. The variables are
+read with the parser the operator uses too (:mod:`mas.settings`); bad values, ``MAS_LOG_LEVEL``
+included, fail at start-up with :class:`~mas_sidecar.errors.ConfigError` naming the variable,
+never later.
 
 Secrets come from files where the control plane can put them there: the Redis URL (which carries
 the agent's ACL password) from ``MAS_REDIS_URL_FILE`` (or ``MAS_REDIS_URL``, or ``--redis-url``),
 the API token its agent must present from ``MAS_SIDECAR_TOKEN_FILE`` (or ``MAS_SIDECAR_TOKEN``);
-see :func:`mas_core.envflags.env_secret`. A sidecar without a token refuses to start, unless
+see :meth:`mas_core.settings.EnvSettings.secret`. A sidecar without a token refuses to start, unless
 ``MAS_SIDECAR_INSECURE_NO_TOKEN=true`` says that any local process may use it.
 
 Redis Cluster: set ``MAS_REDIS_CLUSTER=true``, or give the URL the scheme ``redis+cluster://``
@@ -33,11 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from mas_core import sentinel
-from mas_core.envflags import env_flag, env_secret
 from mas_core.names import InvalidAgentIdError, namespace_of, qualify
+from mas_core.settings import EnvSettings
 from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.redis_client import cluster_url
@@ -89,53 +89,52 @@ class SidecarConfig:
     ) -> SidecarConfig:
         """Arguments win over ``MAS_AGENT_ID``, ``MAS_SIDECAR_PORT``, ``MAS_REDIS_URL`` (or
         ``MAS_REDIS_URL_FILE``)."""
-        raw_id = agent_id or env.get("MAS_AGENT_ID")
+        read = EnvSettings(env, ConfigError)
+        raw_id = agent_id or read.raw("MAS_AGENT_ID")
         if not raw_id:
-            raise ConfigError("an agent id is required (--agent-id or MAS_AGENT_ID)")
+            read.fail("an agent id is required (--agent-id or MAS_AGENT_ID)")
         try:
             full_id = qualify(raw_id)
         except InvalidAgentIdError as exc:
             raise ConfigError(str(exc)) from exc
-        url = redis_url or _secret(env, "MAS_REDIS_URL")
+        url = redis_url or read.secret("MAS_REDIS_URL")
         if not url:
-            raise ConfigError(
-                "a Redis URL is required (MAS_REDIS_URL_FILE, MAS_REDIS_URL or --redis-url)"
-            )
-        url, cluster = cluster_url(url, _bool(env, "MAS_REDIS_CLUSTER"))
-        wait_replicas = _int(env, "MAS_REDIS_WAIT_REPLICAS", 0, 0, 100)
+            read.fail("a Redis URL is required (MAS_REDIS_URL_FILE, MAS_REDIS_URL or --redis-url)")
+        url, cluster = cluster_url(url, read.flag("MAS_REDIS_CLUSTER"))
+        wait_replicas = read.integer("MAS_REDIS_WAIT_REPLICAS", 0, 0, 100)
         _check_topology(url, cluster, wait_replicas)
-        max_connections = _int(env, "MAS_MAX_CONNECTIONS", 1024, 2, 65_536)
-        max_subscribers = _int(env, "MAS_MAX_SUBSCRIBERS", 64, 1, 10_000)
+        max_connections = read.integer("MAS_MAX_CONNECTIONS", 1024, 2, 65_536)
+        max_subscribers = read.integer("MAS_MAX_SUBSCRIBERS", 64, 1, 10_000)
         if max_subscribers >= max_connections:
-            raise ConfigError(
+            read.fail(
                 f"MAS_MAX_SUBSCRIBERS={max_subscribers} leaves no connection for other requests "
                 f"(MAS_MAX_CONNECTIONS={max_connections})"
             )
         return cls(
             agent_id=full_id,
-            port=port if port is not None else _int(env, "MAS_SIDECAR_PORT", 8790, 1, 65535),
+            port=port if port is not None else read.integer("MAS_SIDECAR_PORT", 8790, 1, 65535),
             redis_url=url,
             redis_cluster=cluster,
             replica=_replica(env),
-            capabilities=_list(env, "MAS_CAPABILITIES"),
-            roles=_list(env, "MAS_ROLES"),
-            policy_file=_path(env, "MAS_POLICY_FILE"),
-            credentials_dir=_path(env, "MAS_CREDENTIALS_DIR"),
-            replay_window_ms=_int(env, "MAS_REPLAY_WINDOW_MS", 300_000, 1000, 86_400_000),
-            metadata=_json_object(env, "MAS_METADATA"),
-            lease_ms=_int(env, "MAS_LEASE_MS", 30_000, 100, 3_600_000),
-            max_attempts=_int(env, "MAS_MAX_ATTEMPTS", 5, 1, 1000),
-            max_inflight=_int(env, "MAS_MAX_INFLIGHT", 100, 1, 10_000),
-            max_body_bytes=_int(env, "MAS_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20),
-            idle_timeout_ms=_int(env, "MAS_IDLE_TIMEOUT_MS", 30_000, 100, 3_600_000),
-            body_timeout_ms=_int(env, "MAS_BODY_TIMEOUT_MS", 10_000, 100, 600_000),
+            capabilities=read.items("MAS_CAPABILITIES"),
+            roles=read.items("MAS_ROLES"),
+            policy_file=read.path("MAS_POLICY_FILE"),
+            credentials_dir=read.path("MAS_CREDENTIALS_DIR"),
+            replay_window_ms=read.integer("MAS_REPLAY_WINDOW_MS", 300_000, 1000, 86_400_000),
+            metadata=read.json_object("MAS_METADATA"),
+            lease_ms=read.integer("MAS_LEASE_MS", 30_000, 100, 3_600_000),
+            max_attempts=read.integer("MAS_MAX_ATTEMPTS", 5, 1, 1000),
+            max_inflight=read.integer("MAS_MAX_INFLIGHT", 100, 1, 10_000),
+            max_body_bytes=read.integer("MAS_MAX_BODY_BYTES", 1 << 20, 1024, 64 << 20),
+            idle_timeout_ms=read.integer("MAS_IDLE_TIMEOUT_MS", 30_000, 100, 3_600_000),
+            body_timeout_ms=read.integer("MAS_BODY_TIMEOUT_MS", 10_000, 100, 600_000),
             max_connections=max_connections,
             max_subscribers=max_subscribers,
-            registry_ttl_ms=_int(env, "MAS_REGISTRY_TTL_MS", 10_000, 300, 3_600_000),
+            registry_ttl_ms=read.integer("MAS_REGISTRY_TTL_MS", 10_000, 300, 3_600_000),
             wait_replicas=wait_replicas,
-            wait_timeout_ms=_int(env, "MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
-            log_level=env.get("MAS_LOG_LEVEL", "INFO").upper(),
-            api_token=_api_token(env),
+            wait_timeout_ms=read.integer("MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
+            log_level=read.log_level(),
+            api_token=_api_token(read),
         )
 
 
@@ -156,18 +155,11 @@ def _check_topology(url: str, cluster: bool, wait_replicas: int) -> None:
         )
 
 
-def _secret(env: Mapping[str, str], name: str) -> str | None:
-    try:
-        return env_secret(env, name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _api_token(env: Mapping[str, str]) -> str | None:
+def _api_token(read: EnvSettings) -> str | None:
     """The token the agent must present, or None when ``MAS_SIDECAR_INSECURE_NO_TOKEN`` says
     that any local process may use the API; ConfigError when neither is set, or both."""
-    token = _secret(env, TOKEN_ENV)
-    insecure = _bool(env, "MAS_SIDECAR_INSECURE_NO_TOKEN")
+    token = read.secret(TOKEN_ENV)
+    insecure = read.flag("MAS_SIDECAR_INSECURE_NO_TOKEN")
     if token is not None and insecure:
         raise ConfigError(
             f"MAS_SIDECAR_INSECURE_NO_TOKEN=true and a token ({TOKEN_ENV}) contradict each other"
@@ -194,44 +186,3 @@ def _replica(env: Mapping[str, str]) -> str:
             f"replica id {replica[:80]!r} must be 1-128 letters, digits, '.', '_' or '-'"
         )
     return replica
-
-
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    return Path(env[name]) if env.get(name) else None
-
-
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
-
-
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    try:
-        return env_flag(env, name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is outside {low}..{high}")
-    return value
-
-
-def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any]:
-    raw = env.get(name)
-    if not raw:
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigError(f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a JSON object")
-    return value

@@ -32,6 +32,21 @@ SHA-256 thumbprint of the public key. Everything here is pure (no I/O, the clock
 Each class has a stable ``reason`` (e.g. ``token_expired``) for dead-letter reasons and metrics.
 Used by the sidecar (sign on send, verify on receive), :mod:`mas_core.identity.credentials` and the
 CLI.
+
+The tokens are encoded and checked here rather than with PyJWT, which was tried in their place
+(PyJWT 2.15.1, every test of this module run against it). What PyJWT would take over is the
+split, the JSON parse, the ``alg`` allow-list and one ``Ed25519PublicKey.verify`` call. Everything
+else would have to stay here in front of it: PyJWT reads the clock itself (the gateway passes its
+own ``now``); it coerces ``iat``/``exp`` with ``int()`` (``1.5`` would read as expired, not
+malformed); it accepts extra header fields (``jku``, ``crit``/``b64``); a signature that is not 64
+bytes reads as a bad signature, not a malformed token; and its base64url strictness has changed
+between releases (it rejects non-alphabet characters from 2.14 on and accepts ``==`` padding
+from 2.15). So PyJWT would have added a dependency and kept almost all of this code. It also
+costs more: an uncached verify took 187 µs instead of 129 µs (1.45 times) in one process.
+Issuing cost 1.04 times as much, and a :class:`TokenVerifier` cache hit took 0.18 µs with
+either. There is no algorithm agility to defend: the key comes from the trusted anchors by
+``kid``, it is always Ed25519, and ``alg`` is only compared with ``"EdDSA"``, never used to
+choose an algorithm.
 """
 
 from __future__ import annotations
