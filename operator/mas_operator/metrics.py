@@ -1,8 +1,10 @@
 """Prometheus metrics of the operator, in a registry of its own.
 
-Labels come from fixed sets (resource kind, outcome), never from agent names, so cardinality
-stays bounded. Served by :mod:`mas_operator.main` on ``MAS_METRICS_PORT``; counted by the
-handlers.
+Labels come from fixed sets (resource kind, outcome), except the inbox gauges, one series per
+Agent (label ``agent``: its ``namespace/name`` id), which the handlers remove when the Agent goes:
+as many series as Agents, for autoscalers (a KEDA ``ScaledObject`` or an HPA on an external
+metric) to scale each Agent on its own backlog through one scrape target, the operator. Served by
+:mod:`mas_operator.main` on ``MAS_METRICS_PORT``; counted and set by the handlers.
 """
 
 from __future__ import annotations
@@ -45,8 +47,40 @@ class OperatorMetrics:
         self.redis_errors = Counter(
             "mas_operator_redis_errors", "Failed administrative Redis operations", registry=r
         )
+        self.inbox_messages = Gauge(
+            "mas_agent_inbox_messages",
+            "Messages to the agent not yet acked (waiting or leased), at the operator's last look",
+            ["agent"],
+            registry=r,
+        )
+        self.inbox_pending = Gauge(
+            "mas_agent_inbox_pending",
+            "Of those, messages leased to a replica and not yet acked",
+            ["agent"],
+            registry=r,
+        )
+        self.inbox_oldest_age = Gauge(
+            "mas_agent_inbox_oldest_age_seconds",
+            "Age of the oldest message to the agent not yet acked; 0 when none",
+            ["agent"],
+            registry=r,
+        )
         self.redis_recoveries = Counter(
             "mas_operator_redis_recoveries",
             "Times a restarted or replaced Redis was provisioned again",
             registry=r,
         )
+
+    def inbox(self, agent_id: str, *, messages: int, pending: int, oldest_age: int) -> None:
+        """Set the agent's inbox gauges."""
+        self.inbox_messages.labels(agent_id).set(messages)
+        self.inbox_pending.labels(agent_id).set(pending)
+        self.inbox_oldest_age.labels(agent_id).set(oldest_age)
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Remove the series of a deleted agent."""
+        for gauge in (self.inbox_messages, self.inbox_pending, self.inbox_oldest_age):
+            try:
+                gauge.remove(agent_id)
+            except KeyError:
+                continue
