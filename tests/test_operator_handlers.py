@@ -995,6 +995,7 @@ async def test_users_the_operator_creates_and_deletes_outlast_a_restart_of_a_red
 
 
 LLM_KEY = "sk-live-never-in-a-log-0123456789"
+WORKER_SERIES = {"agent_namespace": "team", "agent": "worker"}
 
 
 async def test_a_secret_backed_api_key_reaches_the_agent_container_and_nothing_else(
@@ -1104,9 +1105,9 @@ async def test_the_inbox_backlog_is_in_the_status_and_the_operators_gauges(
     )
     assert inbox["pending"] == 0
     registry = harness.metrics.registry
-    assert registry.get_sample_value("mas_agent_inbox_messages", {"agent": "team/worker"}) == 6
-    assert registry.get_sample_value("mas_agent_inbox_pending", {"agent": "team/worker"}) == 0
+    assert registry.get_sample_value("mas_agent_inbox_messages", WORKER_SERIES) == 6
+    assert registry.get_sample_value("mas_agent_inbox_pending", WORKER_SERIES) == 0
 
     await harness.delete(AGENTS, "team", "worker")
     await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
-    assert registry.get_sample_value("mas_agent_inbox_messages", {"agent": "team/worker"}) is None
+    assert registry.get_sample_value("mas_agent_inbox_messages", WORKER_SERIES) is None
