@@ -1041,36 +1041,38 @@ async def test_scaling_through_the_spec_reaches_the_deployment_and_the_status_re
     await harness.create(AGENTS, agent_body())
     await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
     selector = "app.kubernetes.io/name=mas-agent,mas.dev/agent=worker"
-    first = await eventually(lambda: (a := harness.object(AGENTS, "team", "worker")) and a)
-    assert first["status"]["selector"] == selector  # from the first reconcile on
-
-    # What the scale subresource writes (kubectl scale, an HPA, KEDA): spec.replicas.
-    await harness.patch_spec(AGENTS, "team", "worker", {"replicas": 3})
-    await eventually(
-        lambda: (d := harness.object(DEPLOYMENTS, "team", "worker")) and d["spec"]["replicas"] == 3
-    )
-    await harness.roll_out("team", "worker", replicas=3)
-    status = await eventually(
+    first = await eventually(
         lambda: (
             (a := harness.object(AGENTS, "team", "worker"))
-            and a["status"].get("readiness") == "3/3"
+            and a.get("status", {}).get("observedGeneration") == 1
             and a["status"]
         )
     )
+    assert first["selector"] == selector  # from the first reconcile on
+
+    async def scale(replicas: int) -> dict[str, Any]:
+        """What the scale subresource writes (kubectl scale, an HPA, KEDA): spec.replicas; then
+        the Deployment controller's part; the Agent's status once it reports it."""
+        await harness.patch_spec(AGENTS, "team", "worker", {"replicas": replicas})
+        await eventually(
+            lambda: (
+                (d := harness.object(DEPLOYMENTS, "team", "worker"))
+                and d["spec"]["replicas"] == replicas
+            )
+        )
+        await harness.roll_out("team", "worker", replicas=replicas)
+        status: dict[str, Any] = await eventually(
+            lambda: (
+                (a := harness.object(AGENTS, "team", "worker"))
+                and a["status"].get("readiness") == f"{replicas}/{replicas}"
+                and a["status"]
+            )
+        )
+        return status
+
+    status = await scale(3)
     assert (status["replicas"], status["readyReplicas"], status["selector"]) == (3, 3, selector)
-
-    await harness.patch_spec(AGENTS, "team", "worker", {"replicas": 0})
-    await eventually(
-        lambda: (d := harness.object(DEPLOYMENTS, "team", "worker")) and d["spec"]["replicas"] == 0
-    )
-    await harness.roll_out("team", "worker", replicas=0)
-    stopped = await eventually(
-        lambda: (
-            (a := harness.object(AGENTS, "team", "worker"))
-            and a["status"].get("readiness") == "0/0"
-            and a["status"]
-        )
-    )
+    stopped = await scale(0)
     assert (stopped["replicas"], stopped["readyReplicas"]) == (0, 0)
 
 
