@@ -10,7 +10,8 @@ credentials refused by the operator, hand edits of an Agent's Deployment and Sec
 by the operator's server-side apply, an Agent's Redis user gone with it, Redis on its bound
 claim keeping every accepted message, the users and the policy when its pod is replaced or its
 server is SIGKILLed, a Redis without persistence provisioned again, a handler running for
-three leases run once across an agent's replicas (the SDK renews its lease), and ``helm
+three leases run once across an agent's replicas (the SDK renews its lease), an Agent scaled
+through its ``scale`` subresource (``kubectl scale``, an HPA-style update), and ``helm
 upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind but the trust anchor, the Redis
 password and the Redis data, which go when deleted as the chart's README says.
 
@@ -308,7 +309,16 @@ def test_agents_talk_through_their_sidecars_under_the_policy(
         assert agent_env["MAS_SIDECAR_TOKEN"]["valueFrom"] == {
             "secretKeyRef": {"name": f"{name}-mas-credentials", "key": "api-token"}
         }
-        assert json.dumps(containers["agent"]).count("secretKeyRef") == 1
+        references = [
+            e["valueFrom"]["secretKeyRef"]
+            for e in containers["agent"]["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})
+        ]
+        # Besides it, only the example's optional Secret-backed OPENAI_API_KEY (no such Secret
+        # here: the pod runs without it, and the doctor answers from its rule book).
+        assert [r for r in references if r["name"] != "openai"] == [
+            {"name": f"{name}-mas-credentials", "key": "api-token"}
+        ]
         assert "volumeMounts" not in containers["agent"]
         sidecar_env = {e["name"]: e for e in containers["mas-sidecar"]["env"]}
         assert sidecar_env["MAS_REDIS_URL_FILE"]["value"].endswith("/redis-url")
@@ -418,12 +428,12 @@ def test_the_api_server_rejects_an_invalid_agent_with_a_clear_message(
         "apiVersion": "mas.dev/v1alpha1",
         "kind": "Agent",
         "metadata": {"name": "bad", "namespace": namespace},
-        "spec": {"image": "x:1", "replicas": 0, "sidecar": {"port": 80}},
+        "spec": {"image": "x:1", "replicas": -1, "sidecar": {"port": 80}},
     }
     with pytest.raises(HarnessError) as refused:
         release.cluster.apply(bad)
     message = str(refused.value)
-    assert "spec.replicas" in message and "greater than or equal to 1" in message
+    assert "spec.replicas" in message and "greater than or equal to 0" in message
     assert "spec.sidecar.port" in message
     bad_policy = {
         "apiVersion": "mas.dev/v1alpha1",
@@ -825,6 +835,89 @@ def test_a_handler_running_three_leases_runs_once_across_the_agents_replicas(
     print(f"{len(started)} runs for 3 messages on {replicas} replicas: {started}")
     assert len({line[1] for line in started}) == len(started) == 3
     assert [line[2] for line in started] == ["1", "1", "1"]
+
+
+def scale_of(cluster: E2ECluster, namespace: str, name: str) -> dict[str, Any]:
+    """The Agent's ``scale`` subresource, as an autoscaler reads it."""
+    path = f"/apis/mas.dev/v1alpha1/namespaces/{namespace}/agents/{name}/scale"
+    scale: dict[str, Any] = json.loads(cluster.kubectl("get", "--raw", path))
+    return scale
+
+
+def test_an_agent_scales_through_its_scale_subresource(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    """``kubectl scale agent`` and an HPA's update of the ``scale`` subresource set the Agent's
+    replicas, the operator hands them to its Deployment, and the status (which the subresource
+    serves) follows the Deployment's pods. On the local host-network cluster a second replica
+    cannot run beside the first (both sidecars want one host port), so there 2 is checked on
+    the Deployment and the subresource's ``status.replicas`` (pods made), readiness on 0 and 1;
+    on kind two replicas get ready."""
+    namespace, cluster = workspace, release.cluster
+    spec: dict[str, Any] = {"image": mas_image, "command": WAITING}
+    if cluster.local:
+        spec |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+    cluster.apply(
+        {
+            "apiVersion": "mas.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "scaled", "namespace": namespace},
+            "spec": spec,
+        }
+    )
+    selector = "app.kubernetes.io/name=mas-agent,mas.dev/agent=scaled"
+
+    def settled(replicas: int, ready: int) -> dict[str, Any] | None:
+        status = agent(cluster, namespace, "scaled").get("status") or {}
+        deployment = cluster.get("deployment", "scaled", namespace)
+        done = (
+            deployment["spec"]["replicas"] == replicas
+            and status.get("replicas") == replicas
+            and status.get("readyReplicas") == ready
+            and status.get("readiness") == f"{ready}/{replicas}"
+        )
+        return status if done else None
+
+    wait_until(lambda: settled(1, 1), timeout=240, what="1 of 1 replicas ready")
+    scale = scale_of(cluster, namespace, "scaled")
+    assert (scale["kind"], scale["apiVersion"]) == ("Scale", "autoscaling/v1")
+    assert scale["spec"] == {"replicas": 1}
+    assert scale["status"] == {"replicas": 1, "selector": selector}
+    assert len(pods_of(cluster, namespace, "scaled")) == 1
+    printed = cluster.kubectl("get", "agent", "scaled", "-n", namespace).splitlines()
+    assert printed[0].split()[:4] == ["NAME", "READY", "STATUS", "BACKLOG"]
+    assert printed[1].split()[:4] == ["scaled", "1/1", "Available", "0"]
+
+    cluster.kubectl("scale", "agent/scaled", "-n", namespace, "--replicas=0")
+    wait_until(lambda: settled(0, 0), timeout=120, what="scaled to zero")
+
+    # As a HorizontalPodAutoscaler does: read the Scale, then replace it with new replicas.
+    from kubernetes import client  # noqa: PLC0415 - as E2ECluster.api_client
+
+    api = client.CustomObjectsApi(cluster.api_client())
+    current = api.get_namespaced_custom_object_scale(
+        "mas.dev", "v1alpha1", namespace, "agents", "scaled"
+    )
+    current["spec"]["replicas"] = 1
+    api.replace_namespaced_custom_object_scale(
+        "mas.dev", "v1alpha1", namespace, "agents", "scaled", current
+    )
+    wait_until(lambda: settled(1, 1), timeout=240, what="back to 1 of 1 ready")
+    assert agent(cluster, namespace, "scaled")["spec"]["replicas"] == 1
+
+    cluster.kubectl("scale", "agent/scaled", "-n", namespace, "--replicas=2")
+    if cluster.local:
+        wait_until(
+            lambda: (
+                scale_of(cluster, namespace, "scaled")["status"]["replicas"] == 2
+                and cluster.get("deployment", "scaled", namespace)["spec"]["replicas"] == 2
+            ),
+            timeout=120,
+            what="a second pod made",
+        )
+    else:
+        wait_until(lambda: settled(2, 2), timeout=240, what="2 of 2 replicas ready")
+    assert scale_of(cluster, namespace, "scaled")["spec"] == {"replicas": 2}
 
 
 def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Release) -> None:

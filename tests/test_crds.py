@@ -52,7 +52,35 @@ AGENT: dict[str, Any] = {
         "roles": ["reader"],
         "replicas": 3,
         "image": "example/worker:1",
-        "env": [{"name": "GREETING", "value": "hello"}],
+        "env": [
+            {"name": "GREETING", "value": "hello"},
+            {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm", "key": "api-key"}}},
+            {
+                "name": "MODEL",
+                "valueFrom": {"configMapKeyRef": {"name": "llm", "key": "model", "optional": True}},
+            },
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "MEMORY",
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+            },
+        ],
+        "envFrom": [
+            {"secretRef": {"name": "llm"}, "prefix": "LLM_"},
+            {"configMapRef": {"name": "x"}},
+        ],
+        "imagePullSecrets": [{"name": "registry"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+            }
+        ],
+        "podAnnotations": {"example.com/team": "blue"},
+        "podLabels": {"team": "blue"},
+        "priorityClassName": "agents",
         "delivery": {"maxAttempts": 7, "leaseSeconds": 12},
         "serviceAccountName": "worker-sa",
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -198,14 +226,20 @@ def test_names_versions_subresources() -> None:
         assert spec["names"]["shortNames"] and spec["names"]["categories"] == ["mas"]
         (version,) = spec["versions"]
         assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
-        assert version["subresources"] == {"status": {}}
+        scale = {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+        expected = {"status": {}, "scale": scale} if kind == "Agent" else {"status": {}}
+        assert version["subresources"] == expected
         assert "x-kubernetes-validations" not in str(version)  # no CEL: Kubernetes 1.20+
 
 
 @pytest.mark.parametrize(
     ("kind", "columns"),
     [
-        ("Agent", ["Ready", "Replicas", "Capabilities", "Policy", "Age"]),
+        ("Agent", ["Ready", "Status", "Backlog", "Capabilities", "Policy", "Age"]),
         ("GatewayPolicy", ["Revision", "Enforced", "Valid", "Age"]),
     ],
 )
@@ -276,6 +310,8 @@ def test_only_free_form_fields_preserve_unknown_fields() -> None:
         if node.get("x-kubernetes-preserve-unknown-fields")
     }
     assert preserved == {
+        ".spec.affinity",
+        ".spec.topologySpreadConstraints[]",
         ".spec.tolerations[]",
         ".spec.resources",
         ".spec.volumes[]",
@@ -342,8 +378,10 @@ BAD = [
     ("rule without a name", without(POLICY, "spec.rules.0.name"), "'name' is a required"),
     ("action permit", with_value(POLICY, "spec.rules.0.action", "permit"), "'permit' is not one"),
     ("capability -bad", with_value(AGENT, "spec.capabilities.0", "-bad"), "does not match"),
-    ("replicas 0", with_value(AGENT, "spec.replicas", 0), "less than the minimum of 1"),
-    ("replicas 21", with_value(AGENT, "spec.replicas", 21), "greater than the maximum of 20"),
+    ("replicas -1", with_value(AGENT, "spec.replicas", -1), "less than the minimum of 0"),
+    ("secret Bad", with_value(AGENT, "spec.env.1.valueFrom.secretKeyRef.name", "Bad"), "match"),
+    ("pull secret ''", with_value(AGENT, "spec.imagePullSecrets.0.name", ""), "does not match"),
+    ("priority Upper", with_value(AGENT, "spec.priorityClassName", "Upper"), "does not match"),
     ("name Bad_Name", with_value(AGENT, "metadata.name", "Bad_Name"), "does not match"),
     ("role UPPER", with_value(AGENT, "spec.roles.0", "UPPER"), "does not match"),
     ("env 1X", with_value(AGENT, "spec.env.0.name", "1X"), "does not match"),
@@ -376,6 +414,15 @@ def test_bad_resources_are_rejected_by_crd_and_model(
     assert not model_accepts(document), "the model accepted it"
 
 
+def test_the_replicas_of_an_agent_on_kubernetes_are_bounded_by_its_deployment_only() -> None:
+    # 0 stops the pods (KEDA scales to zero through the scale subresource); no maximum.
+    for replicas in (0, 1000):
+        document = with_value(AGENT, "spec.replicas", replicas)
+        assert crd_errors(document) == []
+        assert model_accepts(document)
+    assert "maximum" not in schema_of("Agent")["properties"]["spec"]["properties"]["replicas"]
+
+
 def test_unknown_fields_are_pruned_by_kubernetes_and_rejected_by_the_model() -> None:
     # apiextensions/v1 cannot forbid unknown fields (no additionalProperties: false): the API
     # server drops them, or rejects them under strict field validation; the models reject them.
@@ -390,11 +437,28 @@ def test_unknown_fields_are_pruned_by_kubernetes_and_rejected_by_the_model() -> 
 
 
 def test_what_only_the_model_checks() -> None:
-    # Not expressible without CEL: built-in detector names, RE2 compilation, unique names.
+    # Not expressible without CEL: built-in detector names, RE2 compilation, unique names, one
+    # source of a variable's value (reported in the Agent's Ready condition as InvalidSpec).
     unknown_detector = with_value(POLICY, "spec.dlp.detectors", {"emial": "block"})
     empty_match = with_value(POLICY, "spec.dlp.custom.0.pattern", "a*")
     twice = with_value(POLICY, "spec.dlp.custom", [POLICY["spec"]["dlp"]["custom"][0]] * 2)
-    for document in (unknown_detector, empty_match, twice):
+    two_sources = with_value(
+        AGENT,
+        "spec.env.1.valueFrom.fieldRef",
+        {"fieldPath": "metadata.name"},
+    )
+    no_source = with_value(AGENT, "spec.env.1.valueFrom", {})
+    value_and_source = with_value(AGENT, "spec.env.1.value", "clear text")
+    both_refs = with_value(AGENT, "spec.envFrom.1.secretRef", {"name": "y"})
+    for document in (
+        unknown_detector,
+        empty_match,
+        twice,
+        two_sources,
+        no_source,
+        value_and_source,
+        both_refs,
+    ):
         assert crd_errors(document) == []
         assert not model_accepts(document)
 

@@ -38,6 +38,8 @@ from test_local_mode import MasUp, assert_no_survivors, final_table
 from waiting import eventually
 
 from mas.client import SidecarClient
+from mas_cli.local.plan import plan_replicas
+from mas_cli.local.secrets import EnvReferences, LocalSecrets
 from mas_cli.manifest_files import load_directory
 from mas_core.manifests import parse_agent, parse_policy
 from mas_operator.builders import refusals
@@ -531,3 +533,37 @@ def test_kustomize_builds_the_professor_config_map() -> None:
     assert {
         d["metadata"].get("namespace") for k, d in resources.items() if k[0] != "Namespace"
     } == {"mas-chemistry"}
+
+
+LLM_AGENTS = {"healthcare": "doctor", "chemistry": "professor"}
+OPENAI_SECRET = {"name": "openai", "key": "api-key", "optional": True}
+
+
+@pytest.mark.parametrize("example", [HEALTHCARE, CHEMISTRY], ids=lambda p: p.name)
+def test_the_api_key_comes_from_a_secret_never_a_value_in_the_manifest(example: Path) -> None:
+    name = LLM_AGENTS[example.name]
+    for path in (example / f"{name}.yaml", example / "k8s" / f"{name}.yaml"):
+        (document,) = [d for d in mas_documents(path) if d["kind"] == "Agent"]
+        (key,) = [e for e in document["spec"]["env"] if e["name"] == "OPENAI_API_KEY"]
+        assert key == {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": OPENAI_SECRET}}
+    readme = (example / "README.md").read_text()
+    assert "kubectl -n mas-" in readme and "create secret generic openai" in readme
+    assert "openai/api-key=" in readme
+
+
+@pytest.mark.parametrize("example", [HEALTHCARE, CHEMISTRY], ids=lambda p: p.name)
+def test_locally_the_api_key_comes_from_the_secrets_file_or_stays_unset(
+    example: Path, tmp_path: Path
+) -> None:
+    agents, _ = load_directory(example)
+    path = tmp_path / ".secrets"
+    path.write_text("openai/api-key=sk-test\n")
+    with_file = plan_replicas(
+        agents, example, iter(range(41000, 41100)), EnvReferences(LocalSecrets.read(path), {})
+    )
+    keys = {p.name: p.agent_env.get("OPENAI_API_KEY") for p in with_file}
+    assert keys == {
+        name: ("sk-test" if name == LLM_AGENTS[example.name] else None) for name in keys
+    }
+    offline = plan_replicas(agents, example, iter(range(41000, 41100)), EnvReferences())
+    assert not [p for p in offline if "OPENAI_API_KEY" in p.agent_env]

@@ -19,6 +19,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes_validate.utils import all_versions
 
 from mas_core import sentinel
 from mas_operator import config as operator_config
@@ -874,3 +875,69 @@ def test_the_bootstrap_hook_runs_before_the_release_with_the_least_rights(chart:
 def test_without_rbac_the_bootstrap_gets_only_its_service_account(chart: Any) -> None:
     values = {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "given"}}
     assert sorted(hook_objects(chart, values)) == ["Job", "ServiceAccount"]
+
+
+# -- autoscaling an Agent, as the README documents it ---------------------------------------------
+
+
+def autoscaling_manifests() -> dict[str, dict[str, Any]]:
+    """The YAML blocks of the README's autoscaling section, by kind."""
+    text = (CHART / "README.md").read_text()
+    start = text.index("## Autoscaling an Agent on its backlog")
+    section = text[start : text.index("\n## ", start + 1)]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    return {document["kind"]: document for document in map(yaml.safe_load, blocks)}
+
+
+def test_the_documented_autoscalers_target_the_agents_scale_subresource() -> None:
+    from mas_core.manifests import parse_agent  # noqa: PLC0415 - the Agent side of the contract
+    from mas_operator.crds import agent_crd  # noqa: PLC0415
+    from mas_operator.metrics import OperatorMetrics  # noqa: PLC0415
+
+    manifests = autoscaling_manifests()
+    assert set(manifests) == {"PodMonitor", "ScaledObject", "HorizontalPodAutoscaler"}
+    crd = agent_crd()
+    target = {"apiVersion": "mas.dev/v1alpha1", "kind": "Agent", "name": "doctor"}
+    exported = {
+        metric.name
+        for metric in OperatorMetrics().registry.collect()
+        if metric.name.startswith("mas_agent_inbox_")
+    }
+    assert (crd["spec"]["names"]["kind"], crd["spec"]["group"]) == ("Agent", "mas.dev")
+    assert crd["spec"]["versions"][0]["subresources"]["scale"]["specReplicasPath"] == (
+        ".spec.replicas"
+    )
+
+    keda = manifests["ScaledObject"]
+    assert keda["apiVersion"] == "keda.sh/v1alpha1"
+    assert keda["spec"]["scaleTargetRef"] == target
+    (trigger,) = keda["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    # KEDA's trigger metadata is a map of strings; its replica bounds integers.
+    assert all(isinstance(value, str) for value in trigger["metadata"].values())
+    assert set(trigger["metadata"]) >= {"serverAddress", "query", "threshold"}
+    metric = re.match(r"max\((\w+)\{(.*)\}\)$", trigger["metadata"]["query"])
+    assert metric is not None and metric[1] in exported
+    assert metric[2] == 'agent_namespace="mas-healthcare",agent="doctor"'
+    assert keda["metadata"]["namespace"] == "mas-healthcare"  # the Agent's own namespace
+    for bound in ("minReplicaCount", "maxReplicaCount", "pollingInterval", "cooldownPeriod"):
+        assert isinstance(keda["spec"][bound], int)
+    # Scaled to zero is a valid Agent (its backlog is measured without pods).
+    zero = {"apiVersion": "mas.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "doctor"}}
+    parse_agent({**zero, "spec": {"replicas": keda["spec"]["minReplicaCount"]}}, "test")
+
+    hpa = manifests["HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"] == target
+    (external,) = hpa["spec"]["metrics"]
+    assert external["external"]["metric"]["name"] in exported
+    assert external["external"]["metric"]["selector"]["matchLabels"] == {
+        "agent_namespace": "mas-healthcare",
+        "agent": "doctor",
+    }
+    oldest, newest = all_versions()[0], all_versions()[-1]
+    kubernetes_validate.validate(hpa, newest, strict=True)
+    # The oldest schema kubernetes-validate knows still serves v2beta2, as 1.20 to 1.25 do.
+    kubernetes_validate.validate({**hpa, "apiVersion": "autoscaling/v2beta2"}, oldest, strict=True)
+    assert manifests["PodMonitor"]["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/component": "operator"
+    }

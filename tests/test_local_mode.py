@@ -438,7 +438,8 @@ def test_invalid_manifest_is_one_line_and_status_2(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert run.stdout == ""
     assert run.stderr == (
-        f"mas: error: {path}: spec.replicas: Input should be less than or equal to 20\n"
+        f"mas: error: {path}: spec.replicas: mas up runs 1 to 20 replicas of an agent, not 50 "
+        "(on Kubernetes only the Deployment bounds it)\n"
     )
 
 

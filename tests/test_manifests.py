@@ -113,8 +113,9 @@ def test_gateway_policies_load_beside_agents_and_are_validated(tmp_path: Path) -
         ("  replicas: 3", "  replicas: 3\n  replica: 2", "spec.replica: unknown field"),
         ("name: worker", "name: Worker_1", "metadata.name: must be a DNS-1123 label"),
         ("[work, summarize.v2]", "[work, -bad]", "spec.capabilities[1]: must be 1-63 characters"),
-        ("replicas: 3", "replicas: 21", "spec.replicas: Input should be less than or equal to 20"),
-        ("replicas: 3", "replicas: 0", "spec.replicas: Input should be greater than or equal to 1"),
+        ("replicas: 3", "replicas: 21", "spec.replicas: mas up runs 1 to 20 replicas of an agent"),
+        ("replicas: 3", "replicas: 0", "spec.replicas: mas up runs 1 to 20 replicas of an agent"),
+        ("replicas: 3", "replicas: -1", "spec.replicas: Input should be greater than or equal"),
         ("{maxAttempts: 7,", "{maxAttempts: 0,", "spec.delivery.maxAttempts: Input should be"),
         ("name: GREETING", "name: 1GREETING", "spec.env[0].name: must consist of letters"),
         ("value: hello}", "value: hello, from: x}", "spec.env[0].from: unknown field"),
@@ -132,7 +133,7 @@ def test_invalid_field_names_file_and_path(
 
 
 def test_several_errors_are_counted(tmp_path: Path) -> None:
-    write(tmp_path, "w.yaml", VALID.replace("replicas: 3", "replicas: 99\n  foo: 1"))
+    write(tmp_path, "w.yaml", VALID.replace("replicas: 3", "replicas: -1\n  foo: 1"))
     assert load_error(tmp_path).endswith("(and 1 more error)")
 
 

@@ -314,6 +314,76 @@ def test_pod_settings_come_from_the_spec() -> None:
     assert built["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+LLM_KEY = {"secretKeyRef": {"name": "openai", "key": "api-key"}}
+POD_SETTINGS: dict[str, Any] = {
+    "env": [
+        {"name": "MODE", "value": "fast"},
+        {"name": "OPENAI_API_KEY", "valueFrom": LLM_KEY},
+        {"name": "MODEL", "valueFrom": {"configMapKeyRef": {"name": "llm", "key": "model"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ],
+    "envFrom": [{"secretRef": {"name": "tools", "optional": True}, "prefix": "TOOL_"}],
+    "imagePullSecrets": [{"name": "registry"}],
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": {"mas.dev/agent": "worker"}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        }
+    },
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"mas.dev/agent": "worker"}},
+        }
+    ],
+    "podAnnotations": {"example.com/team": "blue"},
+    "podLabels": {"team": "blue"},
+    "priorityClassName": "agents",
+}
+
+
+def test_pod_settings_users_expect_reach_the_pod() -> None:
+    built = build(make_agent(**POD_SETTINGS))
+    template = built["spec"]["template"]
+    pod = template["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["affinity"] == POD_SETTINGS["affinity"]
+    assert pod["topologySpreadConstraints"] == POD_SETTINGS["topologySpreadConstraints"]
+    assert pod["priorityClassName"] == "agents"
+    assert template["metadata"]["labels"]["team"] == "blue"
+    assert template["metadata"]["labels"]["mas.dev/agent"] == "worker"
+    assert template["metadata"]["annotations"]["example.com/team"] == "blue"
+    assert "mas.dev/spec-hash" in template["metadata"]["annotations"]
+    assert "team" not in built["metadata"]["labels"]  # the pods', not the Deployment's
+    agent = containers(built)["agent"]
+    assert env_of(agent)["OPENAI_API_KEY"] == LLM_KEY
+    assert env_of(agent)["MODEL"] == {"configMapKeyRef": {"name": "llm", "key": "model"}}
+    assert env_of(agent)["POD"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert agent["envFrom"] == [
+        {"prefix": "TOOL_", "secretRef": {"name": "tools", "optional": True}}
+    ]
+
+
+def test_secrets_the_spec_references_reach_the_agent_container_only() -> None:
+    built = build(make_agent(**POD_SETTINGS))
+    sidecar = containers(built)["mas-sidecar"]
+    assert "envFrom" not in sidecar
+    assert not {"OPENAI_API_KEY", "MODEL", "POD", "MODE"} & set(env_of(sidecar))
+    assert "openai" not in repr(sidecar) and "tools" not in repr(sidecar)
+    # The control plane's variables come after envFrom's keys and win over them.
+    names = [e["name"] for e in containers(built)["agent"]["env"]]
+    assert names[-3:] == ["MAS_SIDECAR_URL", "MAS_AGENT_ID", "MAS_SIDECAR_TOKEN"]
+
+
 def test_pods_get_no_service_account_token_unless_the_spec_names_an_account() -> None:
     pod = build(make_agent())["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
@@ -375,6 +445,7 @@ def test_built_objects_are_valid_kubernetes(version: str) -> None:
         volumes=[{"name": "data", "emptyDir": {}}],
         volumeMounts=[{"name": "data", "mountPath": "/data"}],
         securityContext={"runAsUser": 1000, "fsGroup": 2000, "readOnlyRootFilesystem": False},
+        **POD_SETTINGS,
     )
     for built in (
         build(agent, PERMISSIVE),
@@ -489,6 +560,7 @@ def test_a_less_restricted_security_context_cannot_be_written(context: dict[str,
 
 CREDENTIALS = {"name": "loot", "secret": {"secretName": "other-mas-credentials"}}
 LOOT_MOUNT = [{"name": "loot", "mountPath": "/loot"}]
+SECRET_KEY_REF = {"name": "other-mas-credentials", "key": "redis-url"}
 REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "another agent's credentials": (
         {"volumes": [CREDENTIALS], "volumeMounts": LOOT_MOUNT},
@@ -545,6 +617,57 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
         "spec.volumeMounts[0]: mounts the sidecar's credentials volume 'mas-credentials'",
     ),
     "the host network": ({"hostNetwork": True}, "spec.hostNetwork"),
+    "another agent's Redis password as a variable": (
+        {"env": [{"name": "LOOT", "valueFrom": {"secretKeyRef": SECRET_KEY_REF}}]},
+        "spec.env[0] (LOOT).valueFrom.secretKeyRef: Secret other-mas-credentials holds an "
+        "agent's credentials, which only its sidecar may receive",
+    ),
+    "its own key as a variable": (
+        {
+            "env": [
+                {"name": "MODE", "value": "fast"},
+                {
+                    "name": "KEY",
+                    "valueFrom": {
+                        "secretKeyRef": {"name": "worker-mas-credentials", "key": "agent.key"}
+                    },
+                },
+            ]
+        },
+        "spec.env[1] (KEY).valueFrom.secretKeyRef: Secret worker-mas-credentials",
+    ),
+    "every key of another agent's credentials": (
+        {"envFrom": [{"secretRef": {"name": "other-mas-credentials"}, "prefix": "X_"}]},
+        "spec.envFrom[0].secretRef: Secret other-mas-credentials holds an agent's credentials",
+    ),
+    "credentials as an image pull secret": (
+        {"imagePullSecrets": [{"name": "other-mas-credentials"}]},
+        "spec.imagePullSecrets[0]: Secret other-mas-credentials",
+    ),
+    "another agent's label on its pods": (
+        {"podLabels": {"mas.dev/agent": "doctor"}},
+        "spec.podLabels: mas.dev/agent is set by the operator",
+    ),
+    "the operator's app label on its pods": (
+        {"podLabels": {"app.kubernetes.io/name": "other"}},
+        "spec.podLabels: app.kubernetes.io/name is set by the operator",
+    ),
+    "an unconfined AppArmor profile": (
+        {"podAnnotations": {"container.apparmor.security.beta.kubernetes.io/agent": "unconfined"}},
+        "spec.podAnnotations: container.apparmor.security.beta.kubernetes.io/agent is reserved",
+    ),
+    "an unconfined seccomp profile": (
+        {"podAnnotations": {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}},
+        "spec.podAnnotations: seccomp.security.alpha.kubernetes.io/pod is reserved",
+    ),
+    "the operator's spec hash": (
+        {"podAnnotations": {"mas.dev/spec-hash": "0"}},
+        "spec.podAnnotations: mas.dev/spec-hash is reserved",
+    ),
+    "a system priority": (
+        {"priorityClassName": "system-node-critical"},
+        "spec.priorityClassName: system-node-critical is for the cluster's own components",
+    ),
     "another sidecar image": (
         {"sidecar": {"image": "mine/sidecar:9"}},
         "spec.sidecar.image: 'mine/sidecar:9' is not the operator's sidecar image",
@@ -608,10 +731,24 @@ def test_the_operator_namespace_keeps_its_service_account_and_secrets() -> None:
     )
     (reason,) = refusals(anchor, SETTINGS)
     assert "Secret mas-trust-anchor is in the operator's namespace" in reason
+    signing_key = {"secretKeyRef": {"name": "mas-trust-anchor", "key": "anchor.key"}}
+    by_reference = make_agent(
+        namespace,
+        env=[{"name": "K", "valueFrom": signing_key}],
+        envFrom=[{"secretRef": {"name": "mas-redis"}}],
+        imagePullSecrets=[{"name": "registry"}],
+    )
+    assert [reason.split(":")[0] for reason in refusals(by_reference, SETTINGS)] == [
+        "spec.env[0] (K).valueFrom.secretKeyRef",
+        "spec.envFrom[0].secretRef",
+        "spec.imagePullSecrets[0]",
+    ]
+    assert all("in the operator's namespace" in r for r in refusals(by_reference, SETTINGS))
     # Elsewhere these names are other namespaces' own objects.
     assert refusals(make_agent(serviceAccountName="mas-operator"), SETTINGS) == []
     elsewhere = make_agent(volumes=[{"name": "a", "secret": {"secretName": "mas-trust-anchor"}}])
     assert refusals(elsewhere, SETTINGS) == []
+    assert refusals(make_agent(env=[{"name": "K", "valueFrom": signing_key}]), SETTINGS) == []
 
 
 def test_ordinary_volumes_are_accepted() -> None:

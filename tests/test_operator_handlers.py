@@ -992,3 +992,124 @@ async def test_users_the_operator_creates_and_deletes_outlast_a_restart_of_a_red
         admin = redis.Redis.from_url(restarted.url)
         assert acl_username("team/worker") not in admin.acl_users()
         admin.close()
+
+
+LLM_KEY = "sk-live-never-in-a-log-0123456789"
+WORKER_SERIES = {"agent_namespace": "team", "agent": "worker"}
+
+
+async def test_a_secret_backed_api_key_reaches_the_agent_container_and_nothing_else(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    await harness.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "openai", "namespace": "team"},
+            "data": {"api-key": b64encode(LLM_KEY.encode()).decode()},
+        },
+    )
+    harness.start(harness_config(empty_redis))
+    reference = {"secretKeyRef": {"name": "openai", "key": "api-key"}}
+    await harness.create(
+        AGENTS, agent_body(env=[{"name": "OPENAI_API_KEY", "valueFrom": reference}])
+    )
+    deployment = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    containers = containers_of(deployment)
+    assert {"name": "OPENAI_API_KEY", "valueFrom": reference} in containers["agent"]["env"]
+    assert "openai" not in repr(containers["mas-sidecar"])
+    await harness.roll_out("team", "worker", replicas=1)
+    agent = await eventually(
+        lambda: (
+            (a := harness.object(AGENTS, "team", "worker"))
+            and a["status"].get("readyReplicas") == 1
+            and a
+        )
+    )
+    # The kubelet resolves the reference: the operator never reads that Secret, so its value
+    # can be in no status, log line or event of the operator.
+    assert not [request for request in harness.emulator if request.name == "openai"]
+    assert LLM_KEY not in repr(agent)
+    assert LLM_KEY not in await harness.stop()
+
+
+async def test_scaling_through_the_spec_reaches_the_deployment_and_the_status_reports_it(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    selector = "app.kubernetes.io/name=mas-agent,mas.dev/agent=worker"
+    first = await eventually(
+        lambda: (
+            (a := harness.object(AGENTS, "team", "worker"))
+            and a.get("status", {}).get("observedGeneration") == 1
+            and a["status"]
+        )
+    )
+    assert first["selector"] == selector  # from the first reconcile on
+
+    async def scale(replicas: int) -> dict[str, Any]:
+        """What the scale subresource writes (kubectl scale, an HPA, KEDA): spec.replicas; then
+        the Deployment controller's part; the Agent's status once it reports it."""
+        await harness.patch_spec(AGENTS, "team", "worker", {"replicas": replicas})
+        await eventually(
+            lambda: (
+                (d := harness.object(DEPLOYMENTS, "team", "worker"))
+                and d["spec"]["replicas"] == replicas
+            )
+        )
+        await harness.roll_out("team", "worker", replicas=replicas)
+        status: dict[str, Any] = await eventually(
+            lambda: (
+                (a := harness.object(AGENTS, "team", "worker"))
+                and a["status"].get("readiness") == f"{replicas}/{replicas}"
+                and a["status"]
+            )
+        )
+        return status
+
+    status = await scale(3)
+    assert (status["replicas"], status["readyReplicas"], status["selector"]) == (3, 3, selector)
+    stopped = await scale(0)
+    assert (stopped["replicas"], stopped["readyReplicas"]) == (0, 0)
+
+
+async def test_the_inbox_backlog_is_in_the_status_and_the_operators_gauges(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    await eventually(
+        lambda: (
+            (a := harness.object(AGENTS, "team", "worker"))
+            and a["status"].get("inbox") == {"messages": 0, "pending": 0, "oldestAgeSeconds": 0}
+        )
+    )
+    # Scaled to zero, messages wait; the operator still sees them (no pod needed).
+    admin = redis.Redis.from_url(empty_redis)
+    keys = AgentKeys("team/worker")
+    try:
+        for sender in ("team/a", "team/b"):
+            admin.sadd(keys.senders, sender)
+            for n in range(3):
+                admin.xadd(keys.inbox(sender), {"n": n})
+            admin.xgroup_create(keys.inbox(sender), "mas", id="0")
+    finally:
+        admin.close()
+    inbox = await eventually(
+        lambda: (
+            (a := harness.object(AGENTS, "team", "worker"))
+            and (a["status"].get("inbox") or {}).get("messages") == 6
+            and a["status"]["inbox"]
+        )
+    )
+    assert inbox["pending"] == 0
+    registry = harness.metrics.registry
+    assert registry.get_sample_value("mas_agent_inbox_messages", WORKER_SERIES) == 6
+    assert registry.get_sample_value("mas_agent_inbox_pending", WORKER_SERIES) == 0
+
+    await harness.delete(AGENTS, "team", "worker")
+    await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
+    assert registry.get_sample_value("mas_agent_inbox_messages", WORKER_SERIES) is None

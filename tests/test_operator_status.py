@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mas_control.audit_keeper import Kept
-from mas_operator.crds import AgentStatus, Condition
+from mas_operator.crds import AgentStatus, Condition, InboxStatus
 from mas_operator.policies import PolicyVerdict
 from mas_operator.status import (
     AgentObserved,
@@ -29,11 +29,13 @@ from mas_operator.status import (
     policy_reconciled,
     policy_refreshed,
     read_conditions,
+    selector_text,
     set_condition,
     status_patch,
 )
 
 T1 = datetime(2030, 5, 1, 10, 0, 0, tzinfo=UTC)
+SELECTOR = "app.kubernetes.io/name=mas-agent,mas.dev/agent=w"
 T2 = datetime(2030, 5, 1, 10, 5, 0, tzinfo=UTC)
 T3 = datetime(2030, 5, 1, 10, 9, 0, tzinfo=UTC)
 
@@ -100,7 +102,9 @@ def test_only_the_fields_that_differ_are_patched_and_a_cleared_error_is_null() -
 
 
 def test_times_are_rfc3339_in_whole_seconds() -> None:
-    fresh = agent_reconciled([], token_expires_at=moment(1_900_000_000.7), generation=1, now=T1)
+    fresh = agent_reconciled(
+        [], token_expires_at=moment(1_900_000_000.7), selector=SELECTOR, generation=1, now=T1
+    )
     assert wire(fresh)["tokenExpiresAt"] == "2030-03-17T17:46:40Z"
 
 
@@ -111,8 +115,11 @@ def test_a_reconciled_agent_is_rolling_out_until_the_refresh_sees_its_deployment
     provisioned = agent_provisioned(
         [], acl_user="mas-agent.team.worker", token_expires_at=T3, generation=2, now=T1
     )
-    fresh = wire(agent_reconciled(provisioned, token_expires_at=T3, generation=2, now=T1))
+    fresh = wire(
+        agent_reconciled(provisioned, token_expires_at=T3, selector=SELECTOR, generation=2, now=T1)
+    )
     assert fresh["observedGeneration"] == 2
+    assert fresh["selector"] == SELECTOR  # the scale subresource's, from the first reconcile
     assert fresh["tokenExpiresAt"] == "2030-05-01T10:09:00Z"
     by_type = {c["type"]: c for c in fresh["conditions"]}
     assert by_type["RedisACLReady"]["message"] == (
@@ -124,9 +131,9 @@ def test_a_reconciled_agent_is_rolling_out_until_the_refresh_sees_its_deployment
     assert (by_type["Ready"]["status"], by_type["Ready"]["reason"]) == ("False", "RollingOut")
 
     current = [condition("Ready", True, "Available", "1 of 1", generation=2, now=T1)]
-    kept = agent_reconciled(current, token_expires_at=T3, generation=2, now=T2)
+    kept = agent_reconciled(current, token_expires_at=T3, selector=SELECTOR, generation=2, now=T2)
     assert kept.conditions == current
-    stale = agent_reconciled(current, token_expires_at=T3, generation=3, now=T2)
+    stale = agent_reconciled(current, token_expires_at=T3, selector=SELECTOR, generation=3, now=T2)
     assert stale.conditions[0].reason == "RollingOut"
 
 
@@ -146,6 +153,8 @@ def observed(**fields: Any) -> AgentObserved:
         "token_expires_at": None,
         "policy_revision": "r7",
         "enforcing": 2,
+        "selector": SELECTOR,
+        "current_replicas": 2,
     }
     return AgentObserved(**{**base, **fields})
 
@@ -161,6 +170,30 @@ def test_a_refresh_reports_readiness_replicas_and_the_policy_in_force() -> None:
 
     renewed = wire(agent_refreshed([], observed(token_expires_at=T3), generation=1, now=T1))
     assert renewed["tokenExpiresAt"] == "2030-05-01T10:09:00Z"
+
+
+def test_the_scale_subresource_reads_the_deployments_pods_and_the_selector() -> None:
+    # Scaled from 2 to 3: the Deployment made a third pod, not ready yet.
+    seen = observed(replicas=3, current_replicas=3, ready_replicas=2, ready=False)
+    fresh = wire(agent_refreshed([], seen, generation=2, now=T1))
+    assert (fresh["replicas"], fresh["readyReplicas"], fresh["readiness"]) == (3, 2, "2/3")
+    assert fresh["selector"] == SELECTOR
+    assert "inbox" not in fresh  # not measured: the last measure stays
+
+    stopped = observed(replicas=0, current_replicas=0, ready_replicas=0, enforcing=0)
+    zero = wire(agent_refreshed([], stopped, generation=3, now=T1))
+    assert (zero["replicas"], zero["readiness"]) == (0, "0/0")
+    assert next(c for c in zero["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_a_refresh_reports_the_inbox_backlog() -> None:
+    inbox = InboxStatus(messages=7, pending=2, oldest_age_seconds=41)
+    fresh = wire(agent_refreshed([], observed(inbox=inbox), generation=1, now=T1))
+    assert fresh["inbox"] == {"messages": 7, "pending": 2, "oldestAgeSeconds": 41}
+
+
+def test_selectors_are_written_as_kubernetes_parses_them() -> None:
+    assert selector_text({"mas.dev/agent": "w", "app.kubernetes.io/name": "mas-agent"}) == SELECTOR
 
 
 @pytest.mark.parametrize(

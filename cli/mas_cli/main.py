@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive, metavar="S", help="stop S seconds after the agents started"
     )
     up.add_argument(
+        "--secrets",
+        type=Path,
+        metavar="FILE",
+        help="values of the Secrets the agents' spec.env valueFrom.secretKeyRef name, one "
+        "secret-name/key=value per line (default: DIR/.secrets if it exists; a reference found "
+        "in neither takes the variable of its name from this environment)",
+    )
+    up.add_argument(
         "--state-dir",
         type=Path,
         metavar="DIR",

@@ -18,6 +18,7 @@ from mas_core.manifests import (
     AGENT_KIND,
     API_VERSION,
     GROUP,
+    MAX_LOCAL_REPLICAS,
     POLICY_KIND,
     AgentManifest,
     GatewayPolicyManifest,
@@ -68,7 +69,8 @@ def load_directory(directory: Path) -> tuple[list[AgentManifest], list[GatewayPo
 
     Documents of other kinds and other API groups are skipped. Raises :class:`ManifestError` for
     an invalid document, a duplicate agent or policy, an ``Agent`` without
-    ``spec.local.command``, or a directory holding no ``Agent`` at all.
+    ``spec.local.command`` or with ``spec.replicas`` outside 1 to ``MAX_LOCAL_REPLICAS``, or a
+    directory holding no ``Agent`` at all.
     """
     if not directory.is_dir():
         raise ManifestError(f"{directory}: not a directory")
@@ -92,6 +94,12 @@ def load_directory(directory: Path) -> tuple[list[AgentManifest], list[GatewayPo
             if agent.spec.local is None:
                 raise ManifestError(
                     f"{source}: spec.local.command: required to run {agent.agent_id} locally"
+                )
+            if not 1 <= agent.spec.replicas <= MAX_LOCAL_REPLICAS:
+                raise ManifestError(
+                    f"{source}: spec.replicas: mas up runs 1 to {MAX_LOCAL_REPLICAS} replicas of "
+                    f"an agent, not {agent.spec.replicas} (on Kubernetes only the Deployment "
+                    "bounds it)"
                 )
             if agent.agent_id in sources:
                 raise ManifestError(

@@ -1,6 +1,7 @@
 """``mas up DIR``: read a directory of manifests, compile its policies, run the supervisor.
 
-Reads the ``Agent`` and ``GatewayPolicy`` manifests (:mod:`mas_cli.manifest_files`) and hands
+Reads the ``Agent`` and ``GatewayPolicy`` manifests (:mod:`mas_cli.manifest_files`) and the
+secrets file their ``spec.env`` references may name (:mod:`mas_cli.local.secrets`), and hands
 them to :class:`mas_cli.local.supervisor.Supervisor`, which runs everything until the agents
 finish, ``--duration`` ends or a signal comes. Called by :mod:`mas_cli.main`; needs the
 ``local`` extra.
@@ -9,11 +10,13 @@ finish, ``--duration`` ends or a signal comes. Called by :mod:`mas_cli.main`; ne
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from urllib.parse import urlsplit
 
 from mas_cli.local.processes import ProcessStartError
 from mas_cli.local.redis_server import RedisServerError
+from mas_cli.local.secrets import EnvReferences, load_secrets
 from mas_cli.local.supervisor import Supervisor, UpOptions
 from mas_cli.manifest_files import load_directory
 from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, redis_url
@@ -25,8 +28,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         agents, policies = load_directory(args.directory)
         url = redis_url(args)
+        secrets = load_secrets(args.directory, args.secrets)
     except (ManifestError, ValueError) as exc:
         return fail(str(exc), USAGE_ERROR)
+    if secrets.readable_by_others():
+        print(
+            f"mas: warning: {secrets.source} is readable by other users; chmod 600 it",
+            file=sys.stderr,
+        )
     if args.ephemeral and url:
         return fail("--ephemeral is for the embedded Redis, not with a Redis URL", USAGE_ERROR)
     if args.redis_url and urlsplit(args.redis_url).password:
@@ -50,9 +59,14 @@ def run(args: argparse.Namespace) -> int:
         ephemeral=args.ephemeral,
         audit_archive=(args.audit_archive or args.state_dir / "audit").resolve(),
         checkpoint_every=args.checkpoint_every,
+        references=EnvReferences(secrets, dict(os.environ)),
     )
     try:
-        return Supervisor(agents, policy, options, sys.stdout).run()
+        supervisor = Supervisor(agents, policy, options, sys.stdout)
+    except ManifestError as exc:  # a spec.env reference with no local value
+        return fail(str(exc), USAGE_ERROR)
+    try:
+        return supervisor.run()
     except RedisServerError as exc:
         return fail(str(exc), RUN_ERROR)
     except ProcessStartError as exc:

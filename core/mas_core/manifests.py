@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from mas_core.names import DEFAULT_NAMESPACE, LABEL, is_label
 from mas_core.policy.document import GatewayPolicySpec
@@ -26,7 +26,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 AGENT_KIND = "Agent"
 POLICY_KIND = "GatewayPolicy"
-MAX_LOCAL_REPLICAS = 20
+MAX_LOCAL_REPLICAS = 20  # mas up's bound; on Kubernetes the Deployment's is the only one
 
 _CAPABILITY = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -100,14 +100,133 @@ class ObjectMeta(ResourceModel):
 CONTROL_PLANE_ENV = frozenset({"MAS_SIDECAR_URL", "MAS_AGENT_ID", TOKEN_ENV, TOKEN_FILE_ENV})
 
 
+def _object_name(description: str) -> Any:
+    """A field holding the name of a Secret or ConfigMap (a DNS-1123 subdomain)."""
+    return Field(min_length=1, max_length=253, pattern=_SUBDOMAIN, description=description)
+
+
+class SecretKeySelector(ResourceModel):
+    """One key of a Secret in the agent's namespace (core/v1 ``SecretKeySelector``)."""
+
+    name: str = _object_name("Name of the Secret in the agent's namespace.")
+    key: str = Field(min_length=1, max_length=253, description="The key in the Secret.")
+    optional: bool = Field(
+        default=False, description="Whether the variable may be left unset when it is missing."
+    )
+
+
+class ConfigMapKeySelector(ResourceModel):
+    """One key of a ConfigMap in the agent's namespace (core/v1 ``ConfigMapKeySelector``)."""
+
+    name: str = _object_name("Name of the ConfigMap in the agent's namespace.")
+    key: str = Field(min_length=1, max_length=253, description="The key in the ConfigMap.")
+    optional: bool = Field(
+        default=False, description="Whether the variable may be left unset when it is missing."
+    )
+
+
+class ObjectFieldSelector(ResourceModel):
+    """A field of the pod (core/v1 ``ObjectFieldSelector``), e.g. ``metadata.name``."""
+
+    field_path: str = Field(min_length=1, description="Path of the field, e.g. metadata.name.")
+    api_version: str | None = Field(
+        default=None, description="Version of the schema the path is written in (v1)."
+    )
+
+
+class ResourceFieldSelector(ResourceModel):
+    """A resource limit or request of the agent container (core/v1 ``ResourceFieldSelector``)."""
+
+    resource: str = Field(min_length=1, description="The resource, e.g. limits.memory.")
+    container_name: str | None = Field(
+        default=None, description="The container; the agent container when omitted."
+    )
+    divisor: str | None = Field(default=None, description="Unit of the value, e.g. 1Mi.")
+
+
+class EnvVarSource(ResourceModel):
+    """``valueFrom``: where the variable's value comes from, exactly one source."""
+
+    secret_key_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="A key of a Secret (never an agent's *-mas-credentials Secret, nor one in "
+        "the operator's namespace); only the agent container gets it.",
+    )
+    config_map_key_ref: ConfigMapKeySelector | None = Field(
+        default=None, description="A key of a ConfigMap."
+    )
+    field_ref: ObjectFieldSelector | None = Field(
+        default=None, description="A field of the pod (metadata.name, metadata.namespace, ...)."
+    )
+    resource_field_ref: ResourceFieldSelector | None = Field(
+        default=None, description="A resource limit or request of the agent container."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        given = [name for name, value in self if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "valueFrom takes exactly one of secretKeyRef, configMapKeyRef, fieldRef and "
+                f"resourceFieldRef, not {len(given)}"
+            )
+        return self
+
+
 class EnvVar(ResourceModel):
-    """One ``spec.env`` entry, given to the agent process; MAS_SIDECAR_URL, MAS_AGENT_ID,
-    MAS_SIDECAR_TOKEN and MAS_SIDECAR_TOKEN_FILE are set by the control plane instead."""
+    """One ``spec.env`` entry, given to the agent process (never to the sidecar), as Kubernetes'
+    core/v1 ``EnvVar``; MAS_SIDECAR_URL, MAS_AGENT_ID, MAS_SIDECAR_TOKEN and
+    MAS_SIDECAR_TOKEN_FILE are set by the control plane instead."""
 
     name: EnvName = Field(
         description="Variable name: letters, digits, '_', '-' and '.', not starting with a digit."
     )
     value: str = Field(default="", description="Variable value; empty when omitted.")
+    value_from: EnvVarSource | None = Field(
+        default=None,
+        description="Where the value comes from instead (a Secret or ConfigMap key, a field of "
+        "the pod); not with value.",
+    )
+
+    @model_validator(mode="after")
+    def _value_or_source(self) -> EnvVar:
+        if self.value and self.value_from is not None:
+            raise ValueError(f"{self.name}: value and valueFrom exclude each other")
+        return self
+
+
+class NamedRef(ResourceModel):
+    """A Secret or ConfigMap ``envFrom`` takes every key of."""
+
+    name: str = _object_name("Its name, in the agent's namespace.")
+    optional: bool = Field(
+        default=False, description="Whether the container may start when it is missing."
+    )
+
+
+class EnvFromSource(ResourceModel):
+    """One ``spec.envFrom`` entry (core/v1 ``EnvFromSource``): every key of a Secret or a
+    ConfigMap as a variable of the agent container; ``spec.env`` wins over it."""
+
+    prefix: str = Field(default="", description="Prepended to each key to name its variable.")
+    secret_ref: NamedRef | None = Field(
+        default=None,
+        description="A Secret (never an agent's *-mas-credentials Secret, nor one in the "
+        "operator's namespace); only the agent container gets it.",
+    )
+    config_map_ref: NamedRef | None = Field(default=None, description="A ConfigMap.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.secret_ref is None) == (self.config_map_ref is None):
+            raise ValueError("envFrom takes exactly one of secretRef and configMapRef")
+        return self
+
+
+class LocalObjectReference(ResourceModel):
+    """An object in the agent's namespace, by name (an image pull Secret)."""
+
+    name: str = _object_name("Name of the Secret in the agent's namespace.")
 
 
 class Delivery(ResourceModel):
@@ -197,8 +316,9 @@ class SecurityContext(ResourceModel):
 class AgentSpec(ResourceModel):
     """``spec``: what the agent can do and how it runs.
 
-    The pod-template fields (``serviceAccountName`` to ``securityContext``), ``sidecar`` and
-    ``deletionPolicy`` are used by the Kubernetes operator; local mode ignores them.
+    The pod-template fields (``serviceAccountName`` to ``securityContext``), ``envFrom``,
+    ``sidecar`` and ``deletionPolicy`` are used by the Kubernetes operator; local mode ignores
+    them (and reads ``env``'s references itself: :mod:`mas_cli.local.secrets`).
     """
 
     capabilities: list[Capability] = Field(
@@ -212,9 +332,9 @@ class AgentSpec(ResourceModel):
     )
     replicas: int = Field(
         default=1,
-        ge=1,
-        le=MAX_LOCAL_REPLICAS,
-        description="Number of replicas sharing the agent's inbox.",
+        ge=0,
+        description="Number of replicas sharing the agent's inbox; 0 stops them while messages "
+        "wait (Kubernetes only: mas up runs 1 to 20). The Agent's scale subresource sets it.",
     )
     image: str | None = Field(
         default=None, description="Agent container image (Kubernetes only; ignored locally)."
@@ -228,7 +348,14 @@ class AgentSpec(ResourceModel):
         description="Arguments of the agent container (Kubernetes only); default: the image's.",
     )
     env: list[EnvVar] = Field(
-        default_factory=list, description="Environment variables given to the agent process."
+        default_factory=list,
+        description="Environment variables given to the agent process, values or references "
+        "(mas up reads a secretKeyRef from its secrets file or environment).",
+    )
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list,
+        description="Secrets and ConfigMaps whose every key becomes a variable of the agent "
+        "container (Kubernetes only).",
     )
     delivery: Delivery = Field(
         default_factory=Delivery,
@@ -263,6 +390,35 @@ class AgentSpec(ResourceModel):
     )
     host_network: bool = Field(
         default=False, description="Run the agent's pods in the node's network namespace."
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        description="Secrets holding the registry credentials to pull the images with.",
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Scheduling affinity of the agent's pods (core/v1 Affinity).",
+    )
+    topology_spread_constraints: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="How the agent's pods spread across zones or nodes (core/v1 "
+        "TopologySpreadConstraint objects).",
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations of the agent's pods; none under mas.dev/ or that loosens "
+        "AppArmor or seccomp.",
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of the agent's pods besides the operator's (which they cannot "
+        "replace).",
+    )
+    priority_class_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=_SUBDOMAIN,
+        description="PriorityClass of the agent's pods; none of the system- classes.",
     )
     host_aliases: list[HostAlias] = Field(
         default_factory=list, description="Extra /etc/hosts entries of the agent's pods."

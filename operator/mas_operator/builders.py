@@ -18,7 +18,10 @@ What an agent runs as:
   ``api-token`` as ``MAS_SIDECAR_TOKEN`` (a ``secretKeyRef``: the kubelet hands it that value
   and nothing else of the Secret), never a Redis credential or a key.
 
-Both containers run under Kubernetes' *restricted* Pod Security Standard: non-root, no
+The spec's pod settings go to the pod (image pull Secrets, affinity, topology spread, priority
+class, pod labels and annotations beside the operator's) or to the agent container alone (its
+``env`` with ``valueFrom`` references, which the kubelet resolves, and ``envFrom``): the sidecar
+gets none of them. Both containers run under Kubernetes' *restricted* Pod Security Standard: non-root, no
 privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root filesystem
 (the agent's may be writable: ``spec.securityContext``). :func:`refusals` is what a spec may not
 ask for (another agent's credentials, the node's filesystem or network, the operator's service
@@ -48,6 +51,7 @@ from mas_core.manifests import (
     CONTROL_PLANE_ENV,
     NON_ROOT_ID,
     AgentManifest,
+    EnvVar,
 )
 from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV
 from mas_operator.config import OperatorConfig
@@ -78,6 +82,15 @@ RESTRICTED_VOLUME_TYPES = (
     "secret",
 )
 _RUNTIME_DEFAULT = {"type": "RuntimeDefault"}
+# Pod annotations an Agent may not set: the operator's own, and those that loosen the AppArmor or
+# seccomp profile (which the restricted standard fixes) on the Kubernetes versions reading them.
+RESERVED_ANNOTATION_PREFIXES = (
+    "mas.dev/",
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+)
+SYSTEM_PRIORITY_PREFIX = "system-"  # system-cluster-critical, system-node-critical
 
 
 class BuildError(ValueError):
@@ -298,15 +311,22 @@ def _pod_security_context(agent: AgentManifest) -> Manifest:
     return context
 
 
+def _env_var(var: EnvVar) -> Manifest:
+    """A ``spec.env`` entry as the container's core/v1 EnvVar: a value or a reference, which the
+    kubelet resolves (the operator never reads what it points at)."""
+    if var.value_from is None:
+        return {"name": var.name, "value": var.value}
+    source = var.value_from.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude_defaults=True
+    )
+    return {"name": var.name, "valueFrom": source}
+
+
 def _agent_container(agent: AgentManifest) -> Manifest:
     spec = agent.spec
     if not spec.image:
         raise BuildError(f"agent {agent.agent_id} has no spec.image")
-    env: list[Manifest] = [
-        {"name": var.name, "value": var.value}
-        for var in spec.env
-        if var.name not in CONTROL_PLANE_ENV
-    ]
+    env = [_env_var(var) for var in spec.env if var.name not in CONTROL_PLANE_ENV]
     env += [
         {"name": "MAS_SIDECAR_URL", "value": f"http://127.0.0.1:{spec.sidecar.port}"},
         {"name": "MAS_AGENT_ID", "value": agent.agent_id},
@@ -324,6 +344,13 @@ def _agent_container(agent: AgentManifest) -> Manifest:
             read_only_root_filesystem=spec.security_context.read_only_root_filesystem
         ),
     }
+    if spec.env_from:
+        # Listed before env in the container, which wins over it: the control plane's variables
+        # above cannot be replaced by a key of these.
+        container["envFrom"] = [
+            source.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+            for source in spec.env_from
+        ]
     if spec.command:
         container["command"] = list(spec.command)
     if spec.args:
@@ -399,6 +426,14 @@ def deployment(
         pod["hostAliases"] = [
             {"ip": alias.ip, "hostnames": list(alias.hostnames)} for alias in spec.host_aliases
         ]
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": ref.name} for ref in spec.image_pull_secrets]
+    if spec.affinity:
+        pod["affinity"] = dict(spec.affinity)
+    if spec.topology_spread_constraints:
+        pod["topologySpreadConstraints"] = [dict(c) for c in spec.topology_spread_constraints]
+    if spec.priority_class_name:
+        pod["priorityClassName"] = spec.priority_class_name
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -409,8 +444,9 @@ def deployment(
             "strategy": _strategy(spec.host_network),
             "template": {
                 "metadata": {
-                    "labels": agent_labels(agent),
-                    "annotations": {SPEC_HASH_ANNOTATION: spec_hash},
+                    # The operator's labels and annotation win (refusals() says so first).
+                    "labels": {**spec.pod_labels, **agent_labels(agent)},
+                    "annotations": {**spec.pod_annotations, SPEC_HASH_ANNOTATION: spec_hash},
                 },
                 "spec": pod,
             },
@@ -441,7 +477,15 @@ def refusals(agent: AgentManifest, settings: OperatorConfig) -> list[str]:
     * ``spec.sidecar.image`` other than the operator's only with
       ``settings.allow_sidecar_image``: the sidecar holds the credentials and runs the sender's
       gateway checks;
-    * not the operator's own service account (``serviceAccountName`` in its namespace).
+    * not the operator's own service account (``serviceAccountName`` in its namespace);
+    * the same Secrets as volumes, by reference: no ``spec.env[].valueFrom.secretKeyRef``,
+      ``spec.envFrom[].secretRef`` or ``spec.imagePullSecrets`` entry naming a
+      ``*-mas-credentials`` Secret or, in the operator's namespace, any Secret;
+    * pod labels and annotations that would pass for the operator's: no ``spec.podLabels`` key
+      the operator sets on the pods (another agent's ``mas.dev/agent`` would put the pods
+      behind that agent's selectors) or under ``mas.dev/``, no ``spec.podAnnotations`` key of
+      :data:`RESERVED_ANNOTATION_PREFIXES` (an ``unconfined`` AppArmor or seccomp profile);
+    * no ``system-`` PriorityClass, which lets a pod preempt the cluster's own components.
 
     ``spec.securityContext`` needs no check: its model cannot express root, privileges or
     capabilities. Secrets are matched by name, which is what the kubelet mounts, not by labels
@@ -484,7 +528,60 @@ def refusals(agent: AgentManifest, settings: OperatorConfig) -> list[str]:
             f"spec.serviceAccountName: {spec.service_account_name} is the operator's own "
             "service account; its permissions are not for agents"
         )
+    for where, secret in _referenced_secrets(agent):
+        reasons += _secret_refusals(where, secret, namespace, settings, "receive")
+    reserved = set(agent_labels(agent))
+    for key in sorted(spec.pod_labels):
+        if key in reserved or key.startswith("mas.dev/"):
+            reasons.append(
+                f"spec.podLabels: {key} is set by the operator on the agent's pods (selectors "
+                "find an agent's pods by it)"
+            )
+    for key in sorted(spec.pod_annotations):
+        if key.startswith(RESERVED_ANNOTATION_PREFIXES):
+            reasons.append(
+                f"spec.podAnnotations: {key} is reserved: the operator's own, or one that "
+                "changes the AppArmor or seccomp profile the restricted standard fixes"
+            )
+    priority = spec.priority_class_name
+    if priority and priority.startswith(SYSTEM_PRIORITY_PREFIX):
+        reasons.append(
+            f"spec.priorityClassName: {priority} is for the cluster's own components (its pods "
+            "preempt any other); give agents a PriorityClass of their own"
+        )
     return reasons
+
+
+def _referenced_secrets(agent: AgentManifest) -> Iterator[tuple[str, str]]:
+    """``(field, Secret name)`` of every Secret the spec hands the agent container by reference
+    (not as a volume): its variables' ``secretKeyRef``, its ``envFrom`` Secrets, and the image
+    pull Secrets."""
+    spec = agent.spec
+    for index, var in enumerate(spec.env):
+        source = var.value_from.secret_key_ref if var.value_from is not None else None
+        if source is not None:
+            yield f"spec.env[{index}] ({var.name}).valueFrom.secretKeyRef", source.name
+    for index, env_from in enumerate(spec.env_from):
+        if env_from.secret_ref is not None:
+            yield f"spec.envFrom[{index}].secretRef", env_from.secret_ref.name
+    for index, ref in enumerate(spec.image_pull_secrets):
+        yield f"spec.imagePullSecrets[{index}]", ref.name
+
+
+def _secret_refusals(
+    where: str, secret: str, namespace: str, settings: OperatorConfig, how: str
+) -> Iterator[str]:
+    """Why Secret ``secret`` may not reach an agent's pod (``how``: mount or receive)."""
+    if secret.endswith(SECRET_SUFFIX):
+        yield (
+            f"{where}: Secret {secret} holds an agent's credentials, which only its sidecar "
+            f"may {how}"
+        )
+    elif namespace == settings.operator_namespace:
+        yield (
+            f"{where}: Secret {secret} is in the operator's namespace, whose Secrets (the "
+            f"trust anchor's key, the Redis administrator password) no agent may {how}"
+        )
 
 
 def _volume_refusals(
@@ -507,16 +604,7 @@ def _volume_refusals(
                 f"allows {', '.join(RESTRICTED_VOLUME_TYPES)}"
             )
     for secret in _secret_names(volume):
-        if secret.endswith(SECRET_SUFFIX):
-            yield (
-                f"{where}: Secret {secret} holds an agent's credentials, which only its sidecar "
-                "may mount"
-            )
-        elif namespace == settings.operator_namespace:
-            yield (
-                f"{where}: Secret {secret} is in the operator's namespace, whose Secrets (the "
-                "trust anchor's key, the Redis administrator password) no agent may mount"
-            )
+        yield from _secret_refusals(where, secret, namespace, settings, "mount")
 
 
 def _secret_names(volume: Mapping[str, Any]) -> Iterator[str]:

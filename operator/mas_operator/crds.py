@@ -129,6 +129,19 @@ class AuditStatus(ResourceModel):
     )
 
 
+class InboxStatus(ResourceModel):
+    """The agent's inbox as the operator last measured it (its Prometheus gauges say the
+    same)."""
+
+    messages: int = Field(
+        ge=0, description="Messages to the agent not yet acked: waiting, or leased to a replica."
+    )
+    pending: int = Field(ge=0, description="Of those, messages leased to a replica.")
+    oldest_age_seconds: int = Field(
+        ge=0, description="Age of the oldest of those messages, in seconds; 0 when none."
+    )
+
+
 class AgentStatus(ResourceModel):
     """``status`` of an ``Agent``, written by the operator."""
 
@@ -139,10 +152,25 @@ class AgentStatus(ResourceModel):
         default=None, ge=0, description="The metadata.generation the operator last reconciled."
     )
     replicas: int | None = Field(
-        default=None, ge=0, description="Replicas of the agent's Deployment."
+        default=None,
+        ge=0,
+        description="Pods of the agent's Deployment, ready or not (the scale subresource's "
+        "status.replicas).",
     )
     ready_replicas: int | None = Field(
         default=None, ge=0, description="Replicas whose agent and sidecar are ready."
+    )
+    readiness: str | None = Field(
+        default=None,
+        description="Ready replicas of the desired ones, e.g. 2/3 (the Ready column).",
+    )
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of the agent's pods, for the scale subresource (a "
+        "HorizontalPodAutoscaler finds the pods by it).",
+    )
+    inbox: InboxStatus | None = Field(
+        default=None, description="The agent's inbox backlog at the operator's last look."
     )
     policy_revision: str | None = Field(
         default=None, description="Revision of the compiled gateway policy the sidecars enforce."
@@ -351,6 +379,8 @@ def _crd(
     short_names: Sequence[str],
     schema: Schema,
     columns: Sequence[Mapping[str, Any]],
+    *,
+    subresources: Mapping[str, Any],
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -375,7 +405,7 @@ def _crd(
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": dict(subresources),
                     "additionalPrinterColumns": [dict(c) for c in columns],
                     "schema": {"openAPIV3Schema": schema},
                 }
@@ -395,13 +425,19 @@ def agent_crd() -> dict[str, Any]:
         "The observed state of the agent, written by the operator.",
     )
     columns = [
+        _column("Ready", "string", ".status.readiness", "Ready replicas of the desired ones."),
         _column(
-            "Ready",
+            "Status",
             "string",
-            '.status.conditions[?(@.type=="Ready")].status',
-            "Whether the agent is serving.",
+            '.status.conditions[?(@.type=="Ready")].reason',
+            "Why the agent is serving or not (Available, RollingOut, Forbidden, ...).",
         ),
-        _column("Replicas", "integer", ".spec.replicas", "Desired replicas."),
+        _column(
+            "Backlog",
+            "integer",
+            ".status.inbox.messages",
+            "Messages to the agent not yet acked.",
+        ),
         _column("Capabilities", "string", ".spec.capabilities", "Capabilities in discovery."),
         _column(
             "Policy",
@@ -411,7 +447,20 @@ def agent_crd() -> dict[str, Any]:
         ),
         _AGE,
     ]
-    return _crd(AGENT_KIND, AGENT_PLURAL, ["masagent"], schema, columns)
+    # kubectl scale and HorizontalPodAutoscalers (KEDA too) set spec.replicas through it.
+    scale = {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    return _crd(
+        AGENT_KIND,
+        AGENT_PLURAL,
+        ["masagent"],
+        schema,
+        columns,
+        subresources={"status": {}, "scale": scale},
+    )
 
 
 def gateway_policy_crd() -> dict[str, Any]:
@@ -437,7 +486,7 @@ def gateway_policy_crd() -> dict[str, Any]:
         ),
         _AGE,
     ]
-    return _crd(POLICY_KIND, POLICY_PLURAL, ["gwp"], schema, columns)
+    return _crd(POLICY_KIND, POLICY_PLURAL, ["gwp"], schema, columns, subresources={"status": {}})
 
 
 class _Dumper(yaml.SafeDumper):

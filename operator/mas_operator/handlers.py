@@ -17,8 +17,12 @@ spec and what exists (the agent's key, password and still-valid token are kept),
 * A timer per ``Agent``: applies its Secret and Deployment again, so what was deleted or
   changed by hand comes back (server-side apply as ``mas-operator``; nothing is written when
   nothing differs), renews the token at half its lifetime (sidecars reload the mounted files),
-  and reports ``Ready`` (the current generation's replicas are available) and
-  ``PolicyApplied`` (its sidecars report the revision in force).
+  and reports ``Ready`` (the current generation's replicas are available), ``PolicyApplied``
+  (its sidecars report the revision in force), the Deployment's replica counts and pod selector
+  (which the Agent's ``scale`` subresource serves: ``kubectl scale`` and autoscalers set
+  ``spec.replicas``, and the reconcile hands it to the Deployment) and the inbox backlog
+  (:mod:`mas_control.backlog`), also exported as the gauges of
+  :class:`mas_operator.metrics.OperatorMetrics`.
 * A second timer per ``Agent`` (``MAS_AUDIT_CHECKPOINT_SECONDS``): a signed checkpoint of its
   audit trail, and, past its GatewayPolicy's ``audit.retention``, entries archived to
   ``MAS_AUDIT_ARCHIVE_DIR`` and then trimmed (:mod:`mas_control.audit_keeper`); ``status.audit``
@@ -60,7 +64,7 @@ from mas_core.policy.document import CompiledPolicy, effective_policy
 from mas_operator import builders
 from mas_operator.anchor import load_or_create_anchor
 from mas_operator.config import OperatorConfig
-from mas_operator.crds import AgentStatus, Condition
+from mas_operator.crds import AgentStatus, Condition, InboxStatus
 from mas_operator.credentials import plan_credentials, read_existing
 from mas_operator.kube import (
     KubeApi,
@@ -93,6 +97,7 @@ from mas_operator.status import (
     policy_reconciled,
     policy_refreshed,
     read_conditions,
+    selector_text,
     status_patch,
 )
 
@@ -284,7 +289,11 @@ def reconcile_agent(
         _report(patch, status, AgentStatus(conditions=conditions))
         _retry(runtime, exc)
     fresh = agent_reconciled(
-        conditions, token_expires_at=expires, generation=generation, now=_now()
+        conditions,
+        token_expires_at=expires,
+        selector=selector_text(builders.selector_labels(agent)),
+        generation=generation,
+        now=_now(),
     )
     _report(patch, status, fresh)
     runtime.metrics.reconciles.labels("Agent", "applied").inc()
@@ -395,25 +404,25 @@ def _observe_agent(
         log.warning("cannot renew the token of %s: %s", agent.agent_id, exc)
         expires = None
     deployment, created = _apply_deployment(runtime, desired)
+    dep_status = {} if created else deployment.get("status") or {}
     if created:
         ready, why = False, "the Deployment was missing; it has been created again"
-        ready_replicas = 0
     else:
-        dep_status = deployment.get("status") or {}
         ready, why = agent_ready(
             deployment_status=dep_status,
             deployment_generation=int((deployment.get("metadata") or {}).get("generation") or 0),
             replicas=agent.spec.replicas,
         )
-        ready_replicas = int(dep_status.get("readyReplicas") or 0)
     seen = AgentObserved(
         replicas=agent.spec.replicas,
-        ready_replicas=ready_replicas,
+        ready_replicas=int(dep_status.get("readyReplicas") or 0),
         ready=ready,
         ready_message=why,
         token_expires_at=expires,
         policy_revision=None,
         enforcing=0,
+        selector=selector_text(builders.selector_labels(agent)),
+        current_replicas=int(dep_status.get("replicas") or 0),
     )
     try:
         revision = runtime.redis.revision(max_age=_shared_age(runtime))
@@ -422,7 +431,24 @@ def _observe_agent(
         )
     except RedisAdminError as exc:
         return replace(seen, redis_error=str(exc))
-    return replace(seen, policy_revision=revision, enforcing=enforcing)
+    return replace(
+        seen, policy_revision=revision, enforcing=enforcing, inbox=_inbox(runtime, agent.agent_id)
+    )
+
+
+def _inbox(runtime: Runtime, agent_id: str) -> InboxStatus | None:
+    """Measure the agent's inbox backlog and set its gauges; None when Redis did not answer."""
+    try:
+        backlog = runtime.redis.inbox_backlog(agent_id)
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        log.warning("cannot measure the inbox of %s: %s", agent_id, exc)
+        return None
+    age = backlog.oldest_age_seconds(now_ms=int(time.time() * 1000))
+    runtime.metrics.inbox(
+        agent_id, messages=backlog.messages, pending=backlog.pending, oldest_age=age
+    )
+    return InboxStatus(messages=backlog.messages, pending=backlog.pending, oldest_age_seconds=age)
 
 
 def delete_agent(
@@ -434,6 +460,8 @@ def delete_agent(
     agent_id = f"{namespace}/{name}"
     delete_data = (body.get("spec") or {}).get("deletionPolicy") == "Delete"
     runtime.provisioned.pop(agent_id, None)
+    runtime.redis.forget_inbox(agent_id)
+    runtime.metrics.forget_agent(agent_id)
     try:
         deleted = runtime.redis.remove_agent(agent_id, delete_data=delete_data)
     except RedisAdminError as exc:

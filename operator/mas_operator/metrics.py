@@ -1,8 +1,12 @@
 """Prometheus metrics of the operator, in a registry of its own.
 
-Labels come from fixed sets (resource kind, outcome), never from agent names, so cardinality
-stays bounded. Served by :mod:`mas_operator.main` on ``MAS_METRICS_PORT``; counted by the
-handlers.
+Labels come from fixed sets (resource kind, outcome), except the inbox gauges, one series per
+Agent (labels ``agent_namespace`` and ``agent``, its name: a label value cannot hold the ``/``
+of an agent id, and Prometheus keeps ``namespace`` for the scraped pod's), which the handlers
+remove when the Agent goes:
+as many series as Agents, for autoscalers (a KEDA ``ScaledObject`` or an HPA on an external
+metric) to scale each Agent on its own backlog through one scrape target, the operator. Served by
+:mod:`mas_operator.main` on ``MAS_METRICS_PORT``; counted and set by the handlers.
 """
 
 from __future__ import annotations
@@ -45,8 +49,42 @@ class OperatorMetrics:
         self.redis_errors = Counter(
             "mas_operator_redis_errors", "Failed administrative Redis operations", registry=r
         )
+        self.inbox_messages = Gauge(
+            "mas_agent_inbox_messages",
+            "Messages to the agent not yet acked (waiting or leased), at the operator's last look",
+            ["agent_namespace", "agent"],
+            registry=r,
+        )
+        self.inbox_pending = Gauge(
+            "mas_agent_inbox_pending",
+            "Of those, messages leased to a replica and not yet acked",
+            ["agent_namespace", "agent"],
+            registry=r,
+        )
+        self.inbox_oldest_age = Gauge(
+            "mas_agent_inbox_oldest_age_seconds",
+            "Age of the oldest message to the agent not yet acked; 0 when none",
+            ["agent_namespace", "agent"],
+            registry=r,
+        )
         self.redis_recoveries = Counter(
             "mas_operator_redis_recoveries",
             "Times a restarted or replaced Redis was provisioned again",
             registry=r,
         )
+
+    def inbox(self, agent_id: str, *, messages: int, pending: int, oldest_age: int) -> None:
+        """Set the inbox gauges of ``agent_id`` (``namespace/name``)."""
+        labels = agent_id.split("/", 1)
+        self.inbox_messages.labels(*labels).set(messages)
+        self.inbox_pending.labels(*labels).set(pending)
+        self.inbox_oldest_age.labels(*labels).set(oldest_age)
+
+    def forget_agent(self, agent_id: str) -> None:
+        """Remove the series of a deleted agent."""
+        labels = agent_id.split("/", 1)
+        for gauge in (self.inbox_messages, self.inbox_pending, self.inbox_oldest_age):
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                continue

@@ -1,5 +1,5 @@
 """The operator's administrative Redis connection: ACL users, registry, policy, agent data,
-audit checkpoints.
+audit checkpoints, inbox backlogs.
 
 Every call is short and synchronous (kopf runs the handlers in worker threads). The status
 timers of every Agent and GatewayPolicy read the same few keys; they pass ``max_age`` and share
@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from mas_control.acl_file import save_acl_users
 from mas_control.audit_keeper import Kept, keep_trail
+from mas_control.backlog import InboxBacklog, InboxMeter
 from mas_control.provision import (
     apply_acl_user,
     delete_acl_user,
@@ -70,6 +71,7 @@ class RedisAdmin:
         self._client = redis_clients.client(url, **_TIMEOUTS)
         self._lock = threading.Lock()
         self._recent: dict[str, tuple[float, Any]] = {}
+        self._meters: dict[str, InboxMeter] = {}
 
     def __repr__(self) -> str:
         return f"RedisAdmin({self._where!r})"
@@ -173,6 +175,21 @@ class RedisAdmin:
             return keep_trail(self._client, agent_id, anchor, retention=retention, archive=archive)
         except redis.RedisError as exc:
             raise self._fail(f"cannot checkpoint the audit trail of {agent_id}", exc) from None
+
+    def inbox_backlog(self, agent_id: str) -> InboxBacklog:
+        """One round of measuring the agent's inbox backlog (:mod:`mas_control.backlog`: a few
+        commands per sender stream, at most ``MAX_STREAMS`` streams a round)."""
+        with self._lock:
+            meter = self._meters.setdefault(agent_id, InboxMeter(agent_id))
+        try:
+            return meter.measure(self._client)
+        except redis.RedisError as exc:
+            raise self._fail(f"cannot measure the inbox of {agent_id}", exc) from None
+
+    def forget_inbox(self, agent_id: str) -> None:
+        """Drop what the backlog rounds kept of a deleted agent."""
+        with self._lock:
+            self._meters.pop(agent_id, None)
 
     def published_policy(self, max_age: float = 0) -> CompiledPolicy | None:
         """The document in force; None when there is none or it does not parse."""

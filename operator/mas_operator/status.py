@@ -22,7 +22,13 @@ from pydantic import BaseModel, ValidationError
 
 from mas_control.audit_keeper import Kept
 from mas_core.policy.document import AuditRetention
-from mas_operator.crds import AgentStatus, AuditStatus, Condition, GatewayPolicyStatus
+from mas_operator.crds import (
+    AgentStatus,
+    AuditStatus,
+    Condition,
+    GatewayPolicyStatus,
+    InboxStatus,
+)
 from mas_operator.policies import PolicyVerdict
 
 
@@ -133,12 +139,23 @@ def agent_provisioned(
     )
 
 
+def selector_text(labels: Mapping[str, str]) -> str:
+    """A label selector in its string form (``status.selector``, for the scale subresource)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
 def agent_reconciled(
-    conditions: Sequence[Condition], *, token_expires_at: datetime, generation: int, now: datetime
+    conditions: Sequence[Condition],
+    *,
+    token_expires_at: datetime,
+    selector: str,
+    generation: int,
+    now: datetime,
 ) -> AgentStatus:
     """Everything of ``generation`` is applied: until the status refresh sees the Deployment
     rolled out, ``Ready`` is False (``RollingOut``) unless it already describes this
-    generation."""
+    generation. ``selector`` (of the agent's pods) is there for the scale subresource from the
+    first reconcile on."""
     ready = _find(conditions, "Ready")
     if ready is None or (ready.observed_generation or 0) < generation:
         conditions = set_condition(
@@ -156,6 +173,7 @@ def agent_reconciled(
         conditions=list(conditions),
         observed_generation=generation,
         token_expires_at=token_expires_at,
+        selector=selector,
     )
 
 
@@ -222,14 +240,19 @@ class AgentObserved:
     token_expires_at: datetime | None  # of the token in force; None: not renewed as due
     policy_revision: str | None  # the published policy's; None: none is published
     enforcing: int  # the agent's sidecars that report enforcing that revision
+    selector: str  # of the agent's pods
+    current_replicas: int = 0  # pods of its Deployment, ready or not
     redis_error: str | None = None  # Redis did not answer: the policy facts are unknown
+    inbox: InboxStatus | None = None  # its backlog; None: not measured this time
 
 
 def agent_refreshed(
     conditions: Sequence[Condition], seen: AgentObserved, *, generation: int, now: datetime
 ) -> AgentStatus:
     """``Ready`` and ``PolicyApplied`` (every replica enforces the published revision), the
-    replica counts, and the token's expiry and revision in force when known."""
+    replica counts (``replicas`` the Deployment's pods, as the scale subresource reports them;
+    ``readiness`` ready of desired, as ``n/m``), the selector, and the token's expiry, revision in
+    force and inbox backlog when known."""
     conditions = set_condition(
         conditions,
         condition(
@@ -241,7 +264,14 @@ def agent_refreshed(
             now=now,
         ),
     )
-    fields: dict[str, Any] = {"replicas": seen.replicas, "ready_replicas": seen.ready_replicas}
+    fields: dict[str, Any] = {
+        "replicas": seen.current_replicas,
+        "ready_replicas": seen.ready_replicas,
+        "readiness": f"{seen.ready_replicas}/{seen.replicas}",
+        "selector": seen.selector,
+    }
+    if seen.inbox is not None:
+        fields["inbox"] = seen.inbox
     if seen.token_expires_at is not None:
         fields["token_expires_at"] = seen.token_expires_at
     if seen.redis_error is not None:

@@ -1,6 +1,7 @@
 """What ``mas up`` runs: for each agent replica, its sidecar and its program, with their env.
 
-Pure functions from manifests to :class:`ReplicaPlan` values; no process is started here (that
+Pure functions from manifests (and the values their ``spec.env`` references get locally,
+:mod:`mas_cli.local.secrets`) to :class:`ReplicaPlan` values; no process is started here (that
 is :mod:`mas_cli.local.supervisor`), so what runs with which settings is unit-tested directly.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mas_cli.local.secrets import EnvReferences
 from mas_core.manifests import CONTROL_PLANE_ENV, AgentManifest
 
 _PYTHON_NAMES = frozenset({"python", "python3"})
@@ -59,19 +61,30 @@ def sidecar_env(agent: AgentManifest, index: int) -> dict[str, str]:
     }
 
 
-def agent_env(agent: AgentManifest, sidecar_url: str) -> dict[str, str]:
-    """What the agent program gets on top of the inherited environment.
+def agent_env(
+    agent: AgentManifest,
+    sidecar_url: str,
+    index: int = 0,
+    references: EnvReferences | None = None,
+) -> dict[str, str]:
+    """What replica ``index``'s agent program gets on top of the inherited environment.
 
-    ``spec.env``, then the sidecar's URL and the agent id (``spec.env`` cannot set those, nor
-    the token, which the supervisor adds), and unbuffered Python output so lines show up on the
-    console as they are printed.
+    ``spec.env`` (its ``valueFrom`` resolved by ``references``; an optional one found nowhere
+    left out), then the sidecar's URL and the agent id (``spec.env`` cannot set those, nor the
+    token, which the supervisor adds), and unbuffered Python output so lines show up on the
+    console as they are printed. :class:`~mas_core.manifests.ManifestError` when a reference
+    cannot be resolved.
     """
-    return {
-        "PYTHONUNBUFFERED": "1",
-        **{var.name: var.value for var in agent.spec.env if var.name not in CONTROL_PLANE_ENV},
-        "MAS_SIDECAR_URL": sidecar_url,
-        "MAS_AGENT_ID": agent.agent_id,
-    }
+    resolve = references or EnvReferences()
+    env = {"PYTHONUNBUFFERED": "1"}
+    for position, var in enumerate(agent.spec.env):
+        if var.name in CONTROL_PLANE_ENV:
+            continue
+        where = f"Agent {agent.agent_id}: spec.env[{position}]"
+        value = resolve.value(agent, var, f"{agent.metadata.name}-{index}", where)
+        if value is not None:
+            env[var.name] = value
+    return {**env, "MAS_SIDECAR_URL": sidecar_url, "MAS_AGENT_ID": agent.agent_id}
 
 
 def agent_command(command: list[str]) -> list[str]:
@@ -86,9 +99,13 @@ def agent_command(command: list[str]) -> list[str]:
 
 
 def plan_replicas(
-    agents: list[AgentManifest], directory: Path, ports: Iterator[int]
+    agents: list[AgentManifest],
+    directory: Path,
+    ports: Iterator[int],
+    references: EnvReferences | None = None,
 ) -> list[ReplicaPlan]:
-    """Every replica of every agent, in manifest order, taking sidecar ports from ``ports``.
+    """Every replica of every agent, in manifest order, taking sidecar ports from ``ports``
+    and the values of ``spec.env`` references from ``references``.
 
     Agents without ``spec.local`` are skipped (the manifest loader already rejects them).
     """
@@ -106,7 +123,7 @@ def plan_replicas(
                     port=port,
                     sidecar_env=sidecar_env(agent, index),
                     command=agent_command(agent.spec.local.command),
-                    agent_env=agent_env(agent, f"http://127.0.0.1:{port}"),
+                    agent_env=agent_env(agent, f"http://127.0.0.1:{port}", index, references),
                     cwd=directory,
                 )
             )

@@ -62,6 +62,7 @@ from mas_cli.local.processes import ChildProcess, SidecarProcess
 from mas_cli.local.redis_data import RedisDataDir
 from mas_cli.local.redis_server import RedisServer, RedisServerError, free_port
 from mas_cli.local.restarts import Restarts
+from mas_cli.local.secrets import EnvReferences
 from mas_cli.local.users import (
     DEFAULT_UID_BASE,
     EXECUTE,
@@ -116,6 +117,8 @@ class UpOptions:
     ephemeral: bool = False
     audit_archive: Path | None = None  # where audit entries go before a retention trims them
     checkpoint_every: float = 10.0  # seconds between checkpoints of every audit trail
+    # The values of the agents' spec.env references (secrets file, mas up's environment).
+    references: EnvReferences = field(default_factory=EnvReferences)
 
 
 @dataclass
@@ -219,7 +222,7 @@ class Supervisor:
         self._tokens = {agent.agent_id: new_token() for agent in self.agents}
         self._agent_urls: dict[str, str] = {}
         ports: Iterator[int] = iter(free_port, None)
-        self.plans = plan_replicas(agents, options.directory.resolve(), ports)
+        self.plans = plan_replicas(agents, options.directory.resolve(), ports, options.references)
         self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
         self._runtime = tempfile.TemporaryDirectory(prefix="mas-up-")
         self.users, self._users_said = self._choose_users(local_users(options.uid_base))
