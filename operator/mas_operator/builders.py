@@ -21,12 +21,12 @@ What an agent runs as:
 The spec's pod settings go to the pod (image pull Secrets, affinity, topology spread, priority
 class, pod labels and annotations beside the operator's) or to the agent container alone (its
 ``env`` with ``valueFrom`` references, which the kubelet resolves, and ``envFrom``): the sidecar
-gets none of them. Both containers run under Kubernetes' *restricted* Pod Security Standard: non-root, no
-privilege escalation, no capabilities, the runtime's seccomp profile, a read-only root filesystem
-(the agent's may be writable: ``spec.securityContext``). :func:`refusals` is what a spec may not
-ask for (another agent's credentials, the node's filesystem or network, the operator's service
-account, ...); :func:`deployment` builds nothing from a spec it refuses. The status is built
-in :mod:`mas_operator.status`.
+gets none of them. Both containers run under Kubernetes' *restricted* Pod Security Standard:
+non-root, no privilege escalation, no capabilities, the runtime's seccomp profile, a read-only
+root filesystem (the agent's may be writable: ``spec.securityContext``). :func:`refusals` is
+what a spec may not ask for (another agent's credentials, the node's filesystem or network, the
+operator's service account, ...); :func:`deployment` builds nothing from a spec it refuses. The
+status is built in :mod:`mas_operator.status`.
 """
 
 from __future__ import annotations
