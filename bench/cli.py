@@ -1,12 +1,18 @@
 """``python -m bench``: start Redis, sidecars and agents, measure in one run, print a table.
 
-Sections, in order: the raw redis-py baseline; one-way 1→1 (SDK sends, plain HTTP sends, batch
+Sections, in order: the raw redis-py baseline; the natural path (two SDK agents under ``mas up``,
+sequential ``await send`` and ``await request``, every check on, with a stage breakdown from the
+sidecars' ``/metrics``; :mod:`bench.natural`) next to the raw unbatched baselines measured right
+before it and the original framework, mas-framework 0.3.4, measured after it when a Python ≥
+3.13 with it can be found or installed (:mod:`bench.framework`; skipped, saying why, otherwise);
+one-way 1→1 (SDK sends, plain HTTP sends, batch
 sends with batch acks) and N→1 throughput, and request/reply round trips with every gateway
 check on, then off (sidecar CPU sampled during the 1→1 runs, memory after the runs); the DLP
 scanner alone; aggregate throughput of 1, 2, 4, 8 sender/sink pairs with every check on, on one
 Redis and on a three-shard Redis Cluster on loopback. Everything runs on 127.0.0.1. ``--smoke``
 runs tiny counts (CI checks that the harness works, not the targets); ``--json`` writes the
-numbers, ``--svg`` the plot (:mod:`bench.report`).
+numbers, ``--svg`` the plot (:mod:`bench.report`); ``--natural-only`` runs the raw baselines and
+the natural path alone.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from bench import deploy, load, raw, report
+from bench import deploy, framework, load, natural, raw, report
 from bench.cluster import LocalCluster, cluster_binary
 from bench.dlp_bench import dlp_adversarial_results, dlp_results
 from bench.procstat import cpu_seconds, load_average, memory_mb
@@ -44,6 +50,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pair-messages", type=int, default=4_000, help="messages per pair")
     parser.add_argument("--no-cluster", action="store_true", help="skip the Redis Cluster runs")
     parser.add_argument("--redis-server", help="server binary (default: the embedded Valkey)")
+    parser.add_argument(
+        "--natural-messages", type=int, default=3_000, help="sequential sends (natural path)"
+    )
+    parser.add_argument(
+        "--natural-requests", type=int, default=2_000, help="sequential requests (natural path)"
+    )
+    parser.add_argument(
+        "--natural-only", action="store_true", help="only the raw baselines and the natural path"
+    )
+    parser.add_argument(
+        "--framework-python",
+        metavar="PYTHON",
+        help="a Python >= 3.13 with mas-framework 0.3.4 installed (default: find one, or install "
+        "it into a virtual environment in the user's cache directory)",
+    )
+    parser.add_argument(
+        "--no-framework", action="store_true", help="skip the original framework's rows"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny counts: does it work at all")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--svg", type=Path, help="write the plot here")
@@ -51,6 +75,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.messages, args.requests, args.fan_in = 200, 40, 2
         args.pairs, args.pair_messages = "1,2", 100
+        args.natural_messages, args.natural_requests = 100, 40
+        args.no_framework = args.no_framework or not args.framework_python
     return args
 
 
@@ -85,10 +111,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "window": args.window, "pair_messages": args.pair_messages,
             "batch": args.batch, "batch_window": args.batch_window,
             "payload_bytes": load.PAYLOAD_BYTES,
+            "natural_messages": args.natural_messages,
+            "natural_requests": args.natural_requests,
         },
     }  # fmt: skip
     with RedisServer(args.redis_server) as server:
         results["server"] = Path(server.binary).name
+        results["natural"] = _natural(server.url, args, workdir / "natural")
+        if args.natural_only:
+            results["machine"]["load_after"] = load_average()
+            return results
         _progress(f"raw redis-py baseline on {results['server']}")
         results["raw"] = _raw(server.url, args)
         deploy.publish(server.url, cluster=False)
@@ -137,6 +169,33 @@ def _raw(url: str, args: argparse.Namespace) -> dict[str, Any]:
         },
         "round_trip": _latency(asyncio.run(raw.round_trip(url, args.requests))),
     }
+
+
+def _natural(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The natural path, between the raw unbatched baselines of the same counts and the
+    original framework (when an interpreter for it is found)."""
+    messages, requests = args.natural_messages, args.natural_requests
+    _progress("natural path: raw redis-py, one awaited XADD per message, and round trips")
+    out: dict[str, Any] = {
+        "raw_unbatched": asyncio.run(raw.one_way(url, 1, messages, pipelined=False)),
+        "raw_round_trip": _latency(asyncio.run(raw.round_trip(url, requests))),
+    }
+    _progress("natural path: two SDK agents under mas up, every check on")
+    out["mas"] = natural.summary(natural.run(url, workdir, messages, requests))
+    python, said = (None, "skipped (--no-framework, or --smoke without --framework-python)")
+    if not args.no_framework:
+        python, said = framework.interpreter(args.framework_python)
+    out["framework_said"] = said
+    out["framework"] = None
+    _progress(f"original framework: {said}")
+    if python is not None:
+        result = framework.run(python, url, messages, requests)
+        out["framework"] = {
+            "send_rate": messages / result["send_seconds"],
+            "delivered_rate": messages / result["delivered_seconds"],
+            "round_trip": _latency(result["latencies"]),
+        }
+    return out
 
 
 def _mode(url: str, mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

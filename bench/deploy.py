@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -35,28 +36,31 @@ _DLP_ACTIONS = {
 }
 
 
-def bench_policy() -> CompiledPolicy:
-    on = GatewayPolicySpec.model_validate(
-        {
-            "agents": ["on-*", "scale-*"],
-            "rules": [
-                {
-                    "name": "bench",
-                    "action": "allow",
-                    "to": {"capabilities": [SINK_CAPABILITY]},
-                    "types": ["bench.*"],
-                },
-                {"name": "no-admin", "action": "deny", "types": ["admin.*"]},
-            ],
-            "rateLimits": [{"name": "generous", "rate": 1_000_000, "burst": 1_000_000}],
-            "dlp": {
-                "enabled": True,
-                "detectors": {name: _DLP_ACTIONS.get(name, "block") for name in BUILTIN_DETECTORS},
+def checks_on(agents: list[str]) -> dict[str, Any]:
+    """The ``spec`` of a GatewayPolicy with every check on, for the senders ``agents``."""
+    return {
+        "agents": agents,
+        "rules": [
+            {
+                "name": "bench",
+                "action": "allow",
+                "to": {"capabilities": [SINK_CAPABILITY]},
+                "types": ["bench.*"],
             },
-            "signing": {"required": True},
-            "audit": {"payloads": "hash"},
-        }
-    )
+            {"name": "no-admin", "action": "deny", "types": ["admin.*"]},
+        ],
+        "rateLimits": [{"name": "generous", "rate": 1_000_000, "burst": 1_000_000}],
+        "dlp": {
+            "enabled": True,
+            "detectors": {name: _DLP_ACTIONS.get(name, "block") for name in BUILTIN_DETECTORS},
+        },
+        "signing": {"required": True},
+        "audit": {"payloads": "hash"},
+    }
+
+
+def bench_policy() -> CompiledPolicy:
+    on = GatewayPolicySpec.model_validate(checks_on(["on-*", "scale-*"]))
     off = GatewayPolicySpec.model_validate(
         {
             "agents": ["off-*"],

@@ -23,10 +23,65 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def natural_table(results: dict[str, Any]) -> list[str]:
+    """The natural path against raw redis-py and the original framework, then where the time
+    of one send and of one round trip goes."""
+    natural, settings = results["natural"], results["settings"]
+    mas, framework = natural["mas"], natural["framework"] or {}
+    raw_rate, raw_rtt = natural["raw_unbatched"], natural["raw_round_trip"]
+    lines = [
+        f"Natural path: two SDK agents under `mas up`, every check on, "
+        f"{settings['natural_messages']:,} sequential sends and "
+        f"{settings['natural_requests']:,} sequential requests; original framework: "
+        f"{natural['framework_said']}.",
+        "",
+        "| natural path | raw redis-py | original framework | mas | mas ÷ raw | target | met |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for label, key, limit in (
+        ("one-way, sequential `await send` (msg/s)", "send_rate", 0.6),
+        ("one-way, sequential sends, delivered (msg/s)", "delivered_rate", None),
+    ):
+        ratio = mas[key] / raw_rate
+        other = _rate(framework[key]) if key in framework else "-"
+        target, met = (f"≥ {limit}x", _met(ratio >= limit)) if limit else ("-", "-")
+        lines.append(
+            f"| {label} | {_rate(raw_rate)} | {other} | {_rate(mas[key])} | {ratio:.2f}x "
+            f"| {target} | {met} |"
+        )
+    for label, key, limit in (
+        ("request/reply p50 (ms)", "p50_ms", 2.0),
+        ("request/reply p99 (ms)", "p99_ms", 3.0),
+    ):
+        ratio = mas["round_trip"][key] / raw_rtt[key]
+        other = _ms(framework["round_trip"][key]) if framework else "-"
+        lines.append(
+            f"| {label} | {raw_rtt[key]:.3f} | {other} | {mas['round_trip'][key]:.3f} "
+            f"| {ratio:.2f}x | ≤ {limit:.0f}x | {_met(ratio <= limit)} |"
+        )
+    for title, key in (
+        ("one sequential send (mean ms per message)", "one_way_stages"),
+        ("one round trip (mean ms per request)", "round_trip_stages"),
+    ):
+        lines += ["", f"| where the time of {title} goes | ms |", "|---|---:|"]
+        lines += [f"| {row['stage']} | {_ms(row['ms'])} |" for row in mas[key]]
+    return lines
+
+
 def table(results: dict[str, Any]) -> str:
-    raw, on, off = results["raw"], results["on"], results["off"]
     settings, machine = results["settings"], results["machine"]
     load_before = "/".join(f"{x:.2f}" for x in machine["load_before"])
+    if "on" not in results:  # the natural path alone
+        after = "/".join(f"{x:.2f}" for x in machine["load_after"])
+        lines = [f"{machine['cpus']} CPUs, load average before the run {load_before}; "
+                 f"server {results['server']}.", "", *natural_table(results), "",
+                 f"Load average after the run: {after}."]  # fmt: skip
+        return "\n".join(lines)
+    raw, on, off = results["raw"], results["on"], results["off"]
     lines = [
         f"{machine['cpus']} CPUs, load average before the run {load_before}; "
         f"server {results['server']}; payload {settings['payload_bytes']} B of JSON; "
@@ -119,6 +174,7 @@ def table(results: dict[str, Any]) -> str:
     for pairs, rate in results["scale_single"].items():
         other = _rate(cluster[pairs]) if pairs in cluster else "-"
         lines.append(f"| {pairs} | {_rate(rate)} | {other} |")
+    lines += ["", *natural_table(results)]
     after = "/".join(f"{x:.2f}" for x in machine["load_after"])
     lines += ["", f"Load average after the run: {after}."]
     return "\n".join(lines)

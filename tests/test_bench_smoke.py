@@ -32,8 +32,13 @@ def test_the_benchmark_harness_runs_and_prints_its_table(tmp_path: Path) -> None
     assert "| one-way 1→1, batch send (" in run.stdout
     assert "| round trip p99 (ms) |" in run.stdout
     assert "| agent pairs |" in run.stdout
+    assert "| one-way, sequential `await send` (msg/s) |" in run.stdout
+    assert "| where the time of one round trip (mean ms per request) goes | ms |" in run.stdout
     data = orjson.loads(results.read_bytes())
     assert data["on"]["one_to_one"] > 0 and data["raw"]["one_to_one"]["unbatched"] > 0
     assert data["on"]["one_to_one_batched"] > 0 and data["off"]["one_to_one_batched"] > 0
     assert data["on"]["one_to_one_plain"] > 0 and data["off"]["one_to_one_plain"] > 0
+    natural = data["natural"]
+    assert natural["mas"]["send_rate"] > 0 and natural["raw_unbatched"] > 0
+    assert natural["mas"]["round_trip"]["p99_ms"] > 0 and natural["framework"] is None
     assert plot.read_text().startswith("<svg")
