@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from bench.natural_agents import RESULT_MARK
+from bench.workload import RESULT_MARK
 
 VERSION = "0.3.4"
 _PROGRAM = Path(__file__).with_name("framework_agents.py")

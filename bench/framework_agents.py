@@ -24,26 +24,13 @@ import sys
 import time
 from typing import Any
 
+from workload import RESULT_MARK, payload  # bench/workload.py: this script runs in that folder
+
 from mas import Agent, MASService  # the framework's package under its own interpreter
 from mas.gateway import GatewayService
 from mas.gateway.config import GatewaySettings, RateLimitSettings, RedisSettings
 
-RESULT_MARK = "BENCH-RESULT "
 SENDER, SINK = "fw-sender", "fw-sink"
-_TEXT = "Sensor 12 reported a nominal reading; the next calibration is due next week."
-
-
-def payload(seq: int) -> dict[str, Any]:
-    """The benchmark's ~200-byte message."""
-    return {
-        "seq": seq,
-        "kind": "reading",
-        "text": _TEXT,
-        "values": [1.5, 2.25, 3.125, 4.0625],
-        "unit": "kPa",
-        "ok": True,
-        "tags": ["bench", "steady", "lab-3"],
-    }
 
 
 async def until_signalled() -> None:

@@ -27,28 +27,12 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
+from bench.workload import payload
 from mas.client import SidecarClient
 from mas_cli.local.processes import SidecarProcess
-
-_TEXT = "Sensor 12 reported a nominal reading; the next calibration is due next week."
-
-
-def payload(seq: int) -> dict[str, Any]:
-    """A chat-like message of about 200 bytes of JSON with nothing sensitive in it."""
-    return {
-        "seq": seq,
-        "kind": "reading",
-        "text": _TEXT,
-        "values": [1.5, 2.25, 3.125, 4.0625],
-        "unit": "kPa",
-        "ok": True,
-        "tags": ["bench", "steady", "lab-3"],
-    }
-
 
 PAYLOAD_BYTES = len(orjson.dumps(payload(1000)))
 MAX_ACK_BATCH = 1000  # what POST /v1/deliveries/ack takes at most

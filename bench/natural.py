@@ -29,7 +29,7 @@ import orjson
 import yaml
 
 from bench.deploy import SINK_CAPABILITY, checks_on
-from bench.natural_agents import RESULT_MARK
+from bench.workload import RESULT_MARK
 
 SENDER, SINK = "nat-sender", "nat-sink"
 _PROGRAM = Path(__file__).with_name("natural_agents.py")

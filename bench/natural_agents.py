@@ -29,24 +29,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench.workload import RESULT_MARK, payload
 from mas import Agent, AgentMessage
 
-RESULT_MARK = "BENCH-RESULT "
-_TEXT = "Sensor 12 reported a nominal reading; the next calibration is due next week."
 _SUMMARIES = ("mas_stage_seconds", "mas_http_request_duration_seconds")
-
-
-def payload(seq: int) -> dict[str, Any]:
-    """The benchmark's ~200-byte message (the same as :func:`bench.load.payload`)."""
-    return {
-        "seq": seq,
-        "kind": "reading",
-        "text": _TEXT,
-        "values": [1.5, 2.25, 3.125, 4.0625],
-        "unit": "kPa",
-        "ok": True,
-        "tags": ["bench", "steady", "lab-3"],
-    }
 
 
 async def sidecar_timings() -> dict[str, list[float]]:
