@@ -8,6 +8,7 @@ from mas_core.error_codes import ErrorCode
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response
 from mas_sidecar.api.openapi import build_openapi
+from mas_sidecar.api.responses import Health, Readiness
 from mas_sidecar.recovery import Problem, Reason, problem_of
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
@@ -18,7 +19,7 @@ _UNREACHABLE = Problem(Reason.REDIS_UNREACHABLE, "Redis cannot be reached")
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(Health(status="ok"))
 
 
 @routes.get("/readyz")
@@ -43,7 +44,7 @@ async def readyz(request: web.Request) -> web.Response:
     unusable = parts.credentials.unusable() if parts.credentials is not None else None
     if unusable is not None:
         raise ApiError(ErrorCode.CREDENTIALS_EXPIRED, unusable, {"Retry-After": "1"})
-    return json_response({"status": "ready"})
+    return json_response(Readiness(status="ready"))
 
 
 @routes.get("/metrics")
