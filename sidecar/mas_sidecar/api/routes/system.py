@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import orjson
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
@@ -13,7 +16,6 @@ from mas_sidecar.recovery import Problem, Reason, problem_of
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
 routes = web.RouteTableDef()
-_OPENAPI = build_openapi()
 _UNREACHABLE = Problem(Reason.REDIS_UNREACHABLE, "Redis cannot be reached")
 
 
@@ -60,4 +62,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/v1/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(_OPENAPI)
+    return web.Response(body=_openapi(), content_type="application/json")
+
+
+@functools.cache
+def _openapi() -> bytes:
+    """The document, built once, when first asked for (not while the sidecar starts)."""
+    return orjson.dumps(build_openapi())
