@@ -189,13 +189,14 @@ def _parameter_key(parameter: dict[str, Any]) -> str:
 
 
 def _inlined(schema: Any, named: dict[str, Any]) -> Any:
-    """``schema`` with every reference to a named schema replaced by that schema (none of them
-    refers to itself)."""
+    """``schema`` with every reference to a named schema replaced by that schema, what stands
+    beside the reference (a description) kept (none of them refers to itself)."""
     if isinstance(schema, dict):
+        inlined = {key: _inlined(value, named) for key, value in schema.items() if key != "$ref"}
         reference = schema.get("$ref")
         if isinstance(reference, str) and reference.startswith(_COMPONENTS):
-            return _inlined(named[reference.removeprefix(_COMPONENTS)], named)
-        return {key: _inlined(value, named) for key, value in schema.items()}
+            return _inlined(named[reference.removeprefix(_COMPONENTS)], named) | inlined
+        return inlined
     if isinstance(schema, list):
         return [_inlined(item, named) for item in schema]
     return schema

@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 Millis = Annotated[int, Field(description="milliseconds since the epoch")]
+Code = Annotated[ErrorCode, Field(description="what failed: a stable code, never changing meaning")]
 
 # "from" is a keyword, hence the functional form; a base only (no schema of its own).
 _Document = TypedDict(
@@ -88,7 +89,7 @@ class Accepted(TypedDict):
 class ErrorDetail(TypedDict):
     """What failed: a stable code and a message for humans."""
 
-    code: ErrorCode
+    code: Code
     message: str
     reason: NotRequired[
         Annotated[
@@ -111,7 +112,7 @@ class Error(TypedDict):
 class BatchError(TypedDict):
     """Why one message of a batch was refused: what a single send would have answered."""
 
-    code: ErrorCode
+    code: Code
     message: str
     retry_after: NotRequired[
         Annotated[int, Field(ge=1, description="seconds: the single send's Retry-After")]
