@@ -1,19 +1,21 @@
 """The OpenAPI 3.1 description of the HTTP API, served on ``GET /v1/openapi.json``.
 
-Generated, not written: every schema of the document comes from the types the routes use, through
-pydantic — request bodies from the models of :mod:`mas_sidecar.api.models` (which the routes
+Generated, not written: every schema of a body or a parameter comes from the types the routes use,
+through pydantic — request bodies from the models of :mod:`mas_sidecar.api.models` (which the routes
 validate bodies with), answers from the typed dicts of :mod:`mas_sidecar.api.responses` (which the
 routes and :mod:`mas_sidecar.api.documents` build them as; mypy checks each field there), the
 error body's ``code`` from :class:`mas_core.error_codes.ErrorCode`, and each error status from
 :data:`mas_core.error_codes.HTTP_STATUS` of the codes an operation may answer. Written by hand
-here is only the list of operations below: path, method, ``operationId``, summary, parameters,
-success status and type, the error codes each may answer.
+here is only the list of operations below (path, method, ``operationId``, summary, parameters,
+success status and type, the error codes each may answer) and the headers of the answers
+(``ETag``, ``Retry-After``, ``WWW-Authenticate``).
 
-What keeps the two from drifting is ``tests/test_openapi.py``: it checks that the app registers
-exactly the operations listed here, then calls every one of them on a real sidecar and validates
-each answer, successes and errors alike, against the schema the document declares for its status
-(with no field beyond those declared). Every operation needs the agent's bearer token
-(:mod:`mas_core.sidecar_token`) except the probes (:data:`mas_sidecar.api.http.OPEN_PATHS`).
+What keeps the document from drifting from the answers is ``tests/test_openapi.py``: it checks
+that the app registers exactly the operations listed here, then calls every one of them on a real
+sidecar and validates each answer, successes and errors alike, against the schema the document
+declares for its status (with no field beyond those declared). Every operation needs the agent's
+bearer token (:mod:`mas_core.sidecar_token`) except the probes
+(:data:`mas_sidecar.api.http.OPEN_PATHS`).
 """
 
 from __future__ import annotations
