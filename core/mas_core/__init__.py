@@ -11,7 +11,8 @@ the server-side function library (:mod:`~mas_core.functions`), the registry's en
 (:mod:`~mas_core.registry_entries`), Sentinel URLs (:mod:`~mas_core.sentinel`) and clients
 (:mod:`~mas_core.redis_clients`). Audit: the hash chain, its archive format and signed
 checkpoints (:mod:`~mas_core.audit`). Manifests: the Agent and GatewayPolicy models
-(:mod:`~mas_core.manifests`).
+(:mod:`~mas_core.manifests`). Distribution: the extras and the modules each brings
+(:mod:`~mas_core.extras`).
 
 Used by the SDK (:mod:`mas`), the sidecar (:mod:`mas_sidecar`), the control plane
 (:mod:`mas_control`), the operator (:mod:`mas_operator`) and the ``mas`` command

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    """Machine-readable error codes. Each maps to one HTTP status in :data:`HTTP_STATUS`."""
+    """Machine-readable error codes; each is answered with one HTTP status (``HTTP_STATUS``)."""
 
     INVALID_JSON = "invalid_json"
     INVALID_REQUEST = "invalid_request"

@@ -21,7 +21,7 @@ chart rendered itself, so that upgrading from it does not delete them. Deleting 
 deliberate ``kubectl delete secret``; a new anchor invalidates every agent's identity until the
 operator reissues them.
 
-Called by :func:`mas_operator.main.main` (``mas-operator bootstrap --namespace NS ...``).
+Called by :func:`mas_operator.run.main` (``mas-operator bootstrap --namespace NS ...``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The operator's settings: one typed object built from ``MAS_*`` environment variables.
 
-Read once at start-up by :mod:`mas_operator.main` (and by the kopf startup handler, which keeps it
+Read once at start-up by :mod:`mas_operator.run` (and by the kopf startup handler, which keeps it
 in the operator's memo) with the parser the sidecar uses too (:mod:`mas.settings`); bad values
 fail at start-up with :class:`ConfigError` naming the variable, never later.
 

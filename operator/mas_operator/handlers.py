@@ -1,6 +1,6 @@
 """The kopf handlers: thin steps of parse, build, apply, report status.
 
-``register(registry, config)`` adds every handler to a kopf registry; :mod:`mas_operator.main`
+``register(registry, config)`` adds every handler to a kopf registry; :mod:`mas_operator.run`
 runs it, the tests run it under ``kopf.testing.KopfRunner``. Handlers are synchronous (kopf runs
 them in worker threads) and idempotent: each reconcile rebuilds the desired objects from the
 spec and what exists (the agent's key, password and still-valid token are kept), applies them

@@ -3,57 +3,29 @@
 ``mas-operator bootstrap ...`` instead creates the trust anchor's and the Redis password's
 Secrets if absent, and exits (:mod:`mas_operator.bootstrap`, the Helm chart's hook Job).
 
-Builds :class:`~mas_operator.config.OperatorConfig`, registers the handlers of
-:mod:`mas_operator.handlers` in a fresh kopf registry, serves Prometheus metrics, and runs kopf:
-all namespaces or ``MAS_WATCH_NAMESPACES``, peering (one active replica) unless
-``MAS_STANDALONE``, a liveness endpoint on ``MAS_HEALTH_PORT``. Exit status 2 on bad settings.
+This module loads with the SDK's dependencies alone: without the ``operator`` extra (kopf, the
+Kubernetes client, ...), ``mas-operator`` says which extra to install in one line and exits with
+status 1, instead of failing on an import. Otherwise it runs :func:`mas_operator.run.main`.
+The console script ``mas-operator`` (see ``pyproject.toml``) and ``python -m mas_operator``
+call :func:`main`.
 """
 
 from __future__ import annotations
 
-import logging
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import kopf
-from prometheus_client import start_http_server
+from mas_core.extras import missing_extra
 
-from mas_operator import bootstrap
-from mas_operator.config import ConfigError, OperatorConfig
-from mas_operator.handlers import operator_settings, register
-from mas_operator.metrics import OperatorMetrics
+MISSING_EXTRA = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["bootstrap"]:
-        return bootstrap.main(arguments[1:])
-    try:
-        config = OperatorConfig.from_env()
-    except ConfigError as exc:
-        print(f"mas-operator: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    metrics = OperatorMetrics()
-    if config.metrics_port:
-        start_http_server(config.metrics_port, registry=metrics.registry)
-    registry = kopf.OperatorRegistry()
-    register(registry, config, metrics)
-    kopf.run(
-        registry=registry,
-        settings=operator_settings(config),
-        standalone=config.standalone,
-        peering_name=None if config.standalone else config.peering_name,
-        clusterwide=config.clusterwide,
-        namespaces=config.namespaces,
-        liveness_endpoint=(
-            f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
-        ),
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    """Run ``mas-operator`` with ``argv`` (default: the process arguments); the exit status."""
+    problem = missing_extra("mas-operator", "operator")
+    if problem:
+        print(problem, file=sys.stderr)
+        return MISSING_EXTRA
+    run: Callable[[Sequence[str] | None], int] = importlib.import_module("mas_operator.run").main
+    return run(argv)

@@ -6,7 +6,7 @@ of an agent id, and Prometheus keeps ``namespace`` for the scraped pod's), which
 remove when the Agent goes:
 as many series as Agents, for autoscalers (a KEDA ``ScaledObject`` or an HPA on an external
 metric) to scale each Agent on its own backlog through one scrape target, the operator. Served by
-:mod:`mas_operator.main` on ``MAS_METRICS_PORT``; counted and set by the handlers.
+:mod:`mas_operator.run` on ``MAS_METRICS_PORT``; counted and set by the handlers.
 """
 
 from __future__ import annotations

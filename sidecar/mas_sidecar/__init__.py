@@ -4,8 +4,8 @@ Laid out along the message path, outermost first; a module imports only from lay
 (pyproject.toml's import-linter contracts keep it so):
 
     main        command line, event loop, process lifetime
-    api/        the HTTP API: application and server, routes, request models, documents,
-                error answers, OpenAPI; the only part that speaks HTTP
+    api/        the HTTP API: application and server, routes, request and response models,
+                documents, error answers, OpenAPI; the only part that speaks HTTP
     components  wires the parts below together, once per process
     recovery    sets the sidecar up on the server, and again after the server lost it
     loops       supervises the background loops

@@ -8,8 +8,9 @@
                 Refusal (status from its code, Retry-After from its wait)
     routes/     the handlers, one module per resource: parse, call the bridge, answer
     models      request bodies (strict pydantic models)
-    documents   the JSON documents of messages and dead letters
-    openapi     the OpenAPI description served on /v1/openapi.json
+    responses   response bodies (typed dicts the routes build their answers as)
+    documents   the JSON documents of messages, deliveries and dead letters
+    openapi     the OpenAPI description served on /v1/openapi.json, generated from both
 
 The routes call the Streams bridge (:mod:`mas_sidecar.streams`) and the checks
 (:mod:`mas_sidecar.checks`), which never import this package: they raise

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 from mas_core.error_codes import ErrorCode
 from mas_core.sidecar_token import SCHEME, presented
 from mas_sidecar.api.errors import ApiError
+from mas_sidecar.api.responses import Error, ErrorDetail
 from mas_sidecar.components import Components
 from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
@@ -82,10 +83,10 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     reason: str | None = None,
 ) -> web.Response:
-    error = {"code": code.value, "message": message}
+    error: ErrorDetail = {"code": code, "message": message}
     if reason is not None:
         error["reason"] = reason
-    return json_response({"error": error}, status, headers)
+    return json_response(Error(error=error), status, headers)
 
 
 async def read_json(request: web.Request, *, extra_depth: int = 0) -> Any:

@@ -1,6 +1,7 @@
 """Request bodies of the HTTP API, as strict pydantic models (no type coercion, no extra keys).
 
-Their JSON schemas also feed :mod:`mas_sidecar.api.openapi`. Used by the routes.
+Their JSON schemas also feed :mod:`mas_sidecar.api.openapi` (the answers' types are in
+:mod:`mas_sidecar.api.responses`). Used by the routes.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from typing_extensions import TypedDict
 
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
@@ -45,6 +46,14 @@ from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 ENTRY_CACHE_SECONDS = 5.0  # how long a capability or role change takes to reach other senders
+
+
+class AgentEntry(TypedDict):
+    """An agent as discovery shows it (``GET /v1/agents``, and ``GET /v1/self`` extends it)."""
+
+    id: str
+    capabilities: list[str]
+    metadata: dict[str, Any]
 
 
 class Registry:
@@ -76,7 +85,7 @@ class Registry:
         self._metrics = metrics
         self._entries: dict[str, tuple[float, RegistryEntry | None]] = {}
 
-    def entry(self) -> dict[str, Any]:
+    def entry(self) -> AgentEntry:
         return {"id": self.agent_id, "capabilities": self.capabilities, "metadata": self.metadata}
 
     async def register(self) -> None:
@@ -173,7 +182,7 @@ class Registry:
         deadline = await self._redis.zscore(REGISTRY_LEASES, agent_id)
         return deadline is not None and deadline > _now_ms()
 
-    async def live_agents(self, capabilities: Sequence[str] = ()) -> list[dict[str, Any]]:
+    async def live_agents(self, capabilities: Sequence[str] = ()) -> list[AgentEntry]:
         """Entries of live agents that have every capability in ``capabilities``."""
         ids = [raw.decode() for raw in await self._redis.zrangebyscore(
             REGISTRY_LEASES, _now_ms(), "+inf"
@@ -191,7 +200,7 @@ class Registry:
             for agent_id, _ in found:
                 pipe.get(AgentKeys(agent_id).metadata)
             metadata = await pipe.execute() if found else []
-        agents = [
+        agents: list[AgentEntry] = [
             {"id": agent_id, "capabilities": list(entry.capabilities), "metadata": _object(raw)}
             for (agent_id, entry), raw in zip(found, metadata, strict=True)
         ]

@@ -9,6 +9,7 @@ from mas_core.policy.rules import Party, may_message
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response, read_body
 from mas_sidecar.api.models import Metadata
+from mas_sidecar.api.responses import Agents, AgentSelf
 from mas_sidecar.components import Components
 
 routes = web.RouteTableDef()
@@ -30,10 +31,10 @@ async def discover(request: web.Request) -> web.Response:
             for agent in agents
             if may_message(policy.rules, me, Party(agent["id"], frozenset(agent["capabilities"])))
         ]
-    return json_response({"agents": agents})
+    return json_response(Agents(agents=agents))
 
 
-def _self(parts: Components) -> dict[str, object]:
+def _self(parts: Components) -> AgentSelf:
     return {
         **parts.registry.entry(),
         "namespace": parts.config.namespace,

@@ -8,6 +8,7 @@ from mas_core.error_codes import ErrorCode
 from mas_sidecar.api.documents import dead_letter_document
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response
+from mas_sidecar.api.responses import Accepted, DeadLetters
 
 routes = web.RouteTableDef()
 MAX_LIMIT = 1000
@@ -19,13 +20,13 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(ErrorCode.INVALID_REQUEST, f"limit must be an integer in 1..{MAX_LIMIT}")
     entries = await components(request).dead_letters.list(int(raw))
-    return json_response({"dead_letters": [dead_letter_document(entry) for entry in entries]})
+    return json_response(DeadLetters(dead_letters=[dead_letter_document(e) for e in entries]))
 
 
 @routes.post("/v1/dead-letters/{id}/replay")
 async def replay(request: web.Request) -> web.Response:
     message_id = await components(request).dead_letters.replay(request.match_info["id"])
-    return json_response({"id": message_id}, status=202)
+    return json_response(Accepted(id=message_id), status=202)
 
 
 @routes.delete("/v1/dead-letters/{id}")

@@ -1,7 +1,8 @@
 """``GET /v1/deliveries`` (server-sent events) and the agent's answers to each delivery.
 
-Each delivery event carries the message (:func:`mas_sidecar.api.documents.message_document`) and
-``lease_ms``, this sidecar's lease: the SDK renews a running handler's lease at a fraction of it.
+Each delivery event carries the message and ``lease_ms``, this sidecar's lease
+(:func:`mas_sidecar.api.documents.delivery_document`): the SDK renews a running handler's lease at
+a fraction of it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import orjson
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
-from mas_sidecar.api.documents import message_document, sse_event
+from mas_sidecar.api.documents import delivery_document, sse_event
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response, read_body
 from mas_sidecar.api.models import AckBatch, ExtendBatch, Nack, Reject, Reply
+from mas_sidecar.api.responses import Accepted, AckResult, ExtendResult
 from mas_sidecar.api.server import connection_closed
 
 routes = web.RouteTableDef()
@@ -49,11 +51,9 @@ async def deliveries(request: web.Request) -> web.StreamResponse:
             waiting.cancel()
             # A burst that is ready goes out in one write (one syscall, one read for the agent).
             batch = [] if envelope is None else [envelope, *inbox.ready_deliveries(BURST - 1)]
-            lease = {"lease_ms": inbox.lease_ms}
+            lease_ms = inbox.lease_ms
             chunk = (
-                b"".join(
-                    sse_event(e, orjson.dumps({**message_document(e), **lease})) for e in batch
-                )
+                b"".join(sse_event(e, orjson.dumps(delivery_document(e, lease_ms))) for e in batch)
                 or b": keepalive\n\n"
             )
             try:
@@ -74,7 +74,7 @@ async def ack_many(request: web.Request) -> web.Response:
     refused."""
     body = await read_body(request, AckBatch)
     acked, unknown = await components(request).inbox.ack_many(body.ids)
-    return json_response({"acked": acked, "unknown": unknown})
+    return json_response(AckResult(acked=acked, unknown=unknown))
 
 
 @routes.post("/v1/deliveries/extend")
@@ -83,7 +83,7 @@ async def extend_many(request: web.Request) -> web.Response:
     leased here any more are reported, not refused."""
     body = await read_body(request, ExtendBatch)
     extended, unknown = await components(request).inbox.extend_many(body.ids)
-    return json_response({"extended": extended, "unknown": unknown})
+    return json_response(ExtendResult(extended=extended, unknown=unknown))
 
 
 @routes.post("/v1/deliveries/{id}/ack")
@@ -124,4 +124,4 @@ async def reply(request: web.Request) -> web.Response:
         )
     envelope = await parts.outbox.reply(lease.envelope, body.type, body.payload)
     lease.replied = True
-    return json_response({"id": envelope.id}, status=202)
+    return json_response(Accepted(id=envelope.id), status=202)

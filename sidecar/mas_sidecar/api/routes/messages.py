@@ -6,16 +6,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from mas_core.envelope import Envelope
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
-from mas_sidecar.api.documents import message_document
+from mas_sidecar.api.documents import reply_document
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response, read_body
 from mas_sidecar.api.models import SendBatch, SendMessage, SendRequest
+from mas_sidecar.api.responses import (
+    Accepted,
+    BatchItemAccepted,
+    BatchItemRefused,
+    BatchResult,
+    BatchResults,
+)
 from mas_sidecar.components import Components
 from mas_sidecar.errors import Refusal
 from mas_sidecar.streams.errors import REDIS_ERRORS
@@ -54,14 +61,14 @@ async def send_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendMessage)
     envelope, done = await _admit(components(request), body, _trace(request))
     await done
-    return json_response({"id": envelope.id}, status=202)
+    return json_response(Accepted(id=envelope.id), status=202)
 
 
-def _error_result(code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"status": HTTP_STATUS[code], "error": {"code": code.value, "message": message}}
+def _error_result(code: ErrorCode, message: str) -> BatchItemRefused:
+    return {"status": HTTP_STATUS[code], "error": {"code": code, "message": message}}
 
 
-def _failure(exc: Exception) -> dict[str, Any]:
+def _failure(exc: Exception) -> BatchItemRefused:
     """A batch item's result for what stopped it: what a single send would have answered
     (``Retry-After`` as the error's ``retry_after``, in seconds)."""
     if isinstance(exc, ApiError | Refusal):
@@ -79,11 +86,11 @@ def _failure(exc: Exception) -> dict[str, Any]:
 
 async def _send_all(
     parts: Components, items: Sequence[SendMessage], trace: Mapping[str, str]
-) -> list[dict[str, Any]]:
+) -> list[BatchResult]:
     """Admit the items in order, each through every check, then await their writes: the
     admitted ones share the writer's pipelines. Every ``ADMIT_SLICE`` items the event loop gets
     a turn, so a large batch neither stalls other requests nor waits to be written whole."""
-    results: list[dict[str, Any]] = [{} for _ in items]
+    results: list[BatchResult | None] = [None] * len(items)
     admitted: list[tuple[int, str, asyncio.Future[Any]]] = []
     for index, item in enumerate(items):
         if index and not index % ADMIT_SLICE:
@@ -100,8 +107,8 @@ async def _send_all(
         except Exception as exc:
             results[index] = _failure(exc)
         else:
-            results[index] = {"status": 202, "id": message_id}
-    return results
+            results[index] = BatchItemAccepted(status=202, id=message_id)
+    return cast(list[BatchResult], results)  # every item's result is in place now
 
 
 @routes.post("/v1/messages/batch")
@@ -112,7 +119,7 @@ async def send_batch(request: web.Request) -> web.Response:
     # Shielded: once items are under way, a client that goes away cannot cut the batch short,
     # so every accepted item is accounted for (and written) even if nobody reads the answer.
     results = await asyncio.shield(_send_all(components(request), body.messages, _trace(request)))
-    return json_response({"results": results})
+    return json_response(BatchResults(results=results))
 
 
 @routes.post("/v1/requests")
@@ -140,6 +147,4 @@ async def send_request(request: web.Request) -> web.Response:
         raise ApiError(
             ErrorCode.REQUEST_TIMEOUT, f"no reply from {target} within {body.timeout_ms} ms"
         )
-    document = message_document(reply.result())
-    del document["attempt"]
-    return json_response(document)
+    return json_response(reply_document(reply.result()))

@@ -12,6 +12,7 @@ from mas_core.error_codes import ErrorCode
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response, read_body
 from mas_sidecar.api.models import Completed, StateBody
+from mas_sidecar.api.responses import CompletedRecord, State
 
 routes = web.RouteTableDef()
 MAX_MESSAGE_ID = 128
@@ -29,7 +30,7 @@ def expected_revision(request: web.Request) -> int | None:
 
 
 def _answer(state: dict[str, Any], revision: int) -> web.Response:
-    return json_response({"state": state, "revision": revision}, headers={"ETag": f'"{revision}"'})
+    return json_response(State(state=state, revision=revision), headers={"ETag": f'"{revision}"'})
 
 
 @routes.get("/v1/state")
@@ -67,7 +68,7 @@ def _message_id(request: web.Request) -> str:
 async def get_completed(request: web.Request) -> web.Response:
     message_id = _message_id(request)
     completed = await components(request).state.completed(message_id)
-    return json_response({"id": message_id, "completed": completed})
+    return json_response(CompletedRecord(id=message_id, completed=completed))
 
 
 @routes.put("/v1/state/completed/{id}")

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+
+import orjson
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response
 from mas_sidecar.api.openapi import build_openapi
+from mas_sidecar.api.responses import Health, Readiness
 from mas_sidecar.recovery import Problem, Reason, problem_of
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
 routes = web.RouteTableDef()
-_OPENAPI = build_openapi()
 _UNREACHABLE = Problem(Reason.REDIS_UNREACHABLE, "Redis cannot be reached")
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response(Health(status="ok"))
 
 
 @routes.get("/readyz")
@@ -43,7 +46,7 @@ async def readyz(request: web.Request) -> web.Response:
     unusable = parts.credentials.unusable() if parts.credentials is not None else None
     if unusable is not None:
         raise ApiError(ErrorCode.CREDENTIALS_EXPIRED, unusable, {"Retry-After": "1"})
-    return json_response({"status": "ready"})
+    return json_response(Readiness(status="ready"))
 
 
 @routes.get("/metrics")
@@ -59,4 +62,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/v1/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(_OPENAPI)
+    return web.Response(body=_openapi(), content_type="application/json")
+
+
+@functools.cache
+def _openapi() -> bytes:
+    """The document, built once, when first asked for (not while the sidecar starts)."""
+    return orjson.dumps(build_openapi())
