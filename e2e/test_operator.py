@@ -205,6 +205,11 @@ def healthcare(namespace: str, cluster: E2ECluster, image: str) -> list[dict[str
     return documents
 
 
+def healthcare_agent(name: str, namespace: str, cluster: E2ECluster, image: str) -> dict[str, Any]:
+    """One Agent of :func:`healthcare`."""
+    return next(d for d in healthcare(namespace, cluster, image) if d["metadata"]["name"] == name)
+
+
 def agent(cluster: E2ECluster, namespace: str, name: str) -> dict[str, Any]:
     return cluster.get("agent", name, namespace)
 
@@ -497,10 +502,7 @@ def test_hand_edits_of_an_agents_deployment_and_secret_are_taken_back(
 ) -> None:
     namespace = workspace
     cluster = release.cluster
-    doctor = next(
-        d for d in healthcare(namespace, cluster, mas_image) if d["metadata"]["name"] == "doctor"
-    )
-    cluster.apply(doctor)
+    cluster.apply(healthcare_agent("doctor", namespace, cluster, mas_image))
     secret_name = "doctor-mas-credentials"
     built = wait_until(
         lambda: cluster.get("deployment", "doctor", namespace), timeout=60, what="the Deployment"
@@ -559,10 +561,7 @@ def test_deleting_an_agent_removes_its_redis_user_and_objects(
 ) -> None:
     namespace = workspace
     cluster = release.cluster
-    doctor = next(
-        d for d in healthcare(namespace, cluster, mas_image) if d["metadata"]["name"] == "doctor"
-    )
-    cluster.apply(doctor)
+    cluster.apply(healthcare_agent("doctor", namespace, cluster, mas_image))
     user = f"mas-agent.{namespace}.doctor"
     wait_until(lambda: user in release.acl_users(), timeout=60, what="the ACL user exists")
     wait_until(
