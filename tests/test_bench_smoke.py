@@ -41,4 +41,27 @@ def test_the_benchmark_harness_runs_and_prints_its_table(tmp_path: Path) -> None
     natural = data["natural"]
     assert natural["mas"]["send_rate"] > 0 and natural["raw_unbatched"] > 0
     assert natural["mas"]["round_trip"]["p99_ms"] > 0 and natural["framework"] is None
+    # Every row of the natural path's breakdowns has a time: the HTTP routes and the stages
+    # inside them that the sidecars export on /metrics (mas_stage_seconds).
+    for key in ("one_way_stages", "round_trip_stages"):
+        missing = [row["stage"] for row in natural["mas"][key] if row["ms"] is None]
+        assert not missing, (key, missing)
+    for title in (
+        "one sequential send (mean ms per message)",
+        "one round trip (mean ms per request)",
+    ):
+        rows = table_after(run.stdout, f"| where the time of {title} goes | ms |")
+        assert len(rows) > 2 and not [row for row in rows if row.endswith("| - |")], rows
     assert plot.read_text().startswith("<svg")
+
+
+def table_after(text: str, header: str) -> list[str]:
+    """The rows of the Markdown table that starts with the line ``header``."""
+    lines = text.splitlines()
+    start = lines.index(header) + 2  # past the header and its |---| line
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows

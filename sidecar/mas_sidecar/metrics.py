@@ -3,15 +3,26 @@
 Label values come from small fixed sets (route templates, outcome names, dead-letter reasons),
 never from message ids, agent ids or types, so cardinality stays bounded.
 Used by the HTTP middleware, the Redis Streams bridge, the gateway checks and the registry.
+
+``mas_stage_seconds{stage}`` times the stages of a message inside the sidecar, one observation
+per message (a stage done for several messages at once, such as a read or the receive checks of
+a batch, gives each its share of the time); see :data:`STAGES` and docs/sidecar-api.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 
 from mas_sidecar.checks.dlp import Finding
+
+# The stages of ``mas_stage_seconds``: where each begins and ends is in docs/sidecar-api.md.
+Stage = Literal[
+    "http_in", "checks", "redis_write", "redis_read", "verify", "delivery", "reply_wait"
+]
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 class Metrics:
@@ -94,6 +105,22 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
             registry=r,
         )
+        self.stage_seconds = Summary(
+            "mas_stage_seconds",
+            "Time of each stage of a message inside the sidecar, one observation per message",
+            ["stage"],
+            registry=r,
+        )
+        self._stages = {stage: self.stage_seconds.labels(stage) for stage in STAGES}
+
+    def observe_stage(self, stage: Stage, seconds: float, messages: int = 1) -> None:
+        """``seconds`` spent on ``stage`` for ``messages`` messages together: one observation
+        per message, each its equal share (so ``_count`` counts messages, ``_sum`` the time)."""
+        if messages <= 0:
+            return
+        child, share = self._stages[stage], seconds / messages
+        for _ in range(messages):
+            child.observe(share)
 
     def count_findings(self, findings: Iterable[Finding]) -> None:
         """Count DLP findings by detector and action."""

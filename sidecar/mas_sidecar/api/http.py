@@ -55,6 +55,7 @@ COMPONENTS = web.AppKey("components", Components)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # seconds
 # The token requests must present (bytes, for the comparison); None serves every caller.
 API_TOKEN: web.AppKey[bytes | None] = web.AppKey("api_token")
+ARRIVED = web.RequestKey("arrived", float)  # time.perf_counter() when the middleware took it
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # what the kubelet and ``mas up`` probe
 _JSON_TYPES = ("application/json",)
 MAX_JSON_DEPTH = 64  # far beyond real payloads; well below what the JSON encoders can nest
@@ -171,6 +172,14 @@ async def read_body(
         raise ApiError(ErrorCode.INVALID_REQUEST, describe(exc)) from None
 
 
+def body_taken(request: web.Request, messages: int = 1) -> None:
+    """The body of a request carrying ``messages`` messages is read, parsed and validated:
+    time the ``http_in`` stage, from when the middleware took the request (the token check and
+    the body's arrival included), each message its share."""
+    seconds = time.perf_counter() - request[ARRIVED]
+    request.app[METRICS_KEY].observe_stage("http_in", seconds, messages)
+
+
 def describe(exc: ValidationError) -> str:
     """A one-line summary of a validation error: the first problem and how many more."""
     first = exc.errors(include_url=False, include_input=False)[0]
@@ -235,7 +244,7 @@ def _check_token(request: web.Request, route: str) -> None:
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse callers without the agent's token, answer every failure as an error document,
     and count and time every request."""
-    started = time.perf_counter()
+    started = request[ARRIVED] = time.perf_counter()
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     try:

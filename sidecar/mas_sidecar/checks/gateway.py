@@ -162,7 +162,9 @@ class Gateway:
         written, and the write's future (it raises like the write; it counts as sent only once
         it resolves). Admitting several before awaiting any puts them in one pipeline.
         ``answers_request``: the envelope is the reply to a synchronous request delivered here,
-        which needs no allow rule (a deny rule still refuses it)."""
+        which needs no allow rule (a deny rule still refuses it). Times the ``checks`` stage
+        (from here until the write is queued) and, once Redis answers, ``redis_write``."""
+        started = time.perf_counter()
         policy = self._policies.enforced()
         if self._credentials is not None:
             unusable = self._credentials.unusable()
@@ -209,7 +211,9 @@ class Gateway:
                 "the gateway policy requires signed messages and this sidecar has no credentials",
             )  # fmt: skip
         await self._audit.prepare()
-        return envelope, self._queue_write(envelope, destination, policy, details)
+        done = self._queue_write(envelope, destination, policy, details)
+        self._metrics.observe_stage("checks", time.perf_counter() - started)
+        return envelope, done
 
     def _authorize(
         self, policy: EffectivePolicy, sender: Party, target: Party, message_type: str
@@ -269,6 +273,7 @@ class Gateway:
             event["payload"] = envelope.payload
         audit, head = self._audit.append(event)
         done = self._writer.submit([append, audit], head)
+        queued = time.perf_counter()
         inbox, target, settings = destination.inbox, envelope.target, policy.circuit_breaker
 
         def written(future: asyncio.Future[list[Any]]) -> None:
@@ -276,6 +281,7 @@ class Gateway:
                 return
             failure = future.exception()
             if failure is None:
+                self._metrics.observe_stage("redis_write", time.perf_counter() - queued)
                 if inbox:  # the first answer: this sender's backlog at the target
                     self._breakers.record(target, settings, True, int(future.result()[0]))
                 self._metrics.decisions.labels("accepted").inc()
@@ -312,8 +318,10 @@ class Gateway:
         come from its sender's own stream: one of another agent, re-injected by the agent whose
         stream it was read from, is refused (``misaddressed``) whatever its signature.
         ``answers_request(envelope)`` says whether an envelope is the reply a pending
-        synchronous request of this replica waits for (it then needs no allow rule).
+        synchronous request of this replica waits for (it then needs no allow rule). Times the
+        ``verify`` stage: the whole call, each entry its share.
         """
+        started = time.perf_counter()
         refusals: list[str | None] = [None] * len(reads)
         verified: list[tuple[int, EffectivePolicy, TokenClaims | None]] = []
         for index, (envelope, _, sender, entry_id) in enumerate(reads):
@@ -354,6 +362,7 @@ class Gateway:
         ]
         if passed:
             await self._audit.record(receipt_event(self.agent_id, passed))
+        self._metrics.observe_stage("verify", time.perf_counter() - started, len(reads))
         return refusals
 
     async def _authorize_received(

@@ -54,7 +54,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -93,6 +93,7 @@ class Lease:
     deadline: float
     handed_out: bool = False
     replied: bool = False  # the agent answered it (a synchronous request takes one reply)
+    leased_at: float = field(default_factory=time.perf_counter)  # the delivery stage's start
 
 
 def sender_id(member: bytes) -> str | None:
@@ -255,6 +256,18 @@ class Inbox:
             self._metrics.redeliveries.inc()
         return lease.envelope
 
+    def leased_at(self, envelopes: Sequence[Envelope]) -> list[float]:
+        """When ``envelopes``, handed out, were leased (``time.perf_counter()``): read before
+        they are written to a subscriber, since an ack may end a lease while the write runs."""
+        return [self.leases[e.id].leased_at for e in envelopes if e.id in self.leases]
+
+    def written(self, leased_at: Sequence[float]) -> None:
+        """A subscriber's stream took the deliveries leased at ``leased_at``: time the
+        ``delivery`` stage of each, from its lease to now."""
+        now = time.perf_counter()
+        for started in leased_at:
+            self._metrics.observe_stage("delivery", now - started)
+
     def hand_back(self, envelope: Envelope) -> None:
         """A subscriber could not take ``envelope``: offer it to the next one."""
         lease = self.leases.get(envelope.id)
@@ -307,6 +320,7 @@ class Inbox:
         else:
             chosen, count, block = _rotation(streams, self._read_turn, capacity), 1, None
         self._read_turn += len(chosen)
+        started = time.perf_counter()
         answer = await self._redis.xreadgroup(
             CONSUMER_GROUP,
             self._replica,
@@ -314,6 +328,9 @@ class Inbox:
             count=count,
             block=block,
         )
+        # A blocking read's wait for the next message is idle time, not the read's: its
+        # ``redis_read`` stage starts when its answer came.
+        answered = time.perf_counter()
         rang: list[bytes] = []
         entries: list[Entry] = []
         for stream, items in answer or ():
@@ -324,6 +341,9 @@ class Inbox:
                 entries += [(name, entry_id, fields, 1) for entry_id, fields in items]
         if block is None:
             self._empty_windows = 0 if entries else self._empty_windows + 1
+        if entries:
+            began = answered if block else started
+            self._metrics.observe_stage("redis_read", time.perf_counter() - began, len(entries))
         if len(entries) > capacity:
             await self._release([(s, e) for s, e, _, _ in entries[capacity:]], unread=True)
             entries = entries[:capacity]

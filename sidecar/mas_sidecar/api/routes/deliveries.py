@@ -17,7 +17,7 @@ from aiohttp import web
 from mas_core.error_codes import ErrorCode
 from mas_sidecar.api.documents import delivery_document, sse_event
 from mas_sidecar.api.errors import ApiError
-from mas_sidecar.api.http import components, json_response, read_body
+from mas_sidecar.api.http import body_taken, components, json_response, read_body
 from mas_sidecar.api.models import AckBatch, ExtendBatch, Nack, Reject, Reply
 from mas_sidecar.api.responses import Accepted, AckResult, ExtendResult
 from mas_sidecar.api.server import connection_closed
@@ -56,12 +56,14 @@ async def deliveries(request: web.Request) -> web.StreamResponse:
                 b"".join(sse_event(e, orjson.dumps(delivery_document(e, lease_ms))) for e in batch)
                 or b": keepalive\n\n"
             )
+            leased_at = inbox.leased_at(batch)
             try:
                 await response.write(chunk)
             except ConnectionError:
                 for taken in batch:
                     inbox.hand_back(taken)
                 break
+            inbox.written(leased_at)
         stopped.cancel()
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
@@ -115,6 +117,7 @@ async def reject(request: web.Request) -> web.Response:
 @routes.post("/v1/deliveries/{id}/reply")
 async def reply(request: web.Request) -> web.Response:
     body = await read_body(request, Reply)
+    body_taken(request)
     parts = components(request)
     lease = parts.inbox.lease(request.match_info["id"])
     if lease.replied and lease.envelope.reply_to is not None:

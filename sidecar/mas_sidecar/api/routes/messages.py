@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -14,7 +15,7 @@ from mas_core.envelope import Envelope
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
 from mas_sidecar.api.documents import reply_document
 from mas_sidecar.api.errors import ApiError
-from mas_sidecar.api.http import components, json_response, read_body
+from mas_sidecar.api.http import body_taken, components, json_response, read_body
 from mas_sidecar.api.models import SendBatch, SendMessage, SendRequest
 from mas_sidecar.api.responses import (
     Accepted,
@@ -59,6 +60,7 @@ async def _admit(
 @routes.post("/v1/messages")
 async def send_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendMessage)
+    body_taken(request)
     envelope, done = await _admit(components(request), body, _trace(request))
     await done
     return json_response(Accepted(id=envelope.id), status=202)
@@ -116,6 +118,7 @@ async def send_batch(request: web.Request) -> web.Response:
     """Send every message of the batch through the single-send checks, in order; one result
     per message, in request order."""
     body = await read_body(request, SendBatch, extra_depth=_BATCH_NESTING)
+    body_taken(request, len(body.messages))
     # Shielded: once items are under way, a client that goes away cannot cut the batch short,
     # so every accepted item is accounted for (and written) even if nobody reads the answer.
     results = await asyncio.shield(_send_all(components(request), body.messages, _trace(request)))
@@ -125,6 +128,7 @@ async def send_batch(request: web.Request) -> web.Response:
 @routes.post("/v1/requests")
 async def send_request(request: web.Request) -> web.Response:
     body = await read_body(request, SendRequest)
+    body_taken(request)
     parts = components(request)
     target = await parts.outbox.resolve(body.to)
     envelope = build_envelope(
@@ -140,6 +144,7 @@ async def send_request(request: web.Request) -> web.Response:
     try:
         await parts.replies.prepare(target)
         await parts.outbox.send(envelope, "request")
+        written = time.perf_counter()
         await asyncio.wait({reply}, timeout=body.timeout_ms / 1000)
     finally:
         parts.replies.forget(envelope.id)
@@ -147,4 +152,5 @@ async def send_request(request: web.Request) -> web.Response:
         raise ApiError(
             ErrorCode.REQUEST_TIMEOUT, f"no reply from {target} within {body.timeout_ms} ms"
         )
+    parts.metrics.observe_stage("reply_wait", time.perf_counter() - written)
     return json_response(reply_document(reply.result()))
