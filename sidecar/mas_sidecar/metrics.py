@@ -8,10 +8,12 @@ Used by the HTTP middleware, the Redis Streams bridge, the gateway checks and th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mas_sidecar.checks.dlp import Finding
+if TYPE_CHECKING:
+    from mas_sidecar.checks.dlp import Finding
 
 
 class Metrics:

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -39,11 +40,13 @@ from mas_core.keys import (
 )
 from mas_core.policy.document import CompiledPolicy, EffectivePolicy, effective_policy
 from mas_sidecar.aio import wait_event
-from mas_sidecar.checks.dlp import DlpScanner
 from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.redis_client import BLOCK_MS
 from mas_sidecar.streams.errors import REDIS_ERRORS
+
+if TYPE_CHECKING:
+    from mas_sidecar.checks.dlp import DlpScanner
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25  # a policy file's modification time is looked at this often
@@ -176,7 +179,7 @@ class PolicyStore:
         try:
             document = CompiledPolicy.model_validate_json(raw)
             own = effective_policy(document, self._agent_id)
-            scanner = DlpScanner(own.dlp) if own.dlp.enabled else None
+            scanner = _scanner(own) if own.dlp.enabled else None
         except (ValidationError, ValueError) as exc:
             self.error = f"policy rejected, keeping revision {self.revision}: {exc}"
             self._metrics.policy_errors.inc()
@@ -187,3 +190,10 @@ class PolicyStore:
         self._metrics.policy_reloads.inc()
         log.info("enforcing gateway policy revision %s", document.revision)
         return True
+
+
+def _scanner(policy: EffectivePolicy) -> DlpScanner:
+    """The DLP scanner of ``policy`` (its module is loaded only when a policy turns DLP on)."""
+    from mas_sidecar.checks.dlp.scanner import DlpScanner  # noqa: PLC0415 - lazy, see above
+
+    return DlpScanner(policy.dlp)

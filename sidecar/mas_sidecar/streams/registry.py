@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -38,11 +38,13 @@ from mas_core.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
 from mas_core.registry_entries import RegistryEntry, parse_entry
 from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.audit_log import AuditLog, metadata_event
-from mas_sidecar.checks.dlp import PartsResult
 from mas_sidecar.checks.policy_store import PolicyStore
 from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.streams.errors import REDIS_ERRORS
+
+if TYPE_CHECKING:
+    from mas_sidecar.checks.dlp import PartsResult
 
 log = logging.getLogger(__name__)
 ENTRY_CACHE_SECONDS = 5.0  # how long a capability or role change takes to reach other senders
