@@ -50,7 +50,7 @@ from mas_sidecar.streams.replies import ReplyWaiter
 
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 1.0  # how often the server is looked at while the sidecar is not ready
-HEALTHY_PROBE_SECONDS = 15.0  # and while it is (a lost connection makes it look at once)
+HEALTHY_PROBE_SECONDS = 30.0  # and while it is (a lost connection makes it look at once)
 
 
 class Reason(StrEnum):

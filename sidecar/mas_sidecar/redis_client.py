@@ -38,7 +38,7 @@ from redis.connection import HiredisRespSerializer
 from mas_core import sentinel
 from mas_core.redis_clients import NO_CLIENT_SETINFO, sentinel_settings
 
-BLOCK_MS = 10_000  # the longest a blocking read waits: an idle sidecar's few commands a second
+BLOCK_MS = 20_000  # the longest a blocking read waits: an idle sidecar's few commands a second
 SOCKET_TIMEOUT = 5.0  # a server silent this long is taken for lost
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 

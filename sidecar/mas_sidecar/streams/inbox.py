@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 # Fields a dead letter carries beside the original entry's own (kept whole, whatever it was).
 DL_REASON, DL_ATTEMPTS, DL_FAILED_AT = b"dl:reason", b"dl:attempts", b"dl:failed_at"
 DL_SENDER = b"dl:sender"  # the agent whose stream the entry came from
-REFRESH_SECONDS = 15.0  # every replica looks at the senders set this often
+REFRESH_SECONDS = 30.0  # every replica looks at the senders set this often
 EXPIRY_MARGIN_SECONDS = 0.25  # after one of its own leases ran out, reclaim this much later
 RECLAIM_STREAMS = 128  # streams one reclaim tick visits, at most
 ADOPT_PER_CALL = 256  # new senders per ``mas_adopt`` call
