@@ -48,7 +48,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +65,7 @@ from mas_cli.local.metrics import MessageCounts, scrape
 from mas_cli.local.plan import ReplicaPlan, plan_replicas
 from mas_cli.local.processes import ChildProcess, SidecarProcess
 from mas_cli.local.redis_data import RedisDataDir
-from mas_cli.local.redis_server import RedisServer, RedisServerError, free_port
+from mas_cli.local.redis_server import RedisServer, RedisServerError, listen_ports
 from mas_cli.local.restarts import Restarts
 from mas_cli.local.secrets import EnvReferences
 from mas_cli.local.users import (
@@ -235,7 +235,7 @@ class Supervisor:
         # Each agent's API token: its sidecars require it, its program presents it.
         self._tokens = {agent.agent_id: new_token() for agent in self.agents}
         self._agent_urls: dict[str, str] = {}
-        ports: Iterator[int] = iter(free_port, None)
+        ports = listen_ports()  # outside the ephemeral range: hundreds of sidecars connect
         self.plans = plan_replicas(agents, options.directory.resolve(), ports, options.references)
         self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
         self._runtime = tempfile.TemporaryDirectory(prefix="mas-up-")
