@@ -34,6 +34,7 @@ from mas_core.acl import (
 )
 from mas_core.audit import chain as audit
 from mas_core.keys import (
+    POLICY_CHANGES,
     POLICY_DOCUMENT,
     POLICY_ENFORCERS,
     POLICY_REVISION,
@@ -49,7 +50,7 @@ ALICE = AgentKeys("default/alice")
 BOB = AgentKeys("default/bob")
 ANYONE = AgentKeys("*")
 NoPermission = redis.exceptions.NoPermissionError
-SHARED_READ = {REGISTRY_AGENTS, REGISTRY_LEASES, POLICY_DOCUMENT, POLICY_REVISION}
+SHARED_READ = {REGISTRY_AGENTS, REGISTRY_LEASES, POLICY_DOCUMENT, POLICY_REVISION, POLICY_CHANGES}
 SHARED_WRITE = {REGISTRY_LEASES, POLICY_ENFORCERS}
 FORBIDDEN_COMMANDS = {
     "keys", "scan", "flushall", "flushdb", "config", "acl", "debug", "shutdown", "module",
@@ -330,6 +331,24 @@ def test_an_agent_user_cannot_write_the_policy_or_trust_keys_nor_administer(
     assert denied(lambda: alice.publish("anything", "x"))
     assert redis_client.get(POLICY_REVISION) == revision
     assert {"flushall", "eval", POLICY_DOCUMENT} <= {d["object"] for d in acl_users.denials()}
+
+
+def test_an_agent_user_reads_the_policy_notices_and_cannot_announce_or_trim_them(
+    acl_users: AclUsers, redis_client: redis.Redis
+) -> None:
+    alice = acl_users.client("default/alice")
+    notices = redis_client.xrange(POLICY_CHANGES)
+    assert notices, "publishing a policy appends a notice"
+
+    assert alice.xread({POLICY_CHANGES: "0-0"})[0][1] == notices
+    assert alice.get(POLICY_REVISION) == notices[-1][1][b"revision"]
+    assert denied(lambda: alice.xadd(POLICY_CHANGES, {"revision": "forged"}))
+    assert denied(lambda: alice.xtrim(POLICY_CHANGES, maxlen=0))
+    assert denied(lambda: alice.xdel(POLICY_CHANGES, notices[-1][0]))
+    assert denied(lambda: alice.delete(POLICY_CHANGES))
+    assert denied(lambda: alice.xgroup_create(POLICY_CHANGES, "mine", id="0"))
+    assert denied(lambda: alice.publish(POLICY_CHANGES, "x"))
+    assert redis_client.xrange(POLICY_CHANGES) == notices
 
 
 def test_no_agent_user_reaches_the_checkpoints_of_audit_trails(

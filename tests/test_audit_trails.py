@@ -17,7 +17,7 @@ from test_attacks import ALICE_ASKS_BOB, World
 
 from mas_cli.audit_cross import Record, Trail, cross_check, records
 from mas_cli.audit_trails import Evidence, cross_verify, verify_trail
-from mas_control.audit_keeper import Kept, Limits, cut_batch, keep_trail
+from mas_control.audit_keeper import Kept, Limits, cut_batch, keep_trail, trail_heads
 from mas_core.audit.archive import read_segments, trail_directory
 from mas_core.audit.chain import F_EVENT, F_REPLICA, F_SEQ
 from mas_core.audit.checkpoints import parse_checkpoint
@@ -74,6 +74,20 @@ def verified(world: World, agent_id: str, archive: Path | None = None) -> tuple[
 def crossed(world: World, agent_id: str, archive: Path | None = None) -> tuple[bool, str]:
     out = io.StringIO()
     return cross_verify(world.admin, agent_id, out, Evidence(archive=archive)), out.getvalue()
+
+
+async def test_a_trails_head_moves_when_an_entry_is_added_and_only_then(world: World) -> None:
+    # mas up passes over a trail whose head did not move since its last round.
+    await exchange(world, 1)
+    ids = ["default/alice", "default/nobody"]
+    first = trail_heads(world.admin, ids)
+    assert first["default/alice"] is not None
+    assert first["default/nobody"] is None
+
+    keep(world, "default/alice")  # a round adds nothing to the trail
+    assert trail_heads(world.admin, ids) == first
+    await exchange(world, 1)
+    assert trail_heads(world.admin, ids)["default/alice"] != first["default/alice"]
 
 
 async def test_the_keeper_follows_a_trail_checkpoint_after_checkpoint(world: World) -> None:

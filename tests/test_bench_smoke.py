@@ -65,3 +65,20 @@ def table_after(text: str, header: str) -> list[str]:
             break
         rows.append(line)
     return rows
+
+
+def test_the_cost_per_agent_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
+    results = tmp_path / "idle.json"
+    command = [
+        sys.executable, "-m", "bench.idle", "--agents", "2", "--window", "2", "--settle", "1",
+        "--burst", "2", "--json", str(results),
+    ]  # fmt: skip
+    run = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "| Redis commands per agent per s, idle |" in run.stdout
+    [data] = orjson.loads(results.read_bytes())
+    assert (data["sidecars_found"], data["agents_found"]) == (2, 2)
+    assert data["memory_idle"]["sidecar"]["rss"]["mean"] > 0
+    assert data["load"]["messages_per_s"] > 0

@@ -30,8 +30,9 @@ from mas_cli.local.issuer import LocalIdentity
 from mas_cli.local.metrics import message_counts
 from mas_cli.local.plan import agent_command, plan_replicas
 from mas_cli.local.processes import SidecarProcess
+from mas_cli.local.redis_server import LISTEN_PORTS_FROM, ephemeral_low, listen_ports
 from mas_cli.local.restarts import Restarts
-from mas_cli.local.supervisor import describe_exit
+from mas_cli.local.supervisor import SIDECAR_READY_TIMEOUT, describe_exit, ready_timeout
 from mas_cli.local.users import EXECUTE, READ, LocalUsers, RunAs, unreachable
 from mas_cli.main import main
 from mas_core.acl import masked_url
@@ -191,6 +192,21 @@ def test_summary_table_aligns_columns() -> None:
         "default/pinger     0        40001  running  0         0                 12    -",
         "default/long-name  1        40002  backoff  3         1                 -     5",
     ]
+
+
+def test_the_readiness_deadline_grows_with_the_sidecars_started_at_once() -> None:
+    # 200 sidecars starting together on a few cores take minutes: a fixed 15 s per sidecar
+    # would give up on the first one while the others hold the cores.
+    assert SIDECAR_READY_TIMEOUT <= ready_timeout(1) < ready_timeout(50) < ready_timeout(200)
+    assert ready_timeout(200) >= 200 * 2 / (os.cpu_count() or 1)
+
+
+def test_sidecar_ports_lie_below_the_range_given_to_outgoing_connections() -> None:
+    # A port an outgoing connection was given cannot be bound: hundreds of sidecars starting
+    # at once open enough connections to take some of the ports chosen for them.
+    ports = list(itertools.islice(listen_ports(), 50))
+    assert len(set(ports)) == 50
+    assert all(LISTEN_PORTS_FROM <= port < ephemeral_low() for port in ports)
 
 
 def test_describe_exit() -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,20 @@ def read_entries(
         if len(page) < _PAGE:
             return
         start = b"(" + page[-1][0]
+
+
+def trail_heads(client: redis.Redis, agent_ids: Sequence[str]) -> dict[str, bytes | None]:
+    """The id of the newest entry of each agent's audit stream (None: empty or none), in one
+    round trip: a round may pass over a trail whose newest entry is the one it saw last time
+    (nothing was added; a sidecar can only append, and an append that trims adds an entry)."""
+    with client.pipeline(transaction=False) as pipe:
+        for agent_id in agent_ids:
+            pipe.xrevrange(AgentKeys(agent_id).audit, count=1)
+        answers = pipe.execute()
+    return {
+        agent_id: answer[0][0] if answer else None
+        for agent_id, answer in zip(agent_ids, answers, strict=True)
+    }
 
 
 def keep_trail(

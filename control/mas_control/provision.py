@@ -8,11 +8,13 @@ lost (:mod:`mas_control.recovery`):
   :func:`mas_core.acl.sidecar_acl_rules` and the password in the agent's Secret;
 * the function library (:func:`ensure_functions`): :data:`mas_core.functions.LIBRARY`, loaded
   with the administrative user unless the server has this version;
-* the policy (:func:`publish_policy`): the document and its revision in one MULTI; sidecars
-  poll the revision and pick it up within a second; :func:`enforcers` reads which revision
-  each sidecar replica reports;
-* registry entries (:func:`register_agent`, :func:`forget_agent`): what the control plane vouches
-  for about an agent (:mod:`mas_core.registry_entries`), written before its sidecars start.
+* the policy (:func:`publish_policy`): the document, its revision and a notice on the changes
+  stream in one MULTI; sidecars block on that stream and load the new policy at once (and read
+  the revision every few seconds in case a notice was missed); :func:`enforcers` reads which
+  revision each sidecar replica reports;
+* registry entries (:func:`register_agent`, :func:`forget_agent`): what the control plane
+  vouches for about an agent (:mod:`mas_core.registry_entries`), written before its sidecars
+  start.
 
 Used by the operator (``mas_operator.redis_admin``), ``mas up``'s supervisor, the benchmarks
 and the test harnesses.
@@ -27,6 +29,8 @@ import redis
 from mas_core.acl import acl_username, sidecar_acl_rules
 from mas_core.functions import LIBRARY, VERSION
 from mas_core.keys import (
+    POLICY_CHANGES,
+    POLICY_CHANGES_KEPT,
     POLICY_DOCUMENT,
     POLICY_ENFORCERS,
     POLICY_REVISION,
@@ -72,6 +76,12 @@ def publish_policy(client: redis.Redis, document: CompiledPolicy) -> None:
     with client.pipeline(transaction=True) as pipe:
         pipe.set(POLICY_DOCUMENT, document.to_json())
         pipe.set(POLICY_REVISION, document.revision)
+        pipe.xadd(
+            POLICY_CHANGES,
+            {"revision": document.revision},
+            maxlen=POLICY_CHANGES_KEPT,
+            approximate=False,
+        )
         pipe.execute()
 
 

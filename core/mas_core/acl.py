@@ -33,7 +33,9 @@ its id ``ns/name``):
   keys; Redis requires read-write access for a function's declared keys, which grants nothing
   more here, because every command a function runs is checked against these same rules.
 * **Registry and policy**: read ``mas:{registry}:agents``, ``mas:{registry}:leases``,
-  ``mas:{policy}:document`` and ``mas:{policy}:revision``. The registry's entries (the
+  ``mas:{policy}:document``, ``mas:{policy}:revision`` and ``mas:{policy}:changes`` (the
+  stream of publication notices a sidecar blocks on; it cannot append to it, so it cannot make
+  other sidecars reload, nor trim it). The registry's entries (the
   capabilities and roles authorization relies on) are the control plane's to write: a sidecar
   publishes what its agent says about itself in its own ``metadata`` key. Trust anchors are
   files, never in Redis; the control plane's signed checkpoints of audit trails
@@ -69,6 +71,7 @@ import secrets
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from mas_core.keys import (
+    POLICY_CHANGES,
     POLICY_DOCUMENT,
     POLICY_ENFORCERS,
     POLICY_REVISION,
@@ -136,6 +139,7 @@ def sidecar_acl_rules(agent_id: str) -> list[str]:
         f"%R~{REGISTRY_LEASES}",
         f"%R~{POLICY_DOCUMENT}",
         f"%R~{POLICY_REVISION}",
+        f"%R~{POLICY_CHANGES}",  # read (XREAD) only: no sidecar can announce a policy
         # removals on own keys, each only where the sidecar removes something
         f"(+xdel ~{own.inbox('*')} ~{own.ring} ~{own.dlq} ~{own_replies})",
         f"(+del ~{own_replies})",

@@ -28,7 +28,10 @@ shared by all agents (the registry) carry their own fixed tag.
     mas:{registry}:agents          hash: agent id -> JSON {capabilities, roles} (control plane)
     mas:{registry}:leases          sorted set: agent id -> liveness deadline (ms)
     mas:{policy}:document          string: the compiled gateway policy (JSON)
-    mas:{policy}:revision          string: its revision (sidecars poll this)
+    mas:{policy}:revision          string: its revision (sidecars read it when notified, and
+                                   every few seconds in case a notice was missed)
+    mas:{policy}:changes           stream: one entry per publication (its revision), capped;
+                                   sidecars block on it to learn of a new policy at once
     mas:{policy}:enforcers         hash: "<agent id>/<replica>" -> revision it enforces
     mas:control:{ns/name}:audit-checkpoint  string: the last signed checkpoint of the agent's
                                    audit trail (:mod:`mas_core.audit.checkpoints`); only the control
@@ -61,6 +64,8 @@ REGISTRY_LEASES = "mas:{registry}:leases"
 POLICY_DOCUMENT = "mas:{policy}:document"
 POLICY_REVISION = "mas:{policy}:revision"
 POLICY_ENFORCERS = "mas:{policy}:enforcers"
+POLICY_CHANGES = "mas:{policy}:changes"
+POLICY_CHANGES_KEPT = 16  # notices the changes stream keeps (a reader needs only the last)
 INBOX = "in:"  # the kind of a sender's stream: ``<prefix>in:<sender>``
 
 

@@ -9,6 +9,7 @@ the routes (:func:`mas_sidecar.api.http.components` looks them up).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -39,6 +40,7 @@ from mas_sidecar.streams.writer import Replication, Writer
 class Components:
     config: SidecarConfig
     redis: aioredis.Redis
+    blocking: aioredis.Redis  # for the reads that block (mas_sidecar.redis_client.BLOCK_MS)
     metrics: Metrics
     writer: Writer
     registry: Registry
@@ -58,6 +60,8 @@ class Components:
     @classmethod
     def build(cls, config: SidecarConfig, metrics: Metrics) -> Components:
         client = connect(config.redis_url, cluster=config.redis_cluster)
+        blocking = connect(config.redis_url, cluster=config.redis_cluster, blocking=True)
+        lost = asyncio.Event()  # a loop lost the server: the recovery looks at it at once
         keys = AgentKeys(config.agent_id)
         writer = Writer(
             client,
@@ -71,6 +75,9 @@ class Components:
             replica=config.replica,
             policy_file=config.policy_file,
             metrics=metrics,
+            blocking=blocking,
+            trouble=lost.set,
+            poll_ms=config.policy_poll_ms,
         )
         audit = AuditLog(client, keys, config.replica, writer)
         registry = Registry(
@@ -114,17 +121,21 @@ class Components:
             max_subscribers=config.max_subscribers,
             check=gateway.check_receive_many,
             metrics=metrics,
+            blocking=blocking,
+            trouble=lost.set,
         )
         replies = ReplyWaiter(
-            client, keys, config.replica, metrics, check=gateway.check_receive_many
-        )
+            client, keys, config.replica, metrics, check=gateway.check_receive_many,
+            blocking=blocking, trouble=lost.set,
+        )  # fmt: skip
         recovery = Recovery(
             client, keys, inbox=inbox, replies=replies, audit=audit, policies=policies,
-            registry=registry, metrics=metrics,
+            registry=registry, metrics=metrics, wake=lost,
         )  # fmt: skip
         return cls(
             config=config,
             redis=client,
+            blocking=blocking,
             metrics=metrics,
             writer=writer,
             registry=registry,

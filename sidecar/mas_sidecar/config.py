@@ -69,7 +69,8 @@ class SidecarConfig:
     body_timeout_ms: int = 10_000
     max_connections: int = 1024
     max_subscribers: int = 64
-    registry_ttl_ms: int = 10_000
+    registry_ttl_ms: int = 30_000  # renewed every third: one ZADD every 10 s
+    policy_poll_ms: int = 10_000  # the revision is read this often even without a notice
     wait_replicas: int = 0  # 0: answer once the primary has the message
     wait_timeout_ms: int = 1000
     log_level: str = "INFO"
@@ -130,7 +131,8 @@ class SidecarConfig:
             body_timeout_ms=read.integer("MAS_BODY_TIMEOUT_MS", 10_000, 100, 600_000),
             max_connections=max_connections,
             max_subscribers=max_subscribers,
-            registry_ttl_ms=read.integer("MAS_REGISTRY_TTL_MS", 10_000, 300, 3_600_000),
+            registry_ttl_ms=read.integer("MAS_REGISTRY_TTL_MS", 30_000, 300, 3_600_000),
+            policy_poll_ms=read.integer("MAS_POLICY_POLL_MS", 10_000, 100, 86_400_000),
             wait_replicas=wait_replicas,
             wait_timeout_ms=read.integer("MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
             log_level=read.log_level(),

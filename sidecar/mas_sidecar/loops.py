@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 Loop = Callable[[asyncio.Event], Awaitable[None]]  # runs until the event is set
 RESTART_SECONDS = 1.0  # between a loop's failure and its restart: a failing server is not hammered
-STOP_SECONDS = 3.0  # longer than one blocking read (1 s)
+STOP_SECONDS = 3.0  # the loops are cancelled: a blocking read need not run out
 
 
 class Loops:

@@ -12,11 +12,12 @@ a batch, gives each its share of the time); see :data:`STAGES` and docs/sidecar-
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 
-from mas_sidecar.checks.dlp import Finding
+if TYPE_CHECKING:
+    from mas_sidecar.checks.dlp import Finding
 
 # The stages of ``mas_stage_seconds``: where each begins and ends is in docs/sidecar-api.md.
 Stage = Literal[

@@ -4,9 +4,13 @@ What a sidecar needs on the server — the control plane's function library, the
 group and those of its senders' streams, its reply streams, its chain head, its registry lease,
 its report of the policy revision it enforces — is lost when the server restarts without
 persistence or is replaced by another one, and its ACL user is lost on any restart unless the
-server keeps an ACL file. No human needs to step in: this loop looks at the server every
-``PROBE_SECONDS`` (is the library there, in this sidecar's version? does the ring still have its
-group?) and whenever a background loop failed, and after any sign of a lost server (a probe
+server keeps an ACL file. No human needs to step in: this loop looks at the server (is the
+library there, in this sidecar's version? does the ring still have its group?) every
+``PROBE_SECONDS`` while it is not ready, every ``HEALTHY_PROBE_SECONDS`` while it is, and at
+once whenever a background loop failed or lost its connection (:meth:`Recovery.look_now`: the
+blocking reads always hold connections, and a restarted or replaced server closes them, so a
+lost server is noticed at once, and an idle sidecar costs the server few commands); after any
+sign of a lost server (a probe
 that fails — connection lost, ``WRONGPASS``/``NOAUTH``/``NOPERM`` while the control plane has not
 re-created the user, no function library —, a missing group) it sets everything up again as at
 start-up: each step is idempotent, so doing it once too often costs a few round trips.
@@ -45,7 +49,8 @@ from mas_sidecar.streams.registry import Registry
 from mas_sidecar.streams.replies import ReplyWaiter
 
 log = logging.getLogger(__name__)
-PROBE_SECONDS = 1.0  # how often the server is looked at: the longest a lost one goes unnoticed
+PROBE_SECONDS = 1.0  # how often the server is looked at while the sidecar is not ready
+HEALTHY_PROBE_SECONDS = 30.0  # and while it is (a lost connection makes it look at once)
 
 
 class Reason(StrEnum):
@@ -108,7 +113,9 @@ class Recovery:
         policies: PolicyStore,
         registry: Registry,
         metrics: Metrics,
+        wake: asyncio.Event | None = None,
     ) -> None:
+        """``wake``: set by the loops when they lose the server (:meth:`look_now`)."""
         self._redis = client
         self._keys = keys
         self._inbox = inbox
@@ -120,11 +127,15 @@ class Recovery:
         self.problem: Problem | None = Problem(Reason.STARTING, "setting up on the server")
         self.set_up = asyncio.Event()  # the first set-up is done
         self._lost = True  # set everything up at the next look
-        self._wake = asyncio.Event()
+        self._wake = wake or asyncio.Event()
 
     def alarm(self, loop: str, exc: BaseException) -> None:
         """A background loop failed: look at the server now, and set up again."""
         self._lost = True
+        self._wake.set()
+
+    def look_now(self) -> None:
+        """A loop lost its connection or could not reach the server: look at it now."""
         self._wake.set()
 
     def check_writable(self) -> None:
@@ -140,11 +151,12 @@ class Recovery:
             )
 
     async def run_until(self, stop: asyncio.Event) -> None:
-        """Look at the server every ``PROBE_SECONDS`` (or when a loop failed) until ``stop``."""
+        """Look at the server now and then (see the module docstring) until ``stop``."""
         while not stop.is_set():
             self._wake.clear()
             await self._look()
-            await wait_event(self._wake, PROBE_SECONDS)
+            healthy = self.problem is None and not self._lost
+            await wait_event(self._wake, HEALTHY_PROBE_SECONDS if healthy else PROBE_SECONDS)
 
     async def _look(self) -> None:
         try:
@@ -190,7 +202,7 @@ class Recovery:
         await self._replies.restore()
         await self._audit.setup()
         await self._policies.restore()
-        await self._registry.register()  # with the policy: it screens the metadata
+        await self._registry.register(again=True)  # with the policy: it screens the metadata
         if again:
             self._metrics.recoveries.inc()
             log.warning("set up again on a restarted or replaced Redis server")

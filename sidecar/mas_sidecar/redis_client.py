@@ -20,7 +20,11 @@ tests/test_redis_client.py checks that every type of value the sidecar sends rea
 redis-py's encoder would store it. TLS and Unix-socket URLs choose their own connection classes
 and keep redis-py's packing, as does the cluster client.
 
-Called once per process by :mod:`mas_sidecar.components`.
+Blocking reads (the inbox, the replies, the policy notices) wait up to ``BLOCK_MS`` on a client
+of their own (``blocking=True``), whose socket timeout is longer than that wait; every other
+command keeps the short one, so a server that stops answering is noticed as soon.
+
+Called twice per process by :mod:`mas_sidecar.components`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from redis.connection import HiredisRespSerializer
 from mas_core import sentinel
 from mas_core.redis_clients import NO_CLIENT_SETINFO, sentinel_settings
 
+BLOCK_MS = 20_000  # the longest a blocking read waits: an idle sidecar's few commands a second
+SOCKET_TIMEOUT = 5.0  # a server silent this long is taken for lost
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
@@ -55,13 +61,13 @@ class HiredisConnection(aioredis.Connection):  # type: ignore[misc]  # redis-py 
         return packed
 
 
-def connect(url: str, *, cluster: bool = False) -> aioredis.Redis:
+def connect(url: str, *, cluster: bool = False, blocking: bool = False) -> aioredis.Redis:
     """An asyncio client for ``url``: a ``RedisCluster`` when ``cluster`` (it offers the same
     command methods, pipelines and scripts the sidecar uses), the primary's client for a
-    Sentinel URL."""
+    Sentinel URL; ``blocking``: for reads that block up to ``BLOCK_MS``."""
     settings: dict[str, Any] = {
         "socket_connect_timeout": 2,
-        "socket_timeout": 5,  # above the 1 s blocking reads
+        "socket_timeout": SOCKET_TIMEOUT + (BLOCK_MS / 1000 if blocking else 0),
         "health_check_interval": 15,
         **NO_CLIENT_SETINFO,
     }

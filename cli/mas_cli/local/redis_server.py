@@ -20,13 +20,14 @@ test fixtures.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +52,48 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+LISTEN_PORTS_FROM = 20_000  # listening ports are chosen from here up to the ephemeral range
+
+
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux's default if unknown)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def listen_ports(host: str = "127.0.0.1") -> Iterator[int]:
+    """Distinct TCP ports on ``host``, each free a moment ago, outside the ephemeral range.
+
+    A port from :func:`free_port` lies in that range, so by the time a process binds it, an
+    outgoing connection may have been given it: with hundreds of sidecars starting at once, each
+    opening connections, that happens (``address already in use``, on every restart). A port
+    below the range is never given to an outgoing connection, so it stays free unless another
+    program binds it on purpose."""
+    low = ephemeral_low()
+    if low <= LISTEN_PORTS_FROM:  # no room below: only the range is left
+        yield from iter(lambda: free_port(host), None)
+        return
+    given: set[int] = set()
+    while True:
+        port = secrets.randbelow(low - LISTEN_PORTS_FROM) + LISTEN_PORTS_FROM
+        if port in given or not _bindable(host, port):
+            continue
+        given.add(port)
+        yield port
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def embedded_binary() -> str:

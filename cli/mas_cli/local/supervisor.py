@@ -24,9 +24,13 @@ everything runs as root, and it says why); run as anyone else, everything runs a
 Which of these holds is the first thing it says.
 
 It also plays the control plane's part in the audit trails, as the operator does: every
-``checkpoint_every`` seconds a signed checkpoint of each agent's trail (the anchor in its
-memory signs it), entries past the policy's retention archived to ``audit_archive`` and then
+``checkpoint_every`` seconds a signed checkpoint of each agent's trail that grew since its last
+round (the anchor in its memory signs it; one ``XREVRANGE`` per agent tells which grew, and every
+trail gets a full round at least every ``UNCHANGED_AUDIT_ROUNDS`` rounds, so an idle agent costs
+the server little), entries past the policy's retention archived to ``audit_archive`` and then
 trimmed (:mod:`mas_control.audit_keeper`); at the end, a last checkpoint and each trail verified.
+Sidecars started together share the machine's cores, so the time they may take to get ready
+grows with their number (:func:`ready_timeout`).
 
 Used by the ``mas up`` command (:mod:`mas_cli.main`).
 """
@@ -36,6 +40,7 @@ from __future__ import annotations
 import getpass
 import importlib.util
 import io
+import os
 import shutil
 import signal
 import sys
@@ -43,7 +48,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +65,7 @@ from mas_cli.local.metrics import MessageCounts, scrape
 from mas_cli.local.plan import ReplicaPlan, plan_replicas
 from mas_cli.local.processes import ChildProcess, SidecarProcess
 from mas_cli.local.redis_data import RedisDataDir
-from mas_cli.local.redis_server import RedisServer, RedisServerError, free_port
+from mas_cli.local.redis_server import RedisServer, RedisServerError, listen_ports
 from mas_cli.local.restarts import Restarts
 from mas_cli.local.secrets import EnvReferences
 from mas_cli.local.users import (
@@ -73,7 +78,7 @@ from mas_cli.local.users import (
     unreachable,
 )
 from mas_control.acl_file import save_acl_users
-from mas_control.audit_keeper import keep_trail
+from mas_control.audit_keeper import keep_trail, trail_heads
 from mas_control.provision import apply_acl_user, ensure_functions, publish_policy, register_agent
 from mas_control.recovery import PROBE_SECONDS, Provisioned, ServerWatch, apply_repair
 from mas_core.acl import USER_PREFIX, acl_username, agent_redis_url, generate_password, masked_url
@@ -85,6 +90,8 @@ TABLE_EVERY = 5.0
 TICK = 0.2
 AGENT_GRACE = 10.0
 SIDECAR_READY_TIMEOUT = 15.0
+SIDECAR_START_CPU_SECONDS = 4.0  # CPU time one sidecar may take to start, with room to spare
+UNCHANGED_AUDIT_ROUNDS = 30  # an audit trail nothing was added to is looked at this rarely
 NOT_ROOT = (
     "mas up runs as {user}, not root: agents run as your user and are not isolated from each "
     "other, from the sidecars or from your files"
@@ -198,6 +205,13 @@ def _program(plan: ReplicaPlan) -> Path | None:
     return Path(found) if found else None
 
 
+def ready_timeout(sidecars: int) -> float:
+    """How long ``sidecars`` started at once may take until the last is ready: each needs
+    ``SIDECAR_START_CPU_SECONDS`` of CPU, and they share the machine's cores."""
+    cores = os.cpu_count() or 1
+    return SIDECAR_READY_TIMEOUT + SIDECAR_START_CPU_SECONDS * sidecars / cores
+
+
 def _in_parallel(action: Callable[[ChildProcess], object], processes: list[ChildProcess]) -> None:
     if processes:
         with ThreadPoolExecutor(max_workers=len(processes)) as pool:
@@ -221,7 +235,7 @@ class Supervisor:
         # Each agent's API token: its sidecars require it, its program presents it.
         self._tokens = {agent.agent_id: new_token() for agent in self.agents}
         self._agent_urls: dict[str, str] = {}
-        ports: Iterator[int] = iter(free_port, None)
+        ports = listen_ports()  # outside the ephemeral range: hundreds of sidecars connect
         self.plans = plan_replicas(agents, options.directory.resolve(), ports, options.references)
         self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
         self._runtime = tempfile.TemporaryDirectory(prefix="mas-up-")
@@ -241,6 +255,9 @@ class Supervisor:
         self._passwords: dict[str, str] = {}  # agent id -> its Redis user's password
         self._watch = ServerWatch()
         self._probe_at = 0.0
+        self._probe_client: redis.Redis | None = None
+        self._audit_rounds = 0
+        self._audit_heads: dict[str, object] = {}  # agent id -> its trail's newest id seen
         self.stopping = threading.Event()
         self._audit_keeper: threading.Thread | None = None
         self._audit_said: dict[str, str | None] = {}
@@ -294,8 +311,10 @@ class Supervisor:
             # Start every sidecar before waiting for any: they become ready concurrently.
             sidecar.start(wait=False)
             self.replicas.append(Replica(plan, sidecar, sidecar_started_at=time.monotonic()))
+        # They all start at once and share the cores: each gets its time plus its share.
+        deadline = time.monotonic() + ready_timeout(len(self.replicas))
         for replica in self.replicas:
-            replica.sidecar.wait_ready(SIDECAR_READY_TIMEOUT)
+            replica.sidecar.wait_ready(max(1.0, deadline - time.monotonic()))
             self.console.progress(
                 f"sidecar {replica.plan.label} ready on :{replica.plan.port} "
                 f"(pid {replica.sidecar.pid})"
@@ -491,14 +510,18 @@ class Supervisor:
             if agent.agent_id in self._passwords
         }
         revision = self.policy.revision if self.policy is not None else None
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=1)
+        if self._probe_client is None:  # one connection, kept: no handshake every second
+            self._probe_client = redis.Redis.from_url(
+                self.redis_url, socket_timeout=2, socket_connect_timeout=1
+            )
+        client = self._probe_client
         try:
             facts, repair = self._watch.plan(client, agents, policy_revision=revision)
             apply_repair(client, repair, agents, self.policy)
         except redis.RedisError:
-            return  # down or restarting: the next look tries again
-        finally:
-            client.close()
+            client.close()  # down or restarting: the next look connects again
+            self._probe_client = None
+            return
         self._watch.repaired(facts, repair)
         if repair:
             self.console.progress(f"redis provisioned again: {repair.why}")
@@ -574,8 +597,15 @@ class Supervisor:
         """Checkpoint every trail; archive and trim past its policy's retention
         (:mod:`mas_control.audit_keeper`); say when a trail is found rewritten."""
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        self._audit_rounds += 1
+        every = self._audit_rounds % UNCHANGED_AUDIT_ROUNDS == 1 or self.stopping.is_set()
         try:
-            for agent_id in dict.fromkeys(plan.agent_id for plan in self.plans):
+            agent_ids = list(dict.fromkeys(plan.agent_id for plan in self.plans))
+            heads = trail_heads(client, agent_ids)
+            for agent_id in agent_ids:
+                if not every and heads[agent_id] == self._audit_heads.get(agent_id):
+                    continue  # nothing added: looked at again within UNCHANGED_AUDIT_ROUNDS
+                self._audit_heads[agent_id] = heads[agent_id]
                 policy = effective_policy(self.policy, agent_id) if self.policy else None
                 kept = keep_trail(
                     client,
@@ -639,6 +669,8 @@ class Supervisor:
             self.console.progress("stopping sidecars")
             _in_parallel(lambda sidecar: sidecar.stop(), sidecars)
         self._verify_audit_trails()
+        if self._probe_client is not None:
+            self._probe_client.close()
         if self.redis is not None:
             self.console.progress("stopping redis")
             self.redis.stop()

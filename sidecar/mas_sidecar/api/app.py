@@ -57,6 +57,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         released = await parts.inbox.release_all()
         log.info("released %d leases to the other replicas", released)
     await parts.redis.aclose()
+    await parts.blocking.aclose()
 
 
 async def _start_loops(parts: Components) -> None:

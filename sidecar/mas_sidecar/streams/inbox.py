@@ -6,23 +6,24 @@ Each sender writes its messages to this agent into a stream of its own,
 own messages, and no other sender's. Every stream has one consumer group; each replica is a
 consumer.
 
-**Discovery.** A sender's append to a target (one ``mas_append`` call, :mod:`mas_core.functions`)
-also adds the sender to the target's set ``mas:{agent}:senders`` and, when it was not there,
-appends a content-free entry to the target's ``mas:{agent}:ring``. The ring is read with the
-senders' streams, so one replica wakes at once: it acks and deletes the ring entries and looks
-at the set; every replica also looks at it every ``REFRESH_SECONDS``. A new name must be an agent
-id, and is adopted with ``mas_adopt``: the group is created on its stream when the stream
-exists, else the name is dropped from the set, so bogus names create nothing. Nothing on the
-receive path uses ring entries or their ids: trimming or future-dating the ring (any sender may
-append to it) only delays a new sender's discovery until the next look, and loses nothing. When
-a read finds a stream without its group (deleted by hand, or evicted), every stream is adopted
-again.
+**Discovery.** A sender's append to a target (one ``mas_append`` call,
+:mod:`mas_core.functions`) also adds the sender to the target's set ``mas:{agent}:senders`` and,
+when it was not there, appends a content-free entry to the target's ``mas:{agent}:ring``. The
+ring is read with the senders' streams, so one replica wakes at once: it acks and deletes the
+ring entries and looks at the set; every replica also looks at it every ``REFRESH_SECONDS`` (at
+the end of a read). A new name must be an agent id, and is adopted with ``mas_adopt``: the group
+is created on its stream when the stream exists, else the name is dropped from the set, so bogus
+names create nothing. Nothing on the receive path uses ring entries or their ids: trimming or
+future-dating the ring (any sender may append to it) only delays a new sender's discovery until
+the next look, and loses nothing. When a read finds a stream without its group (deleted by hand,
+or evicted), every stream is adopted again.
 
 **Reading.** Entries are read only while an agent is subscribed and fewer than ``max_inflight``
 are leased: one ``XREADGROUP`` over the ring and every sender's stream, each stream taking an
 equal share of the room. With more streams than room, they are read in windows of as many
 streams as there is room, one entry each, in rotation; only after a whole rotation found nothing
-does one blocking read over all of them wait for the next message (entries it returns beyond the
+does one blocking read over all of them (on the blocking client, up to ``BLOCK_MS``) wait for
+the next message (entries it returns beyond the
 room are released at once, their delivery count set back, so they come again as first
 deliveries). At most ``max_subscribers`` delivery streams to the agent are open at once (each
 holds a connection and its buffers, so their number bounds the memory they take).
@@ -35,7 +36,10 @@ visits at most ``RECLAIM_STREAMS`` streams, and no more than there is room for l
 streams known to have entries due first (nacked, released, or reclaimed in full last time), at
 most half of the tick, then the others in rotation —, so with room for at least
 ``RECLAIM_STREAMS`` leases a lease that ran out is taken over within the lease plus
-``ceil(streams / (RECLAIM_STREAMS / 2))`` ticks of ``min(lease / 4, 0.5 s)``. A nack makes the
+``ceil(streams / (RECLAIM_STREAMS / 2))`` ticks of a quarter of the lease; a lease of this
+replica's that runs out is taken over at the tick right after its end. (An idle agent costs the
+server one ``XAUTOCLAIM`` per sender stream a quarter lease, so ticks are tied to the lease, not
+to a fixed short time.) A nack makes the
 entry reclaimable after its delay (XCLAIM ... IDLE). Past ``max_attempts``, on expiry, on a
 malformed or misaddressed entry, when the receive-side gateway check refuses it (an envelope of
 another sender than the stream's among others), or when the agent rejects it, the entry moves
@@ -67,6 +71,7 @@ from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.replay import Read
 from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.redis_client import BLOCK_MS
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -74,11 +79,11 @@ log = logging.getLogger(__name__)
 # Fields a dead letter carries beside the original entry's own (kept whole, whatever it was).
 DL_REASON, DL_ATTEMPTS, DL_FAILED_AT = b"dl:reason", b"dl:attempts", b"dl:failed_at"
 DL_SENDER = b"dl:sender"  # the agent whose stream the entry came from
-REFRESH_SECONDS = 2.0  # every replica looks at the senders set this often
+REFRESH_SECONDS = 30.0  # every replica looks at the senders set this often
+EXPIRY_MARGIN_SECONDS = 0.25  # after one of its own leases ran out, reclaim this much later
 RECLAIM_STREAMS = 128  # streams one reclaim tick visits, at most
 ADOPT_PER_CALL = 256  # new senders per ``mas_adopt`` call
 _READ_BATCH = 100
-_BLOCK_MS = 1000
 
 Entry = tuple[str, bytes, dict[bytes, bytes], int]  # stream, entry id, fields, attempt
 
@@ -128,8 +133,14 @@ class Inbox:
         max_subscribers: int,
         check: Callable[[list[Read]], Awaitable[list[str | None]]],
         metrics: Metrics,
+        blocking: aioredis.Redis | None = None,
+        trouble: Callable[[], None] = lambda: None,
     ) -> None:
+        """``blocking``: the client for blocking reads (``client`` if None); ``trouble``:
+        called when Redis could not be reached."""
         self._redis = client
+        self._blocking = blocking or client
+        self._trouble = trouble
         self._keys = keys
         self._replica = replica
         self.lease_ms = lease_ms
@@ -297,7 +308,7 @@ class Inbox:
                 capacity = self._capacity()
                 if capacity <= 0:
                     self._wake.clear()
-                    await wait_event(self._wake, 1)
+                    await wait_event(self._wake, max(0.0, self._refresh_at - time.monotonic()))
                     continue
                 await self._read(capacity)
             except REDIS_ERRORS as exc:
@@ -315,13 +326,13 @@ class Inbox:
         if windows <= 1 or self._empty_windows >= windows:
             chosen = _rotation(streams, self._read_turn, len(streams))
             count = max(1, min(_READ_BATCH, capacity // max(1, len(streams))))
-            block: int | None = _BLOCK_MS
+            block: int | None = BLOCK_MS
             self._empty_windows = 0
         else:
             chosen, count, block = _rotation(streams, self._read_turn, capacity), 1, None
         self._read_turn += len(chosen)
         started = time.perf_counter()
-        answer = await self._redis.xreadgroup(
+        answer = await (self._redis if block is None else self._blocking).xreadgroup(
             CONSUMER_GROUP,
             self._replica,
             {self._keys.ring: ">", **dict.fromkeys(chosen, ">")},
@@ -361,13 +372,14 @@ class Inbox:
         await self.refresh()
 
     async def reclaim_until(self, stop: asyncio.Event) -> None:
-        """Take over entries whose lease ran out, wherever they were leased."""
-        interval = min(self.lease_ms / 4000, 0.5)
+        """Take over entries whose lease ran out, wherever they were leased: every quarter of
+        the lease, right after one of this replica's own leases ran out, and at once when an
+        entry is known to be due."""
         more = False
         while not stop.is_set():
             if not more:
                 self._reclaim_now.clear()
-                await wait_event(self._reclaim_now, interval)
+                await wait_event(self._reclaim_now, self._reclaim_wait())
             self._forget_stale_leases()
             more = False
             if self._capacity() <= 0:
@@ -376,6 +388,17 @@ class Inbox:
                 more = await self._reclaim_once()
             except REDIS_ERRORS as exc:
                 await self._redis_failed("reclaim", exc)
+
+    def _reclaim_wait(self) -> float:
+        """Seconds until the next reclaim tick: a quarter of the lease, or less when one of this
+        replica's leases runs out sooner (Redis counts its idle time from the read or the last
+        extension, which came before the local deadline was set: hence the margin)."""
+        now = time.monotonic()
+        wait = self.lease_ms / 4000
+        for lease in self.leases.values():
+            if lease.deadline > now:
+                wait = min(wait, lease.deadline - now + EXPIRY_MARGIN_SECONDS)
+        return wait
 
     def _reclaim_streams(self, budget: int) -> list[str]:
         """The ``budget`` streams (at most) of one reclaim tick: due ones first (at most half,
@@ -447,6 +470,7 @@ class Inbox:
     async def _redis_failed(self, loop: str, exc: Exception) -> None:
         self._metrics.redis_errors.labels(loop).inc()
         log.warning("inbox %s loop: Redis unavailable (%s); retrying", loop, exc)
+        self._trouble()
         await asyncio.sleep(1)
 
     async def _lease(self, entries: list[Entry]) -> None:

@@ -3,11 +3,12 @@
 An agent is *registered* while its entry is in ``mas:{registry}:agents`` (messages to it are
 accepted, even while it is down: they wait in its inbox) and *live* while its lease in
 ``mas:{registry}:leases`` lies in the future. The entry — the capabilities and roles that
-authorization relies on — is written by the control plane only (:mod:`mas_core.registry_entries`); a
-sidecar cannot write it. Every replica renews the lease every third of its TTL, so an agent
-whose replicas all died leaves discovery by itself, and publishes the agent's metadata in the
-agent's own key. An entry or metadata that does not parse grants nothing and hides nothing
-else: lookups treat it as empty, and discovery lists the other agents.
+authorization relies on — is written by the control plane only
+(:mod:`mas_core.registry_entries`); a sidecar cannot write it. Every replica renews the lease
+every third of its TTL, so an agent whose replicas all died leaves discovery by itself (a
+renewal is one ``ZADD``), and publishes the agent's metadata in the agent's own key when it
+changed, and at every set-up on the server. An entry or metadata that does not parse grants
+nothing and hides nothing else: lookups treat it as empty, and discovery lists the other agents.
 
 The entry's metadata is readable by every agent, so it goes through DLP like a message: what
 the agent asks to publish (``PUT /v1/self``, or ``MAS_METADATA`` until then) is published as the
@@ -27,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -38,11 +39,13 @@ from mas_core.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys
 from mas_core.registry_entries import RegistryEntry, parse_entry
 from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.audit_log import AuditLog, metadata_event
-from mas_sidecar.checks.dlp import PartsResult
 from mas_sidecar.checks.policy_store import PolicyStore
 from mas_sidecar.errors import Refusal
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.streams.errors import REDIS_ERRORS
+
+if TYPE_CHECKING:
+    from mas_sidecar.checks.dlp import PartsResult
 
 log = logging.getLogger(__name__)
 ENTRY_CACHE_SECONDS = 5.0  # how long a capability or role change takes to reach other senders
@@ -84,19 +87,27 @@ class Registry:
         self._audit = audit
         self._metrics = metrics
         self._entries: dict[str, tuple[float, RegistryEntry | None]] = {}
+        self._published: bytes | None = None  # the metadata document last written
 
     def entry(self) -> AgentEntry:
         return {"id": self.agent_id, "capabilities": self.capabilities, "metadata": self.metadata}
 
-    async def register(self) -> None:
-        """Publish this agent's metadata, scanned again if the policy in force changed, and take
-        the liveness lease."""
+    async def register(self, *, again: bool = False) -> None:
+        """Take the liveness lease, and publish this agent's metadata (scanned again if the
+        policy in force changed) unless what it published last is unchanged; ``again``: publish
+        it all the same (the server may have lost it)."""
         if self._policies.revision != self._screened_under:
             self._rescreen()
+        document = orjson.dumps(self.metadata)
+        lease = {self.agent_id: _now_ms() + self._ttl_ms}
+        if document == self._published and not again:
+            await self._redis.zadd(REGISTRY_LEASES, lease, gt=True)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(AgentKeys(self.agent_id).metadata, orjson.dumps(self.metadata))
-            pipe.zadd(REGISTRY_LEASES, {self.agent_id: _now_ms() + self._ttl_ms}, gt=True)
+            pipe.set(AgentKeys(self.agent_id).metadata, document)
+            pipe.zadd(REGISTRY_LEASES, lease, gt=True)
             await pipe.execute()
+        self._published = document
 
     async def set_metadata(self, metadata: dict[str, Any]) -> None:
         """Publish ``metadata`` as the DLP policy in force lets it out; Refusal when the

@@ -8,10 +8,11 @@ renewed once half of it is gone, so it always outlives the longest request) befo
 request to the target; the replier only appends, and only to a stream that exists, so a reply
 to a replica that stopped asking long ago creates no key that never expires.
 
-The reader loop blocks on the reply streams of the targets of pending requests and of those
-asked in the last ``KEEP_SECONDS``, and on the replica's own bell,
-``mas:{agent}:replies:<replica>``: a request to a target whose stream is not read yet rings it,
-so the reader reads that stream too (from its start, so a reply that came first is not missed).
+The reader loop blocks (up to ``BLOCK_MS``, on the blocking client) on the reply streams of the
+targets of pending requests and of those asked in the last ``KEEP_SECONDS``, and on the
+replica's own bell, ``mas:{agent}:replies:<replica>``: a request to a target whose stream is not
+read yet rings it, so the reader reads that stream too (from its start, so a reply that came
+first is not missed).
 
 The request route registers a future under the request's message id and its target, prepares
 the target's stream, then sends; the reader loop resolves the future when a reply with that
@@ -38,6 +39,7 @@ from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.keys import AgentKeys
 from mas_sidecar.checks.replay import Read
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.redis_client import BLOCK_MS
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,21 @@ class ReplyWaiter:
     """Pending requests of one replica, resolved from its reply streams."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: AgentKeys, replica: str, metrics: Metrics, check: Check
+        self,
+        client: aioredis.Redis,
+        keys: AgentKeys,
+        replica: str,
+        metrics: Metrics,
+        check: Check,
+        *,
+        blocking: aioredis.Redis | None = None,
+        trouble: Callable[[], None] = lambda: None,
     ) -> None:
+        """``blocking``: the client for the blocking read (``client`` if None); ``trouble``:
+        called when Redis could not be reached."""
         self._redis = client
+        self._blocking = blocking or client
+        self._trouble = trouble
         self._keys = keys
         self._replica = replica
         self.bell = keys.reply_bell(replica)
@@ -150,10 +164,11 @@ class ReplyWaiter:
             self._forget_idle_targets()
             streams = {self.bell: self._bell_read, **self._read}
             try:
-                answer = await self._redis.xread(streams, count=100, block=1000)
+                answer = await self._blocking.xread(streams, count=100, block=BLOCK_MS)
             except REDIS_ERRORS as exc:
                 self._metrics.redis_errors.labels("replies").inc()
                 log.warning("reply loop: Redis unavailable (%s); retrying", exc)
+                self._trouble()
                 await asyncio.sleep(1)
                 continue
             for raw, entries in answer or ():

@@ -49,6 +49,7 @@ import orjson
 import re2
 
 from mas_core.policy.dlp import DlpAction, DlpPolicy, compile_pattern, re2_options
+from mas_sidecar.checks.dlp import redaction
 from mas_sidecar.checks.dlp.detectors import (
     BUILTINS,
     NO_CONTEXT,
@@ -79,11 +80,6 @@ _Place = tuple[_Node, Any, Any, bool]
 # its next child starts in the serialized payload, where it ends there, and how many children are
 # left (the last one ends just before the closing bracket).
 _Frame = tuple[Iterator[tuple[Any, Any]], Any, _Node, Context, bool, int, int, int]
-
-
-def redaction(detector: str) -> str:
-    """The text that replaces a span found by ``detector``."""
-    return f"[REDACTED:{detector}]"
 
 
 @dataclass(frozen=True)
