@@ -508,6 +508,8 @@ async def test_the_mas_functions_let_a_sender_unlist_or_write_no_other_sender(
     guard = (ALICE.dlq, ALICE.seen, ALICE.seen_by_time, ALICE.senders)
     requeue = (sent[0], "0-1", 1, "default/mallory", "in:default/mallory", "e", "x")
     refused = re.compile("perm|can't access", re.I)
+    receipt = (ALICE.seen, ALICE.seen_by_time, ALICE.audit, ALICE.audit_heads)
+    receipt_args = (1, sent[1], "x 1-1", 1, 1, "1", "r", "1:x", "e", "x")
 
     attacks = [
         # adopting drops a listed name whose stream (here: its own) does not exist; unlisted,
@@ -522,6 +524,8 @@ async def test_the_mas_functions_let_a_sender_unlist_or_write_no_other_sender(
         lambda: mallory.redis.fcall(
             "mas_seen_check", 2, ALICE.seen, ALICE.seen_by_time, sent[1], "x 1-1", 1, 1, "1"
         ),
+        # the same with a receipt appended to alice's trail
+        lambda: mallory.redis.fcall("mas_seen_receipt", 4, *receipt, *receipt_args),
     ]
     for attack in attacks:
         with pytest.raises(redis.exceptions.ResponseError, match=refused):

@@ -3,6 +3,7 @@ name the stream as well as the entry."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -10,10 +11,13 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from mas_core.audit.chain import verify
 from mas_core.envelope import Envelope
 from mas_core.ids import new_id
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
+from mas_sidecar.checks.audit_log import AuditLog, receipt_event
 from mas_sidecar.checks.replay import Read, ReplayError, ReplayGuard, entry_time_ms
+from mas_sidecar.streams.writer import Writer
 
 BOB = AgentKeys("team-b/bob")
 ALICE = "team-a/alice"
@@ -184,3 +188,50 @@ def test_records_name_the_stream_after_the_agents_prefix_and_the_entry(redis_url
 
     assert guard.record(STREAM, b"1700000000123-7") == f"in:{ALICE} 1700000000123-7"
     assert entry_time_ms(b"1700000000123-7") == entry_time_ms("1700000000123-0") == 1700000000123
+
+
+async def test_the_receipt_goes_with_the_check_only_when_every_entry_is_accepted(
+    guard: ReplayGuard, redis_client: redis.Redis, redis_url: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    writer, stop = Writer(client), asyncio.Event()
+    running = asyncio.create_task(writer.run_until(stop))
+    audit = AuditLog(client, BOB, "replica-1", writer)
+    await audit.setup()
+
+    def trail() -> list[dict[bytes, bytes]]:
+        return [fields for _, fields in redis_client.xrange(BOB.audit)]
+
+    try:
+        one, two = envelope(), envelope()
+        reads = [read(one, append(redis_client, one)), read(two, append(redis_client, two))]
+        errors, appended = await guard.check_and_receipt(reads, audit, receipt_event("b", []))
+        assert (errors, appended) == ([None, None], True)
+        assert len(trail()) == 1
+
+        # A copy of ``one`` in the batch: nothing appended, the chain in memory taken back.
+        three, head = envelope(), redis_client.hget(BOB.audit_heads, "replica-1")
+        copy = read(one, append(redis_client, one))
+        fresh = read(three, append(redis_client, three))
+        errors, appended = await guard.check_and_receipt(
+            [fresh, copy], audit, receipt_event("b", [])
+        )
+        assert errors[0] is None and isinstance(errors[1], ReplayError) and not appended
+        assert errors[1].reason == "duplicate"
+        assert len(trail()) == 1 and redis_client.hget(BOB.audit_heads, "replica-1") == head
+
+        # Outside the window: refused, nothing appended; the record of ``three`` was kept.
+        late = envelope(created_at=now_ms() - 2 * WINDOW_MS)
+        errors, appended = await guard.check_and_receipt(
+            [fresh, read(late, append(redis_client, late))], audit, receipt_event("b", [])
+        )
+        assert errors[0] is None and isinstance(errors[1], ReplayError) and not appended
+        assert errors[1].reason == "outside_window"
+
+        await audit.record(receipt_event("b", []))  # the next entry follows the last written
+        report = verify(redis_client.xrange(BOB.audit), redis_client.hgetall(BOB.audit_heads))
+        assert report.problems == [] and report.entries == 2
+    finally:
+        stop.set()
+        await running
+        await client.aclose()

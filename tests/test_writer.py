@@ -155,3 +155,22 @@ async def test_a_reply_goes_only_into_a_reply_stream_that_exists(client: aioredi
     assert (await gone, await kept) == ([0], [1])  # entries appended
     assert not await client.exists("w:replies:r-0:default/bob")
     assert await client.xlen("w:replies:r-1:default/bob") == 1
+
+
+async def test_final_commands_follow_the_latest_ones_and_answer_their_submitter(
+    client: aioredis.Redis,
+) -> None:
+    writer = Writer(client)
+    assert writer.idle
+    first = writer.submit([Append("w:audit", ("n", 1))], {"head": ("HSET", "w:head", "r-0", 1)})
+    assert not writer.idle
+    second = writer.submit([], final=[("HSET", "w:head", "r-0", 2), ("HGET", "w:head", "r-0")])
+    third = writer.submit([Append("w:audit", ("n", 3))], {"head": ("HSET", "w:head", "r-0", 3)})
+
+    await drain(writer)
+
+    # one pipeline: the appends (one call), the latest head (3), then the final commands
+    assert await first == [2, 1] and await third == [2, 1]
+    assert await second == [0, b"2"]
+    assert await client.hget("w:head", "r-0") == b"2"
+    assert writer.idle

@@ -31,6 +31,11 @@ Functions (KEYS; ARGV):
 * ``mas_seen_check`` (seen, seen-by-time; five per entry: message id, its record — stream and
   entry id —, entry ms, forget-after ms, ``"1"`` to record): per entry, the record kept for its
   message before, or false (see :mod:`mas_sidecar.checks.replay`).
+* ``mas_seen_receipt`` (seen, seen-by-time, the audit stream, the audit chain heads; the
+  number of entries, five per entry as for ``mas_seen_check``, the chain head's field and value,
+  the audit entry's pairs): ``mas_seen_check``, then, only when it accepts every entry (each
+  unknown and fresh, or recorded for this same entry), append the audit entry and set the chain
+  head, in the same call; ``{answers, 1}`` when appended, ``{answers, 0}`` otherwise.
 * ``mas_seen_requeue`` (the sender's stream, dead letters, seen, seen-by-time, senders set;
   message id, dead letter id, window ms, the sender's id, the stream's name in records, the
   entry's pairs): append a replayed dead letter to its sender's stream as the entry of record
@@ -124,6 +129,23 @@ local function seen_check(keys, args)
   return out
 end
 
+local function seen_receipt(keys, args)
+  local n = tonumber(args[1])
+  local out = seen_check(keys, {{unpack(args, 2, 1 + 5 * n)}})
+  for k = 1, n do
+    local i = 2 + 5 * (k - 1)
+    if out[k] then
+      if out[k] ~= args[i + 1] then return {{out, 0}} end
+    elseif args[i + 4] ~= '1' then
+      return {{out, 0}}
+    end
+  end
+  local at = 2 + 5 * n
+  redis.call('XADD', keys[3], '*', unpack(args, at + 2))
+  redis.call('HSET', keys[4], args[at], args[at + 1])
+  return {{out, 1}}
+end
+
 local function seen_requeue(keys, args)
   redis.pcall('XGROUP', 'CREATE', keys[1], '{CONSUMER_GROUP}', '0', 'MKSTREAM')
   redis.call('SADD', keys[5], args[4])
@@ -162,6 +184,7 @@ end
 redis.register_function('mas_append', append)
 redis.register_function('mas_adopt', adopt)
 redis.register_function('mas_seen_check', seen_check)
+redis.register_function('mas_seen_receipt', seen_receipt)
 redis.register_function('mas_seen_requeue', seen_requeue)
 redis.register_function('mas_bucket_take', bucket_take)
 redis.register_function('mas_state_cas', state_cas)

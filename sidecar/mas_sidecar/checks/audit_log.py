@@ -5,16 +5,20 @@ stream, plus an update of this replica's chain head (once per pipeline: the writ
 last), sent with the decision's own write when there is one (one round trip). That includes the
 receiving side: one ``received`` entry for the messages read together that pass the receive
 checks (:func:`receipt_event`), which ``mas audit verify --cross`` (:mod:`mas_cli.audit_cross`)
-matches with their senders' ``accepted``. Payloads are recorded as
+matches with their senders' ``accepted``. The receipt usually goes in the same function call as
+the replay guard's check (:meth:`AuditLog.record_with`), which appends it only when the guard
+accepts every message it lists. Payloads are recorded as
 their SHA-256 or, when the policy asks and DLP ran, as the redacted payload — never as sent.
 Used by the gateway checks, and by the registry for the metadata an agent publishes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,7 +28,7 @@ from mas_core.audit.chain import Chain
 from mas_core.envelope import Envelope
 from mas_core.keys import AgentKeys
 from mas_sidecar.streams.errors import REDIS_ERRORS
-from mas_sidecar.streams.writer import Append, Latest, ReplicationTimeout, Writer
+from mas_sidecar.streams.writer import Append, Command, Latest, ReplicationTimeout, Writer
 
 
 def payload_digest(payload: Any) -> str:
@@ -87,6 +91,18 @@ def metadata_event(
     return event
 
 
+@dataclass(frozen=True)
+class EntryWrites:
+    """What a function call needs to append one chained entry itself: the audit stream, the
+    chain heads' hash, this replica's field there and its new value, the entry's pairs (flat)."""
+
+    stream: str
+    heads: str
+    replica: str
+    head_value: str
+    fields: list[bytes]
+
+
 class AuditLog:
     """Appends this replica's chain to its agent's audit stream."""
 
@@ -98,6 +114,7 @@ class AuditLog:
         self._writer = writer
         self._chain = Chain(replica)
         self._stale = False
+        self._held: asyncio.Future[None] | None = None  # an entry whose write is conditional
 
     async def setup(self) -> None:
         """Continue this replica's chain where an earlier process with its id left it."""
@@ -110,9 +127,16 @@ class AuditLog:
         self._stale = True
 
     async def prepare(self) -> None:
-        """Resume from the head in Redis after a failed write, before the next entry."""
-        if self._stale:
-            await self.setup()
+        """Before the next entry (which must follow at once, without awaiting): wait while an
+        entry whose write is conditional is out, and resume from the head in Redis after a
+        failed write."""
+        while True:
+            if self._held is not None:
+                await asyncio.shield(self._held)
+            elif self._stale:
+                await self.setup()
+            else:
+                return
 
     def append(self, event: dict[str, Any]) -> tuple[Append, Latest]:
         """The writes that append ``event`` (to send along with another write): the entry,
@@ -121,6 +145,40 @@ class AuditLog:
         head = ("HSET", self._keys.audit_heads, self._chain.replica, self._chain.head_value)
         flat = [part for pair in fields.items() for part in pair]
         return Append(self._keys.audit, flat), {head[:2]: head}
+
+    async def record_with(
+        self, event: dict[str, Any], command: Callable[[EntryWrites], Command]
+    ) -> list[Any]:
+        """Append ``event`` through the function call ``command`` builds from the entry's
+        writes, which appends it or not (in the writer's order, after every entry chained
+        before); the call's answer, a list whose last item is 1 when it appended the entry.
+
+        No other entry is chained until the answer is in, so an entry that was not appended is
+        taken back from the chain in memory. The call must not wait for replicas (a shortfall
+        would hide its answer): not for a writer that does."""
+        await self.prepare()
+        held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._held = held
+        seq, head = self._chain.seq, self._chain.head
+        try:
+            fields = self._chain.append(event)
+            writes = EntryWrites(
+                self._keys.audit,
+                self._keys.audit_heads,
+                self._chain.replica,
+                self._chain.head_value,
+                [part for pair in fields.items() for part in pair],
+            )
+            [answer] = await self._writer.submit([], final=[command(writes)])
+            if not answer[-1]:
+                self._chain.seq, self._chain.head = seq, head
+            return list(answer)
+        except BaseException:
+            self.needs_resync()  # written or not: resume from Redis
+            raise
+        finally:
+            self._held = None
+            held.set_result(None)
 
     async def record(self, event: dict[str, Any]) -> None:
         """Append ``event`` on its own (a decision that writes nothing else)."""

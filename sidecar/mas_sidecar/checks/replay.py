@@ -7,8 +7,10 @@ receiver takes from it only envelopes of that sender, so a copy of another agent
 refused before it gets here (``misaddressed``, :mod:`mas_sidecar.checks.gateway`); what is left is a
 sender replaying its own messages, or a copy written by the receiver itself.
 :class:`ReplayGuard` runs on every lease of a stream entry (after the signature check) and
-decides with one script call per read batch (:meth:`ReplayGuard.check_many`, the
-``mas_seen_check`` function of :mod:`mas_core.functions`), not one round trip per message.
+decides with one function call per read batch (:meth:`ReplayGuard.check_many`, the
+``mas_seen_check`` function of :mod:`mas_core.functions`), not one round trip per message; the
+same call usually also appends the receipt's audit entry (:meth:`ReplayGuard.check_and_receipt`,
+``mas_seen_receipt``), only when it accepts every entry of the batch.
 
 Design: the guard remembers **which stream entry** first carried each message id — the stream
 (by its name after the agent's prefix, e.g. ``in:ns/sender``) and the entry id, since entry ids
@@ -53,12 +55,13 @@ Used by the gateway's receive checks (``check_many`` on each lease) and the dead
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 
 from mas_core.envelope import Envelope
 from mas_core.keys import AgentKeys
+from mas_sidecar.checks.audit_log import AuditLog, EntryWrites
 from mas_sidecar.errors import SidecarFailure
 
 DEFAULT_WINDOW_MS = 300_000
@@ -115,6 +118,34 @@ class ReplayGuard:
         :class:`ReplayError` refusing it, or None when it is accepted."""
         if not reads:
             return []
+        rows, args = self._arguments(reads)
+        answers = await self._redis.fcall(
+            "mas_seen_check", 2, self._keys.seen, self._keys.seen_by_time, *args
+        )
+        return self._judge_all(rows, answers)
+
+    async def check_and_receipt(
+        self, reads: Sequence[Read], audit: AuditLog, receipt: dict[str, Any]
+    ) -> tuple[list[ReplayError | None], bool]:
+        """:meth:`check_many`, and in the same function call (through ``audit``, so after
+        every entry chained before) append ``receipt`` when every entry is accepted; the
+        refusals, and whether the receipt was appended (else it is not in the chain)."""
+        rows, args = self._arguments(reads)
+        keys = (self._keys.seen, self._keys.seen_by_time)
+
+        def command(writes: EntryWrites) -> tuple[Any, ...]:
+            return (
+                "FCALL", "mas_seen_receipt", 4, *keys, writes.stream, writes.heads, len(reads),
+                *args, writes.replica, writes.head_value, *writes.fields,
+            )  # fmt: skip
+
+        answers, appended = await audit.record_with(receipt, command)
+        return self._judge_all(rows, answers), bool(appended)
+
+    def _arguments(
+        self, reads: Sequence[Read]
+    ) -> tuple[list[tuple[Envelope, str, int, bool]], list[str | int]]:
+        """Per entry what judging its answer takes, and the function's arguments."""
         rows: list[tuple[Envelope, str, int, bool]] = []
         args: list[str | int] = []
         for read in reads:
@@ -123,9 +154,11 @@ class ReplayGuard:
             fresh = abs(envelope.created_at - stamped) <= self.window_ms
             rows.append((envelope, record, stamped, fresh))
             args += [envelope.id, record, stamped, envelope.created_at + self.window_ms, int(fresh)]
-        answers = await self._redis.fcall(
-            "mas_seen_check", 2, self._keys.seen, self._keys.seen_by_time, *args
-        )
+        return rows, args
+
+    def _judge_all(
+        self, rows: list[tuple[Envelope, str, int, bool]], answers: Sequence[bytes | None]
+    ) -> list[ReplayError | None]:
         return [
             self._judge(envelope, record, stamped, fresh, known)
             for (envelope, record, stamped, fresh), known in zip(rows, answers, strict=True)

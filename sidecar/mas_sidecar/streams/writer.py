@@ -19,6 +19,11 @@ A submission may also carry *latest* commands, keyed: writes of which only the l
 pipeline matters (the audit chain's head). Each key is sent once per pipeline, after the appends,
 with the last command submitted for it; every submitter of the key gets that one answer.
 
+A submission may also carry *final* commands, sent as they are after the latest commands: a
+command whose effect must follow every write submitted before it (the receive checks' function
+call that appends the receipt's audit entry only when it accepts every message, see
+:mod:`mas_sidecar.checks.gateway`).
+
 With replicas to wait for (``MAS_REDIS_WAIT_REPLICAS``), each pipeline ends with ``WAIT n
 timeout`` on the same connection, so its answer says how many replicas hold everything the
 pipeline wrote. Fewer than ``n``: every submission of the batch fails with ``503
@@ -106,6 +111,7 @@ class Replication:
 class _Submission(NamedTuple):
     appends: Sequence[Append]
     latest: Latest
+    final: Sequence[Command]
     future: asyncio.Future[list[Any]]
 
 
@@ -117,15 +123,30 @@ class Writer:
         self._replication = replication
         self._queue: list[_Submission] = []
         self._pending = asyncio.Event()
+        self._flushing = False
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is queued nor being written: a submission now goes out at once."""
+        return not self._queue and not self._flushing
+
+    @property
+    def replicated(self) -> bool:
+        """Whether each pipeline waits for replicas (a shortfall fails every submission of it,
+        answers unread)."""
+        return self._replication is not None
 
     def submit(
-        self, appends: Sequence[Append], latest: Latest = NOTHING_LATEST
+        self,
+        appends: Sequence[Append],
+        latest: Latest = NOTHING_LATEST,
+        final: Sequence[Command] = (),
     ) -> asyncio.Future[list[Any]]:
-        """Queue ``appends`` and ``latest`` (see the module docstring); the answers: for each
-        append, its stream's length after its call when measured (else how many entries its
-        call appended), then those of ``latest`` in its order."""
+        """Queue ``appends``, ``latest`` and ``final`` (see the module docstring); the answers:
+        for each append, its stream's length after its call when measured (else how many entries
+        its call appended), then those of ``latest`` in its order, then those of ``final``."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Submission(appends, latest, future))
+        self._queue.append(_Submission(appends, latest, final, future))
         self._pending.set()
         return future
 
@@ -136,13 +157,19 @@ class Writer:
                 self._pending.clear()
                 continue
             batch, self._queue = self._queue, []
-            await self._flush(batch)
+            self._flushing = True
+            try:
+                await self._flush(batch)
+            finally:
+                self._flushing = False
 
     async def _flush(self, batch: list[_Submission]) -> None:
         calls: list[tuple[str, list[Append]]] = []  # (stream, its appends) per function call
         open_calls: dict[str, int] = {}  # stream -> its call still taking appends
         placed: list[list[int]] = []  # per submission: the call of each of its appends
         latest: dict[Hashable, Command] = {}
+        finals: list[list[int]] = []  # per submission: the pipeline index of each final command
+        final: list[Command] = []
         for submission in batch:
             indexes: list[int] = []
             for append in submission.appends:
@@ -154,10 +181,12 @@ class Writer:
                 indexes.append(index)
             placed.append(indexes)
             latest.update(submission.latest)
+            finals.append(list(range(len(final), len(final) + len(submission.final))))
+            final += submission.final
         commands = [_call(appends) for _, appends in calls]
         waits = [self._replication.command()] if self._replication else []
         try:
-            answers = await self._pipeline([*commands, *latest.values(), *waits])
+            answers = await self._pipeline([*commands, *latest.values(), *final, *waits])
         except REDIS_ERRORS as exc:
             _fail_all(batch, exc)
             return
@@ -169,11 +198,13 @@ class Writer:
                     acknowledged = 0
                 _fail_all(batch, self._replication.shortfall(acknowledged))
                 return
-        shared = dict(zip(latest, answers[len(commands) :], strict=True))
-        for (_, keys, future), indexes in zip(batch, placed, strict=True):
+        ends = len(commands) + len(latest)
+        shared = dict(zip(latest, answers[len(commands) : ends], strict=True))
+        for (_, keys, _, future), indexes, ours in zip(batch, placed, finals, strict=True):
             if future.done():
                 continue
             results = [answers[index] for index in indexes] + [shared[key] for key in keys]
+            results += [answers[ends + index] for index in ours]
             failure = next((r for r in results if isinstance(r, Exception)), None)
             if failure is not None:
                 log.error("a batched write failed: %s", failure)
