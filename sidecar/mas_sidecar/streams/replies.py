@@ -12,7 +12,8 @@ The reader loop blocks (up to ``BLOCK_MS``, on the blocking client) on the reply
 targets of pending requests and of those asked in the last ``KEEP_SECONDS``, and on the
 replica's own bell, ``mas:{agent}:replies:<replica>``: a request to a target whose stream is not
 read yet rings it, so the reader reads that stream too (from its start, so a reply that came
-first is not missed).
+first is not missed). The entries it handled are deleted in the same round trip as its next
+read.
 
 The request route registers a future under the request's message id and its target, prepares
 the target's stream, then sends; the reader loop resolves the future when a reply with that
@@ -160,17 +161,25 @@ class ReplyWaiter:
             self._read.pop(self._keys.replies(self._replica, target), None)
 
     async def read_until(self, stop: asyncio.Event) -> None:
+        """Read the reply streams and the bell, handle what comes; the entries handled are
+        deleted in the same round trip as the next read (which follows at once)."""
+        handled: dict[str, list[bytes]] = {}  # reply stream -> entries handled, to delete
         while not stop.is_set():
             self._forget_idle_targets()
             streams = {self.bell: self._bell_read, **self._read}
             try:
-                answer = await self._blocking.xread(streams, count=100, block=BLOCK_MS)
+                async with self._blocking.pipeline(transaction=False) as pipe:
+                    for stream, entry_ids in handled.items():
+                        pipe.xdel(stream, *entry_ids)
+                    pipe.xread(streams, count=100, block=BLOCK_MS)
+                    answer = (await pipe.execute())[-1]
             except REDIS_ERRORS as exc:
                 self._metrics.redis_errors.labels("replies").inc()
                 log.warning("reply loop: Redis unavailable (%s); retrying", exc)
                 self._trouble()
                 await asyncio.sleep(1)
                 continue
+            handled = {}
             for raw, entries in answer or ():
                 stream = raw.decode()
                 if stream == self.bell:
@@ -179,7 +188,7 @@ class ReplyWaiter:
                 if stream in self._read:
                     self._read[stream] = entries[-1][0]
                 await self._handle(stream, entries)
-                await self._redis.xdel(stream, *(entry_id for entry_id, _ in entries))
+                handled[stream] = [entry_id for entry_id, _ in entries]
 
     async def _handle(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         sender = self._keys.reply_sender(self._replica, stream)
