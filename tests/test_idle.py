@@ -158,3 +158,27 @@ async def test_a_policy_whose_notice_was_missed_arrives_by_the_slow_poll(
     again = policy(rules=[{"name": "all", "action": "allow"}])
     publish_policy(redis_client, again)  # on a new stream
     await alice.wait_for_revision(again.revision)
+
+
+async def test_a_replica_looks_at_the_senders_set_once_a_lease_so_a_dead_peers_senders_are_found(
+    private_server: RedisServer, tmp_path: Path
+) -> None:
+    # The ring wakes one replica for a new sender; when that replica dies, the others must know
+    # the sender's stream by the time its leases run out, to reclaim them: each replica looks at
+    # the senders set once a lease (here 1 s), not only every REFRESH_SECONDS.
+    lease_seconds = 1.0
+    assert lease_seconds * 3 < REFRESH_SECONDS
+    admin = redis.Redis.from_url(private_server.url)
+    factory = Sidecars(private_server.url, tmp_path / "logs", admin)
+    try:
+        await asyncio.to_thread(
+            factory.start, "default/bob", MAS_LEASE_MS=str(int(lease_seconds * 1000))
+        )
+        before, started = calls(admin).get("smembers", 0), time.monotonic()
+        await asyncio.sleep(4 * lease_seconds)  # the window in which its looks are counted
+        looks, elapsed = calls(admin).get("smembers", 0) - before, time.monotonic() - started
+    finally:
+        factory.stop_all()
+    # A busy machine only makes a look late, so fewer is possible, more is not; one every
+    # REFRESH_SECONDS (the old interval) would give none in this window.
+    assert 2 <= looks <= elapsed / lease_seconds + 2, f"{looks} looks in {elapsed:.1f} s"

@@ -10,13 +10,15 @@ consumer.
 :mod:`mas_core.functions`) also adds the sender to the target's set ``mas:{agent}:senders`` and,
 when it was not there, appends a content-free entry to the target's ``mas:{agent}:ring``. The
 ring is read with the senders' streams, so one replica wakes at once: it acks and deletes the
-ring entries and looks at the set; every replica also looks at it every ``REFRESH_SECONDS`` (at
-the end of a read). A new name must be an agent id, and is adopted with ``mas_adopt``: the group
-is created on its stream when the stream exists, else the name is dropped from the set, so bogus
-names create nothing. Nothing on the receive path uses ring entries or their ids: trimming or
-future-dating the ring (any sender may append to it) only delays a new sender's discovery until
-the next look, and loses nothing. When a read finds a stream without its group (deleted by hand,
-or evicted), every stream is adopted again.
+ring entries and looks at the set; every replica also looks at it once a lease (at most every
+``REFRESH_SECONDS``; a blocking read waits no longer than that), so when the replica that read a
+sender's ring entry dies, the others know that sender's stream by the time its leases run out. A
+new name must be an agent id, and is adopted with ``mas_adopt``: the group is created on its
+stream when the stream exists, else the name is dropped from the set, so bogus names create
+nothing. Nothing on the receive path uses ring entries or their ids: trimming or future-dating
+the ring (any sender may append to it) only delays a new sender's discovery until the next look,
+and loses nothing. When a read finds a stream without its group (deleted by hand, or evicted),
+every stream is adopted again.
 
 **Reading.** Entries are read only while an agent is subscribed and fewer than ``max_inflight``
 are leased: one ``XREADGROUP`` over the ring and every sender's stream, each stream taking an
@@ -79,7 +81,7 @@ log = logging.getLogger(__name__)
 # Fields a dead letter carries beside the original entry's own (kept whole, whatever it was).
 DL_REASON, DL_ATTEMPTS, DL_FAILED_AT = b"dl:reason", b"dl:attempts", b"dl:failed_at"
 DL_SENDER = b"dl:sender"  # the agent whose stream the entry came from
-REFRESH_SECONDS = 30.0  # every replica looks at the senders set this often
+REFRESH_SECONDS = 30.0  # every replica looks at the senders set this often, or once a lease
 EXPIRY_MARGIN_SECONDS = 0.25  # after one of its own leases ran out, reclaim this much later
 RECLAIM_STREAMS = 128  # streams one reclaim tick visits, at most
 ADOPT_PER_CALL = 256  # new senders per ``mas_adopt`` call
@@ -144,6 +146,7 @@ class Inbox:
         self._keys = keys
         self._replica = replica
         self.lease_ms = lease_ms
+        self._refresh_seconds = min(REFRESH_SECONDS, lease_ms / 1000)
         self._max_attempts = max_attempts
         self._max_inflight = max_inflight
         self._max_subscribers = max_subscribers
@@ -184,7 +187,7 @@ class Inbox:
     async def refresh(self) -> None:
         """Look at the senders set: adopt the streams of new senders, forget those of senders
         no longer listed (their stream is gone), drop names that are no agent id."""
-        self._refresh_at = time.monotonic() + REFRESH_SECONDS
+        self._refresh_at = time.monotonic() + self._refresh_seconds
         members = await self._redis.smembers(self._keys.senders)
         listed = {member: sender_id(member) for member in members}
         names = {name for name in listed.values() if name is not None}
@@ -297,7 +300,7 @@ class Inbox:
 
     async def read_until(self, stop: asyncio.Event) -> None:
         """Read new entries while there is a subscriber and room for more leases; look at the
-        senders set every ``REFRESH_SECONDS`` all the same."""
+        senders set once a lease (at most every ``REFRESH_SECONDS``) all the same."""
         while not stop.is_set():
             try:
                 if self._regroup:  # a stream lost its group: adopt every one again
@@ -326,7 +329,8 @@ class Inbox:
         if windows <= 1 or self._empty_windows >= windows:
             chosen = _rotation(streams, self._read_turn, len(streams))
             count = max(1, min(_READ_BATCH, capacity // max(1, len(streams))))
-            block: int | None = BLOCK_MS
+            until_refresh = math.ceil((self._refresh_at - time.monotonic()) * 1000)
+            block: int | None = max(1, min(BLOCK_MS, until_refresh))  # BLOCK 0: forever
             self._empty_windows = 0
         else:
             chosen, count, block = _rotation(streams, self._read_turn, capacity), 1, None
