@@ -189,6 +189,12 @@ def workspace(release: Release, namespace: str) -> Iterator[str]:
     emptied(release.cluster, namespace)
 
 
+def host_sidecar() -> dict[str, int]:
+    """``spec.sidecar`` of an Agent on the host network: its API and its probes' listener on
+    ports free right now (every pod shares the machine's network)."""
+    return {"port": free_port(), "metricsPort": free_port()}
+
+
 def healthcare(namespace: str, cluster: E2ECluster, image: str) -> list[dict[str, Any]]:
     """The example's policy and agents, moved to ``namespace`` (and onto the host network, each
     sidecar on a free port, on the local cluster)."""
@@ -200,7 +206,7 @@ def healthcare(namespace: str, cluster: E2ECluster, image: str) -> list[dict[str
             document["spec"]["image"] = image
             if cluster.local:
                 document["spec"]["hostNetwork"] = True
-                document["spec"]["sidecar"] = {"port": free_port()}
+                document["spec"]["sidecar"] = host_sidecar()
         documents.append(document)
     return documents
 
@@ -619,7 +625,7 @@ def waiting_agents(namespace: str, cluster: E2ECluster, image: str) -> list[dict
     for name in ("sender", "sink"):
         spec: dict[str, Any] = {"image": image, "command": WAITING}
         if cluster.local:
-            spec |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+            spec |= {"hostNetwork": True, "sidecar": host_sidecar()}
         documents.append(
             {
                 "apiVersion": "mas.dev/v1alpha1",
@@ -779,8 +785,8 @@ def test_a_handler_running_three_leases_runs_once_across_the_agents_replicas(
     }  # fmt: skip
     sender: dict[str, Any] = {"image": mas_image, "command": WAITING}
     if cluster.local:
-        thinker |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
-        sender |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+        thinker |= {"hostNetwork": True, "sidecar": host_sidecar()}
+        sender |= {"hostNetwork": True, "sidecar": host_sidecar()}
     policy = {
         "apiVersion": "mas.dev/v1alpha1", "kind": "GatewayPolicy",
         "metadata": {"name": "thinking", "namespace": namespace},
@@ -855,7 +861,7 @@ def test_an_agent_scales_through_its_scale_subresource(
     namespace, cluster = workspace, release.cluster
     spec: dict[str, Any] = {"image": mas_image, "command": WAITING}
     if cluster.local:
-        spec |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+        spec |= {"hostNetwork": True, "sidecar": host_sidecar()}
     cluster.apply(
         {
             "apiVersion": "mas.dev/v1alpha1",
