@@ -1113,3 +1113,31 @@ async def test_the_inbox_backlog_is_in_the_status_and_the_operators_gauges(
     await harness.delete(AGENTS, "team", "worker")
     await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
     assert registry.get_sample_value("mas_agent_inbox_messages", WORKER_SERIES) is None
+
+
+async def test_dead_letters_policy_and_audit_of_each_agent_are_operator_gauges(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis, audit_checkpoint_seconds=0.3))
+    await harness.create(AGENTS, agent_body())
+    registry = harness.metrics.registry
+
+    def gauge(name: str) -> float | None:
+        return registry.get_sample_value(name, WORKER_SERIES)
+
+    # No pod enforces the policy here (the emulator runs none); the empty trail is intact.
+    assert await eventually(lambda: gauge("mas_agent_policy_applied") == 0)
+    assert await eventually(lambda: gauge("mas_agent_audit_intact") == 1)
+    assert await eventually(lambda: gauge("mas_agent_dead_letters") == 0)
+    admin = redis.Redis.from_url(empty_redis)
+    try:
+        for n in range(2):
+            admin.xadd(AgentKeys("team/worker").dlq, {"n": n})
+    finally:
+        admin.close()
+    await eventually(lambda: gauge("mas_agent_dead_letters") == 2, what="two dead letters")
+
+    await harness.delete(AGENTS, "team", "worker")
+    await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
+    for name in ("mas_agent_dead_letters", "mas_agent_policy_applied", "mas_agent_audit_intact"):
+        assert gauge(name) is None, name
