@@ -268,6 +268,8 @@ class Inbox:
         self._metrics.deliveries.inc()
         if lease.envelope.attempt > 1:
             self._metrics.redeliveries.inc()
+        else:
+            self._metrics.delivered(lease.envelope.created_at, int(time.time() * 1000))
         return lease.envelope
 
     def leased_at(self, envelopes: Sequence[Envelope]) -> list[float]:
