@@ -7,14 +7,31 @@ from collections.abc import Mapping
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+# The sample names of each metric type, after the family's name.
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+}
+
 
 class Scrape:
     """The samples of one scrape, by name and labels."""
 
     def __init__(self, text: str) -> None:
-        self.samples = [
-            sample for family in text_string_to_metric_families(text) for sample in family.samples
-        ]
+        families = list(text_string_to_metric_families(text))
+        self.samples = [sample for family in families for sample in family.samples]
+        self.families = {family.name: family.type for family in families}
+
+    @property
+    def exported(self) -> set[str]:
+        """Every name a query can select: the samples present, and those each declared family
+        has once it has a series (a labelled metric has none before its first event)."""
+        names = set(self.names)
+        for name, kind in self.families.items():
+            names |= {name + suffix for suffix in _SUFFIXES.get(kind, ("",))}
+        return names
 
     @property
     def names(self) -> set[str]:
