@@ -5,6 +5,7 @@ only counts are checked, never a duration (speed is measured in ``bench/``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,9 @@ from waiting import eventually
 
 from mas import Agent, AgentMessage
 from mas_cli.local.processes import SidecarProcess
-from mas_sidecar.metrics import NO_RULE, OTHER, FoldedLabels
+from mas_sidecar.metrics import NO_RULE, OTHER, FoldedLabels, Metrics
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Worker(Agent):
@@ -122,3 +125,10 @@ async def test_decisions_are_counted_by_the_rule_or_rate_limit_that_made_them(
 def test_names_from_policies_fold_into_other_beyond_the_limit() -> None:
     label = FoldedLabels(limit=2)
     assert [label(n) for n in ("a", "b", "c", "a", "d", "b")] == ["a", "b", OTHER, "a", OTHER, "b"]
+
+
+def test_every_sidecar_metric_is_documented() -> None:
+    documented = (ROOT / "docs" / "sidecar-api.md").read_text()
+    families = [family.name for family in Metrics().registry.collect()]
+    assert len(families) > 20
+    assert [name for name in families if f"`{name}" not in documented] == []
