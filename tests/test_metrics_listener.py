@@ -11,10 +11,11 @@ import redis
 from conftest import Sidecars
 from streams import waiting_for
 from test_sidecar_auth import every_route
-from test_sidecar_limits import RawClient, authorized
+from test_sidecar_limits import HEAD, RawClient, authorized
 
 from mas_cli.local.redis_server import free_port
 from mas_core.sidecar_token import authorization
+from mas_sidecar.api.probes import MAX_CONNECTIONS
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.errors import ConfigError
 
@@ -98,3 +99,33 @@ async def test_a_request_for_the_api_there_is_answered_before_its_body_is_read(
     status, _, raw = client.answer()
     client.close()
     assert status == 404 and orjson.loads(raw)["error"]["code"] == "not_found"
+
+
+async def test_connections_beyond_the_listeners_few_are_refused_and_the_api_is_not_affected(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    alice = sidecars.start(
+        "default/alice", MAS_METRICS_ADDRESS=f"127.0.0.1:{port}", MAS_IDLE_TIMEOUT_MS="600000"
+    )
+    held: list[RawClient] = []
+    refused: tuple[int, dict[str, str], bytes] | None = None
+    while refused is None:  # open and use connections, keeping them, until one is refused
+        client = RawClient(port)
+        client.send(HEAD)
+        answer = client.answer()
+        if answer[0] == 200:
+            held.append(client)
+        else:
+            refused = answer
+            client.close()
+    status, _, body = refused
+    assert status == 503
+    assert orjson.loads(body)["error"]["code"] == "too_many_connections"
+    assert len(held) == MAX_CONNECTIONS
+    async with http.get(
+        alice.url + "/v1/self", headers={"Authorization": authorization(alice.token)}
+    ) as answer:
+        assert answer.status == 200  # the API has its own connections
+    for client in held:
+        client.close()
