@@ -181,31 +181,29 @@ async def _listen(acceptor: _Acceptor, host: str, port: int) -> asyncio.Server:
 async def _serve(
     app: web.Application, config: SidecarConfig, probes: web.Application | None
 ) -> None:
-    runner = _runner(app, config, signals=True)
-    probes_runner = _runner(probes, config, signals=False) if probes is not None else None
-    await runner.setup()
+    runners = [_runner(app, config, signals=True)]
+    await runners[0].setup()
     listeners: list[asyncio.Server] = []
     try:
-        server = runner.server
+        server = runners[0].server
         assert server is not None
         metrics = app[METRICS_KEY]
         acceptor = _Acceptor(server, config.max_connections, metrics)
         metrics.connections.set_function(lambda: acceptor.open)
         listeners.append(await _listen(acceptor, LISTEN_HOST, config.port))
-        if probes_runner is not None and config.metrics_address is not None:
-            await probes_runner.setup()
-            assert probes_runner.server is not None
-            host, port = config.metrics_address
-            limit = probes_app.MAX_CONNECTIONS
-            probes_acceptor = _Acceptor(probes_runner.server, limit, metrics, "fixed for probes")
-            listeners.append(await _listen(probes_acceptor, host, port))
+        if probes is not None and config.metrics_address is not None:
+            runners.append(_runner(probes, config, signals=False))
+            await runners[1].setup()
+            assert runners[1].server is not None
+            limit, (host, port) = probes_app.MAX_CONNECTIONS, config.metrics_address
+            fixed = _Acceptor(runners[1].server, limit, metrics, "fixed for this listener")
+            listeners.append(await _listen(fixed, host, port))
         await asyncio.Event().wait()  # until SIGTERM or SIGINT (GracefulExit)
     finally:
         for listener in listeners:
             listener.close()
-        if probes_runner is not None:
-            await probes_runner.cleanup()
-        await runner.cleanup()
+        for runner in reversed(runners):
+            await runner.cleanup()
 
 
 def serve(
