@@ -35,7 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from mas_core import sentinel
+from mas_core.manifests import A2ASpec
 from mas_core.names import InvalidAgentIdError, namespace_of, qualify
 from mas_core.settings import EnvSettings
 from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
@@ -74,6 +77,11 @@ class SidecarConfig:
     wait_replicas: int = 0  # 0: answer once the primary has the message
     wait_timeout_ms: int = 1000
     log_level: str = "INFO"
+    a2a: A2ASpec | None = None  # the agent's spec.a2a (MAS_A2A): its card, inbound A2A
+    a2a_host: str = "127.0.0.1"  # the A2A listener's address (MAS_A2A_HOST: the pod IP)
+    a2a_url: str | None = None  # the card's interface URL (MAS_A2A_URL), else from host, port
+    a2a_clients_dir: Path | None = None  # one file per client, its API key (MAS_A2A_CLIENTS_DIR)
+    a2a_wait_ms: int = 10_000  # how long a call waits for the reply before it answers a Task
 
     @property
     def namespace(self) -> str:
@@ -137,7 +145,37 @@ class SidecarConfig:
             wait_timeout_ms=read.integer("MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
             log_level=read.log_level(),
             api_token=_api_token(read),
+            a2a=_a2a(read),
+            a2a_host=read.raw("MAS_A2A_HOST") or "127.0.0.1",
+            a2a_url=read.raw("MAS_A2A_URL") or None,
+            a2a_clients_dir=read.path("MAS_A2A_CLIENTS_DIR"),
+            a2a_wait_ms=read.integer("MAS_A2A_WAIT_MS", 10_000, 0, 600_000),
         )
+
+    @property
+    def a2a_exposed(self) -> bool:
+        """Whether this sidecar serves the A2A JSON-RPC binding (``spec.a2a.expose``)."""
+        return self.a2a is not None and self.a2a.expose
+
+    @property
+    def a2a_endpoint(self) -> str:
+        """The A2A interface URL the agent card names."""
+        if self.a2a_url:
+            return self.a2a_url
+        port = self.a2a.port if self.a2a is not None else 0
+        host = f"[{self.a2a_host}]" if ":" in self.a2a_host else self.a2a_host
+        return f"http://{host}:{port}/"
+
+
+def _a2a(read: EnvSettings) -> A2ASpec | None:
+    """The agent's ``spec.a2a`` block from ``MAS_A2A`` (JSON), None when unset."""
+    document = read.json_object("MAS_A2A")
+    if not document:
+        return None
+    try:
+        return A2ASpec.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(f"MAS_A2A: {exc.errors()[0]['msg']}") from None
 
 
 def _check_topology(url: str, cluster: bool, wait_replicas: int) -> None:
