@@ -10,6 +10,7 @@ principal the policy does not allow, a DLP block.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,20 @@ async def test_a_call_without_a_valid_key_is_refused(exposed: Exposed, client: s
     with pytest.raises(A2AClientError, match="401"):
         await _responses(unauthenticated, _message("hello"))
     assert exposed.agent.asked == []
+
+
+async def test_no_api_key_reaches_the_sidecars_log(exposed: Exposed) -> None:
+    for client in ("partner", "stranger"):
+        with contextlib.suppress(A2AClientError):
+            await _responses(await _client(exposed, client), _message("hello"))
+    headers = {"Authorization": f"Bearer {KEYS['partner']}x"}
+    config = ClientConfig(streaming=False, httpx_client=httpx.AsyncClient(headers=headers))
+    with pytest.raises(A2AClientError):
+        await _responses(await create_client(exposed.url, client_config=config), _message("x"))
+    assert exposed.sidecar.log_path is not None
+    log = exposed.sidecar.log_path.read_text()
+    assert "A2A call refused" in log
+    assert not any(key[:16] in log for key in KEYS.values())
 
 
 async def test_a_principal_the_policy_does_not_allow_is_refused_and_audited(

@@ -13,15 +13,18 @@ Pure. Used by the sidecar (its own card, and the cards of ``GET /v1/agents?forma
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mas_core.manifests import A2ASkill, A2ASpec
+if TYPE_CHECKING:  # the models are not loaded by a sidecar that has no spec.a2a
+    from mas_core.manifests import A2ASkill, A2ASpec
 
 PROTOCOL_VERSION = "1.0"
 BINDING = "JSONRPC"
 CARD_PATH = "/.well-known/agent-card.json"
 SECURITY_SCHEME = "bearer"
 EXTERNAL_NAMESPACE = "external"
+DEFAULT_MODES = ("text/plain", "application/json")
+DEFAULT_VERSION = "1.0.0"
 
 
 def external_principal(client: str) -> str:
@@ -60,16 +63,15 @@ def agent_card(
     url: str | None,
 ) -> dict[str, Any]:
     """The agent card of ``agent_id``; ``url`` is its A2A endpoint, None when not exposed."""
-    spec = spec or A2ASpec()
-    described = {skill.id: skill for skill in spec.skills}
+    described = {skill.id: skill for skill in spec.skills} if spec is not None else {}
     card: dict[str, Any] = {
         "name": agent_id,
-        "description": spec.description or f"mas agent {agent_id}",
-        "version": spec.version,
+        "description": (spec.description if spec else "") or f"mas agent {agent_id}",
+        "version": spec.version if spec else DEFAULT_VERSION,
         "supportedInterfaces": [],
         "capabilities": {"streaming": True, "pushNotifications": False},
-        "defaultInputModes": list(spec.default_input_modes),
-        "defaultOutputModes": list(spec.default_output_modes),
+        "defaultInputModes": list(spec.default_input_modes if spec else DEFAULT_MODES),
+        "defaultOutputModes": list(spec.default_output_modes if spec else DEFAULT_MODES),
         "skills": [_skill(c, described.get(c)) for c in capabilities],
     }
     if url is not None:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from mas_core.a2a_card import DEFAULT_MODES, DEFAULT_VERSION
 from mas_core.names import DEFAULT_NAMESPACE, LABEL, is_label
 from mas_core.policy.document import GatewayPolicySpec
 from mas_core.schema import ResourceModel
@@ -361,18 +362,18 @@ class A2ASpec(ResourceModel):
 
     description: str = Field(default="", max_length=2048, description="The card's description.")
     version: str = Field(
-        default="1.0.0", min_length=1, max_length=64, description="The agent's version."
+        default=DEFAULT_VERSION, min_length=1, max_length=64, description="The agent's version."
     )
     skills: list[A2ASkill] = Field(
         default_factory=list,
         description="Descriptions of capabilities (each must be one of spec.capabilities).",
     )
     default_input_modes: list[MediaType] = Field(
-        default_factory=lambda: ["text/plain", "application/json"],
+        default_factory=lambda: list(DEFAULT_MODES),
         description="Media types the agent accepts.",
     )
     default_output_modes: list[MediaType] = Field(
-        default_factory=lambda: ["text/plain", "application/json"],
+        default_factory=lambda: list(DEFAULT_MODES),
         description="Media types the agent answers with.",
     )
     expose: bool = Field(

@@ -33,17 +33,17 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from mas_core import sentinel
-from mas_core.manifests import A2ASpec
 from mas_core.names import InvalidAgentIdError, namespace_of, qualify
 from mas_core.settings import EnvSettings
 from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.redis_client import cluster_url
+
+if TYPE_CHECKING:
+    from mas_core.manifests import A2ASpec
 
 REPLICA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -172,6 +172,10 @@ def _a2a(read: EnvSettings) -> A2ASpec | None:
     document = read.json_object("MAS_A2A")
     if not document:
         return None
+    from pydantic import ValidationError  # noqa: PLC0415 - only for an agent with spec.a2a
+
+    from mas_core.manifests import A2ASpec  # noqa: PLC0415
+
     try:
         return A2ASpec.model_validate(document)
     except ValidationError as exc:
