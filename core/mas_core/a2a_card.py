@@ -23,6 +23,7 @@ BINDING = "JSONRPC"
 CARD_PATH = "/.well-known/agent-card.json"
 SECURITY_SCHEME = "bearer"
 EXTERNAL_NAMESPACE = "external"
+CLIENTS_DIR = "a2a-clients"  # the clients' keys, one file each, in the sidecar's credentials
 DEFAULT_MODES = ("text/plain", "application/json")
 DEFAULT_VERSION = "1.0.0"
 
