@@ -14,9 +14,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
+import pytest
 from test_local_mode import MasUp, assert_no_survivors
 
+from mas_cli.local.plan import a2a_client_keys, sidecar_env
 from mas_cli.local.redis_server import free_port
+from mas_cli.local.secrets import LocalSecrets
+from mas_cli.manifest_files import load_directory
+from mas_core.a2a_card import agent_card
+from mas_core.manifests import ManifestError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "a2a"
 KEY = "partner-example-key-0123456789"
@@ -59,3 +66,29 @@ def test_an_a2a_sdk_client_asks_the_example_assistant_through_mas_up(tmp_path: P
     assert KEY not in output
     assert re.search(r"audit trail of default/assistant: \d+ entries .* intact", output)
     assert_no_survivors(output)
+
+
+def test_each_local_replica_serves_a2a_on_a_port_of_its_own() -> None:
+    (agent,), _ = load_directory(EXAMPLE)
+    ports = [orjson.loads(sidecar_env(agent, index)["MAS_A2A"])["port"] for index in range(3)]
+    assert ports == [8791, 8792, 8793]
+    assert sidecar_env(agent, 0)["MAS_A2A_HOST"] == "127.0.0.1"
+
+
+def test_a_client_key_missing_from_the_secrets_file_stops_mas_up_before_it_starts() -> None:
+    (agent,), _ = load_directory(EXAMPLE)
+    with pytest.raises(ManifestError, match=re.escape("a2a-partner/api-key=... to DIR/.secrets")):
+        a2a_client_keys(agent, LocalSecrets())
+    assert a2a_client_keys(agent, LocalSecrets({("a2a-partner", "api-key"): KEY})) == {
+        "partner": KEY
+    }
+
+
+def test_the_card_in_the_docs_is_the_example_assistants() -> None:
+    (agent,), _ = load_directory(EXAMPLE)
+    text = (EXAMPLE.parent.parent / "docs" / "a2a.md").read_text()
+    documented = orjson.loads(re.search(r"```json\n(.*?)\n```", text, re.DOTALL)[1])  # type: ignore[index]
+    url = "http://127.0.0.1:8791/"
+    assert documented == agent_card(
+        agent_id=agent.agent_id, capabilities=agent.spec.capabilities, spec=agent.spec.a2a, url=url
+    )

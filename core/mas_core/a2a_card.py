@@ -83,7 +83,7 @@ def agent_card(
             SECURITY_SCHEME: {
                 "httpAuthSecurityScheme": {
                     "scheme": "Bearer",
-                    "description": "the API key mas issued to a named client",
+                    "description": "the API key of a client the agent names in spec.a2a.clients",
                 }
             }
         }
