@@ -56,17 +56,13 @@ from mas_sidecar.api.a2a.protocol import (
 )
 from mas_sidecar.api.http import error_response, json_response
 from mas_sidecar.api.routes.agents import own_card
+from mas_sidecar.api.routes.messages import trace_context
 from mas_sidecar.components import Components
 
 log = logging.getLogger(__name__)
 PARTS = web.AppKey("parts", Components)
 CALLS = web.AppKey("calls", Calls)
 KEYS = web.AppKey("keys", ClientKeys)
-_TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-def _trace(request: web.Request) -> dict[str, str]:
-    return {name: request.headers[name][:512] for name in _TRACE_HEADERS if name in request.headers}
 
 
 async def card(request: web.Request) -> web.Response:
@@ -105,11 +101,11 @@ async def _answer(request: web.Request, call: Call, principal: str) -> Any:
         task = calls.task(principal, task_id_param(call.params))
         return task_result(task.document(), call.dialect, wrapped=False)
     if call.method == CANCEL:
-        task = await calls.cancel(principal, task_id_param(call.params), _trace(request))
+        task = await calls.cancel(principal, task_id_param(call.params), trace_context(request))
         return task_result(task.document(), call.dialect, wrapped=False)
     inbound = inbound_message(call.params)
     configuration = call.params.get("configuration") or {}
-    task = await calls.start(principal, inbound, _trace(request))
+    task = await calls.start(principal, inbound, trace_context(request))
     immediate = isinstance(configuration, dict) and (
         configuration.get("returnImmediately") is True or configuration.get("blocking") is False
     )
@@ -123,7 +119,7 @@ async def _answer(request: web.Request, call: Call, principal: str) -> Any:
 async def _stream(request: web.Request, call: Call, principal: str) -> web.StreamResponse:
     """SendStreamingMessage: the task as the first event, its final status as the last."""
     calls = request.app[CALLS]
-    task = await calls.start(principal, inbound_message(call.params), _trace(request))
+    task = await calls.start(principal, inbound_message(call.params), trace_context(request))
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
