@@ -26,6 +26,7 @@ from a2a.client.card_resolver import A2ACardResolver
 from a2a.client.errors import A2AClientError
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+from api import Api
 from policies import publish
 from waiting import eventually
 
@@ -279,6 +280,32 @@ async def test_a_principal_the_policy_does_not_allow_is_refused_and_audited(
     audit = [orjson.loads(f[b"e"]) for _, f in redis_client.xrange(AgentKeys(AGENT).audit)]
     assert [e["principal"] for e in audit if e["decision"] == "denied"] == ["external/stranger"]
     assert exposed.agent.asked == []
+
+
+@pytest.mark.parametrize("scope", ["replica", "agent"])
+async def test_each_client_has_rate_limit_buckets_of_its_own(
+    exposed: Exposed, redis_client: redis.Redis, http: aiohttp.ClientSession, scope: str
+) -> None:
+    both = {"name": "both", "action": "allow", "types": ["a2a.*"],
+            "from": {"agents": ["external/partner", "external/stranger"]}}  # fmt: skip
+    document = publish(
+        redis_client,
+        rules=[both],
+        rateLimits=[{"name": "slow", "rate": 0.001, "burst": 2, "scope": scope}],
+    )
+    await Api(http, exposed.sidecar).wait_for_revision(document.revision)
+    partner = await _client(exposed)
+    for text in ("one", "two"):
+        (answer,) = await _responses(partner, _message(text))
+        assert answer.message.parts[0].text == f"echo: {text}"
+    with pytest.raises(A2AClientError, match="JSON-RPC Error -32000: rate limit slow"):
+        await _responses(partner, _message("three"))
+    # The stranger's bucket is full: its call is admitted (the agent's own two replies emptied
+    # the agent's, so it is not answered in time: a task).
+    request = _message("four")
+    request.configuration.return_immediately = True
+    (task,) = await _responses(await _client(exposed, "stranger"), request)
+    assert task.task.status.state == a2a.TASK_STATE_WORKING
 
 
 async def test_a_dlp_block_is_answered_as_an_a2a_error(exposed: Exposed) -> None:

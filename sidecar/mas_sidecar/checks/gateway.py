@@ -194,7 +194,7 @@ class Gateway:
         if not permits(decision, answers_request):
             await self._refuse("denied", envelope, ErrorCode.FORBIDDEN, decision.reason)
         details["rule"] = decision.rule if decision.allowed else REPLY_GRANT
-        limited = await self._limiter.check(policy.rate_limits)
+        limited = await self._limiter.check(policy.rate_limits, envelope.principal)
         if limited is not None:
             limit, wait = limited
             await self._refuse(
