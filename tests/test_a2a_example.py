@@ -23,7 +23,7 @@ from mas_cli.local.redis_server import free_port
 from mas_cli.local.secrets import LocalSecrets
 from mas_cli.manifest_files import load_directory
 from mas_core.a2a_card import agent_card
-from mas_core.manifests import ManifestError
+from mas_core.manifests import ManifestError, parse_agent
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "a2a"
 KEY = "partner-example-key-0123456789"
@@ -92,3 +92,11 @@ def test_the_card_in_the_docs_is_the_example_assistants() -> None:
     assert documented == agent_card(
         agent_id=agent.agent_id, capabilities=agent.spec.capabilities, spec=agent.spec.a2a, url=url
     )
+
+
+def test_the_a2a_port_may_not_be_the_sidecars() -> None:
+    (agent,), _ = load_directory(EXAMPLE)
+    document = agent.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["sidecar"]["port"] = 8791
+    with pytest.raises(ManifestError, match=r"spec: a2a.port must differ from sidecar.port"):
+        parse_agent(document, "assistant.yaml")

@@ -529,6 +529,8 @@ class AgentSpec(ResourceModel):
             unknown = sorted({s.id for s in self.a2a.skills} - set(self.capabilities))
             if unknown:
                 raise ValueError(f"a2a.skills name capabilities the agent lacks: {unknown}")
+            if self.a2a.expose and self.a2a.port == self.sidecar.port:
+                raise ValueError("a2a.port must differ from sidecar.port")
         return self
 
 

@@ -2,9 +2,9 @@
 
 ``replica`` scope keeps the bucket in this process (no Redis round trip); ``agent`` scope keeps
 it in Redis under the agent's hash tag, updated by one call of the ``mas_bucket_take`` function
-(:mod:`mas_core.functions`) with the server's clock, so all replicas share it. An external client calling the agent (inbound
-A2A) has buckets of its own under the same limits, so it cannot spend the agent's. Used by the
-gateway checks on the send path.
+(:mod:`mas_core.functions`) with the server's clock, so all replicas share it. An external
+client calling the agent (inbound A2A) has buckets of its own under the same limits, so it
+cannot spend the agent's. Used by the gateway checks on the send path.
 """
 
 from __future__ import annotations
