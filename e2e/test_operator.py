@@ -22,6 +22,7 @@ file order; the last one uninstalls it. Run by ``python -m pytest e2e``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import ipaddress
@@ -1069,6 +1070,89 @@ def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Relea
         "get", "secrets", "-n", RELEASE_NAMESPACE, "-o", "name", "--field-selector",
         f"metadata.name={KEPT_SECRETS[0]}",
     ).strip()  # fmt: skip
+
+
+A2A_EXAMPLE = ROOT / "examples" / "a2a"
+A2A_KEY = "partner-e2e-key-0123456789abcdef"
+
+
+def a2a_example(
+    namespace: str, cluster: E2ECluster, image: str, a2a_port: int
+) -> list[dict[str, Any]]:
+    """``examples/a2a``'s policy and assistant in ``namespace`` (its A2A port ``a2a_port``), and
+    the Secret holding its client's API key."""
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "a2a-partner", "namespace": namespace},
+            "stringData": {"api-key": A2A_KEY},
+        }
+    ]  # fmt: skip
+    for name in ("policy.yaml", "assistant.yaml"):
+        document = yaml.safe_load((A2A_EXAMPLE / name).read_text())
+        document["metadata"]["namespace"] = namespace
+        if document["kind"] == "Agent":
+            spec = document["spec"]
+            del spec["local"]
+            spec["image"] = image
+            spec["command"] = ["python", "/opt/mas/examples/a2a/assistant.py"]
+            spec["a2a"]["port"] = a2a_port
+            if cluster.local:
+                spec["hostNetwork"] = True
+                spec["sidecar"] = {"port": free_port()}
+        documents.append(document)
+    return documents
+
+
+async def ask_over_a2a(url: str, text: str) -> str:
+    """The answer to ``text`` of the A2A agent at ``url``, asked with the official ``a2a-sdk``
+    client (the card's interface URL, the agent's Service, is replaced by ``url``)."""
+    import httpx  # noqa: PLC0415 - the test extra's, only for this test
+    from a2a.client import A2ACardResolver, ClientConfig, create_client  # noqa: PLC0415
+    from a2a.types import a2a_pb2 as a2a  # noqa: PLC0415
+
+    headers = {"Authorization": f"Bearer {A2A_KEY}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        card = await A2ACardResolver(http, url).get_agent_card()
+        card.supported_interfaces[0].url = f"{url}/"
+        config = ClientConfig(streaming=False, httpx_client=http)
+        client = await create_client(card, client_config=config)
+        request = a2a.SendMessageRequest(
+            message=a2a.Message(message_id="e2e-1", role=a2a.ROLE_USER, parts=[a2a.Part(text=text)])
+        )
+        (response,) = [response async for response in client.send_message(request)]
+        return " ".join(part.text for part in response.message.parts)
+
+
+def test_an_exposed_agent_answers_a2a_calls_through_its_sidecar(
+    release: Release, workspace: str, mas_image: str
+) -> None:
+    namespace, cluster, a2a_port = workspace, release.cluster, free_port()
+    cluster.apply(a2a_example(namespace, cluster, mas_image, a2a_port))
+    wait_until(
+        lambda: condition(agent(cluster, namespace, "assistant"), "Ready").get("status") == "True",
+        timeout=240,
+        what="Agent assistant Ready",
+    )
+    service = cluster.get("service", "assistant-a2a", namespace)
+    assert service["spec"]["ports"][0]["port"] == a2a_port
+    (pod,) = pods_of(cluster, namespace, "assistant")
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "mas-sidecar")
+    assert {"name": "a2a", "containerPort": a2a_port} in [
+        {k: p[k] for k in ("name", "containerPort")} for p in sidecar["ports"]
+    ]
+    # From inside the pod, on every cluster: the card, then a call without a key is refused.
+    assert call_from(cluster, namespace, "assistant", "/.well-known/agent-card.json",
+                     port=a2a_port, with_token=False) == 200  # fmt: skip
+    refused = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}}
+    assert call_from(cluster, namespace, "assistant", "/", refused, port=a2a_port,
+                     with_token=False) == 401  # fmt: skip
+    if cluster.local:  # the pod shares the host's loopback: the official client, from here
+        answer = asyncio.run(
+            ask_over_a2a(f"http://127.0.0.1:{a2a_port}", "Summarize: One two three. Four.")
+        )
+        assert answer == "4 words, 2 sentences; the longest word is 'three'"
+        assert "A2A call from external/partner" in logs(cluster, namespace, "assistant")
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ POLICIES = "mas.dev/v1alpha1/gatewaypolicies"
 SECRETS = "v1/secrets"
 CONFIGMAPS = "v1/configmaps"
 DEPLOYMENTS = "apps/v1/deployments"
+SERVICES = "v1/services"
 ALL_VERBS = {"list", "watch", "get", "patch", "create", "update", "delete"}
 OPERATOR_NAMESPACE = "mas-system"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -146,6 +147,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     emulator.resources[CONFIGMAPS] = info("ConfigMap", "configmap")
     emulator.resources["v1/events"] = info("Event", "event")
     emulator.resources[DEPLOYMENTS] = info("Deployment", "deployment", status=True)
+    emulator.resources[SERVICES] = info("Service", "service")
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:

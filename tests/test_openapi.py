@@ -293,6 +293,9 @@ async def test_every_operation_answers_as_the_document_declares(
     found = await call(bob, "discoverAgents", 200, query="?capability=chat")
     assert [agent["id"] for agent in found["agents"]] == ["default/alice"]
     await call(bob, "discoverAgents", 400, query="?" + "&".join(["capability=x"] * 40))
+    cards = await call(bob, "discoverAgents", 200, query="?capability=chat&format=a2a-card")
+    assert [card["name"] for card in cards["cards"]] == ["default/alice"]
+    assert (await call(alice, "getAgentCard", 200))["name"] == "default/alice"
 
     # Sending, and the refusals of a send.
     await call(alice, "sendMessage", 202, body={"to": "bob", "type": "hello", "payload": 1})

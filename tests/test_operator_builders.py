@@ -23,6 +23,7 @@ from mas_operator.builders import (
     SPEC_HASH_ANNOTATION,
     BuildError,
     PodRefused,
+    a2a_service,
     agent_labels,
     credentials_secret,
     deployment,
@@ -92,6 +93,17 @@ def containers(built: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+A2A = {
+    "description": "Summarizes.",
+    "expose": True,
+    "port": 8791,
+    "clients": [
+        {"name": "partner", "secretKeyRef": {"name": "a2a-keys", "key": "partner-key"}},
+        {"name": "other", "secretKeyRef": {"name": "other-keys", "key": "k", "optional": True}},
+    ],
+}
 
 
 # -- labels and owner references ----------------------------------------------------------------
@@ -459,9 +471,12 @@ def test_built_objects_are_valid_kubernetes(version: str) -> None:
         securityContext={"runAsUser": 1000, "fsGroup": 2000, "readOnlyRootFilesystem": False},
         **POD_SETTINGS,
     )
+    exposed = make_agent(a2a=A2A)
     for built in (
         build(agent, PERMISSIVE),
         build(make_agent()),
+        build(exposed),
+        a2a_service(agent=exposed, owner_uid=UID),
         credentials_secret(agent=agent, owner_uid=UID, files=files()),
     ):
         kubernetes_validate.validate(built, version, strict=True)
@@ -785,3 +800,63 @@ def test_ordinary_volumes_are_accepted() -> None:
         volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}, {"name": "code", "mountPath": "/app"}],
     )
     assert refusals(agent, SETTINGS) == []
+
+
+# -- A2A ----------------------------------------------------------------------------------------
+
+
+def test_an_exposed_agents_sidecar_listens_on_its_a2a_port_with_its_clients_keys() -> None:
+    built = build(make_agent(a2a=A2A))
+    sidecar, agent = containers(built)["mas-sidecar"], containers(built)["agent"]
+    env = env_of(sidecar)
+    assert env["MAS_A2A_HOST"] == "0.0.0.0"
+    assert env["MAS_A2A_URL"] == "http://worker-a2a.team.svc:8791/"
+    assert env["MAS_A2A_CLIENTS_DIR"] == "/var/run/mas/a2a-clients"
+    assert '"expose":true' in env["MAS_A2A"]
+    assert sidecar["ports"] == [
+        {"name": "mas-metrics", "containerPort": 9090, "protocol": "TCP"},
+        {"name": "a2a", "containerPort": 8791, "protocol": "TCP"},
+    ]
+    mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    assert mounts["mas-a2a-clients"] == {
+        "name": "mas-a2a-clients", "mountPath": "/var/run/mas/a2a-clients", "readOnly": True
+    }  # fmt: skip
+    # The keys reach the sidecar only, one file per client named after it.
+    assert "mas-a2a-clients" not in {m["name"] for m in agent.get("volumeMounts", [])}
+    assert not any(name.startswith("MAS_A2A") for name in env_of(agent))
+    volumes = {v["name"]: v for v in built["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["mas-a2a-clients"]["projected"]["sources"] == [
+        {"secret": {"name": "a2a-keys", "items": [{"key": "partner-key", "path": "partner"}],
+                    "optional": False}},
+        {"secret": {"name": "other-keys", "items": [{"key": "k", "path": "other"}],
+                    "optional": True}},
+    ]  # fmt: skip
+
+
+def test_an_agent_with_a_card_but_not_exposed_gets_its_card_settings_only() -> None:
+    built = build(make_agent(a2a={**A2A, "expose": False}))
+    sidecar = containers(built)["mas-sidecar"]
+    assert [name for name in env_of(sidecar) if name.startswith("MAS_A2A")] == ["MAS_A2A"]
+    assert [p["name"] for p in sidecar["ports"]] == ["mas-metrics"]
+    volumes = built["spec"]["template"]["spec"]["volumes"]
+    assert "mas-a2a-clients" not in {volume["name"] for volume in volumes}
+    assert "MAS_A2A" not in env_of(containers(build(make_agent()))["mas-sidecar"])
+
+
+def test_an_a2a_client_key_may_not_come_from_an_agents_credentials() -> None:
+    clients = [{"name": "thief", "secretKeyRef": {"name": "other-mas-credentials", "key": "token"}}]
+    agent = make_agent(a2a={**A2A, "clients": clients})
+    assert refusals(agent, SETTINGS) == [
+        "spec.a2a.clients[0] (thief).secretKeyRef: Secret other-mas-credentials holds an "
+        "agent's credentials, which only its sidecar may receive"
+    ]
+
+
+def test_the_a2a_service_selects_the_agents_pods_with_client_affinity() -> None:
+    service = a2a_service(agent=make_agent(a2a=A2A), owner_uid=UID)
+    assert service["metadata"]["name"] == "worker-a2a"
+    assert service["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "mas-agent", "mas.dev/agent": "worker"
+    }  # fmt: skip
+    assert service["spec"]["sessionAffinity"] == "ClientIP"

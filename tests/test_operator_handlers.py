@@ -49,6 +49,7 @@ from tests.operator_harness import (
     OPERATOR_NAMESPACE,
     POLICIES,
     SECRETS,
+    SERVICES,
     OperatorHarness,
     ServerSideApplyEmulator,
     condition,
@@ -233,6 +234,32 @@ def agent_container_token(harness: OperatorHarness, deployment: dict[str, Any]) 
     secret = harness.object(SECRETS, deployment["metadata"]["namespace"], ref["name"])
     assert secret is not None
     return b64decode(secret["data"][ref["key"]]).decode()
+
+
+A2A = {
+    "expose": True,
+    "port": 8791,
+    "clients": [{"name": "partner", "secretKeyRef": {"name": "a2a-keys", "key": "partner"}}],
+}
+
+
+async def test_an_exposed_agent_gets_a_service_for_its_a2a_port_until_it_is_no_longer_exposed(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body(a2a=A2A))
+
+    service = await eventually(lambda: harness.object(SERVICES, "team", "worker-a2a"))
+    assert service["spec"]["ports"] == [
+        {"name": "a2a", "port": 8791, "targetPort": "a2a", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "mas-agent", "mas.dev/agent": "worker"
+    }  # fmt: skip
+    assert service["metadata"]["ownerReferences"][0]["uid"] == "uid-team-worker"
+
+    await harness.patch_spec(AGENTS, "team", "worker", {"a2a": {**A2A, "expose": False}})
+    await eventually(lambda: harness.object(SERVICES, "team", "worker-a2a") is None)
 
 
 async def test_the_agent_container_gets_the_token_its_sidecar_requires_and_mounts_nothing(

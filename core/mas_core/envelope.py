@@ -40,6 +40,14 @@ class Envelope(BaseModel):
     expires_at: int | None = Field(default=None, description="milliseconds since the epoch")
     attempt: int = Field(default=1, ge=1)
     trace: dict[str, str] = Field(default_factory=dict, description="W3C trace context headers")
+    principal: str | None = Field(
+        default=None,
+        max_length=127,
+        pattern=r"^external/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="the external client (external/<name>) the sending sidecar authenticated "
+        "and sent this for, to its own agent (inbound A2A); authorization judges it as that "
+        "principal",
+    )
     signature: str | None = None
     token: str | None = None
 

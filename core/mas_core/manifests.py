@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from mas_core.a2a_card import DEFAULT_MODES, DEFAULT_VERSION
 from mas_core.names import DEFAULT_NAMESPACE, LABEL, is_label
 from mas_core.policy.document import GatewayPolicySpec
 from mas_core.schema import ResourceModel
@@ -75,6 +76,14 @@ Capability = Annotated[
     str,
     AfterValidator(_capability),
     Field(json_schema_extra={"pattern": _CAPABILITY.pattern, "maxLength": 63}),
+]
+MediaType = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=127,
+        pattern=r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9*][a-z0-9!#$&^_.+*-]*$",
+    ),
 ]
 EnvName = Annotated[
     str, AfterValidator(_env_name), Field(json_schema_extra={"pattern": _ENV_NAME.pattern})
@@ -326,6 +335,79 @@ class SecurityContext(ResourceModel):
     )
 
 
+class A2ASkill(ResourceModel):
+    """One ``spec.a2a.skills`` entry: what the agent card says of one capability."""
+
+    id: Capability = Field(description="The capability this skill describes.")
+    name: str | None = Field(
+        default=None, max_length=128, description="Display name; the capability when omitted."
+    )
+    description: str = Field(default="", max_length=2048, description="What the skill does.")
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32, description="Keywords for the skill."
+    )
+    examples: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=list, max_length=32, description="Example requests."
+    )
+    input_modes: list[MediaType] = Field(
+        default_factory=list, description="Media types it accepts; the card's default if empty."
+    )
+    output_modes: list[MediaType] = Field(
+        default_factory=list, description="Media types it answers; the card's default if empty."
+    )
+
+
+class A2AClient(ResourceModel):
+    """One ``spec.a2a.clients`` entry: an external A2A client allowed to call the agent.
+
+    It calls as the principal ``external/<name>``, which GatewayPolicy rules can name, with
+    the bearer API key kept in a Secret (``mas up``: its secrets file or environment).
+    """
+
+    name: Label = Field(description="The client's name: it calls as external/<name>.")
+    secret_key_ref: SecretKeySelector = Field(
+        description="The Secret key holding the client's API key (at least 16 characters)."
+    )
+
+
+class A2ASpec(ResourceModel):
+    """``spec.a2a``: the agent's A2A agent card, and whether A2A clients may call it."""
+
+    description: str = Field(default="", max_length=2048, description="The card's description.")
+    version: str = Field(
+        default=DEFAULT_VERSION, min_length=1, max_length=64, description="The agent's version."
+    )
+    skills: list[A2ASkill] = Field(
+        default_factory=list,
+        description="Descriptions of capabilities (each must be one of spec.capabilities).",
+    )
+    default_input_modes: list[MediaType] = Field(
+        default_factory=lambda: list(DEFAULT_MODES),
+        description="Media types the agent accepts.",
+    )
+    default_output_modes: list[MediaType] = Field(
+        default_factory=lambda: list(DEFAULT_MODES),
+        description="Media types the agent answers with.",
+    )
+    expose: bool = Field(
+        default=False,
+        description="Serve the A2A JSON-RPC binding on port for the clients below.",
+    )
+    port: int = Field(
+        default=8791, ge=1024, le=65535, description="Port of the A2A listener (on the pod IP)."
+    )
+    clients: list[A2AClient] = Field(
+        default_factory=list, max_length=256, description="External clients that may call."
+    )
+
+    @model_validator(mode="after")
+    def _unique_clients(self) -> A2ASpec:
+        names = [client.name for client in self.clients]
+        if len(set(names)) != len(names):
+            raise ValueError("client names must be unique")
+        return self
+
+
 class AgentSpec(ResourceModel):
     """``spec``: what the agent can do and how it runs.
 
@@ -448,6 +530,21 @@ class AgentSpec(ResourceModel):
         description="Retain keeps the agent's streams and state in Redis when the Agent is "
         "deleted; Delete removes them.",
     )
+    a2a: A2ASpec | None = Field(
+        default=None,
+        alias="a2a",
+        description="The A2A agent card and inbound A2A calls (see docs/a2a.md).",
+    )
+
+    @model_validator(mode="after")
+    def _skills_are_capabilities(self) -> AgentSpec:
+        if self.a2a is not None:
+            unknown = sorted({s.id for s in self.a2a.skills} - set(self.capabilities))
+            if unknown:
+                raise ValueError(f"a2a.skills name capabilities the agent lacks: {unknown}")
+            if self.a2a.expose and self.a2a.port in (self.sidecar.port, self.sidecar.metrics_port):
+                raise ValueError("a2a.port must differ from sidecar.port and sidecar.metricsPort")
+        return self
 
 
 class AgentManifest(ResourceModel):

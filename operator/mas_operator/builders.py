@@ -60,6 +60,10 @@ Manifest = dict[str, Any]
 
 CREDENTIALS_DIR = "/var/run/mas/credentials"
 CREDENTIALS_VOLUME = "mas-credentials"
+A2A_CLIENTS_DIR = "/var/run/mas/a2a-clients"
+A2A_CLIENTS_VOLUME = "mas-a2a-clients"
+A2A_PORT_NAME = "a2a"
+A2A_SERVICE_SUFFIX = "-a2a"
 SECRET_SUFFIX = "-mas-credentials"
 AGENT_CONTAINER = "agent"
 SIDECAR_CONTAINER = "mas-sidecar"
@@ -269,10 +273,23 @@ def _sidecar_container(
             {"name": "MAS_LEASE_MS", "value": str(spec.delivery.lease_seconds * 1000)},
             {"name": "MAS_METRICS_ADDRESS", "value": f"0.0.0.0:{metrics_port}"},
             *replication,
+            *_a2a_env(agent),
         ],
-        "ports": [{"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"}],
+        "ports": [
+            {"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"},
+            *(
+                [{"name": A2A_PORT_NAME, "containerPort": spec.a2a.port, "protocol": "TCP"}]
+                if spec.a2a is not None and spec.a2a.expose
+                else []
+            ),
+        ],
         "volumeMounts": [
-            {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True}
+            {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True},
+            *(
+                [{"name": A2A_CLIENTS_VOLUME, "mountPath": A2A_CLIENTS_DIR, "readOnly": True}]
+                if _exposed(agent)
+                else []
+            ),
         ],
         "livenessProbe": _probe("/healthz", metrics_port, period=10, failures=3),
         "readinessProbe": _probe("/readyz", metrics_port, period=5, failures=2),
@@ -280,6 +297,86 @@ def _sidecar_container(
             **_restricted_container(read_only_root_filesystem=True),
             "runAsUser": SIDECAR_USER,
             "runAsGroup": SIDECAR_USER,
+        },
+    }
+
+
+# -- A2A ----------------------------------------------------------------------------------------
+
+
+def _exposed(agent: AgentManifest) -> bool:
+    return agent.spec.a2a is not None and agent.spec.a2a.expose
+
+
+def a2a_service_name(agent: AgentManifest) -> str:
+    """Name of the Service of an exposed agent's A2A port."""
+    return f"{agent.metadata.name}{A2A_SERVICE_SUFFIX}"
+
+
+def a2a_url(agent: AgentManifest) -> str:
+    """The A2A endpoint the agent card names: its Service, in cluster DNS."""
+    assert agent.spec.a2a is not None
+    namespace = agent.metadata.namespace
+    return f"http://{a2a_service_name(agent)}.{namespace}.svc:{agent.spec.a2a.port}/"
+
+
+def _a2a_env(agent: AgentManifest) -> list[Manifest]:
+    """The sidecar's A2A settings: ``spec.a2a`` (no key in it: the clients' Secrets are only
+    named), and for an exposed agent where it listens (every address of the pod), the URL its
+    card names and where the clients' keys are mounted."""
+    a2a = agent.spec.a2a
+    if a2a is None:
+        return []
+    settings = json.dumps(a2a.model_dump(mode="json", by_alias=True), separators=(",", ":"))
+    env: list[Manifest] = [{"name": "MAS_A2A", "value": settings}]
+    if a2a.expose:
+        env += [
+            {"name": "MAS_A2A_HOST", "value": "0.0.0.0"},
+            {"name": "MAS_A2A_URL", "value": a2a_url(agent)},
+            {"name": "MAS_A2A_CLIENTS_DIR", "value": A2A_CLIENTS_DIR},
+        ]
+    return env
+
+
+def _a2a_clients_volume(agent: AgentManifest) -> Manifest:
+    """The clients' API keys, one file per client named after it, from their Secrets (mounted
+    into the sidecar only)."""
+    assert agent.spec.a2a is not None
+    sources = [
+        {
+            "secret": {
+                "name": client.secret_key_ref.name,
+                "items": [{"key": client.secret_key_ref.key, "path": client.name}],
+                "optional": client.secret_key_ref.optional,
+            }
+        }
+        for client in agent.spec.a2a.clients
+    ]
+    return {
+        "name": A2A_CLIENTS_VOLUME,
+        "projected": {"sources": sources, "defaultMode": CREDENTIAL_FILE_MODE},
+    }
+
+
+def a2a_service(*, agent: AgentManifest, owner_uid: str) -> Manifest:
+    """The Service of an exposed agent's A2A port, over its pods."""
+    assert agent.spec.a2a is not None
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(agent, a2a_service_name(agent), owner_uid),
+        "spec": {
+            "selector": selector_labels(agent),
+            "ports": [
+                {
+                    "name": A2A_PORT_NAME,
+                    "port": agent.spec.a2a.port,
+                    "targetPort": A2A_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+            # Tasks live in the replica that took the call: GetTask must find it there.
+            "sessionAffinity": "ClientIP",
         },
     }
 
@@ -400,6 +497,8 @@ def deployment(
             },
         }
     ]
+    if _exposed(agent):
+        volumes.append(_a2a_clients_volume(agent))
     volumes += [dict(volume) for volume in spec.volumes]
     pod: Manifest = {
         "containers": [
@@ -552,9 +651,9 @@ def refusals(agent: AgentManifest, settings: OperatorConfig) -> list[str]:
 
 
 def _referenced_secrets(agent: AgentManifest) -> Iterator[tuple[str, str]]:
-    """``(field, Secret name)`` of every Secret the spec hands the agent container by reference
-    (not as a volume): its variables' ``secretKeyRef``, its ``envFrom`` Secrets, and the image
-    pull Secrets."""
+    """``(field, Secret name)`` of every Secret the spec hands the pod by reference (not as a
+    volume): its variables' ``secretKeyRef``, its ``envFrom`` Secrets, the image pull Secrets,
+    and its A2A clients' keys (the sidecar's, mounted by the operator's own volume)."""
     spec = agent.spec
     for index, var in enumerate(spec.env):
         source = var.value_from.secret_key_ref if var.value_from is not None else None
@@ -565,6 +664,8 @@ def _referenced_secrets(agent: AgentManifest) -> Iterator[tuple[str, str]]:
             yield f"spec.envFrom[{index}].secretRef", env_from.secret_ref.name
     for index, ref in enumerate(spec.image_pull_secrets):
         yield f"spec.imagePullSecrets[{index}]", ref.name
+    for index, client in enumerate(spec.a2a.clients if spec.a2a is not None else ()):
+        yield f"spec.a2a.clients[{index}] ({client.name}).secretKeyRef", client.secret_key_ref.name
 
 
 def _secret_refusals(
@@ -587,8 +688,8 @@ def _volume_refusals(
     where: str, volume: Mapping[str, Any], namespace: str, settings: OperatorConfig
 ) -> Iterator[str]:
     name = volume.get("name")
-    if name == CREDENTIALS_VOLUME:
-        yield f"{where}: the name {CREDENTIALS_VOLUME} is reserved for the sidecar's credentials"
+    if name in (CREDENTIALS_VOLUME, A2A_CLIENTS_VOLUME):
+        yield f"{where}: the name {name} is reserved for the sidecar's secrets"
     where = f"{where} ({name})"
     for kind in sorted(set(volume) - {"name"}):
         if kind == "hostPath":

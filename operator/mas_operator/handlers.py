@@ -210,6 +210,18 @@ def _apply_deployment(runtime: Runtime, desired: builders.Manifest) -> tuple[Man
     return runtime.kube.apply(desired, current), current is None
 
 
+def _apply_a2a_service(runtime: Runtime, agent: AgentManifest, owner_uid: str) -> None:
+    """The Service of an exposed agent's A2A port; an agent no longer exposed loses the one
+    the operator made for it (none other: a Service of that name it does not control stays)."""
+    namespace, name = agent.metadata.namespace, builders.a2a_service_name(agent)
+    current = runtime.kube.get_service(namespace, name)
+    if agent.spec.a2a is not None and agent.spec.a2a.expose:
+        runtime.kube.apply(builders.a2a_service(agent=agent, owner_uid=owner_uid), current)
+    elif current is not None:
+        ensure_controlled(current, builders.owner_reference(agent=agent, owner_uid=owner_uid))
+        runtime.kube.delete_service(namespace, name)
+
+
 def reconcile_agent(
     *,
     body: Mapping[str, Any],
@@ -283,6 +295,7 @@ def reconcile_agent(
     )
     try:
         _apply_deployment(runtime, deployment)
+        _apply_a2a_service(runtime, agent, owner_uid)
     except NotOwnedError as exc:
         _name_taken(runtime, patch, status, exc, conditions=conditions, generation=generation)
     except KubeError as exc:

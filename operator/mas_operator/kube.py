@@ -119,6 +119,14 @@ class KubeApi:
             namespace,
         )
 
+    def get_service(self, namespace: str, name: str) -> Manifest | None:
+        return self._call(
+            f"read service {namespace}/{name}",
+            self._core.read_namespaced_service,
+            name,
+            namespace,
+        )
+
     def get_config_map(self, namespace: str, name: str) -> Manifest | None:
         return self._call(
             f"read configmap {namespace}/{name}",
@@ -154,8 +162,9 @@ class KubeApi:
     # -- writes -------------------------------------------------------------------------------
 
     def apply(self, desired: Manifest, current: Manifest | None) -> Manifest:
-        """Server-side apply ``desired`` (a Secret, ConfigMap or Deployment with its apiVersion
-        and kind) as the field manager :data:`FIELD_MANAGER`; the object as stored after it.
+        """Server-side apply ``desired`` (a Secret, ConfigMap, Deployment or Service, with its
+        apiVersion and kind) as the field manager :data:`FIELD_MANAGER`; the object as stored
+        after it.
 
         ``current`` is the object as the caller just read it (None: there is none). When it
         exists it must be controlled by the controller owner ``desired`` names, if any
@@ -200,10 +209,20 @@ class KubeApi:
             "Secret": self._core.patch_namespaced_secret,
             "ConfigMap": self._core.patch_namespaced_config_map,
             "Deployment": self._apps.patch_namespaced_deployment,
+            "Service": self._core.patch_namespaced_service,
         }
         if kind not in methods:
             raise ValueError(f"cannot apply a {kind}")
         return methods[kind]
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """Delete Service ``namespace/name`` (nothing when there is none)."""
+        self._call(
+            f"delete service {namespace}/{name}",
+            self._core.delete_namespaced_service,
+            name,
+            namespace,
+        )
 
     def create_secret(self, secret: Manifest) -> Manifest | None:
         """Create ``secret``; None when one of that name exists already (409)."""

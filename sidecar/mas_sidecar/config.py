@@ -37,7 +37,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mas_core import sentinel
 from mas_core.names import InvalidAgentIdError, namespace_of, qualify
@@ -45,6 +45,9 @@ from mas_core.settings import EnvSettings
 from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.redis_client import cluster_url
+
+if TYPE_CHECKING:
+    from mas_core.manifests import A2ASpec
 
 REPLICA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -79,6 +82,11 @@ class SidecarConfig:
     wait_timeout_ms: int = 1000
     log_level: str = "INFO"
     metrics_address: tuple[str, int] | None = None  # the probes' listener; None: none
+    a2a: A2ASpec | None = None  # the agent's spec.a2a (MAS_A2A): its card, inbound A2A
+    a2a_host: str = "127.0.0.1"  # the A2A listener's address (MAS_A2A_HOST: the pod IP)
+    a2a_url: str | None = None  # the card's interface URL (MAS_A2A_URL), else from host, port
+    a2a_clients_dir: Path | None = None  # one file per client, its API key (MAS_A2A_CLIENTS_DIR)
+    a2a_wait_ms: int = 10_000  # how long a call waits for the reply before it answers a Task
 
     @property
     def namespace(self) -> str:
@@ -147,7 +155,41 @@ class SidecarConfig:
             log_level=read.log_level(),
             metrics_address=metrics_address,
             api_token=_api_token(read),
+            a2a=_a2a(read),
+            a2a_host=read.raw("MAS_A2A_HOST") or "127.0.0.1",
+            a2a_url=read.raw("MAS_A2A_URL") or None,
+            a2a_clients_dir=read.path("MAS_A2A_CLIENTS_DIR"),
+            a2a_wait_ms=read.integer("MAS_A2A_WAIT_MS", 10_000, 0, 600_000),
         )
+
+    @property
+    def a2a_exposed(self) -> bool:
+        """Whether this sidecar serves the A2A JSON-RPC binding (``spec.a2a.expose``)."""
+        return self.a2a is not None and self.a2a.expose
+
+    @property
+    def a2a_endpoint(self) -> str:
+        """The A2A interface URL the agent card names."""
+        if self.a2a_url:
+            return self.a2a_url
+        port = self.a2a.port if self.a2a is not None else 0
+        host = f"[{self.a2a_host}]" if ":" in self.a2a_host else self.a2a_host
+        return f"http://{host}:{port}/"
+
+
+def _a2a(read: EnvSettings) -> A2ASpec | None:
+    """The agent's ``spec.a2a`` block from ``MAS_A2A`` (JSON), None when unset."""
+    document = read.json_object("MAS_A2A")
+    if not document:
+        return None
+    from pydantic import ValidationError  # noqa: PLC0415 - only for an agent with spec.a2a
+
+    from mas_core.manifests import A2ASpec  # noqa: PLC0415
+
+    try:
+        return A2ASpec.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(f"MAS_A2A: {exc.errors()[0]['msg']}") from None
 
 
 def _check_topology(url: str, cluster: bool, wait_replicas: int) -> None:

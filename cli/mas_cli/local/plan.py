@@ -7,13 +7,15 @@ is :mod:`mas_cli.local.supervisor`), so what runs with which settings is unit-te
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mas_cli.local.secrets import EnvReferences
-from mas_core.manifests import CONTROL_PLANE_ENV, AgentManifest
+from mas_cli.local.secrets import EnvReferences, LocalSecrets
+from mas_core.a2a_card import CARD_PATH
+from mas_core.manifests import CONTROL_PLANE_ENV, AgentManifest, ManifestError
 
 _PYTHON_NAMES = frozenset({"python", "python3"})
 
@@ -36,6 +38,15 @@ class ReplicaPlan:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def a2a_card_url(self) -> str | None:
+        """Where A2A clients read the agent card of an exposed replica (None: not exposed)."""
+        settings = self.sidecar_env.get("MAS_A2A")
+        if settings is None:
+            return None
+        a2a = json.loads(settings)
+        return f"http://127.0.0.1:{a2a['port']}{CARD_PATH}" if a2a["expose"] else None
+
+    @property
     def label(self) -> str:
         """``<agent id>-<index>``, as progress lines name the replica."""
         return f"{self.agent_id}-{self.index}"
@@ -51,14 +62,44 @@ class ReplicaPlan:
 
 
 def sidecar_env(agent: AgentManifest, index: int) -> dict[str, str]:
-    """The ``MAS_*`` settings of replica ``index``'s sidecar."""
-    return {
+    """The ``MAS_*`` settings of replica ``index``'s sidecar. An exposed agent's replicas
+    serve A2A on loopback, replica ``index`` on ``spec.a2a.port`` + ``index`` (they share the
+    machine's ports)."""
+    env = {
         "MAS_REPLICA_ID": f"{agent.metadata.name}-{index}",
         "MAS_CAPABILITIES": ",".join(agent.spec.capabilities),
         "MAS_ROLES": ",".join(agent.spec.roles),
         "MAS_MAX_ATTEMPTS": str(agent.spec.delivery.max_attempts),
         "MAS_LEASE_MS": str(agent.spec.delivery.lease_seconds * 1000),
     }
+    a2a = agent.spec.a2a
+    if a2a is not None:
+        settings = a2a.model_dump(mode="json", by_alias=True)
+        settings["port"] = a2a.port + index
+        env["MAS_A2A"] = json.dumps(settings, separators=(",", ":"))
+        env["MAS_A2A_HOST"] = "127.0.0.1"
+    return env
+
+
+def a2a_client_keys(agent: AgentManifest, secrets: LocalSecrets) -> dict[str, str]:
+    """The API key of each of ``agent``'s A2A clients, from the secrets file (``secret/key=``
+    lines, like ``spec.env``'s references); ManifestError for a missing one that is not
+    ``optional`` (an optional one is left out: that client cannot call)."""
+    keys: dict[str, str] = {}
+    if agent.spec.a2a is None:
+        return keys
+    for client in agent.spec.a2a.clients:
+        ref = client.secret_key_ref
+        value = secrets.values.get((ref.name, ref.key))
+        if value is not None:
+            keys[client.name] = value
+        elif not ref.optional:
+            file = secrets.source or "DIR/.secrets"
+            raise ManifestError(
+                f"Agent {agent.agent_id}: spec.a2a.clients {client.name}: Secret {ref.name} key "
+                f"{ref.key} has no local value: add the line {ref.name}/{ref.key}=... to {file}"
+            )
+    return keys
 
 
 def agent_env(

@@ -62,7 +62,7 @@ from mas_cli.local.agent_process import AgentProcess
 from mas_cli.local.display import Console, ReplicaRow
 from mas_cli.local.issuer import LocalIdentity
 from mas_cli.local.metrics import MessageCounts, scrape
-from mas_cli.local.plan import ReplicaPlan, plan_replicas
+from mas_cli.local.plan import ReplicaPlan, a2a_client_keys, plan_replicas
 from mas_cli.local.processes import ChildProcess, SidecarProcess
 from mas_cli.local.redis_data import RedisDataDir
 from mas_cli.local.redis_server import RedisServer, RedisServerError, listen_ports
@@ -81,7 +81,9 @@ from mas_control.acl_file import save_acl_users
 from mas_control.audit_keeper import keep_trail, trail_heads
 from mas_control.provision import apply_acl_user, ensure_functions, publish_policy, register_agent
 from mas_control.recovery import PROBE_SECONDS, Provisioned, ServerWatch, apply_repair
+from mas_core.a2a_card import CLIENTS_DIR as A2A_CLIENTS_DIR
 from mas_core.acl import USER_PREFIX, acl_username, agent_redis_url, generate_password, masked_url
+from mas_core.identity.credentials import PRIVATE_MODE, private_directory, write_atomic
 from mas_core.manifests import AgentManifest
 from mas_core.policy.document import CompiledPolicy, effective_policy
 from mas_core.sidecar_token import TOKEN_ENV, new_token
@@ -237,6 +239,8 @@ class Supervisor:
         self._agent_urls: dict[str, str] = {}
         ports = listen_ports()  # outside the ephemeral range: hundreds of sidecars connect
         self.plans = plan_replicas(agents, options.directory.resolve(), ports, options.references)
+        for agent in self.agents:  # a missing A2A client key fails now, before anything runs
+            a2a_client_keys(agent, options.references.secrets)
         self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
         self._runtime = tempfile.TemporaryDirectory(prefix="mas-up-")
         self.users, self._users_said = self._choose_users(local_users(options.uid_base))
@@ -319,6 +323,10 @@ class Supervisor:
                 f"sidecar {replica.plan.label} ready on :{replica.plan.port} "
                 f"(pid {replica.sidecar.pid})"
             )
+            if replica.plan.a2a_card_url is not None:
+                self.console.progress(
+                    f"A2A: {replica.plan.label} serves its card at {replica.plan.a2a_card_url}"
+                )
         self._audit_keeper = threading.Thread(
             target=self._keep_audit_trails, name="mas-audit-keeper", daemon=True
         )
@@ -424,16 +432,31 @@ class Supervisor:
 
     def _sidecar(self, plan: ReplicaPlan) -> SidecarProcess:
         directory = self.identity.credentials_dir(plan.agent_id)
+        env = {**plan.sidecar_env, "MAS_CREDENTIALS_DIR": str(directory)}
+        if "MAS_A2A" in env:
+            env["MAS_A2A_CLIENTS_DIR"] = str(self._a2a_clients(plan.agent_id))
         return SidecarProcess(
             plan.agent_id,
             self._agent_urls.get(plan.agent_id, self.redis_url),
             port=plan.port,
-            env={**plan.sidecar_env, "MAS_CREDENTIALS_DIR": str(directory)},
+            env=env,
             log_path=self.options.log_dir / plan.log_file_name(),
             token=self._tokens[plan.agent_id],
             credentials_dir=directory,
             user=self.users.sidecar(self._index[plan.agent_id]),
         )
+
+    def _a2a_clients(self, agent_id: str) -> Path:
+        """The directory of the A2A clients' keys of ``agent_id``'s sidecars (one file each,
+        private to its sidecars' user), written from the secrets file."""
+        agent = self.agents[self._index[agent_id]]
+        user = self.users.sidecar(self._index[agent_id])
+        owner = user.owner if user is not None else None
+        directory = self.identity.credentials_dir(agent_id) / A2A_CLIENTS_DIR
+        private_directory(directory, owner)
+        for name, key in a2a_client_keys(agent, self.options.references.secrets).items():
+            write_atomic(directory / name, key.encode(), PRIVATE_MODE, owner)
+        return directory
 
     def _start_agent(self, replica: Replica) -> None:
         plan = replica.plan

@@ -438,8 +438,11 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 
 
 def signing_input(envelope: Envelope) -> bytes:
-    """The bytes an envelope signature covers (canonical JSON of the signed fields)."""
+    """The bytes an envelope signature covers (canonical JSON of the signed fields; an unset
+    ``principal`` is left out, so envelopes without one sign as before it existed)."""
     fields = envelope.model_dump(mode="json", exclude=set(_UNSIGNED_FIELDS))
+    if fields["principal"] is None:
+        del fields["principal"]
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 

@@ -6,6 +6,7 @@ adopts the senders' streams and registers the agent, and does so again whenever 
 restarted or replaced); then the background loops start, supervised (:mod:`mas_sidecar.loops`).
 Shutdown stops the delivery streams and the loops, releases this replica's leases for the
 other replicas, and closes Redis.
+An exposed agent's sidecar also serves A2A on a listener of its own (:mod:`mas_sidecar.api.a2a`).
 Used by :mod:`mas_sidecar.main`.
 """
 
@@ -39,6 +40,8 @@ def build_app(config: SidecarConfig) -> web.Application:
     for module in (messages, deliveries, state, agents, dead_letters, system):
         app.add_routes(module.routes)
     app.cleanup_ctx.append(_lifespan)
+    if config.a2a_exposed:
+        app.cleanup_ctx.append(_a2a_listener)
     app.on_shutdown.append(_stop_streams)
     return app
 
@@ -58,6 +61,14 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         log.info("released %d leases to the other replicas", released)
     await parts.redis.aclose()
     await parts.blocking.aclose()
+
+
+async def _a2a_listener(app: web.Application) -> AsyncIterator[None]:
+    """The A2A listener of an exposed agent (imported only then: see mas_sidecar.api.a2a)."""
+    from mas_sidecar.api.a2a.server import listener  # noqa: PLC0415 - only when exposed
+
+    async for _ in listener(app[COMPONENTS]):
+        yield
 
 
 async def _start_loops(parts: Components) -> None:

@@ -15,7 +15,7 @@ def message_document(envelope: Envelope) -> responses.Message:
     """A message as agents see it (delivery events, dead letters)."""
     return {
         "id": envelope.id,
-        "from": envelope.sender,
+        "from": envelope.principal or envelope.sender,  # an A2A call: its external client
         "type": envelope.type,
         "payload": envelope.payload,
         "attempt": envelope.attempt,

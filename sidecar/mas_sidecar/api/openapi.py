@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
@@ -70,6 +70,13 @@ _CAPABILITY = {
     "type": Annotated[
         list[Annotated[str, Field(max_length=253)]],
         Field(max_length=32, description="only agents having every capability listed"),
+    ],
+}  # fmt: skip
+_FORMAT = {
+    "name": "format", "in": "query", "required": False,
+    "type": Annotated[
+        Literal["mas", "a2a-card"],
+        Field(description="a2a-card: also the agents' A2A cards (cards)"),
     ],
 }  # fmt: skip
 
@@ -150,7 +157,9 @@ OPERATIONS: tuple[Operation, ...] = (
               "Record message id as handled, for ttl_ms", 204, None, (*_BODY, *_REDIS),
               models.Completed, parameters=[_MESSAGE_ID]),
     Operation("get", "/v1/agents", "discoverAgents", "Discover live agents", 200, R.Agents,
-              (E.INVALID_REQUEST, *_REDIS), parameters=[_CAPABILITY]),
+              (E.INVALID_REQUEST, *_REDIS), parameters=[_CAPABILITY, _FORMAT]),
+    Operation("get", "/.well-known/agent-card.json", "getAgentCard", "This agent's A2A card",
+              200, R.AgentCard),
     Operation("get", "/v1/self", "getSelf",
               "This agent: id, capabilities, metadata, namespace, replica, roles, policy", 200,
               R.AgentSelf),

@@ -192,9 +192,10 @@ class CompletedRecord(TypedDict):
 
 
 class Agents(TypedDict):
-    """Live agents having every capability asked for."""
+    """Live agents having every capability asked for (and their A2A cards, when asked)."""
 
     agents: list[AgentEntry]
+    cards: NotRequired[list[dict[str, Any]]]  # ?format=a2a-card: their cards, in that order
 
 
 class PolicyStatus(TypedDict):
@@ -211,6 +212,21 @@ class AgentSelf(AgentEntry):
     replica: str
     roles: list[str]
     policy: PolicyStatus
+
+
+class AgentCard(TypedDict, total=False):
+    """This agent's A2A agent card (A2A protocol 1.0; see docs/a2a.md)."""
+
+    name: str
+    description: str
+    version: str
+    supportedInterfaces: list[dict[str, Any]]
+    capabilities: dict[str, Any]
+    defaultInputModes: list[str]
+    defaultOutputModes: list[str]
+    skills: list[dict[str, Any]]
+    securitySchemes: dict[str, Any]
+    securityRequirements: list[dict[str, Any]]
 
 
 class Health(TypedDict):

@@ -73,6 +73,8 @@ def _message(envelope: Envelope) -> dict[str, Any]:
     }
     if envelope.is_reply:
         message["reply"] = True
+    if envelope.principal is not None:
+        message["principal"] = envelope.principal
     return message
 
 

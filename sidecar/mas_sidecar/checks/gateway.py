@@ -17,6 +17,12 @@ written around the sender's sidecar is refused (the inbox dead-letters it) and a
 passes is audited too (one ``received`` entry for the messages read together), for
 cross-verification with the senders' trails.
 
+External principals (inbound A2A, :mod:`mas_sidecar.api.a2a`): a sidecar that authenticated
+an external client sends that client's call to its own agent, signed with its own key, with the
+envelope's ``principal`` set to ``external/<client>``. Both sides then authorize the principal,
+not the sidecar's agent (with no roles: rules name it by id); on receive, a principal is
+believed only from the agent's own sidecar, so no other agent can speak for an external client.
+
 Replies are authorized too, and deny wins for them as for anything else. The one thing a reply
 gets that other messages do not: the reply to a synchronous request needs no allow rule, since
 the request it answers was allowed — but only the one reply that the requesting replica is
@@ -177,14 +183,19 @@ class Gateway:
                 )  # fmt: skip
         details: dict[str, Any] = {"policy_revision": policy.revision}
         target = Party(envelope.target, await self._registry.capabilities_of(envelope.target))
-        decision = self._authorize(
-            policy, Party(self.agent_id, self.own_roles()), target, envelope.type
+        if envelope.principal is not None and envelope.target != self.agent_id:
+            raise Refusal(ErrorCode.FORBIDDEN, "an external principal may call this agent only")
+        sender = (
+            Party(envelope.principal)
+            if envelope.principal is not None
+            else Party(self.agent_id, self.own_roles())
         )
+        decision = self._authorize(policy, sender, target, envelope.type)
         if not permits(decision, answers_request):
             self._metrics.count_rule("denied", decision.rule)
             await self._refuse("denied", envelope, ErrorCode.FORBIDDEN, decision.reason)
         details["rule"] = decision.rule if decision.allowed else REPLY_GRANT
-        limited = await self._limiter.check(policy.rate_limits)
+        limited = await self._limiter.check(policy.rate_limits, envelope.principal)
         if limited is not None:
             limit, wait = limited
             self._metrics.count_rule("rate_limited", limit.name)
@@ -400,6 +411,8 @@ class Gateway:
             if claims is None:
                 return False
             envelope = reads[index].envelope
+            if envelope.principal is not None:
+                return False
             sender = Party(envelope.sender, frozenset(claims.roles))
             decision = self._authorize(policy, sender, own, envelope.type)
             if not permits(decision, answers_request(envelope)):
@@ -413,10 +426,19 @@ class Gateway:
         claims: TokenClaims | None,
         answers_request: bool,
     ) -> str | None:
-        roles = claims.roles if claims else await self._registry.roles_of(envelope.sender)
+        if envelope.principal is not None:
+            if envelope.sender != self.agent_id:
+                return await self._refuse_received(
+                    envelope, "unauthorized: only an agent's own sidecar calls it for an external "
+                    f"principal, not {envelope.sender}",
+                )  # fmt: skip
+            sender = Party(envelope.principal)
+        else:
+            roles = claims.roles if claims else await self._registry.roles_of(envelope.sender)
+            sender = Party(envelope.sender, frozenset(roles))
         decision = self._authorize(
             policy,
-            Party(envelope.sender, frozenset(roles)),
+            sender,
             Party(self.agent_id, frozenset(self._registry.capabilities)),
             envelope.type,
         )

@@ -2,8 +2,9 @@
 
 ``replica`` scope keeps the bucket in this process (no Redis round trip); ``agent`` scope keeps
 it in Redis under the agent's hash tag, updated by one call of the ``mas_bucket_take`` function
-(:mod:`mas_core.functions`) with the server's clock, so all replicas share it. Used by the gateway
-checks on the send path.
+(:mod:`mas_core.functions`) with the server's clock, so all replicas share it. An external
+client calling the agent (inbound A2A) has buckets of its own under the same limits, so it
+cannot spend the agent's. Used by the gateway checks on the send path.
 """
 
 from __future__ import annotations
@@ -44,16 +45,21 @@ class RateLimiter:
     def __init__(self, client: aioredis.Redis, keys: AgentKeys) -> None:
         self._redis = client
         self._keys = keys
-        self._local: dict[RateLimit, Bucket] = {}
+        self._local: dict[tuple[RateLimit, str | None], Bucket] = {}
 
-    async def check(self, limits: tuple[RateLimit, ...]) -> tuple[RateLimit, float] | None:
-        """The first limit that refuses a send now, with seconds to wait; None when all allow."""
+    async def check(
+        self, limits: tuple[RateLimit, ...], principal: str | None = None
+    ) -> tuple[RateLimit, float] | None:
+        """The first limit that refuses a send now, with seconds to wait; None when all allow.
+        ``principal``: the external client the send is for (its own buckets)."""
         now = time.monotonic()
         for limit in limits:
             if limit.scope == "replica":
-                wait = self._local.setdefault(limit, Bucket(limit.rate, limit.burst)).take(now)
+                bucket = self._local.setdefault((limit, principal), Bucket(limit.rate, limit.burst))
+                wait = bucket.take(now)
             else:
-                key = self._keys.ratelimit(limit.name)
+                name = limit.name if principal is None else f"{limit.name}:{principal}"
+                key = self._keys.ratelimit(name)
                 wait = float(
                     await self._redis.fcall("mas_bucket_take", 1, key, limit.rate, limit.burst)
                 )

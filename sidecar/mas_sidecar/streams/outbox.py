@@ -41,8 +41,10 @@ def build_envelope(
     ttl_ms: int | None = None,
     trace: Mapping[str, str] | None = None,
     now_ms: int | None = None,
+    principal: str | None = None,
 ) -> Envelope:
-    """A new envelope with a fresh id (pure apart from the clock and the random id)."""
+    """A new envelope with a fresh id (pure apart from the clock and the random id);
+    ``principal``: the external client it is sent for (inbound A2A)."""
     created = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     return Envelope(
         id=new_id(created),
@@ -56,6 +58,7 @@ def build_envelope(
         created_at=created,
         expires_at=created + ttl_ms if ttl_ms else None,
         trace=dict(trace or {}),
+        principal=principal,
     )
 
 

@@ -36,7 +36,8 @@ _BATCH_NESTING = 2  # a batch holds each message two levels down: {"messages": [
 ADMIT_SLICE = 32  # batch items checked between turns of the event loop
 
 
-def _trace(request: web.Request) -> dict[str, str]:
+def trace_context(request: web.Request) -> dict[str, str]:
+    """The request's W3C trace context headers, bounded (also for inbound A2A calls)."""
     return {name: request.headers[name][:512] for name in _TRACE_HEADERS if name in request.headers}
 
 
@@ -61,7 +62,7 @@ async def _admit(
 async def send_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendMessage)
     body_taken(request)
-    envelope, done = await _admit(components(request), body, _trace(request))
+    envelope, done = await _admit(components(request), body, trace_context(request))
     await done
     return json_response(Accepted(id=envelope.id), status=202)
 
@@ -121,7 +122,8 @@ async def send_batch(request: web.Request) -> web.Response:
     body_taken(request, len(body.messages))
     # Shielded: once items are under way, a client that goes away cannot cut the batch short,
     # so every accepted item is accounted for (and written) even if nobody reads the answer.
-    results = await asyncio.shield(_send_all(components(request), body.messages, _trace(request)))
+    trace = trace_context(request)
+    results = await asyncio.shield(_send_all(components(request), body.messages, trace))
     return json_response(BatchResults(results=results))
 
 
@@ -138,7 +140,7 @@ async def send_request(request: web.Request) -> web.Response:
         payload=body.payload,
         reply_to=parts.config.replica,
         ttl_ms=body.timeout_ms,  # nobody waits for an answer after that: dead-letter it as expired
-        trace=_trace(request),
+        trace=trace_context(request),
     )
     reply = parts.replies.expect(envelope.id, target)
     try:

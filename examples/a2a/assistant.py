@@ -1,0 +1,36 @@
+"""The A2A example's assistant: a mas agent that A2A clients call through its sidecar.
+
+An A2A ``SendMessage`` reaches it as an ordinary ``a2a.message`` from ``external/<client>``
+(the text parts joined in ``payload["text"]``, every part in ``payload["parts"]``); its reply
+(``{"text": ...}``) becomes the A2A answer. ``CancelTask`` reaches it as ``a2a.cancel``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mas import Agent, AgentMessage
+
+
+def summary(text: str) -> str:
+    """Word and sentence counts and the longest word of ``text``."""
+    words = re.findall(r"[A-Za-z0-9']+", text)
+    sentences = [s for s in re.split(r"[.!?]+", text) if s.strip()]
+    longest = max(words, key=len) if words else "-"
+    return f"{len(words)} words, {len(sentences)} sentences; the longest word is {longest!r}"
+
+
+class Assistant(Agent):
+    @Agent.on("a2a.message")
+    async def summarize(self, message: AgentMessage) -> None:
+        text = message.payload["text"].removeprefix("Summarize:").strip()
+        print(f"A2A call from {message.sender}: {text[:60]!r}", flush=True)
+        await message.reply("a2a.reply", {"text": summary(text)})
+
+    @Agent.on("a2a.cancel")
+    async def cancel(self, message: AgentMessage) -> None:
+        print(f"{message.sender} cancelled task {message.payload['task_id']}", flush=True)
+
+
+if __name__ == "__main__":
+    Assistant().run()

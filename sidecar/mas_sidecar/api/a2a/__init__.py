@@ -1,0 +1,6 @@
+"""Inbound A2A: the listener an exposed agent's sidecar serves A2A clients on.
+
+Imported only when the agent is exposed (``spec.a2a.expose``): :mod:`.server` (the listener),
+:mod:`.protocol` (the JSON-RPC documents, A2A 1.0 and 0.3), :mod:`.clients` (the clients' API
+keys), :mod:`.calls` (calls as mas requests through the gateway checks) and :mod:`.tasks`.
+"""
