@@ -17,26 +17,18 @@ from pathlib import Path
 import pytest
 import test_attacks
 from test_attacks import ALICE_ASKS_BOB, World
+from test_layers import REFUSER
 
 world = test_attacks.world  # the fixture: signed sidecars as their agents' own Redis users
 
 MODULES_FILE = "FOOTPRINT_MODULES_FILE"
 REFUSED = ("cryptography",)
-SITECUSTOMIZE = f"""
-import atexit, os, sys
+# test_layers' finder that refuses REFUSED, then the list of modules written at exit.
+SITECUSTOMIZE = (
+    REFUSER.format(refused=REFUSED)
+    + f"""
+import atexit, os
 
-REFUSED = {REFUSED!r}
-
-
-class Refuser:
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name.partition(".")[0] in REFUSED:
-            raise ModuleNotFoundError(f"refused: {{name}}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, Refuser)
 _path = os.environ.get({MODULES_FILE!r})
 
 
@@ -46,6 +38,7 @@ def _write_modules():
         with open(_path, "w") as handle:
             handle.write("\\n".join(sorted(sys.modules)))
 """
+)
 # Loaded only when a policy turns DLP on, when /v1/openapi.json is first asked for, or never.
 NOT_BEFORE_USE = (
     "cryptography",
