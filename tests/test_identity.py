@@ -165,6 +165,14 @@ def test_keys_are_written_byte_for_byte_as_openssl_writes_them_and_read_back() -
     assert load_private_key_pem(b"\n" + OPENSSL_PRIVATE_PEM.replace(b"\n", b"\r\n")) is not None
 
 
+def test_a_private_key_shows_no_key_material_in_str_or_repr() -> None:
+    seed = bytes(range(32))
+    for key in (load_private_key_pem(OPENSSL_PRIVATE_PEM), generate_private_key()):
+        for shown in (str(key), repr(key), f"{key}", "%s" % key):  # noqa: UP031 - as logs do
+            assert "PrivateKey object at" in shown
+            assert str(seed) not in shown and str(bytes(key)) not in shown
+
+
 @pytest.mark.parametrize(
     "data",
     [

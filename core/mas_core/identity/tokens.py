@@ -182,9 +182,18 @@ def _json(value: Any) -> bytes:
 # -- keys ---------------------------------------------------------------------------------------
 
 
+class PrivateKey(SigningKey):
+    """An Ed25519 private key: PyNaCl's, except that ``str()`` (so an f-string, or ``%s`` in a
+    log line) shows no key material, as ``repr()`` already does not; PyNaCl's ``str()`` is the
+    seed itself."""
+
+    def __str__(self) -> str:
+        return object.__repr__(self)
+
+
 def generate_private_key() -> SigningKey:
     """A new random Ed25519 private key."""
-    return SigningKey.generate()
+    return PrivateKey.generate()
 
 
 def private_key_to_pem(key: SigningKey) -> bytes:
@@ -201,7 +210,7 @@ def load_private_key_pem(data: bytes) -> SigningKey:
     """Parse an unencrypted PKCS#8 PEM private key; :class:`KeyFormatError` unless it is
     Ed25519."""
     try:
-        return SigningKey(pem.private_key_seed(data))
+        return PrivateKey(pem.private_key_seed(data))
     except ValueError:
         raise KeyFormatError("not an unencrypted PEM Ed25519 private key") from None
 
