@@ -42,7 +42,7 @@ from mas_core.audit.chain import F_REPLICA, GENESIS, START, Chain
 from mas_core.audit.checkpoints import parse_checkpoint
 from mas_core.envelope import Envelope
 from mas_core.identity.credentials import Anchor
-from mas_core.identity.tokens import key_id, load_private_key_pem, sign_envelope, signing_key
+from mas_core.identity.tokens import key_id, load_private_key_pem, sign_envelope
 from mas_core.ids import new_id
 from mas_core.keys import REGISTRY_AGENTS, REGISTRY_LEASES, AgentKeys, audit_checkpoint
 
@@ -58,7 +58,7 @@ class Compromised:
 
     def __init__(self, agent_id: str, credentials: Path, client: redis.Redis) -> None:
         self.agent_id = agent_id
-        self._key = signing_key(load_private_key_pem((credentials / "agent.key").read_bytes()))
+        self._key = load_private_key_pem((credentials / "agent.key").read_bytes())
         self._token = (credentials / "token").read_text().strip()
         self.redis = client
 
@@ -708,4 +708,4 @@ async def test_no_agent_reaches_a_checkpoint_and_a_forged_one_is_refused(world: 
     intact, said = verdict(world, "default/alice")
 
     assert not intact
-    assert f"signed by key {key_id(agent_key.public_key())}, which is not a trusted anchor" in said
+    assert f"signed by key {key_id(agent_key.verify_key)}, which is not a trusted anchor" in said

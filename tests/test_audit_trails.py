@@ -8,6 +8,7 @@ as the pure function they are at the end."""
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from test_attacks import ALICE_ASKS_BOB, World
 from mas_cli.audit_cross import Record, Trail, cross_check, records
 from mas_cli.audit_trails import Evidence, cross_verify, verify_trail
 from mas_control.audit_keeper import Kept, Limits, cut_batch, keep_trail, trail_heads
+from mas_control.audit_rounds import TrailRounds
 from mas_core.audit.archive import read_segments, trail_directory
 from mas_core.audit.chain import F_EVENT, F_REPLICA, F_SEQ
 from mas_core.audit.checkpoints import parse_checkpoint
@@ -88,6 +90,61 @@ async def test_a_trails_head_moves_when_an_entry_is_added_and_only_then(world: W
     assert trail_heads(world.admin, ids) == first
     await exchange(world, 1)
     assert trail_heads(world.admin, ids)["default/alice"] != first["default/alice"]
+
+
+def commands_of_rounds(world: World, rounds: TrailRounds, agent_ids: list[str]) -> Counter[str]:
+    """One round of ``rounds`` over every trail of ``agent_ids``, and the commands the server
+    counted for it (``INFO commandstats``; nothing else talks to the server meanwhile)."""
+    world.admin.config_resetstat()
+    for agent_id in agent_ids:
+        assert (
+            rounds.keep(
+                world.admin, agent_id, world.identities.anchor, retention=None, archive=None
+            ).problem
+            is None
+        )
+    counted: Counter[str] = Counter()
+    for name, values in world.admin.info("commandstats").items():
+        if name.removeprefix("cmdstat_") not in ("info", "config|resetstat"):
+            counted[name.removeprefix("cmdstat_")] = values["calls"]
+    return counted
+
+
+async def test_rounds_pass_over_idle_trails_for_one_command_each_whatever_their_number(
+    world: World,
+) -> None:
+    # The operator's timer runs a round per Agent; over a trail nothing was added to, a round
+    # costs one command, however many agents idle; with every=3, rounds 1, 4, 7, ... are full.
+    await exchange(world, 3)
+    for sidecar in world.sidecars.started:
+        sidecar.stop()  # from here on, only the rounds talk to the server
+    rounds = TrailRounds(every=3)
+    trails = ["default/alice", "default/bob"]
+    idle = [*trails, *(f"default/idle-{n}" for n in range(20))]  # 20 with no trail yet
+
+    full = commands_of_rounds(world, rounds, idle)
+    passed = [commands_of_rounds(world, rounds, idle) for _ in range(2)]
+    fourth = commands_of_rounds(world, rounds, idle)
+
+    assert full["xinfo|stream"] == 2 and full.total() >= 4 * len(idle)
+    assert passed == [Counter({"xrevrange": len(idle)})] * 2
+    assert fourth["xinfo|stream"] == 2 and fourth["xrevrange"] == len(idle)  # full again
+
+
+async def test_a_trail_that_grew_gets_a_full_round_at_once(world: World) -> None:
+    await exchange(world, 2)
+    rounds = TrailRounds()
+    first = rounds.keep(
+        world.admin, "default/alice", world.identities.anchor, retention=None, archive=None
+    )
+    await exchange(world, 1)
+
+    grown = rounds.keep(
+        world.admin, "default/alice", world.identities.anchor, retention=None, archive=None
+    )
+
+    assert first.checkpoint is not None and grown.checkpoint is not None
+    assert (first.checkpoint.head.total, grown.checkpoint.head.total) == (2, 3)
 
 
 async def test_the_keeper_follows_a_trail_checkpoint_after_checkpoint(world: World) -> None:

@@ -203,7 +203,7 @@ async def test_the_reload_loop_follows_rotations_and_keeps_the_last_good_set(
         assert store.error is None
         assert new_anchor.kid in store.verifier.anchors
         agent_key = store.credentials.agent_key
-        assert store.claims.agent_kid == key_id(agent_key.public_key()) != good_kid
+        assert store.claims.agent_kid == key_id(agent_key.verify_key) != good_kid
     finally:
         stop.set()
         await loop

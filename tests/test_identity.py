@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
+from nacl.signing import SigningKey
 
 from mas_core.envelope import ENTRY_FIELD, Envelope, EnvelopeError
 from mas_core.identity.tokens import (
@@ -38,7 +38,6 @@ from mas_core.identity.tokens import (
     raw_public_bytes,
     sign_envelope,
     signing_input,
-    signing_key,
     verify_envelope,
     verify_token,
 )
@@ -46,16 +45,16 @@ from mas_core.names import InvalidAgentIdError
 
 NOW = 1_800_000_000.0
 ANCHOR = generate_private_key()
-ANCHORS = {key_id(ANCHOR.public_key()): ANCHOR.public_key()}
+ANCHORS = {key_id(ANCHOR.verify_key): ANCHOR.verify_key}
 ALICE_KEY = generate_private_key()
 BOB_KEY = generate_private_key()
 
 
 def token_for(
     agent_id: str = "team-a/alice",
-    key: Ed25519PrivateKey = ALICE_KEY,
+    key: SigningKey = ALICE_KEY,
     *,
-    anchor: Ed25519PrivateKey = ANCHOR,
+    anchor: SigningKey = ANCHOR,
     ttl: int = 600,
     now: float = NOW,
 ) -> str:
@@ -64,7 +63,7 @@ def token_for(
         agent_id=agent_id,
         roles=["clinician"],
         capabilities=["diagnose", "triage"],
-        agent_public_key=key.public_key(),
+        agent_public_key=key.verify_key,
         ttl_seconds=ttl,
         now=now,
     )
@@ -94,11 +93,11 @@ def forge(token: str, *, header: dict[str, Any] | None = None, **claims: Any) ->
     return f"{head}.{body}.{signature}"
 
 
-def resign(header: Any, claims: Any, anchor: Ed25519PrivateKey = ANCHOR) -> str:
+def resign(header: Any, claims: Any, anchor: SigningKey = ANCHOR) -> str:
     """A token with any header and claims, validly signed by ``anchor``."""
     signing = f"{b64url_encode(json.dumps(header).encode())}."
     signing += b64url_encode(json.dumps(claims).encode())
-    return f"{signing}.{b64url_encode(anchor.sign(signing.encode()))}"
+    return f"{signing}.{b64url_encode(anchor.sign(signing.encode()).signature)}"
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -107,15 +106,15 @@ def resign(header: Any, claims: Any, anchor: Ed25519PrivateKey = ANCHOR) -> str:
 def test_keys_survive_pem_round_trips_and_have_stable_short_ids() -> None:
     key = generate_private_key()
     again = load_private_key_pem(private_key_to_pem(key))
-    public = load_public_key_pem(public_key_to_pem(key.public_key()))
+    public = load_public_key_pem(public_key_to_pem(key.verify_key))
 
-    assert key_id(again.public_key()) == key_id(public) == key_id(key.public_key())
+    assert key_id(again.verify_key) == key_id(public) == key_id(key.verify_key)
     assert len(key_id(public)) == 16
-    assert key_id(public) != key_id(generate_private_key().public_key())
+    assert key_id(public) != key_id(generate_private_key().verify_key)
 
 
 @pytest.mark.parametrize(
-    "data", [b"", b"not pem", public_key_to_pem(ALICE_KEY.public_key()), b"-----BEGIN"]
+    "data", [b"", b"not pem", public_key_to_pem(ALICE_KEY.verify_key), b"-----BEGIN"]
 )
 def test_bytes_that_are_no_ed25519_private_key_raise_key_format_error(data: bytes) -> None:
     with pytest.raises(KeyFormatError):
@@ -127,6 +126,78 @@ def test_a_private_key_is_no_public_key() -> None:
         load_public_key_pem(private_key_to_pem(ALICE_KEY))
 
 
+# Written by OpenSSL (through the ``cryptography`` package) for the seed bytes(range(32)): keys
+# on disk and in Secrets from any release or tool must load, and what is written must read there.
+OPENSSL_PRIVATE_PEM = b"""-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f
+-----END PRIVATE KEY-----
+"""
+OPENSSL_PUBLIC_PEM = b"""-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAA6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=
+-----END PUBLIC KEY-----
+"""
+ED448_PRIVATE_PEM = b"""-----BEGIN PRIVATE KEY-----
+MEcCAQAwBQYDK2VxBDsEOQABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f
+ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3OA==
+-----END PRIVATE KEY-----
+"""
+ED448_PUBLIC_PEM = b"""-----BEGIN PUBLIC KEY-----
+MEMwBQYDK2VxAzoAGNCnDkKnQt+1YSeYkzhQYde02tj2/u1HkeqrZrL0pPAvwJRi
+qL+xhC0LrGDoobPlW6JAfzMibzgA
+-----END PUBLIC KEY-----
+"""
+ENCRYPTED_PEM = b"""-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIGjMF8GCSqGSIb3DQEFDTBSMDEGCSqGSIb3DQEFDDAkBBCqVKg170tR9X/7W0Fg
+ffHEAgIIADAMBggqhkiG9w0CCQUAMB0GCWCGSAFlAwQBKgQQz/q5gleFq6TzUSCE
+EtwQJgRAg8axIHmpNCNrvlvHaUSDmmdlBwj9PR7ZcIcJ9iSJcdc8lRT1MZ515rKa
+AVmteIJI1sySXAeNwtTiS/kcZM7o8Q==
+-----END ENCRYPTED PRIVATE KEY-----
+"""
+
+
+def test_keys_are_written_byte_for_byte_as_openssl_writes_them_and_read_back() -> None:
+    key = SigningKey(bytes(range(32)))
+
+    assert private_key_to_pem(key) == OPENSSL_PRIVATE_PEM
+    assert public_key_to_pem(key.verify_key) == OPENSSL_PUBLIC_PEM
+    assert bytes(load_private_key_pem(OPENSSL_PRIVATE_PEM)) == bytes(key)
+    assert load_public_key_pem(OPENSSL_PUBLIC_PEM) == key.verify_key
+    assert load_private_key_pem(b"\n" + OPENSSL_PRIVATE_PEM.replace(b"\n", b"\r\n")) is not None
+
+
+def test_a_private_key_shows_no_key_material_in_str_or_repr() -> None:
+    seed = bytes(range(32))
+    for key in (load_private_key_pem(OPENSSL_PRIVATE_PEM), generate_private_key()):
+        for shown in (str(key), repr(key), f"{key}", "%s" % key):  # noqa: UP031 - as logs do
+            assert "PrivateKey object at" in shown
+            assert str(seed) not in shown and str(bytes(key)) not in shown
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ED448_PRIVATE_PEM,
+        ENCRYPTED_PEM,
+        OPENSSL_PRIVATE_PEM + OPENSSL_PRIVATE_PEM,  # two blocks
+        OPENSSL_PRIVATE_PEM + b"trailing",
+        OPENSSL_PRIVATE_PEM.replace(b"MC4C", b"MC4*"),  # outside the base64 alphabet
+        OPENSSL_PRIVATE_PEM.replace(b"HR4f", b"HR4="),  # a byte short
+        OPENSSL_PRIVATE_PEM.replace(b"PRIVATE KEY", b"PUBLIC KEY"),
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQ\u00e9\n-----END PRIVATE KEY-----".encode(),
+    ],
+    ids=["ed448", "encrypted", "two-blocks", "trailing", "alphabet", "short", "label", "utf8"],
+)
+def test_pem_of_another_shape_is_no_private_key(data: bytes) -> None:
+    with pytest.raises(KeyFormatError):
+        load_private_key_pem(data)
+
+
+@pytest.mark.parametrize("data", [ED448_PUBLIC_PEM, OPENSSL_PUBLIC_PEM[:-30], b""])
+def test_pem_of_another_shape_is_no_public_key(data: bytes) -> None:
+    with pytest.raises(KeyFormatError):
+        load_public_key_pem(data)
+
+
 # -- tokens -------------------------------------------------------------------------------------
 
 
@@ -136,15 +207,15 @@ def test_an_issued_token_verifies_to_its_claims() -> None:
     assert claims.sub == "team-a/alice"
     assert claims.roles == ("clinician",)
     assert claims.capabilities == ("diagnose", "triage")
-    assert claims.agent_kid == key_id(ALICE_KEY.public_key())
+    assert claims.agent_kid == key_id(ALICE_KEY.verify_key)
     assert (claims.iat, claims.exp, claims.iss) == (int(NOW), int(NOW) + 600, "mas")
-    assert claims.kid == key_id(ANCHOR.public_key())
+    assert claims.kid == key_id(ANCHOR.verify_key)
 
 
 def test_the_token_header_is_an_eddsa_jwt_header() -> None:
     header = json.loads(b64url_decode(token_for().split(".")[0]))
 
-    assert header == {"alg": "EdDSA", "typ": "JWT", "kid": key_id(ANCHOR.public_key())}
+    assert header == {"alg": "EdDSA", "typ": "JWT", "kid": key_id(ANCHOR.verify_key)}
 
 
 def test_issuing_refuses_bad_agent_ids_and_lifetimes() -> None:
@@ -157,7 +228,7 @@ def test_issuing_refuses_bad_agent_ids_and_lifetimes() -> None:
 def test_a_token_signed_by_another_anchor_with_the_same_kid_is_forged() -> None:
     other = generate_private_key()
     token = token_for(anchor=other)
-    header = json.loads(b64url_decode(token.split(".")[0])) | {"kid": key_id(ANCHOR.public_key())}
+    header = json.loads(b64url_decode(token.split(".")[0])) | {"kid": key_id(ANCHOR.verify_key)}
 
     with pytest.raises(TokenSignatureError):
         verify_token(forge(token, header=header), ANCHORS, now=NOW)
@@ -201,7 +272,7 @@ def test_expiry_and_issue_time_are_enforced_with_leeway() -> None:
     assert verify_token(token, ANCHORS, now=NOW + 10**6, check_time=False).sub == "team-a/alice"
 
 
-GOOD_HEADER = {"alg": "EdDSA", "typ": "JWT", "kid": key_id(ANCHOR.public_key())}
+GOOD_HEADER = {"alg": "EdDSA", "typ": "JWT", "kid": key_id(ANCHOR.verify_key)}
 GOOD_CLAIMS = json.loads(b64url_decode(token_for().split(".")[1]))
 
 
@@ -275,8 +346,8 @@ def test_claims_reprs_hold_no_key_material() -> None:
 
 # Issued by the hand-written encoder with the fixed keys below at LEGACY_NOW; any new encoder or
 # verifier must still accept it (tokens live across a rolling upgrade of sidecars and operator).
-LEGACY_ANCHOR = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-LEGACY_AGENT = Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
+LEGACY_ANCHOR = SigningKey(bytes(range(32)))
+LEGACY_AGENT = SigningKey(bytes(range(32, 64)))
 LEGACY_NOW = 1_800_000_000
 LEGACY_TOKEN = (
     "eyJhbGciOiJFZERTQSIsImtpZCI6IjFJRzJ0TUg3SjJ3Ykpabk8iLCJ0eXAiOiJKV1QifQ"
@@ -289,7 +360,7 @@ LEGACY_TOKEN = (
 
 
 def test_a_token_issued_by_an_earlier_release_still_verifies() -> None:
-    anchors = {key_id(LEGACY_ANCHOR.public_key()): LEGACY_ANCHOR.public_key()}
+    anchors = {key_id(LEGACY_ANCHOR.verify_key): LEGACY_ANCHOR.verify_key}
 
     claims = TokenVerifier(anchors).verify(LEGACY_TOKEN, now=LEGACY_NOW + 10)
 
@@ -297,13 +368,13 @@ def test_a_token_issued_by_an_earlier_release_still_verifies() -> None:
         "sub": "team-a/alice",
         "roles": ["clinician"],
         "capabilities": ["diagnose", "triage"],
-        "agent_kid": key_id(LEGACY_AGENT.public_key()),
+        "agent_kid": key_id(LEGACY_AGENT.verify_key),
         "iss": "mas",
         "iat": LEGACY_NOW,
         "exp": LEGACY_NOW + 600,
         "kid": "1IG2tMH7J2wbJZnO",
     }
-    assert bytes(claims.agent_key) == raw_public_bytes(LEGACY_AGENT.public_key())
+    assert bytes(claims.agent_key) == raw_public_bytes(LEGACY_AGENT.verify_key)
 
 
 def _hs256(header: dict[str, Any], secret: bytes) -> str:
@@ -318,7 +389,7 @@ def _unsigned(alg: str) -> str:
     return signing + b64url_encode(json.dumps(GOOD_CLAIMS).encode()) + "."
 
 
-_ANCHOR_PUBLIC = ANCHOR.public_key()
+_ANCHOR_PUBLIC = ANCHOR.verify_key
 _PUBLIC_SECRETS = [  # every spelling of the anchor's public key an attacker might HMAC with
     public_key_to_pem(_ANCHOR_PUBLIC),
     raw_public_bytes(_ANCHOR_PUBLIC),
@@ -375,7 +446,7 @@ def test_the_verifier_cache_is_bounded_and_never_caches_failures() -> None:
 
 
 def test_a_signed_envelope_authenticates_as_its_sender() -> None:
-    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
+    signed = sign_envelope(envelope(), ALICE_KEY, token_for())
 
     assert signed.token == token_for()
     assert len(b64url_decode(signed.signature or "")) == 64
@@ -384,14 +455,14 @@ def test_a_signed_envelope_authenticates_as_its_sender() -> None:
 
 
 def test_signatures_survive_storage_and_ignore_the_attempt() -> None:
-    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
+    signed = sign_envelope(envelope(), ALICE_KEY, token_for())
     stored = Envelope.from_entry(signed.to_entry(), attempt=3)
 
     TokenVerifier(ANCHORS).authenticate(stored, now=NOW)
 
 
 def test_a_stored_null_rewritten_as_nan_no_longer_reads_as_the_signed_message() -> None:
-    signed = sign_envelope(envelope(payload={"x": None}), signing_key(ALICE_KEY), token_for())
+    signed = sign_envelope(envelope(payload={"x": None}), ALICE_KEY, token_for())
     entry = signed.to_entry()[ENTRY_FIELD]
     assert b'"x":null' in entry
 
@@ -403,7 +474,7 @@ def test_a_payload_too_deep_to_write_back_fails_verification_instead_of_raising(
     deep: Any = "bottom"
     for _ in range(300):
         deep = [deep]
-    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
+    signed = sign_envelope(envelope(), ALICE_KEY, token_for())
 
     with pytest.raises(EnvelopeSignatureError):
         TokenVerifier(ANCHORS).authenticate(signed.model_copy(update={"payload": deep}), now=NOW)
@@ -419,7 +490,7 @@ def test_canonical_bytes_do_not_depend_on_key_order() -> None:
     assert signing_input(one) == signing_input(two) == signing_input(reordered)
     assert b" " not in signing_input(one).replace(b"team-a", b"")
     assert signing_input(one) == signing_input(one.model_copy(update={"attempt": 4}))
-    signed = sign_envelope(one, signing_key(ALICE_KEY), token_for())
+    signed = sign_envelope(one, ALICE_KEY, token_for())
     assert signing_input(one) == signing_input(signed)
 
 
@@ -432,7 +503,7 @@ def test_canonical_bytes_do_not_depend_on_key_order() -> None:
 def test_any_signed_field_altered_after_signing_breaks_the_signature(
     changes: dict[str, Any],
 ) -> None:
-    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
+    signed = sign_envelope(envelope(), ALICE_KEY, token_for())
     altered = signed.model_copy(update=changes)
 
     with pytest.raises(EnvelopeSignatureError):
@@ -440,7 +511,7 @@ def test_any_signed_field_altered_after_signing_breaks_the_signature(
 
 
 def test_a_changed_sender_does_not_match_the_token() -> None:
-    altered = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for()).model_copy(
+    altered = sign_envelope(envelope(), ALICE_KEY, token_for()).model_copy(
         update={"sender": "team-a/mallory"}
     )
 
@@ -449,14 +520,14 @@ def test_a_changed_sender_does_not_match_the_token() -> None:
 
 
 def test_the_token_of_another_agent_does_not_match_the_sender() -> None:
-    signed = sign_envelope(envelope(), signing_key(BOB_KEY), token_for("team-b/bob", BOB_KEY))
+    signed = sign_envelope(envelope(), BOB_KEY, token_for("team-b/bob", BOB_KEY))
 
     with pytest.raises(SenderMismatchError):
         TokenVerifier(ANCHORS).authenticate(signed, now=NOW)
 
 
 def test_a_signature_by_another_key_than_the_tokens_is_refused() -> None:
-    signed = sign_envelope(envelope(), signing_key(BOB_KEY), token_for())
+    signed = sign_envelope(envelope(), BOB_KEY, token_for())
 
     with pytest.raises(EnvelopeSignatureError):
         TokenVerifier(ANCHORS).authenticate(signed, now=NOW)
@@ -464,7 +535,7 @@ def test_a_signature_by_another_key_than_the_tokens_is_refused() -> None:
 
 @pytest.mark.parametrize("signature", ["", "AAAA", "not base64!", b64url_encode(bytes(64))])
 def test_malformed_signatures_are_refused(signature: str) -> None:
-    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for())
+    signed = sign_envelope(envelope(), ALICE_KEY, token_for())
 
     with pytest.raises(EnvelopeSignatureError):
         verify_envelope(
@@ -479,7 +550,7 @@ def test_unsigned_envelopes_and_expired_tokens_are_refused() -> None:
         verifier.authenticate(envelope(), now=NOW)
     with pytest.raises(UnsignedEnvelopeError):
         verifier.authenticate(envelope(token=token_for()), now=NOW)
-    signed = sign_envelope(envelope(), signing_key(ALICE_KEY), token_for(ttl=60))
+    signed = sign_envelope(envelope(), ALICE_KEY, token_for(ttl=60))
     with pytest.raises(TokenExpiredError):
         verifier.authenticate(signed, now=NOW + 3600)
 

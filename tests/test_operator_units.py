@@ -23,7 +23,7 @@ NOW = 1_800_000_000.0
 
 def make_anchor() -> Anchor:
     key = generate_private_key()
-    return Anchor(key, key.public_key(), key_id(key.public_key()))
+    return Anchor(key, key.verify_key, key_id(key.verify_key))
 
 
 def make_agent(**spec: Any) -> Any:

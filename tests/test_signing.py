@@ -30,7 +30,6 @@ from mas_core.identity.tokens import (
     issue_token,
     load_private_key_pem,
     sign_envelope,
-    signing_key,
 )
 from mas_core.keys import AgentKeys
 
@@ -149,14 +148,12 @@ async def test_an_expired_token_and_an_unsigned_message_are_refused(
     key = generate_private_key()
     expired = issue_token(
         identities.anchor.private_key, agent_id="default/alice", roles=[], capabilities=[],
-        agent_public_key=key.public_key(), ttl_seconds=60, now=time.time() - 3600,
+        agent_public_key=key.verify_key, ttl_seconds=60, now=time.time() - 3600,
     )  # fmt: skip
     now = int(time.time() * 1000)
     base = Envelope(id="01EXPIRED0000000000000000", sender="default/alice",
                     target="default/bob", type="hello", created_at=now)  # fmt: skip
-    append_as(
-        redis_client, ALICE, BOB.agent_id, sign_envelope(base, signing_key(key), expired).to_entry()
-    )
+    append_as(redis_client, ALICE, BOB.agent_id, sign_envelope(base, key, expired).to_entry())
     unsigned = base.model_copy(update={"id": "01UNSIGNED000000000000000"})
     append_as(redis_client, ALICE, BOB.agent_id, unsigned.to_entry())
 
@@ -223,7 +220,7 @@ async def test_a_request_only_accepts_a_signed_reply_from_the_agent_it_asked(
     def signed(envelope: Envelope, directory: Path) -> dict[bytes, bytes]:
         key = load_private_key_pem((directory / "agent.key").read_bytes())
         token = (directory / "token").read_text().strip()
-        return sign_envelope(envelope, signing_key(key), token).to_entry()
+        return sign_envelope(envelope, key, token).to_entry()
 
     # Unsigned, and signed by another agent than the one asked: both refused; in the stream of
     # the agent that was not asked, not even read.
@@ -326,12 +323,12 @@ async def test_a_dead_letter_that_no_longer_authenticates_is_kept_and_its_sender
     key = load_private_key_pem((alice_dir / "agent.key").read_bytes())
     expired = issue_token(
         identities.anchor.private_key, agent_id="default/alice", roles=[], capabilities=[],
-        agent_public_key=key.public_key(), ttl_seconds=60, now=time.time() - 3600,
+        agent_public_key=key.verify_key, ttl_seconds=60, now=time.time() - 3600,
     )  # fmt: skip
     stale = Envelope(id="01STALE000000000000000000", sender="default/alice",
                      target="default/bob", type="hello", payload={"n": 1},
                      created_at=int(time.time() * 1000))  # fmt: skip
-    entry = sign_envelope(stale, signing_key(key), expired).to_entry()
+    entry = sign_envelope(stale, key, expired).to_entry()
     append_as(redis_client, ALICE, "default/bob", entry)  # as alice's sidecar would have
     consumer = asyncio.create_task(bob.collect(1))  # subscribed: the inbox is read
     [reason] = await dead_letter_reasons(bob, 1)

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 import redis
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.signing import VerifyKey
 
 from mas_cli.audit_trails import (
     Evidence,
@@ -78,7 +78,7 @@ def _verify(
     client: redis.Redis,
     agent_id: str,
     args: argparse.Namespace,
-    trust: dict[str, Ed25519PublicKey] | None,
+    trust: dict[str, VerifyKey] | None,
 ) -> int:
     """``mas audit verify``: the trail, then (with ``--cross``) its messages; the status."""
     evidence = Evidence(trust, args.archive)

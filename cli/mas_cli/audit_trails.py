@@ -23,7 +23,7 @@ from typing import TextIO
 
 import orjson
 import redis
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.signing import VerifyKey
 
 from mas_cli.audit_cross import RECEIVED, SENT, Trail, cross_check, records
 from mas_control.audit_keeper import holding_trail, read_entries
@@ -38,7 +38,7 @@ SHOWN_PROBLEMS = 50  # a rewritten trail can break at every entry: the first one
 HOLD_WAIT = 60.0  # seconds to wait for a round of the control plane to finish with a trail
 
 
-def load_trust(paths: Sequence[Path]) -> dict[str, Ed25519PublicKey]:
+def load_trust(paths: Sequence[Path]) -> dict[str, VerifyKey]:
     """Anchor public keys by key id, from PEM files and directories of ``*.pub`` files (an
     anchor directory, or an agent credentials directory's ``trust/``); KeyFormatError or
     OSError when one cannot be read."""
@@ -57,7 +57,7 @@ class Evidence:
     checkpoints (None: signatures are not checked, and the report says so), and the control
     plane's archive directory (None: the trail is verified from its last cut)."""
 
-    trust: Mapping[str, Ed25519PublicKey] | None = None
+    trust: Mapping[str, VerifyKey] | None = None
     archive: Path | None = None
 
 
@@ -74,7 +74,7 @@ class Stored:
 
 
 def _checkpoint(
-    client: redis.Redis, agent_id: str, trust: Mapping[str, Ed25519PublicKey] | None
+    client: redis.Redis, agent_id: str, trust: Mapping[str, VerifyKey] | None
 ) -> tuple[Checkpoint | None, list[str], list[str]]:
     """The trail's last checkpoint (None when there is none or it cannot be trusted), the
     problems with it, and what to say about it."""

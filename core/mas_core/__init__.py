@@ -18,5 +18,5 @@ Used by the SDK (:mod:`mas`), the sidecar (:mod:`mas_sidecar`), the control plan
 (:mod:`mas_control`), the operator (:mod:`mas_operator`) and the ``mas`` command
 (:mod:`mas_cli`); it imports none of them (the layers are checked by import-linter, see
 ``pyproject.toml``). The SDK imports only its light modules (error codes, API token,
-environment flags), so ``from mas import Agent`` loads no Redis, cryptography or RE2 package.
+environment flags), so ``from mas import Agent`` loads no Redis, PyNaCl or RE2 package.
 """

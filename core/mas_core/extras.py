@@ -14,10 +14,9 @@ import importlib.util
 
 # The importable modules each extra brings beyond the SDK (see pyproject.toml).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "sidecar": ("redis", "cryptography", "nacl", "re2", "prometheus_client"),
+    "sidecar": ("redis", "nacl", "re2", "prometheus_client"),
     "local": (
         "redis",
-        "cryptography",
         "nacl",
         "re2",
         "prometheus_client",
@@ -26,7 +25,6 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "operator": (
         "redis",
-        "cryptography",
         "nacl",
         "re2",
         "prometheus_client",

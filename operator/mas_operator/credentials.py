@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from mas_core.acl import agent_redis_url, generate_password
 from mas_core.identity.credentials import (
@@ -47,7 +47,7 @@ Manifest = Mapping[str, object]
 class Existing:
     """What an agent's current Secret holds, each part None when absent or unusable."""
 
-    agent_key: Ed25519PrivateKey | None = field(default=None, repr=False)
+    agent_key: SigningKey | None = field(default=None, repr=False)
     claims: TokenClaims | None = None
     token: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
@@ -153,7 +153,7 @@ def plan_credentials(
             agent_id=agent.agent_id,
             roles=agent.spec.roles,
             capabilities=agent.spec.capabilities,
-            agent_public_key=agent_key.public_key(),
+            agent_public_key=agent_key.verify_key,
             ttl_seconds=ttl_seconds,
             now=now,
         )

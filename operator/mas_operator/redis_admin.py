@@ -29,7 +29,8 @@ import redis
 from pydantic import ValidationError
 
 from mas_control.acl_file import save_acl_users
-from mas_control.audit_keeper import Kept, keep_trail
+from mas_control.audit_keeper import Kept
+from mas_control.audit_rounds import TrailRounds
 from mas_control.backlog import InboxBacklog, InboxMeter
 from mas_control.provision import (
     apply_acl_user,
@@ -72,6 +73,7 @@ class RedisAdmin:
         self._lock = threading.Lock()
         self._recent: dict[str, tuple[float, Any]] = {}
         self._meters: dict[str, InboxMeter] = {}
+        self._trails = TrailRounds()
 
     def __repr__(self) -> str:
         return f"RedisAdmin({self._where!r})"
@@ -169,10 +171,13 @@ class RedisAdmin:
         archive: Path | None,
     ) -> Kept:
         """One round of the control plane's keeper of ``agent_id``'s audit trail: checkpoint,
-        and archive-then-trim past ``retention`` (:func:`mas_control.audit_keeper.keep_trail`);
-        OSError when the archive cannot be written."""
+        and archive-then-trim past ``retention`` (:func:`mas_control.audit_keeper.keep_trail`),
+        passed over while nothing was added (:mod:`mas_control.audit_rounds`); OSError when the
+        archive cannot be written."""
         try:
-            return keep_trail(self._client, agent_id, anchor, retention=retention, archive=archive)
+            return self._trails.keep(
+                self._client, agent_id, anchor, retention=retention, archive=archive
+            )
         except redis.RedisError as exc:
             raise self._fail(f"cannot checkpoint the audit trail of {agent_id}", exc) from None
 
@@ -194,9 +199,10 @@ class RedisAdmin:
             raise self._fail(f"cannot count the dead letters of {agent_id}", exc) from None
 
     def forget_inbox(self, agent_id: str) -> None:
-        """Drop what the backlog rounds kept of a deleted agent."""
+        """Drop what the backlog and audit rounds kept of a deleted agent."""
         with self._lock:
             self._meters.pop(agent_id, None)
+        self._trails.forget(agent_id)
 
     def published_policy(self, max_age: float = 0) -> CompiledPolicy | None:
         """The document in force; None when there is none or it does not parse."""

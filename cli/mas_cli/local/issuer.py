@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.signing import VerifyKey
 
 from mas_cli.local.users import RunAs
 from mas_core.identity.credentials import (
@@ -70,7 +70,7 @@ class LocalIdentity:
         self._agents = {agent.agent_id: agent for agent in agents}
         self._owners = dict(owners)
         self._anchor: Anchor | None = None
-        self._previous: Ed25519PublicKey | None = None
+        self._previous: VerifyKey | None = None
         self._renew_at: dict[str, float] = {}
 
     def credentials_dir(self, agent_id: str) -> Path:
@@ -104,7 +104,7 @@ class LocalIdentity:
             self._issue(agent_id)
         return removed
 
-    def audit_trust(self) -> dict[str, Ed25519PublicKey]:
+    def audit_trust(self) -> dict[str, VerifyKey]:
         """The public keys of this run's anchor and of every earlier run's kept in the state
         directory (files of the user running ``mas up`` only): what signed the checkpoints of
         the audit trails its Redis keeps across runs, and of their archive."""

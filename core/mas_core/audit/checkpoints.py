@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from mas_core.audit.chain import Mark
 from mas_core.identity.credentials import Anchor
@@ -73,7 +73,7 @@ class Checkpoint:
     def sign(self, anchor: Anchor) -> bytes:
         """The stored form, signed with ``anchor``'s key."""
         body = _canonical(self.to_document())
-        signature = anchor.private_key.sign(body)
+        signature = anchor.private_key.sign(body).signature
         return orjson.dumps(
             {"checkpoint": self.to_document(), "kid": anchor.kid, "sig": b64url_encode(signature)}
         )
@@ -83,9 +83,7 @@ def _canonical(document: Mapping[str, Any]) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
-def parse_checkpoint(
-    raw: bytes, trust: Mapping[str, Ed25519PublicKey] | None
-) -> tuple[Checkpoint, str]:
+def parse_checkpoint(raw: bytes, trust: Mapping[str, VerifyKey] | None) -> tuple[Checkpoint, str]:
     """The checkpoint stored as ``raw`` and the id of the key that signed it; with ``trust``
     (anchor keys by id) the signature must verify with one of them, without it the signature
     is not checked. :class:`CheckpointError` otherwise."""
@@ -108,7 +106,7 @@ def parse_checkpoint(
         if key is None:
             raise CheckpointError(f"signed by key {kid}, which is not a trusted anchor")
         try:
-            key.verify(signature, _canonical(document))
-        except InvalidSignature:
+            key.verify(_canonical(document), signature)
+        except (BadSignatureError, ValueError):  # ValueError: a signature that is not 64 bytes
             raise CheckpointError(f"its signature by key {kid} does not verify") from None
     return checkpoint, kid

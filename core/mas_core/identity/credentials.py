@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.signing import SigningKey, VerifyKey
 
 from mas_core.identity.tokens import (
     DEFAULT_ISSUER,
@@ -76,24 +76,24 @@ Owner = tuple[int, int]  # (uid, gid) of files written for another user
 class Anchor:
     """A trust anchor's key pair."""
 
-    private_key: Ed25519PrivateKey = field(repr=False)
-    public_key: Ed25519PublicKey = field(repr=False)
+    private_key: SigningKey = field(repr=False)
+    public_key: VerifyKey = field(repr=False)
     kid: str
 
     @classmethod
-    def of(cls, private_key: Ed25519PrivateKey) -> Anchor:
+    def of(cls, private_key: SigningKey) -> Anchor:
         """The anchor whose private key is ``private_key``."""
-        return cls(private_key, private_key.public_key(), key_id(private_key.public_key()))
+        return cls(private_key, private_key.verify_key, key_id(private_key.verify_key))
 
 
 @dataclass(frozen=True)
 class AgentCredentials:
     """One agent's key, token and trusted anchors, checked against each other."""
 
-    agent_key: Ed25519PrivateKey = field(repr=False)
+    agent_key: SigningKey = field(repr=False)
     token: str = field(repr=False)
     claims: TokenClaims
-    trust: Mapping[str, Ed25519PublicKey] = field(repr=False)
+    trust: Mapping[str, VerifyKey] = field(repr=False)
 
     @property
     def trusted_kids(self) -> tuple[str, ...]:
@@ -136,7 +136,7 @@ def _read(path: Path) -> bytes:
         raise CredentialsError(f"cannot read {path.name}: {exc.strerror or exc}") from None
 
 
-def _load_private(path: Path) -> Ed25519PrivateKey:
+def _load_private(path: Path) -> SigningKey:
     data = _read(path)
     try:
         return load_private_key_pem(data)
@@ -171,7 +171,7 @@ def load_anchor(directory: Path) -> Anchor:
 # -- an agent's credentials ---------------------------------------------------------------------
 
 
-def add_trust(directory: Path, public_key: Ed25519PublicKey, owner: Owner | None = None) -> str:
+def add_trust(directory: Path, public_key: VerifyKey, owner: Owner | None = None) -> str:
     """Trust ``public_key`` as an anchor in the agent directory ``directory``; its key id."""
     trust = directory / TRUST_DIR
     private_directory(trust, owner)
@@ -180,14 +180,14 @@ def add_trust(directory: Path, public_key: Ed25519PublicKey, owner: Owner | None
     return kid
 
 
-def load_trust(directory: Path) -> dict[str, Ed25519PublicKey]:
+def load_trust(directory: Path) -> dict[str, VerifyKey]:
     """The anchor keys trusted in the agent directory ``directory``, by key id."""
     trust = directory / TRUST_DIR
     try:
         paths = sorted(p for p in trust.iterdir() if p.suffix == ".pub" and p.name[0] != ".")
     except OSError as exc:
         raise CredentialsError(f"cannot list {TRUST_DIR}/: {exc.strerror or exc}") from None
-    keys: dict[str, Ed25519PublicKey] = {}
+    keys: dict[str, VerifyKey] = {}
     for path in paths:
         data = _read(path)
         try:
@@ -204,7 +204,7 @@ def load_trust(directory: Path) -> dict[str, Ed25519PublicKey]:
 
 
 def credential_files(
-    anchor_public_key: Ed25519PublicKey, agent_key: Ed25519PrivateKey, token: str
+    anchor_public_key: VerifyKey, agent_key: SigningKey, token: str
 ) -> dict[str, bytes]:
     """The files of an agent's credentials directory, by path relative to it.
 
@@ -214,7 +214,7 @@ def credential_files(
     return {
         f"{TRUST_DIR}/{key_id(anchor_public_key)}.pub": public_key_to_pem(anchor_public_key),
         AGENT_KEY_FILE: private_key_to_pem(agent_key),
-        AGENT_PUB_FILE: public_key_to_pem(agent_key.public_key()),
+        AGENT_PUB_FILE: public_key_to_pem(agent_key.verify_key),
         TOKEN_FILE: token.encode("ascii") + b"\n",
     }
 
@@ -240,7 +240,7 @@ def issue_agent_credentials(
     private_directory(directory, owner)
     private_directory(directory / TRUST_DIR, owner)
     key_path = directory / AGENT_KEY_FILE
-    agent_key: Ed25519PrivateKey | None = None
+    agent_key: SigningKey | None = None
     if key_path.exists() and not rotate_key:
         with contextlib.suppress(CredentialsError):
             agent_key = _load_private(key_path)
@@ -251,7 +251,7 @@ def issue_agent_credentials(
         agent_id=agent_id,
         roles=roles,
         capabilities=capabilities,
-        agent_public_key=agent_key.public_key(),
+        agent_public_key=agent_key.verify_key,
         ttl_seconds=ttl_seconds,
         issuer=issuer,
         now=now,
@@ -281,7 +281,7 @@ def load_agent_credentials(
 
 
 def parse_agent_credentials(
-    trust: Mapping[str, Ed25519PublicKey],
+    trust: Mapping[str, VerifyKey],
     agent_key_pem: bytes,
     token_file: bytes,
     *,
@@ -304,7 +304,7 @@ def parse_agent_credentials(
         claims = verify_token(token, trust, now=now, check_time=check_time)
     except IdentityError as exc:
         raise CredentialsError(f"{TOKEN_FILE}: {exc}") from exc
-    if claims.agent_kid != key_id(agent_key.public_key()):
+    if claims.agent_kid != key_id(agent_key.verify_key):
         raise CredentialsError(f"{TOKEN_FILE} was issued for another key than {AGENT_KEY_FILE}")
     if agent_id is not None and claims.sub != agent_id:
         raise CredentialsError(f"{TOKEN_FILE} was issued to {claims.sub}, not {agent_id}")

@@ -35,7 +35,7 @@ CLI.
 
 The tokens are encoded and checked here rather than with PyJWT, which was tried in their place
 (PyJWT 2.15.1, every test of this module run against it). What PyJWT would take over is the
-split, the JSON parse, the ``alg`` allow-list and one ``Ed25519PublicKey.verify`` call. Everything
+split, the JSON parse, the ``alg`` allow-list and one signature verification. Everything
 else would have to stay here in front of it: PyJWT reads the clock itself (the gateway passes its
 own ``now``); it coerces ``iat``/``exp`` with ``int()`` (``1.5`` would read as expired, not
 malformed); it accepts extra header fields (``jku``, ``crit``/``b64``); a signature that is not 64
@@ -63,13 +63,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from mas_core.envelope import Envelope
+from mas_core.identity import pem
 from mas_core.names import InvalidAgentIdError, qualify
 
 DEFAULT_ISSUER = "mas"
@@ -184,60 +182,58 @@ def _json(value: Any) -> bytes:
 # -- keys ---------------------------------------------------------------------------------------
 
 
-def generate_private_key() -> Ed25519PrivateKey:
+class PrivateKey(SigningKey):
+    """An Ed25519 private key: PyNaCl's, except that ``str()`` (so an f-string, or ``%s`` in a
+    log line) shows no key material, as ``repr()`` already does not; PyNaCl's ``str()`` is the
+    seed itself."""
+
+    def __str__(self) -> str:
+        return object.__repr__(self)
+
+
+def generate_private_key() -> SigningKey:
     """A new random Ed25519 private key."""
-    return Ed25519PrivateKey.generate()
+    return PrivateKey.generate()
 
 
-def private_key_to_pem(key: Ed25519PrivateKey) -> bytes:
+def private_key_to_pem(key: SigningKey) -> bytes:
     """Unencrypted PKCS#8 PEM (store it with mode 0600)."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    return pem.private_key_pem(bytes(key))
 
 
-def public_key_to_pem(key: Ed25519PublicKey) -> bytes:
+def public_key_to_pem(key: VerifyKey) -> bytes:
     """SubjectPublicKeyInfo PEM."""
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return pem.public_key_pem(bytes(key))
 
 
-def load_private_key_pem(data: bytes) -> Ed25519PrivateKey:
-    """Parse an unencrypted PEM private key; :class:`KeyFormatError` unless it is Ed25519."""
+def load_private_key_pem(data: bytes) -> SigningKey:
+    """Parse an unencrypted PKCS#8 PEM private key; :class:`KeyFormatError` unless it is
+    Ed25519."""
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, binascii.Error):
-        raise KeyFormatError("not an unencrypted PEM private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFormatError("the private key is not an Ed25519 key")
-    return key
+        return PrivateKey(pem.private_key_seed(data))
+    except ValueError:
+        raise KeyFormatError("not an unencrypted PEM Ed25519 private key") from None
 
 
-def load_public_key_pem(data: bytes) -> Ed25519PublicKey:
+def load_public_key_pem(data: bytes) -> VerifyKey:
     """Parse a PEM public key; :class:`KeyFormatError` unless it is Ed25519."""
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, binascii.Error):
-        raise KeyFormatError("not a PEM public key") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFormatError("the public key is not an Ed25519 key")
-    return key
+        return VerifyKey(pem.public_key_raw(data))
+    except ValueError:
+        raise KeyFormatError("not a PEM Ed25519 public key") from None
 
 
-def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
+def raw_public_bytes(key: VerifyKey) -> bytes:
     """The 32 raw bytes of an Ed25519 public key."""
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return bytes(key)
 
 
-def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
+def public_jwk(key: VerifyKey) -> dict[str, str]:
     """The key as an RFC 8037 JWK: ``{"kty": "OKP", "crv": "Ed25519", "x": ...}``."""
     return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw_public_bytes(key))}
 
 
-def key_id(key: Ed25519PublicKey) -> str:
+def key_id(key: VerifyKey) -> str:
     """The key's id: a prefix of its RFC 7638 JWK thumbprint (SHA-256, base64url)."""
     return _raw_key_id(raw_public_bytes(key))
 
@@ -245,16 +241,6 @@ def key_id(key: Ed25519PublicKey) -> str:
 def _raw_key_id(raw: bytes) -> str:
     jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw)}
     return b64url_encode(hashlib.sha256(_json(jwk)).digest())[:KID_LENGTH]
-
-
-def signing_key(key: Ed25519PrivateKey) -> SigningKey:
-    """The agent key as :func:`sign_envelope` takes it: derive it once per key.
-
-    Keys are kept and exchanged as ``cryptography`` objects (PEM, JWK, the anchor's token
-    signatures); the per-message signatures go through libsodium (PyNaCl), which signs and above
-    all verifies Ed25519 markedly faster than the OpenSSL path (see docs/benchmarks.md).
-    """
-    return SigningKey(key.private_bytes_raw())
 
 
 # -- identity tokens ----------------------------------------------------------------------------
@@ -289,12 +275,12 @@ class TokenClaims:
 
 
 def issue_token(
-    anchor_private_key: Ed25519PrivateKey,
+    anchor_private_key: SigningKey,
     *,
     agent_id: str,
     roles: Sequence[str],
     capabilities: Sequence[str],
-    agent_public_key: Ed25519PublicKey,
+    agent_public_key: VerifyKey,
     ttl_seconds: int,
     issuer: str = DEFAULT_ISSUER,
     now: float | None = None,
@@ -305,7 +291,7 @@ def issue_token(
     if qualify(agent_id) != agent_id:
         raise InvalidAgentIdError(f"agent id {agent_id[:80]!r} must be 'namespace/name'")
     issued = int(time.time() if now is None else now)
-    header = {"alg": "EdDSA", "typ": "JWT", "kid": key_id(anchor_private_key.public_key())}
+    header = {"alg": "EdDSA", "typ": "JWT", "kid": key_id(anchor_private_key.verify_key)}
     claims = {
         "sub": agent_id,
         "roles": list(roles),
@@ -316,13 +302,13 @@ def issue_token(
         "iss": issuer,
     }
     signing = f"{b64url_encode(_json(header))}.{b64url_encode(_json(claims))}"
-    signature = anchor_private_key.sign(signing.encode("ascii"))
+    signature = anchor_private_key.sign(signing.encode("ascii")).signature
     return f"{signing}.{b64url_encode(signature)}"
 
 
 def verify_token(
     token: str,
-    anchor_public_keys: Mapping[str, Ed25519PublicKey],
+    anchor_public_keys: Mapping[str, VerifyKey],
     *,
     now: float | None = None,
     leeway_s: float = DEFAULT_LEEWAY_S,
@@ -354,8 +340,8 @@ def verify_token(
     if len(signature) != 64:
         raise MalformedTokenError("the token signature is not 64 bytes")
     try:
-        anchor.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
-    except InvalidSignature:
+        anchor.verify(f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+    except BadSignatureError:
         raise TokenSignatureError("the token signature does not verify") from None
     claims = _claims(_parse_json(body, "claims"), kid)
     if check_time:
@@ -447,8 +433,7 @@ def signing_input(envelope: Envelope) -> bytes:
 
 
 def sign_envelope(envelope: Envelope, agent_key: SigningKey, token: str) -> Envelope:
-    """A copy of ``envelope`` carrying ``token`` and the agent's signature over it
-    (``agent_key`` from :func:`signing_key`)."""
+    """A copy of ``envelope`` carrying ``token`` and the agent's signature over it."""
     signature = agent_key.sign(signing_input(envelope)).signature
     return envelope.model_copy(update={"signature": b64url_encode(signature), "token": token})
 
@@ -481,12 +466,12 @@ class TokenVerifier:
 
     def __init__(
         self,
-        anchor_public_keys: Mapping[str, Ed25519PublicKey],
+        anchor_public_keys: Mapping[str, VerifyKey],
         *,
         leeway_s: float = DEFAULT_LEEWAY_S,
         max_entries: int = 4096,
     ) -> None:
-        self.anchors: Mapping[str, Ed25519PublicKey] = dict(anchor_public_keys)
+        self.anchors: Mapping[str, VerifyKey] = dict(anchor_public_keys)
         self.leeway_s = leeway_s
         self._max_entries = max_entries
         self._cache: OrderedDict[str, TokenClaims] = OrderedDict()

@@ -8,7 +8,8 @@ cannot compile, or that matches an empty string, is rejected here with RE2's own
 invalid policy never reaches a sidecar.
 
 Used by the sidecar's DLP scanner (``mas_sidecar.checks.dlp``) and embedded in the full gateway
-policy, which the Kubernetes operator validates with the same models.
+policy, which the Kubernetes operator validates with the same models. RE2 is imported when a
+pattern is first compiled: a sidecar whose policy turns no DLP on never loads it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-import re2
 from pydantic import Field, ValidationInfo, field_validator
 
 from mas_core.schema import ResourceModel
@@ -50,6 +50,8 @@ class DlpAction(StrEnum):
 
 def re2_options() -> Any:
     """RE2 options for custom patterns: quiet (errors are reported, not logged to stderr)."""
+    import re2  # noqa: PLC0415 - lazy: only a policy with DLP needs RE2
+
     options = re2.Options()
     options.log_errors = False
     return options
@@ -57,6 +59,8 @@ def re2_options() -> Any:
 
 def compile_pattern(pattern: str) -> Any:
     """Compile ``pattern`` with RE2, or raise ValueError with RE2's reason."""
+    import re2  # noqa: PLC0415 - lazy, as in re2_options
+
     try:
         return re2.compile(pattern, re2_options())
     except re2.error as error:

@@ -34,7 +34,7 @@ from mas_core.identity.credentials import (
     CredentialsError,
     load_agent_credentials,
 )
-from mas_core.identity.tokens import DEFAULT_LEEWAY_S, TokenClaims, TokenVerifier, signing_key
+from mas_core.identity.tokens import DEFAULT_LEEWAY_S, TokenClaims, TokenVerifier
 from mas_sidecar.aio import wait_event
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ class CredentialStore:
         self.agent_id = agent_id
         self._current: AgentCredentials | None = None
         self._verifier: TokenVerifier | None = None
-        self._signing_key: SigningKey | None = None
         self._snapshot: Snapshot = None
         self.error: str | None = None
 
@@ -77,9 +76,7 @@ class CredentialStore:
     @property
     def signing_key(self) -> SigningKey:
         """The agent's private key, as :func:`~mas_core.identity.tokens.sign_envelope` takes it."""
-        if self._signing_key is None:
-            raise CredentialsError("no credentials are loaded")
-        return self._signing_key
+        return self.credentials.agent_key
 
     @property
     def token(self) -> str:
@@ -150,7 +147,6 @@ class CredentialStore:
     def _swap(self, fresh: AgentCredentials) -> None:
         if self._current is None or self._current.trusted_kids != fresh.trusted_kids:
             self._verifier = TokenVerifier(fresh.trust)
-        self._signing_key = signing_key(fresh.agent_key)
         self._current = fresh
         self.error = None
         if fresh.claims.exp <= time.time():

@@ -10,7 +10,6 @@ from aiohttp import web
 from mas_core.error_codes import ErrorCode
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import components, json_response
-from mas_sidecar.api.openapi import build_openapi
 from mas_sidecar.api.responses import Health, Readiness
 from mas_sidecar.recovery import Problem, Reason, problem_of
 from mas_sidecar.streams.errors import REDIS_ERRORS
@@ -67,5 +66,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 @functools.cache
 def _openapi() -> bytes:
-    """The document, built once, when first asked for (not while the sidecar starts)."""
+    """The document, built once, when first asked for (not while the sidecar starts: its
+    module, and pydantic's JSON-schema generator with it, load only then)."""
+    from mas_sidecar.api.openapi import build_openapi  # noqa: PLC0415 - lazy, see above
+
     return orjson.dumps(build_openapi())
