@@ -34,6 +34,7 @@ MAS_METRICS_PORT               Prometheus metrics (9090; 0 disables)
 MAS_PEERING_NAME               kopf peering: replicas with the same name run one at a time (mas)
 MAS_STANDALONE                 ``true``: no peering (one replica only, or tests)
 MAS_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (INFO)
+MAS_LOG_FORMAT                 ``text`` or ``json`` (one JSON object per line) (text)
 MAS_OPERATOR_SERVICE_ACCOUNT   the operator's own service account, which no Agent in its
                                namespace may run as (``mas-operator``)
 MAS_ALLOW_HOST_NETWORK         ``true``: Agents may set ``spec.hostNetwork`` (false)
@@ -91,6 +92,7 @@ class OperatorConfig:
     peering_name: str = "mas"
     standalone: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"
     operator_service_account: str = "mas-operator"
     allow_host_network: bool = False
     allow_host_path: bool = False
@@ -150,6 +152,7 @@ class OperatorConfig:
             peering_name=read.text("MAS_PEERING_NAME", cls.peering_name),
             standalone=read.flag("MAS_STANDALONE"),
             log_level=read.log_level(),
+            log_format=read.log_format(),
             operator_service_account=read.text(
                 "MAS_OPERATOR_SERVICE_ACCOUNT", cls.operator_service_account
             ),
