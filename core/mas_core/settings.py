@@ -98,8 +98,10 @@ class EnvSettings:
     def log_format(self) -> str:
         """``MAS_LOG_FORMAT``: one of :data:`mas_core.telemetry.logs.LOG_FORMATS` (``text``),
         in lower case."""
-        choices = tuple(name.upper() for name in LOG_FORMATS)
-        return self.choice("MAS_LOG_FORMAT", choices, "TEXT").lower()
+        raw = self.raw("MAS_LOG_FORMAT")
+        if raw.lower() not in ("", *LOG_FORMATS):
+            self.fail(f"MAS_LOG_FORMAT={raw!r} must be one of {', '.join(LOG_FORMATS)}")
+        return raw.lower() or "text"
 
     def items(self, name: str) -> tuple[str, ...]:
         """A comma-separated list; empty items are dropped."""

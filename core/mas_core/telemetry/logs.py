@@ -98,20 +98,22 @@ def formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
-def setup(
-    *,
-    level: str,
-    log_format: str,
-    fields: Mapping[str, str] | None = None,
-    stream: IO[str] | None = None,
-) -> None:
-    """Send the process's log records to ``stream`` (standard error) at ``level`` and up, in
-    ``log_format``, each with ``fields`` (e.g. ``{"agent_id": ...}``) unless it names its own."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(formatter(log_format))
-    handler.addFilter(_Defaults(fields or {}))
+def handler(
+    log_format: str, fields: Mapping[str, str] | None = None, stream: IO[str] | None = None
+) -> logging.Handler:
+    """A handler writing records to ``stream`` (standard error) in ``log_format``, each with
+    ``fields`` (e.g. ``{"agent_id": ...}``) unless the record names its own."""
+    written = logging.StreamHandler(stream or sys.stderr)
+    written.setFormatter(formatter(log_format))
+    written.addFilter(_Defaults(fields or {}))
+    return written
+
+
+def setup(*, level: str, log_format: str, fields: Mapping[str, str] | None = None) -> None:
+    """Send the process's log records at ``level`` and up to standard error, as
+    :func:`handler` writes them, instead of wherever they went."""
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(handler(log_format, fields))
     root.setLevel(level)
