@@ -23,6 +23,7 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_id: str  # "" for a root span
+    text: str = ""  # everything the span holds (attributes, events, status), as text
 
 
 @dataclass
@@ -50,6 +51,7 @@ def _decode(body: bytes) -> list[ReceivedSpan]:
                     span.trace_id.hex(),
                     span.span_id.hex(),
                     span.parent_span_id.hex(),
+                    str(span),
                 )
                 for span in scope_spans.spans
             ]

@@ -19,15 +19,17 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otlp import ReceivedSpan, otlp_receiver
+from policies import publish
 from waiting import eventually
 
-from mas import Agent, AgentMessage
+from mas import Agent, AgentMessage, SidecarError
 from mas_cli.local.processes import SidecarProcess
 from mas_core.telemetry import tracing
 from mas_core.telemetry.otel import OtelTracer
@@ -101,7 +103,7 @@ SDK_EDGES: Counter[Edge] = Counter(
 
 def _sidecar_request(agent: str, type: str) -> Counter[Edge]:
     """A request through the sidecar of ``agent``: its span under the agent's, and children."""
-    span = (f"sidecar-{agent}", f"request {type}")
+    span = (f"sidecar-{agent}", "request")
     return Counter(
         {
             (span, (agent, f"request {type}")): 1,
@@ -111,16 +113,16 @@ def _sidecar_request(agent: str, type: str) -> Counter[Edge]:
 
 
 def _sidecar_reply(agent: str, type: str) -> Counter[Edge]:
-    return Counter({((f"sidecar-{agent}", f"reply {type}"), (agent, f"reply {type}")): 1})
+    return Counter({((f"sidecar-{agent}", "reply"), (agent, f"reply {type}")): 1})
 
 
-def _sidecar_receive(agent: str, type: str, sender: str) -> Counter[Edge]:
+def _sidecar_receive(agent: str, sender: str) -> Counter[Edge]:
     """A message received by the sidecar of ``agent``: ``receive`` under the sender's sidecar
     span, with verify, deliver and ack under it."""
-    span = (f"sidecar-{agent}", f"receive {type}")
+    span = (f"sidecar-{agent}", "receive")
     return Counter(
         {
-            (span, (f"sidecar-{sender}", f"request {type}")): 1,
+            (span, (f"sidecar-{sender}", "request")): 1,
             **{((f"sidecar-{agent}", child), span): 1 for child in ("verify", "deliver", "ack")},
         }
     )
@@ -138,17 +140,51 @@ FULL_EDGES: Counter[Edge] = (
     )
     + Counter(
         {
-            (("doctor", "process diagnose"), ("sidecar-doctor", "receive diagnose")): 1,
-            (("lab", "process test"), ("sidecar-lab", "receive test")): 1,
+            (("doctor", "process diagnose"), ("sidecar-doctor", "receive")): 1,
+            (("lab", "process test"), ("sidecar-lab", "receive")): 1,
         }
     )
     + _sidecar_request("patient", "diagnose")
-    + _sidecar_receive("doctor", "diagnose", "patient")
+    + _sidecar_receive("doctor", "patient")
     + _sidecar_request("doctor", "test")
-    + _sidecar_receive("lab", "test", "doctor")
+    + _sidecar_receive("lab", "doctor")
     + _sidecar_reply("lab", "result")
     + _sidecar_reply("doctor", "diagnosis")
 )
+
+
+SSN = "123-45-6789"
+
+
+async def test_no_span_holds_what_the_gateway_refused_a_message_for(
+    sidecars: Sidecars, redis_client: redis.Redis
+) -> None:
+    publish(
+        redis_client,
+        rules=[{"name": "ok", "action": "allow", "types": ["ok*"]}],
+        dlp={"detectors": {"us_ssn": "block"}},
+    )
+    async with otlp_receiver() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        alice = sidecars.start("default/alice", **env)
+        sidecars.start("default/bob", **env)
+        async with alice.client() as client:
+            refusals = []
+            for type, payload in ((f"ssn-{SSN}", {}), (f"ok:{SSN}", {}), ("ok.x", {"n": SSN})):
+                with pytest.raises(SidecarError) as refused:
+                    await client.send("bob", type, payload)
+                refusals.append(refused.value.code)
+            assert refusals == ["forbidden", "dlp_blocked", "dlp_blocked"]
+            await client.send("bob", "ok.fine", {})
+
+        await eventually(
+            lambda: sum(span.name == "send" for span in receiver.spans) == 4, "four send spans"
+        )
+
+    assert not [span.text for span in receiver.spans if SSN in span.text]
+    failed = [span.text for span in receiver.spans if "STATUS_CODE_ERROR" in span.text]
+    assert sum("forbidden" in text for text in failed) == 2  # send and its gateway checks
+    assert sum("dlp_blocked" in text for text in failed) == 4
 
 
 def _memory_providers(exporter: InMemorySpanExporter) -> dict[str, TracerProvider]:

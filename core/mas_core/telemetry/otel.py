@@ -5,8 +5,9 @@ Imported only then (it imports the ``opentelemetry`` packages, the ``otel`` extr
 batched and exported over OTLP/HTTP (protobuf) by OpenTelemetry's own exporter, which reads its
 endpoint, headers and timeouts from the ``OTEL_EXPORTER_OTLP_*`` variables; the provider also
 becomes OpenTelemetry's global one when none is set, so spans an agent's own code makes under a
-handler land in the same trace and the same export. Tests build an :class:`OtelTracer` over a
-provider of their own (an in-memory exporter).
+handler land in the same trace and the same export. A span that an exception ends is marked
+failed with the error's code (or class) only, never its message, which may quote refused data.
+Tests build an :class:`OtelTracer` over a provider of their own (an in-memory exporter).
 """
 
 from __future__ import annotations
@@ -84,9 +85,16 @@ class OtelTracer(tracing.Tracer):
     ) -> Iterator[tracing.Span]:
         context = None if parent is None else _PROPAGATOR.extract(dict(parent))
         with self._tracer.start_as_current_span(
-            name, context=context, kind=_KINDS[kind], attributes=attributes
-        ) as span:
-            yield OtelSpan(span)
+            name, context=context, kind=_KINDS[kind], attributes=attributes,
+            record_exception=False, set_status_on_exception=False,
+        ) as span:  # fmt: skip
+            try:
+                yield OtelSpan(span)
+            except BaseException as exc:
+                # The error's code or class only: a refusal's words may quote what it refused.
+                span.set_status(trace.StatusCode.ERROR)
+                span.set_attribute("error.type", str(getattr(exc, "code", type(exc).__name__)))
+                raise
 
     def record(
         self,

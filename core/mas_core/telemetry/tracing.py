@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Literal
 
+from mas_core.envelope import Envelope
+
 TRACE_HEADERS = ("traceparent", "tracestate")
 Kind = Literal["internal", "server", "client", "producer", "consumer"]
 Attributes = Mapping[str, str | int | bool]
@@ -43,6 +45,20 @@ def trace_id(trace: Mapping[str, str] | None) -> str | None:
     """The 32-hex-digit trace id of a W3C ``traceparent`` in ``trace``, or None."""
     match = _TRACEPARENT.match((trace or {}).get("traceparent", "").strip().lower())
     return match.group(1) if match and set(match.group(1)) != {"0"} else None
+
+
+def message_attributes(envelope: Envelope) -> dict[str, str | int | bool]:
+    """What a span says about a message: ids, parties, type and attempt, never its payload.
+    Only for a message that passed the gateway checks (a refused type may hold what DLP
+    refused it for)."""
+    return {
+        "messaging.system": "mas",
+        "messaging.message.id": envelope.id,
+        "messaging.destination.name": envelope.target,
+        "mas.sender": envelope.sender,
+        "mas.message.type": envelope.type,
+        "mas.attempt": envelope.attempt,
+    }
 
 
 def exporter_from(env: Mapping[str, str]) -> str | None:
@@ -86,6 +102,11 @@ class Span:
 
     def set(self, name: str, value: str | int | bool) -> None:
         """Set the attribute ``name``."""
+
+    def update(self, attributes: Attributes) -> None:
+        """Set each of ``attributes``."""
+        for name, value in attributes.items():
+            self.set(name, value)
 
 
 NO_SPAN = Span()

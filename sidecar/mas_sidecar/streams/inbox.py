@@ -70,7 +70,7 @@ from mas_core.error_codes import ErrorCode
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_core.names import InvalidAgentIdError, qualify
 from mas_core.telemetry.logs import message_fields
-from mas_core.telemetry.tracing import NO_TRACER, Attributes, Tracer
+from mas_core.telemetry.tracing import NO_TRACER, Tracer, message_attributes
 from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.replay import Read
 from mas_sidecar.errors import Refusal
@@ -538,17 +538,9 @@ class Inbox:
         sender's span) and its ``verify`` child; the receive span's trace context."""
         if not self._tracer.enabled:
             return {}
-        attributes: Attributes = {
-            "messaging.system": "mas",
-            "messaging.message.id": envelope.id,
-            "messaging.destination.name": envelope.target,
-            "mas.sender": envelope.sender,
-            "mas.message.type": envelope.type,
-            "mas.attempt": envelope.attempt,
-        }
         trace = self._tracer.record(
-            f"receive {envelope.type}", parent=envelope.trace, start_ns=received,
-            end_ns=time.time_ns(), kind="consumer", attributes=attributes,
+            "receive", parent=envelope.trace, start_ns=received, end_ns=time.time_ns(),
+            kind="consumer", attributes=message_attributes(envelope),
         )  # fmt: skip
         self._tracer.record("verify", parent=trace, start_ns=verify[0], end_ns=verify[1])
         return trace

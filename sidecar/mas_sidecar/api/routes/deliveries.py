@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
+from mas_core.telemetry.tracing import message_attributes
 from mas_sidecar.api.documents import delivery_document, sse_event
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import (
@@ -132,9 +133,10 @@ async def reply(request: web.Request) -> web.Response:
             f"request {lease.envelope.id} was answered already; a request takes one reply",
         )
     parent = trace_headers(request) or lease.trace
-    with parts.tracer.span(f"reply {body.type}", parent=parent, kind="server") as span:
+    with parts.tracer.span("reply", parent=parent, kind="server") as span:
         envelope = await parts.outbox.reply(
             lease.envelope, body.type, body.payload, trace=span.headers or None
         )
+        span.update(message_attributes(envelope))
     lease.replied = True
     return json_response(Accepted(id=envelope.id), status=202)

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from mas_core.envelope import Envelope
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
+from mas_core.telemetry.tracing import Span, message_attributes
 from mas_sidecar.api.documents import reply_document
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import (
@@ -72,8 +73,9 @@ async def send_message(request: web.Request) -> web.Response:
     body_taken(request)
     parts = components(request)
     trace = trace_headers(request)
-    with parts.tracer.span(f"send {body.type}", parent=trace, kind="server") as span:
+    with parts.tracer.span("send", parent=trace, kind="server") as span:
         envelope, done = await _admit(parts, body, span.headers or trace)
+        span.update(message_attributes(envelope))
         with parts.tracer.span("redis write"):
             await done
     return json_response(Accepted(id=envelope.id), status=202)
@@ -147,13 +149,16 @@ async def send_request(request: web.Request) -> web.Response:
     body_taken(request)
     parts = components(request)
     trace = trace_headers(request)
-    with parts.tracer.span(f"request {body.type}", parent=trace, kind="server") as span:
-        reply = await _request(parts, body, span.headers or trace)
+    with parts.tracer.span("request", parent=trace, kind="server") as span:
+        reply = await _request(parts, body, span.headers or trace, span)
     return json_response(reply_document(reply))
 
 
-async def _request(parts: Components, body: SendRequest, trace: Mapping[str, str]) -> Envelope:
-    """Send the request and wait for its reply."""
+async def _request(
+    parts: Components, body: SendRequest, trace: Mapping[str, str], span: Span
+) -> Envelope:
+    """Send the request (carrying ``trace``) and wait for its reply; ``span`` learns about the
+    request once it passed the checks."""
     target = await parts.outbox.resolve(body.to)
     envelope = build_envelope(
         sender=parts.config.agent_id,
@@ -169,6 +174,7 @@ async def _request(parts: Components, body: SendRequest, trace: Mapping[str, str
         await parts.replies.prepare(target)
         with parts.tracer.span("gateway checks", attributes={"messaging.message.id": envelope.id}):
             _, done = await parts.outbox.admit(envelope, "request")
+        span.update(message_attributes(envelope))
         with parts.tracer.span("redis write"):
             await done
         written = time.perf_counter()
