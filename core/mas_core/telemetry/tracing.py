@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Literal
 
 from mas_core.envelope import Envelope
@@ -112,12 +112,24 @@ class Span:
 NO_SPAN = Span()
 
 
+class _NoSpanContext(contextlib.AbstractContextManager[Span]):
+    """What :meth:`Tracer.span` returns with tracing off: one shared object, no generator."""
+
+    def __enter__(self) -> Span:
+        return NO_SPAN
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+_NO_SPAN_CONTEXT = _NoSpanContext()
+
+
 class Tracer:
     """Makes spans; this one makes none (tracing is off): every method is a cheap no-op."""
 
     enabled = False
 
-    @contextlib.contextmanager
     def span(
         self,
         name: str,
@@ -125,11 +137,11 @@ class Tracer:
         parent: Mapping[str, str] | None = None,
         kind: Kind = "internal",
         attributes: Attributes | None = None,
-    ) -> Iterator[Span]:
+    ) -> contextlib.AbstractContextManager[Span]:
         """A span around the block, current inside it; its parent is the trace context in
         ``parent`` (a new trace when it holds none), or the current span when ``parent`` is
         None. An exception leaving the block marks the span failed."""
-        yield NO_SPAN
+        return _NO_SPAN_CONTEXT
 
     def record(
         self,
