@@ -1,19 +1,22 @@
 """A tiny OTLP/HTTP trace receiver on loopback, for tests: it decodes each
-``ExportTraceServiceRequest`` (protobuf) posted to ``/v1/traces`` into :class:`ReceivedSpan`."""
+``ExportTraceServiceRequest`` (protobuf) posted to ``/v1/traces`` into :class:`ReceivedSpan`.
+
+It serves from a thread of its own, so async tests (whose event loop may be busy) and the
+synchronous e2e tests (``from tests.otlp import otlp_receiver``) use it alike.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-
-from mas_cli.local.redis_server import free_port
 
 
 @dataclass(frozen=True)
@@ -28,17 +31,12 @@ class ReceivedSpan:
 
 @dataclass
 class Receiver:
-    endpoint: str
-    spans: list[ReceivedSpan]
-
-    def named(self, service: str, name: str) -> ReceivedSpan:
-        """The one span ``name`` of ``service``."""
-        found = [s for s in self.spans if (s.service, s.name) == (service, name)]
-        assert len(found) == 1, f"{len(found)} spans {name!r} of {service}"
-        return found[0]
+    endpoint: str  # http://127.0.0.1:<port>; spans are posted to <endpoint>/v1/traces
+    spans: list[ReceivedSpan] = field(default_factory=list)
 
 
-def _decode(body: bytes) -> list[ReceivedSpan]:
+def decode(body: bytes) -> list[ReceivedSpan]:
+    """The spans of one export request."""
     request = ExportTraceServiceRequest.FromString(body)
     spans = []
     for resource_spans in request.resource_spans:
@@ -58,23 +56,35 @@ def _decode(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
-@asynccontextmanager
-async def otlp_receiver() -> AsyncIterator[Receiver]:
-    """A receiver at ``http://127.0.0.1:<free port>`` (its ``endpoint``) until the block ends."""
-    port = free_port()
-    receiver = Receiver(f"http://127.0.0.1:{port}", [])
+@contextmanager
+def otlp_receiver(host: str = "127.0.0.1") -> Iterator[Receiver]:
+    """A receiver on a free port of ``host`` until the block ends."""
+    receiver: Receiver
 
-    async def traces(request: web.Request) -> web.Response:
-        receiver.spans += _decode(await request.read())
-        answer = ExportTraceServiceResponse().SerializeToString()
-        return web.Response(body=answer, content_type="application/x-protobuf")
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path != "/v1/traces":
+                self.send_error(404)
+                return
+            receiver.spans.extend(decode(body))
+            answer = ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
 
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: the tests look at what arrived."""
+
+    server = ThreadingHTTPServer((host, 0), Handler)
+    receiver = Receiver(f"http://{host}:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, name="otlp-receiver", daemon=True)
+    thread.start()
     try:
         yield receiver
     finally:
-        await runner.cleanup()
+        server.shutdown()
+        server.server_close()
+        thread.join()

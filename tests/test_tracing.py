@@ -164,7 +164,7 @@ async def test_no_span_holds_what_the_gateway_refused_a_message_for(
         rules=[{"name": "ok", "action": "allow", "types": ["ok*"]}],
         dlp={"detectors": {"us_ssn": "block"}},
     )
-    async with otlp_receiver() as receiver:
+    with otlp_receiver() as receiver:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
         alice = sidecars.start("default/alice", **env)
         sidecars.start("default/bob", **env)
@@ -228,7 +228,7 @@ async def test_the_sdk_continues_one_trace_across_a_chain_of_agents(
 async def test_sidecars_and_agents_export_one_trace_over_otlp_http(
     sidecars: Sidecars, started: Callable[[Agent[Any]], Any]
 ) -> None:
-    async with otlp_receiver() as receiver:
+    with otlp_receiver() as receiver:
         providers = {}
         for name in ("patient", "doctor", "lab"):
             provider = TracerProvider(resource=Resource({SERVICE_NAME: name}))
