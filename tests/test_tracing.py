@@ -265,15 +265,22 @@ TRACING_MODULES = (
 )
 
 
+WITHOUT_OTEL = "import sys\nsys.modules['opentelemetry'] = None  # as if not installed\n"
+
+
+def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+
+
 def _loaded_after(code: str, env: dict[str, str]) -> list[str]:
     """The modules of :data:`TRACING_MODULES` a fresh interpreter has loaded after ``code``."""
     loaded = f"sorted(m for m in sys.modules if m.startswith({TRACING_MODULES!r}))"
-    check = f"{code}\nimport sys\nprint(*{loaded}, sep='\\n')"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    result = subprocess.run(
-        [sys.executable, "-c", check], env={**clean, **env}, capture_output=True, text=True,
-        check=True,
-    )  # fmt: skip
+    result = _run(f"{code}\nimport sys\nprint(*{loaded}, sep='\\n')", env)
+    assert result.returncode == 0, result.stderr
     return result.stdout.split()
 
 
@@ -299,6 +306,27 @@ def test_with_an_otlp_endpoint_the_sidecar_loads_the_otlp_exporter() -> None:
     )
     assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in loaded
     assert "mas_core.telemetry.otel" in loaded
+
+
+def test_a_sidecar_asked_to_trace_without_the_otel_extra_stops_naming_it() -> None:
+    code = WITHOUT_OTEL + (
+        "from mas_sidecar.main import main\n"
+        "sys.exit(main(['--agent-id', 'default/a', '--port', '1']))"
+    )
+    env = {**INSECURE, "MAS_REDIS_URL": "redis://127.0.0.1:1", "OTEL_TRACES_EXPORTER": "otlp"}
+    result = _run(code, env)
+    assert result.returncode == 2
+    assert "needs the otel extra: pip install 'mas[otel]'" in result.stderr
+
+
+def test_an_agent_asked_to_trace_without_the_otel_extra_runs_without_spans() -> None:
+    code = WITHOUT_OTEL + (
+        "from mas_core.telemetry import tracing\n"
+        "print(tracing.from_environment('default/a') is tracing.NO_TRACER)"
+    )
+    result = _run(code, {"OTEL_TRACES_EXPORTER": "otlp"})
+    assert result.stdout.strip() == "True"
+    assert "OpenTelemetry is not installed" in result.stderr
 
 
 @pytest.mark.parametrize(

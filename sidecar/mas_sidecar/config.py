@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mas_core import sentinel
+from mas_core.extras import missing_extra
 from mas_core.names import InvalidAgentIdError, namespace_of, qualify
 from mas_core.settings import EnvSettings
 from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
@@ -164,11 +165,16 @@ def _check_topology(url: str, cluster: bool, wait_replicas: int) -> None:
 
 
 def _tracing(env: Mapping[str, str]) -> str | None:
-    """The span exporter the ``OTEL_*`` variables ask for, or None (tracing off)."""
+    """The span exporter the ``OTEL_*`` variables ask for, or None (tracing off); ConfigError
+    when they ask for what mas cannot do, or the ``otel`` extra is not installed."""
     try:
-        return tracing.exporter_from(env)
+        exporter = tracing.exporter_from(env)
     except tracing.TracingConfigError as exc:
         raise ConfigError(str(exc)) from None
+    missing = exporter and missing_extra("tracing (the OTEL_* variables ask for it)", "otel")
+    if missing:
+        raise ConfigError(missing)
+    return exporter
 
 
 def _api_token(read: EnvSettings) -> str | None:

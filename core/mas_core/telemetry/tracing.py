@@ -22,6 +22,7 @@ reply, ack) and :mod:`mas_core.telemetry.logs` (:func:`trace_id`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -173,11 +174,22 @@ def from_environment(
     describe the process (resource attributes). The first call decides for the process."""
     global _tracer  # noqa: PLW0603 - one tracer provider per process, as OpenTelemetry has it
     if _tracer is None:
-        exporter = exporter_from(env)
-        if exporter is None:
-            _tracer = NO_TRACER
-        else:
-            from mas_core.telemetry import otel  # noqa: PLC0415 - only when tracing is on
-
-            _tracer = otel.OtelTracer.exporting(exporter, service, attributes or {})
+        _tracer = _start(exporter_from(env), service, attributes or {})
     return _tracer
+
+
+def _start(exporter: str | None, service: str, attributes: Attributes) -> Tracer:
+    """The tracer exporting to ``exporter``; :data:`NO_TRACER`, with a warning, when the
+    ``otel`` extra is not installed (an agent runs on without spans)."""
+    if exporter is None:
+        return NO_TRACER
+    try:
+        from mas_core.telemetry import otel  # noqa: PLC0415 - only when tracing is on
+    except ImportError as exc:
+        logging.getLogger(__name__).warning(
+            "the OTEL_* variables ask for traces, but OpenTelemetry is not installed (%s): "
+            "no spans; pip install 'mas[otel]'",
+            exc,
+        )
+        return NO_TRACER
+    return otel.OtelTracer.exporting(exporter, service, attributes)
