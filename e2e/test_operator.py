@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ipaddress
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.kube import E2ECluster, HostVolumes
 from e2e.util import HarnessError
@@ -189,6 +193,12 @@ def workspace(release: Release, namespace: str) -> Iterator[str]:
     emptied(release.cluster, namespace)
 
 
+def host_sidecar() -> dict[str, int]:
+    """``spec.sidecar`` of an Agent on the host network: its API and its probes' listener on
+    ports free right now (every pod shares the machine's network)."""
+    return {"port": free_port(), "metricsPort": free_port()}
+
+
 def healthcare(namespace: str, cluster: E2ECluster, image: str) -> list[dict[str, Any]]:
     """The example's policy and agents, moved to ``namespace`` (and onto the host network, each
     sidecar on a free port, on the local cluster)."""
@@ -200,7 +210,7 @@ def healthcare(namespace: str, cluster: E2ECluster, image: str) -> list[dict[str
             document["spec"]["image"] = image
             if cluster.local:
                 document["spec"]["hostNetwork"] = True
-                document["spec"]["sidecar"] = {"port": free_port()}
+                document["spec"]["sidecar"] = host_sidecar()
         documents.append(document)
     return documents
 
@@ -258,6 +268,39 @@ def call_from(
         "-" if message is None else json.dumps(message), "token" if with_token else "none",
     )  # fmt: skip
     return int(out.strip())
+
+
+def from_pod_address(cluster: E2ECluster, pod: dict[str, Any], port: int, path: str) -> str:
+    """GET ``path`` on ``port`` of the pod's own address (``status.podIP``), as Prometheus and
+    the kubelet reach it: straight from here where that address is on loopback (the local
+    cluster: node IP 127.0.0.1 and host-network pods), otherwise through the API server's pod
+    proxy, which connects to the pod's address from inside the cluster (traffic from here goes
+    only to the API server). Raises ``urllib.error.HTTPError`` (direct) or ``HarnessError``
+    (proxied) for an error status."""
+    address = pod["status"]["podIP"]
+    if ipaddress.ip_address(address).is_loopback:
+        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=10) as answer:
+            return str(answer.read().decode())
+    meta = pod["metadata"]
+    proxy = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}:{port}/proxy{path}"
+    return cluster.kubectl("get", "--raw", proxy)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The samples of a Prometheus text exposition: (name, labels) → value."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in found.items() if n == name and wanted <= have)
 
 
 def send_as(cluster: E2ECluster, namespace: str, name: str, message: dict[str, Any]) -> int:
@@ -361,6 +404,51 @@ def test_agents_talk_through_their_sidecars_under_the_policy(
     patient_log = logs(cluster, namespace, "patient")
     assert "blocked by DLP (dlp_blocked)" in patient_log
     assert "denied by the gateway (forbidden)" in patient_log
+
+    # Prometheus-format metrics on each pod's address (the sidecar's probes' listener, which
+    # the kubelet's httpGet probes use too), never the message API there.
+    for name in ("doctor", "patient"):
+        (pod,) = pods_of(cluster, namespace, name)
+        metrics_port = agent(cluster, namespace, name)["spec"]["sidecar"].get("metricsPort", 9090)
+        sidecar = {c["name"]: c for c in pod["spec"]["containers"]}["mas-sidecar"]
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            assert sidecar[probe]["httpGet"] == {
+                "path": path, "port": metrics_port, "scheme": "HTTP"
+            }  # fmt: skip
+        scraped = samples(from_pod_address(cluster, pod, metrics_port, "/metrics"))
+        if name == "doctor":
+            assert total(scraped, "mas_deliveries_total") > 0
+            assert total(scraped, "mas_delivery_latency_seconds_count") > 0
+            assert total(scraped, "mas_handler_seconds_count") > 0  # the SDK's, with its acks
+        else:
+            assert total(scraped, "mas_rule_decisions_total", decision="accepted") > 0
+            assert total(scraped, "mas_rule_decisions_total", decision="denied") > 0
+            assert total(scraped, "mas_dlp_findings_total", detector="payment_card") > 0
+        try:
+            from_pod_address(cluster, pod, metrics_port, "/v1/self")
+        except urllib.error.HTTPError as error:
+            assert error.code == 404
+            assert json.loads(error.read())["error"]["code"] == "not_found"
+        except HarnessError as error:  # through the API server's proxy
+            assert "NotFound" in str(error) or "404" in str(error), error
+        else:
+            raise AssertionError(f"{name}'s message API answered on its metrics port")
+    # The operator's per-agent gauges, on its pod's address too.
+    (operator_pod,) = [
+        p for p in json.loads(cluster.kubectl(
+            "get", "pods", "-n", RELEASE_NAMESPACE, "-l", "app.kubernetes.io/component=operator",
+            "-o", "json",
+        ))["items"] if not p["metadata"].get("deletionTimestamp")
+    ]  # fmt: skip
+    operator_port = int(release.values["operator"].get("metricsPort", 9090))
+    series = {("agent_namespace", namespace), ("agent", "doctor")}
+
+    def doctor_gauges() -> bool:
+        gauges = samples(from_pod_address(cluster, operator_pod, operator_port, "/metrics"))
+        exported = {name for name, labels in gauges if series <= labels}
+        return {"mas_agent_inbox_messages", "mas_agent_dead_letters"} <= exported
+
+    wait_until(doctor_gauges, timeout=60, what="the operator's gauges of the doctor")
 
     # Every decision is in the patient's hash-chained audit trail, denied ones included.
     assert "intact" in release.audit("verify", f"{namespace}/patient")
@@ -619,7 +707,7 @@ def waiting_agents(namespace: str, cluster: E2ECluster, image: str) -> list[dict
     for name in ("sender", "sink"):
         spec: dict[str, Any] = {"image": image, "command": WAITING}
         if cluster.local:
-            spec |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+            spec |= {"hostNetwork": True, "sidecar": host_sidecar()}
         documents.append(
             {
                 "apiVersion": "mas.dev/v1alpha1",
@@ -779,8 +867,8 @@ def test_a_handler_running_three_leases_runs_once_across_the_agents_replicas(
     }  # fmt: skip
     sender: dict[str, Any] = {"image": mas_image, "command": WAITING}
     if cluster.local:
-        thinker |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
-        sender |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+        thinker |= {"hostNetwork": True, "sidecar": host_sidecar()}
+        sender |= {"hostNetwork": True, "sidecar": host_sidecar()}
     policy = {
         "apiVersion": "mas.dev/v1alpha1", "kind": "GatewayPolicy",
         "metadata": {"name": "thinking", "namespace": namespace},
@@ -855,7 +943,7 @@ def test_an_agent_scales_through_its_scale_subresource(
     namespace, cluster = workspace, release.cluster
     spec: dict[str, Any] = {"image": mas_image, "command": WAITING}
     if cluster.local:
-        spec |= {"hostNetwork": True, "sidecar": {"port": free_port()}}
+        spec |= {"hostNetwork": True, "sidecar": host_sidecar()}
     cluster.apply(
         {
             "apiVersion": "mas.dev/v1alpha1",

@@ -23,6 +23,8 @@ from kubernetes_validate.utils import all_versions
 
 from mas_core import sentinel
 from mas_operator import config as operator_config
+from mas_operator.builders import AGENT_LABEL, METRICS_PORT_NAME
+from tests.monitoring import EVERYTHING_ON, alert_rules, dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "mas"
@@ -954,3 +956,73 @@ def test_the_documented_autoscalers_target_the_agents_scale_subresource() -> Non
     assert manifests["PodMonitor"]["spec"]["selector"]["matchLabels"] == {
         "app.kubernetes.io/component": "operator"
     }
+
+
+# -- monitoring -----------------------------------------------------------------------------------
+
+
+def test_monitoring_objects_are_off_by_default(chart: Any) -> None:
+    objects = render(chart, {})
+    assert not [o for o in objects if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert not [o for o in objects if "grafana_dashboard" in o["metadata"].get("labels", {})]
+
+
+def test_pod_monitors_scrape_the_sidecars_probes_port_and_the_operators_metrics_port(
+    chart: Any,
+) -> None:
+    objects = render(chart, {"monitoring": {"podMonitor": {"enabled": True, "labels": {"a": "b"}}}})
+    monitors = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PodMonitor"}
+    agents, operator = monitors["mas-agents"], monitors["mas-operator"]
+    assert agents["metadata"]["labels"]["a"] == "b"
+    assert agents["spec"]["namespaceSelector"] == {"any": True}
+    assert agents["spec"]["selector"]["matchExpressions"] == [
+        {"key": AGENT_LABEL, "operator": "Exists"}
+    ]
+    [endpoint] = agents["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == (METRICS_PORT_NAME, "/metrics")
+    assert endpoint["relabelings"][0]["targetLabel"] == "agent"
+    deployment = only(objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert operator["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    [operator_container] = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"] for p in operator_container["ports"]}
+    assert operator["spec"]["podMetricsEndpoints"][0]["port"] in ports
+    watched = render(
+        chart, {"watchNamespaces": ["a"], "monitoring": {"podMonitor": {"enabled": True}}}
+    )
+    selector = next(o for o in watched if o["kind"] == "PodMonitor")["spec"]["namespaceSelector"]
+    assert selector == {"matchNames": ["a"]}
+
+
+def test_the_alerts_take_their_thresholds_from_the_values(chart: Any) -> None:
+    values = {"prometheusRule": {"enabled": True, "for": "5m", "backlogAgeSeconds": 42}}
+    rules = alert_rules(render(chart, {"monitoring": values}))
+    by_name = {r["alert"]: r for r in rules}
+    assert "> 42" in by_name["MasInboxBacklogGrowing"]["expr"]
+    assert {r.get("for") for r in rules} == {"5m", None}
+    assert by_name["MasAuditChainBroken"]["labels"]["severity"] == "critical"
+    assert "for" not in by_name["MasAuditChainBroken"]
+    for rule in rules:  # Prometheus' own templates survive Helm's
+        assert "{{ $labels." in rule["annotations"]["summary"] or "$value" in str(rule)
+
+
+def test_the_grafana_dashboard_is_a_configmap_for_the_grafana_sidecar(chart: Any) -> None:
+    values = {"enabled": True, "namespace": "grafana", "annotations": {"grafana_folder": "mas"}}
+    objects = render(chart, {"monitoring": {"grafanaDashboard": values}})
+    board = dashboard(objects)
+    [configmap] = [o for o in objects if "mas.json" in o.get("data", {})]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["namespace"] == "grafana"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "mas"}
+    assert board["uid"] == "mas-overview"
+    [variable] = board["templating"]["list"]
+    assert (variable["type"], variable["query"]) == ("datasource", "prometheus")
+    for panel in board["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}"
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+
+
+@pytest.mark.parametrize("version", ["1.25.0", kubernetes_validate.latest_version()])
+def test_the_dashboard_configmap_is_valid_kubernetes(chart: Any, version: str) -> None:
+    [configmap] = [o for o in render(chart, EVERYTHING_ON) if "mas.json" in o.get("data", {})]
+    _validate(configmap, version)

@@ -14,6 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import all_versions
+from pydantic import ValidationError
 
 from mas_core.manifests import AgentManifest
 from mas_operator.builders import (
@@ -233,6 +234,7 @@ def test_sidecar_gets_redis_url_and_token_as_files_of_the_secret_and_its_setting
         "MAS_ROLES": "reader",
         "MAS_MAX_ATTEMPTS": "7",
         "MAS_LEASE_MS": "45000",
+        "MAS_METRICS_ADDRESS": "0.0.0.0:9090",
     }
     assert "secretKeyRef" not in repr(sidecar)  # no secret in its environment
     security = sidecar["securityContext"]
@@ -280,13 +282,30 @@ def test_spec_sidecar_image_and_port_win() -> None:
     assert env_of(by_name["agent"])["MAS_SIDECAR_URL"] == "http://127.0.0.1:9100"
 
 
-def test_sidecar_probes_hit_its_port_on_loopback() -> None:
-    sidecar = containers(build(make_agent(sidecar={"port": 9100})))["mas-sidecar"]
+@pytest.mark.parametrize("host_network", [False, True])
+def test_sidecar_probes_are_http_gets_on_its_probes_listener_on_the_pod_address(
+    host_network: bool,
+) -> None:
+    agent = make_agent(hostNetwork=host_network, sidecar={"port": 9100, "metricsPort": 9101})
+    sidecar = containers(build(agent, PERMISSIVE))["mas-sidecar"]
+    # The API stays on 127.0.0.1; the probes' listener is on every address of the pod.
+    assert env_of(sidecar)["MAS_METRICS_ADDRESS"] == "0.0.0.0:9101"
+    assert sidecar["ports"] == [{"name": "mas-metrics", "containerPort": 9101, "protocol": "TCP"}]
     for key, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
-        # Without hostNetwork the kubelet reaches only the pod IP, where the sidecar does not
-        # listen, so the probe runs in the container against 127.0.0.1.
-        command = sidecar[key]["exec"]["command"]
-        assert f"http://127.0.0.1:9100{path}" in command[-1]
+        # No host: the kubelet probes the pod's address, with or without hostNetwork.
+        assert sidecar[key]["httpGet"] == {"path": path, "port": 9101, "scheme": "HTTP"}
+        assert "exec" not in sidecar[key]
+
+
+def test_the_probes_listener_is_on_port_9090_unless_the_spec_says_otherwise() -> None:
+    sidecar = containers(build(make_agent()))["mas-sidecar"]
+    assert env_of(sidecar)["MAS_METRICS_ADDRESS"] == "0.0.0.0:9090"
+    assert sidecar["readinessProbe"]["httpGet"]["port"] == 9090
+
+
+def test_the_probes_listener_and_the_api_cannot_share_a_port() -> None:
+    with pytest.raises(ValidationError, match="metricsPort and port must differ"):
+        make_agent(sidecar={"port": 9100, "metricsPort": 9100})
 
 
 def test_host_network_settings() -> None:
@@ -299,13 +318,6 @@ def test_host_network_settings() -> None:
     assert pod["hostNetwork"] is True
     assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert pod["hostAliases"] == [{"ip": "10.0.0.5", "hostnames": ["llm.internal"]}]
-    sidecar = containers(built)["mas-sidecar"]
-    assert sidecar["livenessProbe"]["httpGet"] == {
-        "host": "127.0.0.1",
-        "path": "/healthz",
-        "port": 8790,
-    }
-    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert built["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     plain_deployment = build(make_agent())
     assert plain_deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

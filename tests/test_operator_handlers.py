@@ -16,12 +16,13 @@ from base64 import b64decode, b64encode
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import kmock
 import pytest
 import redis
+from prometheus_client import generate_latest
 
 from mas_cli.audit_trails import Evidence, verify_trail
 from mas_cli.local.processes import ChildProcess, sidecar_args
@@ -39,6 +40,8 @@ from mas_core.keys import (
     audit_checkpoint,
 )
 from mas_core.sidecar_token import TOKEN_ENV, authorization
+from tests.api import Api
+from tests.monitoring import alert_rules, metric_names, queries, rendered
 from tests.operator_harness import (
     AGENTS,
     CONFIGMAPS,
@@ -52,7 +55,11 @@ from tests.operator_harness import (
     emulated_api,
     harness_config,
 )
+from tests.prometheus import Scrape, scrape
 from tests.waiting import eventually
+
+if TYPE_CHECKING:
+    from conftest import Sidecars
 
 pytestmark = pytest.mark.kmock(cls=ServerSideApplyEmulator)
 
@@ -1113,3 +1120,64 @@ async def test_the_inbox_backlog_is_in_the_status_and_the_operators_gauges(
     await harness.delete(AGENTS, "team", "worker")
     await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
     assert registry.get_sample_value("mas_agent_inbox_messages", WORKER_SERIES) is None
+
+
+async def test_dead_letters_policy_and_audit_of_each_agent_are_operator_gauges(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis, audit_checkpoint_seconds=0.3))
+    await harness.create(AGENTS, agent_body())
+    registry = harness.metrics.registry
+
+    def gauge(name: str) -> float | None:
+        return registry.get_sample_value(name, WORKER_SERIES)
+
+    # No pod enforces the policy here (the emulator runs none); the empty trail is intact.
+    assert await eventually(lambda: gauge("mas_agent_policy_applied") == 0)
+    assert await eventually(lambda: gauge("mas_agent_audit_intact") == 1)
+    assert await eventually(lambda: gauge("mas_agent_dead_letters") == 0)
+    admin = redis.Redis.from_url(empty_redis)
+    try:
+        for n in range(2):
+            admin.xadd(AgentKeys("team/worker").dlq, {"n": n})
+    finally:
+        admin.close()
+    await eventually(lambda: gauge("mas_agent_dead_letters") == 2, what="two dead letters")
+
+    await harness.delete(AGENTS, "team", "worker")
+    await eventually(lambda: harness.object(AGENTS, "team", "worker") is None, what="gone")
+    for name in ("mas_agent_dead_letters", "mas_agent_policy_applied", "mas_agent_audit_intact"):
+        assert gauge(name) is None, name
+
+
+async def test_every_metric_the_grafana_dashboard_and_the_alerts_query_is_exported(
+    harness: OperatorHarness, redis_url: str, sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    """The PromQL of the chart's PrometheusRule and Grafana dashboard names only metrics that
+    a real sidecar (after traffic) or the operator (reconciling an Agent) exports."""
+    alice = Api(http, sidecars.start("default/alice"))
+    bob = Api(http, sidecars.start("default/bob"))
+    await alice.send("bob", "job")
+    [delivery] = await bob.collect(1, ack=False)
+    assert await bob.answer(delivery["id"], "ack", {"handler_ms": 2}) == 204
+    sidecar = await scrape(http, bob.base_url + "/metrics", **bob.headers)
+    sender = await scrape(http, alice.base_url + "/metrics", **alice.headers)
+    # Then the operator (it publishes its own policy, which allows nothing here).
+    harness.start(harness_config(redis_url))
+    await harness.create(AGENTS, agent_body())
+    registry = harness.metrics.registry
+    await eventually(
+        lambda: registry.get_sample_value("mas_agent_policy_applied", WORKER_SERIES) is not None,
+        what="the operator's per-agent gauges",
+    )
+    operator = Scrape(generate_latest(registry).decode())
+    exported = sidecar.exported | sender.exported | operator.exported
+
+    objects = rendered()
+    queried = {name for expr in queries(objects) for name in metric_names(expr)}
+    assert len(queried) >= 10, queried  # the parser found them
+    assert queried - exported == set()
+    assert {r["alert"] for r in alert_rules(objects)} == {
+        "MasInboxBacklogGrowing", "MasDeadLettersRising", "MasAuditChainBroken",
+        "MasPolicyNotApplied", "MasGatewayPolicyInvalid",
+    }  # fmt: skip

@@ -273,7 +273,7 @@ def note(line: str) -> None:
         out.write(line + "\\n")
 
 if mode == "crash-before-ack":  # dies right after the handler returned, before its ack
-    async def crash(self: SidecarClient, delivery_id: str) -> None:
+    async def crash(self: SidecarClient, delivery_id: str, *_: object) -> None:
         note(f"crashed {delivery_id}")
         os.kill(os.getpid(), signal.SIGKILL)
     SidecarClient.ack = crash

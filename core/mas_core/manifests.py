@@ -280,9 +280,22 @@ class SidecarSpec(ResourceModel):
         le=65535,
         description="Port of the sidecar's HTTP API on the pod's loopback interface.",
     )
+    metrics_port: int = Field(
+        default=9090,
+        ge=1024,
+        le=65535,
+        description="Port, on the pod's address, of the sidecar's listener for Prometheus and "
+        "the kubelet's probes: /metrics, /healthz and /readyz only, never the message API.",
+    )
     image: str | None = Field(
         default=None, description="Sidecar container image; the operator's default when omitted."
     )
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> SidecarSpec:
+        if self.metrics_port == self.port:
+            raise ValueError(f"metricsPort and port must differ (both {self.port})")
+        return self
 
 
 NON_ROOT_ID = 65532  # the uid and gid agent containers run as unless the spec says otherwise

@@ -11,6 +11,7 @@ reads them. Used by the sidecar's settings (:mod:`mas_sidecar.config`) and the o
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -116,6 +117,27 @@ class EnvSettings:
         if absolute and not path.is_absolute():
             self.fail(f"{name}={raw!r} must be an absolute path")
         return path
+
+    def address(self, name: str) -> tuple[str, int] | None:
+        """A listening address ``host:port`` (an IPv6 host in brackets: ``[::]:9090``), the
+        host an IP address; None when unset."""
+        raw = self.raw(name)
+        if not raw:
+            return None
+        host, colon, port = raw.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            ipaddress.ip_address(host)
+            number = int(port)
+        except ValueError:
+            number = -1
+        if not colon or not 1 <= number <= 65535:
+            self.fail(
+                f"{name}={raw!r} must be an IP address and a port, such as 0.0.0.0:9090 "
+                "or [::]:9090"
+            )
+        return host, number
 
     def json_object(self, name: str) -> dict[str, Any]:
         """A JSON object; ``{}`` when unset."""

@@ -63,6 +63,8 @@ CREDENTIALS_VOLUME = "mas-credentials"
 SECRET_SUFFIX = "-mas-credentials"
 AGENT_CONTAINER = "agent"
 SIDECAR_CONTAINER = "mas-sidecar"
+# The container port of the sidecar's probes' listener; the chart's PodMonitor scrapes it.
+METRICS_PORT_NAME = "mas-metrics"
 SPEC_HASH_ANNOTATION = "mas.dev/spec-hash"
 AGENT_LABEL = "mas.dev/agent"
 SIDECAR_USER = NON_ROOT_ID  # an unprivileged uid/gid for the sidecar, whatever its image declares
@@ -216,20 +218,15 @@ def spec_hash(agent: AgentManifest) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _probe(path: str, port: int, host_network: bool, period: int, failures: int) -> Manifest:
-    """A probe of the sidecar's ``path``.
-
-    The sidecar listens on 127.0.0.1 only. With ``hostNetwork`` the kubelet shares that
-    loopback, so an HTTP probe with host 127.0.0.1 works; otherwise the kubelet can only reach
-    the pod IP, where nothing listens, so the probe runs inside the sidecar container instead.
-    """
-    timing = {"periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": failures}
-    if host_network:
-        return {"httpGet": {"host": "127.0.0.1", "path": path, "port": port}, **timing}
-    script = (
-        f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=2)"
-    )
-    return {"exec": {"command": ["python", "-c", script]}, **timing}
+def _probe(path: str, port: int, *, period: int, failures: int) -> Manifest:
+    """An HTTP probe of the sidecar's ``path`` on its probes' listener (``MAS_METRICS_ADDRESS``,
+    the pod's address, which the kubelet reaches with or without ``hostNetwork``)."""
+    return {
+        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
 
 
 def _credential_items(trust_kids: Sequence[str]) -> list[Manifest]:
@@ -248,7 +245,7 @@ def _sidecar_container(
     agent: AgentManifest, settings: OperatorConfig, trust_kids: Sequence[str]
 ) -> Manifest:
     spec = agent.spec
-    port = spec.sidecar.port
+    port, metrics_port = spec.sidecar.port, spec.sidecar.metrics_port
     replication = (
         [
             {"name": "MAS_REDIS_WAIT_REPLICAS", "value": str(settings.wait_replicas)},
@@ -270,14 +267,16 @@ def _sidecar_container(
             {"name": "MAS_ROLES", "value": ",".join(spec.roles)},
             {"name": "MAS_MAX_ATTEMPTS", "value": str(spec.delivery.max_attempts)},
             {"name": "MAS_LEASE_MS", "value": str(spec.delivery.lease_seconds * 1000)},
+            {"name": "MAS_METRICS_ADDRESS", "value": f"0.0.0.0:{metrics_port}"},
             *replication,
             *_observability_env(settings, sidecar=True),
         ],
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"}],
         "volumeMounts": [
             {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True}
         ],
-        "livenessProbe": _probe("/healthz", port, spec.host_network, 10, 3),
-        "readinessProbe": _probe("/readyz", port, spec.host_network, 5, 2),
+        "livenessProbe": _probe("/healthz", metrics_port, period=10, failures=3),
+        "readinessProbe": _probe("/readyz", metrics_port, period=5, failures=2),
         "securityContext": {
             **_restricted_container(read_only_root_filesystem=True),
             "runAsUser": SIDECAR_USER,

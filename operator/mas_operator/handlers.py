@@ -390,7 +390,10 @@ def refresh_agent(
         log.warning("cannot refresh the status of %s: %s", agent.agent_id, exc)
         return
     conditions = read_conditions(status)
-    _report(patch, status, agent_refreshed(conditions, seen, generation=generation, now=_now()))
+    fresh = agent_refreshed(conditions, seen, generation=generation, now=_now())
+    applied = any(c.type == "PolicyApplied" and c.status == "True" for c in fresh.conditions)
+    runtime.metrics.agent_gauge(runtime.metrics.policy_applied, agent.agent_id, int(applied))
+    _report(patch, status, fresh)
 
 
 def _observe_agent(
@@ -448,6 +451,13 @@ def _inbox(runtime: Runtime, agent_id: str) -> InboxStatus | None:
     runtime.metrics.inbox(
         agent_id, messages=backlog.messages, pending=backlog.pending, oldest_age=age
     )
+    try:
+        dead = runtime.redis.dead_letter_count(agent_id)
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        log.warning("cannot count the dead letters of %s: %s", agent_id, exc)
+    else:
+        runtime.metrics.agent_gauge(runtime.metrics.dead_letters, agent_id, dead)
     return InboxStatus(messages=backlog.messages, pending=backlog.pending, oldest_age_seconds=age)
 
 
@@ -500,6 +510,7 @@ def keep_audit(
     else:
         fresh = audit_status(kept, retention=retention, archiving=archive is not None)
         runtime.metrics.audit_rounds.labels("tampered" if kept.problem else "intact").inc()
+        runtime.metrics.agent_gauge(runtime.metrics.audit_intact, agent_id, int(not kept.problem))
         runtime.metrics.audit_archived.inc(kept.archived)
         if kept.problem and (status.get("audit") or {}).get("message") != fresh.message:
             log.error("the audit trail of %s is NOT intact: %s", agent_id, kept.problem)

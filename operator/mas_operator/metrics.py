@@ -1,11 +1,16 @@
 """Prometheus metrics of the operator, in a registry of its own.
 
-Labels come from fixed sets (resource kind, outcome), except the inbox gauges, one series per
-Agent (labels ``agent_namespace`` and ``agent``, its name: a label value cannot hold the ``/``
-of an agent id, and Prometheus keeps ``namespace`` for the scraped pod's), which the handlers
-remove when the Agent goes:
+Labels come from fixed sets (resource kind, outcome), except the per-agent gauges, one series
+per Agent (labels ``agent_namespace`` and ``agent``, its name: a label value cannot hold the
+``/`` of an agent id, and Prometheus keeps ``namespace`` for the scraped pod's), which the
+handlers remove when the Agent goes:
 as many series as Agents, for autoscalers (a KEDA ``ScaledObject`` or an HPA on an external
-metric) to scale each Agent on its own backlog through one scrape target, the operator. Served by
+metric) to scale each Agent on its own backlog through one scrape target, the operator.
+
+What is a fact about an agent as a whole, kept in Redis (its inbox backlog and oldest message,
+its dead letters, its audit trail, whether every replica enforces the policy), is exported here,
+once per Agent; the sidecars export what each replica does (messages sent, delivered, refused,
+latencies), so summing over their pods never counts an agent's backlog twice. Served by
 :mod:`mas_operator.run` on ``MAS_METRICS_PORT``; counted and set by the handlers.
 """
 
@@ -67,6 +72,24 @@ class OperatorMetrics:
             ["agent_namespace", "agent"],
             registry=r,
         )
+        self.dead_letters = Gauge(
+            "mas_agent_dead_letters",
+            "Messages in the agent's dead-letter stream, at the operator's last look",
+            ["agent_namespace", "agent"],
+            registry=r,
+        )
+        self.policy_applied = Gauge(
+            "mas_agent_policy_applied",
+            "1 when every replica of the agent enforces the published policy revision, else 0",
+            ["agent_namespace", "agent"],
+            registry=r,
+        )
+        self.audit_intact = Gauge(
+            "mas_agent_audit_intact",
+            "1 when the agent's audit trail verified intact at the last checkpoint, else 0",
+            ["agent_namespace", "agent"],
+            registry=r,
+        )
         self.redis_recoveries = Counter(
             "mas_operator_redis_recoveries",
             "Times a restarted or replaced Redis was provisioned again",
@@ -80,10 +103,18 @@ class OperatorMetrics:
         self.inbox_pending.labels(*labels).set(pending)
         self.inbox_oldest_age.labels(*labels).set(oldest_age)
 
+    def agent_gauge(self, gauge: Gauge, agent_id: str, value: float) -> None:
+        """Set one of the per-agent gauges of ``agent_id`` (``namespace/name``)."""
+        gauge.labels(*agent_id.split("/", 1)).set(value)
+
     def forget_agent(self, agent_id: str) -> None:
         """Remove the series of a deleted agent."""
         labels = agent_id.split("/", 1)
-        for gauge in (self.inbox_messages, self.inbox_pending, self.inbox_oldest_age):
+        per_agent = (
+            self.inbox_messages, self.inbox_pending, self.inbox_oldest_age, self.dead_letters,
+            self.policy_applied, self.audit_intact,
+        )  # fmt: skip
+        for gauge in per_agent:
             try:
                 gauge.remove(*labels)
             except KeyError:

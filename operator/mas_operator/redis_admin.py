@@ -186,6 +186,13 @@ class RedisAdmin:
         except redis.RedisError as exc:
             raise self._fail(f"cannot measure the inbox of {agent_id}", exc) from None
 
+    def dead_letter_count(self, agent_id: str) -> int:
+        """How many messages the agent's dead-letter stream holds (one ``XLEN``)."""
+        try:
+            return int(self._client.xlen(AgentKeys(agent_id).dlq))
+        except redis.RedisError as exc:
+            raise self._fail(f"cannot count the dead letters of {agent_id}", exc) from None
+
     def forget_inbox(self, agent_id: str) -> None:
         """Drop what the backlog rounds kept of a deleted agent."""
         with self._lock:

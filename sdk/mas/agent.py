@@ -4,7 +4,7 @@ Agent programs subclass :class:`Agent`, register handlers with :meth:`Agent.on` 
 :meth:`Agent.run`. The agent talks only to its sidecar (:class:`mas.SidecarClient`): it
 subscribes to deliveries, runs handlers concurrently and settles each delivery by the outcome:
 
-- the handler returns: ack;
+- the handler returns: ack (with how long it took, for the sidecar's ``mas_handler_seconds``);
 - the handler raises, or runs past its ``timeout`` (it is cancelled): the delivery is nacked
   with a backoff delay, so it comes back with ``attempt`` + 1 (the sidecar dead-letters it after
   its attempt limit, ``MAS_MAX_ATTEMPTS``);
@@ -480,11 +480,13 @@ class Agent(Generic[StateT]):
             )  # fmt: skip
             await client.ack(message.id)
             return
+        started = asyncio.get_running_loop().time()
         if not await self._run(handler, method, arguments, message):
             return
+        handler_ms = (asyncio.get_running_loop().time() - started) * 1000
         if handler.remember_ms is not None:
             await client.record_completed(message.id, handler.remember_ms)
-        await client.ack(message.id)
+        await client.ack(message.id, handler_ms)
 
     async def _still_leased(self, message: AgentMessage, received: float) -> bool:
         """Whether the delivery is still this replica's: one that waited for a free handler

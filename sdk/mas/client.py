@@ -209,33 +209,47 @@ class SidecarClient:
                 if event == "message":
                     yield _parse_event_data(data)
 
-    async def ack(self, delivery_id: str) -> None:
-        """The delivery is done: remove it from the inbox."""
+    async def ack(self, delivery_id: str, handler_ms: float | None = None) -> None:
+        """The delivery is done: remove it from the inbox. ``handler_ms``: how long its handler
+        took, for the sidecar's ``mas_handler_seconds``."""
         with self.tracer.span("ack"):
-            await self._acks.call(delivery_id)
+            await self._acks.call((delivery_id, handler_ms))
 
-    async def _ack_one(self, delivery_id: str) -> None:
-        await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/ack")
+    async def _ack_one(self, ack: tuple[str, float | None]) -> None:
+        delivery_id, handler_ms = ack
+        body = None if handler_ms is None else {"handler_ms": handler_ms}
+        await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/ack", body)
 
-    async def _ack_coalesced(self, delivery_ids: list[str]) -> list[BaseException | None]:
-        _, unknown = await self.ack_many(delivery_ids)
+    async def _ack_coalesced(
+        self, acks: list[tuple[str, float | None]]
+    ) -> list[BaseException | None]:
+        delivery_ids = [delivery_id for delivery_id, _ in acks]
+        _, unknown = await self.ack_many(delivery_ids, [ms for _, ms in acks])
         if not unknown:
             return [None] * len(delivery_ids)
         # Not leased (answered already, expired, never delivered): the single ack says which.
         errors = dict(
             zip(
                 unknown,
-                await asyncio.gather(*(self._ack_one(i) for i in unknown), return_exceptions=True),
+                await asyncio.gather(
+                    *(self._ack_one((i, None)) for i in unknown), return_exceptions=True
+                ),
                 strict=True,
             )
         )
         return [errors.get(i) for i in delivery_ids]
 
-    async def ack_many(self, delivery_ids: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Ack 1 to 1000 deliveries in one request (``POST /v1/deliveries/ack``);
+    async def ack_many(
+        self, delivery_ids: Sequence[str], handler_ms: Sequence[float | None] | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Ack 1 to 1000 deliveries in one request (``POST /v1/deliveries/ack``), with how
+        long the handler took on each (``handler_ms``, in the same order) if given;
         ``(acked, unknown)``: the ids removed from the inbox, and those not leased to the
         sidecar (already answered, lease expired, or never delivered)."""
-        answer = await self._call("POST", "/v1/deliveries/ack", {"ids": list(delivery_ids)})
+        body: dict[str, Any] = {"ids": list(delivery_ids)}
+        if handler_ms is not None and any(ms is not None for ms in handler_ms):
+            body["handler_ms"] = list(handler_ms)
+        answer = await self._call("POST", "/v1/deliveries/ack", body)
         return [str(i) for i in answer["acked"]], [str(i) for i in answer["unknown"]]
 
     async def nack(self, delivery_id: str, delay_ms: int = 0) -> None:

@@ -24,6 +24,10 @@ message (``WAIT``, at most ``MAS_REDIS_WAIT_TIMEOUT_MS``) before it answers 202,
 cannot take back what was acknowledged (:mod:`mas_sidecar.writer`); it needs one primary (a
 plain or Sentinel URL), not a cluster, whose client would send the ``WAIT`` to other
 connections than the writes.
+
+``MAS_METRICS_ADDRESS=host:port`` opens a second listener, for Prometheus and the kubelet's
+probes, that serves ``/metrics``, ``/healthz`` and ``/readyz`` only (never the message API):
+the operator sets ``0.0.0.0:9090`` in pods; unset (local mode), there is none.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class SidecarConfig:
     log_level: str = "INFO"
     log_format: str = "text"
     tracing: str | None = None  # the span exporter the OTEL_* variables ask for; None: off
+    metrics_address: tuple[str, int] | None = None  # the probes' listener; None: none
 
     @property
     def namespace(self) -> str:
@@ -116,9 +121,13 @@ class SidecarConfig:
                 f"MAS_MAX_SUBSCRIBERS={max_subscribers} leaves no connection for other requests "
                 f"(MAS_MAX_CONNECTIONS={max_connections})"
             )
+        api_port = port if port is not None else read.integer("MAS_SIDECAR_PORT", 8790, 1, 65535)
+        metrics_address = read.address("MAS_METRICS_ADDRESS")
+        if metrics_address is not None and metrics_address[1] == api_port:
+            read.fail(f"MAS_METRICS_ADDRESS needs a port of its own, not the API's ({api_port})")
         return cls(
             agent_id=full_id,
-            port=port if port is not None else read.integer("MAS_SIDECAR_PORT", 8790, 1, 65535),
+            port=api_port,
             redis_url=url,
             redis_cluster=cluster,
             replica=_replica(env),
@@ -143,6 +152,7 @@ class SidecarConfig:
             log_level=read.log_level(),
             log_format=read.log_format(),
             tracing=_tracing(env),
+            metrics_address=metrics_address,
             api_token=_api_token(read),
         )
 

@@ -1,4 +1,5 @@
-"""``mas sidecar`` / ``python -m mas_sidecar``: parse the command line and serve on 127.0.0.1.
+"""``mas sidecar`` / ``python -m mas_sidecar``: parse the command line and serve on 127.0.0.1
+(and the probes on ``MAS_METRICS_ADDRESS`` when it is set).
 
 Called by the ``mas`` CLI and by ``python -m mas_sidecar``; runs until SIGTERM or SIGINT.
 """
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 from mas_core.telemetry import logs
 from mas_sidecar.api.app import build_app
+from mas_sidecar.api.probes import build_probes_app
 from mas_sidecar.api.server import serve
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.errors import ConfigError
@@ -55,5 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    serve(build_app(config), config)
+    app = build_app(config)
+    serve(app, config, build_probes_app(app) if config.metrics_address is not None else None)
     return 0

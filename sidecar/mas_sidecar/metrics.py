@@ -1,8 +1,19 @@
 """Prometheus metrics of one sidecar, in a registry of its own (served on ``/metrics``).
 
 Label values come from small fixed sets (route templates, outcome names, dead-letter reasons),
-never from message ids, agent ids or types, so cardinality stays bounded.
-Used by the HTTP middleware, the Redis Streams bridge, the gateway checks and the registry.
+never from message ids, agent ids or types, so cardinality stays bounded. The names policies
+give (rules, rate limits, custom DLP detectors) are labels too, but at most
+:data:`MAX_NAMED_LABELS` of each: later ones are counted under :data:`OTHER`
+(:class:`FoldedLabels`); a message no rule matched (default deny) counts under
+:data:`NO_RULE`. Used by the HTTP middleware, the Redis Streams bridge, the gateway checks,
+the registry and the delivery routes.
+
+Facts about an agent as a whole (its inbox backlog, dead letters, audit trail, whether all
+its replicas enforce the policy) are the operator's metrics (:mod:`mas_operator.metrics`), once
+per Agent; these are per replica: what this sidecar sent, delivered, refused, and how long
+messages took from their creation to their delivery here (``mas_delivery_latency_seconds``,
+first deliveries only, by the wall clocks of both sidecars) and in the agent's handler
+(``mas_handler_seconds``, as the SDK reports it with its ack).
 
 ``mas_stage_seconds{stage}`` times the stages of a message inside the sidecar, one observation
 per message (a stage done for several messages at once, such as a read or the receive checks of
@@ -24,6 +35,31 @@ Stage = Literal[
     "http_in", "checks", "redis_write", "redis_read", "verify", "delivery", "reply_wait"
 ]
 STAGES: tuple[Stage, ...] = get_args(Stage)
+MAX_NAMED_LABELS = 64  # distinct rule (or detector) names one label takes; more fold into OTHER
+OTHER = "_other"  # never a rule or detector name (they start with a letter or digit)
+NO_RULE = "_none"  # the decision no rule made: default deny
+# Seconds, from a fast local hop to a message that waited minutes in the inbox.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                   60, 300)  # fmt: skip
+HANDLER_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+class FoldedLabels:
+    """Label values taken from configuration, at most ``limit`` distinct ones; any later value
+    is :data:`OTHER`, so a policy with many names (or many revisions) cannot grow the series
+    without bound."""
+
+    def __init__(self, limit: int = MAX_NAMED_LABELS) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OTHER
+        self._seen.add(value)
+        return value
 
 
 class Metrics:
@@ -113,6 +149,37 @@ class Metrics:
             registry=r,
         )
         self._stages = {stage: self.stage_seconds.labels(stage) for stage in STAGES}
+        self.rule_decisions = Counter(
+            "mas_rule_decisions",
+            "Messages this replica sent (accepted), or refused as denied or rate_limited, by the "
+            "policy rule or rate limit that decided",
+            ["decision", "rule"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "mas_delivery_latency_seconds",
+            "From a message's creation by its sender's sidecar to its first delivery to this agent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.handler_seconds = Histogram(
+            "mas_handler_seconds",
+            "Time the agent's handler took on a message, as the agent reports it with its ack",
+            buckets=HANDLER_BUCKETS,
+            registry=r,
+        )
+        self._rules = FoldedLabels()
+        self._detectors = FoldedLabels()
+
+    def count_rule(self, decision: str, rule: str | None) -> None:
+        """One decision on a message sent by ``rule`` (a rule's or rate limit's name; None: no
+        rule matched)."""
+        self.rule_decisions.labels(decision, NO_RULE if rule is None else self._rules(rule)).inc()
+
+    def delivered(self, created_at_ms: int, now_ms: int) -> None:
+        """A first delivery of a message created at ``created_at_ms``; a sender's clock ahead
+        of ours counts as no time."""
+        self.delivery_latency.observe(max(0, now_ms - created_at_ms) / 1000)
 
     def observe_stage(self, stage: Stage, seconds: float, messages: int = 1) -> None:
         """``seconds`` spent on ``stage`` for ``messages`` messages together: one observation
@@ -126,7 +193,8 @@ class Metrics:
     def count_findings(self, findings: Iterable[Finding]) -> None:
         """Count DLP findings by detector and action."""
         for finding in findings:
-            self.dlp_findings.labels(finding.detector, finding.action.value).inc()
+            detector = self._detectors(finding.detector)
+            self.dlp_findings.labels(detector, finding.action.value).inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mas_sidecar.streams.replies import MAX_TIMEOUT_MS
 
@@ -18,6 +18,8 @@ MAX_TTL_MS = 7 * 24 * 3600 * 1000
 MAX_BATCH_MESSAGES = 500
 MAX_BATCH_ACKS = 1000
 MAX_COMPLETED_TTL_MS = 30 * 24 * 3600 * 1000
+# How long the agent's handler ran, in milliseconds (a fraction allowed), as it reports it.
+HandlerMs = Annotated[float, Field(ge=0, le=MAX_TTL_MS, allow_inf_nan=False)]
 
 
 class _Body(BaseModel):
@@ -55,17 +57,43 @@ class Nack(_Body):
     delay_ms: Annotated[int, Field(ge=0, le=MAX_TTL_MS)] = 0
 
 
+DeliveryIds = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=128)]],
+    Field(min_length=1, max_length=MAX_BATCH_ACKS),
+]
+
+
+class Ack(_Body):
+    """``POST /v1/deliveries/{id}/ack`` (body optional)."""
+
+    handler_ms: HandlerMs | None = Field(
+        default=None, description="How long the agent's handler took on the message (metrics)."
+    )
+
+
 class AckBatch(_Body):
     """``POST /v1/deliveries/ack``: 1 to 1000 delivery ids."""
 
-    ids: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=128)]],
-        Field(min_length=1, max_length=MAX_BATCH_ACKS),
-    ]
+    ids: DeliveryIds
+    handler_ms: list[HandlerMs | None] | None = Field(
+        default=None,
+        description="How long the handler took on each message, in the order of ids (null "
+        "where unknown); one entry per id (metrics).",
+    )
+
+    @model_validator(mode="after")
+    def _one_time_per_id(self) -> AckBatch:
+        if self.handler_ms is not None and len(self.handler_ms) != len(self.ids):
+            raise ValueError(
+                f"handler_ms has {len(self.handler_ms)} entries for {len(self.ids)} ids"
+            )
+        return self
 
 
-class ExtendBatch(AckBatch):
+class ExtendBatch(_Body):
     """``POST /v1/deliveries/extend``: 1 to 1000 delivery ids."""
+
+    ids: DeliveryIds
 
 
 class Completed(_Body):

@@ -23,7 +23,9 @@ sidecar's memory or leaving its agent without service for longer than a known ti
   its client went away, so its place is free again without waiting for the next write.
 
 :func:`serve` runs the app as ``aiohttp.web.run_app`` does (until SIGTERM or SIGINT, then a
-graceful shutdown) but accepts connections itself, so that it can count them. Used by
+graceful shutdown) but accepts connections itself, so that it can count them. Given the probes'
+application (:mod:`mas_sidecar.api.probes`), it also serves that on ``MAS_METRICS_ADDRESS``,
+with the same timeouts and at most ``probes.MAX_CONNECTIONS`` connections. Used by
 :mod:`mas_sidecar.main`.
 """
 
@@ -37,6 +39,7 @@ import orjson
 from aiohttp import web
 
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
+from mas_sidecar.api import probes as probes_app
 from mas_sidecar.api.http import METRICS_KEY
 from mas_sidecar.config import SidecarConfig
 from mas_sidecar.metrics import Metrics
@@ -116,7 +119,9 @@ class _Acceptor:
     """The protocol factory of the listening socket: aiohttp's handler for each connection while
     fewer than ``limit`` are open, :class:`_Refused` for the others."""
 
-    def __init__(self, server: web.Server, limit: int, metrics: Metrics) -> None:
+    def __init__(
+        self, server: web.Server, limit: int, metrics: Metrics, setting: str = "MAS_MAX_CONNECTIONS"
+    ) -> None:
         self._server = server
         self.limit = limit
         self.open = 0
@@ -125,8 +130,8 @@ class _Acceptor:
             {
                 "error": {
                     "code": ErrorCode.TOO_MANY_CONNECTIONS.value,
-                    "message": f"this sidecar serves at most {limit} connections at once "
-                    "(MAS_MAX_CONNECTIONS); close idle ones or retry later",
+                    "message": f"this listener serves at most {limit} connections at once "
+                    f"({setting}); close idle ones or retry later",
                 }
             }
         )
@@ -157,39 +162,59 @@ def connection_closed(request: web.Request) -> asyncio.Future[None]:
     return asyncio.get_running_loop().create_future()
 
 
-async def _serve(app: web.Application, config: SidecarConfig) -> None:
-    runner = web.AppRunner(
+def _runner(app: web.Application, config: SidecarConfig, *, signals: bool) -> web.AppRunner:
+    return web.AppRunner(
         app,
-        handle_signals=True,
+        handle_signals=signals,
         access_log=None,
         shutdown_timeout=SHUTDOWN_SECONDS,
         keepalive_timeout=config.idle_timeout_ms / 1000,
         lingering_time=config.body_timeout_ms / 1000,
     )
-    await runner.setup()
+
+
+async def _listen(acceptor: _Acceptor, host: str, port: int) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(acceptor, host, port, backlog=_BACKLOG)
+
+
+async def _serve(
+    app: web.Application, config: SidecarConfig, probes: web.Application | None
+) -> None:
+    runners = [_runner(app, config, signals=True)]
+    await runners[0].setup()
+    listeners: list[asyncio.Server] = []
     try:
-        server = runner.server
+        server = runners[0].server
         assert server is not None
         metrics = app[METRICS_KEY]
         acceptor = _Acceptor(server, config.max_connections, metrics)
         metrics.connections.set_function(lambda: acceptor.open)
-        listener = await asyncio.get_running_loop().create_server(
-            acceptor, LISTEN_HOST, config.port, backlog=_BACKLOG
-        )
-        try:
-            await asyncio.Event().wait()  # until SIGTERM or SIGINT (GracefulExit)
-        finally:
-            listener.close()
+        listeners.append(await _listen(acceptor, LISTEN_HOST, config.port))
+        if probes is not None and config.metrics_address is not None:
+            runners.append(_runner(probes, config, signals=False))
+            await runners[1].setup()
+            assert runners[1].server is not None
+            limit, (host, port) = probes_app.MAX_CONNECTIONS, config.metrics_address
+            fixed = _Acceptor(runners[1].server, limit, metrics, "fixed for this listener")
+            listeners.append(await _listen(fixed, host, port))
+        await asyncio.Event().wait()  # until SIGTERM or SIGINT (GracefulExit)
     finally:
-        await runner.cleanup()
+        for listener in listeners:
+            listener.close()
+        for runner in reversed(runners):
+            await runner.cleanup()
 
 
-def serve(app: web.Application, config: SidecarConfig) -> None:
-    """Serve ``app`` on 127.0.0.1 (``config.port``) until SIGTERM or SIGINT, then shut it
-    down gracefully: the same steps as ``aiohttp.web.run_app``."""
+def serve(
+    app: web.Application, config: SidecarConfig, probes: web.Application | None = None
+) -> None:
+    """Serve ``app`` on 127.0.0.1 (``config.port``), and ``probes`` on
+    ``config.metrics_address`` when both are given, until SIGTERM or SIGINT, then shut down
+    gracefully: the same steps as ``aiohttp.web.run_app``."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(app, config))
+    main = loop.create_task(_serve(app, config, probes))
     try:
         loop.run_until_complete(main)
     except (web.GracefulExit, KeyboardInterrupt):

@@ -181,11 +181,13 @@ class Gateway:
             policy, Party(self.agent_id, self.own_roles()), target, envelope.type
         )
         if not permits(decision, answers_request):
+            self._metrics.count_rule("denied", decision.rule)
             await self._refuse("denied", envelope, ErrorCode.FORBIDDEN, decision.reason)
         details["rule"] = decision.rule if decision.allowed else REPLY_GRANT
         limited = await self._limiter.check(policy.rate_limits)
         if limited is not None:
             limit, wait = limited
+            self._metrics.count_rule("rate_limited", limit.name)
             await self._refuse(
                 "rate_limited", envelope, ErrorCode.RATE_LIMITED,
                 f"rate limit {limit.name} ({limit.rate:g}/s, burst {limit.burst}) exceeded",
@@ -275,6 +277,7 @@ class Gateway:
         done = self._writer.submit([append, audit], head)
         queued = time.perf_counter()
         inbox, target, settings = destination.inbox, envelope.target, policy.circuit_breaker
+        rule = details["rule"]
 
         def written(future: asyncio.Future[list[Any]]) -> None:
             if future.cancelled():
@@ -285,6 +288,7 @@ class Gateway:
                 if inbox:  # the first answer: this sender's backlog at the target
                     self._breakers.record(target, settings, True, int(future.result()[0]))
                 self._metrics.decisions.labels("accepted").inc()
+                self._metrics.count_rule("accepted", rule)
             elif isinstance(failure, REDIS_ERRORS):
                 self._audit.needs_resync()
                 if inbox:

@@ -274,6 +274,8 @@ class Inbox:
         self._metrics.deliveries.inc()
         if lease.envelope.attempt > 1:
             self._metrics.redeliveries.inc()
+        else:
+            self._metrics.delivered(lease.envelope.created_at, int(time.time() * 1000))
         if not lease.trace:
             return lease.envelope
         now = time.time_ns()

@@ -2,7 +2,8 @@
 
 Each delivery event carries the message and ``lease_ms``, this sidecar's lease
 (:func:`mas_sidecar.api.documents.delivery_document`): the SDK renews a running handler's lease at
-a fraction of it.
+a fraction of it. An ack may say how long the agent's handler took (``handler_ms``), which
+``mas_handler_seconds`` observes for the deliveries it settles.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from mas_sidecar.api.http import (
     read_body,
     trace_headers,
 )
-from mas_sidecar.api.models import AckBatch, ExtendBatch, Nack, Reject, Reply
+from mas_sidecar.api.models import Ack, AckBatch, ExtendBatch, Nack, Reject, Reply
 from mas_sidecar.api.responses import Accepted, AckResult, ExtendResult
 from mas_sidecar.api.server import connection_closed
+from mas_sidecar.metrics import Metrics
 
 routes = web.RouteTableDef()
 KEEPALIVE_SECONDS = 15.0
@@ -82,7 +84,12 @@ async def ack_many(request: web.Request) -> web.Response:
     """Ack many deliveries in one request (one Redis MULTI); unknown ids are reported, not
     refused."""
     body = await read_body(request, AckBatch)
-    acked, unknown = await components(request).inbox.ack_many(body.ids)
+    parts = components(request)
+    acked, unknown = await parts.inbox.ack_many(body.ids)
+    if body.handler_ms is not None:
+        times = dict(zip(body.ids, body.handler_ms, strict=True))
+        for delivery_id in acked:
+            _handler_took(parts.metrics, times[delivery_id])
     return json_response(AckResult(acked=acked, unknown=unknown))
 
 
@@ -97,8 +104,17 @@ async def extend_many(request: web.Request) -> web.Response:
 
 @routes.post("/v1/deliveries/{id}/ack")
 async def ack(request: web.Request) -> web.Response:
-    await components(request).inbox.ack(request.match_info["id"])
+    body = await read_body(request, Ack, optional=True)
+    parts = components(request)
+    await parts.inbox.ack(request.match_info["id"])
+    _handler_took(parts.metrics, body.handler_ms)
     return web.Response(status=204)
+
+
+def _handler_took(metrics: Metrics, handler_ms: float | None) -> None:
+    """Observe the handler time an ack reported, if it did."""
+    if handler_ms is not None:
+        metrics.handler_seconds.observe(handler_ms / 1000)
 
 
 @routes.post("/v1/deliveries/{id}/nack")
