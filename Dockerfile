@@ -15,14 +15,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 # pyproject.toml is listed so the COPY has a source when there is no wheelhouse/.
 COPY pyproject.toml wheelhous[e] /wheels/
 COPY pyproject.toml README.md constraints.txt /src/
-# The dependencies (the SDK's and those of the extras sidecar, operator and local, which make
-# `all`) get their own layer, rebuilt only when pyproject.toml or the lock changes.
+# The dependencies (the SDK's and those of the extras sidecar, operator, local and otel, which
+# make `all`) get their own layer, rebuilt only when pyproject.toml or the lock changes.
 RUN set -eu; \
     if ls /wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels; fi; \
     python3 -m venv /opt/venv; \
     python3 -c 'import tomllib; d = tomllib.load(open("/src/pyproject.toml", "rb")); \
 extras = d["project"]["optional-dependencies"]; \
-image = [r for e in ("sidecar", "operator", "local") for r in extras[e] if not r.startswith("mas[")]; \
+image = [r for e in ("sidecar", "operator", "local", "otel") for r in extras[e] if not r.startswith("mas[")]; \
 print("\n".join(d["project"]["dependencies"] + image + d["build-system"]["requires"]))' \
         > /tmp/requirements.txt; \
     /opt/venv/bin/python -m pip install "$@" -c /src/constraints.txt -r /tmp/requirements.txt

@@ -32,7 +32,7 @@ image:
 wheelhouse:
 	$(PYTHON) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
 	extras = d["project"]["optional-dependencies"]; \
-	image = [r for e in ("sidecar", "operator", "local") for r in extras[e] if not r.startswith("mas[")]; \
+	image = [r for e in ("sidecar", "operator", "local", "otel") for r in extras[e] if not r.startswith("mas[")]; \
 	print("\n".join(d["project"]["dependencies"] + image + d["build-system"]["requires"]))' \
 	  > wheelhouse.requirements.txt
 	$(PYTHON) -m pip wheel --wheel-dir wheelhouse -c constraints.txt -r wheelhouse.requirements.txt

@@ -132,7 +132,7 @@ def _image_python(docker: DockerDaemon, image: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-IMAGE_EXTRAS = ("sidecar", "operator", "local")  # what the image installs: mas[all]
+IMAGE_EXTRAS = ("sidecar", "operator", "local", "otel")  # what the image installs: mas[all]
 
 
 def project_requirements() -> list[str]:

@@ -263,6 +263,29 @@ def test_sidecars_wait_for_as_many_replicas_as_the_operator_is_told() -> None:
     assert env_of(sidecar)["MAS_REDIS_WAIT_TIMEOUT_MS"] == "500"
 
 
+def test_sidecars_log_as_the_operator_and_both_containers_export_spans_when_told() -> None:
+    observed = replace(SETTINGS, log_format="json", otlp_endpoint="http://collector:4318")
+    by_name = containers(build(make_agent(), settings=observed))
+    assert env_of(by_name["mas-sidecar"])["MAS_LOG_FORMAT"] == "json"
+    for name in ("mas-sidecar", "agent"):
+        assert env_of(by_name[name])["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+
+
+def test_without_a_collector_no_container_gets_otel_settings() -> None:
+    by_name = containers(build(make_agent()))
+    for container in by_name.values():
+        assert not [e for e in container["env"] if e["name"].startswith(("OTEL_", "MAS_LOG_"))]
+
+
+def test_the_agents_own_collector_setting_wins() -> None:
+    observed = replace(SETTINGS, otlp_endpoint="http://collector:4318")
+    agent = make_agent(env=[{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://mine:4318"}])
+    env = containers(build(agent, settings=observed))["agent"]["env"]
+    assert [e for e in env if e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT"] == [
+        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://mine:4318"}
+    ]
+
+
 def test_spec_sidecar_image_and_port_win() -> None:
     built = build(make_agent(sidecar={"image": "mine/sidecar:9", "port": 9100}), PERMISSIVE)
     by_name = containers(built)

@@ -69,6 +69,9 @@ def test_config_takes_the_admin_password_from_its_own_variable() -> None:
         ({"MAS_ALLOW_HOST_PATH": "sometimes"}, "MAS_ALLOW_HOST_PATH must be true or false"),
         ({"MAS_LOG_LEVEL": "LOUD"}, "MAS_LOG_LEVEL"),
         ({"MAS_AGENT_REDIS_URL": "redis://u:p@h:1"}, "must not carry credentials"),
+        ({"MAS_LOG_FORMAT": "xml"}, "MAS_LOG_FORMAT='xml' must be one of text, json"),
+        ({"MAS_OTLP_ENDPOINT": "collector:4318"}, "MAS_OTLP_ENDPOINT must be http"),
+        ({"MAS_OTLP_ENDPOINT": "https://u:p@collector"}, "must not carry credentials"),
     ],
 )
 def test_bad_settings_fail_at_start_up_with_the_variable_named(

@@ -28,6 +28,7 @@ from mas_core import redis_clients
 from mas_core.acl import masked_url
 from mas_core.audit.archive import ArchiveError
 from mas_core.identity.tokens import KeyFormatError
+from mas_core.keys import AgentKeys
 from mas_core.names import InvalidAgentIdError, qualify
 
 
@@ -59,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "verify":
             return _verify(client, agent_id, args, trust)
         if args.action == "export":
-            export_trail(client, agent_id, sys.stdout)
+            if not export_trail(client, agent_id, sys.stdout):
+                print(f"no audit entries for {agent_id}", file=sys.stderr)
         else:
+            if not client.exists(AgentKeys(agent_id).audit):
+                print(f"no audit entries for {agent_id} yet", file=sys.stderr)
             tail_trail(client, agent_id, sys.stdout, last=args.n, follow=args.follow)
     except redis.RedisError as exc:
         where = masked_url(url)

@@ -1,5 +1,5 @@
 """The ``mas`` command: ``up``, ``sidecar``, ``dead-letters``, ``identity``, ``audit``,
-``redis-server`` and ``redis-sentinel``.
+``policy``, ``redis-server`` and ``redis-sentinel`` (and ``mas --version``).
 
 ``mas up DIR`` runs a directory of ``Agent`` manifests locally (:mod:`mas_cli.up_command`);
 ``mas sidecar ...`` runs one sidecar (:mod:`mas_sidecar`); ``mas dead-letters`` lists, replays
@@ -7,6 +7,8 @@ and deletes an agent's dead letters through its sidecar (here: it needs the SDK 
 ``mas identity`` creates a trust anchor, issues an agent's credentials into a directory and
 shows a token's claims (:mod:`mas_cli.identity_command`, never printing private keys);
 ``mas audit`` verifies, tails and exports an agent's audit trail (:mod:`mas_cli.audit_command`);
+``mas policy`` validates GatewayPolicy manifests as the operator does and publishes them for
+sidecars run without it (:mod:`mas_cli.policy_command`);
 ``mas redis-server`` and ``mas redis-sentinel`` become the Helm chart's embedded Valkey
 (:mod:`mas_cli.redis_command`, :mod:`mas_cli.sentinel_command`). User errors (an invalid
 manifest, a missing option) print one line and exit with status 2; failures at run time exit
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -45,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("mas_cli.up_command", "local"),
     "identity": ("mas_cli.identity_command", "local"),
     "audit": ("mas_cli.audit_command", "local"),
+    "policy": ("mas_cli.policy_command", "local"),
     "redis-server": ("mas_cli.redis_command", "local"),
     "redis-sentinel": ("mas_cli.sentinel_command", "local"),
 }
@@ -74,6 +78,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand except ``sidecar`` (passed through as is)."""
     parser = argparse.ArgumentParser(prog="mas", description="multi-agent messaging system")
+    parser.add_argument("--version", action="version", version=f"mas {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser("up", help="run a directory of Agent manifests on this machine")
@@ -217,16 +222,55 @@ def build_parser() -> argparse.ArgumentParser:
     tail = audit_actions.add_parser("tail", parents=[redis_url], help="the last entries")
     tail.add_argument("-n", type=_positive_int, default=20, metavar="N", help="how many (20)")
     tail.add_argument("-f", "--follow", action="store_true", help="then wait for new ones")
+    _add_policy_parser(commands)
     add_redis_server_parser(commands)
     add_redis_sentinel_parser(commands)
     return parser
 
 
+def _add_policy_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policy = commands.add_parser(
+        "policy", help="validate GatewayPolicy manifests, or publish them without the operator"
+    )
+    actions = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    path = argparse.ArgumentParser(add_help=False)
+    path.add_argument(
+        "path", type=Path, metavar="FILE|DIR", help="a YAML file, or a directory of *.yaml files"
+    )
+    actions.add_parser(
+        "validate",
+        parents=[path],
+        help="report every error the operator would report, and the compiled revision",
+    )
+    apply = actions.add_parser(
+        "apply",
+        parents=[path],
+        help="validate, compile and publish: these policies become the whole policy in force",
+    )
+    apply.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis the sidecars read their policy from: redis://, or "
+        "redis+sentinel://HOST:PORT,.../PRIMARY (default: $MAS_REDIS_URL, or the file "
+        "$MAS_REDIS_URL_FILE names)",
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mas")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 async def _dead_letters(args: argparse.Namespace) -> None:
     async with SidecarClient(args.sidecar) as client:
         if args.action == "list":
-            for entry in await client.dead_letters(limit=args.limit):
+            entries = await client.dead_letters(limit=args.limit)
+            for entry in entries:
                 sys.stdout.write(orjson.dumps(entry).decode() + "\n")
+            if not entries:
+                print("no dead letters", file=sys.stderr)
         elif args.action == "replay":
             message_id = await client.replay_dead_letter(args.id)
             print(f"replayed {args.id} as message {message_id}")

@@ -3,7 +3,8 @@
 Documents of other kinds and other API groups are skipped; each document is validated with the
 models of :mod:`mas_core.manifests`, and any problem is raised as one
 :class:`~mas_core.manifests.ManifestError` naming the file (and the document, when a file holds
-several) and the field path. Used by ``mas up`` (:mod:`mas_cli.up_command`) and the tests.
+several) and the field path. Used by ``mas up`` (:mod:`mas_cli.up_command`), ``mas policy``
+(:func:`policy_documents`: every problem, not only the first) and the tests.
 """
 
 from __future__ import annotations
@@ -59,6 +60,35 @@ def _kind(document: Any, source: str) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+def _yaml_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def policy_documents(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The ``GatewayPolicy`` documents of ``path`` (a YAML file, or the ``*.yaml``/``*.yml``
+    files of a directory), each with its name for messages, not validated yet; and every
+    problem met reading them (unreadable files, invalid YAML, a wrong ``apiVersion``)."""
+    if path.is_dir():
+        files = _yaml_files(path)
+    elif path.is_file():
+        files = [path]
+    else:
+        return [], [f"{path}: no such file or directory"]
+    found: list[tuple[str, Any]] = []
+    problems: list[str] = []
+    for file in files:
+        try:
+            for source, document in _documents(file):
+                try:
+                    if _kind(document, source) == POLICY_KIND:
+                        found.append((source, document))
+                except ManifestError as exc:
+                    problems.append(str(exc))
+        except ManifestError as exc:
+            problems.append(str(exc))
+    return found, problems
+
+
 def load_agents(directory: Path) -> list[AgentManifest]:
     """Every ``Agent`` in the ``*.yaml``/``*.yml`` files of ``directory``, runnable locally."""
     return load_directory(directory)[0]
@@ -74,7 +104,7 @@ def load_directory(directory: Path) -> tuple[list[AgentManifest], list[GatewayPo
     """
     if not directory.is_dir():
         raise ManifestError(f"{directory}: not a directory")
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = _yaml_files(directory)
     agents: list[AgentManifest] = []
     policies: dict[str, GatewayPolicyManifest] = {}
     sources: dict[str, str] = {}

@@ -4,7 +4,8 @@ Reads the ``Agent`` and ``GatewayPolicy`` manifests (:mod:`mas_cli.manifest_file
 secrets file their ``spec.env`` references may name (:mod:`mas_cli.local.secrets`), and hands
 them to :class:`mas_cli.local.supervisor.Supervisor`, which runs everything until the agents
 finish, ``--duration`` ends or a signal comes. Called by :mod:`mas_cli.main`; needs the
-``local`` extra.
+``local`` extra. ``MAS_LOG_LEVEL`` and ``MAS_LOG_FORMAT`` set the format of its log lines and,
+passed on, of its sidecars' (:mod:`mas_core.telemetry.logs`); a bad value stops it at start.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from mas_cli.manifest_files import load_directory
 from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, redis_url
 from mas_core.manifests import ManifestError
 from mas_core.policy.document import compile_policies
+from mas_core.settings import EnvSettings
+from mas_core.telemetry import logs
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        read = EnvSettings(os.environ, ValueError)  # the sidecars it starts read them too
+        logs.setup(level=read.log_level(), log_format=read.log_format())
         agents, policies = load_directory(args.directory)
         url = redis_url(args)
         secrets = load_secrets(args.directory, args.secrets)

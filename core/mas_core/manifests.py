@@ -12,9 +12,11 @@ command (which read them from YAML files: :mod:`mas_cli.manifest_files`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from mas_core.a2a_card import DEFAULT_MODES, DEFAULT_VERSION
 from mas_core.names import DEFAULT_NAMESPACE, LABEL, is_label
@@ -36,7 +38,12 @@ ModelT = TypeVar("ModelT", bound=ResourceModel)
 
 
 class ManifestError(ValueError):
-    """A manifest file cannot be read, or a document in it is not a valid ``Agent``."""
+    """A manifest file cannot be read, or a document in it is not valid. Its message names the
+    first problem (and how many more there are); :attr:`problems` lists every one."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
 
 
 def _label(value: str) -> str:
@@ -581,17 +588,23 @@ def _parse(model: type[ModelT], document: Any, source: str) -> ModelT:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        raise ManifestError(_describe(exc, source)) from None
+        raise ManifestError(_describe(exc, source), _problems(exc, source)) from None
+
+
+def _problem(error: ErrorDetails, source: str) -> str:
+    message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+    message = message.removeprefix("Value error, ")
+    return f"{source}: {_field_path(error['loc'])}: {message}"
 
 
 def _describe(exc: ValidationError, source: str) -> str:
-    errors = exc.errors()
-    first = errors[0]
-    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    message = message.removeprefix("Value error, ")
-    more = len(errors) - 1
+    more = exc.error_count() - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {_field_path(first['loc'])}: {message}{suffix}"
+    return _problem(exc.errors()[0], source) + suffix
+
+
+def _problems(exc: ValidationError, source: str) -> list[str]:
+    return [_problem(error, source) for error in exc.errors()]
 
 
 class GatewayPolicyManifest(ResourceModel):

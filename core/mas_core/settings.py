@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import orjson
 
 from mas_core.envflags import env_flag, env_secret
+from mas_core.telemetry.logs import LOG_FORMATS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -94,6 +95,14 @@ class EnvSettings:
     def log_level(self) -> str:
         """``MAS_LOG_LEVEL``: one of :data:`LOG_LEVELS` (``INFO``)."""
         return self.choice("MAS_LOG_LEVEL", LOG_LEVELS, "INFO")
+
+    def log_format(self) -> str:
+        """``MAS_LOG_FORMAT``: one of :data:`mas_core.telemetry.logs.LOG_FORMATS` (``text``),
+        in lower case."""
+        raw = self.raw("MAS_LOG_FORMAT")
+        if raw.lower() not in ("", *LOG_FORMATS):
+            self.fail(f"MAS_LOG_FORMAT={raw!r} must be one of {', '.join(LOG_FORMATS)}")
+        return raw.lower() or "text"
 
     def items(self, name: str) -> tuple[str, ...]:
         """A comma-separated list; empty items are dropped."""

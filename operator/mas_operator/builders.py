@@ -274,6 +274,7 @@ def _sidecar_container(
             {"name": "MAS_METRICS_ADDRESS", "value": f"0.0.0.0:{metrics_port}"},
             *replication,
             *_a2a_env(agent),
+            *_observability_env(settings, sidecar=True),
         ],
         "ports": [
             {"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"},
@@ -418,7 +419,18 @@ def _env_var(var: EnvVar) -> Manifest:
     return {"name": var.name, "valueFrom": source}
 
 
-def _agent_container(agent: AgentManifest) -> Manifest:
+def _observability_env(settings: OperatorConfig, *, sidecar: bool) -> list[Manifest]:
+    """The sidecar's log format (as the operator's own), and for the sidecar and the agent's
+    SDK the OTLP collector to export spans to, when the operator is given one."""
+    env: list[Manifest] = []
+    if sidecar and settings.log_format != "text":
+        env.append({"name": "MAS_LOG_FORMAT", "value": settings.log_format})
+    if settings.otlp_endpoint:
+        env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint})
+    return env
+
+
+def _agent_container(agent: AgentManifest, settings: OperatorConfig) -> Manifest:
     spec = agent.spec
     if not spec.image:
         raise BuildError(f"agent {agent.agent_id} has no spec.image")
@@ -432,6 +444,8 @@ def _agent_container(agent: AgentManifest) -> Manifest:
             "valueFrom": {"secretKeyRef": {"name": secret_name(agent), "key": API_TOKEN_FILE}},
         },
     ]
+    own = {var.name for var in spec.env}  # the agent's own OTEL_* settings win
+    env += [var for var in _observability_env(settings, sidecar=False) if var["name"] not in own]
     container: Manifest = {
         "name": AGENT_CONTAINER,
         "image": spec.image,
@@ -502,7 +516,7 @@ def deployment(
     volumes += [dict(volume) for volume in spec.volumes]
     pod: Manifest = {
         "containers": [
-            _agent_container(agent),
+            _agent_container(agent, settings),
             _sidecar_container(agent, settings, trust_kids),
         ],
         "volumes": volumes,

@@ -34,6 +34,10 @@ MAS_METRICS_PORT               Prometheus metrics (9090; 0 disables)
 MAS_PEERING_NAME               kopf peering: replicas with the same name run one at a time (mas)
 MAS_STANDALONE                 ``true``: no peering (one replica only, or tests)
 MAS_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (INFO)
+MAS_LOG_FORMAT                 ``text`` or ``json`` (one JSON object per line) (text); the
+                               sidecars it runs log the same way
+MAS_OTLP_ENDPOINT              an OTLP/HTTP collector, ``http(s)://host:port`` (no credentials):
+                               the sidecars and SDK agents it runs export spans to it (unset: off)
 MAS_OPERATOR_SERVICE_ACCOUNT   the operator's own service account, which no Agent in its
                                namespace may run as (``mas-operator``)
 MAS_ALLOW_HOST_NETWORK         ``true``: Agents may set ``spec.hostNetwork`` (false)
@@ -91,6 +95,8 @@ class OperatorConfig:
     peering_name: str = "mas"
     standalone: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"
+    otlp_endpoint: str | None = None
     operator_service_account: str = "mas-operator"
     allow_host_network: bool = False
     allow_host_path: bool = False
@@ -150,6 +156,8 @@ class OperatorConfig:
             peering_name=read.text("MAS_PEERING_NAME", cls.peering_name),
             standalone=read.flag("MAS_STANDALONE"),
             log_level=read.log_level(),
+            log_format=read.log_format(),
+            otlp_endpoint=_otlp_endpoint(read),
             operator_service_account=read.text(
                 "MAS_OPERATOR_SERVICE_ACCOUNT", cls.operator_service_account
             ),
@@ -159,6 +167,20 @@ class OperatorConfig:
             audit_checkpoint_seconds=read.number("MAS_AUDIT_CHECKPOINT_SECONDS", 60, 1, 86_400),
             audit_archive=read.path("MAS_AUDIT_ARCHIVE_DIR", absolute=True),
         )
+
+
+def _otlp_endpoint(read: EnvSettings) -> str | None:
+    """``MAS_OTLP_ENDPOINT``: an http(s) URL with a host and no credentials (it goes into every
+    pod's environment), or None."""
+    url = read.raw("MAS_OTLP_ENDPOINT")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        read.fail(f"MAS_OTLP_ENDPOINT must be http(s)://HOST:PORT, not {masked_url(url)!r}")
+    if parts.username is not None or parts.password is not None:
+        read.fail("MAS_OTLP_ENDPOINT must not carry credentials (it is put in pod environments)")
+    return url
 
 
 def _with_credentials(url: str, username: str | None, password: str | None) -> str:

@@ -16,7 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mas_core.manifests import API_VERSION, POLICY_KIND, ManifestError, parse_policy
+from mas_core.manifests import (
+    API_VERSION,
+    POLICY_KIND,
+    GatewayPolicyManifest,
+    ManifestError,
+    parse_policy,
+)
 from mas_core.policy.document import CompiledPolicy, GatewayPolicySpec, compile_policies
 from mas_core.policy.rules import glob_match
 
@@ -39,8 +45,10 @@ class PolicyVerdict:
         return f"{self.namespace}/{self.name}"
 
 
-def validate_policy(body: Mapping[str, Any]) -> tuple[GatewayPolicySpec | None, str | None]:
-    """The spec of a GatewayPolicy resource, or None and the exact error."""
+def parse_resource(body: Mapping[str, Any]) -> GatewayPolicyManifest:
+    """A GatewayPolicy resource as the operator reads it (its name, namespace and spec);
+    :class:`~mas_core.manifests.ManifestError` with the exact error its status reports (every
+    problem in ``problems``). Also used by ``mas policy validate``."""
     meta = body.get("metadata") or {}
     namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
     document = {
@@ -49,8 +57,13 @@ def validate_policy(body: Mapping[str, Any]) -> tuple[GatewayPolicySpec | None, 
         "metadata": {"name": name, "namespace": namespace},
         "spec": body.get("spec") or {},
     }
+    return parse_policy(document, f"GatewayPolicy {namespace}/{name}")
+
+
+def validate_policy(body: Mapping[str, Any]) -> tuple[GatewayPolicySpec | None, str | None]:
+    """The spec of a GatewayPolicy resource, or None and the exact error."""
     try:
-        return parse_policy(document, f"GatewayPolicy {namespace}/{name}").spec, None
+        return parse_resource(body).spec, None
     except ManifestError as exc:
         return None, str(exc)
 

@@ -10,13 +10,13 @@ all namespaces or ``MAS_WATCH_NAMESPACES``, peering (one active replica) unless
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
 import kopf
 from prometheus_client import start_http_server
 
+from mas_core.telemetry import logs
 from mas_operator import bootstrap
 from mas_operator.config import ConfigError, OperatorConfig
 from mas_operator.handlers import operator_settings, register
@@ -32,9 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mas-operator: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(level=config.log_level, log_format=config.log_format)
     metrics = OperatorMetrics()
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)

@@ -42,6 +42,8 @@ from mas.errors import LeaseLostError, MasError, RevisionConflictError
 from mas.leases import LeaseKeeper
 from mas.message import AgentMessage
 from mas.retry import RetryOption
+from mas_core.telemetry import tracing
+from mas_core.telemetry.tracing import Tracer
 
 logger = logging.getLogger("mas.agent")
 
@@ -113,10 +115,14 @@ class Agent(Generic[StateT]):
         concurrency: int = 16,
         stop_timeout: float = 30.0,
         startup_timeout: float = 60.0,
+        tracer: Tracer | None = None,
     ) -> None:
         """``sidecar_url`` and ``sidecar_token`` default to what the control plane gives the
         agent process (``MAS_SIDECAR_URL``; ``MAS_SIDECAR_TOKEN`` or the file
-        ``MAS_SIDECAR_TOKEN_FILE`` names, see :class:`mas.SidecarClient`)."""
+        ``MAS_SIDECAR_TOKEN_FILE`` names, see :class:`mas.SidecarClient`). ``tracer``
+        defaults to what the ``OTEL_*`` variables ask for (no spans when they ask for none,
+        see :mod:`mas_core.telemetry.tracing`; the service name defaults to the agent's id)."""
+        self._tracer = tracer
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._state_model = cast(type[StateT], state_model or EmptyState)
@@ -231,6 +237,9 @@ class Agent(Generic[StateT]):
         self._leases = LeaseKeeper(client)
         try:
             self._id = str((await self._first_contact(client))["id"])
+            if self._tracer is None:
+                self._tracer = tracing.from_environment(self._id, {"mas.agent.id": self._id})
+            client.tracer = self._tracer
             await self._reload_state()
             metadata = self.get_metadata()
             if metadata:
@@ -434,7 +443,12 @@ class Agent(Generic[StateT]):
     ) -> None:
         try:
             message = AgentMessage.from_delivery(document, client)
-            await self._dispatch(client, message, received)
+            attributes = {"messaging.system": "mas", "messaging.message.id": message.id}
+            with client.tracer.span(
+                f"process {message.type}", parent=message.trace, kind="consumer",
+                attributes=attributes,
+            ):  # fmt: skip
+                await self._dispatch(client, message, received)
         except _SIDECAR_ERRORS as exc:
             logger.warning("could not settle delivery %s: %s", document.get("id"), exc)
         finally:
@@ -501,7 +515,7 @@ class Agent(Generic[StateT]):
         deadline = asyncio.timeout(handler.timeout)
         lease.task, lease.deadline = task, deadline
         try:
-            with self._keeper().holding(lease):
+            with self._keeper().holding(lease), self._sidecar().tracer.span(handler.attribute):
                 async with deadline:
                     await method(*arguments)
         except asyncio.CancelledError:

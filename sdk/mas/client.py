@@ -3,7 +3,10 @@
 Agent programs normally use :class:`mas.Agent`, which drives this client; it is also usable on
 its own (scripts, tests, other frameworks). Every request carries the agent's token
 (``Authorization: Bearer``, see :mod:`mas_core.sidecar_token`), which the control plane gives the
-agent as ``MAS_SIDECAR_TOKEN`` (or a file named by ``MAS_SIDECAR_TOKEN_FILE``). Every error
+agent as ``MAS_SIDECAR_TOKEN`` (or a file named by ``MAS_SIDECAR_TOKEN_FILE``). With a
+``tracer`` that records (:mod:`mas_core.telemetry.tracing`), sends, requests, replies and acks
+are spans, and each request carries its span's W3C trace context (``traceparent``) so the
+sidecar's spans continue the trace; a send then goes alone, not coalesced. Every error
 answer of the sidecar is raised as the matching :class:`mas.errors.SidecarError`; failures to
 reach the sidecar at all surface as ``aiohttp.ClientError`` or ``TimeoutError``.
 """
@@ -26,6 +29,7 @@ from mas.retry import RetryOption, retrying
 from mas_core.envflags import env_secret
 from mas_core.error_codes import ErrorCode
 from mas_core.sidecar_token import TOKEN_ENV, authorization
+from mas_core.telemetry.tracing import NO_TRACER, Tracer
 
 _JSON = {"Content-Type": "application/json"}
 COALESCED_BATCH = 100  # calls per shared request, at most
@@ -44,9 +48,12 @@ class SidecarClient:
         token: str | None = None,
         timeout: float = 30.0,
         coalesce: bool = True,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         """``coalesce``: concurrent :meth:`send` and :meth:`ack` calls share batch requests
-        (:mod:`mas.coalesce`); off, each call is its own request."""
+        (:mod:`mas.coalesce`); off, each call is its own request. ``tracer``: makes the
+        client's spans (none by default)."""
+        self.tracer = tracer
         url = base_url or os.environ.get("MAS_SIDECAR_URL")
         if not url:
             raise MasError("no sidecar URL: pass base_url or set MAS_SIDECAR_URL")
@@ -111,10 +118,13 @@ class SidecarClient:
             body["correlation_id"] = correlation_id
         if ttl_ms is not None:
             body["ttl_ms"] = ttl_ms
-        return await retrying(lambda: self._sends.call(body), retry)
+        if not self.tracer.enabled:
+            return await retrying(lambda: self._sends.call(body), retry)
+        with self.tracer.span(f"send {type}", kind="producer", attributes=_to(to)) as span:
+            return await retrying(lambda: self._send_one(body, span.headers), retry)
 
-    async def _send_one(self, body: dict[str, Any]) -> str:
-        answer = await self._call("POST", "/v1/messages", body)
+    async def _send_one(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> str:
+        answer = await self._call("POST", "/v1/messages", body, headers=headers)
         return str(answer["id"])
 
     async def _send_coalesced(self, bodies: list[dict[str, Any]]) -> Sequence[str | BaseException]:
@@ -172,9 +182,13 @@ class SidecarClient:
         """
         body = {"to": to, "type": type, "payload": payload, "timeout_ms": timeout_ms}
         http_timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000 + self.timeout)
-        return await retrying(
-            lambda: self._call("POST", "/v1/requests", body, http_timeout=http_timeout), retry
-        )
+        with self.tracer.span(f"request {type}", kind="client", attributes=_to(to)) as span:
+            return await retrying(
+                lambda: self._call(
+                    "POST", "/v1/requests", body, headers=span.headers, http_timeout=http_timeout
+                ),
+                retry,
+            )
 
     # Deliveries
 
@@ -198,7 +212,8 @@ class SidecarClient:
     async def ack(self, delivery_id: str, handler_ms: float | None = None) -> None:
         """The delivery is done: remove it from the inbox. ``handler_ms``: how long its handler
         took, for the sidecar's ``mas_handler_seconds``."""
-        await self._acks.call((delivery_id, handler_ms))
+        with self.tracer.span("ack"):
+            await self._acks.call((delivery_id, handler_ms))
 
     async def _ack_one(self, ack: tuple[str, float | None]) -> None:
         delivery_id, handler_ms = ack
@@ -260,7 +275,9 @@ class SidecarClient:
     async def reply(self, delivery_id: str, type: str, payload: Any = None) -> str:
         """Reply to the delivery's sender (does not ack); the id of the reply message."""
         body = {"type": type, "payload": payload}
-        answer = await self._call("POST", f"/v1/deliveries/{_seg(delivery_id)}/reply", body)
+        with self.tracer.span(f"reply {type}", kind="producer") as span:
+            path = f"/v1/deliveries/{_seg(delivery_id)}/reply"
+            answer = await self._call("POST", path, body, headers=span.headers)
         return str(answer["id"])
 
     # State
@@ -384,6 +401,10 @@ class SidecarClient:
                 f"{method} {path} answered with a body that is not a JSON object",
             )
         return answer
+
+
+def _to(target: str) -> dict[str, str]:
+    return {"messaging.system": "mas", "messaging.destination.name": target}
 
 
 def _seg(value: str) -> str:

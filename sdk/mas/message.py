@@ -29,6 +29,7 @@ class AgentMessage:
     attempt: int = 1
     correlation_id: str | None = None
     created_at: int | None = None
+    trace: dict[str, str] = field(default_factory=dict)  # W3C trace context it continues
     _client: SidecarClient | None = field(default=None, repr=False, compare=False)
     _lease: DeliveryLease = field(
         default_factory=lambda: DeliveryLease(""), repr=False, compare=False
@@ -55,6 +56,7 @@ class AgentMessage:
                 attempt=int(document.get("attempt") or 1),
                 correlation_id=document.get("correlation_id"),
                 created_at=document.get("created_at"),
+                trace=dict(document.get("trace") or {}),
                 _client=client,
                 _lease=DeliveryLease(
                     str(document["id"]), int(document.get("lease_ms") or DEFAULT_LEASE_MS)

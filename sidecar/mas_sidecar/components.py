@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from mas_core.keys import AgentKeys
+from mas_core.telemetry import tracing
+from mas_core.telemetry.tracing import Tracer
 from mas_sidecar.checks.audit_log import AuditLog
 from mas_sidecar.checks.breaker import Breakers
 from mas_sidecar.checks.credentials import CredentialStore
@@ -56,12 +58,18 @@ class Components:
     dead_letters: DeadLetters
     recovery: Recovery
     loops: Loops
+    tracer: Tracer
 
     @classmethod
     def build(cls, config: SidecarConfig, metrics: Metrics) -> Components:
         client = connect(config.redis_url, cluster=config.redis_cluster)
         blocking = connect(config.redis_url, cluster=config.redis_cluster, blocking=True)
         lost = asyncio.Event()  # a loop lost the server: the recovery looks at it at once
+        tracer = (
+            tracing.from_environment("mas-sidecar", {"mas.agent.id": config.agent_id})
+            if config.tracing
+            else tracing.NO_TRACER
+        )
         keys = AgentKeys(config.agent_id)
         writer = Writer(
             client,
@@ -123,6 +131,7 @@ class Components:
             metrics=metrics,
             blocking=blocking,
             trouble=lost.set,
+            tracer=tracer,
         )
         replies = ReplyWaiter(
             client, keys, config.replica, metrics, check=gateway.check_receive_many,
@@ -158,4 +167,5 @@ class Components:
             dead_letters=DeadLetters(client, keys, replay, gateway.replay_refusal),
             recovery=recovery,
             loops=Loops(metrics, recovery.alarm),
+            tracer=tracer,
         )

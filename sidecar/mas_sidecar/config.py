@@ -1,7 +1,8 @@
 """The sidecar's settings: one typed object built from the command line and ``MAS_*`` variables.
 
 Used by :mod:`mas_sidecar.main`; every component receives the parts it needs. The variables are
-read with the parser the operator uses too (:mod:`mas.settings`); bad values, ``MAS_LOG_LEVEL``
+read with the parser the operator uses too (:mod:`mas.settings`); bad values, ``MAS_LOG_LEVEL``,
+``MAS_LOG_FORMAT`` and the ``OTEL_*`` tracing settings (:mod:`mas_core.telemetry.tracing`)
 included, fail at start-up with :class:`~mas_sidecar.errors.ConfigError` naming the variable,
 never later.
 
@@ -40,9 +41,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mas_core import sentinel
+from mas_core.extras import missing_extra
 from mas_core.names import InvalidAgentIdError, namespace_of, qualify
 from mas_core.settings import EnvSettings
 from mas_core.sidecar_token import TOKEN_ENV, TOKEN_FILE_ENV, check_token
+from mas_core.telemetry import tracing
 from mas_sidecar.errors import ConfigError
 from mas_sidecar.redis_client import cluster_url
 
@@ -81,6 +84,8 @@ class SidecarConfig:
     wait_replicas: int = 0  # 0: answer once the primary has the message
     wait_timeout_ms: int = 1000
     log_level: str = "INFO"
+    log_format: str = "text"
+    tracing: str | None = None  # the span exporter the OTEL_* variables ask for; None: off
     metrics_address: tuple[str, int] | None = None  # the probes' listener; None: none
     a2a: A2ASpec | None = None  # the agent's spec.a2a (MAS_A2A): its card, inbound A2A
     a2a_host: str = "127.0.0.1"  # the A2A listener's address (MAS_A2A_HOST: the pod IP)
@@ -153,6 +158,8 @@ class SidecarConfig:
             wait_replicas=wait_replicas,
             wait_timeout_ms=read.integer("MAS_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
             log_level=read.log_level(),
+            log_format=read.log_format(),
+            tracing=_tracing(env),
             metrics_address=metrics_address,
             api_token=_api_token(read),
             a2a=_a2a(read),
@@ -207,6 +214,19 @@ def _check_topology(url: str, cluster: bool, wait_replicas: int) -> None:
             "MAS_REDIS_WAIT_REPLICAS needs one primary (a redis:// or redis+sentinel:// URL); "
             "with a Redis Cluster the WAIT would not follow the writes to their shards"
         )
+
+
+def _tracing(env: Mapping[str, str]) -> str | None:
+    """The span exporter the ``OTEL_*`` variables ask for, or None (tracing off); ConfigError
+    when they ask for what mas cannot do, or the ``otel`` extra is not installed."""
+    try:
+        exporter = tracing.exporter_from(env)
+    except tracing.TracingConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    missing = exporter and missing_extra("tracing (the OTEL_* variables ask for it)", "otel")
+    if missing:
+        raise ConfigError(missing)
+    return exporter
 
 
 def _api_token(read: EnvSettings) -> str | None:

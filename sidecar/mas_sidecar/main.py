@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from mas_core.telemetry import logs
 from mas_sidecar.api.app import build_app
 from mas_sidecar.api.probes import build_probes_app
 from mas_sidecar.api.server import serve
@@ -43,9 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mas sidecar: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    logs.setup(
+        level=config.log_level, log_format=config.log_format, fields={"agent_id": config.agent_id}
     )
     if config.api_token is None:
         logging.getLogger("mas_sidecar").warning(

@@ -61,6 +61,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         log.info("released %d leases to the other replicas", released)
     await parts.redis.aclose()
     await parts.blocking.aclose()
+    await asyncio.to_thread(parts.tracer.shutdown)  # export the spans still batched
 
 
 async def _a2a_listener(app: web.Application) -> AsyncIterator[None]:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ValidationError
 
 from mas_core.error_codes import ErrorCode
 from mas_core.sidecar_token import SCHEME, presented
+from mas_core.telemetry.tracing import TRACE_HEADERS
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.responses import Error, ErrorDetail
 from mas_sidecar.components import Components
@@ -66,6 +67,11 @@ _JSON_STRUCTURE = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]', re.DOTALL)
 def components(request: web.Request) -> Components:
     """The sidecar's components, as the app built them."""
     return request.app[COMPONENTS]
+
+
+def trace_headers(request: web.Request) -> dict[str, str]:
+    """The W3C trace context headers of ``request`` (each cut to 512 characters)."""
+    return {name: request.headers[name][:512] for name in TRACE_HEADERS if name in request.headers}
 
 
 def json_response(

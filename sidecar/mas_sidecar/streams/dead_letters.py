@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import AgentKeys
+from mas_core.telemetry.logs import message_fields
 from mas_sidecar.checks.replay import ReplayGuard
 from mas_sidecar.errors import Refusal
 from mas_sidecar.streams.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER, sender_id
@@ -81,7 +82,10 @@ class DeadLetters:
             ) from None
         refusal = self._refusal(envelope)
         if refusal is not None:
-            log.info("dead letter %s not replayed: %s", dead_letter_id, refusal)
+            log.info(
+                "dead letter %s not replayed: %s", dead_letter_id, refusal,
+                extra=message_fields(envelope),
+            )  # fmt: skip
             raise Refusal(
                 ErrorCode.DEAD_LETTER_UNAUTHENTICATED,
                 f"dead letter {dead_letter_id} would be refused again ({refusal}); a replay "

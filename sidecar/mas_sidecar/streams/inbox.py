@@ -69,6 +69,8 @@ from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
 from mas_core.names import InvalidAgentIdError, qualify
+from mas_core.telemetry.logs import message_fields
+from mas_core.telemetry.tracing import NO_TRACER, Tracer, message_attributes
 from mas_sidecar.aio import wait_event
 from mas_sidecar.checks.replay import Read
 from mas_sidecar.errors import Refusal
@@ -101,6 +103,7 @@ class Lease:
     handed_out: bool = False
     replied: bool = False  # the agent answered it (a synchronous request takes one reply)
     leased_at: float = field(default_factory=time.perf_counter)  # the delivery stage's start
+    trace: dict[str, str] = field(default_factory=dict)  # its receive span (tracing on)
 
 
 def sender_id(member: bytes) -> str | None:
@@ -137,9 +140,12 @@ class Inbox:
         metrics: Metrics,
         blocking: aioredis.Redis | None = None,
         trouble: Callable[[], None] = lambda: None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         """``blocking``: the client for blocking reads (``client`` if None); ``trouble``:
-        called when Redis could not be reached."""
+        called when Redis could not be reached; ``tracer``: records each message's
+        ``receive`` (with ``verify``), ``deliver`` and ``ack`` spans."""
+        self._tracer = tracer
         self._redis = client
         self._blocking = blocking or client
         self._trouble = trouble
@@ -270,7 +276,13 @@ class Inbox:
             self._metrics.redeliveries.inc()
         else:
             self._metrics.delivered(lease.envelope.created_at, int(time.time() * 1000))
-        return lease.envelope
+        if not lease.trace:
+            return lease.envelope
+        now = time.time_ns()
+        leased = now - int((time.perf_counter() - lease.leased_at) * 1e9)
+        self._tracer.record("deliver", parent=lease.trace, start_ns=leased, end_ns=now)
+        # The agent continues the trace under this sidecar's receive span.
+        return lease.envelope.model_copy(update={"trace": lease.trace})
 
     def leased_at(self, envelopes: Sequence[Envelope]) -> list[float]:
         """When ``envelopes``, handed out, were leased (``time.perf_counter()``): read before
@@ -482,6 +494,7 @@ class Inbox:
     async def _lease(self, entries: list[Entry]) -> None:
         """Check entries read together, then lease each one that passes and dead-letter the
         others."""
+        received = time.time_ns()
         candidates: list[tuple[str, bytes, dict[bytes, bytes], Envelope]] = []
         for stream, entry_id, fields, attempt in entries:
             try:
@@ -490,30 +503,55 @@ class Inbox:
                 await self._dead_letter(stream, entry_id, fields, f"malformed: {exc}", attempt)
                 continue
             if envelope.target != self._keys.agent_id:
-                await self._dead_letter(stream, entry_id, fields, "misaddressed", attempt)
+                reason, attempts = "misaddressed", attempt
             elif attempt > self._max_attempts:
-                await self._dead_letter(
-                    stream, entry_id, fields, "max_attempts_exceeded", attempt - 1
-                )
+                reason, attempts = "max_attempts_exceeded", attempt - 1
             elif envelope.is_expired(time.time_ns() // 1_000_000):
-                await self._dead_letter(stream, entry_id, fields, "expired", attempt - 1)
+                reason, attempts = "expired", attempt - 1
             else:
                 candidates.append((stream, entry_id, fields, envelope))
+                continue
+            await self._dead_letter(stream, entry_id, fields, reason, attempts, envelope=envelope)
         if not candidates:
             return
         reads = [Read(envelope, s, self.sender_of(s), e) for s, e, _, envelope in candidates]
+        checking = time.time_ns()
         refusals = await self._check(reads)
+        checked = time.time_ns()
         for (stream, entry_id, fields, envelope), refusal in zip(candidates, refusals, strict=True):
             if refusal:
-                await self._dead_letter(stream, entry_id, fields, refusal, envelope.attempt - 1)
+                await self._dead_letter(
+                    stream, entry_id, fields, refusal, envelope.attempt - 1, envelope=envelope
+                )
                 continue
             previous = self.leases.get(envelope.id)
             self.leases[envelope.id] = Lease(
-                stream, entry_id, envelope, time.monotonic() + self.lease_ms / 1000
-            )
+                stream, entry_id, envelope, time.monotonic() + self.lease_ms / 1000,
+                trace=self._trace_receive(envelope, received, (checking, checked)),
+            )  # fmt: skip
             if previous is None or previous.handed_out:
                 self._ready.put_nowait(envelope.id)
         self._metrics.inflight.set(len(self.leases))
+
+    def _trace_receive(
+        self, envelope: Envelope, received: int, verify: tuple[int, int]
+    ) -> dict[str, str]:
+        """Record the ``receive`` span of a leased message (from its read to now, under the
+        sender's span) and its ``verify`` child; the receive span's trace context."""
+        if not self._tracer.enabled:
+            return {}
+        trace = self._tracer.record(
+            "receive", parent=envelope.trace, start_ns=received, end_ns=time.time_ns(),
+            kind="consumer", attributes=message_attributes(envelope),
+        )  # fmt: skip
+        self._tracer.record("verify", parent=trace, start_ns=verify[0], end_ns=verify[1])
+        return trace
+
+    def _trace_ack(self, leases: Iterable[Lease], started: int) -> None:
+        ended = time.time_ns()
+        for lease in leases:
+            if lease.trace:
+                self._tracer.record("ack", parent=lease.trace, start_ns=started, end_ns=ended)
 
     # -- the agent's answers ----------------------------------------------------------------
 
@@ -542,8 +580,10 @@ class Inbox:
     async def ack(self, message_id: str) -> None:
         """Done: XACK + XDEL in one MULTI, shared with the acks that arrive meanwhile."""
         lease = self._take(message_id)
+        started = time.time_ns()
         await self._queue_acks([(lease.stream, lease.entry_id)])
         self._metrics.acks.inc()
+        self._trace_ack([lease], started)
 
     async def ack_many(self, message_ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """Ack every delivery of ``message_ids`` that is leased here, in the same MULTI (with
@@ -552,19 +592,21 @@ class Inbox:
         reported."""
         acked: list[str] = []
         unknown: list[str] = []
-        entries: list[tuple[str, bytes]] = []
+        taken: list[Lease] = []
         for message_id in dict.fromkeys(message_ids):
             lease = self.leases.pop(message_id, None)
             if lease is None:
                 unknown.append(message_id)
                 continue
             acked.append(message_id)
-            entries.append((lease.stream, lease.entry_id))
-        if entries:
+            taken.append(lease)
+        if taken:
             self._metrics.inflight.set(len(self.leases))
             self._wake.set()  # room for more leases: a reader waiting for capacity reads now
-            await self._queue_acks(entries)
-            self._metrics.acks.inc(len(entries))
+            started = time.time_ns()
+            await self._queue_acks([(lease.stream, lease.entry_id) for lease in taken])
+            self._metrics.acks.inc(len(taken))
+            self._trace_ack(taken, started)
         return acked, unknown
 
     async def _queue_acks(self, entries: Sequence[tuple[str, bytes]]) -> None:
@@ -667,6 +709,7 @@ class Inbox:
             lease.envelope.to_entry(),
             f"rejected: {reason}",
             lease.envelope.attempt,
+            envelope=lease.envelope,
         )
 
     async def release_all(self) -> int:
@@ -700,7 +743,11 @@ class Inbox:
         fields: dict[bytes, bytes],
         reason: str,
         attempts: int,
+        *,
+        envelope: Envelope | None = None,
     ) -> None:
+        """Move an entry to the dead-letter stream; ``envelope``: what it holds, when it could
+        be read (its log line then names the message and its trace)."""
         record = {
             **fields,
             DL_REASON: reason.encode()[:1024],
@@ -714,7 +761,10 @@ class Inbox:
             pipe.xdel(stream, entry_id)
             await pipe.execute()
         self._metrics.dead_letters.labels(reason.partition(":")[0]).inc()
-        log.info("dead-lettered entry %s of %s: %s", entry_id.decode(), stream, reason)
+        log.info(
+            "dead-lettered entry %s of %s: %s", entry_id.decode(), stream, reason,
+            extra=message_fields(envelope) if envelope is not None else None,
+        )  # fmt: skip
 
 
 def _by_stream(entries: Iterable[tuple[str, bytes]]) -> dict[str, list[bytes]]:

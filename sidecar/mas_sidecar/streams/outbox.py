@@ -110,10 +110,17 @@ class Outbox:
         done.add_done_callback(lambda future: _count_if_written(future, counter.inc))
         return written, done
 
-    async def reply(self, original: Envelope, type: str, payload: Any) -> Envelope:
+    async def reply(
+        self,
+        original: Envelope,
+        type: str,
+        payload: Any,
+        trace: Mapping[str, str] | None = None,
+    ) -> Envelope:
         """Answer ``original`` to its sender: to the waiting replica when it is a synchronous
         request (the one reply it takes needs no allow rule, a deny rule still refuses it),
-        else to the sender like any message, which the rules must allow."""
+        else to the sender like any message, which the rules must allow. The reply carries
+        ``trace`` (the reply's span), or else the trace context of ``original``."""
         self._check_writable()
         envelope = build_envelope(
             sender=self.agent_id,
@@ -122,7 +129,7 @@ class Outbox:
             payload=payload,
             correlation_id=original.id,
             is_reply=True,
-            trace=original.trace,
+            trace=original.trace if trace is None else trace,
         )
         if original.reply_to is None:
             return await self.send(envelope, "reply")

@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 
 from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.keys import AgentKeys
+from mas_core.telemetry.logs import message_fields
 from mas_sidecar.checks.replay import Read
 from mas_sidecar.metrics import Metrics
 from mas_sidecar.redis_client import BLOCK_MS
@@ -213,7 +214,10 @@ class ReplyWaiter:
         for read, refusal in zip(replies, refusals, strict=True):
             envelope = read.envelope
             if refusal is not None:
-                log.warning("refused reply %s from %s: %s", envelope.id, envelope.sender, refusal)
+                log.warning(
+                    "refused reply %s from %s: %s", envelope.id, envelope.sender, refusal,
+                    extra=message_fields(envelope),
+                )  # fmt: skip
             else:
                 self._resolve(envelope)
 
@@ -231,7 +235,10 @@ class ReplyWaiter:
         pending = self._pending.get(request_id)
         if pending is None or pending[1].done():
             self._metrics.late_replies.inc()
-            log.info("reply %s came after its request was answered or timed out", envelope.id)
+            log.info(
+                "reply %s came after its request was answered or timed out", envelope.id,
+                extra=message_fields(envelope),
+            )  # fmt: skip
             return
         target, future = pending
         if not envelope.is_reply or envelope.sender != target:
@@ -241,6 +248,7 @@ class ReplyWaiter:
                 request_id,
                 target,
                 envelope.sender,
+                extra=message_fields(envelope),
             )
             return
         del self._pending[request_id]

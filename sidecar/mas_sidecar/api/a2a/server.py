@@ -54,9 +54,8 @@ from mas_sidecar.api.a2a.protocol import (
     task_id_param,
     task_result,
 )
-from mas_sidecar.api.http import error_response, json_response
+from mas_sidecar.api.http import error_response, json_response, trace_headers
 from mas_sidecar.api.routes.agents import own_card
-from mas_sidecar.api.routes.messages import trace_context
 from mas_sidecar.components import Components
 
 log = logging.getLogger(__name__)
@@ -101,11 +100,11 @@ async def _answer(request: web.Request, call: Call, principal: str) -> Any:
         task = calls.task(principal, task_id_param(call.params))
         return task_result(task.document(), call.dialect, wrapped=False)
     if call.method == CANCEL:
-        task = await calls.cancel(principal, task_id_param(call.params), trace_context(request))
+        task = await calls.cancel(principal, task_id_param(call.params), trace_headers(request))
         return task_result(task.document(), call.dialect, wrapped=False)
     inbound = inbound_message(call.params)
     configuration = call.params.get("configuration") or {}
-    task = await calls.start(principal, inbound, trace_context(request))
+    task = await calls.start(principal, inbound, trace_headers(request))
     immediate = isinstance(configuration, dict) and (
         configuration.get("returnImmediately") is True or configuration.get("blocking") is False
     )
@@ -119,7 +118,7 @@ async def _answer(request: web.Request, call: Call, principal: str) -> Any:
 async def _stream(request: web.Request, call: Call, principal: str) -> web.StreamResponse:
     """SendStreamingMessage: the task as the first event, its final status as the last."""
     calls = request.app[CALLS]
-    task = await calls.start(principal, inbound_message(call.params), trace_context(request))
+    task = await calls.start(principal, inbound_message(call.params), trace_headers(request))
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )

@@ -16,9 +16,16 @@ import orjson
 from aiohttp import web
 
 from mas_core.error_codes import ErrorCode
+from mas_core.telemetry.tracing import message_attributes
 from mas_sidecar.api.documents import delivery_document, sse_event
 from mas_sidecar.api.errors import ApiError
-from mas_sidecar.api.http import body_taken, components, json_response, read_body
+from mas_sidecar.api.http import (
+    body_taken,
+    components,
+    json_response,
+    read_body,
+    trace_headers,
+)
 from mas_sidecar.api.models import Ack, AckBatch, ExtendBatch, Nack, Reject, Reply
 from mas_sidecar.api.responses import Accepted, AckResult, ExtendResult
 from mas_sidecar.api.server import connection_closed
@@ -141,6 +148,11 @@ async def reply(request: web.Request) -> web.Response:
             ErrorCode.ALREADY_REPLIED,
             f"request {lease.envelope.id} was answered already; a request takes one reply",
         )
-    envelope = await parts.outbox.reply(lease.envelope, body.type, body.payload)
+    parent = trace_headers(request) or lease.trace
+    with parts.tracer.span("reply", parent=parent, kind="server") as span:
+        envelope = await parts.outbox.reply(
+            lease.envelope, body.type, body.payload, trace=span.headers or None
+        )
+        span.update(message_attributes(envelope))
     lease.replied = True
     return json_response(Accepted(id=envelope.id), status=202)

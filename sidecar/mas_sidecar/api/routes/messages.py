@@ -1,5 +1,12 @@
 """``POST /v1/messages`` (fire and forget), ``POST /v1/messages/batch`` (many at once, one
-result each) and ``POST /v1/requests`` (wait for the reply)."""
+result each) and ``POST /v1/requests`` (wait for the reply).
+
+The W3C trace context headers of a request (``traceparent``, ``tracestate``) go into the
+envelope. With tracing on (:mod:`mas_core.telemetry.tracing`) each request is a span under that
+context — ``send``/``request`` with ``gateway checks``, ``redis write`` and ``reply wait``
+children — and the envelope carries the span's own context instead, so the receiver's spans
+are its children.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +20,16 @@ from aiohttp import web
 
 from mas_core.envelope import Envelope
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
+from mas_core.telemetry.tracing import Span, message_attributes
 from mas_sidecar.api.documents import reply_document
 from mas_sidecar.api.errors import ApiError
-from mas_sidecar.api.http import body_taken, components, json_response, read_body
+from mas_sidecar.api.http import (
+    body_taken,
+    components,
+    json_response,
+    read_body,
+    trace_headers,
+)
 from mas_sidecar.api.models import SendBatch, SendMessage, SendRequest
 from mas_sidecar.api.responses import (
     Accepted,
@@ -31,14 +45,8 @@ from mas_sidecar.streams.outbox import build_envelope
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-_TRACE_HEADERS = ("traceparent", "tracestate")
 _BATCH_NESTING = 2  # a batch holds each message two levels down: {"messages": [{...}]}
 ADMIT_SLICE = 32  # batch items checked between turns of the event loop
-
-
-def trace_context(request: web.Request) -> dict[str, str]:
-    """The request's W3C trace context headers, bounded (also for inbound A2A calls)."""
-    return {name: request.headers[name][:512] for name in _TRACE_HEADERS if name in request.headers}
 
 
 async def _admit(
@@ -55,15 +63,21 @@ async def _admit(
         ttl_ms=body.ttl_ms,
         trace=trace,
     )
-    return await parts.outbox.admit(envelope)
+    with parts.tracer.span("gateway checks", attributes={"messaging.message.id": envelope.id}):
+        return await parts.outbox.admit(envelope)
 
 
 @routes.post("/v1/messages")
 async def send_message(request: web.Request) -> web.Response:
     body = await read_body(request, SendMessage)
     body_taken(request)
-    envelope, done = await _admit(components(request), body, trace_context(request))
-    await done
+    parts = components(request)
+    trace = trace_headers(request)
+    with parts.tracer.span("send", parent=trace, kind="server") as span:
+        envelope, done = await _admit(parts, body, span.headers or trace)
+        span.update(message_attributes(envelope))
+        with parts.tracer.span("redis write"):
+            await done
     return json_response(Accepted(id=envelope.id), status=202)
 
 
@@ -122,8 +136,10 @@ async def send_batch(request: web.Request) -> web.Response:
     body_taken(request, len(body.messages))
     # Shielded: once items are under way, a client that goes away cannot cut the batch short,
     # so every accepted item is accounted for (and written) even if nobody reads the answer.
-    trace = trace_context(request)
-    results = await asyncio.shield(_send_all(components(request), body.messages, trace))
+    parts = components(request)
+    trace = trace_headers(request)
+    with parts.tracer.span("send batch", parent=trace, kind="server") as span:
+        results = await asyncio.shield(_send_all(parts, body.messages, span.headers or trace))
     return json_response(BatchResults(results=results))
 
 
@@ -132,6 +148,17 @@ async def send_request(request: web.Request) -> web.Response:
     body = await read_body(request, SendRequest)
     body_taken(request)
     parts = components(request)
+    trace = trace_headers(request)
+    with parts.tracer.span("request", parent=trace, kind="server") as span:
+        reply = await _request(parts, body, span.headers or trace, span)
+    return json_response(reply_document(reply))
+
+
+async def _request(
+    parts: Components, body: SendRequest, trace: Mapping[str, str], span: Span
+) -> Envelope:
+    """Send the request (carrying ``trace``) and wait for its reply; ``span`` learns about the
+    request once it passed the checks."""
     target = await parts.outbox.resolve(body.to)
     envelope = build_envelope(
         sender=parts.config.agent_id,
@@ -140,14 +167,19 @@ async def send_request(request: web.Request) -> web.Response:
         payload=body.payload,
         reply_to=parts.config.replica,
         ttl_ms=body.timeout_ms,  # nobody waits for an answer after that: dead-letter it as expired
-        trace=trace_context(request),
+        trace=trace,
     )
     reply = parts.replies.expect(envelope.id, target)
     try:
         await parts.replies.prepare(target)
-        await parts.outbox.send(envelope, "request")
+        with parts.tracer.span("gateway checks", attributes={"messaging.message.id": envelope.id}):
+            _, done = await parts.outbox.admit(envelope, "request")
+        span.update(message_attributes(envelope))
+        with parts.tracer.span("redis write"):
+            await done
         written = time.perf_counter()
-        await asyncio.wait({reply}, timeout=body.timeout_ms / 1000)
+        with parts.tracer.span("reply wait"):
+            await asyncio.wait({reply}, timeout=body.timeout_ms / 1000)
     finally:
         parts.replies.forget(envelope.id)
     if not reply.done():
@@ -155,4 +187,4 @@ async def send_request(request: web.Request) -> web.Response:
             ErrorCode.REQUEST_TIMEOUT, f"no reply from {target} within {body.timeout_ms} ms"
         )
     parts.metrics.observe_stage("reply_wait", time.perf_counter() - written)
-    return json_response(reply_document(reply.result()))
+    return reply.result()
