@@ -60,6 +60,19 @@ sorted-set member or a command argument), and what each can do:
 
 Only the sidecar holds the password, never the agent.
 
+**The dashboard's user** (:data:`DASHBOARD_USER`, :func:`dashboard_acl_rules`) reads and never
+writes: the registry, leases, policy document, revision and enforcers; every agent's audit
+stream, its chain heads and the control plane's checkpoint of it (to verify the trail);
+dead letters; the senders sets; and of the messages waiting in an agent's inbox streams only
+their count and pending summary (``XLEN``, ``XPENDING``, ``XINFO GROUPS``: never an entry, so
+never a payload). No state, metadata, replay guard or reply stream. With write actions on it
+may also replay and delete dead letters (``FCALL`` of ``mas_seen_requeue`` and each command
+that function runs, each on its own keys only; ``XDEL`` on dead letters) and append to its own
+hash-chained trail of those actions (:data:`mas_core.keys.DASHBOARD_AUDIT`). A replayed message
+keeps its sender's signature and token: its receiver checks them again, so the dashboard cannot
+make a message of its own; through the same function it could append a copy of any envelope it
+can read (a dead letter) to its sender's stream, which the replay guard refuses as a duplicate.
+
 Pure: the rules, the user's name and its URL. The control plane applies them
 (:func:`mas_control.provision.apply_acl_user`: the operator on every reconcile, ``mas up`` at
 start); the operator's settings and the ``mas`` command mask passwords with :func:`masked_url`.
@@ -71,6 +84,8 @@ import secrets
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from mas_core.keys import (
+    DASHBOARD_AUDIT,
+    DASHBOARD_AUDIT_HEADS,
     POLICY_CHANGES,
     POLICY_DOCUMENT,
     POLICY_ENFORCERS,
@@ -78,10 +93,12 @@ from mas_core.keys import (
     REGISTRY_AGENTS,
     REGISTRY_LEASES,
     AgentKeys,
+    audit_checkpoint,
 )
 from mas_core.names import InvalidAgentIdError, qualify
 
 USER_PREFIX = "mas-agent"
+DASHBOARD_USER = "mas-dashboard"
 
 # Commands on the agent's own keys (every one is checked against the key patterns as well).
 _OWN_COMMANDS = (
@@ -160,6 +177,41 @@ def sidecar_acl_rules(agent_id: str) -> list[str]:
     ]
 
 
+def dashboard_acl_rules(*, writes: bool) -> list[str]:
+    """The ``ACL SETUSER`` rules of the dashboard's user, from ``reset`` (without password):
+    read-only, plus the dead-letter rights with ``writes`` (see the module docstring)."""
+    anyone = AgentKeys("*")
+    inboxes = anyone.inbox("*")
+    rules = [
+        "reset",
+        "on",
+        "+ping",
+        f"(+get %R~{POLICY_DOCUMENT} %R~{POLICY_REVISION} %R~{audit_checkpoint('*')})",
+        f"(+hgetall %R~{REGISTRY_AGENTS} %R~{POLICY_ENFORCERS} %R~{anyone.audit_heads})",
+        f"(+zrange %R~{REGISTRY_LEASES})",
+        f"(+xrange +xrevrange +xinfo|stream %R~{anyone.audit} %R~{anyone.dlq})",
+        f"(+xlen +xpending +xinfo|groups %R~{inboxes})",
+        f"(+smembers %R~{anyone.senders})",
+    ]
+    if writes:
+        rules += [
+            f"(+fcall ~{inboxes} ~{anyone.dlq} ~{anyone.seen} ~{anyone.seen_by_time} "
+            f"~{anyone.senders})",
+            f"(+xgroup|create +xadd ~{inboxes})",
+            f"(+sadd ~{anyone.senders})",
+            f"(+xdel ~{anyone.dlq})",
+            f"(+hset ~{anyone.seen})",
+            f"(+zadd ~{anyone.seen_by_time})",
+            f"(+xadd +hget +hset +multi +exec ~{DASHBOARD_AUDIT} ~{DASHBOARD_AUDIT_HEADS})",
+        ]
+    return rules
+
+
+def dashboard_redis_url(redis_url: str, password: str) -> str:
+    """``redis_url`` with the dashboard's user and ``password`` in place of its credentials."""
+    return _with_user(redis_url, DASHBOARD_USER, password)
+
+
 def generate_password() -> str:
     """A new random ACL password (256 bits, URL-safe)."""
     return secrets.token_urlsafe(32)
@@ -167,9 +219,13 @@ def generate_password() -> str:
 
 def agent_redis_url(redis_url: str, agent_id: str, password: str) -> str:
     """``redis_url`` with ``agent_id``'s ACL user and ``password`` in place of its credentials."""
+    return _with_user(redis_url, acl_username(agent_id), password)
+
+
+def _with_user(redis_url: str, user: str, password: str) -> str:
     parts = urlsplit(redis_url)
     host = parts.netloc.rpartition("@")[2]
-    userinfo = f"{quote(acl_username(agent_id), safe='')}:{quote(password, safe='')}"
+    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 
