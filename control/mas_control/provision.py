@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import redis
 
-from mas_core.acl import DASHBOARD_USER, acl_username, dashboard_acl_rules, sidecar_acl_rules
+from mas_core.acl import acl_username, dashboard_acl_rules, dashboard_user, sidecar_acl_rules
 from mas_core.functions import LIBRARY, VERSION
 from mas_core.keys import (
     POLICY_CHANGES,
@@ -55,12 +55,17 @@ def apply_acl_user(client: redis.Redis, agent_id: str, password: str) -> None:
 
 
 def apply_dashboard_user(client: redis.Redis, password: str, *, writes: bool) -> None:
-    """Create or reset the dashboard's ACL user with ``password``: read-only, plus the
-    dead-letter rights with ``writes``. Idempotent, as :func:`apply_acl_user`."""
+    """Create or reset the dashboard's ACL user (:func:`mas_core.acl.dashboard_user`) with
+    ``password``: read-only, plus the dead-letter rights with ``writes``. Idempotent, as
+    :func:`apply_acl_user`."""
     if not password:
         raise ValueError("an ACL user needs a non-empty password")
     client.execute_command(
-        "ACL", "SETUSER", DASHBOARD_USER, *dashboard_acl_rules(writes=writes), f">{password}"
+        "ACL",
+        "SETUSER",
+        dashboard_user(writes=writes),
+        *dashboard_acl_rules(writes=writes),
+        f">{password}",
     )
 
 

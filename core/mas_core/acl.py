@@ -60,18 +60,21 @@ sorted-set member or a command argument), and what each can do:
 
 Only the sidecar holds the password, never the agent.
 
-**The dashboard's user** (:data:`DASHBOARD_USER`, :func:`dashboard_acl_rules`) reads and never
-writes: the registry, leases, policy document, revision and enforcers; every agent's audit
-stream, its chain heads and the control plane's checkpoint of it (to verify the trail);
-dead letters; the senders sets; and of the messages waiting in an agent's inbox streams only
-their count and pending summary (``XLEN``, ``XPENDING``, ``XINFO GROUPS``: never an entry, so
-never a payload). No state, metadata, replay guard or reply stream. With write actions on it
-may also replay and delete dead letters (``FCALL`` of ``mas_seen_requeue`` and each command
-that function runs, each on its own keys only; ``XDEL`` on dead letters) and append to its own
-hash-chained trail of those actions (:data:`mas_core.keys.DASHBOARD_AUDIT`). A replayed message
-keeps its sender's signature and token: its receiver checks them again, so the dashboard cannot
-make a message of its own; through the same function it could append a copy of any envelope it
-can read (a dead letter) to its sender's stream, which the replay guard refuses as a duplicate.
+**The dashboard's users** (:func:`dashboard_user`, :func:`dashboard_acl_rules`): the read-only
+:data:`DASHBOARD_USER` reads and never writes: the registry, leases, policy document, revision
+and enforcers; every agent's audit stream, its chain heads and the control plane's checkpoint
+of it (to verify the trail); dead letters; the senders sets; and of the messages waiting in an
+agent's inbox streams only their count and pending summary (``XLEN``, ``XPENDING``, ``XINFO
+GROUPS``: never an entry, so never a payload). No state, metadata, replay guard or reply
+stream. With write actions on, the dashboard is :data:`DASHBOARD_WRITER` (a user of its own,
+so a read-only dashboard and one with writes can share a server), which may also replay and
+delete dead letters (``FCALL`` of ``mas_seen_requeue`` and each command that function runs,
+each on the keys it needs only; ``XDEL`` on dead letters) and append to its own hash-chained
+trail of those actions (:data:`mas_core.keys.DASHBOARD_AUDIT`). Known limits of the writer:
+it may append to any inbox stream, so it can put back any envelope it can read (a dead
+letter) and append entries that are no message; a receiver checks every entry's signature
+and identity token and refuses (and audits) what its sender did not sign, so it cannot make a
+message of its own.
 
 Pure: the rules, the user's name and its URL. The control plane applies them
 (:func:`mas_control.provision.apply_acl_user`: the operator on every reconcile, ``mas up`` at
@@ -98,7 +101,8 @@ from mas_core.keys import (
 from mas_core.names import InvalidAgentIdError, qualify
 
 USER_PREFIX = "mas-agent"
-DASHBOARD_USER = "mas-dashboard"
+DASHBOARD_USER = "mas-dashboard"  # read-only
+DASHBOARD_WRITER = "mas-dashboard-writer"  # read-only plus the dead-letter rights
 
 # Commands on the agent's own keys (every one is checked against the key patterns as well).
 _OWN_COMMANDS = (
@@ -207,9 +211,14 @@ def dashboard_acl_rules(*, writes: bool) -> list[str]:
     return rules
 
 
-def dashboard_redis_url(redis_url: str, password: str) -> str:
+def dashboard_user(*, writes: bool) -> str:
+    """The ACL user of a dashboard with or without write actions."""
+    return DASHBOARD_WRITER if writes else DASHBOARD_USER
+
+
+def dashboard_redis_url(redis_url: str, password: str, *, writes: bool) -> str:
     """``redis_url`` with the dashboard's user and ``password`` in place of its credentials."""
-    return _with_user(redis_url, DASHBOARD_USER, password)
+    return _with_user(redis_url, dashboard_user(writes=writes), password)
 
 
 def generate_password() -> str:

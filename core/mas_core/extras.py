@@ -15,6 +15,7 @@ import importlib.util
 # The importable modules each extra brings beyond the SDK (see pyproject.toml).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "sidecar": ("redis", "cryptography", "nacl", "re2", "prometheus_client"),
+    "dashboard": ("redis", "cryptography", "nacl"),
     "local": (
         "redis",
         "cryptography",
