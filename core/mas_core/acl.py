@@ -193,7 +193,7 @@ def dashboard_acl_rules(*, writes: bool) -> list[str]:
         f"(+get %R~{POLICY_DOCUMENT} %R~{POLICY_REVISION} %R~{audit_checkpoint('*')})",
         f"(+hgetall %R~{REGISTRY_AGENTS} %R~{POLICY_ENFORCERS} %R~{anyone.audit_heads})",
         f"(+zrange %R~{REGISTRY_LEASES})",
-        f"(+xrange +xrevrange +xinfo|stream %R~{anyone.audit} %R~{anyone.dlq})",
+        f"(+xrange +xrevrange +xinfo|stream +exists %R~{anyone.audit} %R~{anyone.dlq})",
         f"(+xlen +xpending +xinfo|groups %R~{inboxes})",
         f"(+smembers %R~{anyone.senders})",
     ]
