@@ -5,8 +5,9 @@ Routes:
 * ``GET /``, ``GET /static/...``: the page and its script and style (files of this package);
 * ``GET /api/page``: everything the page shows (:func:`mas_dashboard.views.page`) as JSON;
 * ``GET /api/events``: server-sent events, one ``page`` event with that document now and again
-  whenever it changes (Redis is read every :attr:`DashboardSettings.refresh` seconds, and at
-  once after an action);
+  whenever it changes (while a page follows the stream, Redis is read every
+  :attr:`DashboardSettings.refresh` seconds, and at once after an action; with nobody
+  watching, the dashboard sends Redis nothing);
 * ``GET /api/config``: whether write actions are on;
 * ``POST /api/agents/{namespace}/{name}/dead-letters/{id}/replay`` and ``.../delete``: only
   with write actions on (else ``403 writes_disabled``) and the write token as a bearer token
@@ -70,7 +71,8 @@ class Live:
 
     client: redis.Redis
     document: bytes = b"{}"
-    version: int = 0
+    version: int = 0  # 0: nothing read yet
+    watchers: int = 0  # event streams open
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     actions: asyncio.Lock = field(default_factory=asyncio.Lock)  # one audited action at a time
@@ -100,8 +102,13 @@ class Live:
             return self.version, self.document
 
     async def follow(self, every: float) -> None:
-        """Refresh every ``every`` seconds (or when woken) until cancelled."""
+        """While anyone watches, refresh every ``every`` seconds (or when woken); until
+        cancelled."""
         while True:
+            if not self.watchers:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
             try:
                 await self.refresh()
             except redis.RedisError as exc:
@@ -124,7 +131,10 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def page_document(request: web.Request) -> web.Response:
-    return web.Response(body=_live(request).document, content_type="application/json")
+    live = _live(request)
+    if not live.watchers:  # nobody keeps it fresh: read now
+        await live.refresh()
+    return web.Response(body=live.document, content_type="application/json")
 
 
 async def config(request: web.Request) -> web.Response:
@@ -137,14 +147,19 @@ async def events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
     )
     await response.prepare(request)
-    seen = -1
-    while True:
-        document = await live.next_document(seen)
-        if document is None:  # a comment now and then: a client gone is noticed on a write
-            await response.write(b": still here\n\n")
-            continue
-        seen = document[0]
-        await response.write(b"event: page\ndata: " + document[1] + b"\n\n")
+    seen = 0
+    live.watchers += 1
+    live.wake.set()
+    try:
+        while True:
+            document = await live.next_document(seen)
+            if document is None:  # a comment now and then: a client gone is noticed on a write
+                await response.write(b": still here\n\n")
+                continue
+            seen = document[0]
+            await response.write(b"event: page\ndata: " + document[1] + b"\n\n")
+    finally:
+        live.watchers -= 1
 
 
 def _action(
@@ -222,7 +237,6 @@ def make_app(settings: DashboardSettings, client: redis.Redis) -> web.Applicatio
     app.router.add_static("/static", STATIC)
 
     async def following(app: web.Application) -> AsyncIterator[None]:
-        await live.refresh()
         task = asyncio.create_task(live.follow(settings.refresh))
         yield
         task.cancel()

@@ -56,10 +56,10 @@ function drawAgents(page) {
 function drawGraph(page) {
   const svg = document.getElementById("graph-svg");
   const nodes = page.graph.nodes;
-  const cx = 320, cy = 210, r = nodes.length > 1 ? 150 : 0;
+  const cx = 320, cy = 210, r = nodes.length > 1 ? 200 : 0;
   const at = {};
   nodes.forEach((id, i) => {
-    const angle = (2 * Math.PI * i) / nodes.length - Math.PI / 2;
+    const angle = Math.PI + (2 * Math.PI * i) / nodes.length; // the first on the left
     at[id] = [cx + r * Math.cos(angle), cy + r * Math.sin(angle)];
   });
   const defs = el("svg:defs", {},
@@ -83,7 +83,8 @@ function drawGraph(page) {
         y2: y2 + 2 * oy, "stroke-width": 2, "marker-end": "url(#arrow)" }));
       group.append(refused);
     }
-    group.append(el("svg:text", { x: (x1 + x2) / 2 + 3 * ox, y: (y1 + y2) / 2 + 3 * oy },
+    group.append(el("svg:text", { x: (x1 + x2) / 2 + 4 * ox, y: (y1 + y2) / 2 + 4 * oy + 4,
+      "text-anchor": "middle" },
       `${e.accepted} sent${e.refused ? `, ${e.refused} refused` : ""} (${rate(e.rate)}/s)`));
     return group;
   });
