@@ -9,10 +9,16 @@ only that user's URL.
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from test_local_mode import MAS
 
 from mas_cli.dashboard_setup import dashboard_url
 from mas_control.provision import apply_dashboard_user, register_agent
@@ -148,3 +154,30 @@ def test_an_administrators_url_creates_the_dashboard_user_and_is_not_kept(
     finally:
         client.close()
     assert dashboard_url(url, writes=False) == (url, False)  # its own URL is used as it is
+
+
+def test_setup_only_writes_the_dashboard_users_url_and_never_the_administrators(
+    redis_url: str, seeded: redis.Redis, tmp_path: Path
+) -> None:
+    """As the chart's init container runs it: the password from a file, the URL without it."""
+    parts = urlsplit(redis_url)
+    assert parts.password, "the test server has an administrator password"
+    password_file = tmp_path / "admin-password"
+    password_file.write_text(parts.password)
+    out = tmp_path / "dashboard-url"
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    env = {**os.environ, "MAS_REDIS_URL": bare, "MAS_REDIS_PASSWORD_FILE": str(password_file)}
+
+    subprocess.run([*MAS, "dashboard", "--setup-only", str(out)], env=env, check=True)
+
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    url = out.read_text()
+    assert parts.password not in url
+    assert urlsplit(url).username == DASHBOARD_USER
+    client = redis.Redis.from_url(url)
+    try:
+        assert client.hgetall(REGISTRY_AGENTS)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.set(POLICY_DOCUMENT, "{}")
+    finally:
+        client.close()

@@ -2,7 +2,10 @@
 
 Sets up the dashboard's own Redis user (:func:`mas_cli.dashboard_setup.dashboard_url`), and, with
 ``--enable-writes``, its write token (``--token-file``, made when absent), then serves
-:mod:`mas_dashboard.server` until interrupted, printing its URL. Called by :mod:`mas_cli.main`;
+:mod:`mas_dashboard.server` until interrupted, printing its URL. ``--setup-only FILE`` only
+creates the user and writes the URL of that user to FILE (mode 0600) for a dashboard started
+with ``MAS_REDIS_URL_FILE=FILE``: the Helm chart's init container does, so the dashboard's own
+container never holds the administrator's password. Called by :mod:`mas_cli.main`;
 needs the ``dashboard`` extra.
 """
 
@@ -11,12 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 
 import redis
 
-from mas_cli.dashboard_setup import dashboard_url, write_token
+from mas_cli.dashboard_setup import TOKEN_MODE, administrator_url, dashboard_url, write_token
 from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, redis_url
 from mas_core.acl import dashboard_user, masked_url
+from mas_core.identity.credentials import write_atomic
 from mas_dashboard.server import DashboardSettings, run_dashboard
 
 
@@ -31,12 +36,18 @@ def run(args: argparse.Namespace) -> int:
             USAGE_ERROR,
         )
     try:
-        own_url, created = dashboard_url(url, writes=args.enable_writes)
+        own_url, created = dashboard_url(
+            administrator_url(url, os.environ), writes=args.enable_writes
+        )
     except (redis.RedisError, ValueError) as exc:
         return fail(
             f"cannot set up the dashboard's Redis user at {masked_url(url)}: {exc}", RUN_ERROR
         )
     user = dashboard_user(writes=args.enable_writes)
+    if args.setup_only is not None:
+        write_atomic(args.setup_only, own_url.encode(), TOKEN_MODE)
+        print(f"{user} ready; its URL is in {args.setup_only}", flush=True)
+        return 0
     print(
         f"mas dashboard reads {masked_url(own_url)} as {user}"
         + (" (created now)" if created else ""),

@@ -4,24 +4,45 @@
 of the dashboard's users is used as it is; any other URL is taken as an administrator's, which
 creates (or resets) the dashboard's user with a new password on every data node and is not
 used any further, so the dashboard itself never holds more than its own rights
-(:func:`mas_core.acl.dashboard_acl_rules`). :func:`write_token` reads the write token from its
-file, or makes a new one there (mode 0600). Used by ``mas dashboard``
+(:func:`mas_core.acl.dashboard_acl_rules`); :func:`administrator_url` adds the administrator's
+credentials of ``MAS_REDIS_USERNAME`` and ``MAS_REDIS_PASSWORD`` (or the file
+``MAS_REDIS_PASSWORD_FILE`` names), as the operator takes them. :func:`write_token` reads the
+write token from its file, or makes a new one there (mode 0600). Used by ``mas dashboard``
 (:mod:`mas_cli.dashboard_command`) and ``mas up`` (:mod:`mas_cli.local.supervisor`).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mas_control.acl_file import save_acl_users
 from mas_control.provision import apply_dashboard_user
 from mas_core import redis_clients
-from mas_core.acl import DASHBOARD_USER, DASHBOARD_WRITER, dashboard_redis_url, generate_password
+from mas_core.acl import (
+    DASHBOARD_USER,
+    DASHBOARD_WRITER,
+    dashboard_redis_url,
+    generate_password,
+    url_with_credentials,
+)
+from mas_core.envflags import env_secret
 from mas_core.identity.credentials import write_atomic
 
-TOKEN_MODE = 0o600
+TOKEN_MODE = 0o600  # the write token's file, and the file of the URL --setup-only writes
+
+
+def administrator_url(url: str, env: Mapping[str, str]) -> str:
+    """``url`` with the password of ``MAS_REDIS_PASSWORD`` (or its file) and the user of
+    ``MAS_REDIS_USERNAME`` (default: the URL's, else ``default``) when a password is set;
+    ValueError when the password cannot be read."""
+    password = env_secret(env, "MAS_REDIS_PASSWORD")
+    if not password:
+        return url
+    user = env.get("MAS_REDIS_USERNAME") or unquote(urlsplit(url).username or "") or "default"
+    return url_with_credentials(url, user, password)
 
 
 def dashboard_url(url: str, *, writes: bool) -> tuple[str, bool]:

@@ -261,6 +261,13 @@ def _add_dashboard_parsers(commands: Any) -> None:
         metavar="FILE",
         help="the write token (made there, mode 0600, when absent; default .mas/dashboard-token)",
     )
+    board.add_argument(
+        "--setup-only",
+        type=Path,
+        metavar="FILE",
+        help="only create the dashboard's Redis user and write its URL to FILE (mode 0600); "
+        "the administrator's password may also come from MAS_REDIS_PASSWORD(_FILE)",
+    )
     status = commands.add_parser(
         "status", parents=[url], help="the agents: replicas, backlog, rates, audit chains"
     )

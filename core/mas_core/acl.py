@@ -218,7 +218,7 @@ def dashboard_user(*, writes: bool) -> str:
 
 def dashboard_redis_url(redis_url: str, password: str, *, writes: bool) -> str:
     """``redis_url`` with the dashboard's user and ``password`` in place of its credentials."""
-    return _with_user(redis_url, dashboard_user(writes=writes), password)
+    return url_with_credentials(redis_url, dashboard_user(writes=writes), password)
 
 
 def generate_password() -> str:
@@ -228,10 +228,11 @@ def generate_password() -> str:
 
 def agent_redis_url(redis_url: str, agent_id: str, password: str) -> str:
     """``redis_url`` with ``agent_id``'s ACL user and ``password`` in place of its credentials."""
-    return _with_user(redis_url, acl_username(agent_id), password)
+    return url_with_credentials(redis_url, acl_username(agent_id), password)
 
 
-def _with_user(redis_url: str, user: str, password: str) -> str:
+def url_with_credentials(redis_url: str, user: str, password: str) -> str:
+    """``redis_url`` with ``user`` and ``password`` in place of its credentials."""
     parts = urlsplit(redis_url)
     host = parts.netloc.rpartition("@")[2]
     userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
