@@ -153,14 +153,24 @@ async def test_the_event_stream_sends_the_page_at_once(
     assert json.loads(data.removeprefix(b"data: "))["agents"]
 
 
+async def act(
+    http: aiohttp.ClientSession, base: str, dead_letter: str, action: str, token: str | None
+) -> tuple[int, dict[str, Any]]:
+    """POST a write action on one of bob's dead letters; the status and the answer."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    url = f"{base}api/agents/default/bob/dead-letters/{dead_letter}/{action}"
+    async with http.post(url, headers=headers) as response:
+        return response.status, await response.json()
+
+
 async def test_write_actions_are_refused_when_not_enabled(
     http: aiohttp.ClientSession, reader: str, redis_client: redis.Redis
 ) -> None:
     [letter] = (await page_when(http, reader, _dead))["dead_letters"]
-    url = f"{reader}api/agents/default/bob/dead-letters/{letter['id']}/replay"
-    async with http.post(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response:
-        assert response.status == 403
-        assert (await response.json())["error"]["code"] == "writes_disabled"
+
+    status, answer = await act(http, reader, letter["id"], "replay", TOKEN)
+
+    assert (status, answer["error"]["code"]) == (403, "writes_disabled")
     assert redis_client.xlen("mas:{default/bob}:dlq") == 1
 
 
@@ -168,11 +178,10 @@ async def test_a_write_action_needs_the_token(
     http: aiohttp.ClientSession, writer: str, redis_client: redis.Redis
 ) -> None:
     [letter] = (await page_when(http, writer, _dead))["dead_letters"]
-    url = f"{writer}api/agents/default/bob/dead-letters/{letter['id']}/delete"
-    for headers in ({}, {"Authorization": "Bearer guess"}):
-        async with http.post(url, headers=headers) as response:
-            assert response.status == 401
-            assert (await response.json())["error"]["code"] == "unauthorized"
+
+    for token in (None, "guess"):
+        status, answer = await act(http, writer, letter["id"], "delete", token)
+        assert (status, answer["error"]["code"]) == (401, "unauthorized")
     assert redis_client.xlen("mas:{default/bob}:dlq") == 1
 
 
@@ -180,11 +189,10 @@ async def test_a_replay_puts_the_message_back_and_is_audited(
     http: aiohttp.ClientSession, writer: str, redis_client: redis.Redis
 ) -> None:
     [letter] = (await page_when(http, writer, _dead))["dead_letters"]
-    url = f"{writer}api/agents/default/bob/dead-letters/{letter['id']}/replay"
-    async with http.post(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response:
-        assert response.status == 200, await response.text()
-        assert (await response.json())["message_id"] == letter["message_id"]
 
+    status, answer = await act(http, writer, letter["id"], "replay", TOKEN)
+
+    assert (status, answer["message_id"]) == (200, letter["message_id"])
     # Bob fails it again: a new dead letter for the same message.
     page = await page_when(
         http, writer, lambda p: _dead(p) and p["dead_letters"][0]["id"] != letter["id"]
@@ -198,19 +206,27 @@ async def test_a_replay_puts_the_message_back_and_is_audited(
         letter["id"],
         "done",
     )
-    report = verify(
-        redis_client.xrange(DASHBOARD_AUDIT), redis_client.hgetall(DASHBOARD_AUDIT_HEADS)
-    )
-    assert report.ok
+    trail, heads = redis_client.xrange(DASHBOARD_AUDIT), redis_client.hgetall(DASHBOARD_AUDIT_HEADS)
+    assert verify(trail, heads).ok
+
+
+async def test_a_delete_removes_the_dead_letter(
+    http: aiohttp.ClientSession, writer: str, redis_client: redis.Redis
+) -> None:
+    [letter] = (await page_when(http, writer, _dead))["dead_letters"]
+
+    status, _ = await act(http, writer, letter["id"], "delete", TOKEN)
+
+    assert status == 200
+    assert redis_client.xlen("mas:{default/bob}:dlq") == 0
 
 
 async def test_a_delete_of_an_unknown_dead_letter_is_refused_and_audited(
     http: aiohttp.ClientSession, writer: str, redis_client: redis.Redis
 ) -> None:
-    url = f"{writer}api/agents/default/bob/dead-letters/1-1/delete"
-    async with http.post(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response:
-        assert response.status == 404
-        assert (await response.json())["error"]["code"] == "dead_letter_not_found"
+    status, answer = await act(http, writer, "1-1", "delete", TOKEN)
+
+    assert (status, answer["error"]["code"]) == (404, "dead_letter_not_found")
     [(_, fields)] = redis_client.xrange(DASHBOARD_AUDIT)
     assert json.loads(fields[F_EVENT])["outcome"] == "refused"
 

@@ -19,7 +19,7 @@ import os
 import redis
 
 from mas_cli.dashboard_setup import TOKEN_MODE, administrator_url, dashboard_url, write_token
-from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, redis_url
+from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, required_redis_url
 from mas_core.acl import dashboard_user, masked_url
 from mas_core.identity.credentials import write_atomic
 from mas_dashboard.server import DashboardSettings, run_dashboard
@@ -27,14 +27,9 @@ from mas_dashboard.server import DashboardSettings, run_dashboard
 
 def run(args: argparse.Namespace) -> int:
     try:
-        url = redis_url(args)
+        url = required_redis_url(args)
     except ValueError as exc:
         return fail(str(exc), USAGE_ERROR)
-    if not url:
-        return fail(
-            "no Redis URL: pass --redis-url or set MAS_REDIS_URL_FILE (or MAS_REDIS_URL)",
-            USAGE_ERROR,
-        )
     try:
         own_url, created = dashboard_url(
             administrator_url(url, os.environ), writes=args.enable_writes

@@ -16,7 +16,7 @@ import orjson
 import redis
 
 from mas_cli.local.display import aligned
-from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, redis_url
+from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, required_redis_url
 from mas_core import redis_clients
 from mas_core.acl import masked_url
 from mas_dashboard.reading import Verdicts, read_snapshot
@@ -53,14 +53,9 @@ def format_rows(rows: list[AgentRow]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        url = redis_url(args)
+        url = required_redis_url(args)
     except ValueError as exc:
         return fail(str(exc), USAGE_ERROR)
-    if not url:
-        return fail(
-            "no Redis URL: pass --redis-url or set MAS_REDIS_URL_FILE (or MAS_REDIS_URL)",
-            USAGE_ERROR,
-        )
     client = redis_clients.client(url, **redis_clients.NO_CLIENT_SETINFO)
     try:
         snapshot = read_snapshot(client, Verdicts(), time.time_ns() // 1_000_000)
