@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -272,3 +273,41 @@ async def test_mas_status_prints_the_agents(
         "default/alice": 0,
         "default/bob": 1,
     }
+
+
+async def test_a_tampered_audit_trail_shows_as_broken_where_it_breaks(
+    http: aiohttp.ClientSession, reader: str, redis_client: redis.Redis
+) -> None:
+    """The attack: an entry appended to alice's trail without its chain (as a hostile sidecar
+    with write access to its own audit stream could)."""
+    await page_when(http, reader, _dead)
+    trail = "mas:{default/alice}:audit"
+    [(_, last)] = redis_client.xrevrange(trail, count=1)
+    replica, seq = last[b"r"], int(last[b"n"])
+    redis_client.xadd(trail, {"r": replica, "n": seq + 5, "p": "0" * 64, "h": "f" * 64, "e": "{}"})
+
+    def agents_of(page: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {a["id"]: a for a in page["agents"]}
+
+    page = await page_when(
+        http, reader, lambda p: not agents_of(p)["default/alice"]["audit_intact"]
+    )
+
+    alice = agents_of(page)["default/alice"]
+    assert alice["audit_broken_at"] == seq + 5  # the first entry that does not follow
+    assert "altered" in alice["audit_problem"]
+    assert agents_of(page)["default/bob"]["audit_intact"]
+
+
+def test_mas_up_refuses_dashboard_writes_without_a_dashboard(tmp_path: Path) -> None:
+    folder = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
+    mas = [sys.executable, "-m", "mas_cli"]
+    run = subprocess.run(
+        [*mas, "up", str(folder), "--no-dashboard", "--dashboard-writes"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 2
+    assert "--dashboard-writes is for the dashboard" in run.stderr
