@@ -220,6 +220,9 @@ async def guard(
     except redis.RedisError as exc:
         log.warning("Redis failed: %s", exc)
         return _error("redis_unavailable", "the dashboard cannot reach Redis right now", 503)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error("internal_error", "the dashboard failed on this request", 500)
 
 
 def make_app(settings: DashboardSettings, client: redis.Redis) -> web.Application:
