@@ -87,7 +87,16 @@ from mas_control.acl_file import save_acl_users
 from mas_control.audit_keeper import keep_trail, trail_heads
 from mas_control.provision import apply_acl_user, ensure_functions, publish_policy, register_agent
 from mas_control.recovery import PROBE_SECONDS, Provisioned, ServerWatch, apply_repair
-from mas_core.acl import USER_PREFIX, acl_username, agent_redis_url, generate_password, masked_url
+from mas_core.acl import (
+    DASHBOARD_USER,
+    DASHBOARD_WRITER,
+    USER_PREFIX,
+    acl_username,
+    agent_redis_url,
+    dashboard_user,
+    generate_password,
+    masked_url,
+)
 from mas_core.manifests import AgentManifest
 from mas_core.policy.document import CompiledPolicy, effective_policy
 from mas_core.sidecar_token import TOKEN_ENV, new_token
@@ -429,11 +438,18 @@ class Supervisor:
         self.console.progress(f"{len(self._agent_urls)} least-privilege Redis users created")
 
     def _start_dashboard(self) -> None:
-        """Serve the dashboard as its own Redis user, and say where (or why not)."""
+        """Serve the dashboard as its own Redis user, and say where (or why not). On the
+        embedded server, the dashboard user this run does not use goes (both, without a
+        dashboard), so none outlives the run that knew its password."""
+        writes = self.options.dashboard_writes
+        if self.redis is not None:
+            self._drop_dashboard_users(
+                keep={dashboard_user(writes=writes)} if self.options.dashboard else set()
+            )
         if not self.options.dashboard:
             return
         token_file = self.options.state_dir / DASHBOARD_TOKEN_FILE
-        token = write_token(token_file) if self.options.dashboard_writes else None
+        token = write_token(token_file) if writes else None
         try:
             url, _ = dashboard_url(self.redis_url, writes=token is not None)
             self._dashboard = DashboardThread(DashboardSettings(url, write_token=token))
@@ -442,8 +458,17 @@ class Supervisor:
             self._dashboard = None
             self.console.progress(f"dashboard not started: {exc}")
             return
-        writes = f" (write actions on: token in {token_file})" if token else ""
-        self.console.progress(f"dashboard at {where}{writes}")
+        said = f" (write actions on: token in {token_file})" if token else ""
+        self.console.progress(f"dashboard at {where}{said}")
+
+    def _drop_dashboard_users(self, keep: set[str]) -> None:
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for user in {DASHBOARD_USER, DASHBOARD_WRITER} - keep:
+                client.acl_deluser(user)
+            save_acl_users(client)
+        finally:
+            client.close()
 
     def _drop_users_of_others(self, client: redis.Redis, current: set[str]) -> None:
         """Delete the agents' users that are not in ``current`` (left by an earlier run)."""
