@@ -152,7 +152,8 @@ def test_healthcare_example(tmp_path: Path, offline: None) -> None:
         assert re.search(rf"audit trail of {agent}: \d+ entries in 1 chain\(s\), intact", output)
     table = final_table(output)
     assert table["default/doctor-0"][1:3] == ["running", "0"]
-    assert int(table["default/doctor-0"][5]) == 3  # delivered: the three allowed questions
+    # delivered: the three allowed questions, and the empty one the doctor dead-letters
+    assert int(table["default/doctor-0"][5]) == 4
     assert_no_survivors(output)
 
 

@@ -55,11 +55,18 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "audit-archive": {
         "operator": {"audit": {"archive": {"enabled": True, "storageClass": "fast"}}}
     },
+    "dashboard": {"dashboard": {"enabled": True}},
     "everything-set": {
         **HOST_NETWORK,
         "agents": {"allowHostNetwork": True, "allowHostPath": True, "allowSidecarImage": True},
         "imagePullSecrets": ["registry"],
         "image": {"repository": "registry.example.test/mas", "tag": "1.2.3"},
+        "dashboard": {
+            "enabled": True,
+            "port": 9700,
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+        },
         "operator": {
             "replicas": 2,
             "extraEnv": [{"name": "EXTRA", "value": "1"}],
@@ -1026,3 +1033,52 @@ def test_the_grafana_dashboard_is_a_configmap_for_the_grafana_sidecar(chart: Any
 def test_the_dashboard_configmap_is_valid_kubernetes(chart: Any, version: str) -> None:
     [configmap] = [o for o in render(chart, EVERYTHING_ON) if "mas.json" in o.get("data", {})]
     _validate(configmap, version)
+
+
+# -- the dashboard ------------------------------------------------------------------------------
+
+
+def test_the_dashboard_is_off_by_default(chart: Any) -> None:
+    objects = render(chart, {})
+
+    assert not [o for o in objects if o["metadata"]["name"].endswith("-dashboard")]
+
+
+def test_the_dashboard_reads_redis_as_its_own_user_behind_a_cluster_ip(chart: Any) -> None:
+    objects = render(chart, SCENARIOS["dashboard"])
+
+    deployment = next(o for o in objects if o["metadata"]["name"] == "mas-dashboard")
+    pod = deployment["spec"]["template"]["spec"]
+    [setup] = pod["initContainers"]
+    [board] = pod["containers"]
+    # Only the init container sees the administrator's password, as a file.
+    assert setup["command"] == [
+        "mas", "dashboard", "--setup-only", "/run/mas-dashboard/redis-url"
+    ]  # fmt: skip
+    assert env_values(setup)["MAS_REDIS_PASSWORD_FILE"] == "/run/mas-admin/password"
+    assert {m["name"] for m in setup["volumeMounts"]} == {"run", "admin"}
+    assert env_of(board) == {
+        "MAS_REDIS_URL_FILE": {
+            "name": "MAS_REDIS_URL_FILE",
+            "value": "/run/mas-dashboard/redis-url",
+        }
+    }
+    assert {m["name"] for m in board["volumeMounts"]} == {"run", "tmp"}
+    assert "--enable-writes" not in board["command"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["run"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["admin"]["secret"]["secretName"] == "mas-redis"
+    assert pod["automountServiceAccountToken"] is False
+    service = next(
+        o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "mas-dashboard"
+    )
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["port"] == 8700
+
+
+def test_on_the_host_network_the_dashboard_listens_on_loopback(chart: Any) -> None:
+    objects = render(chart, {**HOST_NETWORK, "dashboard": {"enabled": True}})
+
+    deployment = next(o for o in objects if o["metadata"]["name"] == "mas-dashboard")
+    [board] = deployment["spec"]["template"]["spec"]["containers"]
+    assert board["command"][2:4] == ["--host", "127.0.0.1"]

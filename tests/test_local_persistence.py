@@ -19,7 +19,7 @@ import pytest
 from test_local_mode import MasUp, assert_no_survivors
 
 from mas_cli.local.users import DEFAULT_UID_BASE, READ, RunAs, unreachable
-from mas_core.acl import acl_username
+from mas_core.acl import DASHBOARD_USER, acl_username
 
 SENDER = """
 import asyncio
@@ -180,8 +180,14 @@ def test_the_kept_data_is_private_and_holds_only_the_users_of_the_folders_agents
     agent = RunAs(DEFAULT_UID_BASE, DEFAULT_UID_BASE)  # a user mas up runs an agent as
     assert unreachable(redis_dir / "users.acl", agent, READ) is not None
     users = [line.split()[1] for line in (redis_dir / "users.acl").read_text().splitlines()]
+    # and the read-only dashboard's user (its password new each run, as the agents')
     assert sorted(users) == sorted(
-        ["default", acl_username("default/sender"), acl_username("default/receiver")]
+        [
+            "default",
+            acl_username("default/sender"),
+            acl_username("default/receiver"),
+            DASHBOARD_USER,
+        ]
     )
 
 

@@ -23,7 +23,7 @@ from mas_cli.audit_trails import (
     tail_trail,
     verify_trail,
 )
-from mas_cli.options import MISMATCHED, RUN_ERROR, TAMPERED, USAGE_ERROR, fail, redis_url
+from mas_cli.options import MISMATCHED, RUN_ERROR, TAMPERED, USAGE_ERROR, fail, required_redis_url
 from mas_core import redis_clients
 from mas_core.acl import masked_url
 from mas_core.audit.archive import ArchiveError
@@ -34,14 +34,9 @@ from mas_core.names import InvalidAgentIdError, qualify
 
 def run(args: argparse.Namespace) -> int:
     try:
-        url = redis_url(args)
+        url = required_redis_url(args)
     except ValueError as exc:
         return fail(str(exc), USAGE_ERROR)
-    if not url:
-        return fail(
-            "no Redis URL: pass --redis-url or set MAS_REDIS_URL_FILE (or MAS_REDIS_URL)",
-            USAGE_ERROR,
-        )
     try:
         agent_id = qualify(args.agent)
     except InvalidAgentIdError as exc:

@@ -1,5 +1,6 @@
 """The ``mas`` command: ``up``, ``sidecar``, ``dead-letters``, ``identity``, ``audit``,
-``policy``, ``redis-server`` and ``redis-sentinel`` (and ``mas --version``).
+``policy``, ``dashboard``, ``status``, ``redis-server`` and ``redis-sentinel`` (and
+``mas --version``).
 
 ``mas up DIR`` runs a directory of ``Agent`` manifests locally (:mod:`mas_cli.up_command`);
 ``mas sidecar ...`` runs one sidecar (:mod:`mas_sidecar`); ``mas dead-letters`` lists, replays
@@ -9,6 +10,8 @@ shows a token's claims (:mod:`mas_cli.identity_command`, never printing private 
 ``mas audit`` verifies, tails and exports an agent's audit trail (:mod:`mas_cli.audit_command`);
 ``mas policy`` validates GatewayPolicy manifests as the operator does and publishes them for
 sidecars run without it (:mod:`mas_cli.policy_command`);
+``mas dashboard`` serves the web dashboard (:mod:`mas_cli.dashboard_command`) and ``mas status``
+prints its agents page as a table (:mod:`mas_cli.status_command`);
 ``mas redis-server`` and ``mas redis-sentinel`` become the Helm chart's embedded Valkey
 (:mod:`mas_cli.redis_command`, :mod:`mas_cli.sentinel_command`). User errors (an invalid
 manifest, a missing option) print one line and exit with status 2; failures at run time exit
@@ -32,6 +35,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -49,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "identity": ("mas_cli.identity_command", "local"),
     "audit": ("mas_cli.audit_command", "local"),
     "policy": ("mas_cli.policy_command", "local"),
+    "dashboard": ("mas_cli.dashboard_command", "dashboard"),
+    "status": ("mas_cli.status_command", "dashboard"),
     "redis-server": ("mas_cli.redis_command", "local"),
     "redis-sentinel": ("mas_cli.sentinel_command", "local"),
 }
@@ -144,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"a user of their own (default {DEFAULT_UID_BASE})",
     )
 
+    up.add_argument("--no-dashboard", action="store_true", help="do not start the web dashboard")
+    up.add_argument(
+        "--dashboard-writes",
+        action="store_true",
+        help="let the dashboard replay and delete dead letters, with the token it writes to "
+        "the state directory's dashboard-token",
+    )
+
     commands.add_parser(
         "sidecar", help="run one sidecar (mas sidecar --help for its options)", add_help=False
     )
@@ -223,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("-n", type=_positive_int, default=20, metavar="N", help="how many (20)")
     tail.add_argument("-f", "--follow", action="store_true", help="then wait for new ones")
     _add_policy_parser(commands)
+    _add_dashboard_parsers(commands)
     add_redis_server_parser(commands)
     add_redis_sentinel_parser(commands)
     return parser
@@ -261,6 +276,46 @@ def _version() -> str:
         return importlib.metadata.version("mas")
     except importlib.metadata.PackageNotFoundError:
         return "(not installed)"
+
+
+def _add_dashboard_parsers(commands: Any) -> None:
+    """``mas dashboard`` and ``mas status``."""
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="the agents' Redis: the URL of a dashboard user, or of an administrator, who then "
+        "creates the dashboard's own user (default: $MAS_REDIS_URL, or the file "
+        "$MAS_REDIS_URL_FILE names)",
+    )
+    board = commands.add_parser("dashboard", parents=[url], help="serve the web dashboard")
+    board.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    board.add_argument("--port", type=int, default=8700, metavar="N", help="port (8700; 0: any)")
+    board.add_argument(
+        "--enable-writes",
+        action="store_true",
+        help="allow replaying and deleting dead letters (each needs the write token)",
+    )
+    board.add_argument(
+        "--token-file",
+        type=Path,
+        default=Path(".mas/dashboard-token"),
+        metavar="FILE",
+        help="the write token (made there, mode 0600, when absent; default .mas/dashboard-token)",
+    )
+    board.add_argument(
+        "--setup-only",
+        type=Path,
+        metavar="FILE",
+        help="only create the dashboard's Redis user and write its URL to FILE (mode 0600); "
+        "the administrator's password may also come from MAS_REDIS_PASSWORD(_FILE)",
+    )
+    status = commands.add_parser(
+        "status", parents=[url], help="the agents: replicas, backlog, rates, audit chains"
+    )
+    status.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="table or json"
+    )
 
 
 async def _dead_letters(args: argparse.Namespace) -> None:

@@ -25,6 +25,16 @@ def fail(message: str, status: int) -> int:
     return status
 
 
+def required_redis_url(args: argparse.Namespace) -> str:
+    """:func:`redis_url`, which the command cannot do without: ValueError when there is none."""
+    url = redis_url(args)
+    if not url:
+        raise ValueError(
+            "no Redis URL: pass --redis-url or set MAS_REDIS_URL_FILE (or MAS_REDIS_URL)"
+        )
+    return url
+
+
 def redis_url(args: argparse.Namespace) -> str | None:
     """``--redis-url``, else ``MAS_REDIS_URL`` or the file ``MAS_REDIS_URL_FILE`` names
     (ValueError when both are set or the file cannot be read)."""

@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
             f"mas: warning: {secrets.source} is readable by other users; chmod 600 it",
             file=sys.stderr,
         )
+    if args.no_dashboard and args.dashboard_writes:
+        return fail("--dashboard-writes is for the dashboard, not with --no-dashboard", USAGE_ERROR)
     if args.ephemeral and url:
         return fail("--ephemeral is for the embedded Redis, not with a Redis URL", USAGE_ERROR)
     if args.redis_url and urlsplit(args.redis_url).password:
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         audit_archive=(args.audit_archive or args.state_dir / "audit").resolve(),
         checkpoint_every=args.checkpoint_every,
         references=EnvReferences(secrets, dict(os.environ)),
+        dashboard=not args.no_dashboard,
+        dashboard_writes=args.dashboard_writes,
     )
     try:
         supervisor = Supervisor(agents, policy, options, sys.stdout)

@@ -5,7 +5,8 @@ Every write here is idempotent, so the control plane repeats it whenever it may 
 lost (:mod:`mas_control.recovery`):
 
 * ACL users (:func:`apply_acl_user`, :func:`delete_acl_user`): one per agent, with the rules of
-  :func:`mas_core.acl.sidecar_acl_rules` and the password in the agent's Secret;
+  :func:`mas_core.acl.sidecar_acl_rules` and the password in the agent's Secret; and the
+  dashboard's (:func:`apply_dashboard_user`, :func:`mas_core.acl.dashboard_acl_rules`);
 * the function library (:func:`ensure_functions`): :data:`mas_core.functions.LIBRARY`, loaded
   with the administrative user unless the server has this version;
 * the policy (:func:`publish_policy`): the document, its revision and a notice on the changes
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 
 import redis
 
-from mas_core.acl import acl_username, sidecar_acl_rules
+from mas_core.acl import acl_username, dashboard_acl_rules, dashboard_user, sidecar_acl_rules
 from mas_core.functions import LIBRARY, VERSION
 from mas_core.keys import (
     POLICY_CHANGES,
@@ -50,6 +51,21 @@ def apply_acl_user(client: redis.Redis, agent_id: str, password: str) -> None:
         raise ValueError("an ACL user needs a non-empty password")
     client.execute_command(
         "ACL", "SETUSER", acl_username(agent_id), *sidecar_acl_rules(agent_id), f">{password}"
+    )
+
+
+def apply_dashboard_user(client: redis.Redis, password: str, *, writes: bool) -> None:
+    """Create or reset the dashboard's ACL user (:func:`mas_core.acl.dashboard_user`) with
+    ``password``: read-only, plus the dead-letter rights with ``writes``. Idempotent, as
+    :func:`apply_acl_user`."""
+    if not password:
+        raise ValueError("an ACL user needs a non-empty password")
+    client.execute_command(
+        "ACL",
+        "SETUSER",
+        dashboard_user(writes=writes),
+        *dashboard_acl_rules(writes=writes),
+        f">{password}",
     )
 
 

@@ -60,6 +60,22 @@ sorted-set member or a command argument), and what each can do:
 
 Only the sidecar holds the password, never the agent.
 
+**The dashboard's users** (:func:`dashboard_user`, :func:`dashboard_acl_rules`): the read-only
+:data:`DASHBOARD_USER` reads and never writes: the registry, leases, policy document, revision
+and enforcers; every agent's audit stream, its chain heads and the control plane's checkpoint
+of it (to verify the trail); dead letters; the senders sets; and of the messages waiting in an
+agent's inbox streams only their count and pending summary (``XLEN``, ``XPENDING``, ``XINFO
+GROUPS``: never an entry, so never a payload). No state, metadata, replay guard or reply
+stream. With write actions on, the dashboard is :data:`DASHBOARD_WRITER` (a user of its own,
+so a read-only dashboard and one with writes can share a server), which may also replay and
+delete dead letters (``FCALL`` of ``mas_seen_requeue`` and each command that function runs,
+each on the keys it needs only; ``XDEL`` on dead letters) and append to its own hash-chained
+trail of those actions (:data:`mas_core.keys.DASHBOARD_AUDIT`). Known limits of the writer:
+it may append to any inbox stream, so it can put back any envelope it can read (a dead
+letter) and append entries that are no message; a receiver checks every entry's signature
+and identity token and refuses (and audits) what its sender did not sign, so it cannot make a
+message of its own.
+
 Pure: the rules, the user's name and its URL. The control plane applies them
 (:func:`mas_control.provision.apply_acl_user`: the operator on every reconcile, ``mas up`` at
 start); the operator's settings and the ``mas`` command mask passwords with :func:`masked_url`.
@@ -71,6 +87,8 @@ import secrets
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from mas_core.keys import (
+    DASHBOARD_AUDIT,
+    DASHBOARD_AUDIT_HEADS,
     POLICY_CHANGES,
     POLICY_DOCUMENT,
     POLICY_ENFORCERS,
@@ -78,10 +96,13 @@ from mas_core.keys import (
     REGISTRY_AGENTS,
     REGISTRY_LEASES,
     AgentKeys,
+    audit_checkpoint,
 )
 from mas_core.names import InvalidAgentIdError, qualify
 
 USER_PREFIX = "mas-agent"
+DASHBOARD_USER = "mas-dashboard"  # read-only
+DASHBOARD_WRITER = "mas-dashboard-writer"  # read-only plus the dead-letter rights
 
 # Commands on the agent's own keys (every one is checked against the key patterns as well).
 _OWN_COMMANDS = (
@@ -160,6 +181,46 @@ def sidecar_acl_rules(agent_id: str) -> list[str]:
     ]
 
 
+def dashboard_acl_rules(*, writes: bool) -> list[str]:
+    """The ``ACL SETUSER`` rules of the dashboard's user, from ``reset`` (without password):
+    read-only, plus the dead-letter rights with ``writes`` (see the module docstring)."""
+    anyone = AgentKeys("*")
+    inboxes = anyone.inbox("*")
+    rules = [
+        "reset",
+        "on",
+        "+ping",
+        f"(+get %R~{POLICY_DOCUMENT} %R~{POLICY_REVISION} %R~{audit_checkpoint('*')})",
+        f"(+hgetall %R~{REGISTRY_AGENTS} %R~{POLICY_ENFORCERS} %R~{anyone.audit_heads})",
+        f"(+zrange %R~{REGISTRY_LEASES})",
+        f"(+xrange +xrevrange +xinfo|stream +exists %R~{anyone.audit} %R~{anyone.dlq})",
+        f"(+xlen +xpending +xinfo|groups %R~{inboxes})",
+        f"(+smembers %R~{anyone.senders})",
+    ]
+    if writes:
+        rules += [
+            f"(+fcall ~{inboxes} ~{anyone.dlq} ~{anyone.seen} ~{anyone.seen_by_time} "
+            f"~{anyone.senders})",
+            f"(+xgroup|create +xadd ~{inboxes})",
+            f"(+sadd ~{anyone.senders})",
+            f"(+xdel ~{anyone.dlq})",
+            f"(+hset ~{anyone.seen})",
+            f"(+zadd ~{anyone.seen_by_time})",
+            f"(+xadd +hget +hset +multi +exec ~{DASHBOARD_AUDIT} ~{DASHBOARD_AUDIT_HEADS})",
+        ]
+    return rules
+
+
+def dashboard_user(*, writes: bool) -> str:
+    """The ACL user of a dashboard with or without write actions."""
+    return DASHBOARD_WRITER if writes else DASHBOARD_USER
+
+
+def dashboard_redis_url(redis_url: str, password: str, *, writes: bool) -> str:
+    """``redis_url`` with the dashboard's user and ``password`` in place of its credentials."""
+    return url_with_credentials(redis_url, dashboard_user(writes=writes), password)
+
+
 def generate_password() -> str:
     """A new random ACL password (256 bits, URL-safe)."""
     return secrets.token_urlsafe(32)
@@ -167,9 +228,14 @@ def generate_password() -> str:
 
 def agent_redis_url(redis_url: str, agent_id: str, password: str) -> str:
     """``redis_url`` with ``agent_id``'s ACL user and ``password`` in place of its credentials."""
+    return url_with_credentials(redis_url, acl_username(agent_id), password)
+
+
+def url_with_credentials(redis_url: str, user: str, password: str) -> str:
+    """``redis_url`` with ``user`` and ``password`` in place of its credentials."""
     parts = urlsplit(redis_url)
     host = parts.netloc.rpartition("@")[2]
-    userinfo = f"{quote(acl_username(agent_id), safe='')}:{quote(password, safe='')}"
+    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}"
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 

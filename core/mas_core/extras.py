@@ -15,6 +15,7 @@ import importlib.util
 # The importable modules each extra brings beyond the SDK (see pyproject.toml).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "sidecar": ("redis", "nacl", "re2", "prometheus_client"),
+    "dashboard": ("redis", "nacl"),
     "local": (
         "redis",
         "nacl",

@@ -33,6 +33,9 @@ shared by all agents (the registry) carry their own fixed tag.
     mas:{policy}:changes           stream: one entry per publication (its revision), capped;
                                    sidecars block on it to learn of a new policy at once
     mas:{policy}:enforcers         hash: "<agent id>/<replica>" -> revision it enforces
+    mas:{dashboard}:audit          stream: the dashboard's hash-chained trail of its write actions
+                                   (dead letters replayed or deleted), one chain
+    mas:{dashboard}:audit-heads    hash: that chain's head, as an agent's ``audit-heads``
     mas:control:{ns/name}:audit-checkpoint  string: the last signed checkpoint of the agent's
                                    audit trail (:mod:`mas_core.audit.checkpoints`); only the control
                                    plane writes it, and no sidecar may read it either: it starts
@@ -66,6 +69,8 @@ POLICY_REVISION = "mas:{policy}:revision"
 POLICY_ENFORCERS = "mas:{policy}:enforcers"
 POLICY_CHANGES = "mas:{policy}:changes"
 POLICY_CHANGES_KEPT = 16  # notices the changes stream keeps (a reader needs only the last)
+DASHBOARD_AUDIT = "mas:{dashboard}:audit"
+DASHBOARD_AUDIT_HEADS = "mas:{dashboard}:audit-heads"
 INBOX = "in:"  # the kind of a sender's stream: ``<prefix>in:<sender>``
 
 

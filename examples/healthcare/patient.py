@@ -8,7 +8,10 @@ The consultation is a fixed script of requests, each printed with its outcome:
 3. a message carrying a payment card number, which the sidecar refuses (DLP ``block``,
    ``dlp_blocked``), so it never leaves;
 4. an ``admin.records.export`` message, which the gateway policy denies;
-5. a question about a fever, answered.
+5. a question about a fever, answered;
+6. an empty question, sent without waiting for an answer: the doctor's agent cannot read it
+   (its model needs a question), so it goes to the doctor's dead letters with the reason, for
+   ``mas dead-letters`` or the dashboard to replay or delete.
 
 The number of visits is kept in the patient's persisted state, so a restarted patient knows it
 has been here before.
@@ -84,6 +87,8 @@ class Patient(Agent[PatientState]):
                 answered += 1
                 source = reply.payload.get("source", "?")
                 print(f"<- {reply.type} ({source}): {reply.payload.get('answer')}", flush=True)
+        print(f"-> {QUESTION} with no question, not awaiting an answer", flush=True)
+        await self.send(doctor, QUESTION, {"question": ""})
         print(
             f"consultation finished: {answered} answered, {blocked} blocked by DLP, "
             f"{denied} denied",

@@ -1,13 +1,15 @@
 """What ``mas up`` prints: progress lines, agents' prefixed output, and the summary table.
 
 Plain text, one writer at a time (output comes from several threads), flushed line by line, so
-it reads the same on a terminal, in a pipe and in a CI log. :func:`format_table` is pure.
+it reads the same on a terminal, in a pipe and in a CI log. :func:`format_table` and
+:func:`aligned` are pure (``mas status`` aligns its table with the latter).
 Used by :mod:`mas_cli.local.supervisor` and :mod:`mas_cli.local.agent_process`.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -57,7 +59,12 @@ def format_table(rows: list[ReplicaRow]) -> list[str]:
         )
         for row in rows
     ]
-    widths = [max(len(line[column]) for line in cells) for column in range(len(_HEADERS))]
+    return aligned(cells)
+
+
+def aligned(cells: Sequence[tuple[str, ...]]) -> list[str]:
+    """Lines of cells (the first the header), each column as wide as its widest cell."""
+    widths = [max(len(line[column]) for line in cells) for column in range(len(cells[0]))]
     return [
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
     ]

@@ -32,6 +32,11 @@ trimmed (:mod:`mas_control.audit_keeper`); at the end, a last checkpoint and eac
 Sidecars started together share the machine's cores, so the time they may take to get ready
 grows with their number (:func:`ready_timeout`).
 
+Unless told not to, it also serves the web dashboard (:mod:`mas_dashboard`) on a free loopback
+port, from a thread, reading Redis as the dashboard's own user, and prints its URL; with
+``dashboard_writes`` the dashboard may replay and delete dead letters, with the token it keeps
+in the state directory's ``dashboard-token``.
+
 Used by the ``mas up`` command (:mod:`mas_cli.main`).
 """
 
@@ -58,6 +63,7 @@ from typing import TextIO
 import redis
 
 from mas_cli.audit_trails import Evidence, TrailHeldError, verify_trail
+from mas_cli.dashboard_setup import dashboard_url, write_token
 from mas_cli.local.agent_process import AgentProcess
 from mas_cli.local.display import Console, ReplicaRow
 from mas_cli.local.issuer import LocalIdentity
@@ -82,17 +88,29 @@ from mas_control.audit_keeper import keep_trail, trail_heads
 from mas_control.provision import apply_acl_user, ensure_functions, publish_policy, register_agent
 from mas_control.recovery import PROBE_SECONDS, Provisioned, ServerWatch, apply_repair
 from mas_core.a2a_card import CLIENTS_DIR as A2A_CLIENTS_DIR
-from mas_core.acl import USER_PREFIX, acl_username, agent_redis_url, generate_password, masked_url
+from mas_core.acl import (
+    DASHBOARD_USER,
+    DASHBOARD_WRITER,
+    USER_PREFIX,
+    acl_username,
+    agent_redis_url,
+    dashboard_user,
+    generate_password,
+    masked_url,
+)
 from mas_core.identity.credentials import PRIVATE_MODE, private_directory, write_atomic
 from mas_core.manifests import AgentManifest
 from mas_core.policy.document import CompiledPolicy, effective_policy
 from mas_core.sidecar_token import TOKEN_ENV, new_token
+from mas_dashboard.background import DashboardThread
+from mas_dashboard.server import DashboardSettings
 
 TABLE_EVERY = 5.0
 TICK = 0.2
 AGENT_GRACE = 10.0
 SIDECAR_READY_TIMEOUT = 15.0
 SIDECAR_START_CPU_SECONDS = 4.0  # CPU time one sidecar may take to start, with room to spare
+DASHBOARD_TOKEN_FILE = "dashboard-token"  # in the state directory
 UNCHANGED_AUDIT_ROUNDS = 30  # an audit trail nothing was added to is looked at this rarely
 NOT_ROOT = (
     "mas up runs as {user}, not root: agents run as your user and are not isolated from each "
@@ -128,6 +146,8 @@ class UpOptions:
     checkpoint_every: float = 10.0  # seconds between checkpoints of every audit trail
     # The values of the agents' spec.env references (secrets file, mas up's environment).
     references: EnvReferences = field(default_factory=EnvReferences)
+    dashboard: bool = True  # serve the web dashboard on a free loopback port
+    dashboard_writes: bool = False  # let it replay and delete dead letters (with its token)
 
 
 @dataclass
@@ -267,6 +287,7 @@ class Supervisor:
         self._audit_said: dict[str, str | None] = {}
         self._last_table: tuple[tuple[str, int, int], ...] = ()
         self._table_at = 0.0
+        self._dashboard: DashboardThread | None = None
 
     def request_stop(self, signum: int, frame: FrameType | None = None) -> None:
         """Signal handler: finish the current step, then stop everything."""
@@ -304,6 +325,7 @@ class Supervisor:
         self._publish_policy()
         self._register_agents()
         self._create_acl_users()
+        self._start_dashboard()
         if self.identity.issue_all():
             self.console.progress(
                 f"removed the private keys earlier versions kept in {self.options.state_dir}"
@@ -422,6 +444,39 @@ class Supervisor:
         finally:
             client.close()
         self.console.progress(f"{len(self._agent_urls)} least-privilege Redis users created")
+
+    def _start_dashboard(self) -> None:
+        """Serve the dashboard as its own Redis user, and say where (or why not). On the
+        embedded server, the dashboard user this run does not use goes (both, without a
+        dashboard), so none outlives the run that knew its password."""
+        writes = self.options.dashboard_writes
+        if self.redis is not None:
+            self._drop_dashboard_users(
+                keep={dashboard_user(writes=writes)} if self.options.dashboard else set()
+            )
+        if not self.options.dashboard:
+            return
+        token_file = self.options.state_dir / DASHBOARD_TOKEN_FILE
+        token = write_token(token_file) if writes else None
+        try:
+            url, _ = dashboard_url(self.redis_url, writes=token is not None)
+            self._dashboard = DashboardThread(DashboardSettings(url, write_token=token))
+            where = self._dashboard.start()
+        except (redis.RedisError, RuntimeError) as exc:
+            self._dashboard = None
+            self.console.progress(f"dashboard not started: {exc}")
+            return
+        said = f" (write actions on: token in {token_file})" if token else ""
+        self.console.progress(f"dashboard at {where}{said}")
+
+    def _drop_dashboard_users(self, keep: set[str]) -> None:
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for user in {DASHBOARD_USER, DASHBOARD_WRITER} - keep:
+                client.acl_deluser(user)
+            save_acl_users(client)
+        finally:
+            client.close()
 
     def _drop_users_of_others(self, client: redis.Redis, current: set[str]) -> None:
         """Delete the agents' users that are not in ``current`` (left by an earlier run)."""
@@ -691,6 +746,8 @@ class Supervisor:
         if sidecars:
             self.console.progress("stopping sidecars")
             _in_parallel(lambda sidecar: sidecar.stop(), sidecars)
+        if self._dashboard is not None:
+            self._dashboard.stop()
         self._verify_audit_trails()
         if self._probe_client is not None:
             self._probe_client.close()

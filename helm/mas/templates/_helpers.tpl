@@ -187,3 +187,8 @@ helm.sh/hook: pre-install,pre-upgrade
 helm.sh/hook-weight: {{ . | quote }}
 helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- end }}
+
+{{/* The dashboard's Deployment and Service: "<fullname>-dashboard". */}}
+{{- define "mas.dashboardName" -}}
+{{- printf "%s-dashboard" (include "mas.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

@@ -6,9 +6,9 @@ the same wherever an agent sees it; their types are in :mod:`mas_sidecar.api.res
 
 from __future__ import annotations
 
+from mas_core.dead_letters import DeadLetter
 from mas_core.envelope import Envelope
 from mas_sidecar.api import responses
-from mas_sidecar.streams.dead_letters import DeadLetter
 
 
 def message_document(envelope: Envelope) -> responses.Message:

@@ -17,34 +17,20 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from mas_core.dead_letters import DL_SENDER, DeadLetter, original_fields, parse_dead_letter
 from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import AgentKeys
 from mas_core.telemetry.logs import message_fields
 from mas_sidecar.checks.replay import ReplayGuard
 from mas_sidecar.errors import Refusal
-from mas_sidecar.streams.inbox import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER, sender_id
+from mas_sidecar.streams.inbox import sender_id
 
 log = logging.getLogger(__name__)
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One entry of the dead-letter stream: its message (None when the entry holds no valid
-    one), the sender whose stream it came from (None when the entry does not say), why it
-    failed, after how many attempts, and when (ms)."""
-
-    id: str
-    envelope: Envelope | None
-    sender: str | None
-    reason: str
-    attempts: int
-    failed_at: int
 
 
 class DeadLetters:
@@ -67,12 +53,12 @@ class DeadLetters:
     async def list(self, limit: int) -> list[DeadLetter]:
         """The first ``limit`` dead letters, oldest first."""
         entries = await self._redis.xrange(self._keys.dlq, count=limit)
-        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+        return [parse_dead_letter(entry_id, fields) for entry_id, fields in entries]
 
     async def replay(self, dead_letter_id: str) -> str:
         """Put the message back in its sender's stream; its message id."""
         fields = await self._get(dead_letter_id)
-        original = _original(fields)
+        original = original_fields(fields)
         try:
             envelope = Envelope.from_entry(original)
         except EnvelopeError:
@@ -119,23 +105,3 @@ class DeadLetters:
 
 def _not_found(dead_letter_id: str) -> Refusal:
     return Refusal(ErrorCode.DEAD_LETTER_NOT_FOUND, f"no dead letter {dead_letter_id[:64]!r}")
-
-
-def _original(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    """The fields of the original entry, without the ``dl:*`` ones the inbox added."""
-    return {k: v for k, v in fields.items() if not k.startswith(b"dl:")}
-
-
-def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
-    try:
-        envelope: Envelope | None = Envelope.from_entry(_original(fields))
-    except EnvelopeError:
-        envelope = None
-    return DeadLetter(
-        id=entry_id.decode(),
-        envelope=envelope,
-        sender=fields.get(DL_SENDER, b"").decode(errors="replace") or None,
-        reason=fields.get(DL_REASON, b"").decode(errors="replace"),
-        attempts=int(fields.get(DL_ATTEMPTS, b"0")),
-        failed_at=int(fields.get(DL_FAILED_AT, b"0")),
-    )

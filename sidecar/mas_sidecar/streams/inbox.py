@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from mas_core.dead_letters import DL_ATTEMPTS, DL_FAILED_AT, DL_REASON, DL_SENDER
 from mas_core.envelope import Envelope, EnvelopeError
 from mas_core.error_codes import ErrorCode
 from mas_core.keys import CONSUMER_GROUP, AgentKeys
@@ -80,9 +81,6 @@ from mas_sidecar.streams.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
-# Fields a dead letter carries beside the original entry's own (kept whole, whatever it was).
-DL_REASON, DL_ATTEMPTS, DL_FAILED_AT = b"dl:reason", b"dl:attempts", b"dl:failed_at"
-DL_SENDER = b"dl:sender"  # the agent whose stream the entry came from
 REFRESH_SECONDS = 30.0  # every replica looks at the senders set this often, or once a lease
 EXPIRY_MARGIN_SECONDS = 0.25  # after one of its own leases ran out, reclaim this much later
 RECLAIM_STREAMS = 128  # streams one reclaim tick visits, at most
