@@ -34,7 +34,7 @@ import pytest
 import yaml
 from aiohttp import web
 from conftest import Sidecars
-from test_local_mode import MasUp, assert_no_survivors, final_table
+from test_local_mode import HEADERS, MasUp, assert_no_survivors, final_table
 from waiting import eventually
 
 from mas.client import SidecarClient
@@ -152,8 +152,12 @@ def test_healthcare_example(tmp_path: Path, offline: None) -> None:
         assert re.search(rf"audit trail of {agent}: \d+ entries in 1 chain\(s\), intact", output)
     table = final_table(output)
     assert table["default/doctor-0"][1:3] == ["running", "0"]
+    doctor = dict(zip(HEADERS, table["default/doctor-0"], strict=True))
+    patient_row = dict(zip(HEADERS, table["default/patient-0"], strict=True))
     # delivered: the three allowed questions, and the empty one the doctor dead-letters
-    assert int(table["default/doctor-0"][5]) == 4
+    assert (doctor["DELIVERED"], doctor["DEAD LETTERS"]) == ("4", "1")
+    # the patient's sidecar refused the DLP-blocked question and the denied one
+    assert patient_row["REFUSED"] == "2"
     assert_no_survivors(output)
 
 

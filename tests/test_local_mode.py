@@ -27,7 +27,7 @@ from conftest import Sidecars
 
 from mas_cli.local.display import ReplicaRow, format_table
 from mas_cli.local.issuer import LocalIdentity
-from mas_cli.local.metrics import message_counts
+from mas_cli.local.metrics import MessageCounts, message_counts
 from mas_cli.local.plan import agent_command, plan_replicas
 from mas_cli.local.processes import SidecarProcess
 from mas_cli.local.redis_server import LISTEN_PORTS_FROM, ephemeral_low, listen_ports
@@ -178,20 +178,43 @@ def test_message_counts_sum_labelled_samples_and_tolerate_missing() -> None:
     )
     counts = message_counts(text)
     assert (counts.sent, counts.delivered) == (5.0, 7.0)
+    assert (counts.replies, counts.refused, counts.dead_letters) == (None, None, None)
+    # a labelled counter with no sample yet is exported (its TYPE line): 0, not unknown
+    assert message_counts("# TYPE mas_dead_letters counter\n").dead_letters == 0
     assert message_counts("# TYPE other counter\nother_total 1\n").sent is None
     assert message_counts("not prometheus {{{").delivered is None
 
 
 def test_summary_table_aligns_columns() -> None:
     rows = [
-        ReplicaRow("default/pinger", 0, 40001, "running", 0, 0, 12.0, None),
-        ReplicaRow("default/long-name", 1, 40002, "backoff", 3, 1, None, 5.0),
+        ReplicaRow("default/pinger", 0, 40001, "running", 0, 0, MessageCounts(12.0, 0.0, 12.0)),
+        ReplicaRow("default/long-name", 1, 40002, "backoff", 3, 1, MessageCounts(delivered=5.0)),
     ]
     assert format_table(rows) == [
-        "AGENT              REPLICA  PORT   STATUS   RESTARTS  SIDECAR RESTARTS  SENT  DELIVERED",
-        "default/pinger     0        40001  running  0         0                 12    -",
-        "default/long-name  1        40002  backoff  3         1                 -     5",
+        "AGENT              REPLICA  PORT   STATUS   RESTARTS  SIDECAR RESTARTS  SENT  DELIVERED"
+        "  REPLIES  REFUSED  DEAD LETTERS",
+        "default/pinger     0        40001  running  0         0                 12    0"
+        "          12       -        -",
+        "default/long-name  1        40002  backoff  3         1                 -     5"
+        "          -        -        -",
     ]
+
+
+def test_message_counts_count_refusals_and_dead_letters_but_not_accepted_decisions() -> None:
+    text = (
+        "# TYPE mas_gateway_decisions counter\n"
+        'mas_gateway_decisions_total{decision="accepted"} 9.0\n'
+        'mas_gateway_decisions_total{decision="denied"} 1.0\n'
+        'mas_gateway_decisions_total{decision="dlp_blocked"} 2.0\n'
+        "# TYPE mas_dead_letters counter\n"
+        'mas_dead_letters_total{reason="max_attempts"} 1.0\n'
+        "# TYPE mas_replies counter\n"
+        "mas_replies_total 4.0\n"
+    )
+    counts = message_counts(text)
+    assert (counts.refused, counts.dead_letters, counts.replies) == (3.0, 1.0, 4.0)
+    only_accepted = 'mas_gateway_decisions_total{decision="accepted"} 9.0\n'
+    assert message_counts("# TYPE mas_gateway_decisions counter\n" + only_accepted).refused == 0
 
 
 def test_the_readiness_deadline_grows_with_the_sidecars_started_at_once() -> None:
@@ -245,6 +268,11 @@ def assert_no_survivors(output: str) -> None:
     assert [pid for pid in pids if alive(pid)] == []
     for port in re.findall(r"ready on :(\d+)", output):
         assert processes_mentioning(f"--port {port} ") == []
+
+
+# The summary table's columns after AGENT and REPLICA (the cells final_table gives).
+HEADERS = ("PORT", "STATUS", "RESTARTS", "SIDECAR RESTARTS", "SENT", "DELIVERED", "REPLIES",
+           "REFUSED", "DEAD LETTERS")  # fmt: skip
 
 
 def final_table(output: str) -> dict[str, list[str]]:
@@ -343,10 +371,14 @@ def test_quickstart_exchanges_messages_and_stops_after_duration(tmp_path: Path) 
     assert re.search(r"^ponger\[0\] \| note from default/pinger", output, re.MULTILINE)
     table = final_table(output)
     assert set(table) == {"default/pinger-0", "default/ponger-0"}
-    status, restarts, sidecar_restarts, _sent, delivered = table["default/ponger-0"][1:]
+    status, restarts, sidecar_restarts, _sent, delivered, *_ = table["default/ponger-0"][1:]
     assert (status, restarts, sidecar_restarts) == ("running", "0", "0")
     assert int(delivered) >= 2 * len(pongs) - 2
-    assert int(table["default/pinger-0"][4]) >= 2 * len(pongs) - 2
+    pinger = dict(zip(HEADERS, table["default/pinger-0"], strict=True))
+    assert int(pinger["SENT"]) >= 2 * len(pongs) - 2
+    # the pinger's requests are answered: its replies are counted, not its deliveries
+    assert int(pinger["REPLIES"]) >= len(pongs)
+    assert int(pinger["REFUSED"]) >= 1  # admin.shutdown, denied by the gateway (below)
     assert output.rstrip().endswith("stopped")
     # every gateway check is on: the folder's policy, per-agent ACL users, signed messages
     assert "gateway policy revision" in output

@@ -83,6 +83,9 @@ class Metrics:
         self.dead_letters = Counter(
             "mas_dead_letters", "Messages moved to the dead-letter stream", ["reason"], registry=r
         )
+        self.replies = Counter(
+            "mas_replies", "Replies handed back to the request that waited for them", registry=r
+        )
         self.late_replies = Counter(
             "mas_late_replies", "Replies that arrived after their request timed out", registry=r
         )

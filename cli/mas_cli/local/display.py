@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from mas_cli.local.metrics import MessageCounts
+
 PROGRESS_PREFIX = "mas"
 _HEADERS = (
     "AGENT",
@@ -23,6 +25,9 @@ _HEADERS = (
     "SIDECAR RESTARTS",
     "SENT",
     "DELIVERED",
+    "REPLIES",
+    "REFUSED",
+    "DEAD LETTERS",
 )
 
 
@@ -36,8 +41,7 @@ class ReplicaRow:
     status: str
     restarts: int
     sidecar_restarts: int
-    sent: float | None
-    delivered: float | None
+    counts: MessageCounts
 
 
 def _count(value: float | None) -> str:
@@ -54,8 +58,11 @@ def format_table(rows: list[ReplicaRow]) -> list[str]:
             row.status,
             str(row.restarts),
             str(row.sidecar_restarts),
-            _count(row.sent),
-            _count(row.delivered),
+            _count(row.counts.sent),
+            _count(row.counts.delivered),
+            _count(row.counts.replies),
+            _count(row.counts.refused),
+            _count(row.counts.dead_letters),
         )
         for row in rows
     ]

@@ -181,8 +181,7 @@ class Replica:
             status=self.status,
             restarts=self.agent_restarts.count,
             sidecar_restarts=self.sidecar_restarts.count,
-            sent=self.counts.sent,
-            delivered=self.counts.delivered,
+            counts=self.counts,
         )
 
 

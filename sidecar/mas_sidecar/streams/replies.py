@@ -252,4 +252,5 @@ class ReplyWaiter:
             )
             return
         del self._pending[request_id]
+        self._metrics.replies.inc()
         future.set_result(envelope)
