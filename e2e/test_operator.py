@@ -1099,7 +1099,7 @@ def a2a_example(
             spec["a2a"]["port"] = a2a_port
             if cluster.local:
                 spec["hostNetwork"] = True
-                spec["sidecar"] = {"port": free_port()}
+                spec["sidecar"] = host_sidecar()
         documents.append(document)
     return documents
 
