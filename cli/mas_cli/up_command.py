@@ -18,7 +18,7 @@ from mas_cli.local.processes import ProcessStartError
 from mas_cli.local.redis_server import RedisServerError
 from mas_cli.local.secrets import EnvReferences, load_secrets
 from mas_cli.local.supervisor import Supervisor, UpOptions
-from mas_cli.manifest_files import load_directory
+from mas_cli.manifest_files import load_directory, load_external_agents
 from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, redis_url
 from mas_core.manifests import ManifestError
 from mas_core.policy.document import compile_policies
@@ -27,6 +27,7 @@ from mas_core.policy.document import compile_policies
 def run(args: argparse.Namespace) -> int:
     try:
         agents, policies = load_directory(args.directory)
+        externals = tuple(load_external_agents(args.directory))
         url = redis_url(args)
         secrets = load_secrets(args.directory, args.secrets)
     except (ManifestError, ValueError) as exc:
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         audit_archive=(args.audit_archive or args.state_dir / "audit").resolve(),
         checkpoint_every=args.checkpoint_every,
         references=EnvReferences(secrets, dict(os.environ)),
+        externals=externals,
     )
     try:
         supervisor = Supervisor(agents, policy, options, sys.stdout)
