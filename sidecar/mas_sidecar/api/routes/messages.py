@@ -15,7 +15,7 @@ from mas_core.envelope import Envelope
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
 from mas_sidecar.api.documents import reply_document
 from mas_sidecar.api.errors import ApiError
-from mas_sidecar.api.http import body_taken, components, json_response, read_body
+from mas_sidecar.api.http import REMOTES, body_taken, components, json_response, read_body
 from mas_sidecar.api.models import SendBatch, SendMessage, SendRequest
 from mas_sidecar.api.responses import (
     Accepted,
@@ -133,6 +133,9 @@ async def send_request(request: web.Request) -> web.Response:
     body_taken(request)
     parts = components(request)
     target = await parts.outbox.resolve(body.to)
+    entry = await parts.registry.lookup(target)
+    if entry is not None and entry.external is not None:
+        return await _ask_external(request, parts, body, target, entry.external)
     envelope = build_envelope(
         sender=parts.config.agent_id,
         target=target,
@@ -156,3 +159,22 @@ async def send_request(request: web.Request) -> web.Response:
         )
     parts.metrics.observe_stage("reply_wait", time.perf_counter() - written)
     return json_response(reply_document(reply.result()))
+
+
+async def _ask_external(
+    request: web.Request, parts: Components, body: SendRequest, target: str, url: str
+) -> web.Response:
+    """A request to an external A2A agent: the outbound client (imported only now) runs the
+    checks, calls it and checks its answer."""
+    from mas_sidecar.api.a2a.remote import remotes  # noqa: PLC0415 - only for external targets
+
+    envelope = build_envelope(
+        sender=parts.config.agent_id,
+        target=target,
+        type=body.type,
+        payload=body.payload,
+        ttl_ms=body.timeout_ms,
+        trace=trace_context(request),
+    )
+    reply = await remotes(request.app[REMOTES], parts).request(envelope, url, body.timeout_ms)
+    return json_response(reply_document(reply))
