@@ -200,3 +200,14 @@ async def test_a_remote_that_is_down_is_an_audited_error_and_opens_the_breaker(
     audit = _audit(redis_client)
     assert [e["decision"] for e in audit] == ["accepted", "remote_failed", "circuit_open"]
     assert "cannot reach it" in audit[1]["reason"]
+
+
+async def test_a_fire_and_forget_message_to_an_external_agent_is_refused_not_lost(
+    asker: Any, remote: Remote, redis_client: redis.Redis, http: aiohttp.ClientSession
+) -> None:
+    await _policy(http, asker, redis_client, rules=[ALLOW])
+    body = {"to": REMOTE, "type": "ask.define", "payload": {"text": "sidecar"}}
+    status, refused = await Api(http, asker).call("POST", "/v1/messages", body)
+    assert (status, refused["error"]["code"]) == (400, "invalid_request")
+    assert "POST /v1/requests" in refused["error"]["message"]
+    assert remote.calls == [] and _audit(redis_client) == []

@@ -44,8 +44,15 @@ def trace_context(request: web.Request) -> dict[str, str]:
 async def _admit(
     parts: Components, body: SendMessage, trace: Mapping[str, str]
 ) -> tuple[Envelope, asyncio.Future[Any]]:
-    """Resolve and check one message (every gateway check) and queue its write."""
+    """Resolve and check one message (every gateway check) and queue its write. An external
+    agent answers requests only: a message to it (which nothing would read) is refused."""
     target = await parts.outbox.resolve(body.to)
+    entry = await parts.registry.lookup(target)
+    if entry is not None and entry.external is not None:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST,
+            f"{target} is an external A2A agent: it answers requests (POST /v1/requests) only",
+        )
     envelope = build_envelope(
         sender=parts.config.agent_id,
         target=target,
