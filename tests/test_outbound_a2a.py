@@ -29,6 +29,7 @@ from policies import publish
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
+from waiting import eventually
 
 from mas_cli.local.redis_server import free_port
 from mas_control.provision import forget_agent, register_external_agent
@@ -80,8 +81,7 @@ async def remote() -> AsyncIterator[Remote]:
     app.add_middleware(Recorder, remote=found)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)  # uvicorn's start-up flag: no other signal to wait on
+    await eventually(lambda: server.started, "the glossary serves")
     yield found
     server.should_exit = True
     await serving

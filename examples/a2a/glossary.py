@@ -1,6 +1,6 @@
 """An A2A-only agent written with the official ``a2a-sdk`` alone (no mas code): a glossary.
 
-    A2A_TOKEN=... python glossary.py 8792
+    A2A_TOKEN=... python glossary.py 8799
 
 It answers ``SendMessage`` on ``http://127.0.0.1:<port>/`` (A2A 1.0, JSON-RPC) with the meaning
 of the word it is sent, and refuses (401) a call without ``Authorization: Bearer <A2A_TOKEN>``.
@@ -113,7 +113,7 @@ def build_app(url: str, token: str) -> Starlette:
 def main() -> None:
     import uvicorn  # noqa: PLC0415 - only to serve it from the command line
 
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8792
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8799
     app = build_app(f"http://127.0.0.1:{port}/", os.environ["A2A_TOKEN"])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
