@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import jsonschema
 import pytest
 import redis
+import yaml
 from api import Api
 
 from mas_cli.local.plan import external_credentials
@@ -53,6 +55,14 @@ def test_an_external_agent_names_its_endpoint_credentials_and_capabilities() -> 
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "127.0.0.1:9999", "http://a b/"])
+def test_the_examples_external_agent_is_valid_against_its_crd() -> None:
+    root = Path(__file__).resolve().parent.parent
+    crd = yaml.safe_load((root / "crds" / "externalagent.yaml").read_text())
+    document = yaml.safe_load((root / "examples" / "a2a" / "glossary.yaml").read_text())
+    jsonschema.validate(document, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    assert load_external_agents(root / "examples" / "a2a")[0].spec.capabilities == ["define"]
+
+
 def test_an_endpoint_that_is_not_an_http_url_is_refused(url: str) -> None:
     with pytest.raises(ManifestError, match=r"weather.yaml: spec.url"):
         parse_external_agent(_document(url=url), "weather.yaml")
