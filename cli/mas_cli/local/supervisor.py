@@ -409,13 +409,17 @@ class Supervisor:
             ensure_functions(client)
             for agent in self.agents:
                 register_agent(client, agent.agent_id, agent.spec.capabilities, agent.spec.roles)
-            for external in self.options.externals:
-                spec = external.spec
-                register_external_agent(
-                    client, external.agent_id, spec.capabilities, spec.url, spec.description
-                )
+            self._register_externals(client)
         finally:
             client.close()
+
+    def _register_externals(self, client: redis.Redis) -> None:
+        """Write the external A2A agents' entries (idempotent)."""
+        for external in self.options.externals:
+            spec = external.spec
+            register_external_agent(
+                client, external.agent_id, spec.capabilities, spec.url, spec.description
+            )
 
     def _create_acl_users(self) -> None:
         """One least-privilege Redis user per agent, as the operator creates on Kubernetes; on
@@ -555,7 +559,8 @@ class Supervisor:
 
     def _recover_server(self, now: float) -> None:
         """Every ``PROBE_SECONDS``: put back what a restarted or replaced server lost (the
-        function library, the agents' users and registry entries, the policy)."""
+        function library, the agents' users and registry entries, the external agents', the
+        policy)."""
         if now < self._probe_at or not self.redis_url:
             return
         self._probe_at = now + PROBE_SECONDS
@@ -575,6 +580,8 @@ class Supervisor:
         try:
             facts, repair = self._watch.plan(client, agents, policy_revision=revision)
             apply_repair(client, repair, agents, self.policy)
+            if repair:  # a server that lost anything lost the external agents' entries too
+                self._register_externals(client)
         except redis.RedisError:
             client.close()  # down or restarting: the next look connects again
             self._probe_client = None
