@@ -114,12 +114,20 @@ async def _policy(
     await Api(http, sidecar).wait_for_revision(document.revision)
 
 
+async def _answered(
+    http: aiohttp.ClientSession, sidecar: Any, client: redis.Redis, text: str
+) -> dict[str, Any]:
+    """The reply to ``text``, asked with the policy allowing it."""
+    await _policy(http, sidecar, client, rules=[ALLOW])
+    status, reply = await _ask(http, sidecar, text)
+    assert status == 200, reply
+    return reply  # type: ignore[no-any-return]
+
+
 async def test_a_request_to_an_external_agent_is_answered_as_an_ordinary_reply(
     asker: Any, remote: Remote, redis_client: redis.Redis, http: aiohttp.ClientSession
 ) -> None:
-    await _policy(http, asker, redis_client, rules=[ALLOW])
-    status, reply = await _ask(http, asker, "what is a sidecar")
-    assert status == 200, reply
+    reply = await _answered(http, asker, redis_client, "what is a sidecar")
     assert reply["from"] == REMOTE and reply["type"] == "a2a.reply"
     assert reply["payload"]["text"].startswith("sidecar: a process next to an agent")
     assert reply["payload"]["state"] == "TASK_STATE_COMPLETED"
@@ -139,9 +147,7 @@ async def test_a_request_to_an_external_agent_is_answered_as_an_ordinary_reply(
 async def test_a_task_is_followed_with_get_task_until_it_is_final(
     asker: Any, remote: Remote, redis_client: redis.Redis, http: aiohttp.ClientSession
 ) -> None:
-    await _policy(http, asker, redis_client, rules=[ALLOW])
-    status, reply = await _ask(http, asker, "slowly: breaker")
-    assert status == 200, reply
+    reply = await _answered(http, asker, redis_client, "slowly: breaker")
     assert reply["payload"]["text"].startswith("breaker: a switch")
     assert reply["payload"]["task_id"]
     methods = [method for method, _ in remote.calls]
@@ -151,9 +157,7 @@ async def test_a_task_is_followed_with_get_task_until_it_is_final(
 async def test_a_failed_task_is_an_a2a_error_reply(
     asker: Any, redis_client: redis.Redis, http: aiohttp.ClientSession
 ) -> None:
-    await _policy(http, asker, redis_client, rules=[ALLOW])
-    status, reply = await _ask(http, asker, "fail: sidecar")
-    assert status == 200, reply
+    reply = await _answered(http, asker, redis_client, "fail: sidecar")
     assert reply["type"] == "a2a.error" and reply["payload"]["state"] == "TASK_STATE_FAILED"
 
 

@@ -140,9 +140,6 @@ async def send_request(request: web.Request) -> web.Response:
     body_taken(request)
     parts = components(request)
     target = await parts.outbox.resolve(body.to)
-    entry = await parts.registry.lookup(target)
-    if entry is not None and entry.external is not None:
-        return await _ask_external(request, parts, body, target, entry.external)
     envelope = build_envelope(
         sender=parts.config.agent_id,
         target=target,
@@ -152,6 +149,9 @@ async def send_request(request: web.Request) -> web.Response:
         ttl_ms=body.timeout_ms,  # nobody waits for an answer after that: dead-letter it as expired
         trace=trace_context(request),
     )
+    entry = await parts.registry.lookup(target)
+    if entry is not None and entry.external is not None:
+        return await _ask_external(request, envelope, entry.external, body.timeout_ms)
     reply = parts.replies.expect(envelope.id, target)
     try:
         await parts.replies.prepare(target)
@@ -169,19 +169,11 @@ async def send_request(request: web.Request) -> web.Response:
 
 
 async def _ask_external(
-    request: web.Request, parts: Components, body: SendRequest, target: str, url: str
+    request: web.Request, envelope: Envelope, url: str, timeout_ms: int
 ) -> web.Response:
-    """A request to an external A2A agent: the outbound client (imported only now) runs the
-    checks, calls it and checks its answer."""
+    """A request to an external A2A agent at ``url``: the outbound client (imported only now)
+    runs the checks, calls it and checks its answer."""
     from mas_sidecar.api.a2a.remote import remotes  # noqa: PLC0415 - only for external targets
 
-    envelope = build_envelope(
-        sender=parts.config.agent_id,
-        target=target,
-        type=body.type,
-        payload=body.payload,
-        ttl_ms=body.timeout_ms,
-        trace=trace_context(request),
-    )
-    reply = await remotes(request.app[REMOTES], parts).request(envelope, url, body.timeout_ms)
-    return json_response(reply_document(reply))
+    client = remotes(request.app[REMOTES], components(request))
+    return json_response(reply_document(await client.request(envelope, url, timeout_ms)))
