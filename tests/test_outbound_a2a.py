@@ -24,6 +24,7 @@ import orjson
 import pytest
 import redis
 import uvicorn
+from aiohttp import web
 from api import Api
 from policies import publish
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -215,3 +216,37 @@ async def test_a_fire_and_forget_message_to_an_external_agent_is_refused_not_los
     assert (status, refused["error"]["code"]) == (400, "invalid_request")
     assert "POST /v1/requests" in refused["error"]["message"]
     assert remote.calls == [] and _audit(redis_client) == []
+
+
+async def test_a_remote_that_redirects_does_not_get_the_token_sent_elsewhere(
+    sidecars: Sidecars,
+    remote: Remote,
+    redis_client: redis.Redis,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    # The registered endpoint answers 307 to the glossary: following it would hand the token
+    # to a server the control plane never named.
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(remote.url)
+
+    app = web.Application()
+    app.router.add_post("/", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    remotes = tmp_path / "a2a-remotes"
+    remotes.mkdir()
+    (remotes / credentials_file(REMOTE)).write_text(TOKEN)
+    register_external_agent(redis_client, REMOTE, ["define"], f"http://127.0.0.1:{port}/", "")
+    try:
+        sidecar = sidecars.start(ASKER, MAS_A2A_REMOTES_DIR=str(remotes))
+        await _policy(http, sidecar, redis_client, rules=[ALLOW])
+        status, failed = await _ask(http, sidecar, "what is a sidecar")
+    finally:
+        forget_agent(redis_client, REMOTE)
+        await runner.cleanup()
+    assert (status, failed["error"]["code"]) == (502, "remote_unavailable"), failed
+    assert "HTTP status 307" in failed["error"]["message"]
+    assert remote.calls == []

@@ -110,7 +110,11 @@ class RemoteAgents:
             self._session = aiohttp.ClientSession(
                 headers={VERSION_HEADER: "1.0", "Content-Type": "application/json"}
             )
-        async with self._session.post(url, data=orjson.dumps(call), headers=headers) as response:
+        # No redirects: the token goes to the endpoint the control plane names, nowhere else.
+        post = self._session.post(
+            url, data=orjson.dumps(call), headers=headers, allow_redirects=False
+        )
+        async with post as response:
             if response.status != 200:
                 raise RemoteError(f"HTTP status {response.status}")
             body = await response.content.read(MAX_ANSWER_BYTES + 1)
