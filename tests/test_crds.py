@@ -195,7 +195,11 @@ def test_check_mode_and_writing(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["--check", "--dir", str(tmp_path)]) == 1
     assert "out of date" in capsys.readouterr().err
     assert main(["--dir", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.yaml", "gatewaypolicy.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "agent.yaml",
+        "externalagent.yaml",
+        "gatewaypolicy.yaml",
+    ]
     assert main(["--check", "--dir", str(tmp_path)]) == 0
     (tmp_path / "agent.yaml").write_text("# edited by hand\n", encoding="utf-8")
     assert main(["--check", "--dir", str(tmp_path)]) == 1

@@ -815,6 +815,7 @@ def test_the_chart_crds_are_valid_kubernetes(chart: Any, version: str) -> None:
     assert sorted(c["metadata"]["name"] for c in crds) == [
         "agents.mas.dev",
         "clusterkopfpeerings.kopf.dev",
+        "externalagents.mas.dev",
         "gatewaypolicies.mas.dev",
         "kopfpeerings.kopf.dev",
     ]

@@ -39,13 +39,16 @@ def _write_modules():
             handle.write("\\n".join(sorted(sys.modules)))
 """
 )
-# Loaded only when a policy turns DLP on, when /v1/openapi.json is first asked for, or never.
+# Loaded only when a policy turns DLP on, when /v1/openapi.json is first asked for, on the first
+# request to an external A2A agent, or never.
 NOT_BEFORE_USE = (
     "cryptography",
     "re2",
     "mas_sidecar.checks.dlp.detectors",
     "mas_sidecar.checks.dlp.scanner",
     "mas_sidecar.api.openapi",
+    "mas_sidecar.api.a2a.remote",
+    "mas_sidecar.api.a2a.outbound",
 )
 
 

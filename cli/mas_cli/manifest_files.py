@@ -1,4 +1,5 @@
-"""Reading a directory of manifests: every ``Agent`` and ``GatewayPolicy`` in its YAML files.
+"""Reading a directory of manifests: every ``Agent``, ``GatewayPolicy`` and ``ExternalAgent`` in
+its YAML files.
 
 Documents of other kinds and other API groups are skipped; each document is validated with the
 models of :mod:`mas_core.manifests`, and any problem is raised as one
@@ -18,13 +19,16 @@ import yaml
 from mas_core.manifests import (
     AGENT_KIND,
     API_VERSION,
+    EXTERNAL_AGENT_KIND,
     GROUP,
     MAX_LOCAL_REPLICAS,
     POLICY_KIND,
     AgentManifest,
+    ExternalAgentManifest,
     GatewayPolicyManifest,
     ManifestError,
     parse_agent,
+    parse_external_agent,
     parse_policy,
 )
 
@@ -141,3 +145,20 @@ def load_directory(directory: Path) -> tuple[list[AgentManifest], list[GatewayPo
     if not agents:
         raise ManifestError(f"{directory}: no {API_VERSION} Agent manifests (*.yaml, *.yml)")
     return agents, list(policies.values())
+
+
+def load_external_agents(directory: Path) -> list[ExternalAgentManifest]:
+    """Every ``ExternalAgent`` in the YAML files of ``directory``; :class:`ManifestError` for an
+    invalid one or two of the same name."""
+    found: dict[str, ExternalAgentManifest] = {}
+    for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
+        for source, document in _documents(path):
+            if _kind(document, source) != EXTERNAL_AGENT_KIND:
+                continue
+            external = parse_external_agent(document, source)
+            if external.agent_id in found:
+                raise ManifestError(
+                    f"{source}: metadata.name: agent {external.agent_id} is defined twice"
+                )
+            found[external.agent_id] = external
+    return list(found.values())

@@ -19,7 +19,7 @@ from mas_cli.local.processes import ProcessStartError
 from mas_cli.local.redis_server import RedisServerError
 from mas_cli.local.secrets import EnvReferences, load_secrets
 from mas_cli.local.supervisor import Supervisor, UpOptions
-from mas_cli.manifest_files import load_directory
+from mas_cli.manifest_files import load_directory, load_external_agents
 from mas_cli.options import RUN_ERROR, USAGE_ERROR, fail, redis_url
 from mas_core.manifests import ManifestError
 from mas_core.policy.document import compile_policies
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         read = EnvSettings(os.environ, ValueError)  # the sidecars it starts read them too
         logs.setup(level=read.log_level(), log_format=read.log_format())
         agents, policies = load_directory(args.directory)
+        externals = tuple(load_external_agents(args.directory))
         url = redis_url(args)
         secrets = load_secrets(args.directory, args.secrets)
     except (ManifestError, ValueError) as exc:
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         references=EnvReferences(secrets, dict(os.environ)),
         dashboard=not args.no_dashboard,
         dashboard_writes=args.dashboard_writes,
+        externals=externals,
     )
     try:
         supervisor = Supervisor(agents, policy, options, sys.stdout)

@@ -13,7 +13,8 @@ lost (:mod:`mas_control.recovery`):
   stream in one MULTI; sidecars block on that stream and load the new policy at once (and read
   the revision every few seconds in case a notice was missed); :func:`enforcers` reads which
   revision each sidecar replica reports;
-* registry entries (:func:`register_agent`, :func:`forget_agent`): what the control plane
+* registry entries (:func:`register_agent`, :func:`register_external_agent`,
+  :func:`forget_agent`): what the control plane
   vouches for about an agent (:mod:`mas_core.registry_entries`), written before its sidecars
   start.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
 import redis
 
 from mas_core.acl import acl_username, dashboard_acl_rules, dashboard_user, sidecar_acl_rules
@@ -37,9 +39,10 @@ from mas_core.keys import (
     POLICY_REVISION,
     REGISTRY_AGENTS,
     REGISTRY_LEASES,
+    AgentKeys,
 )
 from mas_core.policy.document import CompiledPolicy
-from mas_core.registry_entries import entry_document
+from mas_core.registry_entries import EXTERNAL_LEASE, entry_document
 
 
 def apply_acl_user(client: redis.Redis, agent_id: str, password: str) -> None:
@@ -111,6 +114,19 @@ def register_agent(
 ) -> None:
     """Write ``agent_id``'s entry (no lease: its sidecars take that)."""
     client.hset(REGISTRY_AGENTS, agent_id, entry_document(capabilities, roles))
+
+
+def register_external_agent(
+    client: redis.Redis, agent_id: str, capabilities: Sequence[str], url: str, description: str
+) -> None:
+    """Write an external A2A agent's entry (marked with its endpoint), its discovery metadata
+    (``description``) and a lease that does not expire: no sidecar of its own renews one, and it
+    is in discovery while the resource exists (:func:`forget_agent` removes the entry and lease)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(REGISTRY_AGENTS, agent_id, entry_document(capabilities, (), url))
+        pipe.set(AgentKeys(agent_id).metadata, orjson.dumps({"description": description}))
+        pipe.zadd(REGISTRY_LEASES, {agent_id: EXTERNAL_LEASE})
+        pipe.execute()
 
 
 def forget_agent(client: redis.Redis, agent_id: str) -> None:

@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
     CREDENTIALS_EXPIRED = "credentials_expired"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     REQUEST_TIMEOUT = "request_timeout"
+    REMOTE_UNAVAILABLE = "remote_unavailable"
     REDIS_UNAVAILABLE = "redis_unavailable"
     REPLICATION_TIMEOUT = "replication_timeout"
     NOT_READY = "not_ready"
@@ -74,6 +75,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CREDENTIALS_EXPIRED: 503,
     ErrorCode.TOO_MANY_CONNECTIONS: 503,
     ErrorCode.REQUEST_TIMEOUT: 504,
+    ErrorCode.REMOTE_UNAVAILABLE: 502,
     ErrorCode.REDIS_UNAVAILABLE: 503,
     ErrorCode.REPLICATION_TIMEOUT: 503,
     ErrorCode.NOT_READY: 503,

@@ -1,4 +1,5 @@
-"""The ``Agent`` and ``GatewayPolicy`` manifests (``mas.dev/v1alpha1``): models and validation.
+"""The ``Agent``, ``GatewayPolicy`` and ``ExternalAgent`` manifests (``mas.dev/v1alpha1``):
+models and validation.
 
 The same YAML describes an agent to the Kubernetes operator (as a custom resource) and to local
 mode (``mas up DIR``), which also reads ``spec.local``. Every model forbids unknown fields, so a
@@ -29,6 +30,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 AGENT_KIND = "Agent"
 POLICY_KIND = "GatewayPolicy"
+EXTERNAL_AGENT_KIND = "ExternalAgent"
 MAX_LOCAL_REPLICAS = 20  # mas up's bound; on Kubernetes the Deployment's is the only one
 
 _CAPABILITY = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
@@ -624,3 +626,50 @@ class GatewayPolicyManifest(ResourceModel):
 def parse_policy(document: Any, source: str) -> GatewayPolicyManifest:
     """Validate one parsed YAML document as a ``GatewayPolicy``."""
     return _parse(GatewayPolicyManifest, document, source)
+
+
+class ExternalCredentials(ResourceModel):
+    """``spec.credentials``: the bearer token the senders' sidecars present to the remote."""
+
+    secret_key_ref: SecretKeySelector = Field(
+        description="The Secret key holding the token (mas up: its secrets file)."
+    )
+
+
+class ExternalAgentSpec(ResourceModel):
+    """``spec``: where an A2A agent outside mas answers, and what it can do."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] = Field(
+        description="The remote agent's A2A JSON-RPC endpoint (its card's interface URL)."
+    )
+    card_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] | None = Field(
+        default=None, description="Where the remote agent serves its agent card."
+    )
+    capabilities: list[Capability] = Field(
+        default_factory=list, max_length=64, description="Capabilities it has in discovery."
+    )
+    description: str = Field(default="", max_length=2048, description="What the agent does.")
+    credentials: ExternalCredentials | None = Field(
+        default=None, description="The bearer token for the remote agent; none when it is open."
+    )
+
+
+class ExternalAgentManifest(ResourceModel):
+    """One ``ExternalAgent`` document: an A2A agent outside mas that mas agents may call."""
+
+    api_version: Literal["mas.dev/v1alpha1"] = Field(
+        description="The API version: mas.dev/v1alpha1."
+    )
+    kind: Literal["ExternalAgent"] = Field(description="The kind: ExternalAgent.")
+    metadata: ObjectMeta = Field(description="The external agent's name and namespace.")
+    spec: ExternalAgentSpec = Field(description="Where the remote agent answers.")
+
+    @property
+    def agent_id(self) -> str:
+        """The full ``namespace/name`` id senders address it by."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+def parse_external_agent(document: Any, source: str) -> ExternalAgentManifest:
+    """Validate one parsed YAML document as an ``ExternalAgent``."""
+    return _parse(ExternalAgentManifest, document, source)

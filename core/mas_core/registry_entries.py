@@ -1,7 +1,8 @@
 """The discovery registry's entry format.
 
 An agent's entry in ``mas:{registry}:agents`` is JSON ``{capabilities, roles}``: what the
-control plane vouches for, so only the control plane writes it — the operator when it
+control plane vouches for (an external A2A agent's also ``external``: its endpoint URL, which
+the senders' sidecars call), so only the control plane writes it — the operator when it
 reconciles the ``Agent`` (so the agent is registered, and messages to it are accepted, before
 its pods run), ``mas up`` before it starts the sidecars. Sidecars only read it: capabilities
 decide what a sender may send to an agent, so an agent must never be able to claim one.
@@ -20,6 +21,10 @@ from typing import Any
 
 import orjson
 
+# An external agent's liveness lease: no sidecar of its own renews one, so the control plane
+# writes a deadline that never comes (milliseconds, still exact as a Redis sorted-set score).
+EXTERNAL_LEASE = 2**52
+
 
 @dataclass(frozen=True)
 class RegistryEntry:
@@ -27,11 +32,17 @@ class RegistryEntry:
 
     capabilities: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
+    external: str | None = None  # an ExternalAgent's A2A endpoint
 
 
-def entry_document(capabilities: Sequence[str], roles: Sequence[str]) -> bytes:
-    """The registry entry of an agent, as stored."""
-    return orjson.dumps({"capabilities": list(capabilities), "roles": list(roles)})
+def entry_document(
+    capabilities: Sequence[str], roles: Sequence[str], external: str | None = None
+) -> bytes:
+    """The registry entry of an agent, as stored; ``external``: an external agent's endpoint."""
+    document: dict[str, Any] = {"capabilities": list(capabilities), "roles": list(roles)}
+    if external is not None:
+        document["external"] = external
+    return orjson.dumps(document)
 
 
 def parse_entry(raw: bytes) -> RegistryEntry | None:
@@ -47,4 +58,7 @@ def parse_entry(raw: bytes) -> RegistryEntry | None:
         isinstance(items, list) and all(isinstance(i, str) for i in items) for items in lists
     ):
         return None
-    return RegistryEntry(tuple(lists[0]), tuple(lists[1]))
+    external = document.get("external")
+    if external is not None and not isinstance(external, str):
+        return None
+    return RegistryEntry(tuple(lists[0]), tuple(lists[1]), external)

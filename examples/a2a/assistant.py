@@ -3,6 +3,10 @@
 An A2A ``SendMessage`` reaches it as an ordinary ``a2a.message`` from ``external/<client>``
 (the text parts joined in ``payload["text"]``, every part in ``payload["parts"]``); its reply
 (``{"text": ...}``) becomes the A2A answer. ``CancelTask`` reaches it as ``a2a.cancel``.
+
+Asked ``Define: <word>``, it asks the glossary, an A2A agent outside mas (the ExternalAgent of
+``glossary.yaml``), with an ordinary ``self.request``: its sidecar applies the gateway checks,
+calls the glossary over A2A and checks the answer before the assistant gets it as a reply.
 """
 
 from __future__ import annotations
@@ -23,8 +27,13 @@ def summary(text: str) -> str:
 class Assistant(Agent):
     @Agent.on("a2a.message")
     async def summarize(self, message: AgentMessage) -> None:
-        text = message.payload["text"].removeprefix("Summarize:").strip()
+        text = message.payload["text"]
         print(f"A2A call from {message.sender}: {text[:60]!r}", flush=True)
+        if text.startswith("Define:"):
+            answer = await self.request("glossary", "ask.define", {"text": text})
+            await message.reply("a2a.reply", {"text": answer.payload["text"]})
+            return
+        text = text.removeprefix("Summarize:").strip()
         await message.reply("a2a.reply", {"text": summary(text)})
 
     @Agent.on("a2a.cancel")

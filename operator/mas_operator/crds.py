@@ -1,4 +1,5 @@
-"""The ``Agent`` and ``GatewayPolicy`` CustomResourceDefinitions, generated from the models.
+"""The ``Agent``, ``GatewayPolicy`` and ``ExternalAgent`` CustomResourceDefinitions, generated
+from the models.
 
 The pydantic models in :mod:`mas_core.manifests` and :mod:`mas_core.policy` validate these resources
 in local mode and in the operator; this module turns their JSON schema into the *structural*
@@ -9,7 +10,8 @@ JSON Schema 2020-12's numeric ``exclusiveMinimum`` as OpenAPI's ``minimum`` plus
 construct it cannot translate is an error, never silently dropped. The ``status`` models, which
 the operator writes, are defined here.
 
-``python -m mas_operator.crds`` writes ``crds/agent.yaml`` and ``crds/gatewaypolicy.yaml``;
+``python -m mas_operator.crds`` writes ``crds/agent.yaml``, ``crds/gatewaypolicy.yaml`` and
+``crds/externalagent.yaml``;
 with ``--check`` it exits 1 when they differ from what the models generate. Everything else is
 pure.
 """
@@ -28,10 +30,12 @@ from pydantic import BaseModel, Field
 
 from mas_core.manifests import (
     AGENT_KIND,
+    EXTERNAL_AGENT_KIND,
     GROUP,
     POLICY_KIND,
     VERSION,
     AgentManifest,
+    ExternalAgentManifest,
     GatewayPolicyManifest,
 )
 from mas_core.schema import ResourceModel
@@ -40,6 +44,7 @@ Schema = dict[str, Any]
 
 AGENT_PLURAL = "agents"
 POLICY_PLURAL = "gatewaypolicies"
+EXTERNAL_AGENT_PLURAL = "externalagents"
 CATEGORIES = ["mas"]
 HEADER = (
     "# Generated from the mas models by `python -m mas_operator.crds`; do not edit.\n"
@@ -489,6 +494,38 @@ def gateway_policy_crd() -> dict[str, Any]:
     return _crd(POLICY_KIND, POLICY_PLURAL, ["gwp"], schema, columns, subresources={"status": {}})
 
 
+class ExternalAgentStatus(ResourceModel):
+    """``status`` of an ``ExternalAgent``, written by the operator."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Observed conditions; Registered says it is in discovery."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the operator last reconciled."
+    )
+
+
+def external_agent_crd() -> dict[str, Any]:
+    """The ``externalagents.mas.dev`` CustomResourceDefinition."""
+    schema = resource_schema(
+        ExternalAgentManifest,
+        ExternalAgentStatus,
+        "An A2A agent outside mas that mas agents may call: it appears in discovery like any "
+        "agent, and the sending sidecar applies every gateway check before it calls the remote "
+        "agent over A2A.",
+        "The observed state of the external agent, written by the operator.",
+    )
+    columns = [
+        _column("URL", "string", ".spec.url", "The remote agent's A2A endpoint."),
+        _column("Capabilities", "string", ".spec.capabilities", "Capabilities in discovery."),
+        _AGE,
+    ]
+    return _crd(
+        EXTERNAL_AGENT_KIND, EXTERNAL_AGENT_PLURAL, ["masext"], schema, columns,
+        subresources={"status": {}},
+    )  # fmt: skip
+
+
 class _Dumper(yaml.SafeDumper):
     """Writes shared values in full rather than as YAML anchors and aliases."""
 
@@ -504,7 +541,11 @@ def render(crd: Mapping[str, Any]) -> str:
 
 def generated_files() -> dict[str, str]:
     """File name in ``crds/`` -> its generated text."""
-    return {"agent.yaml": render(agent_crd()), "gatewaypolicy.yaml": render(gateway_policy_crd())}
+    return {
+        "agent.yaml": render(agent_crd()),
+        "gatewaypolicy.yaml": render(gateway_policy_crd()),
+        "externalagent.yaml": render(external_agent_crd()),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

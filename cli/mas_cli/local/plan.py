@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mas_cli.local.secrets import EnvReferences, LocalSecrets
 from mas_core.a2a_card import CARD_PATH
-from mas_core.manifests import CONTROL_PLANE_ENV, AgentManifest, ManifestError
+from mas_core.a2a_remotes import credentials_file
+from mas_core.manifests import (
+    CONTROL_PLANE_ENV,
+    AgentManifest,
+    ExternalAgentManifest,
+    ManifestError,
+    SecretKeySelector,
+)
 
 _PYTHON_NAMES = frozenset({"python", "python3"})
 
@@ -81,6 +88,19 @@ def sidecar_env(agent: AgentManifest, index: int) -> dict[str, str]:
     return env
 
 
+def _secret_value(ref: SecretKeySelector, secrets: LocalSecrets, owner: str) -> str | None:
+    """The value of ``ref`` from the secrets file; None for a missing ``optional`` one, and
+    ManifestError (naming ``owner``, the field that refers to it) for any other missing one."""
+    value = secrets.values.get((ref.name, ref.key))
+    if value is None and not ref.optional:
+        file = secrets.source or "DIR/.secrets"
+        raise ManifestError(
+            f"{owner}: Secret {ref.name} key {ref.key} has no local value: add the line "
+            f"{ref.name}/{ref.key}=... to {file}"
+        )
+    return value
+
+
 def a2a_client_keys(agent: AgentManifest, secrets: LocalSecrets) -> dict[str, str]:
     """The API key of each of ``agent``'s A2A clients, from the secrets file (``secret/key=``
     lines, like ``spec.env``'s references); ManifestError for a missing one that is not
@@ -89,17 +109,27 @@ def a2a_client_keys(agent: AgentManifest, secrets: LocalSecrets) -> dict[str, st
     if agent.spec.a2a is None:
         return keys
     for client in agent.spec.a2a.clients:
-        ref = client.secret_key_ref
-        value = secrets.values.get((ref.name, ref.key))
+        owner = f"Agent {agent.agent_id}: spec.a2a.clients {client.name}"
+        value = _secret_value(client.secret_key_ref, secrets, owner)
         if value is not None:
             keys[client.name] = value
-        elif not ref.optional:
-            file = secrets.source or "DIR/.secrets"
-            raise ManifestError(
-                f"Agent {agent.agent_id}: spec.a2a.clients {client.name}: Secret {ref.name} key "
-                f"{ref.key} has no local value: add the line {ref.name}/{ref.key}=... to {file}"
-            )
     return keys
+
+
+def external_credentials(
+    externals: Sequence[ExternalAgentManifest], secrets: LocalSecrets
+) -> dict[str, str]:
+    """The bearer token of each external agent that names one (file name ``<namespace>.<name>``
+    -> token), from the secrets file; ManifestError for a missing one that is not ``optional``."""
+    tokens: dict[str, str] = {}
+    for external in externals:
+        if external.spec.credentials is None:
+            continue
+        owner = f"ExternalAgent {external.agent_id}: spec.credentials"
+        value = _secret_value(external.spec.credentials.secret_key_ref, secrets, owner)
+        if value is not None:
+            tokens[credentials_file(external.agent_id)] = value
+    return tokens
 
 
 def agent_env(

@@ -68,7 +68,12 @@ from mas_cli.local.agent_process import AgentProcess
 from mas_cli.local.display import Console, ReplicaRow
 from mas_cli.local.issuer import LocalIdentity
 from mas_cli.local.metrics import MessageCounts, scrape
-from mas_cli.local.plan import ReplicaPlan, a2a_client_keys, plan_replicas
+from mas_cli.local.plan import (
+    ReplicaPlan,
+    a2a_client_keys,
+    external_credentials,
+    plan_replicas,
+)
 from mas_cli.local.processes import ChildProcess, SidecarProcess
 from mas_cli.local.redis_data import RedisDataDir
 from mas_cli.local.redis_server import RedisServer, RedisServerError, listen_ports
@@ -85,9 +90,16 @@ from mas_cli.local.users import (
 )
 from mas_control.acl_file import save_acl_users
 from mas_control.audit_keeper import keep_trail, trail_heads
-from mas_control.provision import apply_acl_user, ensure_functions, publish_policy, register_agent
+from mas_control.provision import (
+    apply_acl_user,
+    ensure_functions,
+    publish_policy,
+    register_agent,
+    register_external_agent,
+)
 from mas_control.recovery import PROBE_SECONDS, Provisioned, ServerWatch, apply_repair
 from mas_core.a2a_card import CLIENTS_DIR as A2A_CLIENTS_DIR
+from mas_core.a2a_remotes import REMOTES_DIR, REMOTES_DIR_ENV
 from mas_core.acl import (
     DASHBOARD_USER,
     DASHBOARD_WRITER,
@@ -99,7 +111,7 @@ from mas_core.acl import (
     masked_url,
 )
 from mas_core.identity.credentials import PRIVATE_MODE, private_directory, write_atomic
-from mas_core.manifests import AgentManifest
+from mas_core.manifests import AgentManifest, ExternalAgentManifest
 from mas_core.policy.document import CompiledPolicy, effective_policy
 from mas_core.sidecar_token import TOKEN_ENV, new_token
 from mas_dashboard.background import DashboardThread
@@ -148,6 +160,8 @@ class UpOptions:
     references: EnvReferences = field(default_factory=EnvReferences)
     dashboard: bool = True  # serve the web dashboard on a free loopback port
     dashboard_writes: bool = False  # let it replay and delete dead letters (with its token)
+    # The A2A agents outside mas that the agents may call (ExternalAgent manifests).
+    externals: tuple[ExternalAgentManifest, ...] = ()
 
 
 @dataclass
@@ -260,6 +274,7 @@ class Supervisor:
         self.plans = plan_replicas(agents, options.directory.resolve(), ports, options.references)
         for agent in self.agents:  # a missing A2A client key fails now, before anything runs
             a2a_client_keys(agent, options.references.secrets)
+        self._remote_tokens = external_credentials(options.externals, options.references.secrets)
         self.console = Console(out, max(len(plan.output_prefix) for plan in self.plans))
         self._runtime = tempfile.TemporaryDirectory(prefix="mas-up-")
         self.users, self._users_said = self._choose_users(local_users(options.uid_base))
@@ -415,8 +430,17 @@ class Supervisor:
             ensure_functions(client)
             for agent in self.agents:
                 register_agent(client, agent.agent_id, agent.spec.capabilities, agent.spec.roles)
+            self._register_externals(client)
         finally:
             client.close()
+
+    def _register_externals(self, client: redis.Redis) -> None:
+        """Write the external A2A agents' entries (idempotent)."""
+        for external in self.options.externals:
+            spec = external.spec
+            register_external_agent(
+                client, external.agent_id, spec.capabilities, spec.url, spec.description
+            )
 
     def _create_acl_users(self) -> None:
         """One least-privilege Redis user per agent, as the operator creates on Kubernetes; on
@@ -489,6 +513,8 @@ class Supervisor:
         env = {**plan.sidecar_env, "MAS_CREDENTIALS_DIR": str(directory)}
         if "MAS_A2A" in env:
             env["MAS_A2A_CLIENTS_DIR"] = str(self._a2a_clients(plan.agent_id))
+        if self._remote_tokens:
+            env[REMOTES_DIR_ENV] = str(self._a2a_remotes(plan.agent_id))
         return SidecarProcess(
             plan.agent_id,
             self._agent_urls.get(plan.agent_id, self.redis_url),
@@ -510,6 +536,18 @@ class Supervisor:
         private_directory(directory, owner)
         for name, key in a2a_client_keys(agent, self.options.references.secrets).items():
             write_atomic(directory / name, key.encode(), PRIVATE_MODE, owner)
+        return directory
+
+    def _a2a_remotes(self, agent_id: str) -> Path:
+        """The directory of the external agents' tokens for ``agent_id``'s sidecars (every
+        sender's: the policy, which may change while they run, decides who calls; private to
+        its sidecars' user, never the agent's), written from the secrets file."""
+        user = self.users.sidecar(self._index[agent_id])
+        owner = user.owner if user is not None else None
+        directory = self.identity.credentials_dir(agent_id) / REMOTES_DIR
+        private_directory(directory, owner)
+        for name, token in self._remote_tokens.items():
+            write_atomic(directory / name, token.encode(), PRIVATE_MODE, owner)
         return directory
 
     def _start_agent(self, replica: Replica) -> None:
@@ -575,7 +613,8 @@ class Supervisor:
 
     def _recover_server(self, now: float) -> None:
         """Every ``PROBE_SECONDS``: put back what a restarted or replaced server lost (the
-        function library, the agents' users and registry entries, the policy)."""
+        function library, the agents' users and registry entries, the external agents', the
+        policy)."""
         if now < self._probe_at or not self.redis_url:
             return
         self._probe_at = now + PROBE_SECONDS
@@ -595,6 +634,8 @@ class Supervisor:
         try:
             facts, repair = self._watch.plan(client, agents, policy_revision=revision)
             apply_repair(client, repair, agents, self.policy)
+            if repair:  # a server that lost anything lost the external agents' entries too
+                self._register_externals(client)
         except redis.RedisError:
             client.close()  # down or restarting: the next look connects again
             self._probe_client = None

@@ -19,7 +19,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from mas_sidecar.api.http import API_TOKEN, BODY_TIMEOUT, COMPONENTS, METRICS_KEY, middleware
+from mas_sidecar.api.http import (
+    API_TOKEN,
+    BODY_TIMEOUT,
+    COMPONENTS,
+    METRICS_KEY,
+    REMOTES,
+    middleware,
+)
 from mas_sidecar.api.routes import agents, dead_letters, deliveries, messages, state, system
 from mas_sidecar.components import Components
 from mas_sidecar.config import SidecarConfig
@@ -37,13 +44,21 @@ def build_app(config: SidecarConfig) -> web.Application:
     app[API_TOKEN] = config.api_token.encode() if config.api_token is not None else None
     app[COMPONENTS] = Components.build(config, metrics)
     app[deliveries.STOPPING] = asyncio.Event()
+    app[REMOTES] = {}
     for module in (messages, deliveries, state, agents, dead_letters, system):
         app.add_routes(module.routes)
     app.cleanup_ctx.append(_lifespan)
     if config.a2a_exposed:
         app.cleanup_ctx.append(_a2a_listener)
     app.on_shutdown.append(_stop_streams)
+    app.on_cleanup.append(_close_remotes)
     return app
+
+
+async def _close_remotes(app: web.Application) -> None:
+    """Close the outbound A2A client, if a request to an external agent made one."""
+    for client in app[REMOTES].values():
+        await client.close()
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:

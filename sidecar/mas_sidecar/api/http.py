@@ -56,6 +56,9 @@ COMPONENTS = web.AppKey("components", Components)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)  # seconds
 # The token requests must present (bytes, for the comparison); None serves every caller.
 API_TOKEN: web.AppKey[bytes | None] = web.AppKey("api_token")
+# The outbound A2A client, made on the first request to an external agent (only then imported:
+# mas_sidecar.api.a2a.remote), under the key "client"; closed with the app.
+REMOTES: web.AppKey[dict[str, Any]] = web.AppKey("remotes")
 ARRIVED = web.RequestKey("arrived", float)  # time.perf_counter() when the middleware took it
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # what the kubelet and ``mas up`` probe
 _JSON_TYPES = ("application/json",)

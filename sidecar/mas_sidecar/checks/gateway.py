@@ -23,6 +23,13 @@ envelope's ``principal`` set to ``external/<client>``. Both sides then authorize
 not the sidecar's agent (with no roles: rules name it by id); on receive, a principal is
 believed only from the agent's own sidecar, so no other agent can speak for an external client.
 
+External agents (outbound A2A, :mod:`mas_sidecar.remote`): a message to an ``ExternalAgent``
+gets every send check here (to :meth:`Destination.remote_of`: only its audit entry is written,
+the remote agent is called over A2A instead); the remote's outcome feeds the target's breaker
+(:meth:`Gateway.remote_succeeded`; :meth:`Gateway.remote_failed` also audits the failure), and
+its answer gets the checks that apply on receive (:meth:`Gateway.check_answer`: DLP, then the
+``received`` audit entry).
+
 Replies are authorized too, and deny wins for them as for anything else. The one thing a reply
 gets that other messages do not: the reply to a synchronous request needs no allow rule, since
 the request it answers was allowed — but only the one reply that the requesting replica is
@@ -101,6 +108,7 @@ class Destination:
     key: str
     inbox: bool
     discovery: Discovery | None = None
+    remote: bool = False  # an external agent's: nothing is appended but the audit entry
 
     @classmethod
     def inbox_of(cls, target: str, sender: str) -> Destination:
@@ -112,6 +120,11 @@ class Destination:
     def replica_of(cls, requester: str, replica: str, sender: str) -> Destination:
         """``sender``'s reply stream to ``requester``'s ``replica``."""
         return cls(AgentKeys(requester).replies(replica, sender), False)
+
+    @classmethod
+    def remote_of(cls, target: str) -> Destination:
+        """External agent ``target``, called over A2A once the checks passed."""
+        return cls(target, False, remote=True)
 
     def append(self, entry: bytes) -> Append:
         """The append of ``entry``. A reply goes only into a reply stream that exists: its
@@ -205,7 +218,7 @@ class Gateway:
                 wait,
             )  # fmt: skip
         envelope = await self._scan(envelope, details)
-        if destination.inbox:
+        if destination.inbox or destination.remote:
             settings = policy.circuit_breaker
             live = not settings.when_not_live or await self._registry.is_live(envelope.target)
             opened = self._breakers.check(envelope.target, settings, live)
@@ -280,12 +293,15 @@ class Gateway:
     ) -> asyncio.Future[list[Any]]:
         """Hand the message and its audit entry to the writer; the breaker and the metrics
         learn the outcome when the pipeline answers."""
-        append = destination.append(envelope.to_entry()[ENTRY_FIELD])
         event = decision_event("accepted", envelope, **details)
         if policy.audit.payloads == "redacted" and self._policies.scanner is not None:
             event["payload"] = envelope.payload
         audit, head = self._audit.append(event)
-        done = self._writer.submit([append, audit], head)
+        if destination.remote:
+            done = self._writer.submit([audit], head)
+        else:
+            append = destination.append(envelope.to_entry()[ENTRY_FIELD])
+            done = self._writer.submit([append, audit], head)
         queued = time.perf_counter()
         inbox, target, settings = destination.inbox, envelope.target, policy.circuit_breaker
         rule = details["rule"]
@@ -307,6 +323,27 @@ class Gateway:
 
         done.add_done_callback(written)
         return done
+
+    def remote_succeeded(self, envelope: Envelope) -> None:
+        """External agent ``envelope.target`` answered: its breaker learns it."""
+        settings = self._policies.enforced().circuit_breaker
+        self._breakers.record(envelope.target, settings, ok=True)
+
+    async def remote_failed(
+        self, envelope: Envelope, reason: str, code: ErrorCode = ErrorCode.REMOTE_UNAVAILABLE
+    ) -> NoReturn:
+        """The call of external agent ``envelope.target`` failed: its breaker counts it, the
+        failure is audited (``remote_failed``) and raised as a Refusal with ``code``."""
+        settings = self._policies.enforced().circuit_breaker
+        self._breakers.record(envelope.target, settings, ok=False)
+        await self._refuse("remote_failed", envelope, code, f"{envelope.target}: {reason}")
+
+    async def check_answer(self, answer: Envelope) -> Envelope:
+        """The receive checks that apply to an external agent's answer: DLP (a block refused and
+        audited), then the ``received`` audit entry; the answer as the agent gets it."""
+        answer = await self._scan(answer, {})
+        await self._audit.record(receipt_event(self.agent_id, [answer]))
+        return answer
 
     async def _refuse(
         self,

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired
 
 import orjson
 import redis.asyncio as aioredis
@@ -57,6 +57,7 @@ class AgentEntry(TypedDict):
     id: str
     capabilities: list[str]
     metadata: dict[str, Any]
+    external: NotRequired[bool]  # an A2A agent outside mas (an ExternalAgent)
 
 
 class Registry:
@@ -211,10 +212,14 @@ class Registry:
             for agent_id, _ in found:
                 pipe.get(AgentKeys(agent_id).metadata)
             metadata = await pipe.execute() if found else []
-        agents: list[AgentEntry] = [
-            {"id": agent_id, "capabilities": list(entry.capabilities), "metadata": _object(raw)}
-            for (agent_id, entry), raw in zip(found, metadata, strict=True)
-        ]
+        agents: list[AgentEntry] = []
+        for (agent_id, entry), raw in zip(found, metadata, strict=True):
+            agent: AgentEntry = {
+                "id": agent_id, "capabilities": list(entry.capabilities), "metadata": _object(raw)
+            }  # fmt: skip
+            if entry.external is not None:
+                agent["external"] = True
+            agents.append(agent)
         return sorted(agents, key=lambda agent: str(agent["id"]))
 
 

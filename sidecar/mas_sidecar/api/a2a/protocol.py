@@ -52,7 +52,7 @@ CONTENT_TYPE_NOT_SUPPORTED, EXTENDED_CARD_NOT_CONFIGURED, VERSION_NOT_SUPPORTED 
 # A gateway check refused the call: a JSON-RPC server error, its ErrorInfo names the check.
 REFUSED = -32000
 
-_STATES_0_3 = {
+STATES_0_3 = {
     "TASK_STATE_SUBMITTED": "submitted",
     "TASK_STATE_WORKING": "working",
     "TASK_STATE_COMPLETED": "completed",
@@ -178,7 +178,7 @@ def _optional_text(value: Any, what: str) -> str | None:
     return value
 
 
-def _part(raw: Any) -> dict[str, Any]:
+def parse_part(raw: Any) -> dict[str, Any]:
     """One part in 1.0's shape, from a 1.0 or 0.3 part."""
     if not isinstance(raw, dict):
         raise _invalid("a part must be an object")
@@ -224,7 +224,7 @@ def inbound_message(params: dict[str, Any]) -> Inbound:
         message_id,
         _optional_text(message.get("contextId"), "contextId"),
         _optional_text(message.get("taskId"), "taskId"),
-        [_part(part) for part in parts],
+        [parse_part(part) for part in parts],
     )
 
 
@@ -244,7 +244,7 @@ def reply_parts(payload: Any) -> list[dict[str, Any]]:
             return [{"text": payload["text"]}]
         if isinstance(payload.get("parts"), list) and payload["parts"]:
             try:
-                return [_part(part) for part in payload["parts"][:MAX_PARTS]]
+                return [parse_part(part) for part in payload["parts"][:MAX_PARTS]]
             except RpcError:
                 pass
         return [{"data": payload}]
@@ -318,7 +318,7 @@ def _message_0_3(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status_0_3(status: dict[str, Any]) -> dict[str, Any]:
-    converted = {**status, "state": _STATES_0_3.get(status["state"], "unknown")}
+    converted = {**status, "state": STATES_0_3.get(status["state"], "unknown")}
     if "message" in status:
         converted["message"] = _message_0_3(status["message"])
     return converted

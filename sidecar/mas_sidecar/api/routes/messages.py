@@ -24,6 +24,7 @@ from mas_core.telemetry.tracing import Span, message_attributes
 from mas_sidecar.api.documents import reply_document
 from mas_sidecar.api.errors import ApiError
 from mas_sidecar.api.http import (
+    REMOTES,
     body_taken,
     components,
     json_response,
@@ -52,8 +53,15 @@ ADMIT_SLICE = 32  # batch items checked between turns of the event loop
 async def _admit(
     parts: Components, body: SendMessage, trace: Mapping[str, str]
 ) -> tuple[Envelope, asyncio.Future[Any]]:
-    """Resolve and check one message (every gateway check) and queue its write."""
+    """Resolve and check one message (every gateway check) and queue its write. An external
+    agent answers requests only: a message to it (which nothing would read) is refused."""
     target = await parts.outbox.resolve(body.to)
+    entry = await parts.registry.lookup(target)
+    if entry is not None and entry.external is not None:
+        raise ApiError(
+            ErrorCode.INVALID_REQUEST,
+            f"{target} is an external A2A agent: it answers requests (POST /v1/requests) only",
+        )
     envelope = build_envelope(
         sender=parts.config.agent_id,
         target=target,
@@ -150,15 +158,20 @@ async def send_request(request: web.Request) -> web.Response:
     parts = components(request)
     trace = trace_headers(request)
     with parts.tracer.span("request", parent=trace, kind="server") as span:
-        reply = await _request(parts, body, span.headers or trace, span)
+        reply = await _request(parts, request.app[REMOTES], body, span.headers or trace, span)
     return json_response(reply_document(reply))
 
 
 async def _request(
-    parts: Components, body: SendRequest, trace: Mapping[str, str], span: Span
+    parts: Components,
+    remotes_slot: dict[str, Any],
+    body: SendRequest,
+    trace: Mapping[str, str],
+    span: Span,
 ) -> Envelope:
     """Send the request (carrying ``trace``) and wait for its reply; ``span`` learns about the
-    request once it passed the checks."""
+    request once it passed the checks. To an external agent, the outbound A2A client made in
+    ``remotes_slot`` (the app's) asks it."""
     target = await parts.outbox.resolve(body.to)
     envelope = build_envelope(
         sender=parts.config.agent_id,
@@ -169,6 +182,9 @@ async def _request(
         ttl_ms=body.timeout_ms,  # nobody waits for an answer after that: dead-letter it as expired
         trace=trace,
     )
+    entry = await parts.registry.lookup(target)
+    if entry is not None and entry.external is not None:
+        return await _ask_external(parts, remotes_slot, envelope, entry.external, body.timeout_ms)
     reply = parts.replies.expect(envelope.id, target)
     try:
         await parts.replies.prepare(target)
@@ -188,3 +204,13 @@ async def _request(
         )
     parts.metrics.observe_stage("reply_wait", time.perf_counter() - written)
     return reply.result()
+
+
+async def _ask_external(
+    parts: Components, remotes_slot: dict[str, Any], envelope: Envelope, url: str, timeout_ms: int
+) -> Envelope:
+    """A request to an external A2A agent at ``url``: the outbound client (imported only now)
+    runs the checks, calls it and checks its answer."""
+    from mas_sidecar.api.a2a.remote import remotes  # noqa: PLC0415 - only for external targets
+
+    return await remotes(remotes_slot, parts).request(envelope, url, timeout_ms)
