@@ -200,6 +200,10 @@ class PodSidecar:
             if "value" in e
         }
         env["MAS_REPLICA_ID"] = "worker-pod-1"  # the pod's name, from the downward API
+        # The probes' listener binds the pod's address, here loopback, on a port free now (the
+        # pod's own 9090 may be held by another process on this machine).
+        assert env["MAS_METRICS_ADDRESS"].startswith("0.0.0.0:")
+        env["MAS_METRICS_ADDRESS"] = f"127.0.0.1:{free_port()}"
         command = container["command"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
