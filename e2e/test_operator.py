@@ -1008,70 +1008,6 @@ def test_an_agent_scales_through_its_scale_subresource(
     assert scale_of(cluster, namespace, "scaled")["spec"] == {"replicas": 2}
 
 
-def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Release) -> None:
-    cluster = release.cluster
-
-    def operator_env() -> dict[str, str]:
-        deployment = cluster.get("deployment", f"{RELEASE}-operator", RELEASE_NAMESPACE)
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        return {e["name"]: e.get("value", "") for e in container["env"]}
-
-    def secret_data(name: str) -> dict[str, str]:
-        return dict(cluster.get("secret", name, RELEASE_NAMESPACE)["data"])
-
-    password, anchor = secret_data(f"{RELEASE}-redis"), secret_data("mas-trust-anchor")
-    upgraded = copy.deepcopy(release.values)
-    upgraded["operator"]["logLevel"] = "DEBUG"
-    release.helm.upgrade(
-        str(CHART), RELEASE, upgraded, namespace=RELEASE_NAMESPACE, wait="watcher", timeout=300
-    )
-    assert operator_env()["MAS_LOG_LEVEL"] == "DEBUG"
-    assert secret_data(f"{RELEASE}-redis") == password, "upgrades keep the Redis password"
-    assert secret_data("mas-trust-anchor") == anchor, "upgrades keep the trust anchor"
-
-    release.helm.rollback(RELEASE, version=1, wait="watcher", timeout=300)
-    assert operator_env()["MAS_LOG_LEVEL"] == "INFO"
-    assert len(release.helm.history(RELEASE)) == 3
-
-    release.helm.uninstall(RELEASE, wait="watcher", timeout=180)
-    selector = f"app.kubernetes.io/instance={RELEASE}"
-    kinds = (
-        "deployments,statefulsets,services,secrets,configmaps,serviceaccounts,roles,"
-        "rolebindings,pods,jobs,persistentvolumeclaims"
-    )
-
-    def leftovers() -> str:
-        namespaced = cluster.kubectl(
-            "get", kinds, "-n", RELEASE_NAMESPACE, "-l", selector, "-o", "name"
-        )
-        cluster_wide = cluster.kubectl(
-            "get",
-            "clusterroles,clusterrolebindings,clusterkopfpeerings",
-            "-l",
-            selector,
-            "-o",
-            "name",
-        )
-        return (namespaced + cluster_wide).strip()
-
-    # Kept: the trust anchor and the Redis password (no release owns them) and the Redis data.
-    assert secret_data("mas-trust-anchor") == anchor
-    assert secret_data(f"{RELEASE}-redis") == password
-    wait_until(
-        lambda: leftovers() == f"persistentvolumeclaim/{REDIS_CLAIM}",
-        timeout=120,
-        what="nothing of the release is left but the Redis data's claim",
-    )
-    # Deleted as the chart's README says, they go.
-    cluster.kubectl("delete", "secret", *KEPT_SECRETS, "-n", RELEASE_NAMESPACE)
-    cluster.kubectl("delete", "pvc", REDIS_CLAIM, "-n", RELEASE_NAMESPACE, "--wait=false")
-    wait_until(lambda: not leftovers(), timeout=120, what="nothing of the release is left")
-    assert not cluster.kubectl(
-        "get", "secrets", "-n", RELEASE_NAMESPACE, "-o", "name", "--field-selector",
-        f"metadata.name={KEPT_SECRETS[0]}",
-    ).strip()  # fmt: skip
-
-
 A2A_EXAMPLE = ROOT / "examples" / "a2a"
 A2A_KEY = "partner-e2e-key-0123456789abcdef"
 
@@ -1153,6 +1089,71 @@ def test_an_exposed_agent_answers_a2a_calls_through_its_sidecar(
         )
         assert answer == "4 words, 2 sentences; the longest word is 'three'"
         assert "A2A call from external/partner" in logs(cluster, namespace, "assistant")
+
+
+# Last of the tests on the shared release: it uninstalls it.
+def test_helm_upgrade_rollback_and_uninstall_leave_nothing_behind(release: Release) -> None:
+    cluster = release.cluster
+
+    def operator_env() -> dict[str, str]:
+        deployment = cluster.get("deployment", f"{RELEASE}-operator", RELEASE_NAMESPACE)
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value", "") for e in container["env"]}
+
+    def secret_data(name: str) -> dict[str, str]:
+        return dict(cluster.get("secret", name, RELEASE_NAMESPACE)["data"])
+
+    password, anchor = secret_data(f"{RELEASE}-redis"), secret_data("mas-trust-anchor")
+    upgraded = copy.deepcopy(release.values)
+    upgraded["operator"]["logLevel"] = "DEBUG"
+    release.helm.upgrade(
+        str(CHART), RELEASE, upgraded, namespace=RELEASE_NAMESPACE, wait="watcher", timeout=300
+    )
+    assert operator_env()["MAS_LOG_LEVEL"] == "DEBUG"
+    assert secret_data(f"{RELEASE}-redis") == password, "upgrades keep the Redis password"
+    assert secret_data("mas-trust-anchor") == anchor, "upgrades keep the trust anchor"
+
+    release.helm.rollback(RELEASE, version=1, wait="watcher", timeout=300)
+    assert operator_env()["MAS_LOG_LEVEL"] == "INFO"
+    assert len(release.helm.history(RELEASE)) == 3
+
+    release.helm.uninstall(RELEASE, wait="watcher", timeout=180)
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    kinds = (
+        "deployments,statefulsets,services,secrets,configmaps,serviceaccounts,roles,"
+        "rolebindings,pods,jobs,persistentvolumeclaims"
+    )
+
+    def leftovers() -> str:
+        namespaced = cluster.kubectl(
+            "get", kinds, "-n", RELEASE_NAMESPACE, "-l", selector, "-o", "name"
+        )
+        cluster_wide = cluster.kubectl(
+            "get",
+            "clusterroles,clusterrolebindings,clusterkopfpeerings",
+            "-l",
+            selector,
+            "-o",
+            "name",
+        )
+        return (namespaced + cluster_wide).strip()
+
+    # Kept: the trust anchor and the Redis password (no release owns them) and the Redis data.
+    assert secret_data("mas-trust-anchor") == anchor
+    assert secret_data(f"{RELEASE}-redis") == password
+    wait_until(
+        lambda: leftovers() == f"persistentvolumeclaim/{REDIS_CLAIM}",
+        timeout=120,
+        what="nothing of the release is left but the Redis data's claim",
+    )
+    # Deleted as the chart's README says, they go.
+    cluster.kubectl("delete", "secret", *KEPT_SECRETS, "-n", RELEASE_NAMESPACE)
+    cluster.kubectl("delete", "pvc", REDIS_CLAIM, "-n", RELEASE_NAMESPACE, "--wait=false")
+    wait_until(lambda: not leftovers(), timeout=120, what="nothing of the release is left")
+    assert not cluster.kubectl(
+        "get", "secrets", "-n", RELEASE_NAMESPACE, "-o", "name", "--field-selector",
+        f"metadata.name={KEPT_SECRETS[0]}",
+    ).strip()  # fmt: skip
 
 
 @pytest.fixture
