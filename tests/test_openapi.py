@@ -357,7 +357,12 @@ async def test_every_operation_answers_as_the_document_declares(
         call(alice, "sendRequest", 200, body={"to": "bob", "type": "ask", "payload": 2})
     )
     [question] = await checked.next_events(bob, 1, "ask")
+    await call(bob, "reportProgress", 202, id=question["id"], body={"text": "on it", "data": 1})
+    await call(bob, "reportProgress", 400, id=question["id"], body={"text": ""})
+    await call(bob, "reportProgress", 422, id=question["id"], body={"text": SSN})
     await call(bob, "replyToDelivery", 202, id=question["id"], body={"type": "answer"})
+    await call(bob, "reportProgress", 409, id=question["id"], body={"text": "late"})
+    await call(bob, "reportProgress", 404, id="nope", body={"text": "x"})
     await call(bob, "replyToDelivery", 409, id=question["id"], body={"type": "answer"})
     reply = await asking
     assert (reply["correlation_id"], reply["type"]) == (question["id"], "answer")

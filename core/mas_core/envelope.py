@@ -3,6 +3,8 @@
 An envelope is stored as one stream entry field (:data:`ENTRY_FIELD`) holding its JSON, so the
 exact bytes a sender wrote are the bytes a receiver reads (which is what a signature covers).
 ``attempt`` is not stored: the receiving sidecar sets it from the stream's delivery count.
+A progress report (:data:`PROGRESS_TYPE`, :attr:`Envelope.is_progress`) travels like the reply
+to the request it reports on, but never answers it.
 
 Used by the sidecar (build, store, deliver) and by tests that inspect Redis directly.
 """
@@ -15,6 +17,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ENTRY_FIELD = b"e"
+# The type of a progress report on a request being handled: built only by the sending sidecar's
+# progress route, with the request's id as its correlation id; its payload is
+# ``{"text": str, "data": <any JSON> (optional)}``.
+PROGRESS_TYPE = "mas.progress"
 
 
 class EnvelopeError(ValueError):
@@ -69,6 +75,11 @@ class Envelope(BaseModel):
             count = exc.error_count()
             raise EnvelopeError(f"stream entry is not a valid envelope ({count} errors)") from exc
         return envelope.model_copy(update={"attempt": attempt})
+
+    @property
+    def is_progress(self) -> bool:
+        """A progress report on the request named by ``correlation_id``, not its reply."""
+        return self.type == PROGRESS_TYPE and not self.is_reply and self.correlation_id is not None
 
     def is_expired(self, now_ms: int) -> bool:
         """True when the envelope carries an expiry that has passed."""

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_AGENT = "unknown_agent"
     DELIVERY_NOT_FOUND = "delivery_not_found"
     ALREADY_REPLIED = "already_replied"
+    NOT_A_REQUEST = "not_a_request"
     DEAD_LETTER_NOT_FOUND = "dead_letter_not_found"
     DEAD_LETTER_UNAUTHENTICATED = "dead_letter_unauthenticated"
     REVISION_CONFLICT = "revision_conflict"
@@ -62,6 +63,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_AGENT: 404,
     ErrorCode.DELIVERY_NOT_FOUND: 404,
     ErrorCode.ALREADY_REPLIED: 409,
+    ErrorCode.NOT_A_REQUEST: 409,
     ErrorCode.DEAD_LETTER_NOT_FOUND: 404,
     ErrorCode.DEAD_LETTER_UNAUTHENTICATED: 409,
     ErrorCode.REVISION_CONFLICT: 412,

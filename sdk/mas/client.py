@@ -280,6 +280,16 @@ class SidecarClient:
             answer = await self._call("POST", path, body, headers=span.headers)
         return str(answer["id"])
 
+    async def progress(self, delivery_id: str, text: str, data: Any = None) -> str:
+        """Report progress on the request being handled; the id of the progress report."""
+        body: dict[str, Any] = {"text": text}
+        if data is not None:
+            body["data"] = data
+        with self.tracer.span("progress", kind="producer") as span:
+            path = f"/v1/deliveries/{_seg(delivery_id)}/progress"
+            answer = await self._call("POST", path, body, headers=span.headers)
+        return str(answer["id"])
+
     # State
 
     async def get_state(self) -> tuple[dict[str, Any], int]:

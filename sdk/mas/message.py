@@ -1,9 +1,10 @@
 """A message as an agent sees it: a delivery handed to a handler, or the reply to a request.
 
 Built by :class:`mas.Agent` from the sidecar's delivery events and ``/v1/requests`` answers and
-passed to user handlers; a delivered message can be answered with :meth:`AgentMessage.reply`,
-its lease renewed with :meth:`AgentMessage.extend`, and its ``lease_lost`` event tells the
-handler that another replica may be handling it (:mod:`mas.leases`).
+passed to user handlers; a delivered message can be answered with :meth:`AgentMessage.reply`
+(a request's handler may report progress first, :meth:`AgentMessage.progress`), its lease
+renewed with :meth:`AgentMessage.extend`, and its ``lease_lost`` event tells the handler that
+another replica may be handling it (:mod:`mas.leases`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,25 @@ class AgentMessage:
         if self._client is None:
             raise MasError(f"message {self.id} is a reply to a request, not a delivery")
         return await self._client.reply(self.id, type, payload)
+
+    async def progress(self, text: str, data: Any = None) -> str:
+        """Tell the requester what the handler of this request is doing now, before the reply:
+        ``text`` (1 to 4096 characters) says it to a person, ``data`` (any JSON) to a program.
+        The id of the progress report.
+
+        A report goes through this agent's sidecar like the reply will (signed, DLP scanned,
+        audited; a deny rule refuses it) and never answers the request: only :meth:`reply`
+        does. An A2A client sees each report as a ``TaskStatusUpdateEvent`` (state working)
+        and in ``GetTask``; a mas requester does not see them (``request`` returns the reply).
+        Only a request (``Agent.request``, an A2A call) takes reports, and only until it is
+        answered: otherwise :class:`mas.errors.SidecarError` with code ``not_a_request`` or
+        ``already_replied``. A report DLP blocks raises :class:`mas.errors.DlpBlockedError`
+        and fails nothing else: catch it to carry on. One that arrives after the request
+        timed out is dropped by the requester's sidecar.
+        """
+        if self._client is None:
+            raise MasError(f"message {self.id} is a reply to a request, not a delivery")
+        return await self._client.progress(self.id, text, data)
 
     @property
     def lease_lost(self) -> asyncio.Event:

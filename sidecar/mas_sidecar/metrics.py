@@ -89,6 +89,13 @@ class Metrics:
         self.late_replies = Counter(
             "mas_late_replies", "Replies that arrived after their request timed out", registry=r
         )
+        self.progress_reports = Counter(
+            "mas_progress_reports",
+            "Progress reports on this replica's requests: handed to a listener (delivered), "
+            "none listening (unheard), or after the request was answered or timed out (late)",
+            ["outcome"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "mas_inflight_deliveries", "Deliveries leased to this replica", registry=r
         )

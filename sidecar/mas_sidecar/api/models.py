@@ -17,6 +17,7 @@ AgentRef = Annotated[str, Field(min_length=1, max_length=127)]
 MAX_TTL_MS = 7 * 24 * 3600 * 1000
 MAX_BATCH_MESSAGES = 500
 MAX_BATCH_ACKS = 1000
+MAX_PROGRESS_TEXT = 4096
 MAX_COMPLETED_TTL_MS = 30 * 24 * 3600 * 1000
 # How long the agent's handler ran, in milliseconds (a fraction allowed), as it reports it.
 HandlerMs = Annotated[float, Field(ge=0, le=MAX_TTL_MS, allow_inf_nan=False)]
@@ -113,6 +114,13 @@ class Reply(_Body):
 
     type: MessageType
     payload: Any = None
+
+
+class Progress(_Body):
+    """``POST /v1/deliveries/{id}/progress``: what the handler of a request is doing now."""
+
+    text: Annotated[str, Field(min_length=1, max_length=MAX_PROGRESS_TEXT)]
+    data: Any = None
 
 
 class StateBody(_Body):

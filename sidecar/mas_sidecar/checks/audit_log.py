@@ -64,7 +64,7 @@ def receipt_event(agent_id: str, envelopes: Sequence[Envelope]) -> dict[str, Any
 
 def _message(envelope: Envelope) -> dict[str, Any]:
     """What an audit record says of a message: its id, sender, type, payload digest, and
-    ``reply`` when it is one."""
+    ``reply`` when it is one, ``progress`` when it reports progress on a request."""
     message: dict[str, Any] = {
         "message_id": envelope.id,
         "from": envelope.sender,
@@ -73,6 +73,8 @@ def _message(envelope: Envelope) -> dict[str, Any]:
     }
     if envelope.is_reply:
         message["reply"] = True
+    elif envelope.is_progress:
+        message["progress"] = True
     if envelope.principal is not None:
         message["principal"] = envelope.principal
     return message

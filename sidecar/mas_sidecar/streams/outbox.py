@@ -4,7 +4,9 @@ A message is accepted (202) only once it passed the gateway checks and Redis app
 agent's own stream into the target (``mas:{target}:in:<this agent>``). A reply goes to this
 agent's reply stream to the replica that waits for it
 (``mas:{requester}:replies:<replica>:<this agent>``) when the request was synchronous, else to
-the requester like any message. Used by the message and delivery routes.
+the requester like any message. A progress report on a synchronous request being handled
+(:data:`~mas_core.envelope.PROGRESS_TYPE`) takes the way its reply will take, through the same
+checks, and answers nothing. Used by the message and delivery routes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mas_core.envelope import Envelope
+from mas_core.envelope import PROGRESS_TYPE, Envelope
 from mas_core.error_codes import ErrorCode
 from mas_core.ids import new_id
 from mas_core.names import InvalidAgentIdError, qualify
@@ -136,4 +138,32 @@ class Outbox:
         destination = Destination.replica_of(original.sender, original.reply_to, self.agent_id)
         written = await self._gateway.send(envelope, destination, answers_request=True)
         self._metrics.messages_sent.labels("reply").inc()
+        return written
+
+    async def progress(
+        self,
+        original: Envelope,
+        text: str,
+        data: Any = None,
+        trace: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """Report progress on the synchronous request ``original`` to the replica waiting for
+        its reply: every send check (a deny rule refuses it, no allow rule is needed, as for
+        the reply; DLP scans ``text`` and ``data``), signed and audited like the reply."""
+        self._check_writable()
+        assert original.reply_to is not None
+        payload: dict[str, Any] = {"text": text}
+        if data is not None:
+            payload["data"] = data
+        envelope = build_envelope(
+            sender=self.agent_id,
+            target=original.sender,
+            type=PROGRESS_TYPE,
+            payload=payload,
+            correlation_id=original.id,
+            trace=original.trace if trace is None else trace,
+        )
+        destination = Destination.replica_of(original.sender, original.reply_to, self.agent_id)
+        written = await self._gateway.send(envelope, destination, answers_request=True)
+        self._metrics.messages_sent.labels("progress").inc()
         return written

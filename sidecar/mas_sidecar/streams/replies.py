@@ -23,8 +23,15 @@ to; anything else is refused, audited by the gateway and logged, and the request
 for the real reply. Only the reply a pending request waits for is spared the need for an allow
 rule (deny rules still apply), and only once: the first such reply resolves the request, any
 later one is an ordinary message that the rules must allow. A reply that comes after its request
-timed out is counted and logged (its requester already answered 504). Used by the request route
-and the app's background tasks.
+timed out is counted and logged (its requester already answered 504).
+
+A progress report (:attr:`~mas_core.envelope.Envelope.is_progress`) on a pending request, from
+the agent asked, passes the same checks and is spared the allow rule each time (it answers
+nothing: only the reply resolves the request); it is handed to the request's progress listener,
+if one was given (:meth:`ReplyWaiter.expect`), else dropped. One that comes after its request
+was answered or timed out is dropped before the checks and counted
+(``mas_progress_reports{outcome="late"}``): never an error, never a retry. Used by the request
+route, inbound A2A calls and the app's background tasks.
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ class ReplyWaiter:
         self._metrics = metrics
         self._check = check
         self._pending: dict[str, tuple[str, asyncio.Future[Envelope]]] = {}
+        self._listeners: dict[str, Callable[[Envelope], None]] = {}  # request id -> progress
         self._read: dict[str, bytes | str] = {}  # reply stream read -> last entry id read
         self._asked: dict[str, float] = {}  # target -> when it was last asked (monotonic)
         self._renew_at: dict[str, float] = {}  # target -> when its stream's expiry is renewed
@@ -109,15 +117,25 @@ class ReplyWaiter:
                 pipe.pexpire(stream, REPLY_STREAM_TTL_MS)
             await pipe.execute()
 
-    def expect(self, message_id: str, target: str) -> asyncio.Future[Envelope]:
-        """A future for the reply to request ``message_id``, which only ``target`` may send."""
+    def expect(
+        self,
+        message_id: str,
+        target: str,
+        progress: Callable[[Envelope], None] | None = None,
+    ) -> asyncio.Future[Envelope]:
+        """A future for the reply to request ``message_id``, which only ``target`` may send;
+        ``progress`` is called with each progress report on it that passed the checks, in the
+        order they were sent, until the reply comes."""
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._pending[message_id] = (target, future)
+        if progress is not None:
+            self._listeners[message_id] = progress
         self._asked[target] = time.monotonic()
         return future
 
     def forget(self, message_id: str) -> None:
         self._pending.pop(message_id, None)
+        self._listeners.pop(message_id, None)
 
     async def prepare(self, target: str) -> None:
         """Before asking ``target``: its reply stream exists, outlives the request, and is
@@ -196,18 +214,27 @@ class ReplyWaiter:
         replies: list[Read] = []
         for entry_id, fields in entries:
             try:
-                replies.append(Read(Envelope.from_entry(fields), stream, sender, entry_id))
+                envelope = Envelope.from_entry(fields)
             except EnvelopeError as exc:
                 log.warning("ignored a malformed reply in %s: %s", stream, exc)
+                continue
+            if envelope.is_progress and self._waiting(envelope) is None:
+                self._late_progress(envelope)
+            else:
+                replies.append(Read(envelope, stream, sender, entry_id))
         if not replies:
             return
         # Which envelopes may resolve a request is decided before the checks, in stream order:
-        # a second reply to the same request in the same batch is not spared the rules.
+        # a second reply to the same request in the same batch is not spared the rules. Progress
+        # reports on a pending request, from the agent asked, are spared them each time.
         answering: set[int] = set()
         claimed: set[str] = set()
         for read in replies:
             envelope = read.envelope
-            if envelope.correlation_id not in claimed and self._answers(envelope):
+            if envelope.is_progress:
+                if self._waiting(envelope) == envelope.sender:
+                    answering.add(id(envelope))
+            elif envelope.correlation_id not in claimed and self._answers(envelope):
                 claimed.add(envelope.correlation_id or "")
                 answering.add(id(envelope))
         refusals = await self._check(replies, lambda envelope: id(envelope) in answering)
@@ -218,8 +245,40 @@ class ReplyWaiter:
                     "refused reply %s from %s: %s", envelope.id, envelope.sender, refusal,
                     extra=message_fields(envelope),
                 )  # fmt: skip
+            elif envelope.is_progress:
+                self._progressed(envelope)
             else:
                 self._resolve(envelope)
+
+    def _waiting(self, envelope: Envelope) -> str | None:
+        """The target of the pending request ``envelope`` correlates to, None when that request
+        is not pending (answered, timed out, or unknown)."""
+        pending = self._pending.get(envelope.correlation_id or "")
+        return None if pending is None or pending[1].done() else pending[0]
+
+    def _late_progress(self, envelope: Envelope) -> None:
+        self._metrics.progress_reports.labels("late").inc()
+        log.debug(
+            "progress %s came after its request was answered or timed out", envelope.id,
+            extra=message_fields(envelope),
+        )  # fmt: skip
+
+    def _progressed(self, envelope: Envelope) -> None:
+        """Hand a progress report that passed the checks to its request's listener."""
+        target = self._waiting(envelope)
+        if target is None:  # the reply came first in the same batch
+            self._late_progress(envelope)
+            return
+        if envelope.sender != target:
+            log.warning(
+                "refused progress %s: request %s went to %s, not %s", envelope.id,
+                envelope.correlation_id, target, envelope.sender, extra=message_fields(envelope),
+            )  # fmt: skip
+            return
+        listener = self._listeners.get(envelope.correlation_id or "")
+        self._metrics.progress_reports.labels("unheard" if listener is None else "delivered").inc()
+        if listener is not None:
+            listener(envelope)
 
     def _answers(self, envelope: Envelope) -> bool:
         """Whether ``envelope`` is the reply a pending request waits for: a reply, from the
@@ -252,5 +311,6 @@ class ReplyWaiter:
             )
             return
         del self._pending[request_id]
+        self._listeners.pop(request_id, None)
         self._metrics.replies.inc()
         future.set_result(envelope)

@@ -26,7 +26,7 @@ from mas_sidecar.api.http import (
     read_body,
     trace_headers,
 )
-from mas_sidecar.api.models import Ack, AckBatch, ExtendBatch, Nack, Reject, Reply
+from mas_sidecar.api.models import Ack, AckBatch, ExtendBatch, Nack, Progress, Reject, Reply
 from mas_sidecar.api.responses import Accepted, AckResult, ExtendResult
 from mas_sidecar.api.server import connection_closed
 from mas_sidecar.metrics import Metrics
@@ -155,4 +155,32 @@ async def reply(request: web.Request) -> web.Response:
         )
         span.update(message_attributes(envelope))
     lease.replied = True
+    return json_response(Accepted(id=envelope.id), status=202)
+
+
+@routes.post("/v1/deliveries/{id}/progress")
+async def progress(request: web.Request) -> web.Response:
+    """Report progress on the request being handled: only a synchronous request (one with a
+    replica waiting for its reply) not answered yet takes progress reports."""
+    body = await read_body(request, Progress)
+    body_taken(request)
+    parts = components(request)
+    lease = parts.inbox.lease(request.match_info["id"])
+    if lease.envelope.reply_to is None:
+        raise ApiError(
+            ErrorCode.NOT_A_REQUEST,
+            f"message {lease.envelope.id} is not a request waiting for a reply: "
+            "nobody to report progress to",
+        )
+    if lease.replied:
+        raise ApiError(
+            ErrorCode.ALREADY_REPLIED,
+            f"request {lease.envelope.id} was answered already; progress comes before the reply",
+        )
+    parent = trace_headers(request) or lease.trace
+    with parts.tracer.span("progress", parent=parent, kind="server") as span:
+        envelope = await parts.outbox.progress(
+            lease.envelope, body.text, body.data, trace=span.headers or None
+        )
+        span.update(message_attributes(envelope))
     return json_response(Accepted(id=envelope.id), status=202)
