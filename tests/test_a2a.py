@@ -25,12 +25,14 @@ from a2a.client import ClientConfig, create_client
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.client.errors import A2AClientError
 from a2a.types import a2a_pb2 as a2a
-from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 from api import Api
 from policies import publish
+from prometheus import scrape
 from waiting import eventually
 
 from mas import Agent, AgentMessage
+from mas.errors import SidecarError
 from mas_cli.local.processes import SidecarProcess
 from mas_cli.local.redis_server import free_port
 from mas_core.keys import AgentKeys
@@ -40,23 +42,40 @@ if TYPE_CHECKING:
 
 KEYS = {"partner": "partner-key-0123456789abcdef", "stranger": "stranger-key-0123456789abcd"}
 AGENT = "default/echo"
+SSN = "123-45-6789"  # what the DLP detector us_ssn blocks
 
 
 class Echo(Agent):
-    """Answers ``echo: <text>``; a text starting with ``wait`` is held until ``release``."""
+    """Answers ``echo: <text>``; a text starting with ``wait`` is held until ``release``. One
+    starting with ``steps`` is held until ``release`` too, then each word after it is reported
+    as progress (``{ssn}`` in it: a number DLP blocks), but ``hold``, which waits for
+    ``finish``."""
 
     def __init__(self, sidecar: SidecarProcess) -> None:
         super().__init__(sidecar_url=sidecar.url, sidecar_token=sidecar.token)
         self.release = asyncio.Event()
+        self.finish = asyncio.Event()
         self.asked: list[AgentMessage] = []
         self.cancelled: list[str] = []
+        self.reported: list[str] = []  # each progress report: "sent" or its error code
 
     @Agent.on("a2a.message")
     async def ask(self, message: AgentMessage) -> None:
         self.asked.append(message)
         text = message.payload["text"]
-        if text.startswith("wait"):
+        if text.startswith(("wait", "steps")):
             await self.release.wait()
+        if text.startswith("steps"):
+            for step in text.split()[1:]:
+                if step == "hold":
+                    await self.finish.wait()
+                    continue
+                try:
+                    await message.progress(step.format(ssn=SSN), data={"step": len(self.reported)})
+                except SidecarError as exc:
+                    self.reported.append(exc.code)
+                else:
+                    self.reported.append("sent")
         await message.reply("a2a.reply", {"text": f"echo: {text}"})
 
     @Agent.on("a2a.cancel")
@@ -311,9 +330,9 @@ async def test_each_client_has_rate_limit_buckets_of_its_own(
 async def test_a_dlp_block_is_answered_as_an_a2a_error(exposed: Exposed) -> None:
     client = await _client(exposed)
     with pytest.raises(InvalidParamsError) as refused:
-        await _responses(client, _message("my SSN is 123-45-6789"))
+        await _responses(client, _message(f"my SSN is {SSN}"))
     assert refused.value.data == {"code": "dlp_blocked"}
-    assert "123-45-6789" not in str(refused.value)
+    assert SSN not in str(refused.value)
     assert exposed.agent.asked == []
 
 
@@ -360,3 +379,112 @@ async def test_unsupported_optional_methods_answer_the_specs_errors(
         "Nonsense": -32601,
         "GetTask": -32001,
     }
+
+
+def _texts(message: a2a.Message) -> list[str]:
+    return [part.text for part in message.parts if part.text]
+
+
+async def test_a_stream_sends_each_progress_report_as_a_status_update_then_the_result(
+    exposed: Exposed,
+) -> None:
+    client = await _client(exposed, streaming=True)
+    events: list[a2a.StreamResponse] = []
+    async for event in client.send_message(_message("steps reading writing")):
+        events.append(event)
+        if event.WhichOneof("payload") == "task":
+            exposed.agent.release.set()
+    assert [event.WhichOneof("payload") for event in events] == ["task"] + ["status_update"] * 3
+    statuses = [event.status_update.status for event in events[1:]]
+    assert [(status.state, _texts(status.message)) for status in statuses] == [
+        (a2a.TASK_STATE_WORKING, ["reading"]),
+        (a2a.TASK_STATE_WORKING, ["writing"]),
+        (a2a.TASK_STATE_COMPLETED, ["echo: steps reading writing"]),
+    ]
+    data = [part.data for part in statuses[0].message.parts if part.HasField("data")]
+    assert [dict(value.struct_value) for value in data] == [{"step": 0}]
+
+
+async def test_a_progress_report_dlp_blocks_never_reaches_the_client(exposed: Exposed) -> None:
+    client = await _client(exposed, streaming=True)
+    events: list[a2a.StreamResponse] = []
+    async for event in client.send_message(_message("steps reading {ssn} writing")):
+        events.append(event)
+        if event.WhichOneof("payload") == "task":
+            exposed.agent.release.set()
+    assert exposed.agent.reported == ["sent", "dlp_blocked", "sent"]
+    texts = [_texts(event.status_update.status.message) for event in events[1:]]
+    assert texts == [["reading"], ["writing"], ["echo: steps reading {ssn} writing"]]
+    assert SSN not in str(events)
+
+
+async def test_get_task_shows_the_latest_progress_while_the_handler_works(
+    exposed: Exposed,
+) -> None:
+    client = await _client(exposed)
+    request = _message("steps reading writing hold")
+    request.configuration.return_immediately = True
+    (response,) = await _responses(client, request)
+    exposed.agent.release.set()
+
+    async def reported() -> a2a.Task | None:
+        task = await client.get_task(a2a.GetTaskRequest(id=response.task.id))
+        return task if _texts(task.status.message) == ["writing"] else None
+
+    working = await eventually(reported, "the last progress report in the task")
+    assert working.status.state == a2a.TASK_STATE_WORKING
+    assert not working.artifacts
+    exposed.agent.finish.set()
+
+    async def completed() -> a2a.Task | None:
+        task = await client.get_task(a2a.GetTaskRequest(id=response.task.id))
+        return task if task.status.state == a2a.TASK_STATE_COMPLETED else None
+
+    done = await eventually(completed, "the task completed")
+    assert _texts(done.status.message) == ["echo: steps reading writing hold"]
+
+
+async def test_subscribe_to_task_follows_a_working_task_to_its_end(exposed: Exposed) -> None:
+    client = await _client(exposed)
+    request = _message("steps reading hold writing")
+    request.configuration.return_immediately = True
+    (response,) = await _responses(client, request)
+    events: list[a2a.StreamResponse] = []
+    streaming = await _client(exposed, streaming=True)
+    async for event in streaming.subscribe(a2a.SubscribeToTaskRequest(id=response.task.id)):
+        events.append(event)
+        if event.WhichOneof("payload") == "task":
+            exposed.agent.release.set()
+        elif _texts(event.status_update.status.message) == ["reading"]:
+            exposed.agent.finish.set()
+    assert events[0].task.id == response.task.id
+    texts = [_texts(event.status_update.status.message) for event in events[1:]]
+    assert texts == [["reading"], ["writing"], ["echo: steps reading hold writing"]]
+    with pytest.raises(UnsupportedOperationError):  # it has finished: nothing to follow
+        await _responses_of(streaming.subscribe(a2a.SubscribeToTaskRequest(id=response.task.id)))
+
+
+async def _responses_of(stream: AsyncIterator[a2a.StreamResponse]) -> list[a2a.StreamResponse]:
+    return [response async for response in stream]
+
+
+async def test_progress_after_the_task_was_canceled_is_dropped_and_counted(
+    exposed: Exposed, http: aiohttp.ClientSession
+) -> None:
+    client = await _client(exposed)
+    request = _message("steps reading writing")
+    request.configuration.return_immediately = True
+    (response,) = await _responses(client, request)
+    await client.cancel_task(a2a.CancelTaskRequest(id=response.task.id))
+    exposed.agent.release.set()
+    sidecar = exposed.sidecar
+    metrics = f"{sidecar.url}/metrics"
+
+    async def dropped() -> bool:
+        seen = await scrape(http, metrics, Authorization=f"Bearer {sidecar.token}")
+        return seen.value("mas_progress_reports_total", {"outcome": "late"}) == 2
+
+    await eventually(dropped, "both reports dropped as late")
+    assert exposed.agent.reported == ["sent", "sent"]  # accepted by the handler's sidecar
+    task = await client.get_task(a2a.GetTaskRequest(id=response.task.id))
+    assert task.status.state == a2a.TASK_STATE_CANCELED

@@ -7,6 +7,8 @@ An A2A ``SendMessage`` reaches it as an ordinary ``a2a.message`` from ``external
 Asked ``Define: <word>``, it asks the glossary, an A2A agent outside mas (the ExternalAgent of
 ``glossary.yaml``), with an ordinary ``self.request``: its sidecar applies the gateway checks,
 calls the glossary over A2A and checks the answer before the assistant gets it as a reply.
+Meanwhile it tells the caller so (``message.progress``): a streaming A2A client sees it as a
+status update of its task (state working) before the answer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Assistant(Agent):
         text = message.payload["text"]
         print(f"A2A call from {message.sender}: {text[:60]!r}", flush=True)
         if text.startswith("Define:"):
+            await message.progress("asking the glossary", data={"ask": "glossary"})
             answer = await self.request("glossary", "ask.define", {"text": text})
             await message.reply("a2a.reply", {"text": answer.payload["text"]})
             return

@@ -3,8 +3,9 @@
     A2A_API_KEY=... python partner.py http://127.0.0.1:8791 "Summarize: some text."
 
 It reads the agent card at ``/.well-known/agent-card.json``, then sends the message with its
-API key as a bearer token (streamed, as the card offers: the task first, then its completion),
-and prints the card's name and skills and the answer's text.
+API key as a bearer token (streamed, as the card offers: the task first, a status update for
+each progress report of the agent, then its completion), and prints the card's name and
+skills, each progress report and the answer's text.
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ async def ask(url: str, text: str, key: str) -> None:
         )
         async for response in client.send_message(request):  # streamed: the card says so
             kind = response.WhichOneof("payload")
+            label = "answer"
             if kind == "message":
                 answer = response.message
             elif kind == "status_update":
-                answer = response.status_update.status.message
+                status = response.status_update.status
+                answer = status.message
+                if status.state == a2a.TASK_STATE_WORKING:  # a progress report
+                    label = "progress"
             else:  # the task, first: still working
                 continue
-            print("answer: " + " ".join(part.text for part in answer.parts), flush=True)
+            text = " ".join(part.text for part in answer.parts if part.text)
+            print(f"{label}: {text}", flush=True)
 
 
 if __name__ == "__main__":

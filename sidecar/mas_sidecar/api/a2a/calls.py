@@ -9,9 +9,11 @@ this sidecar's key and the audit entry all run as for any request
 inbox reads it, and the agent gets it like any message. Its reply (through every check of the
 reply route) completes the call: within ``MAS_A2A_WAIT_MS`` it is the call's ``Message``;
 otherwise the call answers a ``Task``, which the reply completes later (``GetTask``, a stream).
-A reply of type ``a2a.error`` fails the task. ``CancelTask`` sends ``a2a.cancel`` (payload
-``{"task_id"}``) to the agent, through the same checks, and cancels the task. A task not
-answered within ``TASK_TIMEOUT_MS`` fails.
+A reply of type ``a2a.error`` fails the task. Each progress report of the handler
+(:meth:`mas.AgentMessage.progress`, which passed the reply route's checks) becomes the working
+task's status message, which its streams send as a status update. ``CancelTask`` sends
+``a2a.cancel`` (payload ``{"task_id"}``) to the agent, through the same checks, and cancels
+the task. A task not answered within ``TASK_TIMEOUT_MS`` fails.
 
 A refusal answers a JSON-RPC error naming its mas code: a DLP block is ``-32602`` (invalid
 params), any other refusal ``-32000``.
@@ -38,6 +40,7 @@ from mas_sidecar.api.a2a.protocol import (
     Inbound,
     RpcError,
     agent_message,
+    progress_parts,
     reply_parts,
 )
 from mas_sidecar.api.a2a.tasks import Task, Tasks
@@ -69,34 +72,36 @@ class Calls:
         self._tasks = Tasks()
         self._wait = parts.config.a2a_wait_ms / 1000
 
-    async def _send(
+    def _envelope(
         self, principal: str, type: str, payload: object, *, ask: bool, trace: Mapping[str, str]
-    ) -> tuple[Envelope, asyncio.Future[Envelope] | None]:
-        """Send ``payload`` to this agent for ``principal`` through every check; with ``ask``,
-        as a request whose reply the returned future resolves."""
+    ) -> Envelope:
+        """``payload`` to this agent for ``principal``; with ``ask``, as a request."""
+        me = self._parts.config.agent_id
+        return build_envelope(
+            sender=me, target=me, type=type, payload=payload,
+            reply_to=self._parts.config.replica if ask else None,
+            ttl_ms=TASK_TIMEOUT_MS if ask else None, trace=trace, principal=principal,
+        )  # fmt: skip
+
+    async def _send(self, envelope: Envelope, reply: asyncio.Future[Envelope] | None) -> None:
+        """Send ``envelope`` through every check; ``reply``: the future of a request's reply
+        (:meth:`~mas_sidecar.streams.replies.ReplyWaiter.expect`), forgotten if it fails."""
         parts = self._parts
-        me = parts.config.agent_id
         try:
-            await parts.outbox.resolve(me)
-            envelope = build_envelope(
-                sender=me, target=me, type=type, payload=payload,
-                reply_to=parts.config.replica if ask else None,
-                ttl_ms=TASK_TIMEOUT_MS if ask else None, trace=trace, principal=principal,
-            )  # fmt: skip
-            reply = parts.replies.expect(envelope.id, me) if ask else None
             try:
-                if ask:
-                    await parts.replies.prepare(me)
-                written = await parts.outbox.send(envelope, "request" if ask else "message")
+                await parts.outbox.resolve(envelope.target)
+                if reply is not None:
+                    await parts.replies.prepare(envelope.target)
+                await parts.outbox.send(envelope, "message" if reply is None else "request")
             except BaseException:
                 parts.replies.forget(envelope.id)
                 raise
         except (Refusal, ApiError) as failure:
             raise rpc_error(failure) from None
-        return written, reply
 
     async def start(self, principal: str, inbound: Inbound, trace: Mapping[str, str]) -> Task:
-        """Send the client's message to the agent; the task that its reply completes."""
+        """Send the client's message to the agent; the task that its reply completes, and
+        that the handler's progress reports update."""
         if inbound.task_id is not None:
             raise RpcError(
                 UNSUPPORTED_OPERATION, "a message cannot continue a task here",
@@ -104,9 +109,13 @@ class Calls:
             )  # fmt: skip
         context_id = inbound.context_id or new_id()
         payload = {**inbound.payload(), "context_id": context_id}
-        envelope, reply = await self._send(principal, MESSAGE_TYPE, payload, ask=True, trace=trace)
-        assert reply is not None
-        task = self._tasks.add(Task(envelope.id, context_id, principal, envelope.id))
+        envelope = self._envelope(principal, MESSAGE_TYPE, payload, ask=True, trace=trace)
+        task = Task(envelope.id, context_id, principal, envelope.id)
+        reply = self._parts.replies.expect(
+            envelope.id, envelope.target, lambda report: self._progressed(task, report)
+        )
+        await self._send(envelope, reply)
+        self._tasks.add(task)
         expiry = asyncio.get_running_loop().call_later(
             TASK_TIMEOUT_MS / 1000, self._expire, task, reply
         )
@@ -133,10 +142,17 @@ class Calls:
                 TASK_NOT_CANCELABLE, f"task {task_id} has finished", "task_not_cancelable"
             )
         payload = {"task_id": task.id, "context_id": task.context_id}
-        await self._send(principal, CANCEL_TYPE, payload, ask=False, trace=trace)
+        await self._send(
+            self._envelope(principal, CANCEL_TYPE, payload, ask=False, trace=trace), None
+        )
         self._parts.replies.forget(task.request_id)
         task.settle("TASK_STATE_CANCELED", None)
         return task
+
+    def _progressed(self, task: Task, report: Envelope) -> None:
+        """A progress report of the handler (it passed the checks): the task's status message."""
+        parts = progress_parts(report.payload)
+        task.progress(agent_message(report.id, parts, task.context_id, task.id))
 
     def _answered(
         self, task: Task, reply: asyncio.Future[Envelope], expiry: asyncio.TimerHandle

@@ -1,15 +1,16 @@
 """The A2A JSON-RPC binding's documents, in protocol 1.0 and in 0.3: parse calls, build answers.
 
 A call names its method in 1.0 (``SendMessage``, ``SendStreamingMessage``, ``GetTask``,
-``CancelTask``) or, from a client that sends no ``A2A-Version`` header, in 0.3
-(``message/send``, ``message/stream``, ``tasks/get``, ``tasks/cancel``); :func:`parse_call`
+``CancelTask``, ``SubscribeToTask``) or, from a client that sends no ``A2A-Version`` header, in
+0.3 (``message/send``, ``message/stream``, ``tasks/get``, ``tasks/cancel``,
+``tasks/resubscribe``); :func:`parse_call`
 tells the dialect and the method. Everything inside is kept in 1.0's shapes (parts as
 ``{"text"}``, ``{"data"}``, ``{"url"}`` or ``{"raw"}`` with ``filename`` and ``mediaType``;
 states as ``TASK_STATE_*``) and turned into 0.3's (``kind``, lower-case states, ``file``
 parts) only when answered (:func:`message_result`, :func:`task_result`, :func:`status_event`).
-Optional features mas does not serve (push notifications, task lists and subscriptions, an
-extended card) answer the spec's own errors. Every error carries a ``google.rpc.ErrorInfo`` in
-``data`` whose ``metadata.code`` is mas's stable error code.
+Optional features mas does not serve (push notifications, task lists, an extended card) answer
+the spec's own errors. Every error carries a ``google.rpc.ErrorInfo`` in ``data`` whose
+``metadata.code`` is mas's stable error code.
 
 Pure. Used by :mod:`mas_sidecar.api.a2a.server` and :mod:`mas_sidecar.api.a2a.calls`.
 """
@@ -27,7 +28,12 @@ ERROR_DOMAIN = "mas.dev"
 MAX_PARTS = 64
 
 SEND, STREAM, GET, CANCEL = "SendMessage", "SendStreamingMessage", "GetTask", "CancelTask"
-_LEGACY = {"message/send": SEND, "message/stream": STREAM, "tasks/get": GET, "tasks/cancel": CANCEL}
+SUBSCRIBE = "SubscribeToTask"
+_METHODS = frozenset({SEND, STREAM, GET, CANCEL, SUBSCRIBE})
+_LEGACY = {
+    "message/send": SEND, "message/stream": STREAM, "tasks/get": GET, "tasks/cancel": CANCEL,
+    "tasks/resubscribe": SUBSCRIBE,
+}  # fmt: skip
 _PUSH = frozenset(
     {
         "CreateTaskPushNotificationConfig", "GetTaskPushNotificationConfig",
@@ -37,7 +43,7 @@ _PUSH = frozenset(
     }
 )  # fmt: skip
 _EXTENDED_CARD = frozenset({"GetExtendedAgentCard", "agent/getAuthenticatedExtendedCard"})
-_UNSUPPORTED = frozenset({"ListTasks", "SubscribeToTask", "tasks/resubscribe", "tasks/list"})
+_UNSUPPORTED = frozenset({"ListTasks", "tasks/list"})
 
 # JSON-RPC and A2A error codes (A2A spec, "JSON-RPC error codes").
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL = (
@@ -97,7 +103,7 @@ class Call:
 
 def _dialect(version: str | None, method: str) -> Dialect:
     if version is None or not version.strip():
-        return "1.0" if method in (SEND, STREAM, GET, CANCEL) else "0.3"
+        return "1.0" if method in _METHODS else "0.3"
     major_minor = ".".join(version.strip().split(".")[:2])
     if major_minor in ("1.0", "0.3"):
         return "1.0" if major_minor == "1.0" else "0.3"
@@ -138,7 +144,7 @@ def parse_call(document: Any, version: str | None) -> Call:
     if name in _UNSUPPORTED:
         raise RpcError(UNSUPPORTED_OPERATION, f"{name} is not supported", "unsupported_operation")
     method = _LEGACY.get(name, name)
-    if method not in (SEND, STREAM, GET, CANCEL):
+    if method not in _METHODS:
         raise RpcError(METHOD_NOT_FOUND, f"no method {name[:64]!r}", "method_not_found")
     return Call(request_id(document), _dialect(version, name), method, params)
 
@@ -251,6 +257,18 @@ def reply_parts(payload: Any) -> list[dict[str, Any]]:
     if isinstance(payload, str):
         return [{"text": payload}]
     return [{"data": {"value": payload}}]
+
+
+def progress_parts(payload: Any) -> list[dict[str, Any]]:
+    """A progress report's payload (``{"text", "data"?}``) as parts: its text, and its data as
+    a data part when it has any."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("text"), str):
+        return reply_parts(payload)
+    parts: list[dict[str, Any]] = [{"text": payload["text"]}]
+    if "data" in payload:
+        data = payload["data"]
+        parts.append({"data": data if isinstance(data, dict) else {"value": data}})
+    return parts
 
 
 def agent_message(

@@ -9,7 +9,8 @@ under ``mas up``) and ``spec.a2a.port``, beside its loopback API, and serves:
   answered ``401`` with ``WWW-Authenticate: Bearer`` before its body is read. The rest is the
   four steps of every route: parse, check (:mod:`mas_sidecar.api.a2a.calls`: the gateway
   checks), write, answer — a ``Message`` or a ``Task``, or a server-sent event stream for
-  ``SendStreamingMessage`` (the task, then its final status update).
+  ``SendStreamingMessage`` and ``SubscribeToTask`` (the task, then a status update for each
+  progress report of the handler, then the final one).
 
 The listener is built only when the agent is exposed, and this package is imported only then
 (:mod:`mas_sidecar.api.app`), so a sidecar that serves no A2A pays nothing for it. Why the
@@ -41,6 +42,9 @@ from mas_sidecar.api.a2a.protocol import (
     INTERNAL,
     PARSE_ERROR,
     SEND,
+    SUBSCRIBE,
+    TERMINAL,
+    UNSUPPORTED_OPERATION,
     VERSION_HEADER,
     Call,
     RpcError,
@@ -116,20 +120,35 @@ async def _answer(request: web.Request, call: Call, principal: str) -> Any:
 
 
 async def _stream(request: web.Request, call: Call, principal: str) -> web.StreamResponse:
-    """SendStreamingMessage: the task as the first event, its final status as the last."""
+    """SendStreamingMessage (a new task) or SubscribeToTask (one still working): the task as the
+    first event, a status update for each change, the final status as the last."""
     calls = request.app[CALLS]
-    task = await calls.start(principal, inbound_message(call.params), trace_headers(request))
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
+    if call.method == SUBSCRIBE:
+        task = calls.task(principal, task_id_param(call.params))
+        if task.finished:
+            raise RpcError(
+                UNSUPPORTED_OPERATION, f"task {task.id} has finished: nothing to follow",
+                "unsupported_operation",
+            )  # fmt: skip
+    else:
+        task = await calls.start(principal, inbound_message(call.params), trace_headers(request))
+    with task.watch() as changes:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
 
-    async def event(result: Any) -> None:
-        await response.write(b"data: " + orjson.dumps(result_document(call.id, result)) + b"\n\n")
+        async def event(result: Any) -> None:
+            document = result_document(call.id, result)
+            await response.write(b"data: " + orjson.dumps(document) + b"\n\n")
 
-    await event(task_result(task.document(), call.dialect, wrapped=True))
-    await task.changed()
-    await event(status_event(task.document(), call.dialect))
+        await event(task_result(task.document(), call.dialect, wrapped=True))
+        while True:
+            # A task that finished before the stream began has no change left to wait for.
+            changed = task.document() if task.finished and changes.empty() else await changes.get()
+            await event(status_event(changed, call.dialect))
+            if changed["status"]["state"] in TERMINAL:
+                break
     await response.write_eof()
     return response
 
