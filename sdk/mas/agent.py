@@ -333,7 +333,8 @@ class Agent(Generic[StateT]):
         """Send a message and wait up to ``timeout`` seconds for the reply.
 
         Raises :class:`mas.errors.RequestTimeoutError` when none arrives in time. ``retry`` as
-        for :meth:`send`.
+        for :meth:`send`. Progress reports of the handler (:meth:`AgentMessage.progress`) are
+        not passed on: this returns the reply only.
         """
         reply = await self._sidecar().request(
             to, type, payload, timeout_ms=int(timeout * 1000), retry=retry
