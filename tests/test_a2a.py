@@ -104,11 +104,18 @@ def _a2a_block(port: int) -> dict[str, Any]:
 
 
 @pytest.fixture
+def settings() -> dict[str, str]:
+    """``MAS_*`` settings of the exposed agent's sidecar beyond the test's own."""
+    return {}
+
+
+@pytest.fixture
 async def exposed(
     sidecars: Sidecars,
     redis_client: redis.Redis,
     tmp_path: Path,
     started: Callable[[Agent[Any]], Any],
+    settings: dict[str, str],
 ) -> AsyncIterator[Exposed]:
     clients = tmp_path / "a2a-clients"
     clients.mkdir()
@@ -134,6 +141,7 @@ async def exposed(
         MAS_A2A=orjson.dumps(_a2a_block(port)).decode(),
         MAS_A2A_HOST="127.0.0.1",
         MAS_A2A_CLIENTS_DIR=str(clients),
+        **settings,
     )
     agent = await started(Echo(sidecar))
     yield Exposed(agent, sidecar, f"http://127.0.0.1:{port}")
@@ -488,3 +496,53 @@ async def test_progress_after_the_task_was_canceled_is_dropped_and_counted(
     assert exposed.agent.reported == ["sent", "sent"]  # accepted by the handler's sidecar
     task = await client.get_task(a2a.GetTaskRequest(id=response.task.id))
     assert task.status.state == a2a.TASK_STATE_CANCELED
+
+
+CAP = 3
+
+
+async def _stream_open(
+    http: aiohttp.ClientSession, exposed: Exposed, text: str
+) -> aiohttp.ClientResponse:
+    """A ``SendStreamingMessage`` on a connection of its own, once its first event came."""
+    call = {
+        "jsonrpc": "2.0", "id": text, "method": "SendStreamingMessage",
+        "params": {"message": {"messageId": text, "role": "ROLE_USER", "parts": [{"text": text}]}},
+    }  # fmt: skip
+    headers = {"Authorization": f"Bearer {KEYS['partner']}", "A2A-Version": "1.0"}
+    response = await http.post(f"{exposed.url}/", json=call, headers=headers)
+    assert response.status == 200
+    assert (await response.content.readline()).startswith(b"data: ")  # the task
+    return response
+
+
+@pytest.mark.parametrize("settings", [{"MAS_A2A_MAX_CONNECTIONS": str(CAP)}])
+async def test_the_a2a_listener_refuses_connections_over_its_cap_and_the_api_still_answers(
+    exposed: Exposed, http: aiohttp.ClientSession
+) -> None:
+    streams = [await _stream_open(http, exposed, f"wait {n}") for n in range(CAP)]
+    async with http.get(f"{exposed.url}/.well-known/agent-card.json") as refused:
+        assert (refused.status, refused.headers["Retry-After"]) == (503, "1")
+        answer = await refused.json()
+    assert answer["error"]["code"] == -32000
+    assert answer["error"]["data"][0]["metadata"] == {"code": "too_many_connections"}
+    assert "MAS_A2A_MAX_CONNECTIONS" in answer["error"]["message"]
+    # The agent's own API, capped apart, answers.
+    sidecar = exposed.sidecar
+    headers = {"Authorization": f"Bearer {sidecar.token}"}
+    async with http.get(f"{sidecar.url}/v1/self", headers=headers) as me:
+        assert me.status == 200
+    seen = await scrape(http, f"{sidecar.url}/metrics", **headers)
+    assert seen.value("mas_a2a_connections_refused_total") == 1
+    # The streams end with their tasks; their places are free again.
+    exposed.agent.release.set()
+    for stream in streams:
+        events = [line async for line in stream.content if line.startswith(b"data: ")]
+        assert b"TASK_STATE_COMPLETED" in events[-1]
+        stream.release()
+
+    async def served() -> bool:
+        async with http.get(f"{exposed.url}/.well-known/agent-card.json") as card:
+            return card.status == 200
+
+    await eventually(served, "a connection served again")

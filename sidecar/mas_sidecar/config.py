@@ -93,6 +93,7 @@ class SidecarConfig:
     a2a_url: str | None = None  # the card's interface URL (MAS_A2A_URL), else from host, port
     a2a_clients_dir: Path | None = None  # one file per client, its API key (MAS_A2A_CLIENTS_DIR)
     a2a_wait_ms: int = 10_000  # how long a call waits for the reply before it answers a Task
+    a2a_max_connections: int = 256  # the A2A listener's connections open at once, at most
     a2a_remotes_dir: Path | None = None  # external agents' tokens, one file each (REMOTES_DIR_ENV)
 
     @property
@@ -169,6 +170,7 @@ class SidecarConfig:
             a2a_url=read.raw("MAS_A2A_URL") or None,
             a2a_clients_dir=read.path("MAS_A2A_CLIENTS_DIR"),
             a2a_wait_ms=read.integer("MAS_A2A_WAIT_MS", 10_000, 0, 600_000),
+            a2a_max_connections=read.integer("MAS_A2A_MAX_CONNECTIONS", 256, 2, 65_536),
             a2a_remotes_dir=read.path(REMOTES_DIR_ENV),
         )
 

@@ -142,6 +142,11 @@ class Metrics:
             "HTTP connections refused because MAS_MAX_CONNECTIONS were open",
             registry=r,
         )
+        self.a2a_connections_refused = Counter(
+            "mas_a2a_connections_refused",
+            "A2A listener connections refused because MAS_A2A_MAX_CONNECTIONS were open",
+            registry=r,
+        )
         self.subscribers = Gauge(
             "mas_subscribers", "Delivery streams open (MAS_MAX_SUBSCRIBERS)", registry=r
         )

@@ -25,24 +25,27 @@ sidecar's memory or leaving its agent without service for longer than a known ti
 :func:`serve` runs the app as ``aiohttp.web.run_app`` does (until SIGTERM or SIGINT, then a
 graceful shutdown) but accepts connections itself, so that it can count them. Given the probes'
 application (:mod:`mas_sidecar.api.probes`), it also serves that on ``MAS_METRICS_ADDRESS``,
-with the same timeouts and at most ``probes.MAX_CONNECTIONS`` connections. Used by
-:mod:`mas_sidecar.main`.
+with the same timeouts and at most ``probes.MAX_CONNECTIONS`` connections. :func:`serving`
+serves another application beside the API the same way (an exposed agent's A2A listener, with
+a cap of its own: a flood of A2A connections never takes the agent's API's). Used by
+:mod:`mas_sidecar.main` and :mod:`mas_sidecar.api.a2a.server`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import cast
 
 import orjson
 from aiohttp import web
+from prometheus_client import Counter
 
 from mas_core.error_codes import HTTP_STATUS, ErrorCode
 from mas_sidecar.api import probes as probes_app
 from mas_sidecar.api.http import METRICS_KEY
 from mas_sidecar.config import SidecarConfig
-from mas_sidecar.metrics import Metrics
 
 LISTEN_HOST = "127.0.0.1"  # the API trusts its caller: never listen beyond loopback
 SHUTDOWN_SECONDS = 5.0
@@ -120,18 +123,24 @@ class _Acceptor:
     fewer than ``limit`` are open, :class:`_Refused` for the others."""
 
     def __init__(
-        self, server: web.Server, limit: int, metrics: Metrics, setting: str = "MAS_MAX_CONNECTIONS"
+        self,
+        server: web.Server,
+        limit: int,
+        refused: Counter,
+        setting: str = "MAS_MAX_CONNECTIONS",
+        body: bytes | None = None,
     ) -> None:
+        """``refused`` counts the connections refused; ``body``: the refusal's JSON document
+        (the API's error document if None)."""
         self._server = server
         self.limit = limit
         self.open = 0
-        self._metrics = metrics
-        body = orjson.dumps(
+        self._refused = refused
+        body = body or orjson.dumps(
             {
                 "error": {
                     "code": ErrorCode.TOO_MANY_CONNECTIONS.value,
-                    "message": f"this listener serves at most {limit} connections at once "
-                    f"({setting}); close idle ones or retry later",
+                    "message": too_many_connections(limit, setting),
                 }
             }
         )
@@ -143,9 +152,17 @@ class _Acceptor:
 
     def __call__(self) -> asyncio.Protocol:
         if self.open >= self.limit:
-            self._metrics.connections_refused.inc()
+            self._refused.inc()
             return _Refused(self._refusal)
         return _Connection(self._server(), self)
+
+
+def too_many_connections(limit: int, setting: str) -> str:
+    """The message of a connection refused over ``limit``."""
+    return (
+        f"this listener serves at most {limit} connections at once ({setting}); "
+        "close idle ones or retry later"
+    )
 
 
 def connection_closed(request: web.Request) -> asyncio.Future[None]:
@@ -160,6 +177,33 @@ def connection_closed(request: web.Request) -> asyncio.Future[None]:
     if isinstance(connection, _Connection):
         return connection.closed()
     return asyncio.get_running_loop().create_future()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: web.Application,
+    config: SidecarConfig,
+    address: tuple[str, int],
+    *,
+    limit: int,
+    refused: Counter,
+    setting: str,
+    body: bytes,
+) -> AsyncIterator[None]:
+    """Serve ``app`` on ``address`` while in the block, beside the API (in its event loop),
+    with the API's timeouts and at most ``limit`` connections: one more is answered ``503``
+    with ``body`` (and counted by ``refused``), as the API answers its own."""
+    runner = _runner(app, config, signals=False)
+    await runner.setup()
+    try:
+        assert runner.server is not None
+        listener = await _listen(_Acceptor(runner.server, limit, refused, setting, body), *address)
+        try:
+            yield
+        finally:
+            listener.close()
+    finally:
+        await runner.cleanup()
 
 
 def _runner(app: web.Application, config: SidecarConfig, *, signals: bool) -> web.AppRunner:
@@ -188,7 +232,7 @@ async def _serve(
         server = runners[0].server
         assert server is not None
         metrics = app[METRICS_KEY]
-        acceptor = _Acceptor(server, config.max_connections, metrics)
+        acceptor = _Acceptor(server, config.max_connections, metrics.connections_refused)
         metrics.connections.set_function(lambda: acceptor.open)
         listeners.append(await _listen(acceptor, LISTEN_HOST, config.port))
         if probes is not None and config.metrics_address is not None:
@@ -196,7 +240,9 @@ async def _serve(
             await runners[1].setup()
             assert runners[1].server is not None
             limit, (host, port) = probes_app.MAX_CONNECTIONS, config.metrics_address
-            fixed = _Acceptor(runners[1].server, limit, metrics, "fixed for this listener")
+            fixed = _Acceptor(
+                runners[1].server, limit, metrics.connections_refused, "fixed for this listener"
+            )
             listeners.append(await _listen(fixed, host, port))
         await asyncio.Event().wait()  # until SIGTERM or SIGINT (GracefulExit)
     finally:

@@ -12,19 +12,24 @@ under ``mas up``) and ``spec.a2a.port``, beside its loopback API, and serves:
   ``SendStreamingMessage`` and ``SubscribeToTask`` (the task, then a status update for each
   progress report of the handler, then the final one).
 
-The listener is built only when the agent is exposed, and this package is imported only then
-(:mod:`mas_sidecar.api.app`), so a sidecar that serves no A2A pays nothing for it. Why the
-binding is written here over aiohttp, not with the ``a2a-sdk`` server: the SDK's server runs on
-Starlette with protobuf types (a second web framework and several megabytes in every exposed
-sidecar, against its memory budget), while the binding is four methods on the sidecar's own
-HTTP stack, its limits and its error handling; the SDK's client proves the conformance in the
-tests.
+The listener takes at most ``MAS_A2A_MAX_CONNECTIONS`` connections (default 256) at once, a cap
+of its own (:func:`mas_sidecar.api.server.serving`): one more is answered ``503`` with a
+JSON-RPC error (``too_many_connections``) and closed, and the agent's loopback API, capped
+apart, keeps answering. The listener is built only when the agent is exposed, and this package
+is imported only then (:mod:`mas_sidecar.api.app`), so a sidecar that serves no A2A pays
+nothing for it. Why the binding is written here over aiohttp, not with the ``a2a-sdk`` server:
+the SDK's server runs on Starlette with protobuf types (a second web framework and several
+megabytes in every exposed sidecar, against its memory budget), while the binding is five
+methods on the sidecar's own HTTP stack, its limits and its error handling; the SDK's client
+proves the conformance in the tests.
 
 Used by :mod:`mas_sidecar.api.app` (:func:`listener`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -41,6 +46,7 @@ from mas_sidecar.api.a2a.protocol import (
     GET,
     INTERNAL,
     PARSE_ERROR,
+    REFUSED,
     SEND,
     SUBSCRIBE,
     TERMINAL,
@@ -60,12 +66,14 @@ from mas_sidecar.api.a2a.protocol import (
 )
 from mas_sidecar.api.http import error_response, json_response, trace_headers
 from mas_sidecar.api.routes.agents import own_card
+from mas_sidecar.api.server import connection_closed, serving, too_many_connections
 from mas_sidecar.components import Components
 
 log = logging.getLogger(__name__)
 PARTS = web.AppKey("parts", Components)
 CALLS = web.AppKey("calls", Calls)
 KEYS = web.AppKey("keys", ClientKeys)
+MAX_CONNECTIONS_SETTING = "MAS_A2A_MAX_CONNECTIONS"
 
 
 async def card(request: web.Request) -> web.Response:
@@ -143,13 +151,25 @@ async def _stream(request: web.Request, call: Call, principal: str) -> web.Strea
             await response.write(b"data: " + orjson.dumps(document) + b"\n\n")
 
         await event(task_result(task.document(), call.dialect, wrapped=True))
-        while True:
+        gone = connection_closed(request)
+        while not gone.done():
             # A task that finished before the stream began has no change left to wait for.
-            changed = task.document() if task.finished and changes.empty() else await changes.get()
+            if task.finished and changes.empty():
+                changed = task.document()
+            else:
+                # A client that went away stops the stream at once, not at the next change.
+                following = asyncio.ensure_future(changes.get())
+                either: set[asyncio.Future[Any]] = {following, gone}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    break
+                changed = following.result()
             await event(status_event(changed, call.dialect))
             if changed["status"]["state"] in TERMINAL:
                 break
-    await response.write_eof()
+    with contextlib.suppress(ConnectionError):
+        await response.write_eof()
     return response
 
 
@@ -181,16 +201,24 @@ def build_a2a_app(parts: Components) -> web.Application:
     return app
 
 
+def refusal_document(limit: int) -> bytes:
+    """What a connection over ``MAS_A2A_MAX_CONNECTIONS`` is answered (with ``503``): a
+    JSON-RPC error naming mas's code ``too_many_connections``."""
+    message = too_many_connections(limit, MAX_CONNECTIONS_SETTING)
+    error = RpcError(REFUSED, message, ErrorCode.TOO_MANY_CONNECTIONS.value)
+    return orjson.dumps(error_document(None, error))
+
+
 async def listener(parts: Components) -> AsyncIterator[None]:
-    """Serve the A2A listener while the sidecar runs."""
+    """Serve the A2A listener while the sidecar runs: at most ``MAS_A2A_MAX_CONNECTIONS``
+    connections (streams included) at once, a cap of its own beside the API's."""
     config = parts.config
     assert config.a2a is not None
-    runner = web.AppRunner(build_a2a_app(parts), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.a2a_host, config.a2a.port)
-    await site.start()
-    log.info("A2A listener on %s (card at %s)", config.a2a_endpoint, CARD_PATH)
-    try:
+    limit = config.a2a_max_connections
+    async with serving(
+        build_a2a_app(parts), config, (config.a2a_host, config.a2a.port), limit=limit,
+        refused=parts.metrics.a2a_connections_refused, setting=MAX_CONNECTIONS_SETTING,
+        body=refusal_document(limit),
+    ):  # fmt: skip
+        log.info("A2A listener on %s (card at %s)", config.a2a_endpoint, CARD_PATH)
         yield
-    finally:
-        await runner.cleanup()
