@@ -167,6 +167,18 @@ async def _responses(client: Any, request: a2a.SendMessageRequest) -> list[a2a.S
     return [response async for response in client.send_message(request)]
 
 
+async def _streamed(exposed: Exposed, text: str) -> list[a2a.StreamResponse]:
+    """The events of a ``SendStreamingMessage`` of ``text``; the agent is released once the
+    task, the first event, came."""
+    client = await _client(exposed, streaming=True)
+    events: list[a2a.StreamResponse] = []
+    async for event in client.send_message(_message(text)):
+        events.append(event)
+        if event.WhichOneof("payload") == "task":
+            exposed.agent.release.set()
+    return events
+
+
 async def test_the_agent_card_is_served_and_read_by_the_official_client(
     exposed: Exposed,
 ) -> None:
@@ -235,12 +247,7 @@ async def test_a_long_answer_is_a_task_that_get_task_completes(exposed: Exposed)
 async def test_send_streaming_message_streams_the_task_then_its_completion(
     exposed: Exposed,
 ) -> None:
-    client = await _client(exposed, streaming=True)
-    events: list[a2a.StreamResponse] = []
-    async for event in client.send_message(_message("wait and stream")):
-        events.append(event)
-        if event.WhichOneof("payload") == "task":
-            exposed.agent.release.set()
+    events = await _streamed(exposed, "wait and stream")
     kinds = [event.WhichOneof("payload") for event in events]
     assert kinds == ["task", "status_update"]
     final = events[-1].status_update.status
@@ -396,12 +403,7 @@ def _texts(message: a2a.Message) -> list[str]:
 async def test_a_stream_sends_each_progress_report_as_a_status_update_then_the_result(
     exposed: Exposed,
 ) -> None:
-    client = await _client(exposed, streaming=True)
-    events: list[a2a.StreamResponse] = []
-    async for event in client.send_message(_message("steps reading writing")):
-        events.append(event)
-        if event.WhichOneof("payload") == "task":
-            exposed.agent.release.set()
+    events = await _streamed(exposed, "steps reading writing")
     assert [event.WhichOneof("payload") for event in events] == ["task"] + ["status_update"] * 3
     statuses = [event.status_update.status for event in events[1:]]
     assert [(status.state, _texts(status.message)) for status in statuses] == [
@@ -414,12 +416,7 @@ async def test_a_stream_sends_each_progress_report_as_a_status_update_then_the_r
 
 
 async def test_a_progress_report_dlp_blocks_never_reaches_the_client(exposed: Exposed) -> None:
-    client = await _client(exposed, streaming=True)
-    events: list[a2a.StreamResponse] = []
-    async for event in client.send_message(_message("steps reading {ssn} writing")):
-        events.append(event)
-        if event.WhichOneof("payload") == "task":
-            exposed.agent.release.set()
+    events = await _streamed(exposed, "steps reading {ssn} writing")
     assert exposed.agent.reported == ["sent", "dlp_blocked", "sent"]
     texts = [_texts(event.status_update.status.message) for event in events[1:]]
     assert texts == [["reading"], ["writing"], ["echo: steps reading {ssn} writing"]]

@@ -124,21 +124,10 @@ class Outbox:
         else to the sender like any message, which the rules must allow. The reply carries
         ``trace`` (the reply's span), or else the trace context of ``original``."""
         self._check_writable()
-        envelope = build_envelope(
-            sender=self.agent_id,
-            target=original.sender,
-            type=type,
-            payload=payload,
-            correlation_id=original.id,
-            is_reply=True,
-            trace=original.trace if trace is None else trace,
-        )
+        envelope = self._answer(original, type, payload, trace, is_reply=True)
         if original.reply_to is None:
             return await self.send(envelope, "reply")
-        destination = Destination.replica_of(original.sender, original.reply_to, self.agent_id)
-        written = await self._gateway.send(envelope, destination, answers_request=True)
-        self._metrics.messages_sent.labels("reply").inc()
-        return written
+        return await self._to_waiting_replica(original, envelope, "reply")
 
     async def progress(
         self,
@@ -151,19 +140,39 @@ class Outbox:
         its reply: every send check (a deny rule refuses it, no allow rule is needed, as for
         the reply; DLP scans ``text`` and ``data``), signed and audited like the reply."""
         self._check_writable()
-        assert original.reply_to is not None
         payload: dict[str, Any] = {"text": text}
         if data is not None:
             payload["data"] = data
-        envelope = build_envelope(
+        envelope = self._answer(original, PROGRESS_TYPE, payload, trace, is_reply=False)
+        return await self._to_waiting_replica(original, envelope, "progress")
+
+    def _answer(
+        self,
+        original: Envelope,
+        type: str,
+        payload: Any,
+        trace: Mapping[str, str] | None,
+        *,
+        is_reply: bool,
+    ) -> Envelope:
+        """An envelope about ``original`` to its sender: its reply, or a progress report."""
+        return build_envelope(
             sender=self.agent_id,
             target=original.sender,
-            type=PROGRESS_TYPE,
+            type=type,
             payload=payload,
             correlation_id=original.id,
+            is_reply=is_reply,
             trace=original.trace if trace is None else trace,
         )
+
+    async def _to_waiting_replica(
+        self, original: Envelope, envelope: Envelope, kind: str
+    ) -> Envelope:
+        """Check ``envelope`` (about the synchronous request ``original``: no allow rule
+        needed) and write it to the reply stream of the replica waiting for the reply."""
+        assert original.reply_to is not None
         destination = Destination.replica_of(original.sender, original.reply_to, self.agent_id)
         written = await self._gateway.send(envelope, destination, answers_request=True)
-        self._metrics.messages_sent.labels("progress").inc()
+        self._metrics.messages_sent.labels(kind).inc()
         return written

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from mas_core.envelope import Envelope
 from mas_core.error_codes import ErrorCode
 from mas_core.telemetry.tracing import message_attributes
 from mas_sidecar.api.documents import delivery_document, sse_event
@@ -30,6 +32,7 @@ from mas_sidecar.api.models import Ack, AckBatch, ExtendBatch, Nack, Progress, R
 from mas_sidecar.api.responses import Accepted, AckResult, ExtendResult
 from mas_sidecar.api.server import connection_closed
 from mas_sidecar.metrics import Metrics
+from mas_sidecar.streams.inbox import Lease
 
 routes = web.RouteTableDef()
 KEEPALIVE_SECONDS = 15.0
@@ -143,17 +146,11 @@ async def reply(request: web.Request) -> web.Response:
     body_taken(request)
     parts = components(request)
     lease = parts.inbox.lease(request.match_info["id"])
-    if lease.replied and lease.envelope.reply_to is not None:
-        raise ApiError(
-            ErrorCode.ALREADY_REPLIED,
-            f"request {lease.envelope.id} was answered already; a request takes one reply",
-        )
-    parent = trace_headers(request) or lease.trace
-    with parts.tracer.span("reply", parent=parent, kind="server") as span:
-        envelope = await parts.outbox.reply(
-            lease.envelope, body.type, body.payload, trace=span.headers or None
-        )
-        span.update(message_attributes(envelope))
+    _not_answered(lease, "a request takes one reply")
+    envelope = await _traced(
+        request, lease, "reply",
+        lambda trace: parts.outbox.reply(lease.envelope, body.type, body.payload, trace=trace),
+    )  # fmt: skip
     lease.replied = True
     return json_response(Accepted(id=envelope.id), status=202)
 
@@ -172,15 +169,33 @@ async def progress(request: web.Request) -> web.Response:
             f"message {lease.envelope.id} is not a request waiting for a reply: "
             "nobody to report progress to",
         )
-    if lease.replied:
-        raise ApiError(
-            ErrorCode.ALREADY_REPLIED,
-            f"request {lease.envelope.id} was answered already; progress comes before the reply",
-        )
-    parent = trace_headers(request) or lease.trace
-    with parts.tracer.span("progress", parent=parent, kind="server") as span:
-        envelope = await parts.outbox.progress(
-            lease.envelope, body.text, body.data, trace=span.headers or None
-        )
-        span.update(message_attributes(envelope))
+    _not_answered(lease, "progress comes before the reply")
+    envelope = await _traced(
+        request, lease, "progress",
+        lambda trace: parts.outbox.progress(lease.envelope, body.text, body.data, trace=trace),
+    )  # fmt: skip
     return json_response(Accepted(id=envelope.id), status=202)
+
+
+def _not_answered(lease: Lease, why: str) -> None:
+    """``already_replied`` for a synchronous request that was answered already."""
+    if lease.replied and lease.envelope.reply_to is not None:
+        raise ApiError(
+            ErrorCode.ALREADY_REPLIED, f"request {lease.envelope.id} was answered already; {why}"
+        )
+
+
+async def _traced(
+    request: web.Request,
+    lease: Lease,
+    name: str,
+    send: Callable[[Mapping[str, str] | None], Awaitable[Envelope]],
+) -> Envelope:
+    """``send(trace)`` in a span ``name`` that continues the caller's trace, or the
+    delivery's; the envelope sent."""
+    parts = components(request)
+    parent = trace_headers(request) or lease.trace
+    with parts.tracer.span(name, parent=parent, kind="server") as span:
+        envelope = await send(span.headers or None)
+        span.update(message_attributes(envelope))
+    return envelope
