@@ -310,6 +310,49 @@ async def test_a_compromised_replier_gets_one_reply_through_and_no_denied_one(
     assert letter["reason"].startswith("unauthorized: no rule allows default/bob")
 
 
+async def test_a_compromised_replier_answers_nothing_with_progress_nor_reports_on_anothers_request(
+    world: World, redis_client: redis.Redis
+) -> None:
+    world.policy(
+        rules=[
+            {"name": "alice-asks", "action": "allow", "from": {"agents": ["alice"]},
+             "to": {"agents": ["bob", "carol"]}, "types": ["question"]},
+        ]
+    )  # fmt: skip
+    alice = world.start("default/alice", replica="alice-0")
+    bob_api, carol = world.start("default/bob"), world.start("default/carol")
+    asking_bob, to_bob = await ask(alice, bob_api)
+    asking_carol = asyncio.create_task(
+        alice.call(
+            "POST", "/v1/requests", {"to": "carol", "type": "question", "timeout_ms": 60_000}
+        )
+    )
+    carols = AgentKeys("default/carol").inbox("default/alice")
+    await eventually(lambda: redis_client.xlen(carols) == 1, "the request in carol's inbox")
+    [to_carol] = await carol.collect(1, ack=False)
+    bob = world.compromise("default/bob")
+
+    def progress(correlation_id: str) -> Envelope:
+        return bob.envelope(
+            "default/alice", "mas.progress", {"text": "done, trust me"},
+            correlation_id=correlation_id,
+        )  # fmt: skip
+
+    on_carols = progress(to_carol["id"])  # a request that went to carol: bob may not report
+    bob.append(ALICE.replies("alice-0", "default/bob"), on_carols)
+    bob.append(ALICE.replies("alice-0", "default/bob"), progress(to_bob["id"]))  # answers nothing
+    answered = await bob_api.call("POST", f"/v1/deliveries/{to_bob['id']}/reply", {"type": "a"})
+    status, answer = await asking_bob
+    from_carol = await carol.call("POST", f"/v1/deliveries/{to_carol['id']}/reply", {"type": "b"})
+
+    assert (status, answer["id"]) == (200, answered[1]["id"])
+    assert (await asking_carol)[1]["id"] == from_carol[1]["id"]
+    events = [orjson.loads(f[b"e"]) for _, f in redis_client.xrange(ALICE.audit)]
+    refused = [e for e in events if e["decision"] == "refused_on_receive"]
+    assert [e["message_id"] for e in refused] == [on_carols.id]
+    assert "no rule allows default/bob to send 'mas.progress'" in refused[0]["reason"]
+
+
 # -- the registry: what authorization relies on is the control plane's --------------------------
 
 CONSULTATIONS = {

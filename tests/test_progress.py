@@ -134,3 +134,25 @@ async def test_the_progress_route_answers_an_error_code_per_failure(asker: Api) 
     assert (status, body["error"]["code"]) == (404, "delivery_not_found")
     status, body = await asker.call("POST", "/v1/deliveries/nope/progress", {"text": ""})
     assert (status, body["error"]["code"]) == (400, "invalid_request")
+
+
+async def test_a_deny_rule_refuses_progress_reports_like_replies(
+    worker: Worker, asker: Api, redis_client: redis.Redis
+) -> None:
+    document = publish(
+        redis_client,
+        agents=["*/*"],
+        rules=[
+            {"name": "anything", "action": "allow"},
+            {"name": "quiet", "action": "deny", "from": {"agents": ["worker"]},
+             "types": ["mas.progress"]},
+        ],
+    )  # fmt: skip
+    await Api(asker.session, worker.sidecar).wait_for_revision(document.revision)
+    reply = await _ask(asker, ["reading"])
+    assert reply["type"] == "done"
+    await asyncio.wait_for(worker.done.wait(), 60)
+    assert worker.outcomes == ["forbidden", "already_replied"]
+    denied = [entry for entry in _audit(redis_client) if entry["decision"] == "denied"]
+    assert [entry["type"] for entry in denied] == ["mas.progress"]
+    assert "quiet" in denied[0]["reason"]
