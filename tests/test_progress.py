@@ -9,7 +9,7 @@ request: the reply does. What an A2A client sees of them is in ``tests/test_a2a.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -83,6 +83,20 @@ async def _ask(asker: Api, steps: list[str]) -> dict[str, Any]:
     return reply  # type: ignore[no-any-return]
 
 
+async def _enforce(
+    asker: Api,
+    worker: Worker,
+    redis_client: redis.Redis,
+    extra_rules: Sequence[dict[str, Any]] = (),
+    **spec: Any,
+) -> None:
+    """Publish a policy that allows anything but ``extra_rules`` deny, with ``spec``; until the
+    worker's sidecar enforces it."""
+    rules = [{"name": "anything", "action": "allow"}, *extra_rules]
+    document = publish(redis_client, agents=["*/*"], rules=rules, **spec)
+    await Api(asker.session, worker.sidecar).wait_for_revision(document.revision)
+
+
 async def test_progress_reports_go_through_the_checks_and_only_the_reply_answers(
     worker: Worker, asker: Api, redis_client: redis.Redis
 ) -> None:
@@ -105,13 +119,7 @@ async def test_progress_reports_go_through_the_checks_and_only_the_reply_answers
 async def test_a_progress_report_dlp_blocks_is_refused_and_the_request_still_answered(
     worker: Worker, asker: Api, redis_client: redis.Redis
 ) -> None:
-    document = publish(
-        redis_client,
-        agents=["*/*"],
-        rules=[{"name": "anything", "action": "allow"}],
-        dlp={"detectors": {"us_ssn": "block"}},
-    )
-    await Api(asker.session, worker.sidecar).wait_for_revision(document.revision)
+    await _enforce(asker, worker, redis_client, dlp={"detectors": {"us_ssn": "block"}})
     reply = await _ask(asker, ["found {ssn}", "almost done"])
     assert reply["type"] == "done"
     await asyncio.wait_for(worker.done.wait(), 60)
@@ -139,16 +147,9 @@ async def test_the_progress_route_answers_an_error_code_per_failure(asker: Api) 
 async def test_a_deny_rule_refuses_progress_reports_like_replies(
     worker: Worker, asker: Api, redis_client: redis.Redis
 ) -> None:
-    document = publish(
-        redis_client,
-        agents=["*/*"],
-        rules=[
-            {"name": "anything", "action": "allow"},
-            {"name": "quiet", "action": "deny", "from": {"agents": ["worker"]},
-             "types": ["mas.progress"]},
-        ],
-    )  # fmt: skip
-    await Api(asker.session, worker.sidecar).wait_for_revision(document.revision)
+    quiet = {"name": "quiet", "action": "deny", "from": {"agents": ["worker"]},
+             "types": ["mas.progress"]}  # fmt: skip
+    await _enforce(asker, worker, redis_client, extra_rules=[quiet])
     reply = await _ask(asker, ["reading"])
     assert reply["type"] == "done"
     await asyncio.wait_for(worker.done.wait(), 60)
