@@ -1393,3 +1393,27 @@ async def test_an_external_agents_entry_a_server_lost_comes_back(
     admin.flushall()
     await eventually(lambda: admin.hget(REGISTRY_AGENTS, "team/glossary"))
     admin.close()
+
+
+async def test_an_external_agent_named_like_an_agent_never_takes_its_messages(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    # Whoever may write ExternalAgents names one like an Agent: were its entry registered, every
+    # message to the agent would go to their URL.
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    admin = redis.Redis.from_url(empty_redis)
+    await eventually(lambda: admin.hget(REGISTRY_AGENTS, "team/worker"), "the agent registered")
+    await harness.create(EXTERNALS, external_body("worker", credentials=None))
+    taken = await eventually(
+        lambda: (c := condition(harness.object(EXTERNALS, "team", "worker"), "Registered")) and c,
+        "the ExternalAgent's Registered condition",
+    )
+    assert (taken["status"], taken["reason"]) == ("False", "NameTaken")
+    assert "external" not in orjson.loads(admin.hget(REGISTRY_AGENTS, "team/worker"))
+
+    # Deleting it leaves the agent's entry and lease alone.
+    await harness.delete(EXTERNALS, "team", "worker")
+    await eventually(lambda: harness.object(EXTERNALS, "team", "worker") is None)
+    assert orjson.loads(admin.hget(REGISTRY_AGENTS, "team/worker"))["roles"] == ["analyst"]
+    admin.close()

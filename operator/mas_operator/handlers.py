@@ -581,14 +581,30 @@ def _read_remote(
     return remotes.Remote(external, None), missing
 
 
-def _register_external(runtime: Runtime, external: ExternalAgentManifest) -> str | None:
+def _register_external(
+    runtime: Runtime, external: ExternalAgentManifest
+) -> tuple[bool, str | None]:
     """Read the external agent's token, put it in discovery and hold it for the agents'
-    remotes Secrets; what is missing of its credentials, if anything."""
+    remotes Secrets: whether it could (not when an Agent holds its id: the Agent wins), and
+    what is missing of its credentials, if anything."""
     remote, missing = _read_remote(runtime, external)
-    spec = external.spec
-    runtime.redis.ensure_external(external.agent_id, spec.capabilities, spec.url, spec.description)
+    spec, namespace = external.spec, external.metadata.namespace
+    if runtime.kube.get_agent(namespace, external.metadata.name) is not None or not (
+        runtime.redis.ensure_external(
+            external.agent_id, spec.capabilities, spec.url, spec.description
+        )
+    ):
+        runtime.externals.pop(external.agent_id, None)
+        return False, missing
     runtime.externals[external.agent_id] = remote
-    return missing
+    return True, missing
+
+
+def _name_taken_message(external: ExternalAgentManifest) -> str:
+    return (
+        f"{external.agent_id} is an Agent's id: an ExternalAgent needs a name of its own (it is "
+        "registered once no Agent holds it)"
+    )
 
 
 def _registered(
@@ -638,12 +654,19 @@ def reconcile_external(
             reason="Forbidden", message=message, generation=generation,
         )  # fmt: skip
     try:
-        missing = _register_external(runtime, external)
+        registered, missing = _register_external(runtime, external)
     except KubeError as exc:
         _retry(runtime, exc, EXTERNAL_AGENT_KIND)
     except RedisAdminError as exc:
         runtime.metrics.redis_errors.inc()
         _retry(runtime, exc, EXTERNAL_AGENT_KIND)
+    if not registered:
+        message = _name_taken_message(external)
+        taken = external_refused(
+            conditions, "NameTaken", message, generation=generation, now=_now()
+        )
+        _report(patch, status, taken)
+        _retry(runtime, RuntimeError(message), EXTERNAL_AGENT_KIND)
     _report(patch, status, _registered(external, conditions, missing, generation))
     runtime.metrics.reconciles.labels(EXTERNAL_AGENT_KIND, "applied").inc()
     logger.info("registered %s (%s)", external.agent_id, external.spec.url)
@@ -692,11 +715,19 @@ def refresh_external(
     if remotes.refusals(external, runtime.config):
         return  # refused since (a restart with stricter settings): reported by the reconcile
     try:
-        missing = _register_external(runtime, external)
+        registered, missing = _register_external(runtime, external)
     except (KubeError, RedisAdminError) as exc:
         log.warning("cannot refresh external agent %s: %s", external.agent_id, exc)
         return
-    _report(patch, status, _registered(external, read_conditions(status), missing, generation))
+    conditions = read_conditions(status)
+    if registered:
+        _report(patch, status, _registered(external, conditions, missing, generation))
+    else:  # an Agent took the name since: it wins
+        message = _name_taken_message(external)
+        taken = external_refused(
+            conditions, "NameTaken", message, generation=generation, now=_now()
+        )
+        _report(patch, status, taken)
 
 
 def delete_external(*, meta: Mapping[str, Any], memo: Any, logger: Any, **_: Any) -> None:
