@@ -33,13 +33,21 @@ spec and what exists (the agent's key, password and still-valid token are kept),
   are compiled into one document and published (Redis and a ConfigMap); an invalid one keeps
   its last good version in force and says why in its ``Valid`` condition. A timer per policy
   reports its revision, the agents it selects and the replicas enforcing it.
+* ``ExternalAgent`` created, changed or found at start-up (:mod:`mas_operator.remotes`): a spec
+  naming an agent's Secret or one of the operator's namespace is refused (``Registered=False``,
+  ``Forbidden``); otherwise its token is read from its Secret, its registry entry written (never
+  over an Agent's: ``NameTaken``, retried), and it is held for the agents' remotes Secrets;
+  ``Registered`` and ``CredentialsReady`` report it. Each Agent's reconcile and status round
+  applies ``<agent>-mas-remotes`` with the tokens of the external agents its policy could let it
+  call. A timer reads the token again (rotation); deletion takes it out of discovery.
 * A recovery thread, started at start-up and stopped at clean-up: every second it probes Redis
   (:mod:`mas_control.recovery`) and puts back what a restarted or replaced server lost — the
-  function library, the ACL users and registry entries of the agents reconciled, the policy
-  (compiled again) — within seconds rather than at the next reconcile.
+  function library, the ACL users and registry entries of the agents reconciled, the external
+  agents' entries, the policy (compiled again) — within seconds rather than at the next
+  reconcile.
 
-Both kinds carry the finalizer ``mas.dev/finalizer`` (kopf's timers need it too): delete
-Agents and GatewayPolicies before uninstalling the operator, or they wait for it.
+Every kind carries the finalizer ``mas.dev/finalizer`` (kopf's timers need it too): delete
+Agents, GatewayPolicies and ExternalAgents before uninstalling the operator, or they wait for it.
 """
 
 from __future__ import annotations
