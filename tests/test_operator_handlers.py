@@ -1276,7 +1276,7 @@ def registered(harness: OperatorHarness, name: str = "glossary") -> dict[str, An
     return {c["type"]: c for c in status.get("conditions") or ()}
 
 
-async def test_an_external_agent_is_in_discovery_and_its_token_reaches_only_the_agents_the_policy_lets_call_it(  # noqa: E501
+async def test_an_external_agent_is_in_discovery_and_its_token_reaches_only_its_callers(
     harness: OperatorHarness, empty_redis: str, remote: Remote, tmp_path: Path
 ) -> None:
     harness.start(harness_config(empty_redis))
