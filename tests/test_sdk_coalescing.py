@@ -14,6 +14,7 @@ import pytest
 import redis
 from api import Api
 from conftest import Sidecars
+from tasks import counting_tasks
 from test_sidecar_batch import pings_only
 
 from mas.client import SidecarClient
@@ -136,3 +137,19 @@ async def test_a_call_cancelled_while_it_waits_is_not_sent() -> None:
     assert sent == [[0], [1, 3]]
     with pytest.raises(asyncio.CancelledError):
         await waiting[1]
+
+
+async def test_one_send_at_a_time_leaves_from_the_callers_task(
+    sidecars: Sidecars, http: aiohttp.ClientSession
+) -> None:
+    alice = Api(http, sidecars.start("default/alice"))
+    sidecars.start("default/bob")
+
+    async with SidecarClient(alice.base_url, token=alice.token) as client:
+        await client.send("bob", "ping", {"n": -1})  # connected
+        with counting_tasks() as tasks:
+            for n in range(20):
+                await client.send("bob", "ping", {"n": n})
+    # aiohttp writes a request's body from a task of its own (started eagerly, without a turn
+    # of the loop, from Python 3.12 on): one per send, and nothing of the SDK's.
+    assert tasks.created == ["ClientRequest.write_bytes"] * 20 or len(tasks) == 0, tasks.created
