@@ -80,7 +80,9 @@ def run(redis_url: str, workdir: Path, messages: int, requests: int) -> dict[str
         sys.executable, "-m", "mas_cli", "up", str(folder), "--redis-url", redis_url,
         "--state-dir", str(workdir / "state"),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(_PROGRAM.parent.parent)}
+    # The agents import the bench from this tree; a PYTHONPATH given stays after it.
+    path = [str(_PROGRAM.parent.parent), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
