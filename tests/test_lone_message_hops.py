@@ -11,18 +11,18 @@ loop between a message arriving somewhere and its going on, paid in full by a me
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis
+import test_round_trips
 from aiohttp import web
 from tasks import counting_tasks
 from waiting import eventually
 
-from mas import Agent, AgentMessage
+from mas import Agent
 from mas_cli.local.redis_server import free_port
 from mas_control.provision import register_agent
 from mas_core.sidecar_token import TOKEN_ENV, new_token
@@ -34,23 +34,16 @@ MESSAGES = 30
 TOKEN = new_token()
 
 
-class Sink(Agent):
+class Sink(test_round_trips.Sink):
+    """Counts notes, answers pings; knows when its sidecar holds no lease."""
+
     def __init__(self, url: str, token: str, runner: web.AppRunner) -> None:
-        super().__init__(sidecar_url=url, sidecar_token=token)
-        self.notes: asyncio.Queue[AgentMessage] = asyncio.Queue()
+        super().__init__(url, token)
         self._inbox = runner.app[COMPONENTS].inbox
 
     async def all_acked(self) -> None:
         """Until its sidecar holds no lease: every ack made (and counted) by then."""
         await eventually(lambda: not self._inbox.leases, "every delivery acked")
-
-    @Agent.on("note")
-    async def note(self, message: AgentMessage) -> None:
-        self.notes.put_nowait(message)
-
-    @Agent.on("ping")
-    async def ping(self, message: AgentMessage) -> None:
-        await message.reply("pong", message.payload)
 
 
 async def _sidecar(agent_id: str, redis_url: str, admin: redis.Redis) -> web.AppRunner:
