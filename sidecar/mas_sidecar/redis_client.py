@@ -84,6 +84,9 @@ class HiredisConnection(aioredis.Connection):  # type: ignore[misc]  # redis-py 
                 await super().send_packed_command(command, check_health)
         except TimeoutError:
             await self.disconnect(nowait=True)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # cancelled as the deadline came
+                raise asyncio.CancelledError from None
             raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
         finally:
             self.socket_timeout = timeout
