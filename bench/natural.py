@@ -80,7 +80,9 @@ def run(redis_url: str, workdir: Path, messages: int, requests: int) -> dict[str
         sys.executable, "-m", "mas_cli", "up", str(folder), "--redis-url", redis_url,
         "--state-dir", str(workdir / "state"),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(_PROGRAM.parent.parent)}
+    # The agents import the bench from this tree; a PYTHONPATH given stays after it.
+    path = [str(_PROGRAM.parent.parent), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
@@ -187,10 +189,18 @@ def _breakdown(
     return out
 
 
+def _cpu_us(used: dict[str, float], per: int) -> dict[str, float]:
+    """CPU µs per message of each process, and of all of them (``all``)."""
+    out = {role: seconds * 1e6 / per for role, seconds in sorted(used.items())}
+    return {**out, "all": sum(out.values())}
+
+
 def summary(result: dict[str, Any]) -> dict[str, Any]:
-    """Rates, latencies and per-message stage times of one natural-path run."""
+    """Rates, latencies, per-message stage times and CPU of one natural-path run."""
     messages, latencies = result["messages"], result["latencies"]
     return {
+        "one_way_cpu_us": _cpu_us(result["one_way_cpu"], messages),
+        "round_trip_cpu_us": _cpu_us(result["round_trip_cpu"], len(latencies)),
         "send_rate": messages / result["send_seconds"],
         "delivered_rate": messages / result["delivered_seconds"],
         "round_trip": {

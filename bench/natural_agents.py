@@ -14,7 +14,10 @@ program that exits 0 completed). Times are ``time.monotonic()``, one clock for e
 the machine.
 
 Counts come from the environment (``BENCH_MESSAGES``, ``BENCH_REQUESTS``, ``BENCH_SINK``).
-The program imports only the SDK and aiohttp, as an agent would.
+The program imports only the SDK and aiohttp, as an agent would (and the bench's ``/proc``
+reader: at the start and end of each phase the sender reads the CPU time of every process
+``mas up`` runs, its siblings, so the result says how much CPU each used per message whatever
+else the machine was doing).
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
+from bench.procstat import cpu_seconds
 from bench.workload import RESULT_MARK, payload
 from mas import Agent, AgentMessage
 
@@ -60,6 +65,30 @@ def difference(after: dict[str, list[float]], before: dict[str, list[float]]) ->
         for key, value in after.items()
         if value[1] > before.get(key, [0.0, 0.0])[1]
     }
+
+
+def processes_cpu() -> dict[str, float]:
+    """CPU seconds so far of ``mas up`` and of every process it runs (this one among them), by
+    role: ``mas up``, ``sidecar <agent>`` and ``agent <role>``."""
+    parent = os.getppid()
+    with open(f"/proc/{parent}/task/{parent}/children", encoding="ascii") as children:
+        pids = [int(pid) for pid in children.read().split()]
+    used = {"mas up": cpu_seconds(parent)}
+    for pid in pids:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = [part.decode() for part in cmdline.read().split(b"\0") if part]
+        if "--agent-id" in argv:
+            role = "sidecar " + argv[argv.index("--agent-id") + 1].rpartition("/")[2]
+        elif argv[-2:-1] and argv[-2].endswith(Path(__file__).name):
+            role = "agent " + argv[-1]
+        else:
+            continue
+        used[role] = used.get(role, 0.0) + cpu_seconds(pid)
+    return used
+
+
+def cpu_between(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
 
 
 class Sink(Agent):
@@ -106,17 +135,21 @@ class Sender(Agent):
             await self.request(sink, "bench.ping", payload(seq))
         await self.until_received(sink, 20)
         before = await self.snapshot(sink)
+        cpu_start = processes_cpu()
         started = time.monotonic()
         for seq in range(messages):
             await self.send(sink, "bench.data", payload(seq))
         sent = time.monotonic()
         last_at = await self.until_received(sink, 20 + messages)
+        cpu_one_way = processes_cpu()
         one_way = await self.snapshot(sink)
         latencies = []
+        cpu_requests = processes_cpu()
         for seq in range(requests):
             began = time.perf_counter()
             await self.request(sink, "bench.ping", payload(seq))
             latencies.append(time.perf_counter() - began)
+        cpu_end = processes_cpu()
         round_trip = await self.snapshot(sink)
         return {
             "messages": messages,
@@ -125,6 +158,8 @@ class Sender(Agent):
             "latencies": latencies,
             "one_way_stages": _stages(one_way, before),
             "round_trip_stages": _stages(round_trip, one_way),
+            "one_way_cpu": cpu_between(cpu_one_way, cpu_start),
+            "round_trip_cpu": cpu_between(cpu_end, cpu_requests),
         }
 
     async def until_live(self, capability: str) -> None:

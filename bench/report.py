@@ -69,6 +69,15 @@ def natural_table(results: dict[str, Any]) -> list[str]:
     ):
         lines += ["", f"| where the time of {title} goes | ms |", "|---|---:|"]
         lines += [f"| {row['stage']} | {_ms(row['ms'])} |" for row in mas[key]]
+    cpu = mas["one_way_cpu_us"], mas["round_trip_cpu_us"]
+    lines += [
+        "",
+        "| CPU per message, each process from `/proc` (µs) | sequential send | round trip |",
+        "|---|---:|---:|",
+    ]
+    lines += [
+        f"| {role} | {cpu[0].get(role, 0):,.0f} | {cpu[1].get(role, 0):,.0f} |" for role in cpu[0]
+    ]
     return lines
 
 

@@ -11,7 +11,9 @@ by the operator's server-side apply, an Agent's Redis user gone with it, Redis o
 claim keeping every accepted message, the users and the policy when its pod is replaced or its
 server is SIGKILLed, a Redis without persistence provisioned again, a handler running for
 three leases run once across an agent's replicas (the SDK renews its lease), an Agent scaled
-through its ``scale`` subresource (``kubectl scale``, an HPA-style update), and ``helm
+through its ``scale`` subresource (``kubectl scale``, an HPA-style update), an exposed agent
+answering the official A2A client and asking an ``ExternalAgent`` (an ``a2a-sdk`` server) with
+the token the operator gives its sidecar, and ``helm
 upgrade``, ``rollback`` and ``uninstall`` leaving nothing behind but the trust anchor, the Redis
 password and the Redis data, which go when deleted as the chart's README says.
 
@@ -23,10 +25,14 @@ file order; the last one uninstalls it. Run by ``python -m pytest e2e``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import ipaddress
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -54,6 +60,7 @@ KEPT_SECRETS = ("mas-trust-anchor", f"{RELEASE}-redis")
 CRDS = (
     "agents.mas.dev",
     "gatewaypolicies.mas.dev",
+    "externalagents.mas.dev",
     "clusterkopfpeerings.kopf.dev",
     "kopfpeerings.kopf.dev",
 )
@@ -181,7 +188,7 @@ def emptied(cluster: E2ECluster, namespace: str) -> None:
     """Delete the Agents and GatewayPolicies of ``namespace`` (their finalizers run: call it
     while the operator still runs)."""
     cluster.kubectl(
-        "delete", "agents,gatewaypolicies", "--all", "-n", namespace, "--wait=true",
+        "delete", "agents,gatewaypolicies,externalagents", "--all", "-n", namespace, "--wait=true",
         "--timeout=120s", check=False, timeout=150,
     )  # fmt: skip
 
@@ -1010,23 +1017,35 @@ def test_an_agent_scales_through_its_scale_subresource(
 
 A2A_EXAMPLE = ROOT / "examples" / "a2a"
 A2A_KEY = "partner-e2e-key-0123456789abcdef"
+GLOSSARY_TOKEN = "glossary-e2e-token-0123456789abcdef"
 
 
 def a2a_example(
-    namespace: str, cluster: E2ECluster, image: str, a2a_port: int
+    namespace: str, cluster: E2ECluster, image: str, a2a_port: int, glossary_port: int
 ) -> list[dict[str, Any]]:
-    """``examples/a2a``'s policy and assistant in ``namespace`` (its A2A port ``a2a_port``), and
-    the Secret holding its client's API key."""
+    """``examples/a2a``'s policy, assistant (its A2A port ``a2a_port``) and glossary (the
+    ExternalAgent, served on the host's loopback at ``glossary_port``) in ``namespace``, and the
+    Secrets of the client's API key and the glossary's token."""
     documents: list[dict[str, Any]] = [
         {
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "a2a-partner", "namespace": namespace},
             "stringData": {"api-key": A2A_KEY},
-        }
+        },
+        {
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "a2a-glossary", "namespace": namespace},
+            "stringData": {"token": GLOSSARY_TOKEN},
+        },
     ]  # fmt: skip
-    for name in ("policy.yaml", "assistant.yaml"):
+    for name in ("policy.yaml", "glossary.yaml", "assistant.yaml"):
         document = yaml.safe_load((A2A_EXAMPLE / name).read_text())
         document["metadata"]["namespace"] = namespace
+        if document["kind"] == "ExternalAgent":
+            document["spec"]["url"] = f"http://127.0.0.1:{glossary_port}/"
+            document["spec"]["cardUrl"] = (
+                f"http://127.0.0.1:{glossary_port}/.well-known/agent-card.json"
+            )
         if document["kind"] == "Agent":
             spec = document["spec"]
             del spec["local"]
@@ -1060,11 +1079,45 @@ async def ask_over_a2a(url: str, text: str) -> str:
         return " ".join(part.text for part in response.message.parts)
 
 
-def test_an_exposed_agent_answers_a2a_calls_through_its_sidecar(
+@contextlib.contextmanager
+def glossary_on_loopback(port: int) -> Iterator[None]:
+    """``examples/a2a/glossary.py`` (an ``a2a-sdk`` server, no mas code) on the host's loopback
+    at ``port``, expecting :data:`GLOSSARY_TOKEN`."""
+    env = {**os.environ, "A2A_TOKEN": GLOSSARY_TOKEN}
+    glossary = subprocess.Popen(
+        [sys.executable, str(A2A_EXAMPLE / "glossary.py"), str(port)],
+        env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        card = f"http://127.0.0.1:{port}/.well-known/agent-card.json"
+        wait_until(lambda: http_status(card) == 200, timeout=60, what="the glossary serves")
+        yield
+    finally:
+        glossary.terminate()
+        glossary.wait(timeout=30)
+
+
+def http_status(url: str) -> int:
+    """The status of a GET of ``url``; 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def test_an_exposed_agent_answers_a2a_calls_through_its_sidecar_and_calls_an_external_agent(
     release: Release, workspace: str, mas_image: str
 ) -> None:
-    namespace, cluster, a2a_port = workspace, release.cluster, free_port()
-    cluster.apply(a2a_example(namespace, cluster, mas_image, a2a_port))
+    namespace, cluster, a2a_port, glossary_port = (
+        workspace,
+        release.cluster,
+        free_port(),
+        free_port(),
+    )
+    cluster.apply(a2a_example(namespace, cluster, mas_image, a2a_port, glossary_port))
     wait_until(
         lambda: condition(agent(cluster, namespace, "assistant"), "Ready").get("status") == "True",
         timeout=240,
@@ -1089,6 +1142,39 @@ def test_an_exposed_agent_answers_a2a_calls_through_its_sidecar(
         )
         assert answer == "4 words, 2 sentences; the longest word is 'three'"
         assert "A2A call from external/partner" in logs(cluster, namespace, "assistant")
+
+    # Outbound: the operator registers the ExternalAgent and gives its token to the assistant's
+    # sidecar, which the policy lets ask it.
+    glossary = wait_until(
+        lambda: (
+            (found := cluster.get("externalagent", "glossary", namespace))
+            and condition(found, "Registered").get("status") == "True"
+            and found
+        ),
+        timeout=60,
+        what="ExternalAgent glossary Registered",
+    )
+    assert condition(glossary, "CredentialsReady").get("reason") == "Found"
+    remotes = wait_until(
+        lambda: cluster.get("secret", "assistant-mas-remotes", namespace).get("data") or None,
+        timeout=60,
+        what="the glossary's token in the assistant's remotes Secret",
+    )
+    assert base64.b64decode(remotes[f"{namespace}.glossary"]).decode() == GLOSSARY_TOKEN
+    # The kubelet brings the token into the running sidecar within its sync period.
+    mounted = f"/var/run/mas/a2a-remotes/{namespace}.glossary"
+    wait_until(
+        lambda: cluster.kubectl(
+            "exec", "-n", namespace, "deployment/assistant", "-c", "mas-sidecar", "--",
+            "python", "-c", f"print(open({mounted!r}).read())", check=False,
+        ).strip() == GLOSSARY_TOKEN,
+        timeout=180,
+        what="the glossary's token mounted into the assistant's sidecar",
+    )  # fmt: skip
+    if cluster.local:  # the glossary on the host's loopback, which the pod shares
+        with glossary_on_loopback(glossary_port):
+            answer = asyncio.run(ask_over_a2a(f"http://127.0.0.1:{a2a_port}", "Define: sidecar"))
+        assert answer.startswith("sidecar: a process next to an agent"), answer
 
 
 # Last of the tests on the shared release: it uninstalls it.

@@ -24,6 +24,9 @@ from mas_control.provision import ensure_functions, publish_policy, register_age
 from mas_core.policy.document import GatewayPolicySpec, Signing, compile_policies
 from mas_core.policy.rules import Rule
 
+# Fixtures of helper modules, for every test module: the glossary, an A2A agent outside mas.
+pytest_plugins = ["a2a_remote"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

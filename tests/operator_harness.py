@@ -32,6 +32,7 @@ from mas_operator.metrics import OperatorMetrics
 
 AGENTS = "mas.dev/v1alpha1/agents"
 POLICIES = "mas.dev/v1alpha1/gatewaypolicies"
+EXTERNALS = "mas.dev/v1alpha1/externalagents"
 SECRETS = "v1/secrets"
 CONFIGMAPS = "v1/configmaps"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -142,6 +143,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
 
     emulator.resources[AGENTS] = info("Agent", "agent", status=True)
     emulator.resources[POLICIES] = info("GatewayPolicy", "gatewaypolicy", status=True)
+    emulator.resources[EXTERNALS] = info("ExternalAgent", "externalagent", status=True)
     emulator.resources["v1/namespaces"] = info("Namespace", "namespace", namespaced=False)
     emulator.resources[SECRETS] = info("Secret", "secret")
     emulator.resources[CONFIGMAPS] = info("ConfigMap", "configmap")

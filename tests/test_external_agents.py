@@ -20,9 +20,10 @@ from api import Api
 from mas_cli.local.plan import external_credentials
 from mas_cli.local.secrets import LocalSecrets
 from mas_cli.manifest_files import load_external_agents
-from mas_control.provision import forget_agent, register_external_agent
+from mas_control.provision import forget_agent, register_agent, register_external_agent
 from mas_core.a2a_remotes import credentials_file
-from mas_core.manifests import ManifestError, parse_external_agent
+from mas_core.keys import REGISTRY_AGENTS
+from mas_core.manifests import AgentManifest, ManifestError, parse_external_agent
 from mas_core.registry_entries import entry_document, parse_entry
 
 if TYPE_CHECKING:
@@ -75,6 +76,36 @@ def test_external_agents_are_read_from_the_manifest_directory(tmp_path: Path) ->
     )
     (tmp_path / "other.yaml").write_text("apiVersion: v1\nkind: ConfigMap\n")
     assert [e.agent_id for e in load_external_agents(tmp_path)] == [REMOTE]
+
+
+def test_an_external_agent_named_like_an_agent_is_refused(tmp_path: Path) -> None:
+    # Its registry entry would replace the agent's: messages to the agent would go to its URL.
+    (tmp_path / "weather.yaml").write_text(
+        "apiVersion: mas.dev/v1alpha1\nkind: ExternalAgent\nmetadata: {name: weather}\n"
+        "spec: {url: 'http://127.0.0.1:9999/'}\n"
+    )
+    agent = AgentManifest.model_validate({
+        "apiVersion": "mas.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "weather"},
+        "spec": {"local": {"command": ["python", "weather.py"]}},
+    })  # fmt: skip
+    with pytest.raises(ManifestError, match="default/weather is already an Agent"):
+        load_external_agents(tmp_path, [agent])
+
+
+def test_an_external_agent_never_replaces_the_registry_entry_of_an_agent(
+    redis_client: redis.Redis,
+) -> None:
+    register_agent(redis_client, REMOTE, ["forecast"], ["reader"])
+    assert not register_external_agent(redis_client, REMOTE, ["x"], "http://127.0.0.1:9/", "")
+    entry = parse_entry(redis_client.hget(REGISTRY_AGENTS, REMOTE))
+    assert entry is not None and entry.external is None and entry.roles == ("reader",)
+    forget_agent(redis_client, REMOTE)
+    assert register_external_agent(redis_client, REMOTE, ["x"], "http://127.0.0.1:9/", "")
+    assert register_external_agent(redis_client, REMOTE, ["y"], "http://127.0.0.1:9/", "")
+    # An Agent's registration always wins: the operator provisions it over an external entry.
+    register_agent(redis_client, REMOTE, ["forecast"], [])
+    entry = parse_entry(redis_client.hget(REGISTRY_AGENTS, REMOTE))
+    assert entry is not None and entry.external is None
 
 
 def test_a_token_missing_from_the_secrets_file_is_an_error_naming_the_line_to_add() -> None:

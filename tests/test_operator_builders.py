@@ -206,14 +206,17 @@ def test_agent_cannot_override_the_sidecar_url_or_token() -> None:
     assert "guessed-token-0123" not in repr(env)
 
 
-def test_secret_is_mounted_only_in_the_sidecar_read_only() -> None:
+def test_the_secrets_are_mounted_only_in_the_sidecar_read_only() -> None:
     built = build(make_agent(volumes=[{"name": "data", "emptyDir": {}}],
                              volumeMounts=[{"name": "data", "mountPath": "/data"}]))  # fmt: skip
     pod = built["spec"]["template"]["spec"]
-    secret_volumes = [v for v in pod["volumes"] if "secret" in v]
-    assert len(secret_volumes) == 1
-    volume = secret_volumes[0]
+    volume, remotes = [v for v in pod["volumes"] if "secret" in v]
     assert volume["secret"]["secretName"] == "worker-mas-credentials"
+    # The external agents' tokens: every key, so the operator can add and remove them while the
+    # pod runs; optional, so the pod never waits for it.
+    assert remotes["secret"] == {
+        "secretName": "worker-mas-remotes", "defaultMode": 0o444, "optional": True
+    }  # fmt: skip
     # The layout of mas_core.identity.credentials: agent.key, token, redis-url, api-token,
     # trust/<kid>.pub.
     assert volume["secret"]["items"] == [
@@ -226,8 +229,10 @@ def test_secret_is_mounted_only_in_the_sidecar_read_only() -> None:
     ]
     by_name = containers(built)
     assert by_name["mas-sidecar"]["volumeMounts"] == [
-        {"name": volume["name"], "mountPath": CREDENTIALS_DIR, "readOnly": True}
+        {"name": volume["name"], "mountPath": CREDENTIALS_DIR, "readOnly": True},
+        {"name": remotes["name"], "mountPath": "/var/run/mas/a2a-remotes", "readOnly": True},
     ]
+    assert env_of(by_name["mas-sidecar"])["MAS_A2A_REMOTES_DIR"] == "/var/run/mas/a2a-remotes"
     assert by_name["agent"]["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
 
 
@@ -247,6 +252,7 @@ def test_sidecar_gets_redis_url_and_token_as_files_of_the_secret_and_its_setting
         "MAS_MAX_ATTEMPTS": "7",
         "MAS_LEASE_MS": "45000",
         "MAS_METRICS_ADDRESS": "0.0.0.0:9090",
+        "MAS_A2A_REMOTES_DIR": "/var/run/mas/a2a-remotes",
     }
     assert "secretKeyRef" not in repr(sidecar)  # no secret in its environment
     security = sidecar["securityContext"]
@@ -859,7 +865,8 @@ def test_an_exposed_agents_sidecar_listens_on_its_a2a_port_with_its_clients_keys
 def test_an_agent_with_a_card_but_not_exposed_gets_its_card_settings_only() -> None:
     built = build(make_agent(a2a={**A2A, "expose": False}))
     sidecar = containers(built)["mas-sidecar"]
-    assert [name for name in env_of(sidecar) if name.startswith("MAS_A2A")] == ["MAS_A2A"]
+    inbound = [name for name in env_of(sidecar) if name.startswith("MAS_A2A")]
+    assert inbound == ["MAS_A2A_REMOTES_DIR", "MAS_A2A"]  # outbound tokens, the card
     assert [p["name"] for p in sidecar["ports"]] == ["mas-metrics"]
     volumes = built["spec"]["template"]["spec"]["volumes"]
     assert "mas-a2a-clients" not in {volume["name"] for volume in volumes}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import kmock
+import orjson
 import pytest
 import redis
 from prometheus_client import generate_latest
@@ -40,12 +41,15 @@ from mas_core.keys import (
     audit_checkpoint,
 )
 from mas_core.sidecar_token import TOKEN_ENV, authorization
+from tests.a2a_remote import TOKEN as GLOSSARY_TOKEN
+from tests.a2a_remote import Remote
 from tests.api import Api
 from tests.monitoring import alert_rules, metric_names, queries, rendered
 from tests.operator_harness import (
     AGENTS,
     CONFIGMAPS,
     DEPLOYMENTS,
+    EXTERNALS,
     OPERATOR_NAMESPACE,
     POLICIES,
     SECRETS,
@@ -179,26 +183,35 @@ def containers_of(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 class PodSidecar:
     """The sidecar container of a Deployment run as a local process the way the kubelet would
-    run it: the credentials Secret's items laid out where the container mounts them (under
-    ``root``), the container's environment, its command's agent id and port."""
+    run it: the Secrets it mounts laid out where the container mounts them (under ``root``; the
+    items listed, or every key; an optional Secret that is missing as an empty directory), the
+    container's environment, its command's agent id and port."""
 
     def __init__(self, harness: OperatorHarness, deployment: dict[str, Any], root: Path) -> None:
         pod = deployment["spec"]["template"]["spec"]
         container = containers_of(deployment)["mas-sidecar"]
-        [mount] = container["volumeMounts"]
-        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
         namespace = deployment["metadata"]["namespace"]
-        secret = harness.object(SECRETS, namespace, volume["secret"]["secretName"])
-        assert secret is not None
-        mounted = root / mount["mountPath"].lstrip("/")
-        for item in volume["secret"]["items"]:
-            (mounted / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-            (mounted / item["path"]).write_bytes(b64decode(secret["data"][item["key"]]))
-        env = {
-            e["name"]: e["value"].replace(mount["mountPath"], str(mounted))
-            for e in container["env"]
-            if "value" in e
-        }
+        paths: dict[str, str] = {}
+        for mount in container["volumeMounts"]:
+            [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+            source = volume["secret"]
+            secret = harness.object(SECRETS, namespace, source["secretName"])
+            assert secret is not None or source.get("optional"), source
+            data = (secret or {}).get("data") or {}
+            items = source.get("items") or [{"key": key, "path": key} for key in data]
+            mounted = root / mount["mountPath"].lstrip("/")
+            mounted.mkdir(parents=True, exist_ok=True)
+            for item in items:
+                (mounted / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+                (mounted / item["path"]).write_bytes(b64decode(data[item["key"]]))
+            paths[mount["mountPath"]] = str(mounted)
+        self.mounted = paths
+        env: dict[str, str] = {}
+        for var in container["env"]:
+            if "value" in var:
+                env[var["name"]] = var["value"]
+                for path, local in paths.items():
+                    env[var["name"]] = env[var["name"]].replace(path, local)
         env["MAS_REPLICA_ID"] = "worker-pod-1"  # the pod's name, from the downward API
         # The probes' listener binds the pod's address, here loopback, on a port free now (the
         # pod's own 9090 may be held by another process on this machine).
@@ -278,8 +291,8 @@ async def test_the_agent_container_gets_the_token_its_sidecar_requires_and_mount
     agent = containers_of(deployment)["agent"]
     assert "volumeMounts" not in agent
     assert mounting_secrets(harness, "team") == {
-        "worker": {"worker-mas-credentials"},  # by the sidecar only
-        "other": {"other-mas-credentials"},
+        "worker": {"worker-mas-credentials", "worker-mas-remotes"},  # by the sidecar only
+        "other": {"other-mas-credentials", "other-mas-remotes"},
     }
     token = agent_container_token(harness, deployment)
     other_token = agent_container_token(harness, other)
@@ -817,6 +830,13 @@ HOSTILE_SPECS = {
         },
         "victim-mas-credentials",
     ),
+    "another agent's external tokens": (
+        {
+            "volumes": [{"name": "loot", "secret": {"secretName": "victim-mas-remotes"}}],
+            "volumeMounts": [{"name": "loot", "mountPath": "/loot"}],
+        },
+        "victim-mas-remotes",
+    ),
     "the node's root filesystem": (
         {
             "volumes": [{"name": "node", "hostPath": {"path": "/"}}],
@@ -853,7 +873,9 @@ async def test_a_hostile_agent_is_refused_and_gets_nothing(
         assert acl_username(f"{namespace}/thief") not in admin.acl_users()
     finally:
         admin.close()
-    assert mounting_secrets(harness, namespace) == {"victim": {"victim-mas-credentials"}}
+    assert mounting_secrets(harness, namespace) == {
+        "victim": {"victim-mas-credentials", "victim-mas-remotes"}
+    }
     # A refused Agent still goes when deleted (its finalizer finds nothing to remove).
     await harness.delete(AGENTS, namespace, "thief")
     await eventually(lambda: harness.object(AGENTS, namespace, "thief") is None, what="gone")
@@ -1212,3 +1234,186 @@ async def test_every_metric_the_grafana_dashboard_and_the_alerts_query_is_export
         "MasInboxBacklogGrowing", "MasDeadLettersRising", "MasAuditChainBroken",
         "MasPolicyNotApplied", "MasGatewayPolicyInvalid",
     }  # fmt: skip
+
+
+# -- ExternalAgent ----------------------------------------------------------------------------
+
+GLOSSARY_TOKEN_SECRET = {"name": "glossary-token", "key": "token"}
+ASK_GLOSSARY = {"name": "ask-glossary", "action": "allow", "from": {"agents": ["team/worker"]},
+                "to": {"agents": ["team/glossary"]}, "types": ["ask.*"]}  # fmt: skip
+
+
+def external_body(name: str = "glossary", url: str = "http://127.0.0.1:1/", **spec: Any) -> Any:
+    return {
+        "apiVersion": "mas.dev/v1alpha1",
+        "kind": "ExternalAgent",
+        "metadata": {"name": name, "namespace": "team"},
+        "spec": {"url": url, "capabilities": ["define"], "description": "Says what a word means.",
+                 "credentials": {"secretKeyRef": GLOSSARY_TOKEN_SECRET}, **spec},
+    }  # fmt: skip
+
+
+def secret_body(name: str, data: dict[str, str], namespace: str = "team") -> dict[str, Any]:
+    encoded = {key: b64encode(value.encode()).decode() for key, value in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace}, "data": encoded}  # fmt: skip
+
+
+def remote_tokens(harness: OperatorHarness, agent: str) -> dict[str, str] | None:
+    """The tokens in ``agent``'s remotes Secret, by file name (None: no Secret)."""
+    secret = harness.object(SECRETS, "team", f"{agent}-mas-remotes")
+    if secret is None:
+        return None
+    return {key: b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+
+
+def registered(harness: OperatorHarness, name: str = "glossary") -> dict[str, Any] | None:
+    """The ExternalAgent's conditions by type once it is registered at its generation."""
+    external = harness.object(EXTERNALS, "team", name)
+    status = (external or {}).get("status") or {}
+    if external is None or status.get("observedGeneration") != external["metadata"]["generation"]:
+        return None
+    return {c["type"]: c for c in status.get("conditions") or ()}
+
+
+async def test_an_external_agent_is_in_discovery_and_its_token_reaches_only_its_callers(
+    harness: OperatorHarness, empty_redis: str, remote: Remote, tmp_path: Path
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(SECRETS, secret_body("glossary-token", {"token": GLOSSARY_TOKEN}))
+    await harness.create(POLICIES, policy_body("ask", rules=[ASK_GLOSSARY]))
+    await harness.create(EXTERNALS, external_body(url=remote.url))
+    await harness.create(AGENTS, agent_body())
+    await harness.create(AGENTS, agent_body("other"))
+
+    conditions = await eventually(lambda: registered(harness), "the glossary registered")
+    assert conditions["Registered"]["status"] == "True"
+    assert conditions["CredentialsReady"]["reason"] == "Found"
+    assert GLOSSARY_TOKEN not in repr(harness.object(EXTERNALS, "team", "glossary"))
+    admin = redis.Redis.from_url(empty_redis)
+    entry = orjson.loads(admin.hget(REGISTRY_AGENTS, "team/glossary"))
+    assert entry["external"] == remote.url and entry["capabilities"] == ["define"]
+
+    # Only the sidecar of the agent the policy lets call it gets the token.
+    await eventually(lambda: remote_tokens(harness, "worker") == {"team.glossary": GLOSSARY_TOKEN})
+    await eventually(lambda: remote_tokens(harness, "other") == {})
+
+    # The sidecar the pod runs finds it in discovery and calls it with the token.
+    deployment = await eventually(lambda: harness.object(DEPLOYMENTS, "team", "worker"))
+    token = agent_container_token(harness, deployment)
+    async with PodSidecar(harness, deployment, tmp_path) as pod, aiohttp.ClientSession() as http:
+        api = Api(http, pod, token=token)
+        await api.wait_for_revision(admin.get(POLICY_REVISION).decode())
+        status, agents = await api.call("GET", "/v1/agents")
+        assert status == 200
+        assert {"id": "team/glossary", "external": True}.items() <= next(
+            a for a in agents["agents"] if a["id"] == "team/glossary"
+        ).items()
+        ask = {"to": "team/glossary", "type": "ask.define",
+               "payload": {"text": "what is a sidecar"}, "timeout_ms": 20_000}  # fmt: skip
+        status, reply = await api.call("POST", "/v1/requests", ask)
+    assert status == 200, reply
+    assert reply["payload"]["text"].startswith("sidecar: a process next to an agent")
+    assert remote.calls == [("SendMessage", f"Bearer {GLOSSARY_TOKEN}")]
+
+    # A rotated token reaches the sidecars; a policy that no longer allows the call takes it back.
+    await harness.edit(SECRETS, "team", "glossary-token",
+                       {"data": {"token": b64encode(b"rotated-token").decode()}})  # fmt: skip
+    await eventually(lambda: remote_tokens(harness, "worker") == {"team.glossary": "rotated-token"})
+    assert remote_tokens(harness, "other") == {}  # rounds later, still nothing
+    await harness.patch_spec(POLICIES, "team", "ask", {"rules": []})
+    await eventually(lambda: remote_tokens(harness, "worker") == {})
+
+    # Deleted: out of discovery.
+    await harness.delete(EXTERNALS, "team", "glossary")
+    await eventually(lambda: admin.hget(REGISTRY_AGENTS, "team/glossary") is None)
+    admin.close()
+
+
+async def test_an_external_agent_cannot_have_an_agents_credentials_sent_to_its_url(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    # Whoever may write ExternalAgents names the victim's key as the "token" of a URL they own:
+    # the operator would copy it into the callers' sidecars, which would send it there.
+    harness.start(harness_config(empty_redis))
+    await harness.create(POLICIES, policy_body("ask", rules=[ASK_GLOSSARY]))
+    await harness.create(AGENTS, agent_body())
+    await harness.create(AGENTS, agent_body("victim"))
+    await eventually(lambda: harness.object(SECRETS, "team", "victim-mas-credentials"))
+    loot = {"name": "victim-mas-credentials", "key": "agent.key"}
+    await harness.create(EXTERNALS, external_body(credentials={"secretKeyRef": loot}))
+
+    refused = await eventually(
+        lambda: (c := condition(harness.object(EXTERNALS, "team", "glossary"), "Registered"))
+        and c["status"] == "False" and c,
+        "the ExternalAgent refused",
+    )  # fmt: skip
+    assert refused["reason"] == "Forbidden"
+    assert "victim-mas-credentials" in refused["message"]
+    await eventually(lambda: remote_tokens(harness, "worker") == {})
+    admin = redis.Redis.from_url(empty_redis)
+    assert admin.hget(REGISTRY_AGENTS, "team/glossary") is None
+    admin.close()
+
+
+async def test_a_missing_token_is_reported_and_reaches_the_senders_once_its_secret_exists(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(POLICIES, policy_body("ask", rules=[ASK_GLOSSARY]))
+    await harness.create(AGENTS, agent_body())
+    await harness.create(EXTERNALS, external_body())
+    missing = await eventually(
+        lambda: (c := (registered(harness) or {}).get("CredentialsReady")) and c,
+        "CredentialsReady",
+    )
+    assert (missing["status"], missing["reason"]) == ("False", "SecretMissing")
+    assert "no Secret glossary-token" in missing["message"]
+    await eventually(lambda: remote_tokens(harness, "worker") == {})
+
+    await harness.create(SECRETS, secret_body("glossary-token", {"token": GLOSSARY_TOKEN}))
+    await eventually(lambda: remote_tokens(harness, "worker") == {"team.glossary": GLOSSARY_TOKEN})
+    ready = await eventually(
+        lambda: (c := (registered(harness) or {}).get("CredentialsReady"))
+        and c["status"] == "True" and c,
+        "CredentialsReady=True",
+    )  # fmt: skip
+    assert ready["reason"] == "Found"
+
+
+async def test_an_external_agents_entry_a_server_lost_comes_back(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    harness.start(harness_config(empty_redis))
+    await harness.create(EXTERNALS, external_body(credentials=None))
+    conditions = await eventually(lambda: registered(harness), "the glossary registered")
+    assert conditions["CredentialsReady"]["reason"] == "NoCredentials"
+    admin = redis.Redis.from_url(empty_redis)
+    await eventually(lambda: admin.hget(REGISTRY_AGENTS, "team/glossary"))
+    admin.flushall()
+    await eventually(lambda: admin.hget(REGISTRY_AGENTS, "team/glossary"))
+    admin.close()
+
+
+async def test_an_external_agent_named_like_an_agent_never_takes_its_messages(
+    harness: OperatorHarness, empty_redis: str
+) -> None:
+    # Whoever may write ExternalAgents names one like an Agent: were its entry registered, every
+    # message to the agent would go to their URL.
+    harness.start(harness_config(empty_redis))
+    await harness.create(AGENTS, agent_body())
+    admin = redis.Redis.from_url(empty_redis)
+    await eventually(lambda: admin.hget(REGISTRY_AGENTS, "team/worker"), "the agent registered")
+    await harness.create(EXTERNALS, external_body("worker", credentials=None))
+    taken = await eventually(
+        lambda: (c := condition(harness.object(EXTERNALS, "team", "worker"), "Registered")) and c,
+        "the ExternalAgent's Registered condition",
+    )
+    assert (taken["status"], taken["reason"]) == ("False", "NameTaken")
+    assert "external" not in orjson.loads(admin.hget(REGISTRY_AGENTS, "team/worker"))
+
+    # Deleting it leaves the agent's entry and lease alone.
+    await harness.delete(EXTERNALS, "team", "worker")
+    await eventually(lambda: harness.object(EXTERNALS, "team", "worker") is None)
+    assert orjson.loads(admin.hget(REGISTRY_AGENTS, "team/worker"))["roles"] == ["analyst"]
+    admin.close()

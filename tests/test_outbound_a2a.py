@@ -1,36 +1,26 @@
 """Outbound A2A: a mas agent asks an A2A agent outside mas, through its own sidecar's checks.
 
-The remote is the example's glossary (``examples/a2a/glossary.py``), an ``a2a-sdk`` server with
-no mas code, served on loopback by uvicorn in the test's loop; a recorder in front of it keeps
-each call it gets (the JSON-RPC method and the Authorization header). The asking agent's sidecar
-is a real process on real Valkey, registered with the ``ExternalAgent`` as the control plane
-does, its token in the sidecar's remotes directory. The tests play the refusals too: a request
-the policy does not allow never reaches the remote, a DLP block of the answer, a remote that is
-down (an audited error, the breaker opens).
+The remote is the example's glossary (``examples/a2a/glossary.py``, :mod:`a2a_remote`), an
+``a2a-sdk`` server with no mas code, on loopback, recording each call it gets. The asking
+agent's sidecar is a real process on real Valkey, registered with the ``ExternalAgent`` as the
+control plane does, its token in the sidecar's remotes directory. The tests play the refusals
+too: a request the policy does not allow never reaches the remote, a DLP block of the answer, a
+remote that is down (an audited error, the breaker opens).
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 import pytest
 import redis
-import uvicorn
+from a2a_remote import TOKEN, Remote
 from aiohttp import web
 from api import Api
 from policies import publish
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
-from starlette.responses import Response
-from waiting import eventually
 
 from mas_cli.local.redis_server import free_port
 from mas_control.provision import forget_agent, register_external_agent
@@ -40,52 +30,10 @@ from mas_core.keys import AgentKeys
 if TYPE_CHECKING:
     from conftest import Sidecars
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "a2a" / "glossary.py"
 ASKER = "default/asker"
 REMOTE = "default/glossary"
-TOKEN = "glossary-token-0123456789abcdef"
 ALLOW = {"name": "ask", "action": "allow", "from": {"agents": [ASKER]},
          "to": {"agents": [REMOTE]}, "types": ["ask.*"]}  # fmt: skip
-
-
-def _glossary() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("glossary", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass
-class Remote:
-    url: str
-    calls: list[tuple[str, str | None]] = field(default_factory=list)  # (method, Authorization)
-
-
-class Recorder(BaseHTTPMiddleware):
-    def __init__(self, app: Any, remote: Remote) -> None:
-        super().__init__(app)
-        self.remote = remote
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.method == "POST":
-            method = orjson.loads(await request.body()).get("method")
-            self.remote.calls.append((method, request.headers.get("authorization")))
-        return await call_next(request)
-
-
-@pytest.fixture
-async def remote() -> AsyncIterator[Remote]:
-    port = free_port()
-    found = Remote(f"http://127.0.0.1:{port}/")
-    app = _glossary().build_app(found.url, TOKEN)
-    app.add_middleware(Recorder, remote=found)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    await eventually(lambda: server.started, "the glossary serves")
-    yield found
-    server.should_exit = True
-    await serving
 
 
 @pytest.fixture

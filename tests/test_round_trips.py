@@ -42,8 +42,8 @@ SIGNED = {"rules": [{"name": "all", "action": "allow"}], "signing": {"required":
 class Sink(Agent):
     """Counts notes; answers each ping with ``message.reply``."""
 
-    def __init__(self, sidecar: SidecarProcess) -> None:
-        super().__init__(sidecar_url=sidecar.url, sidecar_token=sidecar.token)
+    def __init__(self, url: str, token: str) -> None:
+        super().__init__(sidecar_url=url, sidecar_token=token)
         self.notes: asyncio.Queue[AgentMessage] = asyncio.Queue()
 
     @Agent.on("note")
@@ -121,7 +121,7 @@ async def test_sequential_sends_cost_few_round_trips(
 ) -> None:
     alice_sidecar, bob_sidecar = pair
     alice = await started(Agent(sidecar_url=alice_sidecar.url, sidecar_token=alice_sidecar.token))
-    bob = await started(Sink(bob_sidecar))
+    bob = await started(Sink(bob_sidecar.url, bob_sidecar.token))
     server = Server(redis_client)
     stream = AgentKeys("default/bob").inbox("default/alice")
     for _ in range(3):  # warm-up: discovery of the sender's stream, first contact
@@ -156,7 +156,7 @@ async def test_sequential_requests_cost_few_round_trips(
 ) -> None:
     alice_sidecar, bob_sidecar = pair
     alice = await started(Agent(sidecar_url=alice_sidecar.url, sidecar_token=alice_sidecar.token))
-    await started(Sink(bob_sidecar))
+    await started(Sink(bob_sidecar.url, bob_sidecar.token))
     server = Server(redis_client)
     stream = AgentKeys("default/bob").inbox("default/alice")
     for _ in range(3):  # warm-up: the reply stream, discovery, first contact

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from tasks import counting_tasks
 
 from mas_core.keys import AgentKeys
+from mas_sidecar.redis_client import connect
 from mas_sidecar.streams.writer import APPENDS_PER_CALL, Append, Discovery, Writer
 
 
@@ -174,3 +176,22 @@ async def test_final_commands_follow_the_latest_ones_and_answer_their_submitter(
     assert await second == [0, b"2"]
     assert await client.hget("w:head", "r-0") == b"2"
     assert writer.idle
+
+
+async def test_a_lone_submission_wakes_the_idle_writer_without_a_task(redis_url: str) -> None:
+    """No task between a submission and its pipeline, nor for the pipeline's commands (the
+    sidecar's client, :func:`mas_sidecar.redis_client.connect`)."""
+    client = connect(redis_url)
+    writer = Writer(client)
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(writer.run_until(stop))
+    await writer.submit([Append("w:lone", ("e", "warm-up"))])
+    with counting_tasks() as tasks:
+        for n in range(50):  # each one alone: the writer is idle when it comes
+            await writer.submit([Append("w:lone", ("e", n))])
+    stop.set()
+    writer.submit([])  # wakes the writer to see the stop
+    await running
+    assert len(tasks) == 0, tasks.created
+    assert await client.xlen("w:lone") == 51
+    await client.aclose()

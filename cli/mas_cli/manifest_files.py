@@ -10,7 +10,7 @@ several) and the field path. Used by ``mas up`` (:mod:`mas_cli.up_command`), ``m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +147,13 @@ def load_directory(directory: Path) -> tuple[list[AgentManifest], list[GatewayPo
     return agents, list(policies.values())
 
 
-def load_external_agents(directory: Path) -> list[ExternalAgentManifest]:
+def load_external_agents(
+    directory: Path, agents: Sequence[AgentManifest] = ()
+) -> list[ExternalAgentManifest]:
     """Every ``ExternalAgent`` in the YAML files of ``directory``; :class:`ManifestError` for an
-    invalid one or two of the same name."""
+    invalid one, two of the same name, or one named like one of ``agents`` (its messages would
+    go to the URL of whoever wrote it)."""
+    taken = {agent.agent_id for agent in agents}
     found: dict[str, ExternalAgentManifest] = {}
     for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
         for source, document in _documents(path):
@@ -159,6 +163,11 @@ def load_external_agents(directory: Path) -> list[ExternalAgentManifest]:
             if external.agent_id in found:
                 raise ManifestError(
                     f"{source}: metadata.name: agent {external.agent_id} is defined twice"
+                )
+            if external.agent_id in taken:
+                raise ManifestError(
+                    f"{source}: metadata.name: {external.agent_id} is already an Agent; an "
+                    "ExternalAgent needs a name of its own"
                 )
             found[external.agent_id] = external
     return list(found.values())

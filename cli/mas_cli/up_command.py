@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         read = EnvSettings(os.environ, ValueError)  # the sidecars it starts read them too
         logs.setup(level=read.log_level(), log_format=read.log_format())
         agents, policies = load_directory(args.directory)
-        externals = tuple(load_external_agents(args.directory))
+        externals = tuple(load_external_agents(args.directory, agents))
         url = redis_url(args)
         secrets = load_secrets(args.directory, args.secrets)
     except (ManifestError, ValueError) as exc:

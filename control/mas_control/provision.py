@@ -42,7 +42,7 @@ from mas_core.keys import (
     AgentKeys,
 )
 from mas_core.policy.document import CompiledPolicy
-from mas_core.registry_entries import EXTERNAL_LEASE, entry_document
+from mas_core.registry_entries import EXTERNAL_LEASE, entry_document, parse_entry
 
 
 def apply_acl_user(client: redis.Redis, agent_id: str, password: str) -> None:
@@ -118,15 +118,45 @@ def register_agent(
 
 def register_external_agent(
     client: redis.Redis, agent_id: str, capabilities: Sequence[str], url: str, description: str
-) -> None:
+) -> bool:
     """Write an external A2A agent's entry (marked with its endpoint), its discovery metadata
     (``description``) and a lease that does not expire: no sidecar of its own renews one, and it
-    is in discovery while the resource exists (:func:`forget_agent` removes the entry and lease)."""
-    with client.pipeline(transaction=True) as pipe:
+    is in discovery while the resource exists (:func:`forget_agent` removes the entry and lease).
+
+    Never over an agent of mas: when ``agent_id``'s entry is an ordinary agent's, nothing is
+    written and the answer is False (an ExternalAgent named like an Agent would otherwise have
+    its messages sent to the URL of whoever wrote it). An Agent's registration, in turn, always
+    wins (:func:`register_agent`)."""
+
+    def register(pipe: redis.client.Pipeline) -> bool:
+        current = pipe.hget(REGISTRY_AGENTS, agent_id)
+        entry = parse_entry(current) if current is not None else None
+        if entry is not None and entry.external is None:
+            return False
+        pipe.multi()
         pipe.hset(REGISTRY_AGENTS, agent_id, entry_document(capabilities, (), url))
-        pipe.set(AgentKeys(agent_id).metadata, orjson.dumps({"description": description}))
         pipe.zadd(REGISTRY_LEASES, {agent_id: EXTERNAL_LEASE})
-        pipe.execute()
+        return True
+
+    if not client.transaction(register, REGISTRY_AGENTS, value_from_callable=True):
+        return False
+    client.set(AgentKeys(agent_id).metadata, orjson.dumps({"description": description}))
+    return True
+
+
+def forget_external_agent(client: redis.Redis, agent_id: str) -> None:
+    """Remove an external agent's entry and lease, unless an agent of mas holds the id now."""
+
+    def forget(pipe: redis.client.Pipeline) -> None:
+        current = pipe.hget(REGISTRY_AGENTS, agent_id)
+        entry = parse_entry(current) if current is not None else None
+        if entry is not None and entry.external is None:
+            return
+        pipe.multi()
+        pipe.hdel(REGISTRY_AGENTS, agent_id)
+        pipe.zrem(REGISTRY_LEASES, agent_id)
+
+    client.transaction(forget, REGISTRY_AGENTS)
 
 
 def forget_agent(client: redis.Redis, agent_id: str) -> None:

@@ -16,7 +16,11 @@ What an agent runs as:
   API token named by ``MAS_REDIS_URL_FILE`` and ``MAS_SIDECAR_TOKEN_FILE``, never in an environment
   variable). The agent container gets ``MAS_SIDECAR_URL``, ``MAS_AGENT_ID`` and the one key
   ``api-token`` as ``MAS_SIDECAR_TOKEN`` (a ``secretKeyRef``: the kubelet hands it that value
-  and nothing else of the Secret), never a Redis credential or a key.
+  and nothing else of the Secret), never a Redis credential or a key;
+* a ``v1/Secret`` ``<name>-mas-remotes`` (:mod:`mas_operator.remotes`): the bearer tokens of the
+  ExternalAgents this agent's policy lets it call, mounted whole into the sidecar only at
+  :data:`A2A_REMOTES_DIR` (``MAS_A2A_REMOTES_DIR``), so the kubelet brings a changed token to the
+  running sidecar.
 
 The spec's pod settings go to the pod (image pull Secrets, affinity, topology spread, priority
 class, pod labels and annotations beside the operator's) or to the agent container alone (its
@@ -38,6 +42,7 @@ from base64 import b64encode
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from mas_core.a2a_remotes import REMOTES_DIR_ENV
 from mas_core.identity.credentials import (
     AGENT_KEY_FILE,
     API_TOKEN_FILE,
@@ -62,6 +67,10 @@ CREDENTIALS_DIR = "/var/run/mas/credentials"
 CREDENTIALS_VOLUME = "mas-credentials"
 A2A_CLIENTS_DIR = "/var/run/mas/a2a-clients"
 A2A_CLIENTS_VOLUME = "mas-a2a-clients"
+# The external agents' tokens this agent's policy lets it call (:mod:`mas_operator.remotes`).
+A2A_REMOTES_DIR = "/var/run/mas/a2a-remotes"
+A2A_REMOTES_VOLUME = "mas-a2a-remotes"
+REMOTES_SECRET_SUFFIX = "-mas-remotes"
 A2A_PORT_NAME = "a2a"
 A2A_SERVICE_SUFFIX = "-a2a"
 SECRET_SUFFIX = "-mas-credentials"
@@ -119,6 +128,11 @@ def secret_name(agent: AgentManifest) -> str:
     return f"{agent.metadata.name}{SECRET_SUFFIX}"
 
 
+def remotes_secret_name(agent: AgentManifest) -> str:
+    """Name of the Secret of the external agents' tokens for the agent's sidecar."""
+    return f"{agent.metadata.name}{REMOTES_SECRET_SUFFIX}"
+
+
 def agent_labels(agent: AgentManifest) -> dict[str, str]:
     """Labels of every object made for ``agent`` and of its pods."""
     name = agent.metadata.name
@@ -148,7 +162,8 @@ def owner_reference(*, agent: AgentManifest, owner_uid: str) -> Manifest:
     }
 
 
-def _metadata(agent: AgentManifest, name: str, owner_uid: str) -> Manifest:
+def object_metadata(agent: AgentManifest, name: str, owner_uid: str) -> Manifest:
+    """The metadata of object ``name`` made for ``agent``: its namespace, labels and owner."""
     return {
         "name": name,
         "namespace": agent.metadata.namespace,
@@ -201,7 +216,7 @@ def credentials_secret(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(agent, secret_name(agent), owner_uid),
+        "metadata": object_metadata(agent, secret_name(agent), owner_uid),
         "type": "Opaque",
         "data": dict(sorted(data.items())),
     }
@@ -272,6 +287,7 @@ def _sidecar_container(
             {"name": "MAS_MAX_ATTEMPTS", "value": str(spec.delivery.max_attempts)},
             {"name": "MAS_LEASE_MS", "value": str(spec.delivery.lease_seconds * 1000)},
             {"name": "MAS_METRICS_ADDRESS", "value": f"0.0.0.0:{metrics_port}"},
+            {"name": REMOTES_DIR_ENV, "value": A2A_REMOTES_DIR},
             *replication,
             *_a2a_env(agent),
             *_observability_env(settings, sidecar=True),
@@ -286,6 +302,7 @@ def _sidecar_container(
         ],
         "volumeMounts": [
             {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True},
+            {"name": A2A_REMOTES_VOLUME, "mountPath": A2A_REMOTES_DIR, "readOnly": True},
             *(
                 [{"name": A2A_CLIENTS_VOLUME, "mountPath": A2A_CLIENTS_DIR, "readOnly": True}]
                 if _exposed(agent)
@@ -365,7 +382,7 @@ def a2a_service(*, agent: AgentManifest, owner_uid: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(agent, a2a_service_name(agent), owner_uid),
+        "metadata": object_metadata(agent, a2a_service_name(agent), owner_uid),
         "spec": {
             "selector": selector_labels(agent),
             "ports": [
@@ -509,7 +526,18 @@ def deployment(
                 "defaultMode": CREDENTIAL_FILE_MODE,
                 "items": _credential_items(trust_kids),
             },
-        }
+        },
+        # Mounted whole: the operator adds and removes tokens as ExternalAgents and policies
+        # change, and the kubelet updates the files without restarting the pod. Optional, so a
+        # pod never waits for it.
+        {
+            "name": A2A_REMOTES_VOLUME,
+            "secret": {
+                "secretName": remotes_secret_name(agent),
+                "defaultMode": CREDENTIAL_FILE_MODE,
+                "optional": True,
+            },
+        },
     ]
     if _exposed(agent):
         volumes.append(_a2a_clients_volume(agent))
@@ -549,7 +577,7 @@ def deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(agent, agent.metadata.name, owner_uid),
+        "metadata": object_metadata(agent, agent.metadata.name, owner_uid),
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(agent)},
@@ -641,7 +669,7 @@ def refusals(agent: AgentManifest, settings: OperatorConfig) -> list[str]:
             "service account; its permissions are not for agents"
         )
     for where, secret in _referenced_secrets(agent):
-        reasons += _secret_refusals(where, secret, namespace, settings, "receive")
+        reasons += secret_refusals(where, secret, namespace, settings, "receive")
     reserved = set(agent_labels(agent))
     for key in sorted(spec.pod_labels):
         if key in reserved or key.startswith("mas.dev/"):
@@ -682,11 +710,12 @@ def _referenced_secrets(agent: AgentManifest) -> Iterator[tuple[str, str]]:
         yield f"spec.a2a.clients[{index}] ({client.name}).secretKeyRef", client.secret_key_ref.name
 
 
-def _secret_refusals(
+def secret_refusals(
     where: str, secret: str, namespace: str, settings: OperatorConfig, how: str
 ) -> Iterator[str]:
-    """Why Secret ``secret`` may not reach an agent's pod (``how``: mount or receive)."""
-    if secret.endswith(SECRET_SUFFIX):
+    """Why Secret ``secret`` may not reach an agent's pod or, named by an ExternalAgent, a remote
+    (``how``: mount, receive or send)."""
+    if secret.endswith((SECRET_SUFFIX, REMOTES_SECRET_SUFFIX)):
         yield (
             f"{where}: Secret {secret} holds an agent's credentials, which only its sidecar "
             f"may {how}"
@@ -702,7 +731,7 @@ def _volume_refusals(
     where: str, volume: Mapping[str, Any], namespace: str, settings: OperatorConfig
 ) -> Iterator[str]:
     name = volume.get("name")
-    if name in (CREDENTIALS_VOLUME, A2A_CLIENTS_VOLUME):
+    if name in (CREDENTIALS_VOLUME, A2A_CLIENTS_VOLUME, A2A_REMOTES_VOLUME):
         yield f"{where}: the name {name} is reserved for the sidecar's secrets"
     where = f"{where} ({name})"
     for kind in sorted(set(volume) - {"name"}):
@@ -718,7 +747,7 @@ def _volume_refusals(
                 f"allows {', '.join(RESTRICTED_VOLUME_TYPES)}"
             )
     for secret in _secret_names(volume):
-        yield from _secret_refusals(where, secret, namespace, settings, "mount")
+        yield from secret_refusals(where, secret, namespace, settings, "mount")
 
 
 def _secret_names(volume: Mapping[str, Any]) -> Iterator[str]:

@@ -33,13 +33,21 @@ spec and what exists (the agent's key, password and still-valid token are kept),
   are compiled into one document and published (Redis and a ConfigMap); an invalid one keeps
   its last good version in force and says why in its ``Valid`` condition. A timer per policy
   reports its revision, the agents it selects and the replicas enforcing it.
+* ``ExternalAgent`` created, changed or found at start-up (:mod:`mas_operator.remotes`): a spec
+  naming an agent's Secret or one of the operator's namespace is refused (``Registered=False``,
+  ``Forbidden``); otherwise its token is read from its Secret, its registry entry written (never
+  over an Agent's: ``NameTaken``, retried), and it is held for the agents' remotes Secrets;
+  ``Registered`` and ``CredentialsReady`` report it. Each Agent's reconcile and status round
+  applies ``<agent>-mas-remotes`` with the tokens of the external agents its policy could let it
+  call. A timer reads the token again (rotation); deletion takes it out of discovery.
 * A recovery thread, started at start-up and stopped at clean-up: every second it probes Redis
   (:mod:`mas_control.recovery`) and puts back what a restarted or replaced server lost — the
-  function library, the ACL users and registry entries of the agents reconciled, the policy
-  (compiled again) — within seconds rather than at the next reconcile.
+  function library, the ACL users and registry entries of the agents reconciled, the external
+  agents' entries, the policy (compiled again) — within seconds rather than at the next
+  reconcile.
 
-Both kinds carry the finalizer ``mas.dev/finalizer`` (kopf's timers need it too): delete
-Agents and GatewayPolicies before uninstalling the operator, or they wait for it.
+Every kind carries the finalizer ``mas.dev/finalizer`` (kopf's timers need it too): delete
+Agents, GatewayPolicies and ExternalAgents before uninstalling the operator, or they wait for it.
 """
 
 from __future__ import annotations
@@ -59,12 +67,20 @@ from pydantic import BaseModel
 from mas_control.recovery import PROBE_SECONDS, Provisioned, Repair, ServerWatch
 from mas_core.acl import acl_username
 from mas_core.identity.credentials import Anchor
-from mas_core.manifests import AGENT_KIND, API_VERSION, AgentManifest, ManifestError, parse_agent
+from mas_core.manifests import (
+    AGENT_KIND,
+    API_VERSION,
+    EXTERNAL_AGENT_KIND,
+    AgentManifest,
+    ExternalAgentManifest,
+    ManifestError,
+    parse_agent,
+)
 from mas_core.policy.document import CompiledPolicy, effective_policy
-from mas_operator import builders
+from mas_operator import builders, remotes
 from mas_operator.anchor import load_or_create_anchor
 from mas_operator.config import OperatorConfig
-from mas_operator.crds import AgentStatus, Condition, InboxStatus
+from mas_operator.crds import AgentStatus, Condition, ExternalAgentStatus, InboxStatus
 from mas_operator.credentials import plan_credentials, read_existing
 from mas_operator.kube import (
     KubeApi,
@@ -93,6 +109,8 @@ from mas_operator.status import (
     agent_refreshed,
     audit_status,
     audit_unarchived,
+    external_refused,
+    external_registered,
     moment,
     policy_reconciled,
     policy_refreshed,
@@ -103,6 +121,7 @@ from mas_operator.status import (
 
 AGENTS = ("mas.dev", "v1alpha1", "agents")
 POLICIES = ("mas.dev", "v1alpha1", "gatewaypolicies")
+EXTERNALS = ("mas.dev", "v1alpha1", "externalagents")
 FINALIZER = "mas.dev/finalizer"
 
 log = logging.getLogger(__name__)
@@ -120,6 +139,9 @@ class Runtime:
     policy_lock: threading.Lock
     # What the operator keeps on Redis per agent, to put back on a server that lost it.
     provisioned: dict[str, Provisioned] = default(default_factory=dict)
+    # The ExternalAgents accepted, by id, with their tokens: the agents' remotes Secrets and
+    # the registry entries a restarted server lost are made from them.
+    externals: dict[str, remotes.Remote] = default(default_factory=dict)
     watch: ServerWatch = default(default_factory=ServerWatch)
     stopping: threading.Event = default(default_factory=threading.Event)
     published_revision: str | None = None  # of the policy document this operator published
@@ -203,6 +225,18 @@ def _apply_credentials(
     return moment(plan.claims.exp)
 
 
+def _apply_remotes(runtime: Runtime, agent: AgentManifest, owner_uid: str) -> None:
+    """Apply the agent's Secret of external agents' tokens: those the published policy could
+    let it call (:mod:`mas_operator.remotes`)."""
+    policy = runtime.redis.published_policy(max_age=_shared_age(runtime))
+    tokens = remotes.callable_tokens(agent, list(runtime.externals.values()), policy)
+    current = runtime.kube.get_secret(agent.metadata.namespace, builders.remotes_secret_name(agent))
+    if current is not None:
+        ensure_controlled(current, builders.owner_reference(agent=agent, owner_uid=owner_uid))
+    desired = remotes.remotes_secret(agent=agent, owner_uid=owner_uid, tokens=tokens)
+    runtime.kube.apply(desired, current)
+
+
 def _apply_deployment(runtime: Runtime, desired: builders.Manifest) -> tuple[Manifest, bool]:
     """Apply the agent's Deployment; the object as stored, and whether it had to be created."""
     meta = desired["metadata"]
@@ -277,6 +311,7 @@ def reconcile_agent(
         )
     try:
         expires = _apply_credentials(runtime, agent, owner_uid, provision=True)
+        _apply_remotes(runtime, agent, owner_uid)
     except NotOwnedError as exc:
         _name_taken(runtime, patch, status, exc, conditions=conditions, generation=generation)
     except KubeError as exc:
@@ -310,12 +345,12 @@ def reconcile_agent(
     )
     _report(patch, status, fresh)
     runtime.metrics.reconciles.labels("Agent", "applied").inc()
-    logger.info("applied %s: Secret, ACL user, registry entry, Deployment", agent.agent_id)
+    logger.info("applied %s: Secrets, ACL user, registry entry, Deployment", agent.agent_id)
 
 
-def _retry(runtime: Runtime, exc: Exception) -> NoReturn:
-    """The Agent's reconcile failed on the way (the API server or Redis): kopf retries it."""
-    runtime.metrics.reconciles.labels("Agent", "retry").inc()
+def _retry(runtime: Runtime, exc: Exception, kind: str = AGENT_KIND) -> NoReturn:
+    """The reconcile of a ``kind`` failed on the way (the API server or Redis): kopf retries."""
+    runtime.metrics.reconciles.labels(kind, "retry").inc()
     raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
 
 
@@ -419,6 +454,11 @@ def _observe_agent(
         runtime.metrics.redis_errors.inc()
         log.warning("cannot renew the token of %s: %s", agent.agent_id, exc)
         expires = None
+    try:
+        _apply_remotes(runtime, agent, owner_uid)
+    except RedisAdminError as exc:  # its tokens stay as they are until the policy is read
+        runtime.metrics.redis_errors.inc()
+        log.warning("cannot read the policy for the external agents of %s: %s", agent.agent_id, exc)
     deployment, created = _apply_deployment(runtime, desired)
     dep_status = {} if created else deployment.get("status") or {}
     if created:
@@ -528,6 +568,189 @@ def keep_audit(
         if kept.problem and (status.get("audit") or {}).get("message") != fresh.message:
             log.error("the audit trail of %s is NOT intact: %s", agent_id, kept.problem)
     _report(patch, status, AgentStatus(audit=fresh))
+
+
+# -- ExternalAgent -------------------------------------------------------------------------------
+
+
+def _read_remote(
+    runtime: Runtime, external: ExternalAgentManifest
+) -> tuple[remotes.Remote, str | None]:
+    """The external agent with its token, read from its Secret; what is missing, if anything."""
+    credentials = external.spec.credentials
+    if credentials is None:
+        return remotes.Remote(external, None), None
+    ref = credentials.secret_key_ref
+    secret = runtime.kube.get_secret(external.metadata.namespace, ref.name)
+    token = remotes.token_of(secret, ref.key)
+    if token is not None:
+        return remotes.Remote(external, token), None
+    missing = f"Secret {ref.name} has no key {ref.key}" if secret else f"no Secret {ref.name}"
+    return remotes.Remote(external, None), missing
+
+
+def _register_external(
+    runtime: Runtime, external: ExternalAgentManifest
+) -> tuple[bool, str | None]:
+    """Read the external agent's token, put it in discovery and hold it for the agents'
+    remotes Secrets: whether it could (not when an Agent holds its id: the Agent wins), and
+    what is missing of its credentials, if anything."""
+    remote, missing = _read_remote(runtime, external)
+    spec, namespace = external.spec, external.metadata.namespace
+    if runtime.kube.get_agent(namespace, external.metadata.name) is not None or not (
+        runtime.redis.ensure_external(
+            external.agent_id, spec.capabilities, spec.url, spec.description
+        )
+    ):
+        runtime.externals.pop(external.agent_id, None)
+        return False, missing
+    runtime.externals[external.agent_id] = remote
+    return True, missing
+
+
+def _name_taken_message(external: ExternalAgentManifest) -> str:
+    return (
+        f"{external.agent_id} is an Agent's id: an ExternalAgent needs a name of its own (it is "
+        "registered once no Agent holds it)"
+    )
+
+
+def _registered(
+    external: ExternalAgentManifest,
+    conditions: list[Condition],
+    missing: str | None,
+    generation: int,
+) -> ExternalAgentStatus:
+    credentials = external.spec.credentials
+    ref = credentials.secret_key_ref if credentials is not None else None
+    return external_registered(
+        conditions,
+        credentials=f"Secret {ref.name} key {ref.key}" if ref is not None else None,
+        missing=missing,
+        generation=generation,
+        now=_now(),
+    )
+
+
+def reconcile_external(
+    *,
+    body: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    memo: Any,
+    patch: kopf.Patch,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    runtime = _runtime(memo)
+    generation = int(meta.get("generation") or 0)
+    conditions = read_conditions(status)
+    try:
+        external = remotes.parse_external_body(body)
+    except ManifestError as exc:
+        _external_refused(
+            runtime, patch, status, conditions,
+            reason="InvalidSpec", message=str(exc), generation=generation,
+        )  # fmt: skip
+    refused = remotes.refusals(external, runtime.config)
+    if refused:
+        message = (
+            f"refused: {'; '.join(refused)}; the version accepted before, if any, stays in force"
+        )
+        _external_refused(
+            runtime, patch, status, conditions,
+            reason="Forbidden", message=message, generation=generation,
+        )  # fmt: skip
+    try:
+        registered, missing = _register_external(runtime, external)
+    except KubeError as exc:
+        _retry(runtime, exc, EXTERNAL_AGENT_KIND)
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        _retry(runtime, exc, EXTERNAL_AGENT_KIND)
+    if not registered:
+        message = _name_taken_message(external)
+        taken = external_refused(
+            conditions, "NameTaken", message, generation=generation, now=_now()
+        )
+        _report(patch, status, taken)
+        _retry(runtime, RuntimeError(message), EXTERNAL_AGENT_KIND)
+    _report(patch, status, _registered(external, conditions, missing, generation))
+    runtime.metrics.reconciles.labels(EXTERNAL_AGENT_KIND, "applied").inc()
+    logger.info("registered %s (%s)", external.agent_id, external.spec.url)
+
+
+def _external_refused(
+    runtime: Runtime,
+    patch: kopf.Patch,
+    status: Mapping[str, Any],
+    conditions: list[Condition],
+    *,
+    reason: str,
+    message: str,
+    generation: int,
+) -> NoReturn:
+    """Report an invalid or refused ExternalAgent; kopf retries only when it changes."""
+    _report(
+        patch,
+        status,
+        external_refused(conditions, reason, message, generation=generation, now=_now()),
+    )
+    outcome = "refused" if reason == "Forbidden" else "invalid"
+    runtime.metrics.reconciles.labels(EXTERNAL_AGENT_KIND, outcome).inc()
+    raise kopf.PermanentError(message) from None
+
+
+def refresh_external(
+    *,
+    body: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    memo: Any,
+    patch: kopf.Patch,
+    **_: Any,
+) -> None:
+    """Read the token again (a rotated one reaches the senders at their next round), keep the
+    registry entry there, and report ``CredentialsReady``."""
+    runtime = _runtime(memo)
+    generation = int(meta.get("generation") or 0)
+    if status.get("observedGeneration") != generation:
+        return  # the reconcile handler has not accepted this generation
+    try:
+        external = remotes.parse_external_body(body)
+    except ManifestError:
+        return
+    if remotes.refusals(external, runtime.config):
+        return  # refused since (a restart with stricter settings): reported by the reconcile
+    try:
+        registered, missing = _register_external(runtime, external)
+    except (KubeError, RedisAdminError) as exc:
+        log.warning("cannot refresh external agent %s: %s", external.agent_id, exc)
+        return
+    conditions = read_conditions(status)
+    if registered:
+        _report(patch, status, _registered(external, conditions, missing, generation))
+    else:  # an Agent took the name since: it wins
+        message = _name_taken_message(external)
+        taken = external_refused(
+            conditions, "NameTaken", message, generation=generation, now=_now()
+        )
+        _report(patch, status, taken)
+
+
+def delete_external(*, meta: Mapping[str, Any], memo: Any, logger: Any, **_: Any) -> None:
+    """The finalizer: out of discovery, and its token out of every agent's remotes Secret at
+    their next round."""
+    runtime = _runtime(memo)
+    agent_id = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+    runtime.externals.pop(agent_id, None)
+    try:
+        runtime.redis.remove_external(agent_id)
+    except RedisAdminError as exc:
+        runtime.metrics.redis_errors.inc()
+        raise kopf.TemporaryError(str(exc), delay=runtime.config.retry_seconds) from None
+    runtime.metrics.reconciles.labels(EXTERNAL_AGENT_KIND, "deleted").inc()
+    logger.info("removed external agent %s from discovery", agent_id)
 
 
 # -- GatewayPolicy -------------------------------------------------------------------------------
@@ -651,6 +874,12 @@ def recover_server(runtime: Runtime) -> Repair:
     published = runtime.published_revision
     facts, repair = runtime.redis.plan_repair(runtime.watch, agents, published)
     runtime.redis.repair(repair, agents)
+    if repair:  # a server that lost anything lost the external agents' entries too
+        for remote in list(runtime.externals.values()):
+            spec = remote.external.spec
+            runtime.redis.ensure_external(
+                remote.external.agent_id, spec.capabilities, spec.url, spec.description
+            )
     if repair or published is None:  # none published yet: Redis was down at start-up
         publish_all(runtime)
     runtime.watch.repaired(facts, repair)
@@ -715,9 +944,13 @@ def register(
         on(*POLICIES, registry=registry, id="reconcile")(reconcile_policy)
     kopf.on.delete(*AGENTS, registry=registry, id="finalize")(delete_agent)
     kopf.on.delete(*POLICIES, registry=registry, id="finalize")(delete_policy)
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*EXTERNALS, registry=registry, id="reconcile")(reconcile_external)
+    kopf.on.delete(*EXTERNALS, registry=registry, id="finalize")(delete_external)
     interval = config.status_interval_seconds
     kopf.timer(*AGENTS, registry=registry, id="status", interval=interval)(refresh_agent)
     kopf.timer(*POLICIES, registry=registry, id="status", interval=interval)(refresh_policy)
+    kopf.timer(*EXTERNALS, registry=registry, id="status", interval=interval)(refresh_external)
     kopf.timer(*AGENTS, registry=registry, id="audit", interval=config.audit_checkpoint_seconds)(
         keep_audit
     )

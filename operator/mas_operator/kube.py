@@ -86,7 +86,7 @@ def _body(response: Any) -> Manifest:
 
 
 class KubeApi:
-    """Secrets, ConfigMaps, Deployments and GatewayPolicies, as dicts."""
+    """Secrets, ConfigMaps, Deployments, Services, Agents and GatewayPolicies, as dicts."""
 
     def __init__(self, client: kubernetes.client.ApiClient) -> None:
         self._core = kubernetes.client.CoreV1Api(client)
@@ -133,6 +133,17 @@ class KubeApi:
             self._core.read_namespaced_config_map,
             name,
             namespace,
+        )
+
+    def get_agent(self, namespace: str, name: str) -> Manifest | None:
+        return self._call(
+            f"read agent {namespace}/{name}",
+            self._custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "agents",
+            name,
         )
 
     def list_gateway_policies(self, namespaces: tuple[str, ...]) -> list[Manifest]:

@@ -38,8 +38,10 @@ from mas_control.provision import (
     enforcers,
     ensure_functions,
     forget_agent,
+    forget_external_agent,
     publish_policy,
     register_agent,
+    register_external_agent,
 )
 from mas_control.recovery import Provisioned, Repair, ServerFacts, ServerWatch, apply_repair
 from mas_core import redis_clients, sentinel
@@ -128,6 +130,23 @@ class RedisAdmin:
             if batch:
                 deleted += int(self._client.unlink(*batch))
             return deleted
+        except redis.RedisError as exc:
+            raise self._fail(f"cannot remove {agent_id}", exc) from None
+
+    def ensure_external(
+        self, agent_id: str, capabilities: Sequence[str], url: str, description: str
+    ) -> bool:
+        """An external A2A agent's registry entry, discovery metadata and lease (idempotent);
+        False when an agent of mas holds the id (nothing is written)."""
+        try:
+            return register_external_agent(self._client, agent_id, capabilities, url, description)
+        except redis.RedisError as exc:
+            raise self._fail(f"cannot register {agent_id}", exc) from None
+
+    def remove_external(self, agent_id: str) -> None:
+        """Take an external agent out of discovery (not an Agent that holds its id now)."""
+        try:
+            forget_external_agent(self._client, agent_id)
         except redis.RedisError as exc:
             raise self._fail(f"cannot remove {agent_id}", exc) from None
 

@@ -1,4 +1,4 @@
-"""Pure builders of the status the operator writes on Agents and GatewayPolicies.
+"""Pure builders of the status the operator writes on Agents, GatewayPolicies and ExternalAgents.
 
 Each builder takes what a handler learned (the conditions already there, the outcome of a
 reconcile or a status refresh, the time as ``now``) and returns the typed status models of
@@ -26,6 +26,7 @@ from mas_operator.crds import (
     AgentStatus,
     AuditStatus,
     Condition,
+    ExternalAgentStatus,
     GatewayPolicyStatus,
     InboxStatus,
 )
@@ -387,4 +388,57 @@ def policy_refreshed(
     """The revision in force, the agents the policy selects and the replicas enforcing it."""
     return GatewayPolicyStatus(
         revision=revision, selected_agents=selected_agents, enforced_by=enforced_by
+    )
+
+
+# -- ExternalAgent ------------------------------------------------------------------------------
+
+
+def external_refused(
+    conditions: Sequence[Condition], reason: str, message: str, *, generation: int, now: datetime
+) -> ExternalAgentStatus:
+    """``Registered`` is False for ``reason``: an invalid (``InvalidSpec``) or refused
+    (``Forbidden``) spec; the version accepted before, if any, stays in discovery."""
+    new = condition("Registered", False, reason, message, generation=generation, now=now)
+    return ExternalAgentStatus(conditions=set_condition(conditions, new))
+
+
+def external_registered(
+    conditions: Sequence[Condition],
+    *,
+    credentials: str | None,
+    missing: str | None,
+    generation: int,
+    now: datetime,
+) -> ExternalAgentStatus:
+    """The external agent is in discovery (``Registered``), and whether the token of
+    ``credentials`` (``Secret <name> key <key>``; None: the remote is open) was found
+    (``CredentialsReady``; ``missing`` says what is not there)."""
+    registered = condition(
+        "Registered",
+        True,
+        "Registered",
+        "in discovery; senders' sidecars call it over A2A",
+        generation=generation,
+        now=now,
+    )
+    conditions = set_condition(conditions, registered)
+    if credentials is None:
+        ready = condition(
+            "CredentialsReady", True, "NoCredentials", "the remote is called without a token",
+            generation=generation, now=now,
+        )  # fmt: skip
+    elif missing is None:
+        ready = condition(
+            "CredentialsReady", True, "Found",
+            f"the token in {credentials} goes to the sidecars of the agents the policy lets "
+            "call it", generation=generation, now=now,
+        )  # fmt: skip
+    else:
+        ready = condition(
+            "CredentialsReady", False, "SecretMissing", f"{missing}; the remote is called "
+            "without a token until it is there", generation=generation, now=now,
+        )  # fmt: skip
+    return ExternalAgentStatus(
+        conditions=set_condition(conditions, ready), observed_generation=generation
     )

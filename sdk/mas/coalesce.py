@@ -2,7 +2,9 @@
 
 While fewer than ``max_in_flight`` requests of a kind are under way, a call leaves at once, so
 a client that makes one call at a time adds no latency and uses the single-item endpoint
-exactly as before. Calls made while the limit is reached queue, and leave together in one
+exactly as before: a call with nothing queued before it makes its request from its caller's own
+task (no task of its own, so no turn of the event loop before it leaves nor after it is
+answered). Calls made while the limit is reached queue, and leave together in one
 request (up to ``max_batch``) as soon as a request finishes. Each call still gets its own
 result or its own exception; a call cancelled while it waits in the queue is not sent.
 
@@ -40,14 +42,29 @@ class Coalescer(Generic[Item, Result]):
         self._max_in_flight = max_in_flight
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._requests: set[asyncio.Task[None]] = set()
+        self._direct = 0  # single calls under way in their callers' tasks
 
     async def call(self, item: Item) -> Result:
         """``item``'s result, through whichever request carries it."""
+        if not self._queue and self._in_flight() < self._max_in_flight:
+            self._direct += 1
+            try:
+                return await self._one(item)
+            finally:
+                self._direct -= 1
+                self._fill()
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if len(self._requests) < self._max_in_flight:
-            self._start()
+        self._fill()
         return await future
+
+    def _in_flight(self) -> int:
+        return len(self._requests) + self._direct
+
+    def _fill(self) -> None:
+        """Start batches of the queued calls while there is room."""
+        while self._queue and self._in_flight() < self._max_in_flight:
+            self._start()
 
     def _start(self) -> None:
         taken, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
@@ -59,8 +76,7 @@ class Coalescer(Generic[Item, Result]):
 
     def _finished(self, request: asyncio.Task[None]) -> None:
         self._requests.discard(request)
-        while self._queue and len(self._requests) < self._max_in_flight:
-            self._start()
+        self._fill()
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         results: Sequence[Result | BaseException]

@@ -20,6 +20,14 @@ tests/test_redis_client.py checks that every type of value the sidecar sends rea
 redis-py's encoder would store it. TLS and Unix-socket URLs choose their own connection classes
 and keep redis-py's packing, as does the cluster client.
 
+The same connection sends without a task of its own: redis-py bounds each write by the socket
+timeout with ``asyncio.wait_for``, which on Python 3.11 runs the write as a separate task, so
+every command (a lone message's pipelines, the blocking reads) waited one more turn of the event
+loop before it left and another before its sender went on. :class:`HiredisConnection` bounds the
+write with ``asyncio.timeout`` instead, in the sender's own task (Python 3.12's ``wait_for`` does
+the same by itself); a write that does not finish in time still drops the connection and raises
+redis-py's ``TimeoutError``.
+
 Blocking reads (the inbox, the replies, the policy notices) wait up to ``BLOCK_MS`` on a client
 of their own (``blocking=True``), whose socket timeout is longer than that wait; every other
 command keeps the short one, so a server that stops answering is noticed as soon.
@@ -29,9 +37,12 @@ Called twice per process by :mod:`mas_sidecar.components`.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.sentinel import Sentinel
 from redis.connection import HiredisRespSerializer
 
@@ -59,6 +70,26 @@ class HiredisConnection(aioredis.Connection):  # type: ignore[misc]  # redis-py 
     def pack_command(self, *args: Any) -> list[bytes]:
         packed: list[bytes] = self._packer.pack(*args)
         return packed
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        """redis-py's send, its write bounded by the socket timeout in this task (see the
+        module docstring)."""
+        timeout: float | None = self.socket_timeout  # type: ignore[has-type]
+        if not timeout or sys.version_info >= (3, 12):
+            await super().send_packed_command(command, check_health)
+            return
+        self.socket_timeout = None  # redis-py's own bound would run the write as a task
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # cancelled as the deadline came
+                raise asyncio.CancelledError from None
+            raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
 
 
 def connect(url: str, *, cluster: bool = False, blocking: bool = False) -> aioredis.Redis:

@@ -158,6 +158,7 @@ class Inbox:
         self._metrics = metrics
         self.leases: dict[str, Lease] = {}
         self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._ready_waiters: list[asyncio.Future[None]] = []
         self._subscribers = 0
         self._wake = asyncio.Event()
         self._reclaim_now = asyncio.Event()
@@ -250,9 +251,29 @@ class Inbox:
     async def next_delivery(self) -> Envelope:
         """Wait for the next leased message to hand to a subscriber."""
         while True:
-            envelope = self._hand_out(await self._ready.get())
-            if envelope is not None:
-                return envelope
+            await self.delivery_ready()
+            taken = self.ready_deliveries(1)
+            if taken:
+                return taken[0]
+
+    def delivery_ready(self) -> asyncio.Future[None]:
+        """A future done once a leased message is ready to hand out (at once when one is): a
+        subscriber awaits it, with whatever else it waits for, without a task of its own, so a
+        lease wakes it at the loop's next turn."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._ready.empty():
+            future.set_result(None)
+        else:
+            self._ready_waiters = [w for w in self._ready_waiters if not w.done()]
+            self._ready_waiters.append(future)
+        return future
+
+    def _make_ready(self, message_id: str) -> None:
+        self._ready.put_nowait(message_id)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def ready_deliveries(self, limit: int) -> list[Envelope]:
         """Up to ``limit`` more leased messages that are ready now (without waiting), so a
@@ -299,7 +320,7 @@ class Inbox:
         lease = self.leases.get(envelope.id)
         if lease is not None:
             lease.handed_out = False
-            self._ready.put_nowait(envelope.id)
+            self._make_ready(envelope.id)
 
     def _capacity(self) -> int:
         if not self._subscribers:
@@ -528,7 +549,7 @@ class Inbox:
                 trace=self._trace_receive(envelope, received, (checking, checked)),
             )  # fmt: skip
             if previous is None or previous.handed_out:
-                self._ready.put_nowait(envelope.id)
+                self._make_ready(envelope.id)
         self._metrics.inflight.set(len(self.leases))
 
     def _trace_receive(

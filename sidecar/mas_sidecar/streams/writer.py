@@ -46,7 +46,6 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 
 from mas_core.error_codes import ErrorCode
-from mas_sidecar.aio import wait_event
 from mas_sidecar.errors import Refusal
 from mas_sidecar.streams.errors import REDIS_ERRORS
 
@@ -55,6 +54,7 @@ Command = tuple[Any, ...]
 Latest = Mapping[Hashable, Command]
 NOTHING_LATEST: Latest = {}
 APPENDS_PER_CALL = 256  # entries per function call: bounds how long one call holds the server
+STOP_POLL_SECONDS = 1.0  # an idle writer looks at its stop event this often
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class Writer:
         self._redis = client
         self._replication = replication
         self._queue: list[_Submission] = []
-        self._pending = asyncio.Event()
+        self._wake: asyncio.Future[None] | None = None  # resolved by the next submission
         self._flushing = False
 
     @property
@@ -147,14 +147,14 @@ class Writer:
         its call appended), then those of ``latest`` in its order, then those of ``final``."""
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Submission(appends, latest, final, future))
-        self._pending.set()
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
         return future
 
     async def run_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set() or self._queue:
             if not self._queue:
-                await wait_event(self._pending, 1.0)
-                self._pending.clear()
+                await self._await_submission(STOP_POLL_SECONDS)
                 continue
             batch, self._queue = self._queue, []
             self._flushing = True
@@ -162,6 +162,19 @@ class Writer:
                 await self._flush(batch)
             finally:
                 self._flushing = False
+
+    async def _await_submission(self, seconds: float) -> None:
+        """Wait for the next submission, or ``seconds`` (to look at the stop event again): on a
+        future that :meth:`submit` resolves, so a lone submission is written at the loop's next
+        turn, with no waiter task between it and its pipeline."""
+        loop = asyncio.get_running_loop()
+        wake = self._wake = loop.create_future()
+        timer = loop.call_later(seconds, _settle, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     async def _flush(self, batch: list[_Submission]) -> None:
         calls: list[tuple[str, list[Append]]] = []  # (stream, its appends) per function call
@@ -218,6 +231,11 @@ class Writer:
                 pipe.execute_command(*command)
             answers: list[Any] = await pipe.execute(raise_on_error=False)
         return answers
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _fail_all(batch: list[_Submission], failure: Exception) -> None:

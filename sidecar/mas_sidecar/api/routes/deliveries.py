@@ -56,13 +56,17 @@ async def deliveries(request: web.Request) -> web.StreamResponse:
         # keepalive: its place under MAS_MAX_SUBSCRIBERS is free again right away.
         gone = connection_closed(request)
         while not (stopping.is_set() or gone.done()):
-            waiting = asyncio.ensure_future(inbox.next_delivery())
-            awaited: set[asyncio.Future[Any]] = {waiting, stopped, gone}
-            await asyncio.wait(awaited, timeout=KEEPALIVE_SECONDS, return_when=FIRST)
-            envelope = waiting.result() if waiting.done() else None
-            waiting.cancel()
+            ready = inbox.delivery_ready()
+            if not ready.done():
+                awaited: set[asyncio.Future[Any]] = {ready, stopped, gone}
+                await asyncio.wait(awaited, timeout=KEEPALIVE_SECONDS, return_when=FIRST)
+                ready.cancel()
+            if stopping.is_set() or gone.done():
+                break
             # A burst that is ready goes out in one write (one syscall, one read for the agent).
-            batch = [] if envelope is None else [envelope, *inbox.ready_deliveries(BURST - 1)]
+            batch = inbox.ready_deliveries(BURST)
+            if not batch and not ready.cancelled():
+                continue  # another subscriber took them: no keepalive due
             lease_ms = inbox.lease_ms
             chunk = (
                 b"".join(sse_event(e, orjson.dumps(delivery_document(e, lease_ms))) for e in batch)
