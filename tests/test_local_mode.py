@@ -30,7 +30,12 @@ from mas_cli.local.issuer import LocalIdentity
 from mas_cli.local.metrics import MessageCounts, message_counts
 from mas_cli.local.plan import agent_command, plan_replicas
 from mas_cli.local.processes import SidecarProcess
-from mas_cli.local.redis_server import LISTEN_PORTS_FROM, ephemeral_low, listen_ports
+from mas_cli.local.redis_server import (
+    LISTEN_PORTS_FROM,
+    ephemeral_low,
+    free_port,
+    listen_ports,
+)
 from mas_cli.local.restarts import Restarts
 from mas_cli.local.supervisor import SIDECAR_READY_TIMEOUT, describe_exit, ready_timeout
 from mas_cli.local.users import EXECUTE, READ, LocalUsers, RunAs, unreachable
@@ -229,6 +234,14 @@ def test_sidecar_ports_lie_below_the_range_given_to_outgoing_connections() -> No
     # at once open enough connections to take some of the ports chosen for them.
     ports = list(itertools.islice(listen_ports(), 50))
     assert len(set(ports)) == 50
+    assert all(LISTEN_PORTS_FROM <= port < ephemeral_low() for port in ports)
+
+
+def test_a_free_port_lies_below_that_range_and_is_not_handed_out_twice_in_a_row() -> None:
+    # The tests' sidecars and servers bind ports free_port chose a moment before: one an
+    # outgoing connection took meanwhile, or one given twice, fails a start ("address in use").
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == 500
     assert all(LISTEN_PORTS_FROM <= port < ephemeral_low() for port in ports)
 
 

@@ -25,9 +25,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,13 +50,26 @@ class RedisServerError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that was free a moment ago."""
+    """A TCP port on ``host`` that was free a moment ago and that this process has not handed
+    out lately: below the ephemeral range when there is room (:func:`listen_ports` says why: a
+    port the kernel picks lies in that range, and an outgoing connection may take it before the
+    process it is meant for binds it)."""
+    with _RECENT_LOCK:
+        port = next(listen_ports(host, _RECENT))
+        _RECENT.append(port)
+        return port
+
+
+def _kernel_port(host: str) -> int:
+    """A TCP port on ``host`` the kernel picks (in the ephemeral range)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 LISTEN_PORTS_FROM = 20_000  # listening ports are chosen from here up to the ephemeral range
+_RECENT: deque[int] = deque(maxlen=1024)  # the ports free_port handed out last
+_RECENT_LOCK = threading.Lock()
 
 
 def ephemeral_low() -> int:
@@ -66,24 +81,25 @@ def ephemeral_low() -> int:
         return 32_768
 
 
-def listen_ports(host: str = "127.0.0.1") -> Iterator[int]:
-    """Distinct TCP ports on ``host``, each free a moment ago, outside the ephemeral range.
+def listen_ports(host: str = "127.0.0.1", given: Collection[int] = ()) -> Iterator[int]:
+    """Distinct TCP ports on ``host``, each free a moment ago, outside the ephemeral range, none
+    of ``given``.
 
-    A port from :func:`free_port` lies in that range, so by the time a process binds it, an
-    outgoing connection may have been given it: with hundreds of sidecars starting at once, each
-    opening connections, that happens (``address already in use``, on every restart). A port
-    below the range is never given to an outgoing connection, so it stays free unless another
-    program binds it on purpose."""
+    A port the kernel picks lies in that range, so by the time a process binds it, an outgoing
+    connection may have been given it: with hundreds of sidecars starting at once, each opening
+    connections, that happens (``address already in use``, on every restart). A port below the
+    range is never given to an outgoing connection, so it stays free unless another program
+    binds it on purpose."""
     low = ephemeral_low()
     if low <= LISTEN_PORTS_FROM:  # no room below: only the range is left
-        yield from iter(lambda: free_port(host), None)
+        yield from iter(lambda: _kernel_port(host), None)
         return
-    given: set[int] = set()
+    chosen: set[int] = set()
     while True:
         port = secrets.randbelow(low - LISTEN_PORTS_FROM) + LISTEN_PORTS_FROM
-        if port in given or not _bindable(host, port):
+        if port in chosen or port in given or not _bindable(host, port):
             continue
-        given.add(port)
+        chosen.add(port)
         yield port
 
 
