@@ -605,7 +605,8 @@ def refusals(agent: AgentManifest, settings: OperatorConfig) -> list[str]:
     restricted Pod Security Standard gives a pod, and no other agent's identity:
 
     * no Secret named ``*-mas-credentials`` (an agent's key, token and Redis password, for its
-      sidecar only; the agent's own included), whether a ``secret`` volume, a ``projected``
+      sidecar only; the agent's own included) or ``*-mas-remotes`` (the external agents'
+      tokens, likewise), whether a ``secret`` volume, a ``projected``
       source or a ``csi`` volume's ``nodePublishSecretRef``; in the operator's namespace no
       Secret at all (the trust anchor's signing key, the Redis administrator password);
     * volume types of the restricted standard only: no ``hostPath`` unless
@@ -619,8 +620,8 @@ def refusals(agent: AgentManifest, settings: OperatorConfig) -> list[str]:
       gateway checks;
     * not the operator's own service account (``serviceAccountName`` in its namespace);
     * the same Secrets as volumes, by reference: no ``spec.env[].valueFrom.secretKeyRef``,
-      ``spec.envFrom[].secretRef`` or ``spec.imagePullSecrets`` entry naming a
-      ``*-mas-credentials`` Secret or, in the operator's namespace, any Secret;
+      ``spec.envFrom[].secretRef`` or ``spec.imagePullSecrets`` entry naming such a Secret
+      or, in the operator's namespace, any Secret;
     * pod labels and annotations that would pass for the operator's: no ``spec.podLabels`` key
       the operator sets on the pods (another agent's ``mas.dev/agent`` would put the pods
       behind that agent's selectors) or under ``mas.dev/``, no ``spec.podAnnotations`` key of
