@@ -58,13 +58,11 @@ class Task:
         self._changed.set()
         return True
 
-    def progress(self, message: dict[str, Any]) -> bool:
-        """The handler reported progress: still working, ``message`` its status message;
-        False when the task had finished already."""
-        if self.finished:
-            return False
-        self._change("TASK_STATE_WORKING", message)
-        return True
+    def progress(self, message: dict[str, Any]) -> None:
+        """The handler reported progress: still working, ``message`` its status message
+        (nothing changes once the task has finished)."""
+        if not self.finished:
+            self._change("TASK_STATE_WORKING", message)
 
     def _change(self, state: str, message: dict[str, Any] | None) -> None:
         self.state, self.message = state, message
